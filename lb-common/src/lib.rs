@@ -1,0 +1,311 @@
+//! Types shared by the XDP data plane (`lb-ebpf`) and the control plane (`lb-userspace`).
+//!
+//! Everything here is `#[repr(C)]` plain data with explicit padding, because the same bytes are
+//! written by userspace into BPF maps and read by the kernel program. Addresses and ports are kept
+//! in network byte order exactly as they appear on the wire, so the data plane never swaps bytes
+//! on the fast path.
+#![no_std]
+
+pub mod hash;
+#[cfg(feature = "user")]
+pub mod user;
+
+/// Bump when any map layout below changes: pin paths include it so that a new daemon never
+/// adopts maps written with an older layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Number of VIP slots (per-VIP arrays are indexed by `VipMeta::id`).
+pub const MAX_VIPS: u32 = 64;
+/// Number of backend slots (backend arrays are indexed by backend id).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Largest lookup table per VIP and slot. Maglev tables must be a prime no larger than this.
+pub const MAX_TABLE: u32 = 65537;
+/// Default Maglev table size (prime).
+pub const DEFAULT_TABLE: u32 = 65537;
+/// Each VIP has two table slots: the control plane writes the idle one completely, then flips
+/// `VipMeta::slot` in one hash-map update, so packets never see a half-written table.
+pub const TABLE_SLOTS: u32 = 2;
+/// Entries of the flat table array: `MAX_VIPS * TABLE_SLOTS * MAX_TABLE`.
+pub const TABLE_ENTRIES: u32 = MAX_VIPS * TABLE_SLOTS * MAX_TABLE;
+/// Backends a least-connections VIP compares per new flow (bounded loop in the verifier).
+pub const MAX_LC_BACKENDS: usize = 32;
+/// Default size of the connection table (LRU).
+pub const CONN_TABLE_SIZE: u32 = 262_144;
+/// Largest packet prefix the benchmark harness restores between repeats.
+pub const HARNESS_MAX_PACKET: usize = 256;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+
+/// Backend selection algorithm of a VIP (`VipMeta::algo`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Maglev consistent hashing on the 5-tuple.
+    Maglev = 0,
+    /// The same Maglev table, hashed on the source address only (session affinity).
+    IpHash = 1,
+    /// Smooth weighted round-robin: the table holds one period of the sequence.
+    WeightedRoundRobin = 2,
+    /// Fewest active connections relative to weight.
+    LeastConnections = 3,
+}
+
+impl Algorithm {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Maglev),
+            1 => Some(Self::IpHash),
+            2 => Some(Self::WeightedRoundRobin),
+            3 => Some(Self::LeastConnections),
+            _ => None,
+        }
+    }
+}
+
+/// Forwarding mode of a VIP (`VipMeta::mode`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// Rewrite the destination MAC to the backend's and transmit (direct server return).
+    DsrL2 = 0,
+    /// IPv4-in-IPv4 / IPv6-in-IPv6 encapsulation to the backend.
+    Ipip = 1,
+}
+
+/// Key of the `VIPS` hash map. `proto == 0` marks an *address entry*: present for every
+/// address that has at least one VIP, used for ICMP and fragment handling.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    /// IPv4 in `addr[0]`, IPv6 in all four words; network byte order.
+    pub addr: [u32; 4],
+    /// Network byte order; 0 means every port of the address.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the `VIPS` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    /// Index into the per-VIP arrays (tables, stats, least-connection lists).
+    pub id: u32,
+    /// Active table slot, 0 or 1.
+    pub slot: u32,
+    /// Used length of the active slot: the Maglev size, the WRR period, or the LC list length.
+    pub table_len: u32,
+    pub algo: u8,
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// `Backend::flags`: the backend may receive packets. Cleared when a backend is removed or
+/// fails, so flows pinned to it in the connection table are re-hashed.
+pub const BACKEND_F_ACTIVE: u8 = 1;
+
+/// Value of the `BACKENDS` array (index = backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    /// MAC of the backend (dsr-l2) or of the next hop towards it (ipip).
+    pub mac: [u8; 6],
+    pub family: u8,
+    pub flags: u8,
+    /// Bumped each time the slot is given to a different backend: connection-table entries
+    /// carry the generation they were made with, so a reused slot never inherits old flows.
+    pub generation: u32,
+}
+
+/// Key of the connection table and of the flow hash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `ConnEntry::flags`: a FIN or RST was seen on this flow.
+pub const CONN_F_CLOSING: u32 = 1;
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEntry {
+    pub backend: u32,
+    pub generation: u32,
+    pub vip_id: u32,
+    pub flags: u32,
+    /// `bpf_ktime_get_ns()` of the last packet (monotonic, boot-based).
+    pub last_seen_ns: u64,
+}
+
+/// Least-connections candidate list of one VIP slot (`LC_LISTS`, index `id * 2 + slot`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LcList {
+    pub backends: [u32; MAX_LC_BACKENDS],
+    pub weights: [u32; MAX_LC_BACKENDS],
+}
+
+impl Default for LcList {
+    fn default() -> Self {
+        Self { backends: [0; MAX_LC_BACKENDS], weights: [0; MAX_LC_BACKENDS] }
+    }
+}
+
+/// Global settings of the balancer (`SETTINGS` array, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Outer source address of IPv4-in-IPv4 packets (network order).
+    pub ipip_src_v4: u32,
+    /// Outer source address of IPv6-in-IPv6 packets (network order).
+    pub ipip_src_v6: [u32; 4],
+    /// Largest IP packet the path towards the backends carries (0: no check). Encapsulated
+    /// packets above it are answered with ICMP "fragmentation needed" / "packet too big".
+    pub backend_mtu: u32,
+}
+
+/// Per-CPU traffic counters of one VIP or backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+}
+
+/// Why the data plane did what it did; one per-CPU counter each (`REASONS` array).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed untouched.
+    PassNonIp = 0,
+    /// IP traffic for an address or port that is no VIP (VRRP, ND, local traffic).
+    PassNotVip = 1,
+    /// Headers too short to tell whether the packet is for a VIP: left to the kernel.
+    PassTruncated = 2,
+    /// ICMP for a VIP address that the balancer does not handle (left to the kernel).
+    PassIcmp = 3,
+    /// Forwarded to a backend.
+    TxForward = 4,
+    /// An echo request to a VIP answered by the balancer.
+    TxEchoReply = 5,
+    /// An ICMP error about a VIP flow forwarded to the backend that owns the flow.
+    TxIcmpError = 6,
+    /// A too-big packet answered with ICMP "fragmentation needed" / "packet too big".
+    TxTooBig = 7,
+    /// A VIP packet with a malformed L4 header (bad TCP data offset, truncated, bad IHL).
+    DropMalformed = 8,
+    /// An IP fragment for a VIP address (see the fragment policy in docs/dataplane.md).
+    DropFragment = 9,
+    /// A VIP with no usable backend.
+    DropNoBackend = 10,
+    /// Encapsulated packet larger than the backend MTU and not answerable with ICMP.
+    DropTooBig = 11,
+    /// A helper call failed (adjust_head, map update): should never happen.
+    DropInternal = 12,
+    /// Decap program: an encapsulated packet for us, decapsulated and passed up.
+    PassDecap = 13,
+}
+
+pub const REASON_COUNT: u32 = 14;
+
+impl Reason {
+    pub const ALL: [Reason; REASON_COUNT as usize] = [
+        Reason::PassNonIp,
+        Reason::PassNotVip,
+        Reason::PassTruncated,
+        Reason::PassIcmp,
+        Reason::TxForward,
+        Reason::TxEchoReply,
+        Reason::TxIcmpError,
+        Reason::TxTooBig,
+        Reason::DropMalformed,
+        Reason::DropFragment,
+        Reason::DropNoBackend,
+        Reason::DropTooBig,
+        Reason::DropInternal,
+        Reason::PassDecap,
+    ];
+
+    /// Stable name used in metrics and tools.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNonIp => "pass_non_ip",
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassTruncated => "pass_truncated",
+            Reason::PassIcmp => "pass_icmp",
+            Reason::TxForward => "tx_forward",
+            Reason::TxEchoReply => "tx_echo_reply",
+            Reason::TxIcmpError => "tx_icmp_error",
+            Reason::TxTooBig => "tx_too_big",
+            Reason::DropMalformed => "drop_malformed",
+            Reason::DropFragment => "drop_fragment",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropTooBig => "drop_too_big",
+            Reason::DropInternal => "drop_internal",
+            Reason::PassDecap => "pass_decap",
+        }
+    }
+}
+
+/// Names of the maps and programs in the object, shared so that both sides agree.
+pub mod names {
+    pub const PROG_BALANCER: &str = "xdp_balancer";
+    pub const PROG_DECAP: &str = "xdp_decap";
+    pub const PROG_PASS: &str = "xdp_pass";
+    pub const PROG_FLOOR: &str = "xdp_floor";
+    pub const PROG_HARNESS: &str = "xdp_harness";
+
+    pub const MAP_VIPS: &str = "VIPS";
+    pub const MAP_BACKENDS: &str = "BACKENDS";
+    pub const MAP_TABLES: &str = "TABLES";
+    pub const MAP_LC_LISTS: &str = "LC_LISTS";
+    pub const MAP_LC_CONNS: &str = "LC_CONNS";
+    pub const MAP_CONNS: &str = "CONNS";
+    pub const MAP_RR_CURSOR: &str = "RR_CURSOR";
+    pub const MAP_SETTINGS: &str = "SETTINGS";
+    pub const MAP_VIP_STATS: &str = "VIP_STATS";
+    pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const MAP_REASONS: &str = "REASONS";
+    pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
+    pub const MAP_HARNESS_PACKET: &str = "HARNESS_PACKET";
+    pub const MAP_HARNESS_PROGS: &str = "HARNESS_PROGS";
+}
+
+/// The packet the benchmark harness restores before every repeat.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HarnessPacket {
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; HARNESS_MAX_PACKET],
+}
+
+impl Default for HarnessPacket {
+    fn default() -> Self {
+        Self { len: 0, _pad: 0, bytes: [0; HARNESS_MAX_PACKET] }
+    }
+}

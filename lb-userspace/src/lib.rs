@@ -1,0 +1,2 @@
+//! Control plane library of the XDP load balancer.
+pub mod maglev;
