@@ -1,0 +1,497 @@
+//! The configuration structs, their defaults and their validation.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// The whole configuration. Unknown keys are errors, so typos do not pass silently.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Name of this instance in logs and cache invalidation messages (default: hostname-pid).
+    pub instance_id: Option<String>,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub cache: CacheConfig,
+    pub http: HttpConfig,
+    pub registration: RegistrationConfig,
+    pub shutdown: ShutdownConfig,
+    // The queue engineer adds `pub queue: crate::queue::QueueSettings` here (a `[queue]` table).
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            instance_id: None,
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            cache: CacheConfig::default(),
+            http: HttpConfig::default(),
+            registration: RegistrationConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing; `sqlite::memory:` for a private in-memory database)
+    /// or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://app.db".into(),
+            max_connections: 10,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Which database a URL names; decided once, when the config is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DatabaseConfig {
+    pub fn kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = self.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseKind::Postgres)
+        } else {
+            Err(ConfigError::invalid(
+                "database.url",
+                format!("`{url}` must start with sqlite: or postgres://"),
+            ))
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Redis URL for the L2 cache, the Bloom filter, locks and invalidation messages.
+    pub url: String,
+    /// Bound on one Redis command; a slower answer counts as a failure (served from the database).
+    pub command_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            command_timeout_ms: 250,
+            connect_timeout_ms: 1_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Prefix of every cache key in Redis (several apps can share one Redis).
+    pub key_prefix: String,
+    /// L1: in-process cache (moka).
+    pub l1_enabled: bool,
+    pub l1_ttl_ms: u64,
+    pub l1_max_entries: u64,
+    /// L2: Redis.
+    pub l2_enabled: bool,
+    pub l2_ttl_ms: u64,
+    /// After the logical TTL an L2 value is stale: kept this long more so other instances can
+    /// serve it while one instance rebuilds it.
+    pub l2_stale_ms: u64,
+    /// TTLs are spread by up to this percent (plus or minus) so keys do not expire together.
+    pub ttl_jitter_pct: u8,
+    /// How long a "not found" answer is cached (L1 and L2).
+    pub negative_ttl_ms: u64,
+    /// Second delete of a written key, done by the scheduler this long after the write.
+    pub delayed_delete_ms: u64,
+    /// Cross-instance rebuild lock (SET NX PX): its lifetime, how long others wait for the
+    /// rebuilt value before loading it themselves, and how often they look.
+    pub lock_ttl_ms: u64,
+    pub lock_wait_ms: u64,
+    pub lock_poll_ms: u64,
+    /// Pub/sub channel (under the key prefix) carrying L1 invalidations between instances.
+    pub invalidation_channel: String,
+    /// Bloom filter of existing ids, kept in Redis.
+    pub bloom_enabled: bool,
+    pub bloom_bits_log2: u8,
+    pub bloom_hashes: u8,
+    /// How often each instance checks that the shared filter exists (and rebuilds it if not).
+    pub bloom_check_interval_ms: u64,
+    /// Circuit breaker on Redis: consecutive failures that open it, and how long it stays
+    /// open before one probe is let through.
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "app".into(),
+            l1_enabled: true,
+            l1_ttl_ms: 5_000,
+            l1_max_entries: 100_000,
+            l2_enabled: true,
+            l2_ttl_ms: 300_000,
+            l2_stale_ms: 30_000,
+            ttl_jitter_pct: 10,
+            negative_ttl_ms: 5_000,
+            delayed_delete_ms: 500,
+            lock_ttl_ms: 3_000,
+            lock_wait_ms: 1_000,
+            lock_poll_ms: 10,
+            invalidation_channel: "invalidate".into(),
+            bloom_enabled: true,
+            bloom_bits_log2: 24,
+            bloom_hashes: 7,
+            bloom_check_interval_ms: 5_000,
+            breaker_failures: 5,
+            breaker_open_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whole-request bound; a handler running longer gets a JSON 503.
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    pub rate_limit: RateLimitConfig,
+    /// Adds `/debug/panic` and `/debug/sleep?ms=` (tests and drills only).
+    pub debug_routes: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 10_000,
+            body_limit_bytes: 64 * 1024,
+            rate_limit: RateLimitConfig::default(),
+            debug_routes: false,
+        }
+    }
+}
+
+/// Per-client-IP token bucket on the API routes (health, readiness and metrics are exempt
+/// so a balancer's probes are never refused).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Bucket size: the burst a fresh client may send at once.
+    pub burst: u32,
+    /// Clients tracked at most; idle buckets are dropped first.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: 200.0,
+            burst: 400,
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// Self-registration with the balancer's control planes (lbd's API).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Base URLs of every control plane (usually the active and the backup balancer).
+    /// Empty: registration is off.
+    pub control_planes: Vec<String>,
+    /// The VIP's name in lbd's config.
+    pub vip: String,
+    /// This backend's address as the balancer sees it.
+    pub address: String,
+    pub weight: u32,
+    /// Bearer token, or a file holding it (the file wins when both are set).
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    /// Retry backoff for an unreachable control plane.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Bound on one API call.
+    pub request_timeout_ms: u64,
+    /// Re-register this often (0: never) so a restarted control plane learns about us again.
+    pub refresh_ms: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            control_planes: Vec::new(),
+            vip: String::new(),
+            address: String::new(),
+            weight: 100,
+            token: None,
+            token_file: None,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            request_timeout_ms: 2_000,
+            refresh_ms: 30_000,
+        }
+    }
+}
+
+impl RegistrationConfig {
+    pub fn enabled(&self) -> bool {
+        !self.control_planes.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After draining on the control planes and reporting not-ready, keep accepting for this
+    /// long so flows already steered here still land.
+    pub drain_delay_ms: u64,
+    /// Bound on finishing in-flight requests.
+    pub grace_ms: u64,
+    /// Bound on each control-plane call during shutdown (drain, deregister).
+    pub control_plane_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay_ms: 1_000,
+            grace_ms: 10_000,
+            control_plane_timeout_ms: 2_000,
+        }
+    }
+}
+
+fn positive(field: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        Err(ConfigError::invalid(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks value ranges and cross-field rules; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database.kind()?;
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        positive(
+            "database.connect_timeout_ms",
+            self.database.connect_timeout_ms,
+        )?;
+        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
+        positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        let c = &self.cache;
+        if c.key_prefix.is_empty() || c.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "cache.key_prefix",
+                "must be non-empty without spaces",
+            ));
+        }
+        positive("cache.l1_ttl_ms", c.l1_ttl_ms)?;
+        positive("cache.l1_max_entries", c.l1_max_entries)?;
+        positive("cache.l2_ttl_ms", c.l2_ttl_ms)?;
+        positive("cache.negative_ttl_ms", c.negative_ttl_ms)?;
+        positive("cache.lock_ttl_ms", c.lock_ttl_ms)?;
+        positive("cache.lock_poll_ms", c.lock_poll_ms)?;
+        positive("cache.bloom_check_interval_ms", c.bloom_check_interval_ms)?;
+        positive("cache.breaker_open_ms", c.breaker_open_ms)?;
+        if c.ttl_jitter_pct > 50 {
+            return Err(ConfigError::invalid(
+                "cache.ttl_jitter_pct",
+                "must be at most 50",
+            ));
+        }
+        if !(10..=32).contains(&c.bloom_bits_log2) {
+            return Err(ConfigError::invalid(
+                "cache.bloom_bits_log2",
+                "must be between 10 and 32 (Redis bitmaps hold 2^32 bits)",
+            ));
+        }
+        if !(1..=20).contains(&c.bloom_hashes) {
+            return Err(ConfigError::invalid(
+                "cache.bloom_hashes",
+                "must be between 1 and 20",
+            ));
+        }
+        if c.breaker_failures == 0 {
+            return Err(ConfigError::invalid(
+                "cache.breaker_failures",
+                "must be greater than 0",
+            ));
+        }
+        if c.invalidation_channel.is_empty() {
+            return Err(ConfigError::invalid(
+                "cache.invalidation_channel",
+                "must not be empty",
+            ));
+        }
+        positive("http.request_timeout_ms", self.http.request_timeout_ms)?;
+        if self.http.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "http.body_limit_bytes",
+                "must be greater than 0",
+            ));
+        }
+        let rl = &self.http.rate_limit;
+        if rl.enabled {
+            if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
+                return Err(ConfigError::invalid(
+                    "http.rate_limit.per_second",
+                    "must be a positive number",
+                ));
+            }
+            if rl.burst == 0 {
+                return Err(ConfigError::invalid(
+                    "http.rate_limit.burst",
+                    "must be greater than 0",
+                ));
+            }
+            if rl.max_clients == 0 {
+                return Err(ConfigError::invalid(
+                    "http.rate_limit.max_clients",
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let r = &self.registration;
+        if r.enabled() {
+            for (i, cp) in r.control_planes.iter().enumerate() {
+                if !(cp.starts_with("http://") || cp.starts_with("https://")) {
+                    return Err(ConfigError::invalid(
+                        format!("registration.control_planes[{i}]"),
+                        format!("`{cp}` must start with http:// or https://"),
+                    ));
+                }
+            }
+            if r.vip.is_empty() {
+                return Err(ConfigError::invalid(
+                    "registration.vip",
+                    "required when control_planes is set",
+                ));
+            }
+            if r.address.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    "registration.address",
+                    format!("`{}` is not an IP address", r.address),
+                ));
+            }
+            if r.token.is_none() && r.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "registration.token",
+                    "a token or token_file is required when control_planes is set",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// This instance's name: the configured one, else `hostname-pid`.
+    pub fn instance_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            format!(
+                "{}-{}",
+                if host.is_empty() { "app" } else { &host },
+                std::process::id()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c = Config::from_toml_str("").unwrap();
+        assert!(c.cache.l1_enabled);
+        assert!(!c.registration.enabled());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::from_toml_str("[cache]\nl1_ttl = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache") && e.contains("l1_ttl"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::from_toml_str("[cache]\nl1_ttl_ms = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache.l1_ttl_ms"), "{e}");
+    }
+
+    #[test]
+    fn bad_database_url_is_named() {
+        let e = Config::from_toml_str("[database]\nurl = \"mysql://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn registration_needs_vip_address_token() {
+        let e = Config::from_toml_str("[registration]\ncontrol_planes = [\"http://127.0.0.1:1\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registration.vip"), "{e}");
+        let e = Config::from_toml_str(
+            "[registration]\ncontrol_planes = [\"http://127.0.0.1:1\"]\nvip = \"web\"\naddress = \"nope\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registration.address"), "{e}");
+    }
+}

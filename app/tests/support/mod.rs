@@ -1,0 +1,432 @@
+//! Shared helpers for the app's integration tests: free ports, kill-on-drop child guards,
+//! a real redis-server and a real PostgreSQL started in temporary directories.
+//!
+//! Every helper fails (panics with a message naming what is missing) when a prerequisite
+//! binary is absent: a test must never pass without its real server.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous bound for servers to come up on a loaded 2-core machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    l.local_addr().expect("local_addr of probe socket").port()
+}
+
+/// Finds `name` in PATH or in the given extra directories; panics naming the package.
+pub fn require_binary(name: &str, extra_dirs: &[&str], apt_package: &str) -> PathBuf {
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let dirs = extra_dirs
+        .iter()
+        .map(|d| PathBuf::from(*d))
+        .chain(std::env::split_paths(&path_var));
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "required binary `{name}` not found in PATH or {extra_dirs:?}: install the apt package `{apt_package}`"
+    );
+}
+
+/// Waits (bounded) until `cond` is true, polling every `every`; returns whether it became true.
+pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Async variant of [`wait_until`] for tests running inside tokio.
+pub async fn wait_until_async<F, Fut>(timeout: Duration, every: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Sends a signal to a process id (e.g. `libc::SIGTERM`).
+pub fn send_signal(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).expect("pid fits in i32");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// A child process that is stopped when the guard drops (also when a test panics).
+///
+/// It first sends `stop_signal` (SIGKILL by default; PostgreSQL prefers SIGINT, a fast
+/// shutdown that also stops its worker processes), waits a bounded time, then SIGKILLs.
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: String,
+    stop_signal: i32,
+}
+
+impl ChildGuard {
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            child: Some(child),
+            name: name.into(),
+            stop_signal: libc::SIGKILL,
+        }
+    }
+
+    pub fn with_stop_signal(mut self, signal: i32) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            send_signal(c.id(), signal);
+        }
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the process now (stop signal, bounded wait, then SIGKILL) and reaps it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        send_signal(child.id(), self.stop_signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "{}: did not stop after signal {}, killing",
+            self.name, self.stop_signal
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A redis-server on 127.0.0.1 with its own port and temporary directory, no persistence.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    guard: Option<ChildGuard>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let mut s = Self {
+            port: free_port(),
+            dir,
+            guard: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let bin = require_binary("redis-server", &[], "redis-server");
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args([
+                "--logfile",
+                &self.dir.path().join("redis.log").display().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let mut guard = ChildGuard::new("redis-server", child);
+        let port = self.port;
+        let up = wait_until(START_TIMEOUT, Duration::from_millis(20), || {
+            port_open(port) && redis_ping(port)
+        });
+        if !up {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+            guard.stop();
+            panic!("redis-server did not answer PING on port {port}; log:\n{log}");
+        }
+        self.guard = Some(guard);
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.stop();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Runs `redis-cli` against this server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let bin = require_binary("redis-cli", &[], "redis-tools");
+        let out = Command::new(bin)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL server run as the `postgres` user on 127.0.0.1 with its own port and
+/// data directory (initdb and postgres refuse to run as root).
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    guard: Option<ChildGuard>,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let initdb = require_binary("initdb", &[PG_BIN_DIR], "postgresql");
+        let postgres = require_binary("postgres", &[PG_BIN_DIR], "postgresql");
+        let runuser = require_binary("runuser", &["/usr/sbin", "/sbin"], "util-linux");
+        let dir = tempfile::Builder::new()
+            .prefix("app-pg-")
+            .tempdir_in("/tmp")
+            .expect("temp dir for postgres");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("create postgres data dir");
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres", &dir.path().display().to_string()])
+            .status()
+            .expect("run chown");
+        assert!(
+            status.success(),
+            "chown of the postgres temp dir failed (is there a `postgres` user? apt package `postgresql`)"
+        );
+
+        let out = Command::new(&runuser)
+            .args(["-u", "postgres", "--"])
+            .arg(&initdb)
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let port = free_port();
+        let log =
+            std::fs::File::create(dir.path().join("postgres.log")).expect("postgres log file");
+        let _ = Command::new("chown")
+            .args([
+                "postgres:postgres",
+                &dir.path().join("postgres.log").display().to_string(),
+            ])
+            .status();
+        let child = Command::new(&runuser)
+            .args(["-u", "postgres", "--"])
+            .arg(&postgres)
+            .args(["-D", &data.display().to_string(), "-p", &port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-c",
+                &format!("unix_socket_directories={}", dir.path().display()),
+            ])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "max_connections=200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postgres");
+        // runuser forwards SIGINT to postgres: a fast shutdown that also ends its backends.
+        let mut guard = ChildGuard::new("postgres", child).with_stop_signal(libc::SIGINT);
+        let pg_isready = require_binary("pg_isready", &[PG_BIN_DIR], "postgresql-client");
+        let up = wait_until(START_TIMEOUT, Duration::from_millis(100), || {
+            Command::new(&pg_isready)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-q",
+                ])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+        if !up {
+            let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
+            guard.stop();
+            panic!("postgres did not become ready on port {port}; log:\n{log}");
+        }
+        Self {
+            port,
+            dir,
+            guard: Some(guard),
+        }
+    }
+
+    /// URL of a database on this server (see [`Postgres::create_database`]).
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let psql = require_binary("psql", &[PG_BIN_DIR], "postgresql-client");
+        let out = Command::new(psql)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("CREATE DATABASE \"{name}\""),
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.url(name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.stop();
+        }
+    }
+}
