@@ -1,1 +1,37 @@
-//! Lab helper (placeholder).
+//! Lab helper for the end-to-end tests (and later `cargo xtask lab`).
+//!
+//! - [`topology`]: the lab description `vagrant/topology.json` (also read by the Vagrantfile),
+//!   parsed and validated; small ad-hoc topologies built in code.
+//! - [`netns`]: a [`Lab`] of network namespaces around a bridge built from a topology, torn down
+//!   on drop; [`netns::cleanup_stale`] for leftovers of killed runs.
+//! - [`exec`]: bounded command runs whose errors carry the command line and stderr.
+//! - [`process`]: long-running processes with a log file, killed (whole group) on drop.
+//! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
+//! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
+//!
+//! ```no_run
+//! use std::net::{SocketAddr, TcpListener, TcpStream};
+//! use tests::{Lab, Topology};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let lab = Lab::create(&Topology::small(2)?)?;
+//! let be1 = lab.host("be1")?;
+//! let listener = be1.in_netns(|| TcpListener::bind("0.0.0.0:8080"))??;
+//! let addr = SocketAddr::from((be1.ipv4(), 8080));
+//! let stream = lab.host("client")?.in_netns(|| TcpStream::connect(addr))??;
+//! let curl = lab.host("client")?.exec(["curl", "-s", "--max-time", "5", "http://10.77.0.11:8080/"]);
+//! # Ok(()) }
+//! ```
+//! Everything needs root and the `ip` (iproute2), `ethtool` and `sysctl` (procps) programs.
+
+pub mod bpffs;
+pub mod error;
+pub mod exec;
+pub mod netns;
+pub mod process;
+pub mod setns;
+pub mod topology;
+
+pub use error::{LabError, Result};
+pub use netns::{Host, Lab, LabBuilder, MacAddr};
+pub use process::Process;
+pub use topology::{Role, Topology};
