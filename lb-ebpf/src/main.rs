@@ -1,4 +1,242 @@
+//! The XDP programs of the load balancer.
+//!
+//! `xdp_balancer` is a short pipeline, in the spirit of Katran's balancer:
+//! parse -> VIP lookup -> connection table / algorithm -> forward. Everything that is not for a
+//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic).
+//! `xdp_decap` runs on backends and removes the IPIP / IP6IP6 header the balancer added.
+//! `xdp_pass`, `xdp_floor` and `xdp_harness` serve veth peers, tests and benchmarks.
 #![no_std]
 #![no_main]
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod csum;
+mod forward;
+mod hdr;
+mod icmp;
+mod maps;
+mod parse;
+mod select;
+mod stats;
+mod vip;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head},
+    macros::xdp,
+    programs::XdpContext,
+};
+use lb_common::{
+    AF_INET, AF_INET6, FlowKey, HARNESS_MAX_PACKET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
+    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, Reason, VipKey, hash::flow_hash,
+};
+
+use crate::{
+    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
+    maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS},
+    parse::{Ip, L3},
+};
+
+#[inline(always)]
+fn pass(r: Reason) -> u32 {
+    stats::reason(r);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(r: Reason) -> u32 {
+    stats::reason(r);
+    xdp_action::XDP_DROP
+}
+
+/// A packet we cannot use: dropped when it is addressed to a VIP address (so a malformed
+/// packet never reaches a backend or the balancer's own stack as VIP traffic), passed
+/// otherwise (not ours to judge).
+#[inline(always)]
+fn unusable(ip: &Ip, vip_reason: Reason) -> u32 {
+    if vip::is_vip_address(ip) { drop(vip_reason) } else { pass(Reason::PassNotVip) }
+}
+
+#[xdp]
+pub fn xdp_balancer(ctx: XdpContext) -> u32 {
+    let ip = match parse::l3(&ctx) {
+        L3::Ip(ip) => ip,
+        L3::NotIp => return pass(Reason::PassNonIp),
+        L3::Truncated => return pass(Reason::PassTruncated),
+    };
+    if ip.malformed {
+        return unusable(&ip, Reason::DropMalformed);
+    }
+    // Fragments carry no ports (or only the first does): they cannot be hashed consistently,
+    // so fragments for a VIP address are dropped and counted (docs/dataplane.md).
+    if ip.fragment {
+        return unusable(&ip, Reason::DropFragment);
+    }
+    let is_icmp = (ip.family == AF_INET && ip.proto == IPPROTO_ICMP)
+        || (ip.family == AF_INET6 && ip.proto == IPPROTO_ICMPV6);
+    if is_icmp {
+        return if vip::is_vip_address(&ip) {
+            icmp::handle(&ctx, &ip)
+        } else {
+            pass(Reason::PassNotVip)
+        };
+    }
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return pass(Reason::PassNotVip);
+    }
+    let Some(ports) = parse::ports(&ctx, ip.l4_off, ip.proto) else {
+        return unusable(&ip, Reason::DropMalformed);
+    };
+    let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
+        return pass(Reason::PassNotVip);
+    };
+    let flow = FlowKey {
+        src: ip.src,
+        dst: ip.dst,
+        sport: ports.sport,
+        dport: ports.dport,
+        proto: ip.proto,
+        family: ip.family,
+        _pad: [0; 2],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(choice) = select::backend_for(&flow, &meta, ports.tcp_flags, now) else {
+        return drop(Reason::DropNoBackend);
+    };
+    stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);
+    let entropy = if meta.mode == lb_common::ForwardMode::Ipip as u8 { flow_hash(&flow) } else { 0 };
+    let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, entropy);
+    forward::action(out, Reason::TxForward)
+}
+
+/// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the
+/// addresses in `DECAP_ADDRS`, then lets the kernel deliver the inner packet (the VIP is on
+/// `lo`). Everything else passes untouched.
+#[xdp]
+pub fn xdp_decap(ctx: XdpContext) -> u32 {
+    let ip = match parse::l3(&ctx) {
+        L3::Ip(ip) if !ip.malformed && !ip.fragment => ip,
+        _ => return xdp_action::XDP_PASS,
+    };
+    let (outer_len, inner_version) = match (ip.family, ip.proto) {
+        (AF_INET, IPPROTO_IPIP) if ip.l4_off == ip.l3_off + IPV4_LEN => (IPV4_LEN, 4u8),
+        (AF_INET6, IPPROTO_IPV6) => (IPV6_LEN, 6u8),
+        _ => return xdp_action::XDP_PASS,
+    };
+    let key = VipKey { addr: ip.dst, port: 0, proto: 0, family: ip.family };
+    if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
+        return xdp_action::XDP_PASS;
+    }
+    // A whole inner header must be there (a one-byte check is also one the verifier cannot use).
+    let inner_min = if inner_version == 4 { IPV4_LEN } else { IPV6_LEN };
+    match check(&ctx, ip.l4_off, inner_min) {
+        Some(inner) if unsafe { load::<u8>(inner) } >> 4 == inner_version => {}
+        _ => return xdp_action::XDP_PASS,
+    }
+    const TAGGED: usize = ETH_LEN + VLAN_LEN;
+    let stripped = match (outer_len == IPV4_LEN, ip.l3_off > ETH_LEN) {
+        (true, false) => strip_outer::<ETH_LEN, IPV4_LEN>(&ctx),
+        (true, true) => strip_outer::<TAGGED, IPV4_LEN>(&ctx),
+        (false, false) => strip_outer::<ETH_LEN, IPV6_LEN>(&ctx),
+        (false, true) => strip_outer::<TAGGED, IPV6_LEN>(&ctx),
+    };
+    if !stripped {
+        return drop(Reason::DropInternal);
+    }
+    pass(Reason::PassDecap)
+}
+
+/// Moves the `L2`-byte link header (with its VLAN tag) forward over the `OUTER`-byte outer IP
+/// header, then drops the bytes in front of it. At most 18 bytes move by at least 20: no
+/// overlap. Both lengths are constants so the verifier can follow the bounds check.
+#[inline(always)]
+fn strip_outer<const L2: usize, const OUTER: usize>(ctx: &XdpContext) -> bool {
+    let Some(start) = check(ctx, 0, L2 + OUTER) else {
+        return false;
+    };
+    unsafe {
+        let a: u64 = load(start);
+        let b: u32 = load(start + 8);
+        let c: u16 = load(start + 12);
+        if L2 > ETH_LEN {
+            let tag: u32 = load(start + ETH_LEN);
+            store(start + OUTER + ETH_LEN, tag);
+        }
+        store(start + OUTER, a);
+        store(start + OUTER + 8, b);
+        store(start + OUTER + 12, c);
+        bpf_xdp_adjust_head(ctx.ctx, OUTER as i32) == 0
+    }
+}
+
+/// Attached to the far end of veth pairs: XDP_TX on a veth needs a program on its peer.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The floor for benchmarks: the least an XDP_TX forwarder can do (swap MACs, transmit).
+#[xdp]
+pub fn xdp_floor(ctx: XdpContext) -> u32 {
+    let Some(eth) = check(&ctx, 0, ETH_LEN) else {
+        return xdp_action::XDP_PASS;
+    };
+    unsafe {
+        let dst: [u8; 6] = load(eth);
+        let src: [u8; 6] = load(eth + 6);
+        store(eth, src);
+        store(eth + 6, dst);
+    }
+    xdp_action::XDP_TX
+}
+
+/// Benchmark harness: BPF_PROG_TEST_RUN with `repeat` does not restore the packet between
+/// runs, so a rewriting program would be measured on its own output. This program restores
+/// the original length and bytes, then tail-calls the program under test (slot 0).
+#[xdp]
+pub fn xdp_harness(ctx: XdpContext) -> u32 {
+    let Some(orig) = HARNESS_PACKET.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let want = orig.len as usize;
+    if want > HARNESS_MAX_PACKET {
+        return xdp_action::XDP_ABORTED;
+    }
+    let have = packet_len(&ctx);
+    if have != want {
+        let delta = have as i32 - want as i32;
+        if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+            return xdp_action::XDP_ABORTED;
+        }
+    }
+    let mut i = 0usize;
+    while i + 8 <= HARNESS_MAX_PACKET {
+        if i + 8 > want {
+            break;
+        }
+        let Some(dst) = check(&ctx, i, 8) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        let Some(src) = orig.bytes.get(i..i + 8) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        unsafe { store(dst, load::<u64>(src.as_ptr() as usize)) };
+        i += 8;
+    }
+    // The last partial word: copy the final 8 bytes again (overlapping what was copied).
+    if i < want && want >= 8 && want <= HARNESS_MAX_PACKET {
+        let at = want - 8;
+        let (Some(dst), Some(src)) = (check(&ctx, at, 8), orig.bytes.get(at..at + 8)) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        unsafe { store(dst, load::<u64>(src.as_ptr() as usize)) };
+    }
+    unsafe { HARNESS_PROGS.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
+}
+
+#[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

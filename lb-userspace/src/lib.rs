@@ -1,2 +1,9 @@
-//! Control plane library of the XDP load balancer.
+//! Control plane library of the XDP load balancer: the data-plane loader and map programmer,
+//! Maglev and weighted round-robin tables, configuration, and the tools built on them.
+pub mod config;
+pub mod dataplane;
 pub mod maglev;
+pub mod object;
+pub mod packet;
+pub mod pcap;
+pub mod wrr;

@@ -1,1 +1,70 @@
-fn main() {}
+//! Project tasks. Run `cargo xtask --help`.
+
+mod bench;
+mod build_ebpf;
+mod deps;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test, benchmark and run the XDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the XDP object (installs rust-src and bpf-linker first if missing).
+    BuildEbpf {
+        /// Build with the release profile (both profiles are optimised; release keeps BTF/debug info).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Install everything the project needs (Debian packages, rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Run the tests (as root): every group by default.
+    Test {
+        #[arg(value_enum, default_value = "all")]
+        group: test::Group,
+        /// Build the tests in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run a benchmark; arguments after WHAT go to it (try `-- --help`, `--json`, `--quick`).
+    Bench {
+        #[arg(value_enum)]
+        what: bench::What,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every packet of a pcap through the balancer with a config's maps; see `-- --help`.
+    Replay {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
+        Cmd::Setup => {
+            deps::apt_packages()?;
+            deps::toolchain()
+        }
+        Cmd::Test { group, release } => test::run(group, release),
+        Cmd::Bench { what, args } => bench::run(what, &args),
+        Cmd::Replay { args } => {
+            build_ebpf::build(true)?;
+            util::run(
+                util::cargo()
+                    .args(["run", "--quiet", "--release", "-p", "lb-userspace", "--bin", "lbctl", "--", "replay"])
+                    .args(&args),
+            )
+        }
+    }
+}

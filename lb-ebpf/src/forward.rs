@@ -1,0 +1,175 @@
+//! Forwarding to the chosen backend: `dsr-l2` (MAC rewrite) or `ipip` (IPv4-in-IPv4 /
+//! IPv6-in-IPv6, as Katran does). Both transmit on the interface the packet came in on.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{AF_INET, Backend, ForwardMode, IPPROTO_IPIP, IPPROTO_IPV6, Reason};
+
+use crate::{
+    csum,
+    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
+    maps::SETTINGS,
+    parse::Ip,
+    stats,
+};
+
+pub enum Forwarded {
+    Tx,
+    Drop(Reason),
+}
+
+#[inline(always)]
+pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, entropy: u32) -> Forwarded {
+    if mode == ForwardMode::Ipip as u8 {
+        if ip.family == AF_INET { ipip4(ctx, ip, b) } else { ipip6(ctx, ip, b, entropy) }
+    } else {
+        dsr_l2(ctx, b)
+    }
+}
+
+/// Destination MAC := backend, source MAC := the frame's old destination (our interface).
+#[inline(always)]
+fn rewrite_macs(eth: usize, dst: &[u8; 6]) {
+    unsafe {
+        let our_hi: u32 = load(eth);
+        let our_lo: u16 = load(eth + 4);
+        store(eth + 6, our_hi);
+        store(eth + 10, our_lo);
+        store(eth, *dst);
+    }
+}
+
+#[inline(always)]
+fn dsr_l2(ctx: &XdpContext, b: &Backend) -> Forwarded {
+    let Some(eth) = check(ctx, 0, ETH_LEN) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    rewrite_macs(eth, &b.mac);
+    Forwarded::Tx
+}
+
+/// Whether an encapsulated packet of `inner_len + overhead` bytes exceeds the backend MTU.
+#[inline(always)]
+fn too_big(inner_len: usize, overhead: usize) -> bool {
+    match SETTINGS.get(0) {
+        Some(s) => s.backend_mtu != 0 && inner_len + overhead > s.backend_mtu as usize,
+        None => false,
+    }
+}
+
+/// Grows the head by `OVERHEAD` bytes and moves the `L2`-byte link header (and VLAN tag) to
+/// the new front. Returns the address of the new start of the packet. Constant lengths keep
+/// every access provable for the verifier.
+#[inline(always)]
+fn grow<const L2: usize, const OVERHEAD: usize>(ctx: &XdpContext) -> Option<usize> {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OVERHEAD as i32)) } != 0 {
+        return None;
+    }
+    // The old link header now starts at OVERHEAD; it is at most 18 bytes, so the copy never
+    // overlaps its destination.
+    let start = check(ctx, 0, OVERHEAD + L2)?;
+    unsafe {
+        let a: u64 = load(start + OVERHEAD);
+        let b: u32 = load(start + OVERHEAD + 8);
+        let c: u16 = load(start + OVERHEAD + 12);
+        store(start, a);
+        store(start + 8, b);
+        store(start + 12, c);
+        if L2 > ETH_LEN {
+            let tag: u32 = load(start + OVERHEAD + ETH_LEN);
+            store(start + ETH_LEN, tag);
+        }
+    }
+    Some(start)
+}
+
+#[inline(always)]
+fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Option<usize> {
+    if l3_off > ETH_LEN { grow::<{ ETH_LEN + VLAN_LEN }, OVERHEAD>(ctx) } else { grow::<ETH_LEN, OVERHEAD>(ctx) }
+}
+
+#[inline(always)]
+fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
+    let l3_off = ip.l3_off;
+    let inner_len = packet_len(ctx) - l3_off;
+    if too_big(inner_len, IPV4_LEN) {
+        return Forwarded::Drop(Reason::DropTooBig);
+    }
+    let Some(inner) = check(ctx, l3_off, IPV4_LEN) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let tos: u8 = unsafe { load(inner + 1) };
+    let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v4) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let Some(start) = grow_head::<IPV4_LEN>(ctx, l3_off) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let Some(outer) = check(ctx, l3_off, IPV4_LEN) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    rewrite_macs(start, &b.mac);
+    let total = ((inner_len + IPV4_LEN) as u16).to_be();
+    let dst = b.addr[0];
+    // Words as they sit in memory; the one's-complement sum does not care about byte order.
+    let mut w: [u16; 10] = [
+        u16::from_ne_bytes([0x45, tos]),
+        total,
+        0,
+        0,
+        u16::from_ne_bytes([64, IPPROTO_IPIP]),
+        0,
+        src as u16,
+        (src >> 16) as u16,
+        dst as u16,
+        (dst >> 16) as u16,
+    ];
+    w[5] = csum::ipv4_header(&w);
+    unsafe { store(outer, w) };
+    Forwarded::Tx
+}
+
+#[inline(always)]
+fn ipip6(ctx: &XdpContext, ip: &Ip, b: &Backend, entropy: u32) -> Forwarded {
+    let l3_off = ip.l3_off;
+    let inner_len = packet_len(ctx) - l3_off;
+    if too_big(inner_len, IPV6_LEN) {
+        return Forwarded::Drop(Reason::DropTooBig);
+    }
+    let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v6) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let Some(start) = grow_head::<IPV6_LEN>(ctx, l3_off) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let Some(outer) = check(ctx, l3_off, IPV6_LEN) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    rewrite_macs(start, &b.mac);
+    // The flow label carries the flow hash so that ECMP and RSS on the way spread flows.
+    let first = (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be();
+    let payload = (inner_len as u16).to_be();
+    unsafe {
+        store(outer, first);
+        store(outer + 4, payload);
+        store(outer + 6, IPPROTO_IPV6);
+        store(outer + 7, 64u8);
+        store(outer + 8, src);
+        store(outer + 24, b.addr);
+    }
+    Forwarded::Tx
+}
+
+/// Counts a forwarding result and turns it into an XDP action.
+#[inline(always)]
+pub fn action(f: Forwarded, ok: Reason) -> u32 {
+    match f {
+        Forwarded::Tx => {
+            stats::reason(ok);
+            xdp_action::XDP_TX
+        }
+        Forwarded::Drop(r) => {
+            stats::reason(r);
+            xdp_action::XDP_DROP
+        }
+    }
+}

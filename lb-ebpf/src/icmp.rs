@@ -1,0 +1,184 @@
+//! ICMP for VIP addresses: echo requests are answered here; "destination unreachable" and
+//! "fragmentation needed" / "packet too big" about a VIP flow go to the backend that owns the
+//! flow (found from the embedded header), so path-MTU discovery works through the balancer.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, hash::flow_hash};
+
+use crate::{
+    csum, forward,
+    hdr::{ETH_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, check, load, store},
+    maps::{BACKENDS, CONNS},
+    parse::Ip,
+    select, stats, vip,
+};
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_ECHO: u8 = 8;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+#[inline(always)]
+fn pass(r: Reason) -> u32 {
+    stats::reason(r);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn drop(r: Reason) -> u32 {
+    stats::reason(r);
+    xdp_action::XDP_DROP
+}
+
+/// ICMP/ICMPv6 addressed to `ip.dst`, which is known to be a VIP address.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, ip: &Ip) -> u32 {
+    let Some(icmp) = check(ctx, ip.l4_off, ICMP_LEN) else {
+        return drop(Reason::DropMalformed);
+    };
+    let kind: u8 = unsafe { load(icmp) };
+    if ip.family == AF_INET {
+        match kind {
+            ICMP_ECHO => echo_reply(ctx, ip, icmp, ICMP_ECHO_REPLY),
+            ICMP_DEST_UNREACH => error4(ctx, ip),
+            _ => pass(Reason::PassIcmp),
+        }
+    } else {
+        match kind {
+            ICMPV6_ECHO_REQUEST => echo_reply(ctx, ip, icmp, ICMPV6_ECHO_REPLY),
+            ICMPV6_DEST_UNREACH | ICMPV6_PKT_TOOBIG => error6(ctx, ip),
+            _ => pass(Reason::PassIcmp),
+        }
+    }
+}
+
+/// Turns the request into its reply in place: swap MACs and addresses, change the type and
+/// patch the checksum. Swapping addresses leaves both the IPv4 header checksum and the IPv6
+/// pseudo-header sum unchanged.
+#[inline(always)]
+fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
+    let Some(eth) = check(ctx, 0, ETH_LEN) else {
+        return drop(Reason::DropInternal);
+    };
+    unsafe {
+        let dst: [u8; 6] = load(eth);
+        let src: [u8; 6] = load(eth + 6);
+        store(eth, src);
+        store(eth + 6, dst);
+    }
+    if ip.family == AF_INET {
+        let Some(hdr) = check(ctx, ip.l3_off, IPV4_LEN) else {
+            return drop(Reason::DropInternal);
+        };
+        unsafe {
+            store(hdr + 12, ip.dst[0]);
+            store(hdr + 16, ip.src[0]);
+        }
+    } else {
+        let Some(hdr) = check(ctx, ip.l3_off, IPV6_LEN) else {
+            return drop(Reason::DropInternal);
+        };
+        unsafe {
+            store(hdr + 8, ip.dst);
+            store(hdr + 24, ip.src);
+        }
+    }
+    // `icmp` was checked before any write; re-derive it for the verifier after the stores.
+    let Some(icmp2) = check(ctx, ip.l4_off, ICMP_LEN) else {
+        return drop(Reason::DropInternal);
+    };
+    let _ = icmp;
+    unsafe {
+        let old: u16 = load(icmp2);
+        store(icmp2, reply_type);
+        let new: u16 = load(icmp2);
+        let sum: u16 = load(icmp2 + 2);
+        store(icmp2 + 2, csum::replace16(sum, old, new));
+    }
+    stats::reason(Reason::TxEchoReply);
+    xdp_action::XDP_TX
+}
+
+/// The flow an ICMP error is about: the embedded packet is the backend's reply
+/// (VIP -> client), so the flow is that tuple reversed.
+#[inline(always)]
+fn forward_error(
+    ctx: &XdpContext,
+    ip: &Ip,
+    family: u8,
+    proto: u8,
+    inner_src: [u32; 4],
+    inner_dst: [u32; 4],
+    ports: usize,
+) -> u32 {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return pass(Reason::PassIcmp);
+    }
+    let (vip_port, client_port): (u16, u16) = unsafe { (load(ports), load(ports + 2)) };
+    let Some(meta) = vip::lookup(family, inner_src, vip_port, proto) else {
+        return pass(Reason::PassIcmp);
+    };
+    let flow = FlowKey {
+        src: inner_dst,
+        dst: inner_src,
+        sport: client_port,
+        dport: vip_port,
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    let from_table = match unsafe { CONNS.get(&flow) } {
+        Some(e) => Some(e.backend),
+        // Without an entry only the hashing algorithms can say which backend owns the flow.
+        None if meta.algo == Algorithm::Maglev as u8 || meta.algo == Algorithm::IpHash as u8 => {
+            select::pick(&flow, &meta)
+        }
+        None => None,
+    };
+    let Some(id) = from_table else {
+        return pass(Reason::PassIcmp);
+    };
+    let Some(backend) = BACKENDS.get(id).copied() else {
+        return pass(Reason::PassIcmp);
+    };
+    if backend.flags & lb_common::BACKEND_F_ACTIVE == 0 {
+        return drop(Reason::DropNoBackend);
+    }
+    let bytes = crate::hdr::packet_len(ctx);
+    stats::forwarded(meta.id, id, bytes, false);
+    let out = forward::to_backend(ctx, ip, meta.mode, &backend, flow_hash(&flow));
+    forward::action(out, Reason::TxIcmpError)
+}
+
+#[inline(always)]
+fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
+    let off = ip.l4_off + ICMP_LEN;
+    let Some(inner) = check(ctx, off, IPV4_LEN) else {
+        return drop(Reason::DropMalformed);
+    };
+    let vihl: u8 = unsafe { load(inner) };
+    let ihl = (vihl & 0x0f) as usize;
+    if vihl >> 4 != 4 || ihl < 5 {
+        return drop(Reason::DropMalformed);
+    }
+    let Some(ports) = check(ctx, off + ihl * 4, 4) else {
+        return drop(Reason::DropMalformed);
+    };
+    let (proto, src, dst): (u8, u32, u32) =
+        unsafe { (load(inner + 9), load(inner + 12), load(inner + 16)) };
+    forward_error(ctx, ip, AF_INET, proto, [src, 0, 0, 0], [dst, 0, 0, 0], ports)
+}
+
+#[inline(always)]
+fn error6(ctx: &XdpContext, ip: &Ip) -> u32 {
+    let off = ip.l4_off + ICMP_LEN;
+    let Some(inner) = check(ctx, off, IPV6_LEN + 4) else {
+        return drop(Reason::DropMalformed);
+    };
+    let (proto, src, dst): (u8, [u32; 4], [u32; 4]) =
+        unsafe { (load(inner + 6), load(inner + 8), load(inner + 24)) };
+    forward_error(ctx, ip, ip.family, proto, src, dst, inner + IPV6_LEN)
+}

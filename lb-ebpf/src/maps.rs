@@ -1,0 +1,64 @@
+//! Every map of the object. Sizes and value types come from lb-common so the control plane
+//! writes exactly what the data plane reads.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+};
+use lb_common::{
+    Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList, MAX_BACKENDS, MAX_VIPS,
+    REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS, TrafficStats, VipKey, VipMeta,
+};
+
+/// (address, port, protocol) -> VIP; `proto == 0` entries mark VIP addresses.
+#[map(name = "VIPS")]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS * 2, 0);
+
+/// Backend id -> backend.
+#[map(name = "BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Lookup tables, flat: `((vip_id * 2 + slot) * MAX_TABLE) + position` -> backend id.
+#[map(name = "TABLES")]
+pub static TABLES: Array<u32> = Array::with_max_entries(TABLE_ENTRIES, 0);
+
+/// Least-connections candidates, `vip_id * 2 + slot`.
+#[map(name = "LC_LISTS")]
+pub static LC_LISTS: Array<LcList> = Array::with_max_entries(MAX_VIPS * TABLE_SLOTS, 0);
+
+/// Active connections per backend: incremented here on every new flow, recounted by the
+/// control plane's sweep of the connection table.
+#[map(name = "LC_CONNS")]
+pub static LC_CONNS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The connection table: an established flow keeps its backend.
+#[map(name = "CONNS")]
+pub static CONNS: LruHashMap<FlowKey, ConnEntry> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+
+/// Per-CPU position in each VIP's weighted round-robin period.
+#[map(name = "RR_CURSOR")]
+pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map(name = "VIP_STATS")]
+pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "REASONS")]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+
+/// Addresses the decap program accepts as the outer destination (value unused).
+#[map(name = "DECAP_ADDRS")]
+pub static DECAP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// Benchmark harness: the packet restored before every repeat, and the program under test.
+#[map(name = "HARNESS_PACKET")]
+pub static HARNESS_PACKET: Array<HarnessPacket> = Array::with_max_entries(1, 0);
+
+#[map(name = "HARNESS_PROGS")]
+pub static HARNESS_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -1,0 +1,134 @@
+//! Backend choice: the connection table first, then the VIP's algorithm for new flows.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use lb_common::{
+    Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FlowKey, MAX_LC_BACKENDS,
+    MAX_TABLE, TABLE_SLOTS, VipMeta,
+    hash::{flow_hash, source_hash},
+};
+
+use crate::{
+    maps::{BACKENDS, CONNS, LC_CONNS, LC_LISTS, RR_CURSOR, TABLES},
+    parse::{TCP_FIN, TCP_RST},
+};
+
+pub struct Choice {
+    pub id: u32,
+    pub backend: Backend,
+    pub new_flow: bool,
+}
+
+/// The backend a flow's entry may still use: present, active, and the same backend that the
+/// entry was made for (not a later occupant of the slot).
+#[inline(always)]
+fn usable(id: u32, generation: u32) -> Option<Backend> {
+    let b = BACKENDS.get(id)?;
+    if b.flags & BACKEND_F_ACTIVE == 0 || b.generation != generation {
+        return None;
+    }
+    Some(*b)
+}
+
+#[inline(always)]
+pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Option<Choice> {
+    let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    if let Some(entry) = CONNS.get_ptr_mut(flow) {
+        let entry = unsafe { &mut *entry };
+        if let Some(backend) = usable(entry.backend, entry.generation) {
+            entry.last_seen_ns = now;
+            if closing {
+                entry.flags |= CONN_F_CLOSING;
+            }
+            return Some(Choice { id: entry.backend, backend, new_flow: false });
+        }
+        // The backend failed or was removed: fall through and re-hash the flow.
+    }
+    let id = pick(flow, vip)?;
+    let backend = *BACKENDS.get(id)?;
+    if backend.flags & BACKEND_F_ACTIVE == 0 {
+        return None;
+    }
+    let entry = ConnEntry {
+        backend: id,
+        generation: backend.generation,
+        vip_id: vip.id,
+        flags: if closing { CONN_F_CLOSING } else { 0 },
+        last_seen_ns: now,
+    };
+    // A full LRU evicts the oldest entry; an error here only costs stickiness for this flow.
+    let _ = CONNS.insert(flow, &entry, 0);
+    if vip.algo == Algorithm::LeastConnections as u8 {
+        if let Some(c) = LC_CONNS.get_ptr_mut(id) {
+            // A plain add would lose counts between CPUs; the target has no CAS, only XADD.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
+        }
+    }
+    Some(Choice { id, backend, new_flow: true })
+}
+
+/// First entry of the VIP's active table slot in `TABLES`.
+#[inline(always)]
+fn table_base(vip: &VipMeta) -> u32 {
+    (vip.id * TABLE_SLOTS + (vip.slot & 1)) * MAX_TABLE
+}
+
+/// The backend a new flow gets from the VIP's algorithm (no connection-table access).
+#[inline(always)]
+pub fn pick(flow: &FlowKey, vip: &VipMeta) -> Option<u32> {
+    let len = vip.table_len;
+    if len == 0 || len > MAX_TABLE {
+        return None;
+    }
+    let pos = match Algorithm::from_u8(vip.algo)? {
+        Algorithm::Maglev => flow_hash(flow) % len,
+        Algorithm::IpHash => source_hash(flow) % len,
+        Algorithm::WeightedRoundRobin => {
+            let cursor = RR_CURSOR.get_ptr_mut(vip.id)?;
+            let pos = unsafe { *cursor } % len;
+            unsafe { *cursor = pos + 1 };
+            pos
+        }
+        Algorithm::LeastConnections => return least_connections(flow, vip, len),
+    };
+    TABLES.get(table_base(vip) + pos).copied()
+}
+
+/// The candidate with the fewest active connections per unit of weight. Ties go to the
+/// candidate nearest to a hash-chosen start, so equal backends share new flows evenly.
+#[inline(always)]
+fn least_connections(flow: &FlowKey, vip: &VipMeta, len: u32) -> Option<u32> {
+    let list = LC_LISTS.get(vip.id * TABLE_SLOTS + (vip.slot & 1))?;
+    let n = if len > MAX_LC_BACKENDS as u32 { MAX_LC_BACKENDS as u32 } else { len };
+    if n == 0 {
+        return None;
+    }
+    let start = flow_hash(flow) % n;
+    let mut best: Option<u32> = None;
+    let (mut best_conns, mut best_weight) = (0u64, 0u64);
+    for i in 0..MAX_LC_BACKENDS as u32 {
+        if i >= n {
+            break;
+        }
+        let mut j = start + i;
+        if j >= n {
+            j -= n;
+        }
+        let (Some(&id), Some(&weight)) =
+            (list.backends.get(j as usize), list.weights.get(j as usize))
+        else {
+            break;
+        };
+        if weight == 0 {
+            continue;
+        }
+        let conns = LC_CONNS.get(id).copied().unwrap_or(0);
+        // conns / weight < best_conns / best_weight, without division.
+        if best.is_none() || conns * best_weight < best_conns * weight as u64 {
+            best = Some(id);
+            best_conns = conns;
+            best_weight = weight as u64;
+        }
+    }
+    best
+}

@@ -1,0 +1,386 @@
+//! The balancer's TOML configuration: parsed into types that cannot hold a wrong value, with
+//! every error naming the file, the line, the field and the reason.
+
+use std::{collections::BTreeSet, fmt, net::IpAddr, ops::Range, path::Path, str::FromStr};
+
+use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    dataplane::{BackendSpec, BackendState, VipSpec},
+    maglev::TableSize,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {field}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// A MAC address written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"));
+        }
+        let mut mac = [0u8; 6];
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("{s:?} is not a MAC address (bad byte {p:?})"))?;
+        }
+        Ok(Self(mac))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub dataplane: DataplaneConfig,
+    pub vips: Vec<VipConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    pub interfaces: Vec<String>,
+    pub conn_table_size: u32,
+    pub ipip_source_v4: Option<IpAddr>,
+    pub ipip_source_v6: Option<IpAddr>,
+    /// Largest encapsulated packet the backend path carries (0: unchecked).
+    pub backend_mtu: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+    pub algorithm: Algorithm,
+    pub mode: ForwardMode,
+    pub table_size: TableSize,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// Static MAC (else the control plane resolves it through the neighbour table).
+    pub mac: Option<MacAddr>,
+}
+
+impl VipConfig {
+    /// The data-plane view of this VIP, with MACs from `mac_of` (the resolver, or a static map).
+    pub fn to_spec(&self, mac_of: impl Fn(&BackendConfig) -> [u8; 6]) -> VipSpec {
+        VipSpec {
+            name: self.name.clone(),
+            addr: self.address,
+            port: self.port,
+            proto: self.proto,
+            algorithm: self.algorithm,
+            mode: self.mode,
+            table_size: self.table_size,
+            backends: self
+                .backends
+                .iter()
+                .map(|b| BackendSpec {
+                    addr: b.address,
+                    mac: mac_of(b),
+                    weight: b.weight,
+                    state: BackendState::Active,
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    dataplane: RawDataplane,
+    #[serde(default)]
+    vips: Vec<RawVip>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    #[serde(default)]
+    interfaces: Vec<String>,
+    conn_table_size: Option<Spanned<u32>>,
+    ipip_source_v4: Option<Spanned<String>>,
+    ipip_source_v6: Option<Spanned<String>>,
+    #[serde(default)]
+    backend_mtu: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    port: u16,
+    #[serde(default = "default_protocol")]
+    protocol: Spanned<String>,
+    #[serde(default = "default_algorithm")]
+    algorithm: Spanned<String>,
+    #[serde(default = "default_mode")]
+    mode: Spanned<String>,
+    table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Spanned<String>,
+    #[serde(default = "default_weight")]
+    weight: Spanned<u32>,
+    mac: Option<Spanned<String>>,
+}
+
+fn spanned(s: &str) -> Spanned<String> {
+    Spanned::new(0..0, s.to_string())
+}
+fn default_protocol() -> Spanned<String> {
+    spanned("tcp")
+}
+fn default_algorithm() -> Spanned<String> {
+    spanned("maglev")
+}
+fn default_mode() -> Spanned<String> {
+    spanned("dsr-l2")
+}
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
+}
+
+/// Largest weight: keeps weight sums far from overflow in every algorithm.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn err(&self, span: &Range<usize>, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.into(), line: self.line(span), field: field.into(), reason: reason.into() }
+    }
+}
+
+pub fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    match s {
+        "maglev" => Ok(Algorithm::Maglev),
+        "ip-hash" => Ok(Algorithm::IpHash),
+        "weighted-round-robin" | "wrr" => Ok(Algorithm::WeightedRoundRobin),
+        "least-connections" | "lc" => Ok(Algorithm::LeastConnections),
+        other => Err(format!(
+            "unknown algorithm {other:?} (maglev, ip-hash, weighted-round-robin, least-connections)"
+        )),
+    }
+}
+
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::Maglev => "maglev",
+        Algorithm::IpHash => "ip-hash",
+        Algorithm::WeightedRoundRobin => "weighted-round-robin",
+        Algorithm::LeastConnections => "least-connections",
+    }
+}
+
+pub fn parse_mode(s: &str) -> Result<ForwardMode, String> {
+    match s {
+        "dsr-l2" => Ok(ForwardMode::DsrL2),
+        "ipip" => Ok(ForwardMode::Ipip),
+        other => Err(format!("unknown forwarding mode {other:?} (dsr-l2, ipip)")),
+    }
+}
+
+pub fn mode_name(m: ForwardMode) -> &'static str {
+    match m {
+        ForwardMode::DsrL2 => "dsr-l2",
+        ForwardMode::Ipip => "ipip",
+    }
+}
+
+pub fn parse_protocol(s: &str) -> Result<u8, String> {
+    match s {
+        "tcp" => Ok(IPPROTO_TCP),
+        "udp" => Ok(IPPROTO_UDP),
+        other => Err(format!("unknown protocol {other:?} (tcp, udp)")),
+    }
+}
+
+pub fn protocol_name(p: u8) -> &'static str {
+    if p == IPPROTO_UDP { "udp" } else { "tcp" }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            field: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let ctx = Ctx { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ctx.err(&span, "toml", e.message().to_string())
+        })?;
+        let dataplane = parse_dataplane(&ctx, raw.dataplane)?;
+        let mut vips = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for (i, v) in raw.vips.into_iter().enumerate() {
+            let vip = parse_vip(&ctx, i, v, &mut names, &mut keys)?;
+            vips.push(vip);
+        }
+        for (i, v) in vips.iter().enumerate() {
+            let needs = match (v.mode, v.address.is_ipv4()) {
+                (ForwardMode::Ipip, true) if dataplane.ipip_source_v4.is_none() => Some("ipip_source_v4"),
+                (ForwardMode::Ipip, false) if dataplane.ipip_source_v6.is_none() => Some("ipip_source_v6"),
+                _ => None,
+            };
+            if let Some(field) = needs {
+                return Err(ctx.err(
+                    &(0..0),
+                    format!("vips[{i}].mode"),
+                    format!("ipip mode needs dataplane.{field} (the outer source address)"),
+                ));
+            }
+        }
+        if vips.len() > lb_common::MAX_VIPS as usize {
+            return Err(ctx.err(&(0..0), "vips", format!("at most {} VIPs", lb_common::MAX_VIPS)));
+        }
+        Ok(Self { dataplane, vips })
+    }
+}
+
+fn parse_ip(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
+    s.get_ref()
+        .parse()
+        .map_err(|_| ctx.err(&s.span(), field, format!("{:?} is not an IP address", s.get_ref())))
+}
+
+fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, ConfigError> {
+    let conn_table_size = match d.conn_table_size {
+        Some(s) if *s.get_ref() < 1024 => {
+            return Err(ctx.err(&s.span(), "dataplane.conn_table_size", "must be at least 1024"));
+        }
+        Some(s) => *s.get_ref(),
+        None => lb_common::CONN_TABLE_SIZE,
+    };
+    let v4 = d.ipip_source_v4.as_ref().map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v4")).transpose()?;
+    if let (Some(ip), Some(s)) = (v4, &d.ipip_source_v4) {
+        if !ip.is_ipv4() {
+            return Err(ctx.err(&s.span(), "dataplane.ipip_source_v4", "must be an IPv4 address"));
+        }
+    }
+    let v6 = d.ipip_source_v6.as_ref().map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v6")).transpose()?;
+    if let (Some(ip), Some(s)) = (v6, &d.ipip_source_v6) {
+        if !ip.is_ipv6() {
+            return Err(ctx.err(&s.span(), "dataplane.ipip_source_v6", "must be an IPv6 address"));
+        }
+    }
+    Ok(DataplaneConfig {
+        interfaces: d.interfaces,
+        conn_table_size,
+        ipip_source_v4: v4,
+        ipip_source_v6: v6,
+        backend_mtu: d.backend_mtu,
+    })
+}
+
+fn parse_vip(
+    ctx: &Ctx,
+    i: usize,
+    v: RawVip,
+    names: &mut BTreeSet<String>,
+    keys: &mut BTreeSet<(IpAddr, u16, u8)>,
+) -> Result<VipConfig, ConfigError> {
+    let f = |name: &str| format!("vips[{i}].{name}");
+    let name = v.name.get_ref().clone();
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return Err(ctx.err(&v.name.span(), f("name"), "1-64 characters of a-z, 0-9, '-', '_'"));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.err(&v.name.span(), f("name"), format!("duplicate VIP name {name:?}")));
+    }
+    let address = parse_ip(ctx, &v.address, &f("address"))?;
+    let proto = parse_protocol(v.protocol.get_ref()).map_err(|r| ctx.err(&v.protocol.span(), f("protocol"), r))?;
+    if !keys.insert((address, v.port, proto)) {
+        return Err(ctx.err(&v.address.span(), f("address"), "another VIP has the same address, port and protocol"));
+    }
+    let algorithm =
+        parse_algorithm(v.algorithm.get_ref()).map_err(|r| ctx.err(&v.algorithm.span(), f("algorithm"), r))?;
+    let mode = parse_mode(v.mode.get_ref()).map_err(|r| ctx.err(&v.mode.span(), f("mode"), r))?;
+    let table_size = match &v.table_size {
+        Some(s) => TableSize::new(*s.get_ref()).map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
+        None => TableSize::DEFAULT,
+    };
+    let mut backends = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (j, b) in v.backends.into_iter().enumerate() {
+        let bf = |name: &str| format!("vips[{i}].backends[{j}].{name}");
+        let addr = parse_ip(ctx, &b.address, &bf("address"))?;
+        if addr.is_ipv4() != address.is_ipv4() {
+            return Err(ctx.err(&b.address.span(), bf("address"), "backend and VIP must be the same IP family"));
+        }
+        if !seen.insert(addr) {
+            return Err(ctx.err(&b.address.span(), bf("address"), format!("duplicate backend {addr}")));
+        }
+        let weight = *b.weight.get_ref();
+        if weight > MAX_WEIGHT {
+            return Err(ctx.err(&b.weight.span(), bf("weight"), format!("at most {MAX_WEIGHT}")));
+        }
+        let mac = b
+            .mac
+            .as_ref()
+            .map(|m| m.get_ref().parse::<MacAddr>().map_err(|r| ctx.err(&m.span(), bf("mac"), r)))
+            .transpose()?;
+        backends.push(BackendConfig { address: addr, weight, mac });
+    }
+    if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS {
+        return Err(ctx.err(
+            &v.algorithm.span(),
+            f("backends"),
+            format!("least-connections takes at most {} backends", lb_common::MAX_LC_BACKENDS),
+        ));
+    }
+    Ok(VipConfig { name, address, port: v.port, proto, algorithm, mode, table_size, backends })
+}

@@ -1,0 +1,170 @@
+//! Typed, owned handles on every map of the object, and the readers/writers over them.
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray},
+    programs::ProgramFd,
+};
+use lb_common::{
+    Backend, ConnEntry, FlowKey, HARNESS_MAX_PACKET, HarnessPacket, LcList, MAX_TABLE, Reason,
+    Settings, TABLE_SLOTS, TrafficStats, VipKey, VipMeta, names,
+};
+
+use super::DataplaneError;
+
+/// Counters summed over every CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrafficTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+}
+
+pub struct Maps {
+    pub(crate) vips: HashMap<MapData, VipKey, VipMeta>,
+    pub(crate) backends: Array<MapData, Backend>,
+    pub(crate) tables: Array<MapData, u32>,
+    pub(crate) lc_lists: Array<MapData, LcList>,
+    pub(crate) lc_conns: Array<MapData, u64>,
+    pub(crate) conns: HashMap<MapData, FlowKey, ConnEntry>,
+    pub(crate) settings: Array<MapData, Settings>,
+    pub(crate) vip_stats: PerCpuArray<MapData, TrafficStats>,
+    pub(crate) backend_stats: PerCpuArray<MapData, TrafficStats>,
+    pub(crate) reasons: PerCpuArray<MapData, u64>,
+    pub(crate) decap_addrs: HashMap<MapData, VipKey, u32>,
+    harness_packet: Array<MapData, HarnessPacket>,
+    harness_progs: ProgramArray<MapData>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+impl Maps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            vips: take(ebpf, names::MAP_VIPS)?,
+            backends: take(ebpf, names::MAP_BACKENDS)?,
+            tables: take(ebpf, names::MAP_TABLES)?,
+            lc_lists: take(ebpf, names::MAP_LC_LISTS)?,
+            lc_conns: take(ebpf, names::MAP_LC_CONNS)?,
+            conns: take(ebpf, names::MAP_CONNS)?,
+            settings: take(ebpf, names::MAP_SETTINGS)?,
+            vip_stats: take(ebpf, names::MAP_VIP_STATS)?,
+            backend_stats: take(ebpf, names::MAP_BACKEND_STATS)?,
+            reasons: take(ebpf, names::MAP_REASONS)?,
+            decap_addrs: take(ebpf, names::MAP_DECAP_ADDRS)?,
+            harness_packet: take(ebpf, names::MAP_HARNESS_PACKET)?,
+            harness_progs: take(ebpf, names::MAP_HARNESS_PROGS)?,
+        })
+    }
+
+    pub fn set_settings(&mut self, s: &Settings) -> Result<(), DataplaneError> {
+        self.settings.set(0, s, 0).map_err(map_err(names::MAP_SETTINGS))
+    }
+
+    /// Addresses the decap program accepts as outer destination.
+    pub fn add_decap_address(&mut self, addr: std::net::IpAddr) -> Result<(), DataplaneError> {
+        self.decap_addrs
+            .insert(VipKey::address(addr), 1, 0)
+            .map_err(map_err(names::MAP_DECAP_ADDRS))
+    }
+
+    pub(crate) fn write_table_entry(
+        &mut self,
+        vip_id: u32,
+        slot: u32,
+        pos: u32,
+        backend: u32,
+    ) -> Result<(), DataplaneError> {
+        let index = (vip_id * TABLE_SLOTS + slot) * MAX_TABLE + pos;
+        self.tables.set(index, backend, 0).map_err(map_err(names::MAP_TABLES))
+    }
+
+    /// Reads one table entry (tests and tools).
+    pub fn table_entry(&self, vip_id: u32, slot: u32, pos: u32) -> Result<u32, DataplaneError> {
+        let index = (vip_id * TABLE_SLOTS + slot) * MAX_TABLE + pos;
+        self.tables.get(&index, 0).map_err(map_err(names::MAP_TABLES))
+    }
+
+    pub fn vip(&self, key: &VipKey) -> Option<VipMeta> {
+        self.vips.get(key, 0).ok()
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
+        self.backends.get(&id, 0).map_err(map_err(names::MAP_BACKENDS))
+    }
+
+    pub fn lc_connections(&self, id: u32) -> Result<u64, DataplaneError> {
+        self.lc_conns.get(&id, 0).map_err(map_err(names::MAP_LC_CONNS))
+    }
+
+    pub fn set_lc_connections(&mut self, id: u32, n: u64) -> Result<(), DataplaneError> {
+        self.lc_conns.set(id, n, 0).map_err(map_err(names::MAP_LC_CONNS))
+    }
+
+    pub fn conn(&self, flow: &FlowKey) -> Option<ConnEntry> {
+        self.conns.get(flow, 0).ok()
+    }
+
+    /// Every connection-table entry (a snapshot; the LRU may change while it is read).
+    pub fn conns(&self) -> Vec<(FlowKey, ConnEntry)> {
+        self.conns.iter().filter_map(Result::ok).collect()
+    }
+
+    pub fn remove_conn(&mut self, flow: &FlowKey) -> Result<(), DataplaneError> {
+        self.conns.remove(flow).map_err(map_err(names::MAP_CONNS))
+    }
+
+    fn totals(map: &PerCpuArray<MapData, TrafficStats>, id: u32, name: &'static str) -> Result<TrafficTotals, DataplaneError> {
+        let per_cpu = map.get(&id, 0).map_err(map_err(name))?;
+        Ok(per_cpu.iter().fold(TrafficTotals::default(), |acc, s| TrafficTotals {
+            packets: acc.packets + s.packets,
+            bytes: acc.bytes + s.bytes,
+            new_conns: acc.new_conns + s.new_conns,
+        }))
+    }
+
+    pub fn vip_totals(&self, vip_id: u32) -> Result<TrafficTotals, DataplaneError> {
+        Self::totals(&self.vip_stats, vip_id, names::MAP_VIP_STATS)
+    }
+
+    pub fn backend_totals(&self, backend_id: u32) -> Result<TrafficTotals, DataplaneError> {
+        Self::totals(&self.backend_stats, backend_id, names::MAP_BACKEND_STATS)
+    }
+
+    /// Count of each pass/drop/tx reason, summed over CPUs.
+    pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, DataplaneError> {
+        Reason::ALL
+            .iter()
+            .map(|&r| {
+                let per_cpu = self.reasons.get(&(r as u32), 0).map_err(map_err(names::MAP_REASONS))?;
+                Ok((r, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    pub fn reason(&self, r: Reason) -> Result<u64, DataplaneError> {
+        let per_cpu = self.reasons.get(&(r as u32), 0).map_err(map_err(names::MAP_REASONS))?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    pub(super) fn set_harness_packet(&mut self, packet: &[u8]) -> Result<(), DataplaneError> {
+        let mut h = HarnessPacket { len: packet.len() as u32, ..Default::default() };
+        let n = packet.len().min(HARNESS_MAX_PACKET);
+        h.bytes[..n].copy_from_slice(&packet[..n]);
+        self.harness_packet.set(0, h, 0).map_err(map_err(names::MAP_HARNESS_PACKET))
+    }
+
+    pub(super) fn set_harness_target(&mut self, fd: &ProgramFd) -> Result<(), DataplaneError> {
+        self.harness_progs.set(0, fd, 0).map_err(map_err(names::MAP_HARNESS_PROGS))
+    }
+}

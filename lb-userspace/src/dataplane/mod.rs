@@ -1,0 +1,214 @@
+//! Loading the XDP object, attaching its programs, and running them on crafted packets.
+
+mod maps;
+mod programmer;
+
+pub use maps::{Maps, TrafficTotals};
+pub use programmer::{ApplyReport, BackendSpec, BackendState, Programmer, VipSpec};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use lb_common::names;
+
+use crate::object;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Object(#[from] object::ObjectError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("test run: output buffer too small or program error: {0}")]
+    TestRun(ProgramError),
+}
+
+/// The action an XDP program returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAction {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Redirect,
+    Unknown(u32),
+}
+
+impl XdpAction {
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            other => Self::Unknown(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aborted => "ABORTED",
+            Self::Drop => "DROP",
+            Self::Pass => "PASS",
+            Self::Tx => "TX",
+            Self::Redirect => "REDIRECT",
+            Self::Unknown(_) => "UNKNOWN",
+        }
+    }
+}
+
+/// Result of running a program once on one packet.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    pub action: XdpAction,
+    pub packet: Vec<u8>,
+}
+
+/// Which programs to load. Loading only what is used keeps test start-up short.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    pub balancer: bool,
+    pub decap: bool,
+    pub pass: bool,
+    pub bench: bool,
+    /// Connection-table size (LRU entries).
+    pub conn_table_size: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            balancer: true,
+            decap: false,
+            pass: false,
+            bench: false,
+            conn_table_size: lb_common::CONN_TABLE_SIZE,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn all() -> Self {
+        Self { decap: true, pass: true, bench: true, ..Self::default() }
+    }
+}
+
+/// A loaded data plane: the object, its programs and its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    loaded: Vec<&'static str>,
+}
+
+impl Dataplane {
+    pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
+        let bytes = object::bytes()?;
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(names::MAP_CONNS, opts.conn_table_size)
+            .load(&bytes)?;
+        let mut dp = Self { ebpf, loaded: Vec::new() };
+        let wanted = [
+            (opts.balancer, names::PROG_BALANCER),
+            (opts.decap, names::PROG_DECAP),
+            (opts.pass, names::PROG_PASS),
+            (opts.bench, names::PROG_FLOOR),
+            (opts.bench, names::PROG_HARNESS),
+        ];
+        for (want, name) in wanted {
+            if want {
+                dp.xdp_mut(name)?.load().map_err(|source| DataplaneError::Program { name, source })?;
+                dp.loaded.push(name);
+            }
+        }
+        Ok(dp)
+    }
+
+    fn xdp_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
+        let prog = self.ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
+        prog.try_into().map_err(|source| DataplaneError::Program { name, source })
+    }
+
+    pub fn xdp(&self, name: &'static str) -> Result<&Xdp, DataplaneError> {
+        let prog = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
+        prog.try_into().map_err(|source| DataplaneError::Program { name, source })
+    }
+
+    /// Takes the maps out of the object (call once).
+    pub fn take_maps(&mut self) -> Result<Maps, DataplaneError> {
+        Maps::take(&mut self.ebpf)
+    }
+
+    /// Attaches a loaded program to an interface.
+    pub fn attach(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: XdpMode,
+    ) -> Result<XdpLinkId, DataplaneError> {
+        self.xdp_mut(name)?.attach(iface, mode).map_err(|source| DataplaneError::Program { name, source })
+    }
+
+    /// Runs `name` once on `packet` in the kernel (BPF_PROG_TEST_RUN).
+    pub fn run(&self, name: &'static str, packet: &[u8]) -> Result<RunOutput, DataplaneError> {
+        let prog = self.xdp(name)?;
+        // Encapsulation adds at most 40 bytes; leave room for it.
+        let mut out = vec![0u8; packet.len() + 256];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(DataplaneError::TestRun)?;
+        out.truncate(res.data_size_out as usize);
+        Ok(RunOutput { action: XdpAction::from_code(res.return_value), packet: out })
+    }
+
+    /// Runs `name` `repeat` times in the kernel; returns the action of the last run, the
+    /// output, and the kernel's mean duration per run.
+    pub fn run_repeat(
+        &self,
+        name: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(RunOutput, std::time::Duration), DataplaneError> {
+        let prog = self.xdp(name)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(DataplaneError::TestRun)?;
+        out.truncate(res.data_size_out as usize);
+        Ok((RunOutput { action: XdpAction::from_code(res.return_value), packet: out }, res.duration))
+    }
+
+    /// Points the benchmark harness at `target` and at the packet it restores before each run.
+    pub fn arm_harness(
+        &mut self,
+        maps: &mut Maps,
+        target: &'static str,
+        packet: &[u8],
+    ) -> Result<(), DataplaneError> {
+        maps.set_harness_packet(packet)?;
+        let fd = self.xdp(target)?.fd().map_err(|source| DataplaneError::Program { name: target, source })?;
+        maps.set_harness_target(fd)
+    }
+
+    pub fn loaded_programs(&self) -> &[&'static str] {
+        &self.loaded
+    }
+}

@@ -1,0 +1,464 @@
+//! Turns the desired set of VIPs and backends into map contents.
+//!
+//! Ordering rules that keep packets safe while maps change:
+//! - a backend entry is written (active) before any table refers to it;
+//! - a VIP's table is written completely into its idle slot, then `VipMeta` (a hash-map value,
+//!   replaced atomically by the kernel) flips to that slot;
+//! - a backend is marked inactive only after no table refers to it any more, and its slot's
+//!   generation changes when the slot is reused, so old connection-table entries re-hash.
+//! Only table entries that differ from what the idle slot already holds are written.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use lb_common::{
+    AF_INET, Algorithm, BACKEND_F_ACTIVE, Backend, ForwardMode, LcList, MAX_BACKENDS,
+    MAX_LC_BACKENDS, MAX_TABLE, MAX_VIPS, TABLE_SLOTS, VipKey, VipMeta, names, user::addr_words,
+};
+
+use super::{DataplaneError, Maps};
+use crate::{
+    maglev::{self, MaglevBackend, TableSize},
+    wrr,
+};
+
+/// Whether a backend may receive packets at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// Receives new flows in proportion to its weight (none at weight 0: draining) and keeps
+    /// its existing flows.
+    Active,
+    /// Failed or administratively down: no new flows, and existing flows are re-hashed.
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: IpAddr,
+    /// MAC of the backend (dsr-l2) or of the next hop towards it (ipip).
+    pub mac: [u8; 6],
+    /// Effective weight for new flows; 0 drains.
+    pub weight: u32,
+    pub state: BackendState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipSpec {
+    pub name: String,
+    pub addr: IpAddr,
+    /// 0: every port of the address.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub algorithm: Algorithm,
+    pub mode: ForwardMode,
+    pub table_size: TableSize,
+    pub backends: Vec<BackendSpec>,
+}
+
+impl VipSpec {
+    pub fn key(&self) -> VipKey {
+        VipKey::new(self.addr, self.port, self.proto)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error(transparent)]
+    Map(#[from] DataplaneError),
+    #[error("VIP {vip}: {source}")]
+    Maglev { vip: String, source: maglev::MaglevError },
+    #[error("VIP {vip}: {source}")]
+    Wrr { vip: String, source: wrr::WrrError },
+    #[error("VIP {vip}: least-connections supports at most {MAX_LC_BACKENDS} backends, got {got}")]
+    TooManyLcBackends { vip: String, got: usize },
+    #[error("VIP {vip}: backend {backend} is {backend_family} but the VIP is not")]
+    FamilyMismatch { vip: String, backend: IpAddr, backend_family: &'static str },
+    #[error("too many VIPs (at most {MAX_VIPS})")]
+    TooManyVips,
+    #[error("too many backends (at most {MAX_BACKENDS} VIP/backend pairs)")]
+    TooManyBackends,
+    #[error("two VIPs share the key {0}")]
+    DuplicateVip(String),
+}
+
+/// What one `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub tables_swapped: usize,
+    pub table_entries_written: usize,
+    pub backends_written: usize,
+}
+
+#[derive(Clone, Debug)]
+struct VipState {
+    key: VipKey,
+    meta: VipMeta,
+    /// The content that `meta.slot` holds.
+    content: TableContent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TableContent {
+    Table(Vec<u32>),
+    Lc(LcList),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    BeforeTable,
+    AfterTable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BackendSlot {
+    id: u32,
+    entry: Backend,
+}
+
+/// Keeps the maps equal to the last applied desired state.
+pub struct Programmer {
+    maps: Maps,
+    vips: BTreeMap<String, VipState>,
+    /// Backend slots by (VIP name, address): one slot per pair so that health, weight and
+    /// statistics are per VIP.
+    backends: BTreeMap<(String, IpAddr), BackendSlot>,
+    free_vip_ids: BTreeSet<u32>,
+    free_backend_ids: BTreeSet<u32>,
+    generations: Vec<u32>,
+    /// What each (vip id, slot) of `TABLES` holds, so rewrites touch only changed entries.
+    shadow: HashMap<(u32, u32), Vec<u32>>,
+}
+
+impl Programmer {
+    pub fn new(maps: Maps) -> Self {
+        Self {
+            maps,
+            vips: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            free_vip_ids: (0..MAX_VIPS).collect(),
+            // Backend 0 is never handed out: an all-zero table entry must not mean a backend.
+            free_backend_ids: (1..MAX_BACKENDS).collect(),
+            generations: vec![0; MAX_BACKENDS as usize],
+            shadow: HashMap::new(),
+        }
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
+    }
+
+    pub fn vip_id(&self, name: &str) -> Option<u32> {
+        self.vips.get(name).map(|v| v.meta.id)
+    }
+
+    pub fn vip_meta(&self, name: &str) -> Option<VipMeta> {
+        self.vips.get(name).map(|v| v.meta)
+    }
+
+    pub fn backend_id(&self, vip: &str, addr: IpAddr) -> Option<u32> {
+        self.backends.get(&(vip.to_string(), addr)).map(|b| b.id)
+    }
+
+    /// Every (VIP name, address) -> backend id currently programmed.
+    pub fn backend_ids(&self) -> impl Iterator<Item = (&str, IpAddr, u32)> {
+        self.backends.iter().map(|((vip, addr), slot)| (vip.as_str(), *addr, slot.id))
+    }
+
+    /// Makes the maps match `desired`. On error nothing that packets can see is half done:
+    /// tables that were not swapped are still the old ones.
+    pub fn apply(&mut self, desired: &[VipSpec]) -> Result<ApplyReport, ProgramError> {
+        validate(desired)?;
+        let mut report = ApplyReport::default();
+        let wanted: BTreeMap<&str, &VipSpec> = desired.iter().map(|v| (v.name.as_str(), v)).collect();
+
+        // VIPs removed, or whose key changed (treated as remove + add).
+        let gone: Vec<String> = self
+            .vips
+            .iter()
+            .filter(|(name, st)| wanted.get(name.as_str()).is_none_or(|v| v.key() != st.key))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.remove_vip(&name)?;
+            report.vips_removed += 1;
+        }
+
+        for vip in desired {
+            // Activations before the table that uses them, deactivations after the table that
+            // no longer does.
+            self.write_backends(vip, Phase::BeforeTable, &mut report)?;
+            self.write_vip(vip, &mut report)?;
+            self.write_backends(vip, Phase::AfterTable, &mut report)?;
+            self.retire_backends(vip)?;
+        }
+        self.sync_address_entries()?;
+        Ok(report)
+    }
+
+    fn write_backends(
+        &mut self,
+        vip: &VipSpec,
+        phase: Phase,
+        report: &mut ApplyReport,
+    ) -> Result<(), ProgramError> {
+        for b in &vip.backends {
+            let key = (vip.name.clone(), b.addr);
+            let current = self.backends.get(&key).map(|s| s.entry.flags);
+            let flags = match (b.state, phase) {
+                (BackendState::Active, _) => BACKEND_F_ACTIVE,
+                (BackendState::Down, Phase::AfterTable) => 0,
+                // Still referenced by the old table until the swap: keep what it has.
+                (BackendState::Down, Phase::BeforeTable) => current.unwrap_or(0),
+            };
+            let slot = match self.backends.get(&key) {
+                Some(slot) => *slot,
+                None => {
+                    let id = self.free_backend_ids.pop_first().ok_or(ProgramError::TooManyBackends)?;
+                    let generation = self.generations[id as usize].wrapping_add(1);
+                    self.generations[id as usize] = generation;
+                    BackendSlot { id, entry: Backend { generation, ..Default::default() } }
+                }
+            };
+            let entry = Backend {
+                addr: addr_words(b.addr),
+                mac: b.mac,
+                family: lb_common::user::family_of(b.addr),
+                flags,
+                generation: slot.entry.generation,
+            };
+            if self.backends.get(&key).map(|s| s.entry) != Some(entry) {
+                self.maps
+                    .backends
+                    .set(slot.id, entry, 0)
+                    .map_err(|source| DataplaneError::Map { name: names::MAP_BACKENDS, source })?;
+                report.backends_written += 1;
+            }
+            self.backends.insert(key, BackendSlot { id: slot.id, entry });
+        }
+        Ok(())
+    }
+
+    /// Backends of `vip` that are no longer listed: inactive (their flows re-hash), slot freed.
+    fn retire_backends(&mut self, vip: &VipSpec) -> Result<(), ProgramError> {
+        let listed: BTreeSet<IpAddr> = vip.backends.iter().map(|b| b.addr).collect();
+        let stale: Vec<(String, IpAddr)> = self
+            .backends
+            .keys()
+            .filter(|(name, addr)| name == &vip.name && !listed.contains(addr))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.release_backend(&key)?;
+        }
+        Ok(())
+    }
+
+    fn release_backend(&mut self, key: &(String, IpAddr)) -> Result<(), ProgramError> {
+        if let Some(slot) = self.backends.remove(key) {
+            let entry = Backend { flags: 0, ..slot.entry };
+            self.maps
+                .backends
+                .set(slot.id, entry, 0)
+                .map_err(|source| DataplaneError::Map { name: names::MAP_BACKENDS, source })?;
+            self.free_backend_ids.insert(slot.id);
+        }
+        Ok(())
+    }
+
+    fn content_for(&self, vip: &VipSpec) -> Result<TableContent, ProgramError> {
+        let ids: Vec<(u32, &BackendSpec)> = vip
+            .backends
+            .iter()
+            .filter(|b| b.state == BackendState::Active && b.weight > 0)
+            .filter_map(|b| self.backends.get(&(vip.name.clone(), b.addr)).map(|s| (s.id, b)))
+            .collect();
+        match vip.algorithm {
+            Algorithm::Maglev | Algorithm::IpHash => {
+                if ids.is_empty() {
+                    return Ok(TableContent::Table(Vec::new()));
+                }
+                let keys: Vec<Vec<u8>> = ids.iter().map(|(_, b)| identity(b.addr)).collect();
+                let input: Vec<MaglevBackend> = ids
+                    .iter()
+                    .zip(&keys)
+                    .map(|((id, b), key)| MaglevBackend { id: *id, key, weight: b.weight })
+                    .collect();
+                maglev::build(&input, vip.table_size)
+                    .map(TableContent::Table)
+                    .map_err(|source| ProgramError::Maglev { vip: vip.name.clone(), source })
+            }
+            Algorithm::WeightedRoundRobin => {
+                if ids.is_empty() {
+                    return Ok(TableContent::Table(Vec::new()));
+                }
+                let input: Vec<(u32, u32)> = ids.iter().map(|(id, b)| (*id, b.weight)).collect();
+                wrr::sequence(&input, MAX_TABLE as usize)
+                    .map(TableContent::Table)
+                    .map_err(|source| ProgramError::Wrr { vip: vip.name.clone(), source })
+            }
+            Algorithm::LeastConnections => {
+                let mut list = LcList::default();
+                for (i, (id, b)) in ids.iter().enumerate().take(MAX_LC_BACKENDS) {
+                    list.backends[i] = *id;
+                    list.weights[i] = b.weight;
+                }
+                Ok(TableContent::Lc(list))
+            }
+        }
+    }
+
+    fn write_vip(&mut self, vip: &VipSpec, report: &mut ApplyReport) -> Result<(), ProgramError> {
+        let content = self.content_for(vip)?;
+        let table_len = match &content {
+            TableContent::Table(t) => t.len() as u32,
+            TableContent::Lc(l) => l.weights.iter().take_while(|&&w| w > 0).count() as u32,
+        };
+        let existing = self.vips.get(&vip.name).cloned();
+        let (id, slot) = match &existing {
+            Some(st) => {
+                let unchanged = st.content == content
+                    && st.meta.algo == vip.algorithm as u8
+                    && st.meta.mode == vip.mode as u8;
+                if unchanged {
+                    return Ok(());
+                }
+                (st.meta.id, st.meta.slot ^ 1)
+            }
+            None => {
+                let id = self.free_vip_ids.pop_first().ok_or(ProgramError::TooManyVips)?;
+                report.vips_added += 1;
+                (id, 0)
+            }
+        };
+        match &content {
+            TableContent::Table(t) => report.table_entries_written += self.write_slot(id, slot, t)?,
+            TableContent::Lc(l) => self
+                .maps
+                .lc_lists
+                .set(id * TABLE_SLOTS + slot, l, 0)
+                .map_err(|source| DataplaneError::Map { name: names::MAP_LC_LISTS, source })?,
+        }
+        let meta = VipMeta {
+            id,
+            slot,
+            table_len,
+            algo: vip.algorithm as u8,
+            mode: vip.mode as u8,
+            flags: 0,
+            _pad: 0,
+        };
+        let key = vip.key();
+        self.maps
+            .vips
+            .insert(key, meta, 0)
+            .map_err(|source| DataplaneError::Map { name: names::MAP_VIPS, source })?;
+        report.tables_swapped += 1;
+        self.vips.insert(vip.name.clone(), VipState { key, meta, content });
+        Ok(())
+    }
+
+    fn write_slot(&mut self, id: u32, slot: u32, table: &[u32]) -> Result<usize, ProgramError> {
+        let mut shadow = self.shadow.remove(&(id, slot)).unwrap_or_default();
+        if shadow.len() < table.len() {
+            shadow.resize(table.len(), 0);
+        }
+        let mut written = 0;
+        let result = (|| {
+            for (pos, (&want, have)) in table.iter().zip(shadow.iter_mut()).enumerate() {
+                if want != *have {
+                    self.maps.write_table_entry(id, slot, pos as u32, want)?;
+                    *have = want;
+                    written += 1;
+                }
+            }
+            Ok::<_, DataplaneError>(())
+        })();
+        self.shadow.insert((id, slot), shadow);
+        result?;
+        Ok(written)
+    }
+
+    fn remove_vip(&mut self, name: &str) -> Result<(), ProgramError> {
+        let Some(st) = self.vips.remove(name) else {
+            return Ok(());
+        };
+        // A missing key is fine: nothing to remove.
+        let _ = self.maps.vips.remove(&st.key);
+        self.free_vip_ids.insert(st.meta.id);
+        let stale: Vec<(String, IpAddr)> =
+            self.backends.keys().filter(|(vip, _)| vip == name).cloned().collect();
+        for key in stale {
+            self.release_backend(&key)?;
+        }
+        Ok(())
+    }
+
+    /// One `proto == 0` entry per address that has a VIP (ICMP and fragment handling).
+    fn sync_address_entries(&mut self) -> Result<(), ProgramError> {
+        let wanted: BTreeSet<VipKey> = self
+            .vips
+            .values()
+            .map(|v| VipKey { port: 0, proto: 0, ..v.key })
+            .collect();
+        let present: Vec<VipKey> = self
+            .maps
+            .vips
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.proto == 0)
+            .collect();
+        for k in present.iter().filter(|k| !wanted.contains(k)) {
+            let _ = self.maps.vips.remove(k);
+        }
+        for k in wanted.iter().filter(|k| !present.contains(k)) {
+            self.maps
+                .vips
+                .insert(k, VipMeta::default(), 0)
+                .map_err(|source| DataplaneError::Map { name: names::MAP_VIPS, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// The stable identity Maglev permutes on: the backend's address bytes.
+fn identity(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn validate(desired: &[VipSpec]) -> Result<(), ProgramError> {
+    if desired.len() > MAX_VIPS as usize {
+        return Err(ProgramError::TooManyVips);
+    }
+    let mut keys = BTreeSet::new();
+    for vip in desired {
+        if !keys.insert(vip.key()) {
+            return Err(ProgramError::DuplicateVip(format!("{}:{}/{}", vip.addr, vip.port, vip.proto)));
+        }
+        let family = lb_common::user::family_of(vip.addr);
+        for b in &vip.backends {
+            if lb_common::user::family_of(b.addr) != family {
+                return Err(ProgramError::FamilyMismatch {
+                    vip: vip.name.clone(),
+                    backend: b.addr,
+                    backend_family: if lb_common::user::family_of(b.addr) == AF_INET { "IPv4" } else { "IPv6" },
+                });
+            }
+        }
+        if vip.algorithm == Algorithm::LeastConnections && vip.backends.len() > MAX_LC_BACKENDS {
+            return Err(ProgramError::TooManyLcBackends { vip: vip.name.clone(), got: vip.backends.len() });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Data-plane tests: the real XDP object in the real kernel (BPF_PROG_TEST_RUN), as root.
+//! Each test loads its own copy of the object, so tests never share map state.
+
+mod fixture;
+
+mod algorithms;
+mod decap;
+mod forwarding;
+mod icmp;
+mod malformed;
+mod random;
+mod stickiness;

@@ -1,0 +1,123 @@
+//! The connection table: flows keep their backend across changes of the backend set and
+//! weights; draining keeps old flows and takes no new ones; failed or removed backends' flows
+//! are re-hashed.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use lb_common::{Algorithm, ForwardMode};
+use lb_userspace::{
+    dataplane::{BackendState, VipSpec},
+    packet::{Frame, TCP_ACK, TCP_SYN},
+};
+
+use crate::fixture::*;
+
+const BES: [&str; 4] = ["10.77.0.11", "10.77.0.12", "10.77.0.13", "10.77.0.14"];
+
+fn all() -> Vec<IpAddr> {
+    BES.iter().map(|b| ip(b)).collect()
+}
+
+fn spec(n: usize) -> VipSpec {
+    vip("web", "10.77.0.100", 80, Algorithm::Maglev, ForwardMode::DsrL2, BES[..n].iter().map(|b| backend(b, 1)).collect())
+}
+
+fn packet(i: u16, flags: u8) -> Frame {
+    Frame::tcp(ip("10.8.0.1"), 20000 + i, ip("10.77.0.100"), 80, flags)
+}
+
+const FLOWS: u16 = 400;
+
+/// Opens FLOWS flows and returns where each went.
+fn open(fx: &Fixture) -> BTreeMap<u16, IpAddr> {
+    (0..FLOWS).map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_SYN)), &all()))).collect()
+}
+
+fn follow_up(fx: &Fixture) -> BTreeMap<u16, IpAddr> {
+    (0..FLOWS).map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_ACK)), &all()))).collect()
+}
+
+#[test]
+fn flows_keep_their_backend_when_the_set_changes() {
+    let mut fx = Fixture::new(&[spec(3)]);
+    let before = open(&fx);
+    let slot = fx.prog.vip_meta("web").expect("meta").slot;
+    fx.prog.apply(&[spec(4)]).expect("add a backend");
+    assert_ne!(fx.prog.vip_meta("web").expect("meta").slot, slot, "the new table went to the other slot");
+    assert_eq!(follow_up(&fx), before, "established flows moved after a backend was added");
+    // New flows do reach the new backend.
+    let new_flows: Vec<IpAddr> = (0..FLOWS)
+        .map(|i| fx.backend_of(&fx.run_frame(&Frame::tcp(ip("10.9.0.1"), 30000 + i, ip("10.77.0.100"), 80, TCP_SYN)), &all()))
+        .collect();
+    assert!(new_flows.contains(&ip(BES[3])));
+    // Weights change: still sticky.
+    let mut heavy = spec(4);
+    heavy.backends[3].weight = 10;
+    fx.prog.apply(&[heavy]).expect("reweight");
+    assert_eq!(follow_up(&fx), before, "established flows moved after a weight change");
+}
+
+#[test]
+fn draining_keeps_old_flows_and_takes_no_new_ones() {
+    let mut fx = Fixture::new(&[spec(3)]);
+    let before = open(&fx);
+    assert!(before.values().any(|b| *b == ip(BES[0])));
+    let mut drained = spec(3);
+    drained.backends[0].weight = 0;
+    fx.prog.apply(&[drained]).expect("drain");
+    assert_eq!(follow_up(&fx), before, "a draining backend lost its flows");
+    for i in 0..FLOWS {
+        let out = fx.run_frame(&Frame::tcp(ip("10.9.0.2"), 30000 + i, ip("10.77.0.100"), 80, TCP_SYN));
+        assert_ne!(fx.backend_of(&out, &all()), ip(BES[0]), "a new flow went to the draining backend");
+    }
+}
+
+#[test]
+fn failed_and_removed_backends_flows_are_rehashed() {
+    let mut fx = Fixture::new(&[spec(3)]);
+    let before = open(&fx);
+    let mut failed = spec(3);
+    failed.backends[1].state = BackendState::Down;
+    fx.prog.apply(&[failed.clone()]).expect("fail one");
+    let after = follow_up(&fx);
+    for (i, was) in &before {
+        if *was == ip(BES[1]) {
+            assert_ne!(after[i], ip(BES[1]), "flow {i} still goes to the failed backend");
+        } else {
+            assert_eq!(after[i], *was, "flow {i} of a healthy backend moved");
+        }
+    }
+    // Removing a backend from the list behaves the same way.
+    failed.backends.remove(2);
+    fx.prog.apply(&[failed]).expect("remove one");
+    let again = follow_up(&fx);
+    assert!(again.values().all(|b| *b == ip(BES[0])), "only backend 0 is left");
+}
+
+#[test]
+fn a_reused_backend_slot_does_not_inherit_old_flows() {
+    let mut fx = Fixture::new(&[spec(2)]);
+    let before = open(&fx);
+    let old_id = fx.prog.backend_id("web", ip(BES[1])).expect("id");
+    // Remove backend 1, then add backend 3: it gets the freed slot with a new generation.
+    let mut s = spec(2);
+    s.backends.remove(1);
+    fx.prog.apply(&[s.clone()]).expect("remove");
+    s.backends.push(backend(BES[3], 1));
+    fx.prog.apply(&[s]).expect("add");
+    assert_eq!(fx.prog.backend_id("web", ip(BES[3])), Some(old_id), "the slot is reused");
+    let after = follow_up(&fx);
+    for (i, was) in &before {
+        if *was == ip(BES[0]) {
+            assert_eq!(after[i], *was, "flow {i} moved");
+        }
+    }
+    // Flows of the removed backend were re-hashed, not silently handed to the slot's new owner:
+    // their connection entries now carry the new generation.
+    let gen_now = fx.prog.maps().backend(old_id).expect("backend").generation;
+    for entry in fx.prog.maps().conns().iter().map(|(_, e)| e) {
+        if entry.backend == old_id {
+            assert_eq!(entry.generation, gen_now);
+        }
+    }
+}

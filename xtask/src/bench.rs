@@ -1,0 +1,34 @@
+//! `cargo xtask bench WHAT`: each benchmark is a release binary of the crate it measures.
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+use crate::{build_ebpf, deps, util};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// ns/packet of every XDP path (BPF_PROG_TEST_RUN) and Maglev build time.
+    Dataplane,
+    /// The backend service: /ping, L1, L2 and database reads.
+    App,
+    /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams.
+    Queue,
+}
+
+pub fn run(what: What, args: &[String]) -> Result<()> {
+    deps::apt_packages()?;
+    let (package, bin, pre): (&str, &str, &[&str]) = match what {
+        What::Dataplane => {
+            build_ebpf::build(true)?;
+            ("lb-userspace", "lb-bench", &["dataplane"])
+        }
+        What::App => ("app", "app-bench", &[]),
+        What::Queue => ("app", "queue-bench", &[]),
+    };
+    util::run(
+        util::cargo()
+            .args(["run", "--quiet", "--release", "-p", package, "--bin", bin, "--"])
+            .args(pre)
+            .args(args),
+    )
+}

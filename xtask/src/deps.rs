@@ -1,0 +1,137 @@
+//! Installs what the project needs, idempotently: the nightly `rust-src` component,
+//! `bpf-linker` (built against the nightly toolchain's own LLVM, see docs/building.md), and
+//! the Debian packages the tests and the lab use.
+
+use std::{fs, os::unix::fs::symlink, path::PathBuf, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{output, run, step, succeeds};
+
+/// Debian packages and a binary each provides (to tell whether it is installed).
+pub const APT_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "/usr/sbin/ip"),
+    ("ethtool", "/usr/sbin/ethtool"),
+    ("iputils-ping", "/usr/bin/ping"),
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("tcpdump", "/usr/bin/tcpdump"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-benchmark"),
+    ("postgresql", "/usr/lib/postgresql/15/bin/postgres"),
+    ("wrk", "/usr/bin/wrk"),
+    ("curl", "/usr/bin/curl"),
+    ("ruby", "/usr/bin/ruby"),
+    ("keepalived", "/usr/sbin/keepalived"),
+    ("nginx", "/usr/sbin/nginx"),
+    ("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
+    ("haproxy", "/usr/sbin/haproxy"),
+];
+
+pub fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !std::path::Path::new(probe).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::util::is_root() {
+        bail!("packages missing: {} (run as root so xtask can apt-get install them)", missing.join(" "));
+    }
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(&mut install)?;
+    // Debian starts some services on install where an init system runs; none is wanted here.
+    Ok(())
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is required for the eBPF build (rustup toolchain install nightly)")?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+pub fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    step("installing the nightly rust-src component");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// A lasting folder holding `lib/libLLVM*` links to the nightly toolchain's LLVM.
+fn llvm_prefix() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".local/share/lb-xdp/llvm"))
+}
+
+fn linker_works() -> bool {
+    succeeds(Command::new("bpf-linker").arg("--version"))
+}
+
+pub fn bpf_linker() -> Result<()> {
+    let sysroot = nightly_sysroot()?;
+    let lib = sysroot.join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let prefix = llvm_prefix()?;
+    let plib = prefix.join("lib");
+    fs::create_dir_all(&plib)?;
+    // The linker asks for the library by its versioned name at run time, and the build looks
+    // for plain libLLVM.so: both links must exist (and stay: the prefix is not a temp dir).
+    for name in ["libLLVM.so", llvm.as_str()] {
+        let link = plib.join(name);
+        let target = lib.join(&llvm);
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let _ = fs::remove_file(&link);
+            symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    if linker_works() {
+        return Ok(());
+    }
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("cannot read the nightly LLVM version")?
+        .to_string();
+    step(&format!("installing bpf-linker against the nightly LLVM {major} (about 2 minutes)"));
+    let mut c = Command::new("cargo");
+    c.args(["install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_TARGET_DIR");
+    if run(&mut c).is_err() {
+        // `--locked` can fail when the published lock file does not fit this toolchain.
+        c = Command::new("cargo");
+        c.args(["install", "bpf-linker", "--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
+        run(&mut c)?;
+    }
+    if !linker_works() {
+        bail!("bpf-linker was installed but `bpf-linker --version` fails: check {}", plib.display());
+    }
+    Ok(())
+}
+
+pub fn toolchain() -> Result<()> {
+    rust_src()?;
+    bpf_linker()
+}

@@ -1,0 +1,55 @@
+//! `cargo xtask test [GROUP]`: builds what the tests need, then runs them.
+
+use anyhow::{Result, bail};
+use clap::ValueEnum;
+
+use crate::{build_ebpf, deps, util};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Group {
+    /// Everything below, in order.
+    All,
+    /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate.
+    Lint,
+    /// Unit tests that need no privileges (Maglev, WRR, config, pcap, packet builder).
+    Unit,
+    /// The XDP programs in the kernel through BPF_PROG_TEST_RUN (root).
+    Dataplane,
+    /// The backend service against real Redis and databases.
+    App,
+    /// The network-namespace lab helper (root).
+    Lab,
+}
+
+pub fn run(group: Group, release: bool) -> Result<()> {
+    if matches!(group, Group::All | Group::Dataplane | Group::Lab) && !util::is_root() {
+        bail!("`cargo xtask test {group:?}` needs root (BPF and network namespaces); run it with sudo",);
+    }
+    deps::apt_packages()?;
+    build_ebpf::build(true)?;
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    match group {
+        Group::All => {
+            lint()?;
+            util::step("running every test of the workspace");
+            util::run(util::cargo().args(["test", "--workspace"]).args(profile))
+        }
+        Group::Lint => lint(),
+        Group::Unit => util::run(
+            util::cargo().args(["test", "-p", "lb-common", "-p", "lb-userspace", "--lib"]).args(profile),
+        ),
+        Group::Dataplane => {
+            util::run(util::cargo().args(["test", "-p", "lb-userspace"]).args(profile))
+        }
+        Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(profile)),
+        Group::Lab => util::run(util::cargo().args(["test", "-p", "tests"]).args(profile)),
+    }
+}
+
+fn lint() -> Result<()> {
+    util::step("rustfmt");
+    util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+    util::run(util::nightly_cargo().args(["fmt", "--check"]))?;
+    util::step("clippy");
+    util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+}
