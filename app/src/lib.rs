@@ -12,3 +12,6 @@
 //! - `server` runs background services until the shutdown token is cancelled.
 
 pub mod config;
+pub mod orders;
+pub mod queue;
+pub mod tasks;

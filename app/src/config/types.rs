@@ -22,6 +22,9 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub shutdown: ShutdownConfig,
     // The queue engineer adds `pub queue: crate::queue::QueueSettings` here (a `[queue]` table).
+    pub queue: crate::queue::QueueSettings,
+    pub tasks: crate::tasks::TaskSettings,
+    pub orders: crate::orders::OrderSettings,
 }
 
 impl Default for Config {
@@ -35,6 +38,9 @@ impl Default for Config {
             http: HttpConfig::default(),
             registration: RegistrationConfig::default(),
             shutdown: ShutdownConfig::default(),
+            queue: Default::default(),
+            tasks: Default::default(),
+            orders: Default::default(),
         }
     }
 }
@@ -428,6 +434,8 @@ impl Config {
                 ));
             }
         }
+        crate::queue::validate_settings(&self.queue, &self.tasks, &self.orders)
+            .map_err(|(field, reason)| ConfigError::invalid(field, reason))?;
         Ok(())
     }
 

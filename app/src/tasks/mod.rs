@@ -1,0 +1,226 @@
+//! Asynchronous tasks (design seed 4.3): `POST /tasks` queues a job and answers 202 at once;
+//! `GET /tasks/{id}` shows its state; an optional callback URL gets a signed POST when the
+//! task ends (see `callback`).
+
+mod api;
+pub mod callback;
+mod kinds;
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{JobRecord, JobState, NewJob, Queue, QueueError, Registry, Schedule};
+
+pub use api::routes;
+pub use callback::{SIGNATURE_HEADER, sign};
+
+/// Queue of the tasks themselves.
+pub const TASKS_QUEUE: &str = "tasks";
+/// Queue of the callback deliveries.
+pub const CALLBACKS_QUEUE: &str = "callbacks";
+
+/// `[tasks]` settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSettings {
+    /// HMAC-SHA256 key of callback signatures. Empty: tasks with a callback URL are refused.
+    pub callback_secret: String,
+    /// Timeout of one callback delivery (ms).
+    pub callback_timeout_ms: u64,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            callback_secret: String::new(),
+            callback_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl TaskSettings {
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if self.callback_timeout_ms == 0 || self.callback_timeout_ms > 120_000 {
+            return Err(QueueError::config(
+                "tasks.callback_timeout_ms",
+                "must be between 1 and 120000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a client submits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// One of the built-in kinds (`echo`, `sleep`, `fail`, `flaky`, `increment`).
+    pub kind: String,
+    #[serde(default)]
+    pub input: serde_json::Value,
+    pub callback_url: Option<String>,
+    /// Run no earlier than this Unix time (ms).
+    pub run_at_ms: Option<u64>,
+    /// Run no earlier than this many ms from now.
+    pub delay_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    /// Same as the `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+}
+
+/// The stored job payload: the client's input plus where to report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub input: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+/// A task as `GET /tasks/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub kind: String,
+    /// queued, running, succeeded, failed (a retry is scheduled) or dead.
+    pub state: &'static str,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub progress: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub history: Vec<crate::queue::Attempt>,
+}
+
+impl TaskView {
+    fn from_job(j: JobRecord) -> Self {
+        let env: Option<Envelope> = serde_json::from_value(j.payload.clone()).ok();
+        let state = match j.state {
+            // A delayed task has simply not started yet.
+            JobState::Scheduled | JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        };
+        let progress = match j.state {
+            JobState::Succeeded => 100,
+            _ => j.progress.unwrap_or(0),
+        };
+        TaskView {
+            id: j.id,
+            kind: j.kind,
+            state,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            progress,
+            result: j.result,
+            error: j.last_error,
+            run_at_ms: j.run_at_ms,
+            callback_url: env.and_then(|e| e.callback_url),
+            created_ms: j.created_ms,
+            updated_ms: j.updated_ms,
+            history: j.history,
+        }
+    }
+}
+
+/// Submits and reads tasks.
+#[derive(Clone)]
+pub struct TaskService {
+    queue: Queue,
+    settings: TaskSettings,
+}
+
+impl TaskService {
+    pub fn new(queue: Queue, settings: TaskSettings) -> Self {
+        Self { queue, settings }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Queues a task. Returns the task id and whether it is new (false: the idempotency key
+    /// matched an earlier task, whose id is returned).
+    pub async fn submit(
+        &self,
+        req: TaskRequest,
+        header_key: Option<String>,
+    ) -> Result<(String, bool), QueueError> {
+        if !kinds::KINDS.contains(&req.kind.as_str()) {
+            return Err(QueueError::Invalid(format!(
+                "unknown kind {:?}; known kinds: {}",
+                req.kind,
+                kinds::KINDS.join(", ")
+            )));
+        }
+        kinds::validate_input(&req.kind, &req.input).map_err(QueueError::Invalid)?;
+        if let Some(url) = &req.callback_url {
+            callback::validate_url(url).map_err(QueueError::Invalid)?;
+            if self.settings.callback_secret.is_empty() {
+                return Err(QueueError::Invalid(
+                    "callback_url needs tasks.callback_secret to be configured".into(),
+                ));
+            }
+        }
+        let schedule = match (req.run_at_ms, req.delay_ms) {
+            (Some(_), Some(_)) => {
+                return Err(QueueError::Invalid(
+                    "give run_at_ms or delay_ms, not both".into(),
+                ));
+            }
+            (Some(at), None) => Schedule::At(at),
+            (None, Some(d)) => Schedule::After(d),
+            (None, None) => Schedule::Now,
+        };
+        let key = match (header_key, req.idempotency_key) {
+            (Some(h), Some(b)) if h != b => {
+                return Err(QueueError::Invalid(
+                    "Idempotency-Key header and idempotency_key differ".into(),
+                ));
+            }
+            (h, b) => h.or(b),
+        };
+        let has_callback = req.callback_url.is_some();
+        let env = Envelope {
+            input: req.input,
+            callback_url: req.callback_url,
+        };
+        let payload = serde_json::to_value(env).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let mut job = NewJob::new(TASKS_QUEUE, req.kind, payload).schedule(schedule);
+        job.max_attempts = req.max_attempts;
+        job.idempotency_key = key;
+        if has_callback {
+            job = job.notify_queue(CALLBACKS_QUEUE);
+        }
+        let e = self.queue.enqueue(job).await?;
+        Ok((e.id, e.created))
+    }
+
+    /// The task, or `None` if unknown (or not a task).
+    pub async fn get(&self, id: &str) -> Result<Option<TaskView>, QueueError> {
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        Ok(self
+            .queue
+            .get(id)
+            .await?
+            .filter(|j| j.queue == TASKS_QUEUE)
+            .map(TaskView::from_job))
+    }
+
+    /// The handlers of the `tasks` and `callbacks` queues.
+    pub fn registry(&self) -> Result<Registry, QueueError> {
+        let reg = kinds::registry();
+        let cb = callback::Deliverer::new(&self.settings)?;
+        Ok(reg.on(CALLBACKS_QUEUE, "notify", cb))
+    }
+}
