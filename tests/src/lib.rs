@@ -23,6 +23,8 @@
 //! ```
 //! Everything needs root and the `ip` (iproute2), `ethtool` and `sysctl` (procps) programs.
 
+#![warn(missing_docs)]
+
 pub mod bpffs;
 pub mod error;
 pub mod exec;

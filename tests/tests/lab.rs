@@ -240,16 +240,18 @@ fn a_panicking_test_body_still_tears_down() -> Result<()> {
 #[test]
 fn cleanup_stale_removes_labs_of_dead_owners_only() -> Result<()> {
     let live = Lab::create(&three_hosts()?)?;
-    // Fake a crashed run: a namespace of a lab whose owner file names a dead process.
-    let stale = "lbtq9999x777";
+    // Fake a crashed run: a namespace of a lab whose owner file names a dead process. Its
+    // base (`lbq`) is one no other test process cleans up, so parallel runs don't race on it.
+    let base = format!("lbq{}x", std::process::id());
+    let stale = format!("{base}7");
     let stale_ns = format!("{stale}-client");
-    std::fs::create_dir_all(labs_root().join(stale))?;
-    std::fs::write(labs_root().join(stale).join("owner"), "999999999 1\n")?;
+    std::fs::create_dir_all(labs_root().join(&stale))?;
+    std::fs::write(labs_root().join(&stale).join("owner"), "999999999 1\n")?;
     tests::exec::run(tests::exec::tool("ip").args(["netns", "add", &stale_ns]))?;
-    let removed = cleanup_stale("lbtq")?;
+    let removed = cleanup_stale(&base)?;
     assert_eq!(removed, vec![stale_ns.clone()]);
     assert!(!ns_exists(&stale_ns));
-    assert!(!labs_root().join(stale).exists());
+    assert!(!labs_root().join(&stale).exists());
     let removed = cleanup_stale("lbt")?;
     assert!(
         removed.iter().all(|ns| !ns.starts_with(live.prefix())),
@@ -341,5 +343,38 @@ fn unknown_host_and_bad_options_are_named() -> Result<()> {
         err.contains("be9") && err.contains("client, lb1, be1"),
         "{err}"
     );
+    Ok(())
+}
+
+#[test]
+fn named_labs_persist_until_destroyed() -> Result<()> {
+    let name = format!("lbn{}", std::process::id());
+    let topo = three_hosts()?;
+    let lab = Lab::builder(&topo).named(&name).build()?;
+    assert_eq!(lab.host("client")?.ns(), format!("{name}-client"));
+    // A second lab of the same name while the first lives is refused.
+    let err = Lab::builder(&topo)
+        .named(&name)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&name) && err.contains("destroy"), "{err}");
+    let namespaces = lab.namespaces().to_vec();
+    assert_eq!(lab.persist()?, name);
+    for ns in &namespaces {
+        assert!(ns_exists(ns), "persisted lab lost {ns}");
+    }
+    cleanup_stale("lbn")?;
+    assert!(
+        namespaces.iter().all(|ns| ns_exists(ns)),
+        "cleanup_stale removed a persistent lab"
+    );
+    let mut removed = tests::netns::destroy(&name)?;
+    removed.sort();
+    let mut expected = namespaces.clone();
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(namespaces.iter().all(|ns| !ns_exists(ns)));
+    assert!(!labs_root().join(&name).exists());
     Ok(())
 }
