@@ -90,7 +90,8 @@ pub enum MaglevError {
 pub struct TableSize(u32);
 
 impl TableSize {
-    /// The data plane's default, 65537: large enough for about 1% balance with ~650 backends.
+    /// The data plane's default, 65537. Equal-weight backends get `M / N` entries give or take
+    /// one, so the paper's rule `M >= 100 * N` keeps them within 1% up to ~650 backends.
     pub const DEFAULT: TableSize = TableSize(DEFAULT_TABLE);
 
     pub fn new(n: u32) -> Result<Self, MaglevError> {
@@ -144,7 +145,7 @@ impl fmt::Display for TableSize {
 const fn smallest_divisor(n: u32) -> Option<u32> {
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return Some(d);
         }
         d += 1;
@@ -194,6 +195,7 @@ pub fn build_into(
 
 /// Which of the two equivalent fills to run (only tests choose).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), expect(dead_code, reason = "only tests force a strategy"))]
 enum Strategy {
     Auto,
     Scan,

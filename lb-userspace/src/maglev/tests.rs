@@ -487,4 +487,3 @@ fn bench_build_times_each_round() {
     );
     assert!(bench_build(0, TableSize::new(7).unwrap(), 0).is_empty());
 }
-
