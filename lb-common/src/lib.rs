@@ -300,12 +300,17 @@ pub mod names {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HarnessPacket {
     pub len: u32,
+    /// When non-zero: offset of 4 bytes (a source address word) that get a new value on
+    /// every run, so that every run is a new flow.
+    pub vary_offset: u32,
+    /// Run counter used for `vary_offset`.
+    pub counter: u32,
     pub _pad: u32,
     pub bytes: [u8; HARNESS_MAX_PACKET],
 }
 
 impl Default for HarnessPacket {
     fn default() -> Self {
-        Self { len: 0, _pad: 0, bytes: [0; HARNESS_MAX_PACKET] }
+        Self { len: 0, vary_offset: 0, counter: 0, _pad: 0, bytes: [0; HARNESS_MAX_PACKET] }
     }
 }

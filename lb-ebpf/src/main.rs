@@ -22,7 +22,7 @@ mod vip;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     macros::xdp,
     programs::XdpContext,
 };
@@ -99,7 +99,8 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         family: ip.family,
         _pad: [0; 2],
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Coarse time (tick resolution) is enough for idle expiry and costs no clock read.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(choice) = select::backend_for(&flow, &meta, ports.tcp_flags, now) else {
         return drop(Reason::DropNoBackend);
     };
@@ -195,9 +196,10 @@ pub fn xdp_floor(ctx: XdpContext) -> u32 {
 /// the original length and bytes, then tail-calls the program under test (slot 0).
 #[xdp]
 pub fn xdp_harness(ctx: XdpContext) -> u32 {
-    let Some(orig) = HARNESS_PACKET.get(0) else {
+    let Some(orig) = HARNESS_PACKET.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
+    let orig = unsafe { &mut *orig };
     let want = orig.len as usize;
     if want > HARNESS_MAX_PACKET {
         return xdp_action::XDP_ABORTED;
@@ -209,27 +211,28 @@ pub fn xdp_harness(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_ABORTED;
         }
     }
-    let mut i = 0usize;
-    while i + 8 <= HARNESS_MAX_PACKET {
-        if i + 8 > want {
-            break;
-        }
-        let Some(dst) = check(&ctx, i, 8) else {
-            return xdp_action::XDP_ABORTED;
-        };
-        let Some(src) = orig.bytes.get(i..i + 8) else {
-            return xdp_action::XDP_ABORTED;
-        };
-        unsafe { store(dst, load::<u64>(src.as_ptr() as usize)) };
-        i += 8;
+    // One helper call copies the original bytes back; the kernel checks the bounds.
+    let len = (want as u32) & (HARNESS_MAX_PACKET as u32 * 2 - 1);
+    if len == 0 || len as usize > HARNESS_MAX_PACKET {
+        return xdp_action::XDP_ABORTED;
     }
-    // The last partial word: copy the final 8 bytes again (overlapping what was copied).
-    if i < want && want >= 8 && want <= HARNESS_MAX_PACKET {
-        let at = want - 8;
-        let (Some(dst), Some(src)) = (check(&ctx, at, 8), orig.bytes.get(at..at + 8)) else {
+    let src = orig.bytes.as_mut_ptr() as *mut core::ffi::c_void;
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, len) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    // A new source address per run: IPv4 (offset 26) or the last word of IPv6 (offset 34).
+    // Constant offsets keep the store provable for the verifier.
+    if orig.vary_offset != 0 {
+        orig.counter = orig.counter.wrapping_add(1);
+        let at = match orig.vary_offset {
+            26 => check(&ctx, 26, 4),
+            34 => check(&ctx, 34, 4),
+            _ => return xdp_action::XDP_ABORTED,
+        };
+        let Some(at) = at else {
             return xdp_action::XDP_ABORTED;
         };
-        unsafe { store(dst, load::<u64>(src.as_ptr() as usize)) };
+        unsafe { store(at, orig.counter) };
     }
     unsafe { HARNESS_PROGS.tail_call(&ctx, 0) };
     xdp_action::XDP_ABORTED

@@ -36,7 +36,11 @@ pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Op
     if let Some(entry) = CONNS.get_ptr_mut(flow) {
         let entry = unsafe { &mut *entry };
         if let Some(backend) = usable(entry.backend, entry.generation) {
-            entry.last_seen_ns = now;
+            // Writing only when the time moved keeps the entry's cache line clean for the
+            // other CPUs most of the time.
+            if entry.last_seen_ns != now {
+                entry.last_seen_ns = now;
+            }
             if closing {
                 entry.flags |= CONN_F_CLOSING;
             }

@@ -157,8 +157,10 @@ impl Maps {
         Ok(per_cpu.iter().sum())
     }
 
-    pub(super) fn set_harness_packet(&mut self, packet: &[u8]) -> Result<(), DataplaneError> {
-        let mut h = HarnessPacket { len: packet.len() as u32, ..Default::default() };
+    pub(super) fn set_harness_packet(&mut self, packet: &[u8], vary_offset: u32) -> Result<(), DataplaneError> {
+        // The run counter carries on across re-arming, so "new flow" runs never reuse a source.
+        let counter = self.harness_packet.get(&0, 0).map(|h| h.counter).unwrap_or(0);
+        let mut h = HarnessPacket { len: packet.len() as u32, vary_offset, counter, ..Default::default() };
         let n = packet.len().min(HARNESS_MAX_PACKET);
         h.bytes[..n].copy_from_slice(&packet[..n]);
         self.harness_packet.set(0, h, 0).map_err(map_err(names::MAP_HARNESS_PACKET))

@@ -28,6 +28,8 @@ pub enum DataplaneError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("the benchmark harness restores at most {max} bytes, the packet has {0}", max = lb_common::HARNESS_MAX_PACKET)]
+    HarnessPacketTooLong(usize),
     #[error("test run: output buffer too small or program error: {0}")]
     TestRun(ProgramError),
 }
@@ -197,13 +199,18 @@ impl Dataplane {
     }
 
     /// Points the benchmark harness at `target` and at the packet it restores before each run.
+    /// With `vary_offset`, the 4 bytes there change on every run (a new flow each time).
     pub fn arm_harness(
-        &mut self,
+        &self,
         maps: &mut Maps,
         target: &'static str,
         packet: &[u8],
+        vary_offset: Option<u32>,
     ) -> Result<(), DataplaneError> {
-        maps.set_harness_packet(packet)?;
+        if packet.len() > lb_common::HARNESS_MAX_PACKET {
+            return Err(DataplaneError::HarnessPacketTooLong(packet.len()));
+        }
+        maps.set_harness_packet(packet, vary_offset.unwrap_or(0))?;
         let fd = self.xdp(target)?.fd().map_err(|source| DataplaneError::Program { name: target, source })?;
         maps.set_harness_target(fd)
     }

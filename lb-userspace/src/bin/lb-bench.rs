@@ -1,0 +1,337 @@
+//! `cargo xtask bench dataplane`: nanoseconds per packet of every XDP path, measured in the
+//! kernel with BPF_PROG_TEST_RUN, beside the floor program measured in the same run.
+//!
+//! BPF_PROG_TEST_RUN with `repeat` does not restore the packet between runs, so every path
+//! that rewrites the packet is measured through `xdp_harness`, which restores the original
+//! bytes (and, for new-flow cases, writes a fresh source address) before tail-calling the
+//! program under test. The harness's own cost is measured by pointing it at the floor program
+//! and subtracted. Each figure's action and output are checked, and the per-VIP counters must
+//! show exactly one new connection per run for new-flow cases and none for table hits.
+
+use std::{net::IpAddr, time::Duration};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, Settings, names};
+use lb_userspace::{
+    dataplane::{BackendSpec, BackendState, Dataplane, LoadOptions, Maps, Programmer, VipSpec, XdpAction},
+    maglev::{self, TableSize},
+    packet::{Frame, TCP_ACK, TCP_SYN},
+};
+
+#[derive(Parser)]
+#[command(name = "lb-bench", about = "Data-plane benchmarks (run as root)")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// ns/packet for each XDP path, and the Maglev table build time.
+    Dataplane(Opts),
+}
+
+#[derive(clap::Args)]
+struct Opts {
+    /// Runs per measurement (the kernel reports the mean per run).
+    #[arg(long, default_value_t = 200_000)]
+    repeat: u32,
+    /// Measurements per case; the median is reported (at least 5 unless --quick).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// A short smoke run (20,000 repeats, 3 rounds): checks everything, numbers are rough.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
+fn backends(prefix: &str) -> Vec<BackendSpec> {
+    (11..14)
+        .map(|i| {
+            let addr = ip(&format!("{prefix}{i}"));
+            BackendSpec { addr, mac: [2, 0xbe, 0, 0, 0, i as u8], weight: 1, state: BackendState::Active }
+        })
+        .collect()
+}
+
+fn vip(name: &str, addr: &str, algorithm: Algorithm, mode: ForwardMode) -> VipSpec {
+    let prefix = if addr.contains(':') { "fd77::" } else { "10.77.0." };
+    VipSpec {
+        name: name.into(),
+        addr: ip(addr),
+        port: 80,
+        proto: IPPROTO_TCP,
+        algorithm,
+        mode,
+        table_size: TableSize::DEFAULT,
+        backends: backends(prefix),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The floor program, run directly.
+    Floor,
+    /// The balancer, run directly (the path does not modify the packet).
+    Direct,
+    /// The balancer through the restore harness, same flow every run.
+    Hit,
+    /// The balancer through the harness, a new source address every run.
+    NewFlow,
+}
+
+struct Case {
+    name: String,
+    kind: Kind,
+    vip: Option<&'static str>,
+    packet: Vec<u8>,
+    vary_offset: u32,
+    expect: XdpAction,
+    /// Katran, measured the same way on this kind of machine (platform notes), for reference.
+    katran_ns: Option<f64>,
+}
+
+fn syn(dst: &str) -> Frame {
+    let src = if dst.contains(':') { "fd00::9" } else { "10.9.0.1" };
+    Frame::tcp(ip(src), 40000, ip(dst), 80, TCP_SYN)
+}
+
+fn cases() -> Vec<Case> {
+    let v4_src_word = 14 + 12;
+    let v6_src_word = 14 + 8 + 12;
+    let mut out = vec![
+        Case {
+            name: "floor: swap MACs, XDP_TX".into(),
+            kind: Kind::Floor,
+            vip: None,
+            packet: syn("10.77.0.100").build(),
+            vary_offset: 0,
+            expect: XdpAction::Tx,
+            katran_ns: Some(26.0),
+        },
+        Case {
+            name: "non-VIP pass".into(),
+            kind: Kind::Direct,
+            vip: None,
+            packet: Frame::tcp(ip("10.9.0.1"), 40000, ip("10.77.0.50"), 80, TCP_ACK).build(),
+            vary_offset: 0,
+            expect: XdpAction::Pass,
+            katran_ns: Some(71.0),
+        },
+    ];
+    for (name, vip_name, addr, katran) in [
+        ("conn-table hit, dsr-l2", "maglev", "10.77.0.100", None),
+        ("conn-table hit, ipip", "ipip", "10.77.0.104", Some(132.0)),
+        ("conn-table hit, ipip6", "ipip6", "fd77::100", None),
+    ] {
+        out.push(Case {
+            name: name.into(),
+            kind: Kind::Hit,
+            vip: Some(vip_name),
+            packet: Frame::tcp(ip(if addr.contains(':') { "fd00::9" } else { "10.9.0.1" }), 40000, ip(addr), 80, TCP_ACK).build(),
+            vary_offset: 0,
+            expect: XdpAction::Tx,
+            katran_ns: katran,
+        });
+    }
+    for (name, vip_name, addr, katran) in [
+        ("new flow, maglev, dsr-l2", "maglev", "10.77.0.100", None),
+        ("new flow, ip-hash, dsr-l2", "iphash", "10.77.0.101", None),
+        ("new flow, weighted-round-robin", "wrr", "10.77.0.102", None),
+        ("new flow, least-connections", "lc", "10.77.0.103", None),
+        ("new flow, maglev, ipip", "ipip", "10.77.0.104", Some(278.0)),
+        ("new flow, maglev, ipip6", "ipip6", "fd77::100", None),
+    ] {
+        out.push(Case {
+            name: name.into(),
+            kind: Kind::NewFlow,
+            vip: Some(vip_name),
+            packet: syn(addr).build(),
+            vary_offset: if addr.contains(':') { v6_src_word } else { v4_src_word },
+            expect: XdpAction::Tx,
+            katran_ns: katran,
+        });
+    }
+    out
+}
+
+struct Bench {
+    dp: Dataplane,
+    prog: Programmer,
+    repeat: u32,
+}
+
+impl Bench {
+    fn setup(repeat: u32) -> Result<Self> {
+        let mut dp = Dataplane::load(LoadOptions { bench: true, ..LoadOptions::default() })
+            .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
+        let mut maps = dp.take_maps()?;
+        maps.set_settings(&Settings {
+            ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],
+            ipip_src_v6: lb_common::user::addr_words(ip("fd77::2")),
+            backend_mtu: 0,
+        })?;
+        let mut prog = Programmer::new(maps);
+        prog.apply(&[
+            vip("maglev", "10.77.0.100", Algorithm::Maglev, ForwardMode::DsrL2),
+            vip("iphash", "10.77.0.101", Algorithm::IpHash, ForwardMode::DsrL2),
+            vip("wrr", "10.77.0.102", Algorithm::WeightedRoundRobin, ForwardMode::DsrL2),
+            vip("lc", "10.77.0.103", Algorithm::LeastConnections, ForwardMode::DsrL2),
+            vip("ipip", "10.77.0.104", Algorithm::Maglev, ForwardMode::Ipip),
+            vip("ipip6", "fd77::100", Algorithm::Maglev, ForwardMode::Ipip),
+        ])?;
+        Ok(Self { dp, prog, repeat })
+    }
+
+    fn maps(&mut self) -> &mut Maps {
+        self.prog.maps_mut()
+    }
+
+    /// Mean ns per run of `program` on `packet`, checked against `expect`.
+    fn direct(&self, program: &'static str, packet: &[u8], expect: XdpAction) -> Result<f64> {
+        let (out, d) = self.dp.run_repeat(program, packet, self.repeat)?;
+        ensure!(out.action == expect, "{program}: action {:?}, expected {expect:?}", out.action);
+        Ok(ns(d))
+    }
+
+    fn through_harness(&mut self, target: &'static str, packet: &[u8], vary: u32, expect: XdpAction) -> Result<f64> {
+        let vary = (vary != 0).then_some(vary);
+        let dp = &self.dp;
+        dp.arm_harness(self.prog.maps_mut(), target, packet, vary)?;
+        let (out, d) = self.dp.run_repeat(names::PROG_HARNESS, packet, self.repeat)?;
+        ensure!(out.action == expect, "harness -> {target}: action {:?}, expected {expect:?}", out.action);
+        Ok(ns(d))
+    }
+
+    fn new_conns(&mut self, vip: &str) -> Result<u64> {
+        let id = self.prog.vip_id(vip).context("vip programmed")?;
+        Ok(self.maps().vip_totals(id)?.new_conns)
+    }
+
+    /// One round of one case: its cost with the harness's own cost taken off.
+    fn measure(&mut self, case: &Case, floor: f64) -> Result<f64> {
+        match case.kind {
+            Kind::Floor => Ok(floor),
+            Kind::Direct => self.direct(names::PROG_BALANCER, &case.packet, case.expect),
+            Kind::Hit | Kind::NewFlow => {
+                let vip = case.vip.context("case has a VIP")?;
+                let harness = self.through_harness(names::PROG_FLOOR, &case.packet, case.vary_offset, XdpAction::Tx)? - floor;
+                let before = self.new_conns(vip)?;
+                let total = self.through_harness(names::PROG_BALANCER, &case.packet, case.vary_offset, case.expect)?;
+                let created = self.new_conns(vip)? - before;
+                let want = if case.kind == Kind::NewFlow { self.repeat as u64 } else { 0 };
+                if created != want {
+                    bail!("{}: {created} new connections in {} runs, expected {want}", case.name, self.repeat);
+                }
+                Ok((total - harness).max(0.0))
+            }
+        }
+    }
+
+    /// The harness must hand the program under test exactly the original packet: its output
+    /// after one run equals the output of a direct run on the original packet.
+    fn check_harness_output(&mut self, case: &Case) -> Result<()> {
+        if case.kind != Kind::Hit {
+            return Ok(());
+        }
+        let direct = self.dp.run(names::PROG_BALANCER, &case.packet)?;
+        let dp = &self.dp;
+        dp.arm_harness(self.prog.maps_mut(), names::PROG_BALANCER, &case.packet, None)?;
+        let via = self.dp.run(names::PROG_HARNESS, &case.packet)?;
+        ensure!(direct.action == case.expect, "{}: direct run gave {:?}", case.name, direct.action);
+        ensure!(via.packet == direct.packet, "{}: harness output differs from a direct run", case.name);
+        Ok(())
+    }
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn main() -> Result<()> {
+    let Cli { what: What::Dataplane(mut opts) } = Cli::parse();
+    if opts.quick {
+        opts.repeat = 20_000;
+        opts.rounds = 3;
+    }
+    ensure!(opts.rounds >= 1 && opts.repeat >= 1, "--rounds and --repeat must be positive");
+    let mut bench = Bench::setup(opts.repeat)?;
+    let cases = cases();
+    for case in &cases {
+        bench.check_harness_output(case)?;
+    }
+    // Establish the flows the table-hit cases use.
+    for case in cases.iter().filter(|c| c.kind == Kind::Hit) {
+        let out = bench.dp.run(names::PROG_BALANCER, &case.packet)?;
+        ensure!(out.action == XdpAction::Tx, "{}: first packet not forwarded", case.name);
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..opts.rounds {
+        eprint!("\rround {}/{} ", round + 1, opts.rounds);
+        let floor = bench.direct(names::PROG_FLOOR, &cases[0].packet, XdpAction::Tx)?;
+        for (i, case) in cases.iter().enumerate() {
+            samples[i].push(bench.measure(case, floor)?);
+        }
+    }
+    eprintln!();
+    let medians: Vec<f64> = samples.into_iter().map(median).collect();
+    let floor = medians[0];
+    let build_rounds = if opts.quick { 5 } else { 21 };
+    let build = median(maglev::bench_build(1000, TableSize::DEFAULT, build_rounds).iter().map(|d| d.as_secs_f64() * 1e3).collect());
+
+    if opts.json {
+        let rows: Vec<serde_json::Value> = cases
+            .iter()
+            .zip(&medians)
+            .map(|(c, m)| {
+                serde_json::json!({
+                    "case": c.name,
+                    "ns_per_packet": (m * 10.0).round() / 10.0,
+                    "ratio_to_floor": (m / floor * 100.0).round() / 100.0,
+                    "katran_reference_ns": c.katran_ns,
+                    "action": c.expect.name(),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "benchmark": "dataplane",
+            "method": "BPF_PROG_TEST_RUN, restore harness, median of rounds",
+            "repeat_per_round": opts.repeat,
+            "rounds": opts.rounds,
+            "floor_ns_per_packet": floor,
+            "cases": rows,
+            "maglev_build_ms_m65537_n1000": build,
+            "maglev_build_target_ms": 5.0,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "XDP data plane, ns/packet (median of {} rounds x {} runs; harness cost subtracted)",
+        opts.rounds, opts.repeat
+    );
+    println!("{:<34} {:>9} {:>9} {:>8} {:>12}", "path", "ns/pkt", "x floor", "action", "katran ns*");
+    for (c, m) in cases.iter().zip(&medians) {
+        let k = c.katran_ns.map(|k| format!("{k:.0}")).unwrap_or_else(|| "-".into());
+        println!("{:<34} {:>9.1} {:>9.2} {:>8} {:>12}", c.name, m, m / floor, c.expect.name(), k);
+    }
+    println!("{:<34} {:>9.2} ms (target < 5 ms; Maglev paper 1.8 ms)", "Maglev build, M=65537, 1000 backends", build);
+    println!("* Katran measured the same way on this kind of machine (platform notes), for reference only.");
+    Ok(())
+}
