@@ -6,12 +6,19 @@
 //! control planes (`registration`), Prometheus metrics (`metrics`) and an ordered graceful
 //! shutdown (`server`).
 //!
-//! Plug-in points for other modules (the queue, tasks and orders):
-//! - `state::AppState` has a `queue` slot (see its docs) shared by every handler;
-//! - `http::router` merges extra routers given to it by `server::build_router`;
-//! - `server` runs background services until the shutdown token is cancelled.
+//! Plug-in points for other modules (the queue, tasks and orders): `server::start_with`
+//! takes an extension builder that gets the `state::AppState` (config, metrics registry,
+//! shutdown token) and returns `server::Extensions` (routes merged under the app's
+//! middleware by `http::router_with`, shutdown hooks run after in-flight requests).
 
+pub mod cache;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod orders;
 pub mod queue;
+pub mod registration;
+pub mod server;
+pub mod state;
+pub mod store;
 pub mod tasks;

@@ -1,1 +1,149 @@
-fn main() {}
+//! The `app` binary: `app serve --config FILE` runs the service; `app check-config` prints
+//! the effective configuration (file plus `APP_*` overrides) or the first error.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use app::config::Config;
+use app::server::{self, Extensions};
+use app::state::AppState;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "app",
+    version,
+    about = "Backend service behind the load balancer's VIP: users API with a two-level cache"
+)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "APP_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP service until SIGTERM/SIGINT, then shut down in order (drain on the
+    /// control planes, not-ready, finish in-flight requests, deregister, exit).
+    Serve {
+        /// TOML config file; every key can be overridden by `APP_SECTION__KEY` variables
+        /// (e.g. `APP_DATABASE__URL`). Without a file the defaults apply.
+        #[arg(long, short, env = "APP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run only queue workers (tasks, callbacks, orders) until SIGTERM/SIGINT, then stop
+    /// taking jobs and finish running ones within `queue.shutdown_grace_ms`.
+    Worker {
+        /// TOML config file (same rules as `serve`).
+        #[arg(long, short, env = "APP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List, replay or purge dead letters of a queue.
+    Dlq {
+        /// TOML config file (same rules as `serve`).
+        #[arg(long, short, env = "APP_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: app::queue::cli::DlqCommand,
+    },
+    /// Load and validate the configuration, print it as TOML, and exit.
+    CheckConfig {
+        /// TOML config file (same rules as `serve`).
+        #[arg(long, short, env = "APP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    // `APP_LOG` (or `RUST_LOG`) picks levels, e.g. `APP_LOG=app=debug,tower_http=info`.
+    let filter = EnvFilter::try_from_env("APP_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+/// Routes and shutdown hooks of the other modules (queue, tasks, orders) go here.
+async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
+    app::queue::runtime::extensions(state).await
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    let running = server::start_with(cfg, extensions).await?;
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "shutdown requested");
+    running.shutdown();
+    let report = running.wait().await?;
+    if !report.http_finished {
+        anyhow::bail!("in-flight requests were cut at the end of the grace period");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let mut cfg = load_config(config.as_deref())?;
+            if cfg.registration.token.is_some() {
+                cfg.registration.token = Some("***".into());
+            }
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg).context("printing the config")?
+            );
+            Ok(())
+        }
+        Command::Worker { config } => {
+            init_logs(cli.log_format);
+            let cfg = load_config(config.as_deref())?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(app::queue::runtime::run_worker(cfg, async {
+                match wait_for_signal().await {
+                    Ok(signal) => tracing::info!(signal, "worker shutdown requested"),
+                    Err(e) => tracing::error!(error = %e, "signal handling failed; stopping"),
+                }
+            }))
+        }
+        Command::Dlq { config, command } => {
+            let cfg = load_config(config.as_deref())?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(app::queue::cli::run_dlq(&cfg, command))
+        }
+        Command::Serve { config } => {
+            init_logs(cli.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(config))
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! binary is absent: a test must never pass without its real server.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

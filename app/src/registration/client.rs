@@ -1,0 +1,161 @@
+//! A client of one control plane's registration API (lbd):
+//! `POST /v1/vips/{vip}/backends`, `POST .../backends/{address}/drain`,
+//! `DELETE .../backends/{address}`, with `Authorization: Bearer <token>`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("control plane {url}: request failed: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("control plane {url}: {status}: {message} ({code})")]
+    Rejected {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("bad control plane url `{0}`")]
+    BadUrl(String),
+}
+
+impl RegistrationError {
+    /// 404 on deregister means "already gone", which is what we wanted.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistrationError::Rejected { status: 404, .. })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RegisterBody<'a> {
+    address: &'a str,
+    weight: u32,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// One control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Path segments are names and IP addresses; escape anything else so a value can never
+/// change the path's structure.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, RegistrationError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(RegistrationError::BadUrl(base));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|source| RegistrationError::Transport {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Self {
+            base,
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(), RegistrationError> {
+        let url = self.base.clone();
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| RegistrationError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body: ErrorBody = resp.json().await.unwrap_or_default();
+        Err(RegistrationError::Rejected {
+            url,
+            status: status.as_u16(),
+            code: body.code,
+            message: body.error,
+        })
+    }
+
+    /// Registers (or re-registers: idempotent, updates the weight and undrains).
+    pub async fn register(
+        &self,
+        vip: &str,
+        address: &str,
+        weight: u32,
+    ) -> Result<(), RegistrationError> {
+        let url = format!("{}/v1/vips/{}/backends", self.base, seg(vip));
+        self.send(self.http.post(url).json(&RegisterBody { address, weight }))
+            .await
+    }
+
+    /// Weight 0 for new flows; existing flows continue.
+    pub async fn drain(&self, vip: &str, address: &str) -> Result<(), RegistrationError> {
+        let url = format!(
+            "{}/v1/vips/{}/backends/{}/drain",
+            self.base,
+            seg(vip),
+            seg(address)
+        );
+        self.send(self.http.post(url)).await
+    }
+
+    pub async fn deregister(&self, vip: &str, address: &str) -> Result<(), RegistrationError> {
+        let url = format!(
+            "{}/v1/vips/{}/backends/{}",
+            self.base,
+            seg(vip),
+            seg(address)
+        );
+        match self.send(self.http.delete(url)).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seg;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(seg("web"), "web");
+        assert_eq!(seg("fd77::11"), "fd77::11");
+        assert_eq!(seg("a/b?c"), "a%2Fb%3Fc");
+    }
+}

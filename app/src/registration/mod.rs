@@ -1,0 +1,179 @@
+//! Self-registration with the balancer's control planes (usually an active/backup pair).
+//!
+//! On start, one background task per control plane registers with exponential backoff
+//! until it succeeds (an unreachable control plane never blocks start-up), then
+//! re-registers every `refresh_ms` so a restarted control plane learns about us again.
+//! On shutdown: [`Registrar::drain`] on every control plane, then (after in-flight
+//! requests finished) [`Registrar::deregister`].
+
+mod client;
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use client::{ControlPlane, RegistrationError};
+
+use crate::config::RegistrationConfig;
+use crate::metrics::Metrics;
+
+pub struct Registrar {
+    planes: Vec<ControlPlane>,
+    vip: String,
+    address: String,
+    weight: u32,
+    retry_initial: Duration,
+    retry_max: Duration,
+    refresh: Option<Duration>,
+    metrics: Metrics,
+    /// Stops the register/refresh loops before draining, so a refresh cannot undrain us.
+    loops: CancellationToken,
+    tracker: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    #[error("registration.token_file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] RegistrationError),
+}
+
+impl Registrar {
+    /// `None` when no control plane is configured.
+    pub fn new(cfg: &RegistrationConfig, metrics: Metrics) -> Result<Option<Self>, RegistrarError> {
+        if !cfg.enabled() {
+            return Ok(None);
+        }
+        let token = match &cfg.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| RegistrarError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+            None => cfg.token.clone().unwrap_or_default(),
+        };
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
+        let planes = cfg
+            .control_planes
+            .iter()
+            .map(|u| ControlPlane::new(u, &token, timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Self {
+            planes,
+            vip: cfg.vip.clone(),
+            address: cfg.address.clone(),
+            weight: cfg.weight,
+            retry_initial: Duration::from_millis(cfg.retry_initial_ms.max(1)),
+            retry_max: Duration::from_millis(cfg.retry_max_ms.max(cfg.retry_initial_ms).max(1)),
+            refresh: (cfg.refresh_ms > 0).then(|| Duration::from_millis(cfg.refresh_ms)),
+            metrics,
+            loops: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }))
+    }
+
+    fn count(&self, op: &str, ok: bool) {
+        self.metrics
+            .registration_calls
+            .with_label_values(&[op, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// Starts the background register loops (returns at once).
+    pub fn start(self: &std::sync::Arc<Self>) {
+        for i in 0..self.planes.len() {
+            let me = self.clone();
+            self.tracker.spawn(async move { me.register_loop(i).await });
+        }
+    }
+
+    async fn register_loop(&self, i: usize) {
+        let cp = &self.planes[i];
+        let mut delay = self.retry_initial;
+        let mut registered = false;
+        loop {
+            match cp.register(&self.vip, &self.address, self.weight).await {
+                Ok(()) => {
+                    self.count("register", true);
+                    if !registered {
+                        tracing::info!(control_plane = cp.url(), vip = %self.vip, address = %self.address, "registered");
+                    }
+                    registered = true;
+                    delay = self.retry_initial;
+                }
+                Err(e) => {
+                    self.count("register", false);
+                    tracing::warn!(control_plane = cp.url(), error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
+                }
+            }
+            let wait = if registered {
+                match self.refresh {
+                    Some(r) => r,
+                    None => return,
+                }
+            } else {
+                // Full jitter keeps many backends from retrying in step.
+                let d = delay.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+                delay = (delay * 2).min(self.retry_max);
+                d
+            };
+            tokio::select! {
+                _ = self.loops.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Stops the register loops and waits for them (an in-flight call is abandoned).
+    async fn stop_loops(&self) {
+        self.loops.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Drains on every control plane at once, each bounded by `timeout`. Returns how many
+    /// acknowledged.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.stop_loops().await;
+        let calls = self.planes.iter().map(|cp| async move {
+            let r = tokio::time::timeout(timeout, cp.drain(&self.vip, &self.address)).await;
+            let ok = matches!(r, Ok(Ok(())));
+            self.count("drain", ok);
+            match r {
+                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "drained"),
+                Ok(Err(e)) => tracing::warn!(control_plane = cp.url(), error = %e, "drain failed"),
+                Err(_) => tracing::warn!(control_plane = cp.url(), "drain timed out"),
+            }
+            ok
+        });
+        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+    }
+
+    /// Deregisters from every control plane at once, each bounded by `timeout`.
+    pub async fn deregister(&self, timeout: Duration) -> usize {
+        self.stop_loops().await;
+        let calls = self.planes.iter().map(|cp| async move {
+            let r = tokio::time::timeout(timeout, cp.deregister(&self.vip, &self.address)).await;
+            let ok = matches!(r, Ok(Ok(())));
+            self.count("deregister", ok);
+            match r {
+                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "deregistered"),
+                Ok(Err(e)) => {
+                    tracing::warn!(control_plane = cp.url(), error = %e, "deregister failed")
+                }
+                Err(_) => tracing::warn!(control_plane = cp.url(), "deregister timed out"),
+            }
+            ok
+        });
+        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+    }
+}

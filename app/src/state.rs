@@ -1,0 +1,47 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::http::RateLimiter;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Readiness as `/readyz` reports it: false from the moment shutdown starts draining.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Shared application state. Cheap to clone (everything inside is shared).
+///
+/// Plug-in point for the queue, tasks and orders modules: `server::start_with` hands this
+/// state to an extension builder, which returns routes (with their own state, e.g. a
+/// `crate::queue::Queue` handle) and shutdown hooks in `server::Extensions`. A handle that
+/// the users API itself needs would get a field here.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub instance: Arc<str>,
+    pub store: Store,
+    pub cache: Cache,
+    pub metrics: Metrics,
+    pub readiness: Arc<Readiness>,
+    /// `None` when `http.rate_limit.enabled` is false.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Cancelled when shutdown starts (SIGTERM): long-running work stops taking new jobs.
+    pub shutdown: CancellationToken,
+}

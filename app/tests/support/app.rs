@@ -1,0 +1,93 @@
+//! Starting in-process `app` instances for tests, and small HTTP helpers.
+
+use std::time::Duration;
+
+use app::config::Config;
+use app::server::RunningApp;
+
+/// A config for tests: loopback on a free port, the given database and Redis, short cache
+/// timings, rate limit off, debug routes on, no drain delay.
+pub fn test_config(database_url: &str, redis_url: &str) -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().expect("loopback address");
+    c.database.url = database_url.to_string();
+    c.redis.url = redis_url.to_string();
+    // Generous: a loaded 2-core machine must not turn slowness into cache failures.
+    c.redis.command_timeout_ms = 2_000;
+    c.cache.bloom_check_interval_ms = 200;
+    c.http.rate_limit.enabled = false;
+    c.http.debug_routes = true;
+    c.shutdown.drain_delay_ms = 0;
+    c
+}
+
+/// A SQLite database file in `dir`.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("app.db").display())
+}
+
+/// Starts an instance in this process (its own runtime tasks, its own metrics).
+pub async fn start(cfg: Config) -> RunningApp {
+    app::server::start(cfg).await.expect("start app instance")
+}
+
+pub fn base(app: &RunningApp) -> String {
+    format!("http://{}", app.addr)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("http client")
+}
+
+/// Waits (bounded) until the shared Bloom filter of `app` is complete.
+pub async fn wait_bloom_ready(app: &RunningApp) {
+    let ok = super::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { app.state.metrics.bloom_ready.get() == 1 },
+    )
+    .await;
+    assert!(ok, "bloom filter did not become ready within 60 s");
+}
+
+/// Creates a user and returns its id.
+pub async fn create_user(c: &reqwest::Client, base: &str, name: &str, email: &str) -> i64 {
+    let r = c
+        .post(format!("{base}/users"))
+        .json(&serde_json::json!({"name": name, "email": email}))
+        .send()
+        .await
+        .expect("POST /users");
+    assert_eq!(
+        r.status(),
+        201,
+        "create user: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let v: serde_json::Value = r.json().await.expect("user json");
+    v["id"].as_i64().expect("id in created user")
+}
+
+/// GET a user's name (None on 404); any other status fails the test.
+pub async fn user_name(c: &reqwest::Client, base: &str, id: i64) -> Option<String> {
+    let r = c
+        .get(format!("{base}/users/{id}"))
+        .send()
+        .await
+        .expect("GET /users/{id}");
+    match r.status().as_u16() {
+        200 => {
+            let v: serde_json::Value = r.json().await.expect("user json");
+            Some(v["name"].as_str().expect("name").to_string())
+        }
+        404 => None,
+        s => panic!(
+            "GET /users/{id}: unexpected status {s}: {}",
+            r.text().await.unwrap_or_default()
+        ),
+    }
+}
