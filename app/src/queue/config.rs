@@ -39,6 +39,8 @@ pub struct QueueSettings {
     pub idempotency_ttl_s: u64,
     /// Jobs of one queue run at the same time in one instance.
     pub default_concurrency: usize,
+    /// Whether `app serve` also runs workers (else only `app worker` processes do).
+    pub workers_in_serve: bool,
     /// Per-queue overrides.
     pub queues: std::collections::BTreeMap<String, QueueOverride>,
 }
@@ -71,6 +73,7 @@ impl Default for QueueSettings {
             retention_s: 7 * 24 * 3600,
             idempotency_ttl_s: 24 * 3600,
             default_concurrency: 8,
+            workers_in_serve: true,
             queues: Default::default(),
         }
     }

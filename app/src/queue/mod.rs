@@ -12,6 +12,7 @@
 pub mod api;
 pub(crate) mod api_error;
 mod backoff;
+pub mod cli;
 mod client;
 mod config;
 mod dlq;
@@ -22,6 +23,7 @@ pub mod local_redis;
 mod loops;
 mod metrics;
 mod process;
+pub mod runtime;
 mod scripts;
 mod worker;
 

@@ -1,0 +1,107 @@
+//! Wiring of the queue, tasks and orders into the `app` binary: the routes and in-process
+//! workers of `app serve`, and the worker-only process of `app worker`.
+
+use std::future::Future;
+
+use anyhow::Context;
+use axum::Router;
+
+use super::{Queue, QueueMetrics, Registry, WorkerPool};
+use crate::config::Config;
+use crate::orders::OrderService;
+use crate::server::Extensions;
+use crate::state::AppState;
+use crate::tasks::TaskService;
+
+/// The queue handle and the services built on it.
+#[derive(Clone)]
+pub struct Work {
+    pub queue: Queue,
+    pub tasks: TaskService,
+    pub orders: OrderService,
+}
+
+impl Work {
+    /// Connects the queue (its own connections, to `queue.redis_url` or `redis.url`).
+    pub async fn connect(cfg: &Config, metrics: Option<QueueMetrics>) -> anyhow::Result<Self> {
+        let url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
+        let queue = Queue::connect_with_metrics(url, cfg.queue.clone(), metrics)
+            .await
+            .context("connecting the queue to Redis")?;
+        let tasks = TaskService::new(queue.clone(), cfg.tasks.clone());
+        let orders = OrderService::new(queue.clone(), cfg.orders.clone())?;
+        orders
+            .seed_stock()
+            .await
+            .context("seeding orders.initial_stock")?;
+        Ok(Self {
+            queue,
+            tasks,
+            orders,
+        })
+    }
+
+    /// `/tasks`, `/orders`, `/dlq`.
+    pub fn routes(&self) -> Router {
+        Router::new()
+            .merge(crate::tasks::routes(self.tasks.clone()))
+            .merge(crate::orders::routes(self.orders.clone()))
+            .merge(super::routes(self.queue.clone()))
+    }
+
+    /// Handlers of every queue: tasks, callbacks, orders.
+    pub fn registry(&self) -> anyhow::Result<Registry> {
+        Ok(self.tasks.registry()?.merge(self.orders.registry()))
+    }
+
+    /// Starts a worker pool for every queue.
+    pub async fn start_workers(&self) -> anyhow::Result<WorkerPool> {
+        WorkerPool::start(self.queue.clone(), self.registry()?)
+            .await
+            .context("starting the worker pool")
+    }
+}
+
+/// The extension of `app serve`: routes, plus in-process workers (unless
+/// `queue.workers_in_serve = false`) that stop taking jobs as soon as shutdown starts.
+pub async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
+    let metrics =
+        QueueMetrics::register(&state.metrics.registry).context("registering the queue metrics")?;
+    let work = Work::connect(&state.config, Some(metrics)).await?;
+    let mut ext = Extensions {
+        routes: Some(work.routes()),
+        on_shutdown: Vec::new(),
+    };
+    if state.config.queue.workers_in_serve {
+        let pool = work.start_workers().await?;
+        let shutdown = state.shutdown.clone();
+        let stopped = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            pool.shutdown().await
+        });
+        ext.on_shutdown.push(Box::pin(async move {
+            match stopped.await {
+                Ok(report) => tracing::info!(?report, "queue workers stopped"),
+                Err(e) => tracing::error!(error = %e, "queue worker shutdown failed"),
+            }
+        }));
+    }
+    Ok(ext)
+}
+
+/// `app worker`: runs workers for every queue until `stop` resolves, then shuts down
+/// gracefully. Fails if running jobs had to be abandoned (they are reclaimed elsewhere).
+pub async fn run_worker(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let work = Work::connect(&cfg, None).await?;
+    let pool = work.start_workers().await?;
+    tracing::info!(consumer = pool.consumer(), queues = ?work.registry()?.queues(), "worker running");
+    stop.await;
+    let report = pool.shutdown().await;
+    if !report.drained {
+        anyhow::bail!(
+            "{} running job(s) outlived queue.shutdown_grace_ms and were left for another worker",
+            report.abandoned
+        );
+    }
+    Ok(())
+}
