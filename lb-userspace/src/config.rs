@@ -30,7 +30,9 @@ impl FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 6 {
-            return Err(format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"));
+            return Err(format!(
+                "{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
+            ));
         }
         let mut mac = [0u8; 6];
         for (m, p) in mac.iter_mut().zip(parts) {
@@ -44,7 +46,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -185,11 +191,24 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line(&self, span: &Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
-    fn err(&self, span: &Range<usize>, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.into(), line: self.line(span), field: field.into(), reason: reason.into() }
+    fn err(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.into(),
+            line: self.line(span),
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -269,8 +288,12 @@ impl Config {
         }
         for (i, v) in vips.iter().enumerate() {
             let needs = match (v.mode, v.address.is_ipv4()) {
-                (ForwardMode::Ipip, true) if dataplane.ipip_source_v4.is_none() => Some("ipip_source_v4"),
-                (ForwardMode::Ipip, false) if dataplane.ipip_source_v6.is_none() => Some("ipip_source_v6"),
+                (ForwardMode::Ipip, true) if dataplane.ipip_source_v4.is_none() => {
+                    Some("ipip_source_v4")
+                }
+                (ForwardMode::Ipip, false) if dataplane.ipip_source_v6.is_none() => {
+                    Some("ipip_source_v6")
+                }
                 _ => None,
             };
             if let Some(field) = needs {
@@ -282,37 +305,65 @@ impl Config {
             }
         }
         if vips.len() > lb_common::MAX_VIPS as usize {
-            return Err(ctx.err(&(0..0), "vips", format!("at most {} VIPs", lb_common::MAX_VIPS)));
+            return Err(ctx.err(
+                &(0..0),
+                "vips",
+                format!("at most {} VIPs", lb_common::MAX_VIPS),
+            ));
         }
         Ok(Self { dataplane, vips })
     }
 }
 
 fn parse_ip(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
-    s.get_ref()
-        .parse()
-        .map_err(|_| ctx.err(&s.span(), field, format!("{:?} is not an IP address", s.get_ref())))
+    s.get_ref().parse().map_err(|_| {
+        ctx.err(
+            &s.span(),
+            field,
+            format!("{:?} is not an IP address", s.get_ref()),
+        )
+    })
 }
 
 fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, ConfigError> {
     let conn_table_size = match d.conn_table_size {
         Some(s) if *s.get_ref() < 1024 => {
-            return Err(ctx.err(&s.span(), "dataplane.conn_table_size", "must be at least 1024"));
+            return Err(ctx.err(
+                &s.span(),
+                "dataplane.conn_table_size",
+                "must be at least 1024",
+            ));
         }
         Some(s) => *s.get_ref(),
         None => lb_common::CONN_TABLE_SIZE,
     };
-    let v4 = d.ipip_source_v4.as_ref().map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v4")).transpose()?;
-    if let (Some(ip), Some(s)) = (v4, &d.ipip_source_v4) {
-        if !ip.is_ipv4() {
-            return Err(ctx.err(&s.span(), "dataplane.ipip_source_v4", "must be an IPv4 address"));
-        }
+    let v4 = d
+        .ipip_source_v4
+        .as_ref()
+        .map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v4"))
+        .transpose()?;
+    if let (Some(ip), Some(s)) = (v4, &d.ipip_source_v4)
+        && !ip.is_ipv4()
+    {
+        return Err(ctx.err(
+            &s.span(),
+            "dataplane.ipip_source_v4",
+            "must be an IPv4 address",
+        ));
     }
-    let v6 = d.ipip_source_v6.as_ref().map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v6")).transpose()?;
-    if let (Some(ip), Some(s)) = (v6, &d.ipip_source_v6) {
-        if !ip.is_ipv6() {
-            return Err(ctx.err(&s.span(), "dataplane.ipip_source_v6", "must be an IPv6 address"));
-        }
+    let v6 = d
+        .ipip_source_v6
+        .as_ref()
+        .map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v6"))
+        .transpose()?;
+    if let (Some(ip), Some(s)) = (v6, &d.ipip_source_v6)
+        && !ip.is_ipv6()
+    {
+        return Err(ctx.err(
+            &s.span(),
+            "dataplane.ipip_source_v6",
+            "must be an IPv6 address",
+        ));
     }
     Ok(DataplaneConfig {
         interfaces: d.interfaces,
@@ -334,23 +385,39 @@ fn parse_vip(
     let name = v.name.get_ref().clone();
     let valid_name = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid_name {
-        return Err(ctx.err(&v.name.span(), f("name"), "1-64 characters of a-z, 0-9, '-', '_'"));
+        return Err(ctx.err(
+            &v.name.span(),
+            f("name"),
+            "1-64 characters of a-z, 0-9, '-', '_'",
+        ));
     }
     if !names.insert(name.clone()) {
-        return Err(ctx.err(&v.name.span(), f("name"), format!("duplicate VIP name {name:?}")));
+        return Err(ctx.err(
+            &v.name.span(),
+            f("name"),
+            format!("duplicate VIP name {name:?}"),
+        ));
     }
     let address = parse_ip(ctx, &v.address, &f("address"))?;
-    let proto = parse_protocol(v.protocol.get_ref()).map_err(|r| ctx.err(&v.protocol.span(), f("protocol"), r))?;
+    let proto = parse_protocol(v.protocol.get_ref())
+        .map_err(|r| ctx.err(&v.protocol.span(), f("protocol"), r))?;
     if !keys.insert((address, v.port, proto)) {
-        return Err(ctx.err(&v.address.span(), f("address"), "another VIP has the same address, port and protocol"));
+        return Err(ctx.err(
+            &v.address.span(),
+            f("address"),
+            "another VIP has the same address, port and protocol",
+        ));
     }
-    let algorithm =
-        parse_algorithm(v.algorithm.get_ref()).map_err(|r| ctx.err(&v.algorithm.span(), f("algorithm"), r))?;
+    let algorithm = parse_algorithm(v.algorithm.get_ref())
+        .map_err(|r| ctx.err(&v.algorithm.span(), f("algorithm"), r))?;
     let mode = parse_mode(v.mode.get_ref()).map_err(|r| ctx.err(&v.mode.span(), f("mode"), r))?;
     let table_size = match &v.table_size {
-        Some(s) => TableSize::new(*s.get_ref()).map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
+        Some(s) => TableSize::new(*s.get_ref())
+            .map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
         None => TableSize::DEFAULT,
     };
     let mut backends = Vec::new();
@@ -359,28 +426,60 @@ fn parse_vip(
         let bf = |name: &str| format!("vips[{i}].backends[{j}].{name}");
         let addr = parse_ip(ctx, &b.address, &bf("address"))?;
         if addr.is_ipv4() != address.is_ipv4() {
-            return Err(ctx.err(&b.address.span(), bf("address"), "backend and VIP must be the same IP family"));
+            return Err(ctx.err(
+                &b.address.span(),
+                bf("address"),
+                "backend and VIP must be the same IP family",
+            ));
         }
         if !seen.insert(addr) {
-            return Err(ctx.err(&b.address.span(), bf("address"), format!("duplicate backend {addr}")));
+            return Err(ctx.err(
+                &b.address.span(),
+                bf("address"),
+                format!("duplicate backend {addr}"),
+            ));
         }
         let weight = *b.weight.get_ref();
         if weight > MAX_WEIGHT {
-            return Err(ctx.err(&b.weight.span(), bf("weight"), format!("at most {MAX_WEIGHT}")));
+            return Err(ctx.err(
+                &b.weight.span(),
+                bf("weight"),
+                format!("at most {MAX_WEIGHT}"),
+            ));
         }
         let mac = b
             .mac
             .as_ref()
-            .map(|m| m.get_ref().parse::<MacAddr>().map_err(|r| ctx.err(&m.span(), bf("mac"), r)))
+            .map(|m| {
+                m.get_ref()
+                    .parse::<MacAddr>()
+                    .map_err(|r| ctx.err(&m.span(), bf("mac"), r))
+            })
             .transpose()?;
-        backends.push(BackendConfig { address: addr, weight, mac });
+        backends.push(BackendConfig {
+            address: addr,
+            weight,
+            mac,
+        });
     }
     if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS {
         return Err(ctx.err(
             &v.algorithm.span(),
             f("backends"),
-            format!("least-connections takes at most {} backends", lb_common::MAX_LC_BACKENDS),
+            format!(
+                "least-connections takes at most {} backends",
+                lb_common::MAX_LC_BACKENDS
+            ),
         ));
     }
-    Ok(VipConfig { name, address, port: v.port, proto, algorithm, mode, table_size, backends })
+    Ok(VipConfig {
+        name,
+        address,
+        port: v.port,
+        proto,
+        algorithm,
+        mode,
+        table_size,
+        backends,
+    })
 }

@@ -6,4 +6,5 @@ pub mod maglev;
 pub mod object;
 pub mod packet;
 pub mod pcap;
+pub mod replay;
 pub mod wrr;

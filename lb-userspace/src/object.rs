@@ -8,7 +8,10 @@ pub const OBJECT_ENV: &str = "LB_EBPF_OBJECT";
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     #[error("cannot read eBPF object {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "no eBPF object: this binary was built before `cargo xtask build-ebpf` ran; run it, then rebuild (or set {OBJECT_ENV}=PATH)"
     )]

@@ -10,14 +10,32 @@ pub const ETH_LEN: usize = 14;
 /// The transport part of a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// Echo request (ICMP type 8 / ICMPv6 type 128).
-    EchoRequest { id: u16, seq: u16 },
+    EchoRequest {
+        id: u16,
+        seq: u16,
+    },
     /// An ICMP message with the given type/code and body after the 4-byte "rest of header".
-    Icmp { kind: u8, code: u8, rest: [u8; 4], body: Vec<u8> },
+    Icmp {
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        body: Vec<u8>,
+    },
     /// Any protocol number with raw bytes (no checksum is touched).
-    Raw { proto: u8, bytes: Vec<u8> },
+    Raw {
+        proto: u8,
+        bytes: Vec<u8>,
+    },
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -63,7 +81,15 @@ impl Frame {
     }
 
     pub fn tcp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, flags: u8) -> Self {
-        Self::new(src, dst, L4::Tcp { sport, dport, flags })
+        Self::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
     }
 
     pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Self {
@@ -89,7 +115,7 @@ impl Frame {
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let mut opts = self.ip_options.clone();
-                while opts.len() % 4 != 0 {
+                while !opts.len().is_multiple_of(4) {
                     opts.push(0);
                 }
                 let hdr_len = 20 + opts.len();
@@ -134,7 +160,11 @@ impl Frame {
             L4::Tcp { .. } => IPPROTO_TCP,
             L4::Udp { .. } => IPPROTO_UDP,
             L4::EchoRequest { .. } | L4::Icmp { .. } => {
-                if self.src.is_ipv4() { IPPROTO_ICMP } else { IPPROTO_ICMPV6 }
+                if self.src.is_ipv4() {
+                    IPPROTO_ICMP
+                } else {
+                    IPPROTO_ICMPV6
+                }
             }
             L4::Raw { proto, .. } => *proto,
         }
@@ -142,7 +172,11 @@ impl Frame {
 
     fn l4_bytes(&self) -> Vec<u8> {
         let mut b = match &self.l4 {
-            L4::Tcp { sport, dport, flags } => {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
                 let mut t = vec![0u8; 20];
                 t[0..2].copy_from_slice(&sport.to_be_bytes());
                 t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -166,7 +200,12 @@ impl Frame {
                 e.extend_from_slice(&seq.to_be_bytes());
                 e
             }
-            L4::Icmp { kind, code, rest, body } => {
+            L4::Icmp {
+                kind,
+                code,
+                rest,
+                body,
+            } => {
                 let mut e = vec![*kind, *code, 0, 0];
                 e.extend_from_slice(rest);
                 e.extend_from_slice(body);
@@ -234,7 +273,11 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
 /// Offset of the IP header of a frame (behind at most one VLAN tag).
 pub fn l3_offset(frame: &[u8]) -> Option<usize> {
     let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if ethertype == 0x8100 || ethertype == 0x88a8 { Some(18) } else { Some(14) }
+    if ethertype == 0x8100 || ethertype == 0x88a8 {
+        Some(18)
+    } else {
+        Some(14)
+    }
 }
 
 /// Whether the IPv4 header at `off` has a valid checksum.
@@ -243,5 +286,93 @@ pub fn ipv4_header_ok(frame: &[u8], off: usize) -> bool {
         return false;
     };
     let len = (vihl & 0x0f) as usize * 4;
-    frame.get(off..off + len).is_some_and(|h| checksum(h, 0) == 0)
+    frame
+        .get(off..off + len)
+        .is_some_and(|h| checksum(h, 0) == 0)
+}
+
+/// One line describing a frame: `IPv4 TCP 10.0.0.1:1234 -> 10.0.0.2:80 [S]`, or what it is.
+pub fn describe(frame: &[u8]) -> String {
+    let Some(l3) = l3_offset(frame) else {
+        return format!("{} bytes (runt)", frame.len());
+    };
+    let ethertype = u16::from_be_bytes([frame[l3 - 2], frame[l3 - 1]]);
+    let tag = if l3 == 18 {
+        format!(
+            "vlan {} ",
+            u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
+        )
+    } else {
+        String::new()
+    };
+    let (family, proto, src, dst, l4) = match ethertype {
+        0x0800 if frame.len() >= l3 + 20 => {
+            let ihl = (frame[l3] & 0x0f) as usize * 4;
+            let a = |o: usize| {
+                std::net::Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3])
+                    .to_string()
+            };
+            (
+                "IPv4",
+                frame[l3 + 9],
+                a(l3 + 12),
+                a(l3 + 16),
+                l3 + ihl.max(20),
+            )
+        }
+        0x86dd if frame.len() >= l3 + 40 => {
+            let a = |o: usize| {
+                let b: [u8; 16] = frame[o..o + 16].try_into().unwrap_or([0; 16]);
+                std::net::Ipv6Addr::from(b).to_string()
+            };
+            ("IPv6", frame[l3 + 6], a(l3 + 8), a(l3 + 24), l3 + 40)
+        }
+        0x0806 => return format!("{tag}ARP"),
+        other => return format!("{tag}ethertype {other:#06x}, {} bytes", frame.len()),
+    };
+    let ports = frame.get(l4..l4 + 4).map(|p| {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    });
+    match (proto, ports) {
+        (IPPROTO_TCP, Some((s, d))) => {
+            let flags = frame.get(l4 + 13).copied().unwrap_or(0);
+            let names: String = [
+                (TCP_SYN, 'S'),
+                (TCP_ACK, '.'),
+                (TCP_FIN, 'F'),
+                (TCP_RST, 'R'),
+            ]
+            .iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, c)| *c)
+            .collect();
+            format!("{tag}{family} TCP {src}:{s} -> {dst}:{d} [{names}]")
+        }
+        (IPPROTO_UDP, Some((s, d))) => format!("{tag}{family} UDP {src}:{s} -> {dst}:{d}"),
+        (IPPROTO_ICMP | IPPROTO_ICMPV6, _) => {
+            format!(
+                "{tag}{family} ICMP type {} {src} -> {dst}",
+                frame.get(l4).copied().unwrap_or(0)
+            )
+        }
+        (4, _) => format!(
+            "{tag}{family} IPIP {src} -> {dst}: {}",
+            describe_inner(frame, l4, 0x0800)
+        ),
+        (41, _) => format!(
+            "{tag}{family} IP6IP6 {src} -> {dst}: {}",
+            describe_inner(frame, l4, 0x86dd)
+        ),
+        (p, _) => format!("{tag}{family} proto {p} {src} -> {dst}"),
+    }
+}
+
+fn describe_inner(frame: &[u8], at: usize, ethertype: u16) -> String {
+    let mut fake = vec![0u8; 12];
+    fake.extend_from_slice(&ethertype.to_be_bytes());
+    fake.extend_from_slice(frame.get(at..).unwrap_or(&[]));
+    describe(&fake)
 }

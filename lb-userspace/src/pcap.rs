@@ -10,12 +10,18 @@ const LINKTYPE_ETHERNET: u32 = 1;
 pub enum PcapError {
     #[error("pcap: {0}")]
     Io(#[from] io::Error),
-    #[error("pcap: not a pcap file (magic {0:#010x}); pcapng is not supported, convert with `editcap -F pcap`")]
+    #[error(
+        "pcap: not a pcap file (magic {0:#010x}); pcapng is not supported, convert with `editcap -F pcap`"
+    )]
     BadMagic(u32),
     #[error("pcap: link type {0} is not Ethernet (1)")]
     LinkType(u32),
     #[error("pcap: record {index} claims {len} bytes (snap length {snaplen})")]
-    BadRecord { index: usize, len: u32, snaplen: u32 },
+    BadRecord {
+        index: usize,
+        len: u32,
+        snaplen: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +43,11 @@ pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
     };
     let u32_at = |b: &[u8], i: usize| {
         let a = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        if little { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
     };
     let snaplen = u32_at(&hdr, 16).max(65535);
     let link = u32_at(&hdr, 20);
@@ -54,11 +64,19 @@ pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
         }
         let incl = u32_at(&rec, 8);
         if incl > snaplen.max(262_144) {
-            return Err(PcapError::BadRecord { index: out.len(), len: incl, snaplen });
+            return Err(PcapError::BadRecord {
+                index: out.len(),
+                len: incl,
+                snaplen,
+            });
         }
         let mut data = vec![0u8; incl as usize];
         r.read_exact(&mut data)?;
-        out.push(Record { ts_sec: u32_at(&rec, 0), ts_frac: u32_at(&rec, 4), data });
+        out.push(Record {
+            ts_sec: u32_at(&rec, 0),
+            ts_frac: u32_at(&rec, 4),
+            data,
+        });
     }
     Ok(out)
 }

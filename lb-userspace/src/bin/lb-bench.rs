@@ -14,7 +14,9 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, Settings, names};
 use lb_userspace::{
-    dataplane::{BackendSpec, BackendState, Dataplane, LoadOptions, Maps, Programmer, VipSpec, XdpAction},
+    dataplane::{
+        BackendSpec, BackendState, Dataplane, LoadOptions, Maps, Programmer, VipSpec, XdpAction,
+    },
     maglev::{self, TableSize},
     packet::{Frame, TCP_ACK, TCP_SYN},
 };
@@ -56,13 +58,22 @@ fn backends(prefix: &str) -> Vec<BackendSpec> {
     (11..14)
         .map(|i| {
             let addr = ip(&format!("{prefix}{i}"));
-            BackendSpec { addr, mac: [2, 0xbe, 0, 0, 0, i as u8], weight: 1, state: BackendState::Active }
+            BackendSpec {
+                addr,
+                mac: [2, 0xbe, 0, 0, 0, i as u8],
+                weight: 1,
+                state: BackendState::Active,
+            }
         })
         .collect()
 }
 
 fn vip(name: &str, addr: &str, algorithm: Algorithm, mode: ForwardMode) -> VipSpec {
-    let prefix = if addr.contains(':') { "fd77::" } else { "10.77.0." };
+    let prefix = if addr.contains(':') {
+        "fd77::"
+    } else {
+        "10.77.0."
+    };
     VipSpec {
         name: name.into(),
         addr: ip(addr),
@@ -99,7 +110,11 @@ struct Case {
 }
 
 fn syn(dst: &str) -> Frame {
-    let src = if dst.contains(':') { "fd00::9" } else { "10.9.0.1" };
+    let src = if dst.contains(':') {
+        "fd00::9"
+    } else {
+        "10.9.0.1"
+    };
     Frame::tcp(ip(src), 40000, ip(dst), 80, TCP_SYN)
 }
 
@@ -135,7 +150,18 @@ fn cases() -> Vec<Case> {
             name: name.into(),
             kind: Kind::Hit,
             vip: Some(vip_name),
-            packet: Frame::tcp(ip(if addr.contains(':') { "fd00::9" } else { "10.9.0.1" }), 40000, ip(addr), 80, TCP_ACK).build(),
+            packet: Frame::tcp(
+                ip(if addr.contains(':') {
+                    "fd00::9"
+                } else {
+                    "10.9.0.1"
+                }),
+                40000,
+                ip(addr),
+                80,
+                TCP_ACK,
+            )
+            .build(),
             vary_offset: 0,
             expect: XdpAction::Tx,
             katran_ns: katran,
@@ -154,7 +180,11 @@ fn cases() -> Vec<Case> {
             kind: Kind::NewFlow,
             vip: Some(vip_name),
             packet: syn(addr).build(),
-            vary_offset: if addr.contains(':') { v6_src_word } else { v4_src_word },
+            vary_offset: if addr.contains(':') {
+                v6_src_word
+            } else {
+                v4_src_word
+            },
             expect: XdpAction::Tx,
             katran_ns: katran,
         });
@@ -170,8 +200,11 @@ struct Bench {
 
 impl Bench {
     fn setup(repeat: u32) -> Result<Self> {
-        let mut dp = Dataplane::load(LoadOptions { bench: true, ..LoadOptions::default() })
-            .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
+        let mut dp = Dataplane::load(LoadOptions {
+            bench: true,
+            ..LoadOptions::default()
+        })
+        .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
         let mut maps = dp.take_maps()?;
         maps.set_settings(&Settings {
             ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],
@@ -180,10 +213,30 @@ impl Bench {
         })?;
         let mut prog = Programmer::new(maps);
         prog.apply(&[
-            vip("maglev", "10.77.0.100", Algorithm::Maglev, ForwardMode::DsrL2),
-            vip("iphash", "10.77.0.101", Algorithm::IpHash, ForwardMode::DsrL2),
-            vip("wrr", "10.77.0.102", Algorithm::WeightedRoundRobin, ForwardMode::DsrL2),
-            vip("lc", "10.77.0.103", Algorithm::LeastConnections, ForwardMode::DsrL2),
+            vip(
+                "maglev",
+                "10.77.0.100",
+                Algorithm::Maglev,
+                ForwardMode::DsrL2,
+            ),
+            vip(
+                "iphash",
+                "10.77.0.101",
+                Algorithm::IpHash,
+                ForwardMode::DsrL2,
+            ),
+            vip(
+                "wrr",
+                "10.77.0.102",
+                Algorithm::WeightedRoundRobin,
+                ForwardMode::DsrL2,
+            ),
+            vip(
+                "lc",
+                "10.77.0.103",
+                Algorithm::LeastConnections,
+                ForwardMode::DsrL2,
+            ),
             vip("ipip", "10.77.0.104", Algorithm::Maglev, ForwardMode::Ipip),
             vip("ipip6", "fd77::100", Algorithm::Maglev, ForwardMode::Ipip),
         ])?;
@@ -197,16 +250,32 @@ impl Bench {
     /// Mean ns per run of `program` on `packet`, checked against `expect`.
     fn direct(&self, program: &'static str, packet: &[u8], expect: XdpAction) -> Result<f64> {
         let (out, d) = self.dp.run_repeat(program, packet, self.repeat)?;
-        ensure!(out.action == expect, "{program}: action {:?}, expected {expect:?}", out.action);
+        ensure!(
+            out.action == expect,
+            "{program}: action {:?}, expected {expect:?}",
+            out.action
+        );
         Ok(ns(d))
     }
 
-    fn through_harness(&mut self, target: &'static str, packet: &[u8], vary: u32, expect: XdpAction) -> Result<f64> {
+    fn through_harness(
+        &mut self,
+        target: &'static str,
+        packet: &[u8],
+        vary: u32,
+        expect: XdpAction,
+    ) -> Result<f64> {
         let vary = (vary != 0).then_some(vary);
         let dp = &self.dp;
         dp.arm_harness(self.prog.maps_mut(), target, packet, vary)?;
-        let (out, d) = self.dp.run_repeat(names::PROG_HARNESS, packet, self.repeat)?;
-        ensure!(out.action == expect, "harness -> {target}: action {:?}, expected {expect:?}", out.action);
+        let (out, d) = self
+            .dp
+            .run_repeat(names::PROG_HARNESS, packet, self.repeat)?;
+        ensure!(
+            out.action == expect,
+            "harness -> {target}: action {:?}, expected {expect:?}",
+            out.action
+        );
         Ok(ns(d))
     }
 
@@ -222,13 +291,31 @@ impl Bench {
             Kind::Direct => self.direct(names::PROG_BALANCER, &case.packet, case.expect),
             Kind::Hit | Kind::NewFlow => {
                 let vip = case.vip.context("case has a VIP")?;
-                let harness = self.through_harness(names::PROG_FLOOR, &case.packet, case.vary_offset, XdpAction::Tx)? - floor;
+                let harness = self.through_harness(
+                    names::PROG_FLOOR,
+                    &case.packet,
+                    case.vary_offset,
+                    XdpAction::Tx,
+                )? - floor;
                 let before = self.new_conns(vip)?;
-                let total = self.through_harness(names::PROG_BALANCER, &case.packet, case.vary_offset, case.expect)?;
+                let total = self.through_harness(
+                    names::PROG_BALANCER,
+                    &case.packet,
+                    case.vary_offset,
+                    case.expect,
+                )?;
                 let created = self.new_conns(vip)? - before;
-                let want = if case.kind == Kind::NewFlow { self.repeat as u64 } else { 0 };
+                let want = if case.kind == Kind::NewFlow {
+                    self.repeat as u64
+                } else {
+                    0
+                };
                 if created != want {
-                    bail!("{}: {created} new connections in {} runs, expected {want}", case.name, self.repeat);
+                    bail!(
+                        "{}: {created} new connections in {} runs, expected {want}",
+                        case.name,
+                        self.repeat
+                    );
                 }
                 Ok((total - harness).max(0.0))
             }
@@ -243,10 +330,24 @@ impl Bench {
         }
         let direct = self.dp.run(names::PROG_BALANCER, &case.packet)?;
         let dp = &self.dp;
-        dp.arm_harness(self.prog.maps_mut(), names::PROG_BALANCER, &case.packet, None)?;
+        dp.arm_harness(
+            self.prog.maps_mut(),
+            names::PROG_BALANCER,
+            &case.packet,
+            None,
+        )?;
         let via = self.dp.run(names::PROG_HARNESS, &case.packet)?;
-        ensure!(direct.action == case.expect, "{}: direct run gave {:?}", case.name, direct.action);
-        ensure!(via.packet == direct.packet, "{}: harness output differs from a direct run", case.name);
+        ensure!(
+            direct.action == case.expect,
+            "{}: direct run gave {:?}",
+            case.name,
+            direct.action
+        );
+        ensure!(
+            via.packet == direct.packet,
+            "{}: harness output differs from a direct run",
+            case.name
+        );
         Ok(())
     }
 }
@@ -261,16 +362,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() -> Result<()> {
-    let Cli { what: What::Dataplane(mut opts) } = Cli::parse();
+    let Cli {
+        what: What::Dataplane(mut opts),
+    } = Cli::parse();
     if opts.quick {
         opts.repeat = 20_000;
         opts.rounds = 3;
     }
-    ensure!(opts.rounds >= 1 && opts.repeat >= 1, "--rounds and --repeat must be positive");
+    ensure!(
+        opts.rounds >= 1 && opts.repeat >= 1,
+        "--rounds and --repeat must be positive"
+    );
     let mut bench = Bench::setup(opts.repeat)?;
     let cases = cases();
     for case in &cases {
@@ -279,7 +389,11 @@ fn main() -> Result<()> {
     // Establish the flows the table-hit cases use.
     for case in cases.iter().filter(|c| c.kind == Kind::Hit) {
         let out = bench.dp.run(names::PROG_BALANCER, &case.packet)?;
-        ensure!(out.action == XdpAction::Tx, "{}: first packet not forwarded", case.name);
+        ensure!(
+            out.action == XdpAction::Tx,
+            "{}: first packet not forwarded",
+            case.name
+        );
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..opts.rounds {
@@ -293,7 +407,12 @@ fn main() -> Result<()> {
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
     let floor = medians[0];
     let build_rounds = if opts.quick { 5 } else { 21 };
-    let build = median(maglev::bench_build(1000, TableSize::DEFAULT, build_rounds).iter().map(|d| d.as_secs_f64() * 1e3).collect());
+    let build = median(
+        maglev::bench_build(1000, TableSize::DEFAULT, build_rounds)
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect(),
+    );
 
     if opts.json {
         let rows: Vec<serde_json::Value> = cases
@@ -326,12 +445,30 @@ fn main() -> Result<()> {
         "XDP data plane, ns/packet (median of {} rounds x {} runs; harness cost subtracted)",
         opts.rounds, opts.repeat
     );
-    println!("{:<34} {:>9} {:>9} {:>8} {:>12}", "path", "ns/pkt", "x floor", "action", "katran ns*");
+    println!(
+        "{:<34} {:>9} {:>9} {:>8} {:>12}",
+        "path", "ns/pkt", "x floor", "action", "katran ns*"
+    );
     for (c, m) in cases.iter().zip(&medians) {
-        let k = c.katran_ns.map(|k| format!("{k:.0}")).unwrap_or_else(|| "-".into());
-        println!("{:<34} {:>9.1} {:>9.2} {:>8} {:>12}", c.name, m, m / floor, c.expect.name(), k);
+        let k = c
+            .katran_ns
+            .map(|k| format!("{k:.0}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<34} {:>9.1} {:>9.2} {:>8} {:>12}",
+            c.name,
+            m,
+            m / floor,
+            c.expect.name(),
+            k
+        );
     }
-    println!("{:<34} {:>9.2} ms (target < 5 ms; Maglev paper 1.8 ms)", "Maglev build, M=65537, 1000 backends", build);
-    println!("* Katran measured the same way on this kind of machine (platform notes), for reference only.");
+    println!(
+        "{:<34} {:>9.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
+        "Maglev build, M=65537, 1000 backends", build
+    );
+    println!(
+        "* Katran measured the same way on this kind of machine (platform notes), for reference only."
+    );
     Ok(())
 }

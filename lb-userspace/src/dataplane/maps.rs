@@ -40,7 +40,9 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(|source| DataplaneError::Map { name, source })
 }
 
@@ -68,7 +70,9 @@ impl Maps {
     }
 
     pub fn set_settings(&mut self, s: &Settings) -> Result<(), DataplaneError> {
-        self.settings.set(0, s, 0).map_err(map_err(names::MAP_SETTINGS))
+        self.settings
+            .set(0, s, 0)
+            .map_err(map_err(names::MAP_SETTINGS))
     }
 
     /// Addresses the decap program accepts as outer destination.
@@ -86,13 +90,17 @@ impl Maps {
         backend: u32,
     ) -> Result<(), DataplaneError> {
         let index = (vip_id * TABLE_SLOTS + slot) * MAX_TABLE + pos;
-        self.tables.set(index, backend, 0).map_err(map_err(names::MAP_TABLES))
+        self.tables
+            .set(index, backend, 0)
+            .map_err(map_err(names::MAP_TABLES))
     }
 
     /// Reads one table entry (tests and tools).
     pub fn table_entry(&self, vip_id: u32, slot: u32, pos: u32) -> Result<u32, DataplaneError> {
         let index = (vip_id * TABLE_SLOTS + slot) * MAX_TABLE + pos;
-        self.tables.get(&index, 0).map_err(map_err(names::MAP_TABLES))
+        self.tables
+            .get(&index, 0)
+            .map_err(map_err(names::MAP_TABLES))
     }
 
     pub fn vip(&self, key: &VipKey) -> Option<VipMeta> {
@@ -100,15 +108,21 @@ impl Maps {
     }
 
     pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
-        self.backends.get(&id, 0).map_err(map_err(names::MAP_BACKENDS))
+        self.backends
+            .get(&id, 0)
+            .map_err(map_err(names::MAP_BACKENDS))
     }
 
     pub fn lc_connections(&self, id: u32) -> Result<u64, DataplaneError> {
-        self.lc_conns.get(&id, 0).map_err(map_err(names::MAP_LC_CONNS))
+        self.lc_conns
+            .get(&id, 0)
+            .map_err(map_err(names::MAP_LC_CONNS))
     }
 
     pub fn set_lc_connections(&mut self, id: u32, n: u64) -> Result<(), DataplaneError> {
-        self.lc_conns.set(id, n, 0).map_err(map_err(names::MAP_LC_CONNS))
+        self.lc_conns
+            .set(id, n, 0)
+            .map_err(map_err(names::MAP_LC_CONNS))
     }
 
     pub fn conn(&self, flow: &FlowKey) -> Option<ConnEntry> {
@@ -124,13 +138,19 @@ impl Maps {
         self.conns.remove(flow).map_err(map_err(names::MAP_CONNS))
     }
 
-    fn totals(map: &PerCpuArray<MapData, TrafficStats>, id: u32, name: &'static str) -> Result<TrafficTotals, DataplaneError> {
+    fn totals(
+        map: &PerCpuArray<MapData, TrafficStats>,
+        id: u32,
+        name: &'static str,
+    ) -> Result<TrafficTotals, DataplaneError> {
         let per_cpu = map.get(&id, 0).map_err(map_err(name))?;
-        Ok(per_cpu.iter().fold(TrafficTotals::default(), |acc, s| TrafficTotals {
-            packets: acc.packets + s.packets,
-            bytes: acc.bytes + s.bytes,
-            new_conns: acc.new_conns + s.new_conns,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(TrafficTotals::default(), |acc, s| TrafficTotals {
+                packets: acc.packets + s.packets,
+                bytes: acc.bytes + s.bytes,
+                new_conns: acc.new_conns + s.new_conns,
+            }))
     }
 
     pub fn vip_totals(&self, vip_id: u32) -> Result<TrafficTotals, DataplaneError> {
@@ -146,27 +166,50 @@ impl Maps {
         Reason::ALL
             .iter()
             .map(|&r| {
-                let per_cpu = self.reasons.get(&(r as u32), 0).map_err(map_err(names::MAP_REASONS))?;
+                let per_cpu = self
+                    .reasons
+                    .get(&(r as u32), 0)
+                    .map_err(map_err(names::MAP_REASONS))?;
                 Ok((r, per_cpu.iter().sum()))
             })
             .collect()
     }
 
     pub fn reason(&self, r: Reason) -> Result<u64, DataplaneError> {
-        let per_cpu = self.reasons.get(&(r as u32), 0).map_err(map_err(names::MAP_REASONS))?;
+        let per_cpu = self
+            .reasons
+            .get(&(r as u32), 0)
+            .map_err(map_err(names::MAP_REASONS))?;
         Ok(per_cpu.iter().sum())
     }
 
-    pub(super) fn set_harness_packet(&mut self, packet: &[u8], vary_offset: u32) -> Result<(), DataplaneError> {
+    pub(super) fn set_harness_packet(
+        &mut self,
+        packet: &[u8],
+        vary_offset: u32,
+    ) -> Result<(), DataplaneError> {
         // The run counter carries on across re-arming, so "new flow" runs never reuse a source.
-        let counter = self.harness_packet.get(&0, 0).map(|h| h.counter).unwrap_or(0);
-        let mut h = HarnessPacket { len: packet.len() as u32, vary_offset, counter, ..Default::default() };
+        let counter = self
+            .harness_packet
+            .get(&0, 0)
+            .map(|h| h.counter)
+            .unwrap_or(0);
+        let mut h = HarnessPacket {
+            len: packet.len() as u32,
+            vary_offset,
+            counter,
+            ..Default::default()
+        };
         let n = packet.len().min(HARNESS_MAX_PACKET);
         h.bytes[..n].copy_from_slice(&packet[..n]);
-        self.harness_packet.set(0, h, 0).map_err(map_err(names::MAP_HARNESS_PACKET))
+        self.harness_packet
+            .set(0, h, 0)
+            .map_err(map_err(names::MAP_HARNESS_PACKET))
     }
 
     pub(super) fn set_harness_target(&mut self, fd: &ProgramFd) -> Result<(), DataplaneError> {
-        self.harness_progs.set(0, fd, 0).map_err(map_err(names::MAP_HARNESS_PROGS))
+        self.harness_progs
+            .set(0, fd, 0)
+            .map_err(map_err(names::MAP_HARNESS_PROGS))
     }
 }

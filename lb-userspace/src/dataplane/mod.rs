@@ -21,11 +21,17 @@ pub enum DataplaneError {
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("the benchmark harness restores at most {max} bytes, the packet has {0}", max = lb_common::HARNESS_MAX_PACKET)]
@@ -101,7 +107,12 @@ impl Default for LoadOptions {
 
 impl LoadOptions {
     pub fn all() -> Self {
-        Self { decap: true, pass: true, bench: true, ..Self::default() }
+        Self {
+            decap: true,
+            pass: true,
+            bench: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -117,7 +128,10 @@ impl Dataplane {
         let ebpf = EbpfLoader::new()
             .map_max_entries(names::MAP_CONNS, opts.conn_table_size)
             .load(&bytes)?;
-        let mut dp = Self { ebpf, loaded: Vec::new() };
+        let mut dp = Self {
+            ebpf,
+            loaded: Vec::new(),
+        };
         let wanted = [
             (opts.balancer, names::PROG_BALANCER),
             (opts.decap, names::PROG_DECAP),
@@ -127,7 +141,9 @@ impl Dataplane {
         ];
         for (want, name) in wanted {
             if want {
-                dp.xdp_mut(name)?.load().map_err(|source| DataplaneError::Program { name, source })?;
+                dp.xdp_mut(name)?
+                    .load()
+                    .map_err(|source| DataplaneError::Program { name, source })?;
                 dp.loaded.push(name);
             }
         }
@@ -135,13 +151,21 @@ impl Dataplane {
     }
 
     fn xdp_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
-        let prog = self.ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
-        prog.try_into().map_err(|source| DataplaneError::Program { name, source })
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?;
+        prog.try_into()
+            .map_err(|source| DataplaneError::Program { name, source })
     }
 
     pub fn xdp(&self, name: &'static str) -> Result<&Xdp, DataplaneError> {
-        let prog = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
-        prog.try_into().map_err(|source| DataplaneError::Program { name, source })
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or(DataplaneError::MissingProgram(name))?;
+        prog.try_into()
+            .map_err(|source| DataplaneError::Program { name, source })
     }
 
     /// Takes the maps out of the object (call once).
@@ -156,7 +180,9 @@ impl Dataplane {
         iface: &str,
         mode: XdpMode,
     ) -> Result<XdpLinkId, DataplaneError> {
-        self.xdp_mut(name)?.attach(iface, mode).map_err(|source| DataplaneError::Program { name, source })
+        self.xdp_mut(name)?
+            .attach(iface, mode)
+            .map_err(|source| DataplaneError::Program { name, source })
     }
 
     /// Runs `name` once on `packet` in the kernel (BPF_PROG_TEST_RUN).
@@ -173,7 +199,10 @@ impl Dataplane {
             })
             .map_err(DataplaneError::TestRun)?;
         out.truncate(res.data_size_out as usize);
-        Ok(RunOutput { action: XdpAction::from_code(res.return_value), packet: out })
+        Ok(RunOutput {
+            action: XdpAction::from_code(res.return_value),
+            packet: out,
+        })
     }
 
     /// Runs `name` `repeat` times in the kernel; returns the action of the last run, the
@@ -195,7 +224,13 @@ impl Dataplane {
             })
             .map_err(DataplaneError::TestRun)?;
         out.truncate(res.data_size_out as usize);
-        Ok((RunOutput { action: XdpAction::from_code(res.return_value), packet: out }, res.duration))
+        Ok((
+            RunOutput {
+                action: XdpAction::from_code(res.return_value),
+                packet: out,
+            },
+            res.duration,
+        ))
     }
 
     /// Points the benchmark harness at `target` and at the packet it restores before each run.
@@ -211,7 +246,13 @@ impl Dataplane {
             return Err(DataplaneError::HarnessPacketTooLong(packet.len()));
         }
         maps.set_harness_packet(packet, vary_offset.unwrap_or(0))?;
-        let fd = self.xdp(target)?.fd().map_err(|source| DataplaneError::Program { name: target, source })?;
+        let fd = self
+            .xdp(target)?
+            .fd()
+            .map_err(|source| DataplaneError::Program {
+                name: target,
+                source,
+            })?;
         maps.set_harness_target(fd)
     }
 

@@ -6,6 +6,7 @@
 //!   replaced atomically by the kernel) flips to that slot;
 //! - a backend is marked inactive only after no table refers to it any more, and its slot's
 //!   generation changes when the slot is reused, so old connection-table entries re-hash.
+//!
 //! Only table entries that differ from what the idle slot already holds are written.
 
 use std::{
@@ -69,13 +70,20 @@ pub enum ProgramError {
     #[error(transparent)]
     Map(#[from] DataplaneError),
     #[error("VIP {vip}: {source}")]
-    Maglev { vip: String, source: maglev::MaglevError },
+    Maglev {
+        vip: String,
+        source: maglev::MaglevError,
+    },
     #[error("VIP {vip}: {source}")]
     Wrr { vip: String, source: wrr::WrrError },
     #[error("VIP {vip}: least-connections supports at most {MAX_LC_BACKENDS} backends, got {got}")]
     TooManyLcBackends { vip: String, got: usize },
     #[error("VIP {vip}: backend {backend} is {backend_family} but the VIP is not")]
-    FamilyMismatch { vip: String, backend: IpAddr, backend_family: &'static str },
+    FamilyMismatch {
+        vip: String,
+        backend: IpAddr,
+        backend_family: &'static str,
+    },
     #[error("too many VIPs (at most {MAX_VIPS})")]
     TooManyVips,
     #[error("too many backends (at most {MAX_BACKENDS} VIP/backend pairs)")]
@@ -105,7 +113,7 @@ struct VipState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum TableContent {
     Table(Vec<u32>),
-    Lc(LcList),
+    Lc(Box<LcList>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +178,9 @@ impl Programmer {
 
     /// Every (VIP name, address) -> backend id currently programmed.
     pub fn backend_ids(&self) -> impl Iterator<Item = (&str, IpAddr, u32)> {
-        self.backends.iter().map(|((vip, addr), slot)| (vip.as_str(), *addr, slot.id))
+        self.backends
+            .iter()
+            .map(|((vip, addr), slot)| (vip.as_str(), *addr, slot.id))
     }
 
     /// Makes the maps match `desired`. On error nothing that packets can see is half done:
@@ -178,7 +188,8 @@ impl Programmer {
     pub fn apply(&mut self, desired: &[VipSpec]) -> Result<ApplyReport, ProgramError> {
         validate(desired)?;
         let mut report = ApplyReport::default();
-        let wanted: BTreeMap<&str, &VipSpec> = desired.iter().map(|v| (v.name.as_str(), v)).collect();
+        let wanted: BTreeMap<&str, &VipSpec> =
+            desired.iter().map(|v| (v.name.as_str(), v)).collect();
 
         // VIPs removed, or whose key changed (treated as remove + add).
         let gone: Vec<String> = self
@@ -222,10 +233,19 @@ impl Programmer {
             let slot = match self.backends.get(&key) {
                 Some(slot) => *slot,
                 None => {
-                    let id = self.free_backend_ids.pop_first().ok_or(ProgramError::TooManyBackends)?;
+                    let id = self
+                        .free_backend_ids
+                        .pop_first()
+                        .ok_or(ProgramError::TooManyBackends)?;
                     let generation = self.generations[id as usize].wrapping_add(1);
                     self.generations[id as usize] = generation;
-                    BackendSlot { id, entry: Backend { generation, ..Default::default() } }
+                    BackendSlot {
+                        id,
+                        entry: Backend {
+                            generation,
+                            ..Default::default()
+                        },
+                    }
                 }
             };
             let entry = Backend {
@@ -239,10 +259,14 @@ impl Programmer {
                 self.maps
                     .backends
                     .set(slot.id, entry, 0)
-                    .map_err(|source| DataplaneError::Map { name: names::MAP_BACKENDS, source })?;
+                    .map_err(|source| DataplaneError::Map {
+                        name: names::MAP_BACKENDS,
+                        source,
+                    })?;
                 report.backends_written += 1;
             }
-            self.backends.insert(key, BackendSlot { id: slot.id, entry });
+            self.backends
+                .insert(key, BackendSlot { id: slot.id, entry });
         }
         Ok(())
     }
@@ -264,11 +288,17 @@ impl Programmer {
 
     fn release_backend(&mut self, key: &(String, IpAddr)) -> Result<(), ProgramError> {
         if let Some(slot) = self.backends.remove(key) {
-            let entry = Backend { flags: 0, ..slot.entry };
+            let entry = Backend {
+                flags: 0,
+                ..slot.entry
+            };
             self.maps
                 .backends
                 .set(slot.id, entry, 0)
-                .map_err(|source| DataplaneError::Map { name: names::MAP_BACKENDS, source })?;
+                .map_err(|source| DataplaneError::Map {
+                    name: names::MAP_BACKENDS,
+                    source,
+                })?;
             self.free_backend_ids.insert(slot.id);
         }
         Ok(())
@@ -279,7 +309,11 @@ impl Programmer {
             .backends
             .iter()
             .filter(|b| b.state == BackendState::Active && b.weight > 0)
-            .filter_map(|b| self.backends.get(&(vip.name.clone(), b.addr)).map(|s| (s.id, b)))
+            .filter_map(|b| {
+                self.backends
+                    .get(&(vip.name.clone(), b.addr))
+                    .map(|s| (s.id, b))
+            })
             .collect();
         match vip.algorithm {
             Algorithm::Maglev | Algorithm::IpHash => {
@@ -290,11 +324,18 @@ impl Programmer {
                 let input: Vec<MaglevBackend> = ids
                     .iter()
                     .zip(&keys)
-                    .map(|((id, b), key)| MaglevBackend { id: *id, key, weight: b.weight })
+                    .map(|((id, b), key)| MaglevBackend {
+                        id: *id,
+                        key,
+                        weight: b.weight,
+                    })
                     .collect();
                 maglev::build(&input, vip.table_size)
                     .map(TableContent::Table)
-                    .map_err(|source| ProgramError::Maglev { vip: vip.name.clone(), source })
+                    .map_err(|source| ProgramError::Maglev {
+                        vip: vip.name.clone(),
+                        source,
+                    })
             }
             Algorithm::WeightedRoundRobin => {
                 if ids.is_empty() {
@@ -303,7 +344,10 @@ impl Programmer {
                 let input: Vec<(u32, u32)> = ids.iter().map(|(id, b)| (*id, b.weight)).collect();
                 wrr::sequence(&input, MAX_TABLE as usize)
                     .map(TableContent::Table)
-                    .map_err(|source| ProgramError::Wrr { vip: vip.name.clone(), source })
+                    .map_err(|source| ProgramError::Wrr {
+                        vip: vip.name.clone(),
+                        source,
+                    })
             }
             Algorithm::LeastConnections => {
                 let mut list = LcList::default();
@@ -311,7 +355,7 @@ impl Programmer {
                     list.backends[i] = *id;
                     list.weights[i] = b.weight;
                 }
-                Ok(TableContent::Lc(list))
+                Ok(TableContent::Lc(Box::new(list)))
             }
         }
     }
@@ -334,18 +378,26 @@ impl Programmer {
                 (st.meta.id, st.meta.slot ^ 1)
             }
             None => {
-                let id = self.free_vip_ids.pop_first().ok_or(ProgramError::TooManyVips)?;
+                let id = self
+                    .free_vip_ids
+                    .pop_first()
+                    .ok_or(ProgramError::TooManyVips)?;
                 report.vips_added += 1;
                 (id, 0)
             }
         };
         match &content {
-            TableContent::Table(t) => report.table_entries_written += self.write_slot(id, slot, t)?,
+            TableContent::Table(t) => {
+                report.table_entries_written += self.write_slot(id, slot, t)?
+            }
             TableContent::Lc(l) => self
                 .maps
                 .lc_lists
-                .set(id * TABLE_SLOTS + slot, l, 0)
-                .map_err(|source| DataplaneError::Map { name: names::MAP_LC_LISTS, source })?,
+                .set(id * TABLE_SLOTS + slot, **l, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: names::MAP_LC_LISTS,
+                    source,
+                })?,
         }
         let meta = VipMeta {
             id,
@@ -360,9 +412,13 @@ impl Programmer {
         self.maps
             .vips
             .insert(key, meta, 0)
-            .map_err(|source| DataplaneError::Map { name: names::MAP_VIPS, source })?;
+            .map_err(|source| DataplaneError::Map {
+                name: names::MAP_VIPS,
+                source,
+            })?;
         report.tables_swapped += 1;
-        self.vips.insert(vip.name.clone(), VipState { key, meta, content });
+        self.vips
+            .insert(vip.name.clone(), VipState { key, meta, content });
         Ok(())
     }
 
@@ -394,8 +450,12 @@ impl Programmer {
         // A missing key is fine: nothing to remove.
         let _ = self.maps.vips.remove(&st.key);
         self.free_vip_ids.insert(st.meta.id);
-        let stale: Vec<(String, IpAddr)> =
-            self.backends.keys().filter(|(vip, _)| vip == name).cloned().collect();
+        let stale: Vec<(String, IpAddr)> = self
+            .backends
+            .keys()
+            .filter(|(vip, _)| vip == name)
+            .cloned()
+            .collect();
         for key in stale {
             self.release_backend(&key)?;
         }
@@ -407,7 +467,11 @@ impl Programmer {
         let wanted: BTreeSet<VipKey> = self
             .vips
             .values()
-            .map(|v| VipKey { port: 0, proto: 0, ..v.key })
+            .map(|v| VipKey {
+                port: 0,
+                proto: 0,
+                ..v.key
+            })
             .collect();
         let present: Vec<VipKey> = self
             .maps
@@ -423,7 +487,10 @@ impl Programmer {
             self.maps
                 .vips
                 .insert(k, VipMeta::default(), 0)
-                .map_err(|source| DataplaneError::Map { name: names::MAP_VIPS, source })?;
+                .map_err(|source| DataplaneError::Map {
+                    name: names::MAP_VIPS,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -444,7 +511,10 @@ fn validate(desired: &[VipSpec]) -> Result<(), ProgramError> {
     let mut keys = BTreeSet::new();
     for vip in desired {
         if !keys.insert(vip.key()) {
-            return Err(ProgramError::DuplicateVip(format!("{}:{}/{}", vip.addr, vip.port, vip.proto)));
+            return Err(ProgramError::DuplicateVip(format!(
+                "{}:{}/{}",
+                vip.addr, vip.port, vip.proto
+            )));
         }
         let family = lb_common::user::family_of(vip.addr);
         for b in &vip.backends {
@@ -452,12 +522,19 @@ fn validate(desired: &[VipSpec]) -> Result<(), ProgramError> {
                 return Err(ProgramError::FamilyMismatch {
                     vip: vip.name.clone(),
                     backend: b.addr,
-                    backend_family: if lb_common::user::family_of(b.addr) == AF_INET { "IPv4" } else { "IPv6" },
+                    backend_family: if lb_common::user::family_of(b.addr) == AF_INET {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    },
                 });
             }
         }
         if vip.algorithm == Algorithm::LeastConnections && vip.backends.len() > MAX_LC_BACKENDS {
-            return Err(ProgramError::TooManyLcBackends { vip: vip.name.clone(), got: vip.backends.len() });
+            return Err(ProgramError::TooManyLcBackends {
+                vip: vip.name.clone(),
+                got: vip.backends.len(),
+            });
         }
     }
     Ok(())

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, Settings};
 use lb_userspace::{
-    dataplane::{BackendSpec, BackendState, Dataplane, LoadOptions, Programmer, RunOutput, VipSpec, XdpAction},
+    dataplane::{
+        BackendSpec, BackendState, Dataplane, LoadOptions, Programmer, RunOutput, VipSpec,
+        XdpAction,
+    },
     maglev::TableSize,
     packet::Frame,
 };
@@ -26,10 +29,22 @@ pub fn mac_of(addr: IpAddr) -> [u8; 6] {
 
 pub fn backend(addr: &str, weight: u32) -> BackendSpec {
     let a = ip(addr);
-    BackendSpec { addr: a, mac: mac_of(a), weight, state: BackendState::Active }
+    BackendSpec {
+        addr: a,
+        mac: mac_of(a),
+        weight,
+        state: BackendState::Active,
+    }
 }
 
-pub fn vip(name: &str, addr: &str, port: u16, algorithm: Algorithm, mode: ForwardMode, backends: Vec<BackendSpec>) -> VipSpec {
+pub fn vip(
+    name: &str,
+    addr: &str,
+    port: u16,
+    algorithm: Algorithm,
+    mode: ForwardMode,
+    backends: Vec<BackendSpec>,
+) -> VipSpec {
     VipSpec {
         name: name.into(),
         addr: ip(addr),
@@ -54,17 +69,28 @@ pub struct Fixture {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the data-plane tests load XDP programs: run them as root (`sudo cargo xtask test dataplane`)");
+    assert_eq!(
+        euid, 0,
+        "the data-plane tests load XDP programs: run them as root (`sudo cargo xtask test dataplane`)"
+    );
 }
 
 impl Fixture {
     pub fn new(vips: &[VipSpec]) -> Self {
-        Self::with_options(vips, LoadOptions { decap: true, conn_table_size: 65536, ..LoadOptions::default() })
+        Self::with_options(
+            vips,
+            LoadOptions {
+                decap: true,
+                conn_table_size: 65536,
+                ..LoadOptions::default()
+            },
+        )
     }
 
     pub fn with_options(vips: &[VipSpec], opts: LoadOptions) -> Self {
         require_root();
-        let mut dp = Dataplane::load(opts).expect("load the XDP object (did `cargo xtask build-ebpf` run?)");
+        let mut dp =
+            Dataplane::load(opts).expect("load the XDP object (did `cargo xtask build-ebpf` run?)");
         let mut maps = dp.take_maps().expect("maps");
         maps.set_settings(&Settings {
             ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
@@ -78,7 +104,9 @@ impl Fixture {
     }
 
     pub fn run(&self, packet: &[u8]) -> RunOutput {
-        self.dp.run(lb_common::names::PROG_BALANCER, packet).expect("BPF_PROG_TEST_RUN")
+        self.dp
+            .run(lb_common::names::PROG_BALANCER, packet)
+            .expect("BPF_PROG_TEST_RUN")
     }
 
     pub fn run_frame(&self, f: &Frame) -> RunOutput {
@@ -86,7 +114,9 @@ impl Fixture {
     }
 
     pub fn decap(&self, packet: &[u8]) -> RunOutput {
-        self.dp.run(lb_common::names::PROG_DECAP, packet).expect("BPF_PROG_TEST_RUN (decap)")
+        self.dp
+            .run(lb_common::names::PROG_DECAP, packet)
+            .expect("BPF_PROG_TEST_RUN (decap)")
     }
 
     /// The backend address a forwarded frame went to, from its destination MAC.
@@ -120,7 +150,11 @@ impl Fixture {
     pub fn table_choice(&self, vip_name: &str, hash: u32) -> IpAddr {
         let meta = self.prog.vip_meta(vip_name).expect("vip is programmed");
         let pos = hash % meta.table_len;
-        let id = self.prog.maps().table_entry(meta.id, meta.slot, pos).expect("table entry");
+        let id = self
+            .prog
+            .maps()
+            .table_entry(meta.id, meta.slot, pos)
+            .expect("table entry");
         self.prog
             .backend_ids()
             .find(|(v, _, bid)| *v == vip_name && *bid == id)

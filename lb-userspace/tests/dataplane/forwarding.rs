@@ -9,9 +9,19 @@ use lb_userspace::{
 use crate::fixture::*;
 
 fn one_backend(mode: ForwardMode, v6: bool, udp: bool) -> (Fixture, std::net::IpAddr, Frame) {
-    let (vip_addr, be, client) =
-        if v6 { ("fd77::100", "fd77::11", "fd77::10") } else { ("10.77.0.100", "10.77.0.11", "10.77.0.10") };
-    let mut v = vip("web", vip_addr, 80, Algorithm::Maglev, mode, vec![backend(be, 1)]);
+    let (vip_addr, be, client) = if v6 {
+        ("fd77::100", "fd77::11", "fd77::10")
+    } else {
+        ("10.77.0.100", "10.77.0.11", "10.77.0.10")
+    };
+    let mut v = vip(
+        "web",
+        vip_addr,
+        80,
+        Algorithm::Maglev,
+        mode,
+        vec![backend(be, 1)],
+    );
     if udp {
         v.proto = IPPROTO_UDP;
     }
@@ -30,7 +40,11 @@ fn expect_dsr(input: &[u8], out: &[u8], backend_mac: [u8; 6]) {
     let mut want = input.to_vec();
     want[0..6].copy_from_slice(&backend_mac);
     want[6..12].copy_from_slice(&input[0..6]);
-    assert_eq!(out, want.as_slice(), "dsr-l2 output differs from the expected bytes");
+    assert_eq!(
+        out,
+        want.as_slice(),
+        "dsr-l2 output differs from the expected bytes"
+    );
 }
 
 #[test]
@@ -107,7 +121,15 @@ fn non_vip_traffic_passes_untouched() {
         // the VIP address and port, another protocol
         Frame::udp(ip("10.77.0.10"), 40000, ip("10.77.0.100"), 80).build(),
         // VRRP (IP protocol 112) to 224.0.0.18
-        Frame::new(ip("10.77.0.2"), ip("224.0.0.18"), L4::Raw { proto: 112, bytes: vec![0x31, 1, 100, 1, 0, 100, 0, 0] }).build(),
+        Frame::new(
+            ip("10.77.0.2"),
+            ip("224.0.0.18"),
+            L4::Raw {
+                proto: 112,
+                bytes: vec![0x31, 1, 100, 1, 0, 100, 0, 0],
+            },
+        )
+        .build(),
         // ARP
         {
             let mut arp = vec![0xff; 6];
@@ -117,12 +139,25 @@ fn non_vip_traffic_passes_untouched() {
             arp
         },
         // IPv6 neighbour solicitation
-        Frame::new(ip("fe80::1"), ip("ff02::1:ff00:100"), L4::Icmp { kind: 135, code: 0, rest: [0; 4], body: ip6("fd77::100").to_vec() }).build(),
+        Frame::new(
+            ip("fe80::1"),
+            ip("ff02::1:ff00:100"),
+            L4::Icmp {
+                kind: 135,
+                code: 0,
+                rest: [0; 4],
+                body: ip6("fd77::100").to_vec(),
+            },
+        )
+        .build(),
     ];
     for (i, pkt) in cases.iter().enumerate() {
         let out = fx.run(pkt);
         assert_eq!(out.action, XdpAction::Pass, "case {i}");
-        assert_eq!(&out.packet, pkt, "case {i}: a passed packet must be untouched");
+        assert_eq!(
+            &out.packet, pkt,
+            "case {i}: a passed packet must be untouched"
+        );
     }
     assert_eq!(fx.reason(Reason::TxForward), 0);
     assert_eq!(fx.reason(Reason::PassNonIp), 1);
@@ -130,10 +165,23 @@ fn non_vip_traffic_passes_untouched() {
 
 #[test]
 fn port_zero_vip_takes_every_port() {
-    let v = vip("all", "10.77.0.100", 0, Algorithm::Maglev, ForwardMode::DsrL2, vec![backend("10.77.0.11", 1)]);
+    let v = vip(
+        "all",
+        "10.77.0.100",
+        0,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        vec![backend("10.77.0.11", 1)],
+    );
     let fx = Fixture::new(&[v]);
     for port in [1u16, 80, 443, 65535] {
-        let out = fx.run_frame(&Frame::tcp(ip("10.77.0.10"), 40000, ip("10.77.0.100"), port, TCP_SYN));
+        let out = fx.run_frame(&Frame::tcp(
+            ip("10.77.0.10"),
+            40000,
+            ip("10.77.0.100"),
+            port,
+            TCP_SYN,
+        ));
         assert_eq!(out.action, XdpAction::Tx, "port {port}");
     }
 }
@@ -147,13 +195,21 @@ fn vlan_tagged_packets_keep_their_tag() {
         let out = fx.run(&input);
         assert_eq!(out.action, XdpAction::Tx, "{mode:?}");
         assert_eq!(&out.packet[0..6], &mac_of(be));
-        assert_eq!(&out.packet[12..16], &[0x81, 0x00, 0x00, 42], "{mode:?}: VLAN tag kept");
+        assert_eq!(
+            &out.packet[12..16],
+            &[0x81, 0x00, 0x00, 42],
+            "{mode:?}: VLAN tag kept"
+        );
         if mode == ForwardMode::DsrL2 {
             expect_dsr(&input, &out.packet, mac_of(be));
         } else {
             assert_eq!(&out.packet[16..18], &[0x08, 0x00]);
             assert!(ipv4_header_ok(&out.packet, 18), "outer header checksum");
-            assert_eq!(&out.packet[18 + 20..], &input[18..], "inner packet unchanged");
+            assert_eq!(
+                &out.packet[18 + 20..],
+                &input[18..],
+                "inner packet unchanged"
+            );
         }
     }
 }
@@ -161,8 +217,18 @@ fn vlan_tagged_packets_keep_their_tag() {
 #[test]
 fn ipv4_options_are_honoured() {
     // The choice must follow the hash of the real ports behind the options.
-    let v = vip("web", "10.77.0.100", 80, Algorithm::Maglev, ForwardMode::DsrL2,
-        vec![backend("10.77.0.11", 1), backend("10.77.0.12", 1), backend("10.77.0.13", 1)]);
+    let v = vip(
+        "web",
+        "10.77.0.100",
+        80,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        vec![
+            backend("10.77.0.11", 1),
+            backend("10.77.0.12", 1),
+            backend("10.77.0.13", 1),
+        ],
+    );
     let fx = Fixture::new(&[v]);
     let bes = [ip("10.77.0.11"), ip("10.77.0.12"), ip("10.77.0.13")];
     let mut seen = std::collections::BTreeSet::new();
@@ -174,7 +240,11 @@ fn ipv4_options_are_honoured() {
         assert_eq!(out.action, XdpAction::Tx);
         let flow = lb_common::FlowKey::new(ip("10.77.0.10"), sport, ip("10.77.0.100"), 80, 6);
         let got = fx.backend_of(&out, &bes);
-        assert_eq!(got, fx.table_choice("web", flow_hash(&flow)), "sport {sport}");
+        assert_eq!(
+            got,
+            fx.table_choice("web", flow_hash(&flow)),
+            "sport {sport}"
+        );
         seen.insert(got);
         expect_dsr(&input, &out.packet, mac_of(got));
     }
@@ -192,16 +262,32 @@ fn counters_per_vip_backend_and_reason() {
     let bid = fx.prog.backend_id("web", be).expect("backend id");
     let v = fx.prog.maps().vip_totals(vid).expect("vip stats");
     let b = fx.prog.maps().backend_totals(bid).expect("backend stats");
-    assert_eq!((v.packets, v.bytes, v.new_conns), (3, 3 * input.len() as u64, 1));
+    assert_eq!(
+        (v.packets, v.bytes, v.new_conns),
+        (3, 3 * input.len() as u64, 1)
+    );
     assert_eq!(v, b);
     assert_eq!(fx.reason(Reason::TxForward), 3);
 }
 
 #[test]
 fn vip_without_usable_backend_drops() {
-    let v = vip("web", "10.77.0.100", 80, Algorithm::Maglev, ForwardMode::DsrL2, vec![backend("10.77.0.11", 0)]);
+    let v = vip(
+        "web",
+        "10.77.0.100",
+        80,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        vec![backend("10.77.0.11", 0)],
+    );
     let fx = Fixture::new(&[v]);
-    let out = fx.run_frame(&Frame::tcp(ip("10.77.0.10"), 1, ip("10.77.0.100"), 80, TCP_SYN));
+    let out = fx.run_frame(&Frame::tcp(
+        ip("10.77.0.10"),
+        1,
+        ip("10.77.0.100"),
+        80,
+        TCP_SYN,
+    ));
     assert_eq!(out.action, XdpAction::Drop);
     assert_eq!(fx.reason(Reason::DropNoBackend), 1);
 }

@@ -9,4 +9,5 @@ mod forwarding;
 mod icmp;
 mod malformed;
 mod random;
+mod replay;
 mod stickiness;

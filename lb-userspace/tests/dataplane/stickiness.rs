@@ -19,7 +19,14 @@ fn all() -> Vec<IpAddr> {
 }
 
 fn spec(n: usize) -> VipSpec {
-    vip("web", "10.77.0.100", 80, Algorithm::Maglev, ForwardMode::DsrL2, BES[..n].iter().map(|b| backend(b, 1)).collect())
+    vip(
+        "web",
+        "10.77.0.100",
+        80,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        BES[..n].iter().map(|b| backend(b, 1)).collect(),
+    )
 }
 
 fn packet(i: u16, flags: u8) -> Frame {
@@ -30,11 +37,15 @@ const FLOWS: u16 = 400;
 
 /// Opens FLOWS flows and returns where each went.
 fn open(fx: &Fixture) -> BTreeMap<u16, IpAddr> {
-    (0..FLOWS).map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_SYN)), &all()))).collect()
+    (0..FLOWS)
+        .map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_SYN)), &all())))
+        .collect()
 }
 
 fn follow_up(fx: &Fixture) -> BTreeMap<u16, IpAddr> {
-    (0..FLOWS).map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_ACK)), &all()))).collect()
+    (0..FLOWS)
+        .map(|i| (i, fx.backend_of(&fx.run_frame(&packet(i, TCP_ACK)), &all())))
+        .collect()
 }
 
 #[test]
@@ -43,18 +54,41 @@ fn flows_keep_their_backend_when_the_set_changes() {
     let before = open(&fx);
     let slot = fx.prog.vip_meta("web").expect("meta").slot;
     fx.prog.apply(&[spec(4)]).expect("add a backend");
-    assert_ne!(fx.prog.vip_meta("web").expect("meta").slot, slot, "the new table went to the other slot");
-    assert_eq!(follow_up(&fx), before, "established flows moved after a backend was added");
+    assert_ne!(
+        fx.prog.vip_meta("web").expect("meta").slot,
+        slot,
+        "the new table went to the other slot"
+    );
+    assert_eq!(
+        follow_up(&fx),
+        before,
+        "established flows moved after a backend was added"
+    );
     // New flows do reach the new backend.
     let new_flows: Vec<IpAddr> = (0..FLOWS)
-        .map(|i| fx.backend_of(&fx.run_frame(&Frame::tcp(ip("10.9.0.1"), 30000 + i, ip("10.77.0.100"), 80, TCP_SYN)), &all()))
+        .map(|i| {
+            fx.backend_of(
+                &fx.run_frame(&Frame::tcp(
+                    ip("10.9.0.1"),
+                    30000 + i,
+                    ip("10.77.0.100"),
+                    80,
+                    TCP_SYN,
+                )),
+                &all(),
+            )
+        })
         .collect();
     assert!(new_flows.contains(&ip(BES[3])));
     // Weights change: still sticky.
     let mut heavy = spec(4);
     heavy.backends[3].weight = 10;
     fx.prog.apply(&[heavy]).expect("reweight");
-    assert_eq!(follow_up(&fx), before, "established flows moved after a weight change");
+    assert_eq!(
+        follow_up(&fx),
+        before,
+        "established flows moved after a weight change"
+    );
 }
 
 #[test]
@@ -67,8 +101,18 @@ fn draining_keeps_old_flows_and_takes_no_new_ones() {
     fx.prog.apply(&[drained]).expect("drain");
     assert_eq!(follow_up(&fx), before, "a draining backend lost its flows");
     for i in 0..FLOWS {
-        let out = fx.run_frame(&Frame::tcp(ip("10.9.0.2"), 30000 + i, ip("10.77.0.100"), 80, TCP_SYN));
-        assert_ne!(fx.backend_of(&out, &all()), ip(BES[0]), "a new flow went to the draining backend");
+        let out = fx.run_frame(&Frame::tcp(
+            ip("10.9.0.2"),
+            30000 + i,
+            ip("10.77.0.100"),
+            80,
+            TCP_SYN,
+        ));
+        assert_ne!(
+            fx.backend_of(&out, &all()),
+            ip(BES[0]),
+            "a new flow went to the draining backend"
+        );
     }
 }
 
@@ -82,7 +126,11 @@ fn failed_and_removed_backends_flows_are_rehashed() {
     let after = follow_up(&fx);
     for (i, was) in &before {
         if *was == ip(BES[1]) {
-            assert_ne!(after[i], ip(BES[1]), "flow {i} still goes to the failed backend");
+            assert_ne!(
+                after[i],
+                ip(BES[1]),
+                "flow {i} still goes to the failed backend"
+            );
         } else {
             assert_eq!(after[i], *was, "flow {i} of a healthy backend moved");
         }
@@ -91,7 +139,10 @@ fn failed_and_removed_backends_flows_are_rehashed() {
     failed.backends.remove(2);
     fx.prog.apply(&[failed]).expect("remove one");
     let again = follow_up(&fx);
-    assert!(again.values().all(|b| *b == ip(BES[0])), "only backend 0 is left");
+    assert!(
+        again.values().all(|b| *b == ip(BES[0])),
+        "only backend 0 is left"
+    );
 }
 
 #[test]
@@ -105,7 +156,11 @@ fn a_reused_backend_slot_does_not_inherit_old_flows() {
     fx.prog.apply(&[s.clone()]).expect("remove");
     s.backends.push(backend(BES[3], 1));
     fx.prog.apply(&[s]).expect("add");
-    assert_eq!(fx.prog.backend_id("web", ip(BES[3])), Some(old_id), "the slot is reused");
+    assert_eq!(
+        fx.prog.backend_id("web", ip(BES[3])),
+        Some(old_id),
+        "the slot is reused"
+    );
     let after = follow_up(&fx);
     for (i, was) in &before {
         if *was == ip(BES[0]) {

@@ -1,0 +1,126 @@
+//! Config parsing: the examples in the repo parse, and every kind of error names the file,
+//! the line, the field and the reason.
+
+use lb_userspace::config::Config;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "bad.toml")
+        .expect_err("must be rejected")
+        .to_string()
+}
+
+const VIP: &str = "[[vips]]\nname = \"web\"\naddress = \"10.77.0.100\"\nport = 80\n";
+
+#[test]
+fn examples_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("config dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.vips.is_empty(), "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn defaults() {
+    let c = Config::parse(VIP, "ok.toml").expect("minimal config");
+    let v = &c.vips[0];
+    assert_eq!(v.algorithm, lb_common::Algorithm::Maglev);
+    assert_eq!(v.mode, lb_common::ForwardMode::DsrL2);
+    assert_eq!(v.table_size.get(), 65537);
+    assert_eq!(v.proto, lb_common::IPPROTO_TCP);
+}
+
+#[test]
+fn every_error_names_line_field_and_reason() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[vips]]\nname = \"web\"\naddress = \"10.77.0.300\"\n",
+            "bad.toml:3: vips[0].address: \"10.77.0.300\" is not an IP address",
+        ),
+        (
+            &format!("{VIP}algorithm = \"random\"\n"),
+            "bad.toml:5: vips[0].algorithm: unknown algorithm \"random\"",
+        ),
+        (
+            &format!("{VIP}mode = \"nat\"\n"),
+            "bad.toml:5: vips[0].mode: unknown forwarding mode \"nat\"",
+        ),
+        (
+            &format!("{VIP}protocol = \"sctp\"\n"),
+            "bad.toml:5: vips[0].protocol: unknown protocol \"sctp\"",
+        ),
+        (
+            &format!("{VIP}table_size = 65536\n"),
+            "bad.toml:5: vips[0].table_size: ",
+        ),
+        (
+            &format!("{VIP}[[vips.backends]]\naddress = \"fd77::1\"\n"),
+            "bad.toml:6: vips[0].backends[0].address: backend and VIP must be the same IP family",
+        ),
+        (
+            &format!("{VIP}[[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"zz:00\"\n"),
+            "bad.toml:7: vips[0].backends[0].mac: ",
+        ),
+        (
+            &format!("{VIP}[[vips.backends]]\naddress = \"10.77.0.11\"\nweight = 2000000\n"),
+            "bad.toml:7: vips[0].backends[0].weight: at most 1000000",
+        ),
+        (
+            &format!(
+                "{VIP}[[vips.backends]]\naddress = \"10.77.0.11\"\n[[vips.backends]]\naddress = \"10.77.0.11\"\n"
+            ),
+            "bad.toml:8: vips[0].backends[1].address: duplicate backend",
+        ),
+        (
+            &format!("{VIP}{VIP}"),
+            "bad.toml:6: vips[1].name: duplicate VIP name \"web\"",
+        ),
+        (
+            &format!("{VIP}mode = \"ipip\"\n"),
+            "vips[0].mode: ipip mode needs dataplane.ipip_source_v4",
+        ),
+        (
+            &format!("{VIP}colour = \"red\"\n"),
+            "bad.toml:5: toml: unknown field `colour`",
+        ),
+        (
+            "[[vips]]\nname = \"web\"\naddress = \"10.77.0.100\"\nport = 70000\n",
+            "bad.toml:4: toml: ",
+        ),
+        (
+            "[[vips]]\nname = \"a b\"\naddress = \"10.77.0.100\"\n",
+            "bad.toml:2: vips[0].name: ",
+        ),
+        (
+            "[dataplane]\nconn_table_size = 10\n",
+            "bad.toml:2: dataplane.conn_table_size: must be at least 1024",
+        ),
+        (
+            "[dataplane]\nipip_source_v4 = \"fd77::2\"\n",
+            "bad.toml:2: dataplane.ipip_source_v4: must be an IPv4 address",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(text);
+        assert!(
+            got.starts_with(want) || got.contains(want),
+            "config:\n{text}\nwanted: {want}\n   got: {got}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_reported_with_its_path() {
+    let e = Config::load(std::path::Path::new("/nonexistent/lb.toml")).expect_err("missing");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/lb.toml:0: -: cannot read"),
+        "{e}"
+    );
+}
