@@ -1,0 +1,332 @@
+//! Queue throughput, end to end (enqueue to acknowledged), with 1, 2 and 4 workers, beside
+//! the raw bound of Redis Streams measured in the same run (XADD + XREADGROUP + XACK with no
+//! job logic). Starts its own redis-server on a free loopback port.
+//!
+//! `cargo xtask bench queue [ARGS]` runs `cargo run --release -p app --bin queue-bench -- [ARGS]`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use app::queue::local_redis::LocalRedis;
+use app::queue::{
+    JobContext, JobError, JobOutput, NewJob, PoolStats, Queue, QueueSettings, Registry, WorkerPool,
+};
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "queue-bench",
+    about = "Jobs per second of the Redis Streams queue (enqueue to acknowledged) with 1, 2 and 4 \
+             workers, beside the raw XADD+XREADGROUP+XACK bound measured in the same run"
+)]
+struct Args {
+    /// Jobs per measured run.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Runs per case; the median is reported (at least 3).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Worker counts to measure, comma separated. A worker is one pool with its own Redis
+    /// connections and consumer name, like one `app worker` process.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// Jobs one worker runs at the same time (`queue.default_concurrency`).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Concurrent enqueue calls of the producer.
+    #[arg(long, default_value_t = 16)]
+    producers: usize,
+    /// Short run: 3,000 jobs per run, 3 runs.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Give up on a run after this many seconds (a bench must stop by itself).
+    #[arg(long, default_value_t = 300)]
+    run_timeout_s: u64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+async fn flush(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await?;
+    Ok(())
+}
+
+/// The raw bound: one producer XADDs in pipelined batches of 100 while one consumer reads
+/// with XREADGROUP COUNT 100 and acknowledges each batch with one XACK.
+async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<f64> {
+    const BATCH: usize = 100;
+    let client = redis::Client::open(url)?;
+    let mut prod = client.get_multiplexed_async_connection().await?;
+    let mut cons = client.get_multiplexed_async_connection().await?;
+    let stream = "raw:stream";
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut prod)
+        .await?;
+    let start = Instant::now();
+    let producer = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < jobs {
+            let n = BATCH.min(jobs - sent);
+            let mut p = redis::pipe();
+            for i in 0..n {
+                p.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("job")
+                    .arg(sent + i)
+                    .ignore();
+            }
+            p.query_async::<()>(&mut prod).await?;
+            sent += n;
+        }
+        Ok::<_, redis::RedisError>(())
+    });
+    let mut acked = 0usize;
+    while acked < jobs {
+        if start.elapsed() > limit {
+            bail!("raw run did not finish within {limit:?}");
+        }
+        let r: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut cons)
+            .await?;
+        let ids: Vec<String> = r
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .map(|e| e.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let n: usize = redis::cmd("XACK")
+                .arg(stream)
+                .arg("g")
+                .arg(&ids)
+                .query_async(&mut cons)
+                .await?;
+            acked += n;
+        }
+    }
+    let took = start.elapsed();
+    producer.await??;
+    Ok(jobs as f64 / took.as_secs_f64())
+}
+
+async fn noop(_ctx: JobContext) -> Result<JobOutput, JobError> {
+    Ok(None)
+}
+
+/// The queue end to end: workers start first, then the producer enqueues while they run;
+/// the clock stops when every job is acknowledged (COMPLETE script done).
+async fn queue_run(
+    url: &str,
+    args: &Args,
+    workers: usize,
+    jobs: usize,
+    limit: Duration,
+) -> anyhow::Result<f64> {
+    let settings = QueueSettings {
+        default_concurrency: args.concurrency,
+        block_ms: 100,
+        ..Default::default()
+    };
+    let mut pools = Vec::new();
+    for _ in 0..workers {
+        let q = Queue::connect(url, settings.clone()).await?;
+        pools.push(WorkerPool::start(q, Registry::new().on("bench", "noop", noop)).await?);
+    }
+    let stats: Vec<Arc<PoolStats>> = pools.iter().map(WorkerPool::stats).collect();
+    let done = || {
+        stats
+            .iter()
+            .map(|s| PoolStats::get(&s.succeeded))
+            .sum::<u64>()
+    };
+    let producer = Queue::connect(url, settings).await?;
+    let start = Instant::now();
+    let enqueue = tokio::spawn({
+        let producers = args.producers;
+        async move {
+            let mut results = futures::stream::iter(0..jobs)
+                .map(|i| {
+                    let q = producer.clone();
+                    async move { q.enqueue(NewJob::new("bench", "noop", json!(i))).await }
+                })
+                .buffer_unordered(producers);
+            while let Some(r) = results.next().await {
+                if let Err(e) = r {
+                    return Some(e);
+                }
+            }
+            None
+        }
+    });
+    while done() < jobs as u64 {
+        if start.elapsed() > limit {
+            bail!(
+                "queue run with {workers} worker(s) did not finish within {limit:?} ({} of {jobs} done)",
+                done()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    if let Some(e) = enqueue.await? {
+        return Err(e).context("enqueue failed");
+    }
+    for p in pools {
+        p.shutdown().await;
+    }
+    Ok(jobs as f64 / took.as_secs_f64())
+}
+
+struct Case {
+    name: String,
+    workers: Option<usize>,
+    runs: Vec<f64>,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.jobs = 3_000;
+        args.runs = 3;
+    }
+    if args.runs < 3 {
+        bail!("--runs must be at least 3 (the median of fewer says little)");
+    }
+    if args.jobs == 0 || args.concurrency == 0 || args.producers == 0 {
+        bail!("--jobs, --concurrency and --producers must be at least 1");
+    }
+    if args.workers.is_empty() || args.workers.contains(&0) || args.workers.iter().any(|&w| w > 64)
+    {
+        bail!("--workers takes counts between 1 and 64");
+    }
+    let limit = Duration::from_secs(args.run_timeout_s);
+    let redis = LocalRedis::start()?;
+    let url = redis.url();
+    eprintln!(
+        "redis-server on 127.0.0.1:{}; {} jobs per run, {} runs per case",
+        redis.port(),
+        args.jobs,
+        args.runs
+    );
+
+    // A short warm-up so the first measured run does not pay for script loading and page faults.
+    flush(&url).await?;
+    queue_run(&url, &args, 1, args.jobs.min(1_000), limit).await?;
+
+    let mut cases = vec![Case {
+        name: "raw XADD+XREADGROUP+XACK".into(),
+        workers: None,
+        runs: Vec::new(),
+    }];
+    for &w in &args.workers {
+        cases.push(Case {
+            name: format!("queue, {w} worker{}", if w == 1 { "" } else { "s" }),
+            workers: Some(w),
+            runs: Vec::new(),
+        });
+    }
+    // Interleave the cases run by run, so a slow moment of the machine hits all of them.
+    for run in 1..=args.runs {
+        for case in &mut cases {
+            flush(&url).await?;
+            let rate = match case.workers {
+                None => raw_bound(&url, args.jobs, limit).await?,
+                Some(w) => queue_run(&url, &args, w, args.jobs, limit).await?,
+            };
+            eprintln!(
+                "run {run}/{}: {:<28} {:>10.0} jobs/s",
+                args.runs, case.name, rate
+            );
+            case.runs.push(rate);
+        }
+    }
+
+    let raw = median(&cases[0].runs);
+    if args.json {
+        let queue: Vec<_> = cases[1..]
+            .iter()
+            .map(|c| {
+                let m = median(&c.runs);
+                json!({
+                    "workers": c.workers,
+                    "concurrency_per_worker": args.concurrency,
+                    "jobs_per_s_median": m,
+                    "jobs_per_s_runs": c.runs,
+                    "ratio_to_raw_bound": if raw > 0.0 { m / raw } else { 0.0 },
+                })
+            })
+            .collect();
+        let out = json!({
+            "bench": "queue",
+            "jobs_per_run": args.jobs,
+            "runs": args.runs,
+            "producers": args.producers,
+            "raw_bound_jobs_per_s_median": raw,
+            "raw_bound_jobs_per_s_runs": cases[0].runs,
+            "queue": queue,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "Queue throughput, enqueue to acknowledged: {} jobs per run, median of {} runs, {} jobs in flight per worker",
+            args.jobs, args.runs, args.concurrency
+        );
+        println!(
+            "{:<28} {:>14} {:>12} {:>12} {:>10}",
+            "case", "jobs/s median", "min", "max", "vs raw"
+        );
+        for c in &cases {
+            let m = median(&c.runs);
+            let min = c.runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = c.runs.iter().copied().fold(0.0, f64::max);
+            let ratio = if raw > 0.0 { m / raw } else { 0.0 };
+            println!(
+                "{:<28} {:>14.0} {:>12.0} {:>12.0} {:>9.2}x",
+                c.name, m, min, max, ratio
+            );
+        }
+        println!(
+            "raw = one producer pipelining XADD in batches of 100, one consumer XREADGROUP COUNT 100 + one XACK per batch"
+        );
+    }
+    Ok(())
+}
