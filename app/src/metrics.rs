@@ -29,6 +29,8 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// `direction` = sent|received.
     pub invalidations: IntCounterVec,
+    /// 1 while this instance listens on the invalidation channel.
+    pub invalidation_subscribed: IntGauge,
     /// Delayed second deletes: `outcome` = done|retried|dropped.
     pub delayed_deletes: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -116,6 +118,10 @@ impl Metrics {
                 "app_cache_invalidations_total",
                 "L1 invalidation messages sent and received",
                 &["direction"],
+            )?,
+            invalidation_subscribed: gauge(
+                "app_cache_invalidation_subscribed",
+                "1 while subscribed to the invalidation channel",
             )?,
             delayed_deletes: counter_vec(
                 "app_cache_delayed_deletes_total",

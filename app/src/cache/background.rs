@@ -83,6 +83,7 @@ impl Cache {
                         l1.clear();
                     }
                     let mut stream = ps.into_on_message();
+                    self.inner.metrics.invalidation_subscribed.set(1);
                     loop {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
@@ -92,6 +93,7 @@ impl Cache {
                                     self.on_invalidation(&payload).await;
                                 }
                                 None => {
+                                    self.inner.metrics.invalidation_subscribed.set(0);
                                     tracing::warn!("invalidation channel closed; resubscribing");
                                     break;
                                 }

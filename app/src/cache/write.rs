@@ -93,6 +93,13 @@ impl Cache {
         });
     }
 
+    /// Drops `key` from this instance's L1 only (tests, diagnostics).
+    pub async fn invalidate_local(&self, key: Key) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.invalidate(&key).await;
+        }
+    }
+
     /// Call after a record was created: its id goes into the Bloom filter, and any cached
     /// "not found" for it is dropped everywhere.
     pub async fn created(&self, key: Key) {

@@ -439,16 +439,19 @@ impl Config {
         Ok(())
     }
 
-    /// This instance's name: the configured one, else `hostname-pid`.
+    /// This instance's name: the configured one, else `hostname-pid-random` (the random part
+    /// keeps several instances in one process apart: each skips its own invalidations).
+    /// Call once per instance.
     pub fn instance_name(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default();
+            let host = if host.is_empty() { "app" } else { &host };
             format!(
-                "{}-{}",
-                if host.is_empty() { "app" } else { &host },
-                std::process::id()
+                "{host}-{}-{:04x}",
+                std::process::id(),
+                rand::random::<u16>()
             )
         })
     }

@@ -77,6 +77,21 @@ pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// Raises the soft open-files limit to the hard limit (tests with many connections).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
 /// Sends a signal to a process id (e.g. `libc::SIGTERM`).
 pub fn send_signal(pid: u32, signal: i32) {
     let pid = i32::try_from(pid).expect("pid fits in i32");
@@ -154,6 +169,8 @@ impl ChildGuard {
             return;
         }
         send_signal(child.id(), self.stop_signal);
+        // A paused (SIGSTOPped) process only acts on the signal once continued.
+        send_signal(child.id(), libc::SIGCONT);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
@@ -236,6 +253,21 @@ impl RedisServer {
     pub fn kill(&mut self) {
         if let Some(mut g) = self.guard.take() {
             g.stop();
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): it accepts connections but answers nothing, like a
+    /// Redis stuck on a slow command or a saturated host.
+    pub fn pause(&self) {
+        if let Some(g) = &self.guard {
+            g.signal(libc::SIGSTOP);
+        }
+    }
+
+    /// Undoes [`RedisServer::pause`].
+    pub fn resume(&self) {
+        if let Some(g) = &self.guard {
+            g.signal(libc::SIGCONT);
         }
     }
 
