@@ -281,3 +281,38 @@ async fn shutdown_finishes_running_jobs_or_leaves_them_for_others() {
     assert!(app::queue::PoolStats::get(&other.stats().reclaimed) >= 1);
     other.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_redis_is_down_and_works_once_it_is_back() {
+    let mut r = redis();
+    r.kill();
+    let q = Queue::connect_lazy(&r.url(), settings(), None).expect("lazy queue");
+    let reg = Registry::new().on("late", "noop", |_ctx: JobContext| async move {
+        Ok::<JobOutput, JobError>(None)
+    });
+    let pool = WorkerPool::start(q.clone(), reg)
+        .await
+        .expect("a pool starts without Redis");
+    let e = q.enqueue(NewJob::new("late", "noop", json!({}))).await;
+    assert!(matches!(e, Err(app::queue::QueueError::Redis(_))), "{e:?}");
+
+    r.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        match q.enqueue(NewJob::new("late", "noop", json!({}))).await {
+            Ok(e) => break e.id,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "enqueue never worked after Redis came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the job after Redis came back",
+        || async { q.get(&id).await.ok().flatten().map(|j| j.state) == Some(JobState::Succeeded) },
+    )
+    .await;
+    pool.shutdown().await;
+}

@@ -67,11 +67,35 @@ impl Queue {
         settings: QueueSettings,
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
-        settings.validate()?;
         let client = redis::Client::open(redis_url)?;
         let conn = client
             .get_connection_manager_with_config(manager_config(Duration::from_secs(5)))
             .await?;
+        Self::build(client, conn, settings, metrics)
+    }
+
+    /// Like [`Queue::connect_with_metrics`] without connecting yet: a service can start while
+    /// Redis is down (queue calls fail until it is back; the connection is retried on use).
+    pub fn connect_lazy(
+        redis_url: &str,
+        settings: QueueSettings,
+        metrics: Option<QueueMetrics>,
+    ) -> Result<Self, QueueError> {
+        let client = redis::Client::open(redis_url)?;
+        let conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            manager_config(Duration::from_secs(5)),
+        )?;
+        Self::build(client, conn, settings, metrics)
+    }
+
+    fn build(
+        client: redis::Client,
+        conn: ConnectionManager,
+        settings: QueueSettings,
+        metrics: Option<QueueMetrics>,
+    ) -> Result<Self, QueueError> {
+        settings.validate()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,

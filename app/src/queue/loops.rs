@@ -127,7 +127,14 @@ pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semap
     let every = Duration::from_millis((s.claim_idle_ms / 2).max(100));
     let mut cursor = "0-0".to_string();
     let mut conn = sh.queue.connection();
+    let mut rounds = 0u64;
     while pause(&sh, every).await {
+        rounds += 1;
+        if rounds.is_multiple_of(120)
+            && let Err(e) = forget_idle_consumers(&sh, &stream).await
+        {
+            tracing::debug!(queue = %queue, error = %e, "consumer cleanup failed");
+        }
         // Wait in line for a permit: the fetch loop holds all free permits while its read
         // blocks, and the semaphore is fair, so this gets the next one released.
         let first = tokio::select! {
@@ -168,6 +175,33 @@ pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semap
             Err(e) => tracing::warn!(queue = %queue, error = %e, "XAUTOCLAIM failed"),
         }
     }
+}
+
+/// Consumers idle at least this long with nothing pending are removed from the group
+/// (killed processes leave their consumer names behind; a live one is re-created by its
+/// next XREADGROUP).
+const FORGET_CONSUMER_AFTER_MS: usize = 3_600_000;
+
+/// Drops the names of long-gone consumers that hold no entries.
+async fn forget_idle_consumers(sh: &Shared, stream: &str) -> redis::RedisResult<()> {
+    use redis::AsyncCommands;
+    let group = &sh.queue.settings().group;
+    let mut conn = sh.queue.connection();
+    let reply: redis::streams::StreamInfoConsumersReply =
+        conn.xinfo_consumers(stream, group).await?;
+    for c in reply.consumers {
+        if c.pending == 0 && c.idle >= FORGET_CONSUMER_AFTER_MS && c.name != sh.consumer {
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(stream)
+                .arg(group)
+                .arg(&c.name)
+                .query_async(&mut conn)
+                .await?;
+            tracing::info!(consumer = %c.name, "forgot an idle consumer");
+        }
+    }
+    Ok(())
 }
 
 /// Moves due jobs (delayed jobs, retries) from the sorted set to the stream.

@@ -25,15 +25,14 @@ impl Work {
     /// Connects the queue (its own connections, to `queue.redis_url` or `redis.url`).
     pub async fn connect(cfg: &Config, metrics: Option<QueueMetrics>) -> anyhow::Result<Self> {
         let url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
-        let queue = Queue::connect_with_metrics(url, cfg.queue.clone(), metrics)
-            .await
-            .context("connecting the queue to Redis")?;
+        // Lazy: the service starts while Redis is down; queue routes answer 503 until it is back.
+        let queue = Queue::connect_lazy(url, cfg.queue.clone(), metrics)
+            .context("setting up the queue's Redis connection")?;
         let tasks = TaskService::new(queue.clone(), cfg.tasks.clone());
         let orders = OrderService::new(queue.clone(), cfg.orders.clone())?;
-        orders
-            .seed_stock()
-            .await
-            .context("seeding orders.initial_stock")?;
+        if let Err(e) = orders.seed_stock().await {
+            tracing::warn!(error = %e, "orders.initial_stock not seeded (Redis unavailable?)");
+        }
         Ok(Self {
             queue,
             tasks,

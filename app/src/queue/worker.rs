@@ -92,7 +92,10 @@ impl WorkerPool {
         let s = queue.settings().clone();
         let queues = registry.queues();
         for q in &queues {
-            queue.ensure_group(q).await?;
+            // Redis may be down at start: the fetch loop creates the group once it is back.
+            if let Err(e) = queue.ensure_group(q).await {
+                tracing::warn!(queue = %q, error = %e, "cannot create the consumer group yet");
+            }
         }
         let shared = Arc::new(Shared {
             backoff: Backoff {
@@ -113,13 +116,10 @@ impl WorkerPool {
             let permits = Arc::new(Semaphore::new(s.concurrency(&q)));
             // Blocking reads get a connection of their own: on the shared multiplexed one
             // they would hold up every other command.
-            let read_conn = queue
-                .inner
-                .client
-                .get_connection_manager_with_config(super::client::manager_config(
-                    std::time::Duration::from_millis(s.block_ms + 5_000),
-                ))
-                .await?;
+            let read_conn = redis::aio::ConnectionManager::new_lazy_with_config(
+                queue.inner.client.clone(),
+                super::client::manager_config(std::time::Duration::from_millis(s.block_ms + 5_000)),
+            )?;
             handles.push(tokio::spawn(loops::fetch(
                 shared.clone(),
                 q.clone(),
