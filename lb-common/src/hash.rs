@@ -35,7 +35,10 @@ pub const fn flow_hash(k: &FlowKey) -> u32 {
     h = addr_hash(h, &k.dst);
     h = absorb(
         h,
-        ((k.sport as u64) << 32) | ((k.dport as u64) << 16) | ((k.proto as u64) << 8) | k.family as u64,
+        ((k.sport as u64) << 32)
+            | ((k.dport as u64) << 16)
+            | ((k.proto as u64) << 8)
+            | k.family as u64,
     );
     (fmix64(h) >> 32) as u32
 }

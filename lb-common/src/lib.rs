@@ -170,7 +170,10 @@ pub struct LcList {
 
 impl Default for LcList {
     fn default() -> Self {
-        Self { backends: [0; MAX_LC_BACKENDS], weights: [0; MAX_LC_BACKENDS] }
+        Self {
+            backends: [0; MAX_LC_BACKENDS],
+            weights: [0; MAX_LC_BACKENDS],
+        }
     }
 }
 
@@ -311,6 +314,12 @@ pub struct HarnessPacket {
 
 impl Default for HarnessPacket {
     fn default() -> Self {
-        Self { len: 0, vary_offset: 0, counter: 0, _pad: 0, bytes: [0; HARNESS_MAX_PACKET] }
+        Self {
+            len: 0,
+            vary_offset: 0,
+            counter: 0,
+            _pad: 0,
+            bytes: [0; HARNESS_MAX_PACKET],
+        }
     }
 }

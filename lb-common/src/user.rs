@@ -45,7 +45,12 @@ pub fn family_of(ip: IpAddr) -> u8 {
 
 impl VipKey {
     pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
-        Self { addr: addr_words(addr), port: port.to_be(), proto, family: family_of(addr) }
+        Self {
+            addr: addr_words(addr),
+            port: port.to_be(),
+            proto,
+            family: family_of(addr),
+        }
     }
 
     /// The address entry of `addr` (`proto == 0`).

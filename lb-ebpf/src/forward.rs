@@ -20,7 +20,11 @@ pub enum Forwarded {
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, entropy: u32) -> Forwarded {
     if mode == ForwardMode::Ipip as u8 {
-        if ip.family == AF_INET { ipip4(ctx, ip, b) } else { ipip6(ctx, ip, b, entropy) }
+        if ip.family == AF_INET {
+            ipip4(ctx, ip, b)
+        } else {
+            ipip6(ctx, ip, b, entropy)
+        }
     } else {
         dsr_l2(ctx, b)
     }
@@ -84,7 +88,11 @@ fn grow<const L2: usize, const OVERHEAD: usize>(ctx: &XdpContext) -> Option<usiz
 
 #[inline(always)]
 fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Option<usize> {
-    if l3_off > ETH_LEN { grow::<{ ETH_LEN + VLAN_LEN }, OVERHEAD>(ctx) } else { grow::<ETH_LEN, OVERHEAD>(ctx) }
+    if l3_off > ETH_LEN {
+        grow::<{ ETH_LEN + VLAN_LEN }, OVERHEAD>(ctx)
+    } else {
+        grow::<ETH_LEN, OVERHEAD>(ctx)
+    }
 }
 
 #[inline(always)]

@@ -169,7 +169,15 @@ fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
     };
     let (proto, src, dst): (u8, u32, u32) =
         unsafe { (load(inner + 9), load(inner + 12), load(inner + 16)) };
-    forward_error(ctx, ip, AF_INET, proto, [src, 0, 0, 0], [dst, 0, 0, 0], ports)
+    forward_error(
+        ctx,
+        ip,
+        AF_INET,
+        proto,
+        [src, 0, 0, 0],
+        [dst, 0, 0, 0],
+        ports,
+    )
 }
 
 #[inline(always)]

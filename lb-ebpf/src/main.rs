@@ -54,7 +54,11 @@ fn drop(r: Reason) -> u32 {
 /// otherwise (not ours to judge).
 #[inline(always)]
 fn unusable(ip: &Ip, vip_reason: Reason) -> u32 {
-    if vip::is_vip_address(ip) { drop(vip_reason) } else { pass(Reason::PassNotVip) }
+    if vip::is_vip_address(ip) {
+        drop(vip_reason)
+    } else {
+        pass(Reason::PassNotVip)
+    }
 }
 
 #[xdp]
@@ -105,7 +109,11 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         return drop(Reason::DropNoBackend);
     };
     stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);
-    let entropy = if meta.mode == lb_common::ForwardMode::Ipip as u8 { flow_hash(&flow) } else { 0 };
+    let entropy = if meta.mode == lb_common::ForwardMode::Ipip as u8 {
+        flow_hash(&flow)
+    } else {
+        0
+    };
     let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, entropy);
     forward::action(out, Reason::TxForward)
 }
@@ -124,12 +132,21 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
         (AF_INET6, IPPROTO_IPV6) => (IPV6_LEN, 6u8),
         _ => return xdp_action::XDP_PASS,
     };
-    let key = VipKey { addr: ip.dst, port: 0, proto: 0, family: ip.family };
+    let key = VipKey {
+        addr: ip.dst,
+        port: 0,
+        proto: 0,
+        family: ip.family,
+    };
     if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
         return xdp_action::XDP_PASS;
     }
     // A whole inner header must be there (a one-byte check is also one the verifier cannot use).
-    let inner_min = if inner_version == 4 { IPV4_LEN } else { IPV6_LEN };
+    let inner_min = if inner_version == 4 {
+        IPV4_LEN
+    } else {
+        IPV6_LEN
+    };
     match check(&ctx, ip.l4_off, inner_min) {
         Some(inner) if unsafe { load::<u8>(inner) } >> 4 == inner_version => {}
         _ => return xdp_action::XDP_PASS,

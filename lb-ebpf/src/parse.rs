@@ -140,7 +140,11 @@ pub fn ports(ctx: &XdpContext, l4_off: usize, proto: u8) -> Option<Ports> {
         })
     } else if proto == IPPROTO_UDP {
         let udp = check(ctx, l4_off, UDP_LEN)?;
-        Some(Ports { sport: unsafe { load(udp) }, dport: unsafe { load(udp + 2) }, tcp_flags: 0 })
+        Some(Ports {
+            sport: unsafe { load(udp) },
+            dport: unsafe { load(udp + 2) },
+            tcp_flags: 0,
+        })
     } else {
         None
     }

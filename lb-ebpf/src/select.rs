@@ -44,7 +44,11 @@ pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Op
             if closing {
                 entry.flags |= CONN_F_CLOSING;
             }
-            return Some(Choice { id: entry.backend, backend, new_flow: false });
+            return Some(Choice {
+                id: entry.backend,
+                backend,
+                new_flow: false,
+            });
         }
         // The backend failed or was removed: fall through and re-hash the flow.
     }
@@ -68,7 +72,11 @@ pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Op
             unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
         }
     }
-    Some(Choice { id, backend, new_flow: true })
+    Some(Choice {
+        id,
+        backend,
+        new_flow: true,
+    })
 }
 
 /// First entry of the VIP's active table slot in `TABLES`.
@@ -103,7 +111,11 @@ pub fn pick(flow: &FlowKey, vip: &VipMeta) -> Option<u32> {
 #[inline(always)]
 fn least_connections(flow: &FlowKey, vip: &VipMeta, len: u32) -> Option<u32> {
     let list = LC_LISTS.get(vip.id * TABLE_SLOTS + (vip.slot & 1))?;
-    let n = if len > MAX_LC_BACKENDS as u32 { MAX_LC_BACKENDS as u32 } else { len };
+    let n = if len > MAX_LC_BACKENDS as u32 {
+        MAX_LC_BACKENDS as u32
+    } else {
+        len
+    };
     if n == 0 {
         return None;
     }

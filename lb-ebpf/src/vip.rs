@@ -6,7 +6,12 @@ use crate::{maps::VIPS, parse::Ip};
 
 #[inline(always)]
 pub fn lookup(family: u8, addr: [u32; 4], port: u16, proto: u8) -> Option<VipMeta> {
-    let mut key = VipKey { addr, port, proto, family };
+    let mut key = VipKey {
+        addr,
+        port,
+        proto,
+        family,
+    };
     if let Some(meta) = unsafe { VIPS.get(&key) } {
         return Some(*meta);
     }
@@ -17,6 +22,11 @@ pub fn lookup(family: u8, addr: [u32; 4], port: u16, proto: u8) -> Option<VipMet
 /// Whether the destination address holds any VIP (its `proto == 0` address entry exists).
 #[inline(always)]
 pub fn is_vip_address(ip: &Ip) -> bool {
-    let key = VipKey { addr: ip.dst, port: 0, proto: 0, family: ip.family };
+    let key = VipKey {
+        addr: ip.dst,
+        port: 0,
+        proto: 0,
+        family: ip.family,
+    };
     unsafe { VIPS.get(&key) }.is_some()
 }

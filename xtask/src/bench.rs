@@ -27,7 +27,16 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
     };
     util::run(
         util::cargo()
-            .args(["run", "--quiet", "--release", "-p", package, "--bin", bin, "--"])
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                package,
+                "--bin",
+                bin,
+                "--",
+            ])
             .args(pre)
             .args(args),
     )

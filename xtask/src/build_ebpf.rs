@@ -13,7 +13,10 @@ pub fn object_path() -> PathBuf {
 
 pub fn build(release: bool) -> Result<PathBuf> {
     deps::toolchain()?;
-    util::step(&format!("building the XDP object ({})", if release { "release" } else { "dev" }));
+    util::step(&format!(
+        "building the XDP object ({})",
+        if release { "release" } else { "dev" }
+    ));
     let mut c = util::nightly_cargo();
     c.arg("build");
     if release {
@@ -21,7 +24,10 @@ pub fn build(release: bool) -> Result<PathBuf> {
     }
     util::run(&mut c)?;
     let profile = if release { "release" } else { "debug" };
-    let built = util::root().join("lb-ebpf/target/bpfel-unknown-none").join(profile).join("lb-ebpf");
+    let built = util::root()
+        .join("lb-ebpf/target/bpfel-unknown-none")
+        .join(profile)
+        .join("lb-ebpf");
     let dest = object_path();
     fs::create_dir_all(dest.parent().context("object path has a parent")?)?;
     // Only replace the file when it changed, so cargo does not rebuild lb-userspace for nothing.

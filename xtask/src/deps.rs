@@ -23,7 +23,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("ruby", "/usr/bin/ruby"),
     ("keepalived", "/usr/sbin/keepalived"),
     ("nginx", "/usr/sbin/nginx"),
-    ("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
+    (
+        "libnginx-mod-stream",
+        "/usr/lib/nginx/modules/ngx_stream_module.so",
+    ),
     ("haproxy", "/usr/sbin/haproxy"),
 ];
 
@@ -37,9 +40,15 @@ pub fn apt_packages() -> Result<()> {
         return Ok(());
     }
     if !crate::util::is_root() {
-        bail!("packages missing: {} (run as root so xtask can apt-get install them)", missing.join(" "));
+        bail!(
+            "packages missing: {} (run as root so xtask can apt-get install them)",
+            missing.join(" ")
+        );
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     let mut install = Command::new("apt-get");
     install
@@ -52,13 +61,20 @@ pub fn apt_packages() -> Result<()> {
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    let out = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .context("the nightly toolchain is required for the eBPF build (rustup toolchain install nightly)")?;
+    let out = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
+        "the nightly toolchain is required for the eBPF build (rustup toolchain install nightly)",
+    )?;
     Ok(PathBuf::from(out.trim()))
 }
 
 pub fn rust_src() -> Result<()> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
@@ -108,25 +124,41 @@ pub fn bpf_linker() -> Result<()> {
         .and_then(|v| v.split('.').next())
         .context("cannot read the nightly LLVM version")?
         .to_string();
-    step(&format!("installing bpf-linker against the nightly LLVM {major} (about 2 minutes)"));
+    step(&format!(
+        "installing bpf-linker against the nightly LLVM {major} (about 2 minutes)"
+    ));
     let mut c = Command::new("cargo");
-    c.args(["install", "bpf-linker", "--locked", "--no-default-features", "--features"])
+    c.args([
+        "install",
+        "bpf-linker",
+        "--locked",
+        "--no-default-features",
+        "--features",
+    ])
+    .arg(format!("llvm-{major}"))
+    .env("LLVM_PREFIX", &prefix)
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env_remove("CARGO_TARGET_DIR");
+    if run(&mut c).is_err() {
+        // `--locked` can fail when the published lock file does not fit this toolchain.
+        c = Command::new("cargo");
+        c.args([
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR");
-    if run(&mut c).is_err() {
-        // `--locked` can fail when the published lock file does not fit this toolchain.
-        c = Command::new("cargo");
-        c.args(["install", "bpf-linker", "--no-default-features", "--features"])
-            .arg(format!("llvm-{major}"))
-            .env("LLVM_PREFIX", &prefix)
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO_TARGET_DIR");
         run(&mut c)?;
     }
     if !linker_works() {
-        bail!("bpf-linker was installed but `bpf-linker --version` fails: check {}", plib.display());
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` fails: check {}",
+            plib.display()
+        );
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, test, benchmark and run the XDP load balancer")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test, benchmark and run the XDP load balancer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,7 +65,17 @@ fn main() -> Result<()> {
             build_ebpf::build(true)?;
             util::run(
                 util::cargo()
-                    .args(["run", "--quiet", "--release", "-p", "lb-userspace", "--bin", "lbctl", "--", "replay"])
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--release",
+                        "-p",
+                        "lb-userspace",
+                        "--bin",
+                        "lbctl",
+                        "--",
+                        "replay",
+                    ])
                     .args(&args),
             )
         }

@@ -23,7 +23,9 @@ pub enum Group {
 
 pub fn run(group: Group, release: bool) -> Result<()> {
     if matches!(group, Group::All | Group::Dataplane | Group::Lab) && !util::is_root() {
-        bail!("`cargo xtask test {group:?}` needs root (BPF and network namespaces); run it with sudo",);
+        bail!(
+            "`cargo xtask test {group:?}` needs root (BPF and network namespaces); run it with sudo",
+        );
     }
     deps::apt_packages()?;
     build_ebpf::build(true)?;
@@ -36,11 +38,15 @@ pub fn run(group: Group, release: bool) -> Result<()> {
         }
         Group::Lint => lint(),
         Group::Unit => util::run(
-            util::cargo().args(["test", "-p", "lb-common", "-p", "lb-userspace", "--lib"]).args(profile),
+            util::cargo()
+                .args(["test", "-p", "lb-common", "-p", "lb-userspace", "--lib"])
+                .args(profile),
         ),
-        Group::Dataplane => {
-            util::run(util::cargo().args(["test", "-p", "lb-userspace"]).args(profile))
-        }
+        Group::Dataplane => util::run(
+            util::cargo()
+                .args(["test", "-p", "lb-userspace"])
+                .args(profile),
+        ),
         Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(profile)),
         Group::Lab => util::run(util::cargo().args(["test", "-p", "tests"]).args(profile)),
     }
@@ -51,5 +57,12 @@ fn lint() -> Result<()> {
     util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
     util::run(util::nightly_cargo().args(["fmt", "--check"]))?;
     util::step("clippy");
-    util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }

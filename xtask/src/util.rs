@@ -9,7 +9,10 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (the parent of this crate).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 pub fn step(msg: &str) {
@@ -29,7 +32,9 @@ fn show(cmd: &Command) -> String {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = show(cmd);
     eprintln!("\x1b[2m$ {line}\x1b[0m");
-    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -38,15 +43,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs `cmd` quietly and returns whether it succeeded.
 pub fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs `cmd` and returns its standard output.
 pub fn output(cmd: &mut Command) -> Result<String> {
     let line = show(cmd);
-    let out = cmd.output().with_context(|| format!("cannot start `{line}`"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !out.status.success() {
-        bail!("`{line}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{line}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -63,7 +76,15 @@ pub fn cargo() -> Command {
 /// lb-ebpf/rust-toolchain.toml only if nothing overrides it.
 pub fn nightly_cargo() -> Command {
     let mut c = Command::new("cargo");
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTC_WRAPPER", "RUSTDOC", "CARGO", "CARGO_TARGET_DIR", "RUSTFLAGS"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTDOC",
+        "CARGO",
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+    ] {
         c.env_remove(var);
     }
     c.current_dir(root().join("lb-ebpf"));
