@@ -88,7 +88,7 @@ async fn delayed_job_does_not_run_early() {
     });
     let pool = WorkerPool::start(q.clone(), reg).await.unwrap();
     let e = q
-        .enqueue(NewJob::new("delayed", "stamp", json!({})).schedule(Schedule::After(1_500)))
+        .enqueue(NewJob::new("delayed", "stamp", json!({})).schedule(Schedule::After(3_000)))
         .await
         .unwrap();
     let now_job = q
@@ -107,8 +107,8 @@ async fn delayed_job_does_not_run_early() {
     let job = q.get(&e.id).await.unwrap().unwrap();
     let ran_at = job.result.unwrap().as_u64().unwrap();
     assert!(
-        ran_at >= job.created_ms + 1_500,
-        "ran at {ran_at}, created {}, delay 1500",
+        ran_at >= job.created_ms + 3_000,
+        "ran at {ran_at}, created {}, delay 3000",
         job.created_ms
     );
     // run_at in the past runs at once; in the future waits.
@@ -221,15 +221,16 @@ async fn shutdown_finishes_running_jobs_or_leaves_them_for_others() {
     let q = Queue::connect(&r.url(), s.clone()).await.unwrap();
 
     // 1. Short jobs within the grace period: all finish and are acknowledged.
-    let pool = WorkerPool::start(q.clone(), Registry::new().on("shut", "slow", slow(300)))
-        .await
-        .unwrap();
+    // Both are enqueued first so that one read delivers them together.
     let a = q
         .enqueue(NewJob::new("shut", "slow", json!({})))
         .await
         .unwrap();
     let b = q
         .enqueue(NewJob::new("shut", "slow", json!({})))
+        .await
+        .unwrap();
+    let pool = WorkerPool::start(q.clone(), Registry::new().on("shut", "slow", slow(1_500)))
         .await
         .unwrap();
     wait_for(Duration::from_secs(30), "both running", || async {
