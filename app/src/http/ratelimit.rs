@@ -2,7 +2,7 @@
 //! client, so no forwarded-for header is trusted.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -54,9 +54,7 @@ impl RateLimiter {
     }
 
     pub fn check(&self, ip: IpAddr, now: Instant) -> Decision {
-        let mut h = self.hasher.build_hasher();
-        ip.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(ip) as usize) % SHARDS];
         let mut map = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -8,8 +8,10 @@ use app::server::RunningApp;
 /// A config for tests: loopback on a free port, the given database and Redis, short cache
 /// timings, rate limit off, debug routes on, no drain delay.
 pub fn test_config(database_url: &str, redis_url: &str) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().expect("loopback address");
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        ..Config::default()
+    };
     c.database.url = database_url.to_string();
     c.redis.url = redis_url.to_string();
     // Generous: a loaded 2-core machine must not turn slowness into cache failures.
