@@ -1,23 +1,96 @@
-//! `lbctl`: the command-line tool of the XDP load balancer.
+//! `lbctl`: the command-line tool of the XDP load balancer. It drives a running `lbd` through
+//! its JSON API (docs/api.md) and replays captures through the XDP program offline.
 
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use lb_userspace::client::types::{NewBackend, NewVip};
+use lb_userspace::client::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched, format, rates};
+
+const AFTER_HELP: &str = "\
+Environment:
+  LBCTL_SOCKET      same as --socket
+  LBCTL_URL         same as --url
+  LBCTL_TOKEN_FILE  same as --token-file
+  LBCTL_TOKEN       the bearer token itself, used with --url when no token file is given
+
+Errors are printed on one line to stderr and the exit status is 1 (2 for bad usage).";
 
 #[derive(Parser)]
 #[command(
     name = "lbctl",
     version,
-    about = "Drive and debug the XDP load balancer"
+    about = "Drive and debug the XDP load balancer",
+    after_help = AFTER_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Print lbd's JSON answer (pretty) instead of a table; `stats --watch` prints one JSON
+    /// object of rates per line; `replay` prints one JSON object per packet.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+#[derive(Args)]
+struct ConnArgs {
+    /// lbd's unix socket.
+    #[arg(long, global = true, env = "LBCTL_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Talk to lbd over TCP at http://HOST:PORT instead of the unix socket (needs the token).
+    /// An explicit --socket wins over LBCTL_URL from the environment.
+    #[arg(long, global = true, env = "LBCTL_URL", value_name = "URL")]
+    url: Option<String>,
+    /// File whose first line is the bearer token for --url (lbd's `[api] token_file`).
+    #[arg(long, global = true, env = "LBCTL_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Seconds to wait for each answer of lbd.
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    timeout: Duration,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Show lbd's version, uptime, interfaces and VIP/backend counts.
+    Status,
+    /// List, add and delete VIPs.
+    Vip {
+        #[command(subcommand)]
+        cmd: VipCmd,
+    },
+    /// List, add, delete, re-weight, drain and undrain the backends of a VIP.
+    Backend {
+        #[command(subcommand)]
+        cmd: BackendCmd,
+    },
+    /// Packet, byte and connection counters per VIP and backend (totals, or live rates with --watch).
+    Stats {
+        /// Redraw a table of per-second rates until Ctrl-C (or --count refreshes).
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two samples with --watch.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+        interval: Duration,
+        /// Stop after this many refreshes with --watch (the first comes one interval after start).
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Health, admin state and last check of every backend of every VIP.
+    Health,
+    /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
+    Shutdown {
+        /// Also detach the XDP program and remove its pins, leaving nothing behind.
+        #[arg(long)]
+        detach: bool,
+    },
     /// Run every packet of a pcap through the XDP program with the maps a config describes
     /// (root; nothing is attached to any interface).
     Replay {
@@ -31,19 +104,377 @@ enum Cmd {
         /// Where to write the packets the program transmitted or passed.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// One JSON object per packet instead of the table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Replay {
-            config,
-            pcap,
-            out,
-            json,
-        } => lb_userspace::replay::replay_file(&config, &pcap, out.as_deref(), json),
+#[derive(Subcommand)]
+enum VipCmd {
+    /// List every VIP with its settings and backend counts.
+    List,
+    /// Add a VIP (options left out take lbd's defaults).
+    Add {
+        /// Unique name of the VIP.
+        name: String,
+        /// Virtual IP address (IPv4 or IPv6).
+        #[arg(long)]
+        address: IpAddr,
+        /// Port clients connect to.
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp or udp.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// maglev, ip-hash, weighted-round-robin or least-connections.
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// Forwarding mode: dsr-l2 or ipip.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Size of the lookup table (a prime for maglev).
+        #[arg(long, value_name = "N")]
+        table_size: Option<u32>,
+    },
+    /// Delete a VIP and its backends.
+    #[command(visible_alias = "delete")]
+    Del {
+        /// Name of the VIP.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCmd {
+    /// List the backends of a VIP: weights, health, admin state, MAC, last check.
+    List {
+        /// Name of the VIP.
+        vip: String,
+    },
+    /// Add a backend, or re-register it (updates the weight and undrains it).
+    Add {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+        /// Relative weight (lbd's default: 100).
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove a backend from a VIP.
+    #[command(visible_alias = "delete")]
+    Del {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+    /// Set the configured weight of a backend.
+    Weight {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+        /// New weight.
+        weight: u32,
+    },
+    /// Stop sending new flows to a backend; its existing flows go on.
+    Drain {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+    /// Let a drained backend take new flows again.
+    Undrain {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
     }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbctl: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
+    let json = cli.json;
+    let cmd = match cli.cmd {
+        Cmd::Replay { config, pcap, out } => {
+            return lb_userspace::replay::replay_file(&config, &pcap, out.as_deref(), json);
+        }
+        cmd => cmd,
+    };
+    let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(api_command(&client, cmd, json))
+}
+
+/// The unix socket unless a URL is given; an explicit `--socket` beats `LBCTL_URL`.
+fn endpoint(conn: &ConnArgs, matches: &ArgMatches) -> Result<Endpoint> {
+    let from_cli = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let url = match &conn.url {
+        Some(_) if from_cli("socket") && from_cli("url") => {
+            anyhow::bail!("give either --socket or --url, not both")
+        }
+        Some(_) if from_cli("socket") => None,
+        url => url.as_deref(),
+    };
+    let Some(url) = url else {
+        return Ok(Endpoint::Unix(conn.socket.clone()));
+    };
+    let token = match &conn.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+            Some(token)
+        }
+        None => std::env::var("LBCTL_TOKEN").ok(),
+    };
+    Ok(Endpoint::from_url(url, token)?)
+}
+
+async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
+    let now = format::now_unix_ms();
+    match cmd {
+        Cmd::Status => {
+            let r = client.status().await?;
+            show(json, &r, || format::status(&r.value))
+        }
+        Cmd::Vip { cmd } => vip_command(client, cmd, json).await,
+        Cmd::Backend { cmd } => backend_command(client, cmd, json).await,
+        Cmd::Health => {
+            let r = client.health().await?;
+            show(json, &r, || format::health(&r.value, now))
+        }
+        Cmd::Stats {
+            watch: false, ..
+        } => {
+            let r = client.stats().await?;
+            show(json, &r, || format::stats_totals(&r.value))
+        }
+        Cmd::Stats {
+            watch: true,
+            interval,
+            count,
+        } => watch_stats(client, interval, count, json).await,
+        Cmd::Shutdown { detach } => {
+            let r = client.shutdown(detach).await?;
+            if json {
+                let raw = if r.raw.is_null() { serde_json::json!({}) } else { r.raw };
+                return print(&pretty(&raw));
+            }
+            print(if detach {
+                "lbd is shutting down and detaching the XDP program\n"
+            } else {
+                "lbd is shutting down (the XDP program keeps forwarding)\n"
+            })
+        }
+        Cmd::Replay { .. } => unreachable!("handled before the API client is made"),
+    }
+}
+
+async fn vip_command(client: &Client, cmd: VipCmd, json: bool) -> Result<()> {
+    match cmd {
+        VipCmd::List => {
+            let r = client.vips().await?;
+            show(json, &r, || format::vips(&r.value))
+        }
+        VipCmd::Add {
+            name,
+            address,
+            port,
+            protocol,
+            algorithm,
+            mode,
+            table_size,
+        } => {
+            let new = NewVip {
+                name,
+                address,
+                port,
+                protocol,
+                algorithm,
+                mode,
+                table_size,
+            };
+            let r = client.add_vip(&new).await?;
+            let v = &r.value;
+            show(json, &r, || {
+                format!(
+                    "added VIP {} {}:{}/{} ({}, {}, table {})\n",
+                    v.name, v.address, v.port, v.protocol, v.algorithm, v.mode, v.table_size
+                )
+            })
+        }
+        VipCmd::Del { name } => {
+            let r = client.delete_vip(&name).await?;
+            show(json, &r, || format!("deleted VIP {}\n", r.value.deleted))
+        }
+    }
+}
+
+async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result<()> {
+    match cmd {
+        BackendCmd::List { vip } => {
+            let r = client.backends(&vip).await?;
+            show(json, &r, || format::backends(&r.value, format::now_unix_ms()))
+        }
+        BackendCmd::Add {
+            vip,
+            address,
+            weight,
+        } => {
+            let r = client
+                .add_backend(&vip, &NewBackend { address, weight })
+                .await?;
+            let verb = if r.status == 201 {
+                "added backend"
+            } else {
+                "re-registered backend"
+            };
+            show(json, &r, || {
+                format!("{verb} of {vip}: {}\n", format::backend_summary(&r.value))
+            })
+        }
+        BackendCmd::Del { vip, address } => {
+            let r = client.delete_backend(&vip, address).await?;
+            show(json, &r, || {
+                format!("deleted backend {} of {vip}\n", r.value.deleted)
+            })
+        }
+        BackendCmd::Weight {
+            vip,
+            address,
+            weight,
+        } => {
+            let r = client.set_weight(&vip, address, weight).await?;
+            show(json, &r, || {
+                format!("weight set for {vip}: {}\n", format::backend_summary(&r.value))
+            })
+        }
+        BackendCmd::Drain { vip, address } => {
+            let r = client.drain(&vip, address).await?;
+            show(json, &r, || {
+                format!(
+                    "draining in {vip} (no new flows, existing flows go on): {}\n",
+                    format::backend_summary(&r.value)
+                )
+            })
+        }
+        BackendCmd::Undrain { vip, address } => {
+            let r = client.undrain(&vip, address).await?;
+            show(json, &r, || {
+                format!("undrained in {vip}: {}\n", format::backend_summary(&r.value))
+            })
+        }
+    }
+}
+
+/// `lbctl stats --watch`: rates from the deltas of consecutive snapshots, redrawn in place on
+/// a terminal and appended (one frame or JSON line per refresh) otherwise.
+async fn watch_stats(client: &Client, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
+    let redraw = !json && std::io::stdout().is_terminal();
+    if redraw {
+        print("\x1b[H\x1b[2Jcollecting the first sample...\n")?;
+    }
+    let mut prev = client.stats().await?;
+    let mut prev_at = Instant::now();
+    let mut shown = 0u64;
+    while count.is_none_or(|c| shown < c) {
+        let next = async {
+            tokio::time::sleep(interval).await;
+            client.stats().await
+        };
+        let cur = tokio::select! {
+            r = next => r?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let r = rates::rates(&prev.value, &cur.value, prev_at.elapsed());
+        prev_at = Instant::now();
+        prev = cur;
+        shown += 1;
+        if json {
+            print(&format!("{}\n", serde_json::to_string(&r)?))?;
+        } else if redraw {
+            print(&format!("\x1b[H\x1b[2J{}", format::rates_frame(&r)))?;
+        } else {
+            let sep = if shown > 1 { "\n" } else { "" };
+            print(&format!("{sep}{}", format::rates_frame(&r)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the raw JSON with `--json`, the human text otherwise.
+fn show<T>(json: bool, r: &Fetched<T>, human: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        print(&pretty(&r.raw))
+    } else {
+        print(&human())
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    s.push('\n');
+    s
+}
+
+fn print(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The error and its causes on one line, without repeating a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    if e
+        .downcast_ref::<ClientError>()
+        .is_some_and(|c| c.code() == Some("unauthorized"))
+    {
+        out.push_str("; give the token with --token-file PATH or LBCTL_TOKEN");
+    }
+    out.replace(['\n', '\r'], " ")
 }

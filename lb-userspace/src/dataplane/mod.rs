@@ -1,10 +1,15 @@
 //! Loading the XDP object, attaching its programs, and running them on crafted packets.
 
 mod maps;
+pub mod pin;
 mod programmer;
+mod snapshot;
 
 pub use maps::{Maps, TrafficTotals};
 pub use programmer::{ApplyReport, BackendSpec, BackendState, Programmer, VipSpec};
+pub use snapshot::{BackendRecord, ProgrammerState, VipRecord};
+
+use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -36,6 +41,8 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("the benchmark harness restores at most {max} bytes, the packet has {0}", max = lb_common::HARNESS_MAX_PACKET)]
     HarnessPacketTooLong(usize),
+    #[error("pins under {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
     #[error("test run: output buffer too small or program error: {0}")]
     TestRun(ProgramError),
 }
@@ -83,7 +90,7 @@ pub struct RunOutput {
 }
 
 /// Which programs to load. Loading only what is used keeps test start-up short.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub balancer: bool,
     pub decap: bool,
@@ -91,6 +98,9 @@ pub struct LoadOptions {
     pub bench: bool,
     /// Connection-table size (LRU entries).
     pub conn_table_size: u32,
+    /// Pin the maps under this bpffs directory (and reuse pins found there), so a restarted
+    /// daemon adopts the running state instead of starting empty.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -101,6 +111,7 @@ impl Default for LoadOptions {
             pass: false,
             bench: false,
             conn_table_size: lb_common::CONN_TABLE_SIZE,
+            pin_dir: None,
         }
     }
 }
@@ -125,9 +136,19 @@ pub struct Dataplane {
 impl Dataplane {
     pub fn load(opts: LoadOptions) -> Result<Self, DataplaneError> {
         let bytes = object::bytes()?;
-        let ebpf = EbpfLoader::new()
-            .map_max_entries(names::MAP_CONNS, opts.conn_table_size)
-            .load(&bytes)?;
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(names::MAP_CONNS, opts.conn_table_size);
+        let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => pin::map_paths(dir),
+            None => Vec::new(),
+        };
+        if let Some(dir) = &opts.pin_dir {
+            pin::prepare(dir)?;
+        }
+        for (name, path) in &pins {
+            loader.map_pin_path(*name, path.as_path());
+        }
+        let ebpf = loader.load(&bytes)?;
         let mut dp = Self {
             ebpf,
             loaded: Vec::new(),
@@ -254,6 +275,20 @@ impl Dataplane {
                 source,
             })?;
         maps.set_harness_target(fd)
+    }
+
+    /// Attaches `name` to `iface` through a pinned BPF link: if a link is pinned for the
+    /// interface (a previous daemon's), its program is replaced atomically; otherwise a new
+    /// link is created and pinned. Either way forwarding outlives this process.
+    pub fn attach_pinned(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+        mode: crate::config::AttachMode,
+        pin_dir: &std::path::Path,
+    ) -> Result<pin::Attached, DataplaneError> {
+        let xdp = self.xdp_mut(name)?;
+        pin::attach(xdp, name, iface, mode, pin_dir)
     }
 
     pub fn loaded_programs(&self) -> &[&'static str] {

@@ -103,17 +103,19 @@ pub struct ApplyReport {
 }
 
 #[derive(Clone, Debug)]
-struct VipState {
-    key: VipKey,
-    meta: VipMeta,
+pub(super) struct VipState {
+    pub(super) key: VipKey,
+    pub(super) meta: VipMeta,
     /// The content that `meta.slot` holds.
-    content: TableContent,
+    pub(super) content: TableContent,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum TableContent {
+pub(super) enum TableContent {
     Table(Vec<u32>),
     Lc(Box<LcList>),
+    /// Adopted from a previous daemon: not known, so never equal to a new table.
+    Unknown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,23 +125,26 @@ enum Phase {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct BackendSlot {
-    id: u32,
-    entry: Backend,
+pub(super) struct BackendSlot {
+    pub(super) id: u32,
+    pub(super) entry: Backend,
 }
 
 /// Keeps the maps equal to the last applied desired state.
 pub struct Programmer {
-    maps: Maps,
-    vips: BTreeMap<String, VipState>,
+    pub(super) maps: Maps,
+    pub(super) vips: BTreeMap<String, VipState>,
     /// Backend slots by (VIP name, address): one slot per pair so that health, weight and
     /// statistics are per VIP.
-    backends: BTreeMap<(String, IpAddr), BackendSlot>,
-    free_vip_ids: BTreeSet<u32>,
-    free_backend_ids: BTreeSet<u32>,
-    generations: Vec<u32>,
+    pub(super) backends: BTreeMap<(String, IpAddr), BackendSlot>,
+    pub(super) free_vip_ids: BTreeSet<u32>,
+    pub(super) free_backend_ids: BTreeSet<u32>,
+    pub(super) generations: Vec<u32>,
     /// What each (vip id, slot) of `TABLES` holds, so rewrites touch only changed entries.
-    shadow: HashMap<(u32, u32), Vec<u32>>,
+    /// Slots missing here (adopted ones) are written in full.
+    pub(super) shadow: HashMap<(u32, u32), Vec<u32>>,
+    /// Slots whose content is unknown (adopted): the first write covers every entry.
+    pub(super) unknown_slots: BTreeSet<(u32, u32)>,
 }
 
 impl Programmer {
@@ -153,6 +158,7 @@ impl Programmer {
             free_backend_ids: (1..MAX_BACKENDS).collect(),
             generations: vec![0; MAX_BACKENDS as usize],
             shadow: HashMap::new(),
+            unknown_slots: BTreeSet::new(),
         }
     }
 
@@ -365,6 +371,7 @@ impl Programmer {
         let table_len = match &content {
             TableContent::Table(t) => t.len() as u32,
             TableContent::Lc(l) => l.weights.iter().take_while(|&&w| w > 0).count() as u32,
+            TableContent::Unknown => 0,
         };
         let existing = self.vips.get(&vip.name).cloned();
         let (id, slot) = match &existing {
@@ -390,6 +397,7 @@ impl Programmer {
             TableContent::Table(t) => {
                 report.table_entries_written += self.write_slot(id, slot, t)?
             }
+            TableContent::Unknown => {}
             TableContent::Lc(l) => self
                 .maps
                 .lc_lists
@@ -423,9 +431,14 @@ impl Programmer {
     }
 
     fn write_slot(&mut self, id: u32, slot: u32, table: &[u32]) -> Result<usize, ProgramError> {
+        let unknown = self.unknown_slots.remove(&(id, slot));
         let mut shadow = self.shadow.remove(&(id, slot)).unwrap_or_default();
         if shadow.len() < table.len() {
             shadow.resize(table.len(), 0);
+        }
+        if unknown {
+            // Force every entry to be written: u32::MAX is never a backend id.
+            shadow.iter_mut().for_each(|e| *e = u32::MAX);
         }
         let mut written = 0;
         let result = (|| {

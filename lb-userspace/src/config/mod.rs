@@ -1,11 +1,22 @@
 //! The balancer's TOML configuration: parsed into types that cannot hold a wrong value, with
 //! every error naming the file, the line, the field and the reason.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr, ops::Range, path::Path, str::FromStr};
+use std::{
+    collections::BTreeSet,
+    fmt,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Deserialize;
 use toml::Spanned;
+
+mod daemon;
+
+pub use daemon::{ApiConfig, AttachMode, CheckKind, HealthConfig, SweepConfig};
 
 use crate::{
     dataplane::{BackendSpec, BackendState, VipSpec},
@@ -57,6 +68,8 @@ impl fmt::Display for MacAddr {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub dataplane: DataplaneConfig,
+    pub api: ApiConfig,
+    pub sweep: SweepConfig,
     pub vips: Vec<VipConfig>,
 }
 
@@ -68,6 +81,11 @@ pub struct DataplaneConfig {
     pub ipip_source_v6: Option<IpAddr>,
     /// Largest encapsulated packet the backend path carries (0: unchecked).
     pub backend_mtu: u32,
+    pub xdp_mode: AttachMode,
+    /// bpffs directory for pins (maps and the XDP link), so a restart never stops forwarding.
+    pub pin_dir: PathBuf,
+    /// Detach and remove the pins when lbd stops (default: keep forwarding).
+    pub detach_on_exit: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +97,7 @@ pub struct VipConfig {
     pub algorithm: Algorithm,
     pub mode: ForwardMode,
     pub table_size: TableSize,
+    pub health: HealthConfig,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -123,6 +142,12 @@ struct RawConfig {
     #[serde(default)]
     dataplane: RawDataplane,
     #[serde(default)]
+    api: daemon::RawApi,
+    #[serde(default)]
+    health: daemon::RawHealth,
+    #[serde(default)]
+    sweep: daemon::RawSweep,
+    #[serde(default)]
     vips: Vec<RawVip>,
 }
 
@@ -136,6 +161,10 @@ struct RawDataplane {
     ipip_source_v6: Option<Spanned<String>>,
     #[serde(default)]
     backend_mtu: u32,
+    xdp_mode: Option<Spanned<String>>,
+    pin_dir: Option<String>,
+    #[serde(default)]
+    detach_on_exit: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +181,8 @@ struct RawVip {
     #[serde(default = "default_mode")]
     mode: Spanned<String>,
     table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    health: daemon::RawHealth,
     #[serde(default)]
     backends: Vec<RawBackend>,
 }
@@ -184,7 +215,7 @@ fn default_weight() -> Spanned<u32> {
 /// Largest weight: keeps weight sums far from overflow in every algorithm.
 pub const MAX_WEIGHT: u32 = 1_000_000;
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
 }
@@ -279,11 +310,14 @@ impl Config {
             ctx.err(&span, "toml", e.message().to_string())
         })?;
         let dataplane = parse_dataplane(&ctx, raw.dataplane)?;
+        let api = daemon::parse_api(&ctx, raw.api)?;
+        let sweep = daemon::parse_sweep(&ctx, &raw.sweep)?;
+        daemon::parse_health(&ctx, "health", &raw.health)?;
         let mut vips = Vec::new();
         let mut names = BTreeSet::new();
         let mut keys = BTreeSet::new();
         for (i, v) in raw.vips.into_iter().enumerate() {
-            let vip = parse_vip(&ctx, i, v, &mut names, &mut keys)?;
+            let vip = parse_vip(&ctx, i, v, &raw.health, &mut names, &mut keys)?;
             vips.push(vip);
         }
         for (i, v) in vips.iter().enumerate() {
@@ -311,7 +345,7 @@ impl Config {
                 format!("at most {} VIPs", lb_common::MAX_VIPS),
             ));
         }
-        Ok(Self { dataplane, vips })
+        Ok(Self { dataplane, api, sweep, vips })
     }
 }
 
@@ -371,6 +405,9 @@ fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, Config
         ipip_source_v4: v4,
         ipip_source_v6: v6,
         backend_mtu: d.backend_mtu,
+        xdp_mode: daemon::parse_attach_mode(ctx, &d.xdp_mode)?,
+        pin_dir: d.pin_dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lbd")),
+        detach_on_exit: d.detach_on_exit,
     })
 }
 
@@ -378,11 +415,13 @@ fn parse_vip(
     ctx: &Ctx,
     i: usize,
     v: RawVip,
+    global_health: &daemon::RawHealth,
     names: &mut BTreeSet<String>,
     keys: &mut BTreeSet<(IpAddr, u16, u8)>,
 ) -> Result<VipConfig, ConfigError> {
     let f = |name: &str| format!("vips[{i}].{name}");
     let name = v.name.get_ref().clone();
+    let health = daemon::parse_health(ctx, &f("health"), &daemon::merge_health(global_health, &v.health))?;
     let valid_name = !name.is_empty()
         && name.len() <= 64
         && name
@@ -480,6 +519,7 @@ fn parse_vip(
         algorithm,
         mode,
         table_size,
+        health,
         backends,
     })
 }

@@ -1,0 +1,237 @@
+//! Typed calls of the lbd API: one method per endpoint of docs/api.md.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::transport::{Endpoint, exchange};
+use super::types::{
+    ApiErrorBody, Backend, Deleted, HealthEntry, NewBackend, NewVip, ShutdownBody, Stats, Status,
+    Vip, WeightBody,
+};
+use super::ClientError;
+
+/// A typed answer together with the JSON it was read from (what `--json` prints) and its status.
+#[derive(Clone, Debug)]
+pub struct Fetched<T> {
+    pub value: T,
+    pub raw: serde_json::Value,
+    pub status: u16,
+}
+
+/// The lbd API client. Each call opens its own connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        Self { endpoint, timeout }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub async fn status(&self) -> Result<Fetched<Status>, ClientError> {
+        self.get("/v1/status").await
+    }
+
+    pub async fn vips(&self) -> Result<Fetched<Vec<Vip>>, ClientError> {
+        self.get("/v1/vips").await
+    }
+
+    pub async fn vip(&self, vip: &str) -> Result<Fetched<Vip>, ClientError> {
+        self.get(&format!("/v1/vips/{}", segment(vip))).await
+    }
+
+    pub async fn add_vip(&self, vip: &NewVip) -> Result<Fetched<Vip>, ClientError> {
+        self.call(Method::POST, "/v1/vips", Some(vip)).await
+    }
+
+    pub async fn delete_vip(&self, vip: &str) -> Result<Fetched<Deleted>, ClientError> {
+        let path = format!("/v1/vips/{}", segment(vip));
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    pub async fn backends(&self, vip: &str) -> Result<Fetched<Vec<Backend>>, ClientError> {
+        self.get(&format!("/v1/vips/{}/backends", segment(vip))).await
+    }
+
+    /// Adds or re-registers a backend: status 201 when new, 200 when it existed.
+    pub async fn add_backend(
+        &self,
+        vip: &str,
+        backend: &NewBackend,
+    ) -> Result<Fetched<Backend>, ClientError> {
+        let path = format!("/v1/vips/{}/backends", segment(vip));
+        self.call(Method::POST, &path, Some(backend)).await
+    }
+
+    pub async fn delete_backend(
+        &self,
+        vip: &str,
+        address: IpAddr,
+    ) -> Result<Fetched<Deleted>, ClientError> {
+        let path = backend_path(vip, address, "");
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    pub async fn set_weight(
+        &self,
+        vip: &str,
+        address: IpAddr,
+        weight: u32,
+    ) -> Result<Fetched<Backend>, ClientError> {
+        let path = backend_path(vip, address, "/weight");
+        self.call(Method::POST, &path, Some(&WeightBody { weight }))
+            .await
+    }
+
+    pub async fn drain(&self, vip: &str, address: IpAddr) -> Result<Fetched<Backend>, ClientError> {
+        let path = backend_path(vip, address, "/drain");
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn undrain(
+        &self,
+        vip: &str,
+        address: IpAddr,
+    ) -> Result<Fetched<Backend>, ClientError> {
+        let path = backend_path(vip, address, "/undrain");
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn health(&self) -> Result<Fetched<Vec<HealthEntry>>, ClientError> {
+        self.get("/v1/health").await
+    }
+
+    pub async fn stats(&self) -> Result<Fetched<Stats>, ClientError> {
+        self.get("/v1/stats").await
+    }
+
+    /// Asks lbd to exit (and with `detach` to remove the XDP program and its pins).
+    /// The answer body is not specified beyond its status, so it is kept as plain JSON.
+    pub async fn shutdown(&self, detach: bool) -> Result<Fetched<serde_json::Value>, ClientError> {
+        self.call(Method::POST, "/v1/shutdown", Some(&ShutdownBody { detach }))
+            .await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, ClientError> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Fetched<T>, ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let exchange = exchange(&self.endpoint, method, path, body);
+        let raw = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                endpoint: self.endpoint.to_string(),
+                seconds: self.timeout.as_secs_f64(),
+            })??;
+        interpret(raw.status, &raw.body)
+    }
+}
+
+/// Turns status and body into the typed answer or the API's error.
+fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Fetched<T>, ClientError> {
+    if !(200..300).contains(&status) {
+        return Err(match serde_json::from_slice::<ApiErrorBody>(body) {
+            Ok(e) => ClientError::Api {
+                status,
+                code: e.code,
+                message: e.error,
+            },
+            Err(_) => ClientError::bad(
+                status,
+                format!("error without the JSON error body: {}", snippet(body)),
+            ),
+        });
+    }
+    let raw: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ClientError::bad(status, format!("not JSON ({e}): {}", snippet(body))))?
+    };
+    let value = T::deserialize(&raw).map_err(|e| {
+        ClientError::bad(
+            status,
+            format!("unexpected shape ({e}): {}", snippet(raw.to_string().as_bytes())),
+        )
+    })?;
+    Ok(Fetched { value, raw, status })
+}
+
+/// The start of a body, on one line, for error messages.
+fn snippet(body: &[u8]) -> String {
+    const MAX: usize = 160;
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > MAX {
+        format!("{}...", line.chars().take(MAX).collect::<String>())
+    } else if line.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        line
+    }
+}
+
+fn backend_path(vip: &str, address: IpAddr, action: &str) -> String {
+    format!("/v1/vips/{}/backends/{address}{action}", segment(vip))
+}
+
+/// Percent-encodes one path segment so that any VIP name stays a single segment.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(segment("web-1"), "web-1");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+        let v6: IpAddr = "fd00::11".parse().unwrap();
+        assert_eq!(backend_path("web", v6, "/drain"), "/v1/vips/web/backends/fd00::11/drain");
+    }
+
+    #[test]
+    fn errors_are_interpreted() {
+        let e = interpret::<Deleted>(404, br#"{"error":"no VIP x","code":"not_found"}"#).unwrap_err();
+        assert_eq!(e.code(), Some("not_found"));
+        assert_eq!(e.status(), Some(404));
+        assert!(e.to_string().contains("no VIP x"));
+        let e = interpret::<Deleted>(502, b"<html>bad gateway</html>").unwrap_err();
+        assert!(matches!(e, ClientError::BadResponse { status: 502, .. }), "{e}");
+        let e = interpret::<Deleted>(200, b"{\"gone\": 1}").unwrap_err();
+        assert!(e.to_string().contains("unexpected shape"), "{e}");
+        let ok = interpret::<serde_json::Value>(202, b"").unwrap();
+        assert_eq!(ok.raw, serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,195 @@
+//! One HTTP/1.1 exchange with lbd over its unix socket or over TCP, using hyper's
+//! connection-level client: lbctl makes a handful of calls, so a fresh connection per call
+//! keeps things simple and never leaves a half-used connection behind.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::ClientError;
+
+/// Where lbd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/lbd/lbd.sock";
+
+/// Answers larger than this are refused rather than buffered: no real answer comes close.
+const MAX_BODY: usize = 64 << 20;
+
+/// A bearer token; its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// How to reach lbd. A token only exists for TCP: the unix socket is protected by its file mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp {
+        /// Host name or address, without IPv6 brackets (what `connect` wants).
+        host: String,
+        port: u16,
+        token: Option<Token>,
+    },
+}
+
+impl Endpoint {
+    /// Parses `http://HOST:PORT` (a trailing `/` is allowed; TLS is not supported).
+    pub fn from_url(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => return Err(invalid(&format!("scheme {other} is not supported, use http://"))),
+            None => return Err(invalid("expected http://HOST:PORT")),
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid("expected http://HOST:PORT without a path"));
+        }
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let token = token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(Token);
+        Ok(Endpoint::Tcp { host, port, token })
+    }
+
+    /// The value of the `Host` header.
+    fn authority(&self) -> String {
+        match self {
+            Endpoint::Unix(_) => "localhost".to_string(),
+            Endpoint::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp { .. } => write!(f, "http://{}", self.authority()),
+        }
+    }
+}
+
+/// Status and body of an answer, before any interpretation.
+pub(crate) struct RawResponse {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Sends one request and reads the whole answer.
+pub(crate) async fn exchange(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<RawResponse, ClientError> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, endpoint.authority());
+    if body.is_some() {
+        req = req.header(CONTENT_TYPE, "application/json");
+    }
+    if let Endpoint::Tcp {
+        token: Some(Token(token)),
+        ..
+    } = endpoint
+    {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ClientError::Request("the token contains characters a header cannot carry".into()))?;
+        req = req.header(AUTHORIZATION, value);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| ClientError::Request(e.to_string()))?;
+
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    match endpoint {
+        Endpoint::Unix(path) => {
+            let stream = UnixStream::connect(path).await.map_err(connect_err)?;
+            send(endpoint, stream, req).await
+        }
+        Endpoint::Tcp { host, port, .. } => {
+            let stream = TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(connect_err)?;
+            send(endpoint, stream, req).await
+        }
+    }
+}
+
+async fn send<S>(
+    endpoint: &Endpoint,
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> Result<RawResponse, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http_err = |source| ClientError::Http {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_err)?;
+    // The connection task only drives I/O; its own error surfaces through `send_request`.
+    let driver = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(http_err)?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ClientError::bad(status, format!("cannot read the answer: {e}")))?
+        .to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok(RawResponse { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let e = Endpoint::from_url("http://127.0.0.1:9000", Some("t\n".into())).unwrap();
+        assert_eq!(e.to_string(), "http://127.0.0.1:9000");
+        assert!(matches!(e, Endpoint::Tcp { token: Some(Token(ref t)), .. } if t == "t"));
+        let e = Endpoint::from_url("http://[::1]:9000/", None).unwrap();
+        assert!(matches!(e, Endpoint::Tcp { ref host, port: 9000, token: None } if host == "::1"));
+        assert_eq!(e.to_string(), "http://[::1]:9000");
+        for bad in ["https://h:1", "h:1", "http://h:1/v1", "http://:1", "not a url"] {
+            assert!(Endpoint::from_url(bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_is_not_printed() {
+        let e = Endpoint::from_url("http://h:1", Some("secret".into())).unwrap();
+        assert!(!format!("{e:?}").contains("secret"));
+    }
+}

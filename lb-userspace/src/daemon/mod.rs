@@ -1,0 +1,340 @@
+//! `lbd`, the control-plane daemon: loads and attaches the data plane (adopting pinned state
+//! after a restart), keeps the maps equal to the model (config + API + health), health-checks
+//! the backends, resolves their MACs, sweeps the connection table and serves the API.
+
+pub mod api;
+mod metrics;
+pub mod model;
+mod persist;
+mod sweep;
+
+pub use sweep::sweep_loop;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use lb_common::{Settings, names, user::addr_words};
+use tokio::{
+    sync::{Mutex, mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+use self::model::{Admin, BackendRuntime, Source, VipRuntime};
+use crate::{
+    config::{Config, VipConfig},
+    dataplane::{Dataplane, LoadOptions, Programmer, pin},
+    health::{self, Health, ProbeEvent},
+};
+
+/// Everything behind the daemon's lock.
+pub struct Inner {
+    pub prog: Programmer,
+    pub vips: BTreeMap<String, VipRuntime>,
+    checkers: HashMap<(String, IpAddr), JoinHandle<()>>,
+    pub attached: Vec<pin::Attached>,
+    /// Active connections per backend id, from the last sweep.
+    pub active: HashMap<u32, u64>,
+    pub last_table_swap: Option<Duration>,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub inner: Mutex<Inner>,
+    pub started: Instant,
+    probe_tx: mpsc::Sender<ProbeEvent>,
+    /// Set to Some(detach) to stop the daemon.
+    pub shutdown: watch::Sender<Option<bool>>,
+    /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
+    /// programs' handles for the daemon's lifetime).
+    dataplane: std::sync::Mutex<Option<Dataplane>>,
+}
+
+pub type State = Arc<Shared>;
+
+fn runtime_from_config(v: &VipConfig, source: Source, now: Instant) -> VipRuntime {
+    let backends = v
+        .backends
+        .iter()
+        .map(|b| (b.address, BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now)))
+        .collect();
+    VipRuntime { cfg: v.clone(), source, backends }
+}
+
+/// Loads, adopts, programs and attaches; returns the running daemon and its probe receiver.
+pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)> {
+    let now = Instant::now();
+    let dp_cfg = &config.dataplane;
+    let pins_existed = pin::map_paths(&dp_cfg.pin_dir).iter().all(|(_, p)| p.exists());
+    let mut dp = Dataplane::load(LoadOptions {
+        conn_table_size: dp_cfg.conn_table_size,
+        pin_dir: Some(dp_cfg.pin_dir.clone()),
+        ..LoadOptions::default()
+    })
+    .context("loading the XDP object")?;
+    let mut maps = dp.take_maps()?;
+    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
+    maps.set_settings(&Settings {
+        ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
+        ipip_src_v6: word(dp_cfg.ipip_source_v6),
+        backend_mtu: dp_cfg.backend_mtu,
+    })?;
+    let saved = persist::load(&config.api.state_file);
+    let prog = match (&saved, pins_existed) {
+        (Some(s), true) => {
+            info!("adopting pinned maps from a previous lbd");
+            Programmer::adopt(maps, &s.programmer)
+        }
+        (None, true) => {
+            warn!("pinned maps exist but no state file: programming them afresh (existing flows may re-hash)");
+            Programmer::new(maps)
+        }
+        _ => Programmer::new(maps),
+    };
+
+    let mut vips: BTreeMap<String, VipRuntime> =
+        config.vips.iter().map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now))).collect();
+    if let Some(s) = &saved {
+        restore_dynamic(&config, s, &mut vips, now);
+    }
+    let (probe_tx, probe_rx) = mpsc::channel(1024);
+    let (shutdown, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        inner: Mutex::new(Inner {
+            prog,
+            vips,
+            checkers: HashMap::new(),
+            attached: Vec::new(),
+            active: HashMap::new(),
+            last_table_swap: None,
+        }),
+        started: now,
+        probe_tx,
+        shutdown,
+        dataplane: std::sync::Mutex::new(None),
+    });
+    {
+        let mut inner = shared.inner.lock().await;
+        resolve_all(&mut inner).await;
+        reconcile(&shared, &mut inner).context("programming the maps")?;
+        for iface in &dp_cfg.interfaces {
+            let a = dp.attach_pinned(names::PROG_BALANCER, iface, dp_cfg.xdp_mode, &dp_cfg.pin_dir)?;
+            inner.attached.push(a);
+        }
+        sync_checkers(&shared, &mut inner);
+    }
+    if let Ok(mut slot) = shared.dataplane.lock() {
+        *slot = Some(dp);
+    }
+    Ok((shared, probe_rx))
+}
+
+fn restore_dynamic(config: &Config, s: &persist::StateFile, vips: &mut BTreeMap<String, VipRuntime>, now: Instant) {
+    let default_health = config.vips.first().map(|v| v.health.clone()).unwrap_or_default();
+    for v in &s.api_vips {
+        let new = model::NewVip {
+            name: v.name.clone(),
+            address: v.address,
+            port: v.port,
+            protocol: v.protocol.clone(),
+            algorithm: v.algorithm.clone(),
+            mode: v.mode.clone(),
+            table_size: Some(v.table_size),
+        };
+        match new.into_config(default_health.clone()) {
+            Ok(cfg) if !vips.contains_key(&cfg.name) => {
+                vips.insert(cfg.name.clone(), runtime_from_config(&cfg, Source::Api, now));
+            }
+            Ok(_) => {}
+            Err(e) => warn!(vip = %v.name, error = %e, "cannot restore a VIP from the state file"),
+        }
+    }
+    for b in &s.backends {
+        let Some(vip) = vips.get_mut(&b.vip) else { continue };
+        let health = vip.cfg.health.clone();
+        let entry = vip
+            .backends
+            .entry(b.address)
+            .or_insert_with(|| BackendRuntime::new(b.weight, b.source, None, &health, now));
+        if b.source != Source::Config {
+            entry.weight = b.weight;
+        }
+        entry.admin = b.admin;
+        // Carry the last verdict over so a restart does not take healthy backends out while
+        // their first checks run (that would fail new connections during a hot restart).
+        if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
+            entry.machine = health::Machine::restored_healthy(health.rise, health.fall);
+        }
+    }
+}
+
+/// Resolves every backend MAC that is not static.
+async fn resolve_all(inner: &mut Inner) {
+    for vip in inner.vips.values_mut() {
+        for (addr, b) in vip.backends.iter_mut() {
+            if b.static_mac.is_some() {
+                continue;
+            }
+            b.mac = crate::neighbours::resolve(*addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+            if let Err(e) = &b.mac {
+                warn!(vip = %vip.cfg.name, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
+            }
+        }
+    }
+}
+
+/// Makes the maps equal to the model and saves the state file.
+pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    let now = Instant::now();
+    let specs: Vec<_> = inner.vips.values().map(|v| v.spec(now)).collect();
+    let t = Instant::now();
+    let report = inner.prog.apply(&specs)?;
+    if report.tables_swapped > 0 {
+        inner.last_table_swap = Some(t.elapsed());
+        tracing::debug!(?report, "maps updated");
+    }
+    save_state(shared, inner);
+    Ok(())
+}
+
+fn save_state(shared: &Shared, inner: &Inner) {
+    let state = persist::StateFile {
+        programmer: inner.prog.snapshot(),
+        api_vips: inner
+            .vips
+            .values()
+            .filter(|v| v.source != Source::Config)
+            .map(|v| persist::ApiVip {
+                name: v.cfg.name.clone(),
+                address: v.cfg.address,
+                port: v.cfg.port,
+                protocol: crate::config::protocol_name(v.cfg.proto).into(),
+                algorithm: crate::config::algorithm_name(v.cfg.algorithm).into(),
+                mode: crate::config::mode_name(v.cfg.mode).into(),
+                table_size: v.cfg.table_size.get(),
+            })
+            .collect(),
+        backends: inner
+            .vips
+            .values()
+            .flat_map(|v| {
+                v.backends.iter().map(|(a, b)| persist::BackendState {
+                    vip: v.cfg.name.clone(),
+                    address: *a,
+                    weight: b.weight,
+                    admin: b.admin,
+                    source: b.source,
+                    health: b.machine.state(),
+                })
+            })
+            .collect(),
+    };
+    if let Err(e) = persist::save(&shared.config.api.state_file, &state) {
+        warn!(path = %shared.config.api.state_file.display(), error = %e, "cannot save the state file");
+    }
+}
+
+/// One checker task per (VIP, backend); stale ones stop.
+pub fn sync_checkers(shared: &Shared, inner: &mut Inner) {
+    let mut wanted = Vec::new();
+    for v in inner.vips.values() {
+        if v.cfg.health.kind == crate::config::CheckKind::None {
+            continue;
+        }
+        for addr in v.backends.keys() {
+            wanted.push(((v.cfg.name.clone(), *addr), v.check_port(), v.cfg.health.clone()));
+        }
+    }
+    let keys: Vec<_> = wanted.iter().map(|(k, _, _)| k.clone()).collect();
+    inner.checkers.retain(|k, h| {
+        let keep = keys.contains(k);
+        if !keep {
+            h.abort();
+        }
+        keep
+    });
+    for (key, port, cfg) in wanted {
+        if !inner.checkers.contains_key(&key) {
+            let h = health::spawn_checker(key.0.clone(), key.1, port, cfg, shared.probe_tx.clone());
+            inner.checkers.insert(key, h);
+        }
+    }
+}
+
+/// Applies probe results; reconciles when a backend changes state.
+pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let mut inner = shared.inner.lock().await;
+        let Some(b) = inner.vips.get_mut(&ev.vip).and_then(|v| v.backends.get_mut(&ev.addr)) else {
+            continue;
+        };
+        b.record(&ev.result);
+        if let Some(state) = b.machine.observe(ev.result.ok, Instant::now()) {
+            info!(vip = %ev.vip, backend = %ev.addr, state = state.name(), error = ?ev.result.error, "health changed");
+            if let Err(e) = reconcile(&shared, &mut inner) {
+                warn!(error = %e, "reconcile after a health change failed");
+            }
+        }
+    }
+}
+
+/// Every second: slow-start ramps and MAC re-resolution (a changed or recovered MAC is
+/// written at once; one that stops resolving is reported and taken out).
+pub async fn tick_loop(shared: State) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let mut inner = shared.inner.lock().await;
+        let now = Instant::now();
+        let mut dirty = inner.vips.values().any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
+        if n % 5 == 0 {
+            for vip in inner.vips.values_mut() {
+                for (addr, b) in vip.backends.iter_mut() {
+                    if b.static_mac.is_some() {
+                        continue;
+                    }
+                    let new = crate::neighbours::resolve(*addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+                    if new.as_ref().ok() != b.mac.as_ref().ok() {
+                        info!(vip = %vip.cfg.name, backend = %addr, mac = ?new, "backend MAC changed");
+                        dirty = true;
+                    }
+                    b.mac = new;
+                }
+            }
+        }
+        if dirty && let Err(e) = reconcile(&shared, &mut inner) {
+            warn!(error = %e, "periodic reconcile failed");
+        }
+    }
+}
+
+impl Shared {
+    /// Adds or updates a backend (the registration call); returns whether it was new.
+    pub async fn upsert_backend(self: &Arc<Self>, vip: &str, addr: IpAddr, weight: u32, source: Source) -> Result<bool, api::ApiError> {
+        let mut inner = self.inner.lock().await;
+        let now = Instant::now();
+        let v = inner.vips.get_mut(vip).ok_or_else(|| api::ApiError::not_found(format!("no VIP named {vip}")))?;
+        if addr.is_ipv4() != v.cfg.address.is_ipv4() {
+            return Err(api::ApiError::bad_request("backend and VIP must be the same IP family"));
+        }
+        let health = v.cfg.health.clone();
+        let new = !v.backends.contains_key(&addr);
+        let b = v.backends.entry(addr).or_insert_with(|| BackendRuntime::new(weight, source, None, &health, now));
+        b.weight = weight;
+        b.admin = Admin::Active;
+        if new && b.static_mac.is_none() {
+            b.mac = crate::neighbours::resolve(addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+        }
+        sync_checkers(self, &mut inner);
+        reconcile(self, &mut inner).map_err(api::ApiError::internal)?;
+        Ok(new)
+    }
+}

@@ -1,0 +1,58 @@
+//! The connection-table sweep: counts active flows per backend (the least-connections
+//! counters and `active_conns`) and deletes flows idle longer than their protocol's timeout,
+//! or closing (FIN/RST seen) for longer than `closing_idle`.
+
+use std::{collections::HashMap, time::Duration};
+
+use lb_common::{CONN_F_CLOSING, IPPROTO_UDP};
+use tracing::warn;
+
+use super::State;
+
+/// Monotonic time as `bpf_ktime_get_coarse_ns` sees it.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub async fn sweep_loop(shared: State) {
+    let cfg = shared.config.sweep.clone();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut inner = shared.inner.lock().await;
+        let now = now_ns();
+        let mut active: HashMap<u32, u64> = HashMap::new();
+        let mut expired = Vec::new();
+        for (flow, entry) in inner.prog.maps().conns() {
+            let idle = Duration::from_nanos(now.saturating_sub(entry.last_seen_ns));
+            let limit = if entry.flags & CONN_F_CLOSING != 0 {
+                cfg.closing_idle
+            } else if flow.proto == IPPROTO_UDP {
+                cfg.udp_idle
+            } else {
+                cfg.tcp_idle
+            };
+            if idle > limit {
+                expired.push(flow);
+            } else if entry.flags & CONN_F_CLOSING == 0 {
+                *active.entry(entry.backend).or_default() += 1;
+            }
+        }
+        let maps = inner.prog.maps_mut();
+        for flow in &expired {
+            let _ = maps.remove_conn(flow);
+        }
+        let ids: Vec<u32> = inner.prog.backend_ids().map(|(_, _, id)| id).collect();
+        let maps = inner.prog.maps_mut();
+        for id in ids {
+            if let Err(e) = maps.set_lc_connections(id, active.get(&id).copied().unwrap_or(0)) {
+                warn!(error = %e, "cannot write a least-connections counter");
+            }
+        }
+        inner.active = active;
+    }
+}

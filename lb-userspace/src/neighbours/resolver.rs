@@ -1,0 +1,506 @@
+//! Keeping a set of addresses resolved: kernel notifications for quick updates, a periodic
+//! re-check for what notifications cannot show, and one event per change of result.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::neighbour::NeighbourState;
+use rtnetlink::MulticastGroup;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::netlink::{Neighbour, Netlink, Route};
+use super::resolve::{ResolveOptions, from_entry, resolve_on, unresolved};
+use super::{NeighbourError, Resolution, Target};
+
+/// Settings of the background task started by [`Resolver::spawn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverOptions {
+    /// Every tracked address is resolved again this often (default 30 s). This is what notices
+    /// changes the kernel does not announce, e.g. a backend that went away while its entry sat
+    /// STALE (the data plane's traffic bypasses the kernel, so nothing else re-checks it).
+    pub refresh: Duration,
+    /// ARP/ND wait of each resolution.
+    pub resolve: ResolveOptions,
+    /// Route notifications come in bursts: wait this long after one before re-resolving
+    /// (default 100 ms).
+    pub debounce: Duration,
+    /// Ask the kernel to re-check STALE entries at each refresh (default true).
+    pub confirm_stale: bool,
+    /// Capacity of the event channel (default 256).
+    pub channel: usize,
+}
+
+impl Default for ResolverOptions {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(30),
+            resolve: ResolveOptions::default(),
+            debounce: Duration::from_millis(100),
+            confirm_stale: true,
+            channel: 256,
+        }
+    }
+}
+
+/// A change in what a tracked address resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeighbourEvent {
+    /// The address resolved for the first time, or again after being unresolvable.
+    Resolved {
+        /// The tracked address.
+        addr: IpAddr,
+        /// Its resolution.
+        resolution: Resolution,
+    },
+    /// The address resolved to something else (new MAC, interface or gateway).
+    Changed {
+        /// The tracked address.
+        addr: IpAddr,
+        /// The previous resolution.
+        old: Resolution,
+        /// The new one.
+        new: Resolution,
+    },
+    /// The address could not be resolved on its first try, or stopped resolving. Further
+    /// failures (even with another reason) give no new event until it resolves again.
+    Unresolvable {
+        /// The tracked address.
+        addr: IpAddr,
+        /// Why.
+        error: NeighbourError,
+        /// The resolution it had until now, if any.
+        last: Option<Resolution>,
+    },
+}
+
+impl NeighbourEvent {
+    /// The tracked address the event is about.
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            Self::Resolved { addr, .. }
+            | Self::Changed { addr, .. }
+            | Self::Unresolvable { addr, .. } => *addr,
+        }
+    }
+}
+
+/// What is known about one tracked address.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The route and interface name of the last resolution attempt that found a route.
+    route: Option<(Route, String)>,
+    /// `None` until the first attempt finishes.
+    result: Option<Result<Resolution, NeighbourError>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+    /// Wakes the task when addresses are added.
+    wake: Notify,
+    running: AtomicBool,
+}
+
+/// A set of addresses kept resolved. Cheap to clone: clones share the set, so `lbd` can keep one
+/// for [`Resolver::track`]/[`Resolver::current`] while the task started by [`Resolver::spawn`]
+/// updates it.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), lb_userspace::neighbours::NeighbourError> {
+/// use lb_userspace::neighbours::{Resolver, ResolverOptions};
+/// let resolver = Resolver::new();
+/// resolver.track("10.77.0.11".parse().unwrap());
+/// let (_task, mut events) = resolver.spawn(ResolverOptions::default())?;
+/// while let Some(event) = events.recv().await {
+///     println!("{event:?}"); // program the data plane with the new MAC, or stop using it
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    shared: Arc<Shared>,
+}
+
+impl Resolver {
+    /// An empty set; nothing is resolved until [`Resolver::spawn`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        // A panic elsewhere cannot leave an entry half-written: every write is one assignment.
+        self.shared
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts keeping `addr` resolved (no-op if it already is). The running task resolves it
+    /// at once and reports the outcome as an event.
+    pub fn track(&self, addr: IpAddr) {
+        let added = self.entries().insert(addr, Entry::default()).is_none();
+        if added {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Stops tracking `addr`; no more events about it.
+    pub fn untrack(&self, addr: IpAddr) {
+        self.entries().remove(&addr);
+    }
+
+    /// The tracked addresses.
+    pub fn tracked(&self) -> Vec<IpAddr> {
+        self.entries().keys().copied().collect()
+    }
+
+    /// The latest result for `addr`: `None` if it is not tracked or not tried yet.
+    pub fn current(&self, addr: IpAddr) -> Option<Result<Resolution, NeighbourError>> {
+        self.entries().get(&addr).and_then(|e| e.result.clone())
+    }
+
+    /// Starts the background task in the calling thread's network namespace (it needs a tokio
+    /// runtime). It subscribes to the kernel's neighbour and IPv4/IPv6 route notifications,
+    /// resolves every tracked address, and then sends a [`NeighbourEvent`] on the returned
+    /// channel whenever an address's result changes. The task stops when the [`RefreshTask`]
+    /// is dropped; only one may run per set.
+    pub fn spawn(
+        &self,
+        opts: ResolverOptions,
+    ) -> Result<(RefreshTask, mpsc::Receiver<NeighbourEvent>), NeighbourError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NeighbourError::NoRuntime);
+        }
+        if self.shared.running.swap(true, Ordering::SeqCst) {
+            return Err(NeighbourError::AlreadyRunning);
+        }
+        let running = RunningGuard(self.shared.clone());
+        // Subscribe before the first resolution so that no change falls in between.
+        let (conn, _handle, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Neigh,
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
+        ])
+        .map_err(|e| NeighbourError::Socket(e.to_string()))?;
+        let nl = Netlink::open()?;
+        let monitor = tokio::spawn(conn);
+        let (tx, rx) = mpsc::channel(opts.channel.max(1));
+        let worker = Worker {
+            resolver: self.clone(),
+            nl,
+            opts,
+            tx,
+            _running: running,
+        };
+        let task = tokio::spawn(worker.run(messages.map(|(m, _)| m).boxed()));
+        Ok((
+            RefreshTask {
+                task: Some(task),
+                monitor: Some(monitor),
+            },
+            rx,
+        ))
+    }
+}
+
+/// Clears the "task running" flag however the task ends (including abort).
+#[derive(Debug)]
+struct RunningGuard(Arc<Shared>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The running background task of a [`Resolver`]; dropping it stops the task.
+#[derive(Debug)]
+pub struct RefreshTask {
+    task: Option<JoinHandle<()>>,
+    monitor: Option<JoinHandle<()>>,
+}
+
+impl RefreshTask {
+    /// Stops the task and waits until it has stopped.
+    pub async fn stop(mut self) {
+        for handle in [self.task.take(), self.monitor.take()]
+            .into_iter()
+            .flatten()
+        {
+            handle.abort();
+            // The only error left is the cancellation we asked for.
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for RefreshTask {
+    fn drop(&mut self) {
+        for handle in [&self.task, &self.monitor].into_iter().flatten() {
+            handle.abort();
+        }
+    }
+}
+
+/// What notifications asked to re-resolve, once the debounce delay has passed.
+#[derive(Debug, Default)]
+struct Pending {
+    all: bool,
+    addrs: HashSet<IpAddr>,
+    at: Option<Instant>,
+}
+
+type Messages = futures_util::stream::BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>;
+
+struct Worker {
+    resolver: Resolver,
+    nl: Netlink,
+    opts: ResolverOptions,
+    tx: mpsc::Sender<NeighbourEvent>,
+    _running: RunningGuard,
+}
+
+impl Worker {
+    async fn run(self, mut messages: Messages) {
+        let mut pending = Pending::default();
+        let mut refresh = tokio::time::interval(self.opts.refresh.max(Duration::from_millis(10)));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shared = self.resolver.shared.clone();
+        loop {
+            let debounce = pending.at;
+            tokio::select! {
+                // The first tick is immediate: the initial resolution of everything.
+                _ = refresh.tick() => self.resolve_all(self.opts.confirm_stale).await,
+                () = shared.wake.notified() => self.resolve_new().await,
+                msg = messages.next() => match msg {
+                    Some(msg) => self.on_message(msg, &mut pending).await,
+                    None => {
+                        tracing::warn!("netlink notifications ended; relying on periodic refresh");
+                        messages = futures_util::stream::pending().boxed();
+                    }
+                },
+                () = sleep_until(debounce), if debounce.is_some() => {
+                    let p = std::mem::take(&mut pending);
+                    if p.all {
+                        self.resolve_all(false).await;
+                    } else {
+                        self.resolve_some(p.addrs.into_iter().collect(), false).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves addresses that have never been tried.
+    async fn resolve_new(&self) {
+        let new: Vec<IpAddr> = self
+            .resolver
+            .entries()
+            .iter()
+            .filter(|(_, e)| e.result.is_none())
+            .map(|(a, _)| *a)
+            .collect();
+        self.resolve_some(new, false).await;
+    }
+
+    async fn resolve_all(&self, confirm_stale: bool) {
+        let all = self.resolver.tracked();
+        self.resolve_some(all, confirm_stale).await;
+    }
+
+    /// Resolves `addrs` concurrently, then records each result.
+    async fn resolve_some(&self, addrs: Vec<IpAddr>, confirm_stale: bool) {
+        if addrs.is_empty() {
+            return;
+        }
+        let opts = self.opts.resolve;
+        let results = join_all(addrs.into_iter().map(|addr| async move {
+            let (route, result) = resolve_on(&self.nl, addr, &opts, confirm_stale).await;
+            (addr, route, result)
+        }))
+        .await;
+        for (addr, route, result) in results {
+            if let Some(entry) = self.resolver.entries().get_mut(&addr) {
+                entry.route = route;
+            }
+            self.record(addr, result).await;
+        }
+    }
+
+    /// Stores a result and sends an event if the outcome changed. Results for addresses
+    /// untracked meanwhile are dropped.
+    async fn record(&self, addr: IpAddr, result: Result<Resolution, NeighbourError>) {
+        let event = {
+            let mut entries = self.resolver.entries();
+            let Some(entry) = entries.get_mut(&addr) else {
+                return;
+            };
+            let event = change(addr, entry.result.as_ref(), &result);
+            entry.result = Some(result);
+            event
+        };
+        if let Some(event) = event {
+            tracing::info!(?event, "neighbour change");
+            // A closed channel only means nobody listens; `current` stays up to date.
+            let _ = self.tx.send(event).await;
+        }
+    }
+
+    async fn on_message(&self, msg: NetlinkMessage<RouteNetlinkMessage>, pending: &mut Pending) {
+        let NetlinkPayload::InnerMessage(msg) = msg.payload else {
+            return;
+        };
+        match msg {
+            RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
+                pending.all = true;
+                pending
+                    .at
+                    .get_or_insert(Instant::now() + self.opts.debounce);
+            }
+            RouteNetlinkMessage::NewNeighbour(n) => {
+                if let Some(n) = Neighbour::from_message(&n) {
+                    self.on_neighbour(&n).await;
+                }
+            }
+            RouteNetlinkMessage::DelNeighbour(n) => {
+                // An entry the kernel dropped (garbage collection, `ip neigh del`) says nothing
+                // about the backend: look again, which starts ARP/ND for it.
+                if let Some(n) = Neighbour::from_message(&n) {
+                    let affected = self.affected(&n);
+                    if !affected.is_empty() {
+                        pending.addrs.extend(affected);
+                        pending
+                            .at
+                            .get_or_insert(Instant::now() + self.opts.debounce);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Tracked addresses that resolve through neighbour `n`, with their route and interface.
+    fn affected_routes(&self, n: &Neighbour) -> Vec<(IpAddr, Route, String)> {
+        self.resolver
+            .entries()
+            .iter()
+            .filter_map(|(addr, e)| {
+                let (route, ifname) = e.route.as_ref()?;
+                (route.ifindex == n.ifindex && route.neighbour(*addr) == n.addr)
+                    .then(|| (*addr, *route, ifname.clone()))
+            })
+            .collect()
+    }
+
+    fn affected(&self, n: &Neighbour) -> Vec<IpAddr> {
+        self.affected_routes(n)
+            .into_iter()
+            .map(|(a, _, _)| a)
+            .collect()
+    }
+
+    /// Applies a neighbour entry update directly: it carries the new state and address, and
+    /// re-resolving instead would start ARP/ND again for an entry that is mid-resolution.
+    async fn on_neighbour(&self, n: &Neighbour) {
+        for (addr, route, ifname) in self.affected_routes(n) {
+            let target = Target {
+                addr,
+                via: route.via,
+                ifname,
+            };
+            let result = match from_entry(n, &target, route.ifindex) {
+                Some(result) => result,
+                None if n.state == NeighbourState::Failed => {
+                    Err(unresolved(Some(n), &target, Duration::ZERO))
+                }
+                // INCOMPLETE (ARP/ND under way) and the like: the outcome comes later.
+                None => continue,
+            };
+            self.record(addr, result).await;
+        }
+    }
+}
+
+/// The event for a result `new` following `old`, if the outcome changed.
+fn change(
+    addr: IpAddr,
+    old: Option<&Result<Resolution, NeighbourError>>,
+    new: &Result<Resolution, NeighbourError>,
+) -> Option<NeighbourEvent> {
+    match (old, new) {
+        (Some(Ok(old)), Ok(new)) if old == new => None,
+        (Some(Ok(old)), Ok(new)) => Some(NeighbourEvent::Changed {
+            addr,
+            old: old.clone(),
+            new: new.clone(),
+        }),
+        (None | Some(Err(_)), Ok(new)) => Some(NeighbourEvent::Resolved {
+            addr,
+            resolution: new.clone(),
+        }),
+        (Some(Err(_)), Err(_)) => None,
+        (old, Err(error)) => Some(NeighbourEvent::Unresolvable {
+            addr,
+            error: error.clone(),
+            last: old.and_then(|o| o.as_ref().ok()).cloned(),
+        }),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(mac: u8) -> Resolution {
+        Resolution {
+            mac: [2, 0, 0, 0, 0, mac],
+            ifindex: 2,
+            ifname: "eth0".into(),
+            via: None,
+        }
+    }
+
+    #[test]
+    fn events_only_on_change_of_outcome() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let err = NeighbourError::Local { addr: a };
+        assert!(matches!(
+            change(a, None, &Ok(res(1))),
+            Some(NeighbourEvent::Resolved { .. })
+        ));
+        assert_eq!(change(a, Some(&Ok(res(1))), &Ok(res(1))), None);
+        assert!(matches!(
+            change(a, Some(&Ok(res(1))), &Ok(res(2))),
+            Some(NeighbourEvent::Changed { .. })
+        ));
+        match change(a, Some(&Ok(res(1))), &Err(err.clone())) {
+            Some(NeighbourEvent::Unresolvable { last, .. }) => assert_eq!(last, Some(res(1))),
+            other => panic!("expected Unresolvable, got {other:?}"),
+        }
+        assert!(matches!(
+            change(a, None, &Err(err.clone())),
+            Some(NeighbourEvent::Unresolvable { last: None, .. })
+        ));
+        assert_eq!(change(a, Some(&Err(err.clone())), &Err(err.clone())), None);
+        assert!(matches!(
+            change(a, Some(&Err(err)), &Ok(res(1))),
+            Some(NeighbourEvent::Resolved { .. })
+        ));
+    }
+}
