@@ -3,118 +3,41 @@
 
 #[path = "lbctl/fake_lbd.rs"]
 mod fake_lbd;
+#[path = "lbctl/run.rs"]
+mod run;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use fake_lbd::{FakeLbd, TOKEN};
+use run::{lbctl, over_socket, row};
 use serde_json::{Value, json};
-
-/// What one run of lbctl left behind.
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "lbctl failed: stderr={} stdout={}", self.stderr, self.stdout);
-        self
-    }
-
-    /// A failure: non-zero status and exactly one line on stderr.
-    fn failed(self) -> Self {
-        assert_ne!(self.code, 0, "lbctl should have failed: stdout={}", self.stdout);
-        assert_eq!(self.stderr.lines().count(), 1, "one-line error expected: {}", self.stderr);
-        assert!(self.stderr.starts_with("lbctl: "), "{}", self.stderr);
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("--json output does not parse ({e}): {}", self.stdout))
-    }
-}
-
-/// Kills lbctl if the test gives up on it.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs lbctl with a clean environment (no LBCTL_* from the caller) and a bounded wait.
-fn lbctl(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbctl"));
-    for var in ["LBCTL_SOCKET", "LBCTL_URL", "LBCTL_TOKEN", "LBCTL_TOKEN_FILE"] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = ChildGuard(cmd.spawn().expect("cannot start lbctl"));
-    let mut stdout = child.0.stdout.take().expect("stdout piped");
-    let mut stderr = child.0.stderr.take().expect("stderr piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).map(|_| s)
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for lbctl") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "lbctl {args:?} did not finish within 60 s");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: out_reader.join().expect("reader").expect("stdout is UTF-8"),
-        stderr: err_reader.join().expect("reader").expect("stderr is UTF-8"),
-    }
-}
-
-fn sock(lbd: &FakeLbd) -> [String; 2] {
-    ["--socket".into(), lbd.socket.display().to_string()]
-}
-
-/// `lbctl --socket SOCK args...`
-fn over_socket(lbd: &FakeLbd, args: &[&str]) -> Out {
-    let s = sock(lbd);
-    let all: Vec<&str> = s.iter().map(String::as_str).chain(args.iter().copied()).collect();
-    lbctl(&all, &[])
-}
-
-/// The table line that starts with `first` (after indentation), split on whitespace.
-fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
-    table
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|cells| cells.first() == Some(&first))
-        .unwrap_or_else(|| panic!("no row for {first} in:\n{table}"))
-}
 
 #[test]
 fn help_documents_every_option() {
     let out = lbctl(&["--help"], &[]).ok();
     for needle in [
-        "--socket", "--url", "--token-file", "--json", "--timeout", "LBCTL_SOCKET", "LBCTL_URL",
-        "LBCTL_TOKEN", "/run/lbd/lbd.sock", "status", "vip", "backend", "stats", "health",
-        "shutdown", "replay",
+        "--socket",
+        "--url",
+        "--token-file",
+        "--json",
+        "--timeout",
+        "LBCTL_SOCKET",
+        "LBCTL_URL",
+        "LBCTL_TOKEN",
+        "/run/lbd/lbd.sock",
+        "status",
+        "vip",
+        "backend",
+        "stats",
+        "health",
+        "shutdown",
+        "replay",
     ] {
-        assert!(out.stdout.contains(needle), "--help lacks {needle}:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(needle),
+            "--help lacks {needle}:\n{}",
+            out.stdout
+        );
     }
     let out = lbctl(&["stats", "--help"], &[]).ok();
     for needle in ["--watch", "--interval", "--count"] {
@@ -131,7 +54,11 @@ fn status_shows_the_daemon() {
     assert!(out.stdout.contains("0.1.0-test"), "{}", out.stdout);
     assert!(out.stdout.contains("veth-lb0 (driver)"), "{}", out.stdout);
     assert!(out.stdout.contains("2 (1 healthy)"), "{}", out.stdout);
-    assert!(out.stdout.contains("1h 1m"), "uptime 3661 s: {}", out.stdout);
+    assert!(
+        out.stdout.contains("1h 1m"),
+        "uptime 3661 s: {}",
+        out.stdout
+    );
     let out = over_socket(&lbd, &["--json", "status"]).ok();
     assert_eq!(out.json()["healthy_backends"], 1);
 }
@@ -143,7 +70,17 @@ fn vip_list_table_and_json() {
     assert!(out.stdout.starts_with("NAME"), "{}", out.stdout);
     assert_eq!(
         row(&out.stdout, "web"),
-        ["web", "10.77.0.100", "80", "tcp", "maglev", "dsr-l2", "65537", "2", "1"]
+        [
+            "web",
+            "10.77.0.100",
+            "80",
+            "tcp",
+            "maglev",
+            "dsr-l2",
+            "65537",
+            "2",
+            "1"
+        ]
     );
     // --json is lbd's own answer, pretty-printed.
     let out = over_socket(&lbd, &["vip", "list", "--json"]).ok();
@@ -156,16 +93,55 @@ fn backend_list_shows_weights_health_mac_and_latency() {
     let lbd = FakeLbd::start();
     let out = over_socket(&lbd, &["backend", "list", "web"]).ok();
     let header = out.stdout.lines().next().unwrap_or_default();
-    for col in ["ADDRESS", "WEIGHT", "EFFECTIVE", "HEALTH", "ADMIN", "MAC", "LATENCY", "LAST CHECK"] {
+    for col in [
+        "ADDRESS",
+        "WEIGHT",
+        "EFFECTIVE",
+        "HEALTH",
+        "ADMIN",
+        "MAC",
+        "LATENCY",
+        "LAST CHECK",
+    ] {
         assert!(header.contains(col), "missing column {col}: {header}");
     }
     let r = row(&out.stdout, "10.77.0.11");
-    assert_eq!(r[..9], ["10.77.0.11", "100", "100", "healthy", "active", "config", "02:00:00:00:00:11", "0.40", "ms"]);
+    assert_eq!(
+        r[..9],
+        [
+            "10.77.0.11",
+            "100",
+            "100",
+            "healthy",
+            "active",
+            "config",
+            "02:00:00:00:00:11",
+            "0.40",
+            "ms"
+        ]
+    );
     assert_eq!(r[9], "ok,");
     let r = row(&out.stdout, "10.77.0.12");
-    assert_eq!(r[..8], ["10.77.0.12", "50", "0", "unhealthy", "draining", "api", "unresolved", "-"]);
+    assert_eq!(
+        r[..8],
+        [
+            "10.77.0.12",
+            "50",
+            "0",
+            "unhealthy",
+            "draining",
+            "api",
+            "unresolved",
+            "-"
+        ]
+    );
     assert!(out.stdout.contains("failed") && out.stdout.contains("connection refused"));
-    assert!(out.stdout.contains("10.77.0.12: MAC unresolved: no ARP reply"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("10.77.0.12: MAC unresolved: no ARP reply"),
+        "{}",
+        out.stdout
+    );
     let out = over_socket(&lbd, &["--json", "backend", "list", "web"]).ok();
     assert_eq!(out.json()[0]["address"], "10.77.0.11");
 }
@@ -173,10 +149,23 @@ fn backend_list_shows_weights_health_mac_and_latency() {
 #[test]
 fn backend_changes_send_the_documented_requests() {
     let lbd = FakeLbd::start();
-    let out = over_socket(&lbd, &["backend", "add", "web", "10.77.0.13", "--weight", "30"]).ok();
-    assert!(out.stdout.starts_with("added backend of web: 10.77.0.13: weight 30"), "{}", out.stdout);
+    let out = over_socket(
+        &lbd,
+        &["backend", "add", "web", "10.77.0.13", "--weight", "30"],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .starts_with("added backend of web: 10.77.0.13: weight 30"),
+        "{}",
+        out.stdout
+    );
     let out = over_socket(&lbd, &["backend", "add", "web", "10.77.0.13"]).ok();
-    assert!(out.stdout.starts_with("re-registered backend"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("re-registered backend"),
+        "{}",
+        out.stdout
+    );
     let out = over_socket(&lbd, &["backend", "weight", "web", "10.77.0.13", "50"]).ok();
     assert!(out.stdout.contains("weight 50"), "{}", out.stdout);
     let out = over_socket(&lbd, &["backend", "drain", "web", "10.77.0.13"]).ok();
@@ -188,16 +177,39 @@ fn backend_changes_send_the_documented_requests() {
 
     let log = lbd.requests();
     let expected = [
-        ("POST", "/v1/vips/web/backends", json!({"address": "10.77.0.13", "weight": 30})),
-        ("POST", "/v1/vips/web/backends", json!({"address": "10.77.0.13"})),
-        ("POST", "/v1/vips/web/backends/10.77.0.13/weight", json!({"weight": 50})),
-        ("POST", "/v1/vips/web/backends/10.77.0.13/drain", Value::Null),
-        ("POST", "/v1/vips/web/backends/10.77.0.13/undrain", Value::Null),
+        (
+            "POST",
+            "/v1/vips/web/backends",
+            json!({"address": "10.77.0.13", "weight": 30}),
+        ),
+        (
+            "POST",
+            "/v1/vips/web/backends",
+            json!({"address": "10.77.0.13"}),
+        ),
+        (
+            "POST",
+            "/v1/vips/web/backends/10.77.0.13/weight",
+            json!({"weight": 50}),
+        ),
+        (
+            "POST",
+            "/v1/vips/web/backends/10.77.0.13/drain",
+            Value::Null,
+        ),
+        (
+            "POST",
+            "/v1/vips/web/backends/10.77.0.13/undrain",
+            Value::Null,
+        ),
         ("DELETE", "/v1/vips/web/backends/10.77.0.13", Value::Null),
     ];
     assert_eq!(log.len(), expected.len(), "{log:?}");
     for (got, (method, path, body)) in log.iter().zip(expected) {
-        assert_eq!((got.method.as_str(), got.path.as_str(), &got.body), (method, path, &body));
+        assert_eq!(
+            (got.method.as_str(), got.path.as_str(), &got.body),
+            (method, path, &body)
+        );
     }
 }
 
@@ -205,11 +217,25 @@ fn backend_changes_send_the_documented_requests() {
 fn vip_add_and_del() {
     let lbd = FakeLbd::start();
     let args = [
-        "vip", "add", "dns", "--address", "10.77.0.101", "--port", "53", "--protocol", "udp",
-        "--algorithm", "ip-hash", "--table-size", "251",
+        "vip",
+        "add",
+        "dns",
+        "--address",
+        "10.77.0.101",
+        "--port",
+        "53",
+        "--protocol",
+        "udp",
+        "--algorithm",
+        "ip-hash",
+        "--table-size",
+        "251",
     ];
     let out = over_socket(&lbd, &args).ok();
-    assert_eq!(out.stdout, "added VIP dns 10.77.0.101:53/udp (ip-hash, dsr-l2, table 251)\n");
+    assert_eq!(
+        out.stdout,
+        "added VIP dns 10.77.0.101:53/udp (ip-hash, dsr-l2, table 251)\n"
+    );
     let body = &lbd.requests()[0].body;
     assert_eq!(
         body,
@@ -218,7 +244,11 @@ fn vip_add_and_del() {
     );
     // The same name again: lbd's 409 comes back as a one-line error.
     let out = over_socket(&lbd, &args).failed();
-    assert!(out.stderr.contains("VIP dns already exists") && out.stderr.contains("409 conflict"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("VIP dns already exists") && out.stderr.contains("409 conflict"),
+        "{}",
+        out.stderr
+    );
     let out = over_socket(&lbd, &["vip", "list"]).ok();
     row(&out.stdout, "dns");
     let out = over_socket(&lbd, &["vip", "del", "dns"]).ok();
@@ -238,7 +268,7 @@ fn server_errors_are_clear_and_fail() {
     assert_eq!(out.stdout, "");
     let out = over_socket(&lbd, &["backend", "list", "nope"]).failed();
     assert!(out.stderr.contains("unknown VIP nope"), "{}", out.stderr);
-    let out = over_socket(&lbd, &["backend", "weight", "web", "10.77.0.11", "0"]).failed();
+    let out = over_socket(&lbd, &["backend", "weight", "web", "10.77.0.11", "2000000"]).failed();
     assert!(out.stderr.contains("400 bad_request"), "{}", out.stderr);
     // A bad argument never reaches lbd: clap's usage error, status 2.
     let out = over_socket(&lbd, &["backend", "drain", "web", "not-an-ip"]);
@@ -253,7 +283,8 @@ fn no_server_listening() {
     let p = path.display().to_string();
     let out = lbctl(&["--socket", &p, "status"], &[]).failed();
     assert!(
-        out.stderr.contains(&format!("cannot connect to lbd at {p} (is lbd running?)")),
+        out.stderr
+            .contains(&format!("cannot connect to lbd at {p} (is lbd running?)")),
         "{}",
         out.stderr
     );
@@ -267,7 +298,12 @@ fn no_server_listening() {
         .port();
     let url = format!("http://127.0.0.1:{port}");
     let out = lbctl(&["--url", &url, "health"], &[]).failed();
-    assert!(out.stderr.contains(&format!("cannot connect to lbd at {url} (is lbd running?)")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot connect to lbd at {url} (is lbd running?)")),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -281,16 +317,46 @@ fn tcp_needs_the_bearer_token() {
     std::fs::write(&bad, "wrong\n").expect("write token");
     let tok = |p: &Path| p.display().to_string();
 
-    let out = lbctl(&["--url", &url, "--token-file", &tok(&good), "vip", "list"], &[]).ok();
+    let out = lbctl(
+        &["--url", &url, "--token-file", &tok(&good), "vip", "list"],
+        &[],
+    )
+    .ok();
     row(&out.stdout, "web");
-    let out = lbctl(&["vip", "list"], &[("LBCTL_URL", &url), ("LBCTL_TOKEN", TOKEN)]).ok();
+    let out = lbctl(
+        &["vip", "list"],
+        &[("LBCTL_URL", &url), ("LBCTL_TOKEN", TOKEN)],
+    )
+    .ok();
     row(&out.stdout, "web");
-    let out = lbctl(&["--url", &url, "--token-file", &tok(&bad), "vip", "list"], &[]).failed();
-    assert!(out.stderr.contains("401 unauthorized") && out.stderr.contains("--token-file"), "{}", out.stderr);
+    let out = lbctl(
+        &["--url", &url, "--token-file", &tok(&bad), "vip", "list"],
+        &[],
+    )
+    .failed();
+    assert!(
+        out.stderr.contains("401 unauthorized") && out.stderr.contains("--token-file"),
+        "{}",
+        out.stderr
+    );
     let out = lbctl(&["--url", &url, "vip", "list"], &[]).failed();
     assert!(out.stderr.contains("401 unauthorized"), "{}", out.stderr);
-    let out = lbctl(&["--url", &url, "--token-file", &tok(&dir.path().join("missing")), "status"], &[]).failed();
-    assert!(out.stderr.contains("cannot read the token file"), "{}", out.stderr);
+    let out = lbctl(
+        &[
+            "--url",
+            &url,
+            "--token-file",
+            &tok(&dir.path().join("missing")),
+            "status",
+        ],
+        &[],
+    )
+    .failed();
+    assert!(
+        out.stderr.contains("cannot read the token file"),
+        "{}",
+        out.stderr
+    );
     // An explicit --socket beats LBCTL_URL from the environment (the socket needs no token).
     let s = lbd.socket.display().to_string();
     let out = lbctl(&["--socket", &s, "vip", "list"], &[("LBCTL_URL", &url)]).ok();
@@ -303,9 +369,17 @@ fn tcp_needs_the_bearer_token() {
 fn bad_responses_are_reported() {
     let lbd = FakeLbd::start_broken();
     let out = over_socket(&lbd, &["status"]).failed();
-    assert!(out.stderr.contains("bad response from lbd (200): not JSON"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bad response from lbd (200): not JSON"),
+        "{}",
+        out.stderr
+    );
     let out = over_socket(&lbd, &["health"]).failed();
-    assert!(out.stderr.contains("bad response from lbd (502)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bad response from lbd (502)"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -313,8 +387,15 @@ fn health_table() {
     let lbd = FakeLbd::start();
     let out = over_socket(&lbd, &["health"]).ok();
     let r = row(&out.stdout, "web");
-    assert_eq!(r[..6], ["web", "10.77.0.11", "healthy", "active", "100", "0.40"]);
-    assert!(out.stdout.contains("failed") && out.stdout.contains("connection refused"), "{}", out.stdout);
+    assert_eq!(
+        r[..6],
+        ["web", "10.77.0.11", "healthy", "active", "100", "0.40"]
+    );
+    assert!(
+        out.stdout.contains("failed") && out.stdout.contains("connection refused"),
+        "{}",
+        out.stdout
+    );
     let out = over_socket(&lbd, &["health", "--json"]).ok();
     assert_eq!(out.json().as_array().map(Vec::len), Some(2));
 }
@@ -325,7 +406,10 @@ fn stats_snapshot_shows_totals() {
     let out = over_socket(&lbd, &["stats"]).ok();
     // First snapshot of the fake: n = 0.
     assert_eq!(row(&out.stdout, "web"), ["web", "10,000", "0", "0", "10"]);
-    assert_eq!(row(&out.stdout, "10.77.0.11"), ["10.77.0.11", "0", "0", "0", "7"]);
+    assert_eq!(
+        row(&out.stdout, "10.77.0.11"),
+        ["10.77.0.11", "0", "0", "0", "7"]
+    );
     assert!(out.stdout.contains("REASON"), "{}", out.stdout);
     let out = over_socket(&lbd, &["stats", "--json"]).ok();
     assert_eq!(out.json()["vips"][0]["packets"], 11_000);
@@ -335,16 +419,49 @@ fn stats_snapshot_shows_totals() {
 fn stats_watch_prints_rates_from_snapshots() {
     let lbd = FakeLbd::start();
     // The fake's clock moves 2 s per snapshot, so the rates do not depend on real timing.
-    let out = over_socket(&lbd, &["stats", "--watch", "--interval", "0.05", "--count", "2"]).ok();
-    assert_eq!(out.stdout.matches("lbd rates over the last 2.0 s").count(), 2, "{}", out.stdout);
-    assert_eq!(row(&out.stdout, "web"), ["web", "500.0", "750.00", "kB", "10.0", "10"]);
-    assert_eq!(row(&out.stdout, "10.77.0.11"), ["10.77.0.11", "300.0", "450.00", "kB", "6.0", "7"]);
-    assert_eq!(row(&out.stdout, "10.77.0.12"), ["10.77.0.12", "200.0", "300.00", "kB", "4.0", "3"]);
+    let out = over_socket(
+        &lbd,
+        &["stats", "--watch", "--interval", "0.05", "--count", "2"],
+    )
+    .ok();
+    assert_eq!(
+        out.stdout.matches("lbd rates over the last 2.0 s").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        row(&out.stdout, "web"),
+        ["web", "500.0", "750.00", "kB", "10.0", "10"]
+    );
+    assert_eq!(
+        row(&out.stdout, "10.77.0.11"),
+        ["10.77.0.11", "300.0", "450.00", "kB", "6.0", "7"]
+    );
+    assert_eq!(
+        row(&out.stdout, "10.77.0.12"),
+        ["10.77.0.12", "200.0", "300.00", "kB", "4.0", "3"]
+    );
     assert!(out.stdout.contains("tx_forward 500.0"), "{}", out.stdout);
-    assert!(!out.stdout.contains('\x1b'), "no ANSI codes when stdout is not a terminal");
+    assert!(
+        !out.stdout.contains('\x1b'),
+        "no ANSI codes when stdout is not a terminal"
+    );
     assert_eq!(lbd.stats_calls(), 3, "one snapshot plus one per refresh");
 
-    let out = over_socket(&lbd, &["--json", "stats", "--watch", "--interval", "0.05", "--count", "2"]).ok();
+    let out = over_socket(
+        &lbd,
+        &[
+            "--json",
+            "stats",
+            "--watch",
+            "--interval",
+            "0.05",
+            "--count",
+            "2",
+        ],
+    )
+    .ok();
     let lines: Vec<Value> = out
         .stdout
         .lines()
@@ -368,7 +485,7 @@ fn shutdown_asks_lbd_to_exit() {
     let out = over_socket(&lbd, &["shutdown", "--detach"]).ok();
     assert!(out.stdout.contains("detaching"), "{}", out.stdout);
     let out = over_socket(&lbd, &["shutdown", "--json"]).ok();
-    assert_eq!(out.json(), json!({}));
+    assert_eq!(out.json(), json!({"shutting_down": true, "detach": false}));
     let bodies: Vec<Value> = lbd.requests().into_iter().map(|r| r.body).collect();
     assert_eq!(bodies, [json!({"detach": true}), json!({"detach": false})]);
 }

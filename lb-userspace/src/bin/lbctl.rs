@@ -193,7 +193,9 @@ enum BackendCmd {
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
         return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
     }
@@ -250,7 +252,11 @@ fn endpoint(conn: &ConnArgs, matches: &ArgMatches) -> Result<Endpoint> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the token file {}", path.display()))?;
             let token = text.lines().next().unwrap_or("").trim().to_string();
-            anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the token file {} is empty",
+                path.display()
+            );
             Some(token)
         }
         None => std::env::var("LBCTL_TOKEN").ok(),
@@ -271,9 +277,7 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             let r = client.health().await?;
             show(json, &r, || format::health(&r.value, now))
         }
-        Cmd::Stats {
-            watch: false, ..
-        } => {
+        Cmd::Stats { watch: false, .. } => {
             let r = client.stats().await?;
             show(json, &r, || format::stats_totals(&r.value))
         }
@@ -285,7 +289,11 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Shutdown { detach } => {
             let r = client.shutdown(detach).await?;
             if json {
-                let raw = if r.raw.is_null() { serde_json::json!({}) } else { r.raw };
+                let raw = if r.raw.is_null() {
+                    serde_json::json!({})
+                } else {
+                    r.raw
+                };
                 return print(&pretty(&raw));
             }
             print(if detach {
@@ -342,7 +350,9 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
     match cmd {
         BackendCmd::List { vip } => {
             let r = client.backends(&vip).await?;
-            show(json, &r, || format::backends(&r.value, format::now_unix_ms()))
+            show(json, &r, || {
+                format::backends(&r.value, format::now_unix_ms())
+            })
         }
         BackendCmd::Add {
             vip,
@@ -374,7 +384,10 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
         } => {
             let r = client.set_weight(&vip, address, weight).await?;
             show(json, &r, || {
-                format!("weight set for {vip}: {}\n", format::backend_summary(&r.value))
+                format!(
+                    "weight set for {vip}: {}\n",
+                    format::backend_summary(&r.value)
+                )
             })
         }
         BackendCmd::Drain { vip, address } => {
@@ -389,7 +402,10 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
         BackendCmd::Undrain { vip, address } => {
             let r = client.undrain(&vip, address).await?;
             show(json, &r, || {
-                format!("undrained in {vip}: {}\n", format::backend_summary(&r.value))
+                format!(
+                    "undrained in {vip}: {}\n",
+                    format::backend_summary(&r.value)
+                )
             })
         }
     }
@@ -397,12 +413,23 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
 
 /// `lbctl stats --watch`: rates from the deltas of consecutive snapshots, redrawn in place on
 /// a terminal and appended (one frame or JSON line per refresh) otherwise.
-async fn watch_stats(client: &Client, interval: Duration, count: Option<u64>, json: bool) -> Result<()> {
+async fn watch_stats(
+    client: &Client,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let redraw = !json && std::io::stdout().is_terminal();
     if redraw {
         print("\x1b[H\x1b[2Jcollecting the first sample...\n")?;
     }
-    let mut prev = client.stats().await?;
+    // One listener for the whole run, so that a Ctrl-C between two polls is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut prev = tokio::select! {
+        r = client.stats() => r?,
+        _ = &mut ctrl_c => return Ok(()),
+    };
     let mut prev_at = Instant::now();
     let mut shown = 0u64;
     while count.is_none_or(|c| shown < c) {
@@ -412,7 +439,7 @@ async fn watch_stats(client: &Client, interval: Duration, count: Option<u64>, js
         };
         let cur = tokio::select! {
             r = next => r?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         };
         let r = rates::rates(&prev.value, &cur.value, prev_at.elapsed());
         prev_at = Instant::now();
@@ -470,8 +497,7 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
-    if e
-        .downcast_ref::<ClientError>()
+    if e.downcast_ref::<ClientError>()
         .is_some_and(|c| c.code() == Some("unauthorized"))
     {
         out.push_str("; give the token with --token-file PATH or LBCTL_TOKEN");

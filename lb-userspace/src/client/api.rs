@@ -8,12 +8,12 @@ use hyper::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::ClientError;
 use super::transport::{Endpoint, exchange};
 use super::types::{
     ApiErrorBody, Backend, Deleted, HealthEntry, NewBackend, NewVip, ShutdownBody, Stats, Status,
     Vip, WeightBody,
 };
-use super::ClientError;
 
 /// A typed answer together with the JSON it was read from (what `--json` prints) and its status.
 #[derive(Clone, Debug)]
@@ -61,7 +61,8 @@ impl Client {
     }
 
     pub async fn backends(&self, vip: &str) -> Result<Fetched<Vec<Backend>>, ClientError> {
-        self.get(&format!("/v1/vips/{}/backends", segment(vip))).await
+        self.get(&format!("/v1/vips/{}/backends", segment(vip)))
+            .await
     }
 
     /// Adds or re-registers a backend: status 201 when new, 200 when it existed.
@@ -172,7 +173,10 @@ fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Fetched<T>
     let value = T::deserialize(&raw).map_err(|e| {
         ClientError::bad(
             status,
-            format!("unexpected shape ({e}): {}", snippet(raw.to_string().as_bytes())),
+            format!(
+                "unexpected shape ({e}): {}",
+                snippet(raw.to_string().as_bytes())
+            ),
         )
     })?;
     Ok(Fetched { value, raw, status })
@@ -218,17 +222,24 @@ mod tests {
         assert_eq!(segment("web-1"), "web-1");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
         let v6: IpAddr = "fd00::11".parse().unwrap();
-        assert_eq!(backend_path("web", v6, "/drain"), "/v1/vips/web/backends/fd00::11/drain");
+        assert_eq!(
+            backend_path("web", v6, "/drain"),
+            "/v1/vips/web/backends/fd00::11/drain"
+        );
     }
 
     #[test]
     fn errors_are_interpreted() {
-        let e = interpret::<Deleted>(404, br#"{"error":"no VIP x","code":"not_found"}"#).unwrap_err();
+        let e =
+            interpret::<Deleted>(404, br#"{"error":"no VIP x","code":"not_found"}"#).unwrap_err();
         assert_eq!(e.code(), Some("not_found"));
         assert_eq!(e.status(), Some(404));
         assert!(e.to_string().contains("no VIP x"));
         let e = interpret::<Deleted>(502, b"<html>bad gateway</html>").unwrap_err();
-        assert!(matches!(e, ClientError::BadResponse { status: 502, .. }), "{e}");
+        assert!(
+            matches!(e, ClientError::BadResponse { status: 502, .. }),
+            "{e}"
+        );
         let e = interpret::<Deleted>(200, b"{\"gone\": 1}").unwrap_err();
         assert!(e.to_string().contains("unexpected shape"), "{e}");
         let ok = interpret::<serde_json::Value>(202, b"").unwrap();

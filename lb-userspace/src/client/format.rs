@@ -32,7 +32,10 @@ pub fn status(s: &Status) -> String {
         ("interfaces", interfaces),
         ("pinned", if s.pinned { "yes" } else { "no" }.to_string()),
         ("vips", s.vips.to_string()),
-        ("backends", format!("{} ({} healthy)", s.backends, s.healthy_backends)),
+        (
+            "backends",
+            format!("{} ({} healthy)", s.backends, s.healthy_backends),
+        ),
     ])
 }
 
@@ -203,7 +206,10 @@ pub fn rates_frame(r: &Rates) -> String {
             ]);
         }
     }
-    let mut out = format!("lbd rates over the last {:.1} s (Ctrl-C to stop)\n\n", r.interval_s);
+    let mut out = format!(
+        "lbd rates over the last {:.1} s (Ctrl-C to stop)\n\n",
+        r.interval_s
+    );
     out.push_str(&with_empty_note(t, "no VIPs"));
     let busy: Vec<String> = r
         .reasons_per_s
@@ -254,7 +260,12 @@ fn ago(at_ms: u64, now_ms: u64) -> String {
 /// `93784` -> `1d 2h 3m 4s`; the two largest units only.
 pub fn duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
-    let parts = [(s / 86_400, "d"), (s / 3_600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")];
+    let parts = [
+        (s / 86_400, "d"),
+        (s / 3_600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
     let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
     parts[first..]
         .iter()
@@ -283,7 +294,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

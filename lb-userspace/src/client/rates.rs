@@ -53,7 +53,8 @@ pub fn rates(prev: &Stats, cur: &Stats, local_elapsed: Duration) -> Rates {
         (now >= before && interval_s > 0.0).then(|| (now - before) as f64 / interval_s)
     };
 
-    let prev_vips: HashMap<&str, &VipStats> = prev.vips.iter().map(|v| (v.name.as_str(), v)).collect();
+    let prev_vips: HashMap<&str, &VipStats> =
+        prev.vips.iter().map(|v| (v.name.as_str(), v)).collect();
     let vips = cur
         .vips
         .iter()
@@ -129,7 +130,11 @@ mod tests {
     #[test]
     fn rates_use_server_time() {
         let a = snap(10_000, 1_000, &[("10.0.0.1", 600, 3), ("10.0.0.2", 400, 0)]);
-        let b = snap(12_000, 3_000, &[("10.0.0.1", 1_600, 5), ("10.0.0.3", 10, 1)]);
+        let b = snap(
+            12_000,
+            3_000,
+            &[("10.0.0.1", 1_600, 5), ("10.0.0.3", 10, 1)],
+        );
         let r = rates(&a, &b, Duration::from_secs(99));
         assert_eq!(r.interval_s, 2.0);
         let v = &r.vips[0];

@@ -31,7 +31,11 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut row: Vec<String> = cells.into_iter().map(Into::into).take(self.headers.len()).collect();
+        let mut row: Vec<String> = cells
+            .into_iter()
+            .map(Into::into)
+            .take(self.headers.len())
+            .collect();
         row.resize(self.headers.len(), String::new());
         self.rows.push(row);
     }
@@ -77,7 +81,11 @@ impl Table {
 
 /// `key: value` lines with the values lined up.
 pub fn key_values(pairs: &[(&str, String)]) -> String {
-    let w = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let w = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     pairs
         .iter()
         .map(|(k, v)| format!("{k:<w$}  {v}\n", k = format!("{k}:"), w = w + 1))
@@ -90,7 +98,11 @@ mod tests {
 
     #[test]
     fn columns_line_up() {
-        let mut t = Table::new(&[("NAME", Align::Left), ("N", Align::Right), ("NOTE", Align::Left)]);
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("N", Align::Right),
+            ("NOTE", Align::Left),
+        ]);
         t.row(["web", "5", ""]);
         t.row(["dns-long", "12345", "x"]);
         t.row(["short"]);

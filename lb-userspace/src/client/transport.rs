@@ -55,14 +55,24 @@ impl Endpoint {
             .map_err(|e| invalid(&format!("not a URL ({e})")))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some(other) => return Err(invalid(&format!("scheme {other} is not supported, use http://"))),
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "scheme {other} is not supported, use http://"
+                )));
+            }
             None => return Err(invalid("expected http://HOST:PORT")),
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(invalid("expected http://HOST:PORT without a path"));
         }
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| invalid("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri.port_u16().unwrap_or(80);
         let token = token
             .map(|t| t.trim().to_string())
@@ -115,8 +125,9 @@ pub(crate) async fn exchange(
         ..
     } = endpoint
     {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ClientError::Request("the token contains characters a header cannot carry".into()))?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ClientError::Request("the token contains characters a header cannot carry".into())
+        })?;
         req = req.header(AUTHORIZATION, value);
     }
     let req = req
@@ -182,7 +193,13 @@ mod tests {
         let e = Endpoint::from_url("http://[::1]:9000/", None).unwrap();
         assert!(matches!(e, Endpoint::Tcp { ref host, port: 9000, token: None } if host == "::1"));
         assert_eq!(e.to_string(), "http://[::1]:9000");
-        for bad in ["https://h:1", "h:1", "http://h:1/v1", "http://:1", "not a url"] {
+        for bad in [
+            "https://h:1",
+            "h:1",
+            "http://h:1/v1",
+            "http://:1",
+            "not a url",
+        ] {
             assert!(Endpoint::from_url(bad, None).is_err(), "{bad}");
         }
     }

@@ -138,6 +138,8 @@ pub struct ApiErrorBody {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interface {
+    /// lbd itself has sent this as `iface`; both spellings are read.
+    #[serde(alias = "iface")]
     pub name: String,
     /// `driver` or `generic`.
     pub mode: String,

@@ -149,7 +149,12 @@ fn backend(address: &str, weight: u64, source: &str) -> Value {
 
 fn answer(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).expect("valid status");
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response {
@@ -170,7 +175,9 @@ async fn handle(
         };
     }
     if let Some(token) = ctx.token {
-        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if auth != Some(format!("Bearer {token}").as_str()) {
             return error(401, "unauthorized", "missing or wrong bearer token");
         }
@@ -196,8 +203,14 @@ async fn handle(
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["v1", "status"]) => answer(200, status()),
         ("GET", ["v1", "health"]) => answer(200, health(&lock(&shared.vips))),
-        ("GET", ["v1", "stats"]) => answer(200, stats(shared.stats_calls.fetch_add(1, Ordering::SeqCst))),
-        ("POST", ["v1", "shutdown"]) => StatusCode::ACCEPTED.into_response(),
+        ("GET", ["v1", "stats"]) => answer(
+            200,
+            stats(shared.stats_calls.fetch_add(1, Ordering::SeqCst)),
+        ),
+        ("POST", ["v1", "shutdown"]) => {
+            let detach = body["detach"].as_bool().unwrap_or(false);
+            answer(202, json!({"shutting_down": true, "detach": detach}))
+        }
         (_, ["v1", "vips", rest @ ..]) => vips(&mut lock(&shared.vips), &method, rest, body),
         _ => error(404, "not_found", &format!("no endpoint {method} {path}")),
     }
@@ -205,7 +218,7 @@ async fn handle(
 
 fn status() -> Value {
     json!({"version": "0.1.0-test", "uptime_s": 3661, "pinned": true,
-           "interfaces": [{"name": "veth-lb0", "mode": "driver"}],
+           "interfaces": [{"iface": "veth-lb0", "mode": "driver", "adopted": false}],
            "vips": 1, "backends": 2, "healthy_backends": 1})
 }
 
@@ -213,9 +226,11 @@ fn health(vips: &[Value]) -> Value {
     let mut rows = Vec::new();
     for v in vips {
         for b in v["backends"].as_array().into_iter().flatten() {
-            rows.push(json!({"vip": v["name"], "address": b["address"], "health": b["health"],
+            rows.push(
+                json!({"vip": v["name"], "address": b["address"], "health": b["health"],
                              "admin": b["admin"], "effective_weight": b["effective_weight"],
-                             "last_check": b["last_check"]}));
+                             "last_check": b["last_check"]}),
+            );
         }
     }
     Value::Array(rows)
@@ -242,7 +257,8 @@ fn vips(vips: &mut Vec<Value>, method: &Method, rest: &[&str], body: Value) -> R
     match (method.as_str(), rest) {
         ("GET", []) => answer(200, Value::Array(vips.clone())),
         ("POST", []) => {
-            let (Some(name), Some(address)) = (body["name"].as_str(), body["address"].as_str()) else {
+            let (Some(name), Some(address)) = (body["name"].as_str(), body["address"].as_str())
+            else {
                 return error(400, "bad_request", "name and address are required");
             };
             if find(vips, name).is_some() {
@@ -279,7 +295,7 @@ fn backends(vip: &mut Value, method: &str, rest: &[&str], body: Value) -> Respon
     let Some(list) = vip["backends"].as_array_mut() else {
         return error(500, "internal", "fake state broken");
     };
-    let weight_ok = |w: &Value| w.as_u64().is_some_and(|w| (1..=10_000).contains(&w));
+    let weight_ok = |w: &Value| w.as_u64().is_some_and(|w| w <= 1_000_000);
     match (method, rest) {
         ("GET", ["backends"]) => answer(200, Value::Array(list.clone())),
         ("POST", ["backends"]) => {
@@ -288,7 +304,7 @@ fn backends(vip: &mut Value, method: &str, rest: &[&str], body: Value) -> Respon
             };
             let weight = body.get("weight").cloned().unwrap_or(json!(100));
             if !weight_ok(&weight) {
-                return error(400, "bad_request", "weight must be 1..=10000");
+                return error(400, "bad_request", "weight must be 0-1000000");
             }
             let fresh = backend(address, weight.as_u64().unwrap_or(100), "api");
             match list.iter().position(|b| b["address"] == address) {
@@ -317,7 +333,9 @@ fn backends(vip: &mut Value, method: &str, rest: &[&str], body: Value) -> Respon
                     b["weight"] = body["weight"].clone();
                     b["effective_weight"] = body["weight"].clone();
                 }
-                ("POST", ["weight"]) => return error(400, "bad_request", "weight must be 1..=10000"),
+                ("POST", ["weight"]) => {
+                    return error(400, "bad_request", "weight must be 0-1000000");
+                }
                 ("POST", ["drain"]) => {
                     b["admin"] = json!("draining");
                     b["effective_weight"] = json!(0);
