@@ -171,7 +171,8 @@ impl ChildGuard {
         send_signal(child.id(), self.stop_signal);
         // A paused (SIGSTOPped) process only acts on the signal once continued.
         send_signal(child.id(), libc::SIGCONT);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a database's fast shutdown can take a while on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 return;
@@ -305,8 +306,22 @@ fn redis_ping(port: u16) -> bool {
 
 const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
-/// A PostgreSQL server run as the `postgres` user on 127.0.0.1 with its own port and
-/// data directory (initdb and postgres refuse to run as root).
+/// uid and gid of the `postgres` user (from /etc/passwd).
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == "postgres").then(|| (f[2].parse().ok(), f[3].parse().ok()))
+        })
+        .and_then(|(u, g)| Some((u?, g?)))
+        .expect("no `postgres` user: install the apt package `postgresql`")
+}
+
+/// A PostgreSQL server on 127.0.0.1 with its own port and data directory, run as the
+/// `postgres` user (initdb and postgres refuse to run as root). The processes are started
+/// with that uid directly (no `runuser` in between), so the guard signals postgres itself.
 pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -315,27 +330,21 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Self {
+        use std::os::unix::process::CommandExt;
         let initdb = require_binary("initdb", &[PG_BIN_DIR], "postgresql");
         let postgres = require_binary("postgres", &[PG_BIN_DIR], "postgresql");
-        let runuser = require_binary("runuser", &["/usr/sbin", "/sbin"], "util-linux");
+        let (uid, gid) = postgres_ids();
         let dir = tempfile::Builder::new()
             .prefix("app-pg-")
             .tempdir_in("/tmp")
             .expect("temp dir for postgres");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("create postgres data dir");
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres", &dir.path().display().to_string()])
-            .status()
-            .expect("run chown");
-        assert!(
-            status.success(),
-            "chown of the postgres temp dir failed (is there a `postgres` user? apt package `postgresql`)"
-        );
+        for p in [dir.path(), data.as_path()] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown the postgres temp dir");
+        }
 
-        let out = Command::new(&runuser)
-            .args(["-u", "postgres", "--"])
-            .arg(&initdb)
+        let out = Command::new(&initdb)
             .args([
                 "-D",
                 &data.display().to_string(),
@@ -346,6 +355,9 @@ impl Postgres {
                 "UTF8",
                 "--no-sync",
             ])
+            .current_dir(dir.path())
+            .uid(uid)
+            .gid(gid)
             .output()
             .expect("run initdb");
         assert!(
@@ -356,17 +368,9 @@ impl Postgres {
         );
 
         let port = free_port();
-        let log =
-            std::fs::File::create(dir.path().join("postgres.log")).expect("postgres log file");
-        let _ = Command::new("chown")
-            .args([
-                "postgres:postgres",
-                &dir.path().join("postgres.log").display().to_string(),
-            ])
-            .status();
-        let child = Command::new(&runuser)
-            .args(["-u", "postgres", "--"])
-            .arg(&postgres)
+        let log_path = dir.path().join("postgres.log");
+        let log = std::fs::File::create(&log_path).expect("postgres log file");
+        let child = Command::new(&postgres)
             .args(["-D", &data.display().to_string(), "-p", &port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args([
@@ -382,12 +386,15 @@ impl Postgres {
                 "full_page_writes=off",
             ])
             .args(["-c", "max_connections=200"])
+            .current_dir(dir.path())
+            .uid(uid)
+            .gid(gid)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn postgres");
-        // runuser forwards SIGINT to postgres: a fast shutdown that also ends its backends.
+        // SIGINT: a fast shutdown that also ends every backend process.
         let mut guard = ChildGuard::new("postgres", child).with_stop_signal(libc::SIGINT);
         let pg_isready = require_binary("pg_isready", &[PG_BIN_DIR], "postgresql-client");
         let up = wait_until(START_TIMEOUT, Duration::from_millis(100), || {
@@ -406,7 +413,7 @@ impl Postgres {
                 .unwrap_or(false)
         });
         if !up {
-            let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             guard.stop();
             panic!("postgres did not become ready on port {port}; log:\n{log}");
         }
