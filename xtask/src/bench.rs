@@ -9,6 +9,8 @@ use crate::{build_ebpf, deps, util};
 pub enum What {
     /// ns/packet of every XDP path (BPF_PROG_TEST_RUN) and Maglev build time.
     Dataplane,
+    /// Backend-down reaction time in a namespace lab, and table recompute/swap with 1,000 backends.
+    ControlPlane,
     /// The backend service: /ping, L1, L2 and database reads.
     App,
     /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams.
@@ -21,6 +23,14 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         What::Dataplane => {
             build_ebpf::build(true)?;
             ("lb-userspace", "lb-bench", &["dataplane"])
+        }
+        What::ControlPlane => {
+            build_ebpf::build(true)?;
+            return util::run(
+                util::cargo()
+                    .args(["bench", "--quiet", "-p", "lb-userspace", "--bench", "control_plane", "--"])
+                    .args(args),
+            );
         }
         What::App => ("app", "app-bench", &[]),
         What::Queue => ("app", "queue-bench", &[]),

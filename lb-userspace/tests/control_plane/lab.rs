@@ -97,6 +97,7 @@ impl Drop for BackendServer {
     }
 }
 
+#[allow(dead_code)] // each user (tests, bench) takes what it needs
 pub struct ControlLab {
     pub lab: Lab,
     pub config: PathBuf,
@@ -109,6 +110,10 @@ pub struct ControlLab {
 
 impl ControlLab {
     pub fn new(backends: u8) -> Self {
+        Self::with_interval(backends, INTERVAL_MS)
+    }
+
+    pub fn with_interval(backends: u8, interval_ms: u64) -> Self {
         require_root();
         let topo = Topology::small(backends).expect("topology");
         let lab = Lab::create(&topo).expect("lab");
@@ -139,7 +144,7 @@ impl ControlLab {
         let mut cfg = format!(
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{}\"\n\n\
              [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n\n\
-             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {INTERVAL_MS}\nrise = {RISE}\nfall = {FALL}\n\n\
+             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n\n\
              [sweep]\ninterval_ms = 500\n\n\
              [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n",
             pins.display(),
