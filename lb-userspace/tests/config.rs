@@ -34,6 +34,26 @@ fn defaults() {
     assert_eq!(v.mode, lb_common::ForwardMode::DsrL2);
     assert_eq!(v.table_size.get(), 65537);
     assert_eq!(v.proto, lb_common::IPPROTO_TCP);
+    assert_eq!(v.health, lb_userspace::config::HealthConfig::default());
+    assert_eq!(c.api.socket, std::path::PathBuf::from("/run/lbd/lbd.sock"));
+    assert_eq!(c.dataplane.xdp_mode, lb_userspace::config::AttachMode::Auto);
+}
+
+#[test]
+fn vip_health_overrides_the_global_section() {
+    let text = format!(
+        "[health]\nkind = \"http\"\npath = \"/readyz\"\nfall = 5\n{VIP}health = {{ fall = 2 }}\n"
+    );
+    let c = Config::parse(&text, "ok.toml").expect("valid");
+    let h = &c.vips[0].health;
+    assert_eq!((h.fall, h.rise), (2, 2));
+    assert_eq!(
+        h.kind,
+        lb_userspace::config::CheckKind::Http {
+            path: "/readyz".into(),
+            expect_status: 200
+        }
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ fn http_server(status: Option<u16>) -> u16 {
                 let _ = s.read(&mut buf);
                 match status {
                     Some(code) => {
-                        let _ = s.write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                        let _ = s.write_all(
+                            format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                        );
                     }
                     None => std::thread::sleep(Duration::from_secs(5)),
                 }
@@ -41,7 +43,10 @@ fn closed_port() -> u16 {
 }
 
 fn http(expect: u16) -> CheckKind {
-    CheckKind::Http { path: "/healthz".into(), expect_status: expect }
+    CheckKind::Http {
+        path: "/healthz".into(),
+        expect_status: expect,
+    }
 }
 
 #[tokio::test]
@@ -54,13 +59,28 @@ async fn probes_tell_up_from_down() {
     assert!(probe(LO, ok, &CheckKind::Tcp, t).await.ok);
     assert!(probe(LO, ok, &http(200), t).await.ok);
     let r = probe(LO, unready, &http(200), t).await;
-    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("HTTP 503")), "{r:?}");
-    assert!(probe(LO, unready, &http(503), t).await.ok, "the expected status is configurable");
+    assert!(
+        !r.ok && r.error.as_deref().is_some_and(|e| e.contains("HTTP 503")),
+        "{r:?}"
+    );
+    assert!(
+        probe(LO, unready, &http(503), t).await.ok,
+        "the expected status is configurable"
+    );
     let r = probe(LO, silent, &http(200), t).await;
-    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("timed out")), "{r:?}");
-    assert!(probe(LO, silent, &CheckKind::Tcp, t).await.ok, "TCP connect alone succeeds");
+    assert!(
+        !r.ok && r.error.as_deref().is_some_and(|e| e.contains("timed out")),
+        "{r:?}"
+    );
+    assert!(
+        probe(LO, silent, &CheckKind::Tcp, t).await.ok,
+        "TCP connect alone succeeds"
+    );
     let r = probe(LO, closed, &CheckKind::Tcp, t).await;
-    assert!(!r.ok && r.error.as_deref().is_some_and(|e| e.contains("connect")), "{r:?}");
+    assert!(
+        !r.ok && r.error.as_deref().is_some_and(|e| e.contains("connect")),
+        "{r:?}"
+    );
 }
 
 /// A checker feeding the state machine: healthy after `rise` good probes, unhealthy after
@@ -82,25 +102,34 @@ async fn checker_drives_rise_and_fall() {
     let h = spawn_checker("web".into(), LO, port, cfg, tx);
     let mut m = Machine::new(3, 2);
     let mut transitions = Vec::new();
-    let mut probes_until = |m: &mut Machine, transitions: &mut Vec<(Health, usize)>, n: &mut usize, ev_ok: bool| {
-        *n += 1;
-        if let Some(s) = m.observe(ev_ok, Instant::now()) {
-            transitions.push((s, *n));
-        }
-    };
+    let probes_until =
+        |m: &mut Machine, transitions: &mut Vec<(Health, usize)>, n: &mut usize, ev_ok: bool| {
+            *n += 1;
+            if let Some(s) = m.observe(ev_ok, Instant::now()) {
+                transitions.push((s, *n));
+            }
+        };
     let mut n = 0;
     while transitions.is_empty() {
         let ev = rx.recv().await.expect("probe");
         probes_until(&mut m, &mut transitions, &mut n, ev.result.ok);
     }
-    assert_eq!(transitions, vec![(Health::Healthy, 3)], "healthy after exactly rise=3 successes");
+    assert_eq!(
+        transitions,
+        vec![(Health::Healthy, 3)],
+        "healthy after exactly rise=3 successes"
+    );
     drop(l);
     let mut n = 0;
     while transitions.len() < 2 {
         let ev = rx.recv().await.expect("probe");
         probes_until(&mut m, &mut transitions, &mut n, ev.result.ok);
     }
-    assert_eq!(transitions[1], (Health::Unhealthy, 2), "unhealthy after exactly fall=2 failures");
+    assert_eq!(
+        transitions[1],
+        (Health::Unhealthy, 2),
+        "unhealthy after exactly fall=2 failures"
+    );
     let _l = TcpListener::bind(("127.0.0.1", port)).expect("rebind the same port");
     let mut n = 0;
     while transitions.len() < 3 {

@@ -17,6 +17,11 @@ use tokio::sync::mpsc;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn lab() -> Result<Lab> {
+    // Logs of the resolver (RUST_LOG=lb_userspace=debug) show up with --nocapture.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Lab::create(&Topology::small(2)?).context("building the lab (needs root, ip, ethtool, sysctl)")
 }
 
@@ -194,22 +199,43 @@ fn no_route_and_local_addresses_are_errors() -> Result<()> {
     })
 }
 
-/// Receives events until one about `addr` satisfies `want`; fails after [`WAIT`] naming what
-/// came instead.
-async fn wait_event(
-    rx: &mut mpsc::Receiver<NeighbourEvent>,
-    addr: IpAddr,
-    what: &str,
-    want: impl Fn(&NeighbourEvent) -> bool,
-) -> Result<NeighbourEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(ev)) if ev.addr() == addr && want(&ev) => return Ok(ev),
-            Ok(Some(ev)) => seen.push(ev),
-            Ok(None) => bail!("event channel closed while waiting for {what}; saw {seen:#?}"),
-            Err(_) => bail!("no {what} within {WAIT:?}; saw {seen:#?}"),
+/// The resolver's events, with those not waited for yet kept for later waits.
+struct Events {
+    rx: mpsc::Receiver<NeighbourEvent>,
+    backlog: Vec<NeighbourEvent>,
+}
+
+impl Events {
+    fn new(rx: mpsc::Receiver<NeighbourEvent>) -> Self {
+        Self {
+            rx,
+            backlog: Vec::new(),
+        }
+    }
+
+    /// The first event (kept back or new) about `addr` that satisfies `want`; fails after
+    /// [`WAIT`] naming the events that came instead.
+    async fn wait(
+        &mut self,
+        addr: IpAddr,
+        what: &str,
+        want: impl Fn(&NeighbourEvent) -> bool,
+    ) -> Result<NeighbourEvent> {
+        let matches = |ev: &NeighbourEvent| ev.addr() == addr && want(ev);
+        if let Some(i) = self.backlog.iter().position(matches) {
+            return Ok(self.backlog.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(ev)) if matches(&ev) => return Ok(ev),
+                Ok(Some(ev)) => self.backlog.push(ev),
+                Ok(None) => bail!(
+                    "event channel closed while waiting for {what}; saw {:#?}",
+                    self.backlog
+                ),
+                Err(_) => bail!("no {what} within {WAIT:?}; saw {:#?}", self.backlog),
+            }
         }
     }
 }
@@ -241,14 +267,18 @@ fn resolver_reports_changes_from_the_kernel() -> Result<()> {
             refresh: Duration::from_secs(3600),
             ..ResolverOptions::default()
         };
-        let (task, mut rx) = resolver.spawn(opts)?;
+        let (task, rx) = resolver.spawn(opts)?;
+        let mut rx = Events::new(rx);
         ensure!(
             matches!(resolver.spawn(opts), Err(NeighbourError::AlreadyRunning)),
             "a second task must be refused"
         );
-        wait_event(&mut rx, be1_v4, "be1 resolved", resolved_to(be1_mac)).await?;
-        wait_event(&mut rx, be2_v4, "be2 resolved", resolved_to(be2_mac)).await?;
-        wait_event(&mut rx, be2_v6, "be2 v6 resolved", resolved_to(be2_mac)).await?;
+        rx.wait(be1_v4, "be1 resolved", resolved_to(be1_mac))
+            .await?;
+        rx.wait(be2_v4, "be2 resolved", resolved_to(be2_mac))
+            .await?;
+        rx.wait(be2_v6, "be2 v6 resolved", resolved_to(be2_mac))
+            .await?;
         assert_eq!(
             resolver.current(be1_v4).and_then(|r| r.ok()).map(|r| r.mac),
             Some(be1_mac)
@@ -266,7 +296,7 @@ fn resolver_reports_changes_from_the_kernel() -> Result<()> {
             "lladdr",
             "02:11:22:33:44:55",
         ])?;
-        match wait_event(&mut rx, be1_v4, "be1 changed", resolved_to(fake)).await? {
+        match rx.wait(be1_v4, "be1 changed", resolved_to(fake)).await? {
             NeighbourEvent::Changed { old, new, .. } => {
                 assert_eq!((old.mac, new.mac), (be1_mac, fake));
             }
@@ -275,7 +305,10 @@ fn resolver_reports_changes_from_the_kernel() -> Result<()> {
 
         // The entry disappears (as garbage collection does): the resolver looks again.
         lb.exec(["ip", "neigh", "del", "10.77.0.11", "dev", "eth0"])?;
-        match wait_event(&mut rx, be1_v4, "be1 re-resolved", resolved_to(be1_mac)).await? {
+        match rx
+            .wait(be1_v4, "be1 re-resolved", resolved_to(be1_mac))
+            .await?
+        {
             NeighbourEvent::Changed { old, .. } => assert_eq!(old.mac, fake),
             other => bail!("expected Changed, got {other:?}"),
         }
@@ -291,8 +324,10 @@ fn resolver_reports_changes_from_the_kernel() -> Result<()> {
             s6.send_to(b"hello", (lb_v6, 9))?;
             Ok(())
         })??;
-        wait_event(&mut rx, be2_v4, "be2 v4 new MAC", resolved_to(new_mac)).await?;
-        wait_event(&mut rx, be2_v6, "be2 v6 new MAC", resolved_to(new_mac)).await?;
+        rx.wait(be2_v4, "be2 v4 new MAC", resolved_to(new_mac))
+            .await?;
+        rx.wait(be2_v6, "be2 v6 new MAC", resolved_to(new_mac))
+            .await?;
 
         // Untracked addresses are forgotten.
         resolver.untrack(be2_v4);
@@ -318,23 +353,25 @@ fn resolver_reports_unresolvable_and_recovered() -> Result<()> {
             refresh: Duration::from_secs(2),
             ..ResolverOptions::default()
         };
-        let (_task, mut rx) = resolver.spawn(opts)?;
+        let (_task, rx) = resolver.spawn(opts)?;
+        let mut rx = Events::new(rx);
         resolver.track(ghost);
         resolver.track(routeless);
         let unresolvable = |ev: &NeighbourEvent| matches!(ev, NeighbourEvent::Unresolvable { .. });
-        match wait_event(&mut rx, routeless, "no route", unresolvable).await? {
+        match rx.wait(routeless, "no route", unresolvable).await? {
             NeighbourEvent::Unresolvable { error, last, .. } => {
                 ensure!(matches!(error, NeighbourError::NoRoute { .. }), "{error}");
                 ensure!(last.is_none());
             }
             other => bail!("{other:?}"),
         }
-        wait_event(&mut rx, ghost, "ghost unresolvable", unresolvable).await?;
+        rx.wait(ghost, "ghost unresolvable", unresolvable).await?;
         ensure!(matches!(resolver.current(ghost), Some(Err(_))));
 
         // The address appears on be1: it becomes resolvable, to be1's MAC.
         be1.exec(["ip", "addr", "add", "10.77.0.98/24", "dev", "eth0"])?;
-        wait_event(&mut rx, ghost, "ghost recovered", resolved_to(be1_mac)).await?;
+        rx.wait(ghost, "ghost recovered", resolved_to(be1_mac))
+            .await?;
 
         // The address leaves be1 while the balancer's entry is STALE (XDP traffic never
         // refreshes it): the periodic re-check probes it and reports it gone.
@@ -357,7 +394,7 @@ fn resolver_reports_unresolvable_and_recovered() -> Result<()> {
             "nud",
             "stale",
         ])?;
-        match wait_event(&mut rx, ghost, "stale ghost gone", unresolvable).await? {
+        match rx.wait(ghost, "stale ghost gone", unresolvable).await? {
             NeighbourEvent::Unresolvable { error, last, .. } => {
                 ensure!(matches!(error, NeighbourError::Failed { .. }), "{error}");
                 ensure!(last.map(|l| l.mac) == Some(be1_mac));
@@ -367,7 +404,10 @@ fn resolver_reports_unresolvable_and_recovered() -> Result<()> {
 
         // A route appears for the routeless one (through be1): it resolves to be1's MAC too.
         lb.exec(["ip", "route", "add", "192.0.2.0/24", "via", "10.77.0.11"])?;
-        match wait_event(&mut rx, routeless, "route added", resolved_to(be1_mac)).await? {
+        match rx
+            .wait(routeless, "route added", resolved_to(be1_mac))
+            .await?
+        {
             NeighbourEvent::Resolved { resolution, .. } => {
                 ensure!(
                     resolution.via == Some("10.77.0.11".parse()?),
@@ -378,7 +418,7 @@ fn resolver_reports_unresolvable_and_recovered() -> Result<()> {
         }
         // And the route going away makes it unresolvable again.
         lb.exec(["ip", "route", "del", "192.0.2.0/24"])?;
-        match wait_event(&mut rx, routeless, "route removed", unresolvable).await? {
+        match rx.wait(routeless, "route removed", unresolvable).await? {
             NeighbourEvent::Unresolvable { last, .. } => {
                 ensure!(last.map(|l| l.mac) == Some(be1_mac))
             }

@@ -28,7 +28,15 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
             build_ebpf::build(true)?;
             return util::run(
                 util::cargo()
-                    .args(["bench", "--quiet", "-p", "lb-userspace", "--bench", "control_plane", "--"])
+                    .args([
+                        "bench",
+                        "--quiet",
+                        "-p",
+                        "lb-userspace",
+                        "--bench",
+                        "control_plane",
+                        "--",
+                    ])
                     .args(args),
             );
         }

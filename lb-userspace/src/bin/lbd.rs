@@ -16,7 +16,11 @@ use tokio::{
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(name = "lbd", version, about = "The XDP load balancer's control-plane daemon")]
+#[command(
+    name = "lbd",
+    version,
+    about = "The XDP load balancer's control-plane daemon"
+)]
 struct Cli {
     /// The balancer config (TOML); see lb-userspace/config/example.toml and docs/config.md.
     #[arg(long, short, default_value = "/etc/lbd/lbd.toml")]
@@ -32,16 +36,24 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into());
     if cli.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     if let Some(path) = cli.check_config {
         return match Config::load(&path) {
             Ok(c) => {
-                println!("ok: {} VIPs, {} backends", c.vips.len(), c.vips.iter().map(|v| v.backends.len()).sum::<usize>());
+                println!(
+                    "ok: {} VIPs, {} backends",
+                    c.vips.len(),
+                    c.vips.iter().map(|v| v.backends.len()).sum::<usize>()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -57,7 +69,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -79,7 +95,10 @@ async fn run(config: Config) -> Result<()> {
     let pin_dir = config.dataplane.pin_dir.clone();
     let api_cfg = config.api.clone();
     let (state, probes) = daemon::start(config).await?;
-    info!(vips = state.config.vips.len(), "data plane programmed and attached");
+    info!(
+        vips = state.config.vips.len(),
+        "data plane programmed and attached"
+    );
 
     tokio::spawn(daemon::health_loop(state.clone(), probes));
     tokio::spawn(daemon::tick_loop(state.clone()));
@@ -89,7 +108,8 @@ async fn run(config: Config) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(&api_cfg.socket);
-    let unix = UnixListener::bind(&api_cfg.socket).with_context(|| format!("binding {}", api_cfg.socket.display()))?;
+    let unix = UnixListener::bind(&api_cfg.socket)
+        .with_context(|| format!("binding {}", api_cfg.socket.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&api_cfg.socket, std::fs::Permissions::from_mode(0o600))?;
     info!(socket = %api_cfg.socket.display(), "API listening");
@@ -100,7 +120,10 @@ async fn run(config: Config) -> Result<()> {
         }
     });
     if let Some(addr) = api_cfg.listen {
-        let token_file = api_cfg.token_file.clone().context("api.listen needs api.token_file")?;
+        let token_file = api_cfg
+            .token_file
+            .clone()
+            .context("api.listen needs api.token_file")?;
         let token = std::fs::read_to_string(&token_file)
             .with_context(|| format!("reading the API token from {}", token_file.display()))?
             .lines()
@@ -108,8 +131,14 @@ async fn run(config: Config) -> Result<()> {
             .unwrap_or("")
             .trim()
             .to_string();
-        anyhow::ensure!(token.len() >= 16, "the API token in {} must be at least 16 characters", token_file.display());
-        let tcp = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the API token in {} must be at least 16 characters",
+            token_file.display()
+        );
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         info!(%addr, "API listening on TCP (bearer token required)");
         let router = api::tcp_router(state.clone(), token);
         tokio::spawn(async move {
@@ -137,7 +166,9 @@ async fn run(config: Config) -> Result<()> {
         let _ = std::fs::remove_file(&api_cfg.state_file);
         info!("detached: the XDP program and its pins are gone");
     } else {
-        warn!("exiting; the XDP program keeps forwarding from its pinned link (use `lbctl shutdown --detach` to remove it)");
+        warn!(
+            "exiting; the XDP program keeps forwarding from its pinned link (use `lbctl shutdown --detach` to remove it)"
+        );
     }
     Ok(())
 }

@@ -43,7 +43,10 @@ pub enum CheckKind {
     /// No checks: backends are healthy as soon as they are listed.
     None,
     Tcp,
-    Http { path: String, expect_status: u16 },
+    Http {
+        path: String,
+        expect_status: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,14 +130,21 @@ pub(super) struct RawSweep {
     closing_idle_s: Option<u64>,
 }
 
-pub(super) fn parse_attach_mode(ctx: &Ctx, s: &Option<Spanned<String>>) -> Result<AttachMode, ConfigError> {
+pub(super) fn parse_attach_mode(
+    ctx: &Ctx,
+    s: &Option<Spanned<String>>,
+) -> Result<AttachMode, ConfigError> {
     match s {
         None => Ok(AttachMode::Auto),
         Some(s) => match s.get_ref().as_str() {
             "driver" => Ok(AttachMode::Driver),
             "generic" => Ok(AttachMode::Generic),
             "auto" => Ok(AttachMode::Auto),
-            other => Err(ctx.err(&s.span(), "dataplane.xdp_mode", format!("unknown mode {other:?} (driver, generic, auto)"))),
+            other => Err(ctx.err(
+                &s.span(),
+                "dataplane.xdp_mode",
+                format!("unknown mode {other:?} (driver, generic, auto)"),
+            )),
         },
     }
 }
@@ -145,13 +155,21 @@ pub(super) fn parse_api(ctx: &Ctx, a: RawApi) -> Result<ApiConfig, ConfigError> 
         .listen
         .as_ref()
         .map(|l| {
-            l.get_ref()
-                .parse::<SocketAddr>()
-                .map_err(|_| ctx.err(&l.span(), "api.listen", format!("{:?} is not ADDRESS:PORT", l.get_ref())))
+            l.get_ref().parse::<SocketAddr>().map_err(|_| {
+                ctx.err(
+                    &l.span(),
+                    "api.listen",
+                    format!("{:?} is not ADDRESS:PORT", l.get_ref()),
+                )
+            })
         })
         .transpose()?;
     if let (Some(_), None, Some(l)) = (listen, &a.token_file, &a.listen) {
-        return Err(ctx.err(&l.span(), "api.token_file", "a TCP listener needs a token_file (every TCP call needs the bearer token)"));
+        return Err(ctx.err(
+            &l.span(),
+            "api.token_file",
+            "a TCP listener needs a token_file (every TCP call needs the bearer token)",
+        ));
     }
     Ok(ApiConfig {
         socket: a.socket.map(PathBuf::from).unwrap_or(d.socket),
@@ -167,8 +185,14 @@ pub(super) fn merge_health(base: &RawHealth, over: &RawHealth) -> RawHealth {
         kind: over.kind.clone().or_else(|| base.kind.clone()),
         port: over.port.or(base.port),
         path: over.path.clone().or_else(|| base.path.clone()),
-        expect_status: over.expect_status.clone().or_else(|| base.expect_status.clone()),
-        interval_ms: over.interval_ms.clone().or_else(|| base.interval_ms.clone()),
+        expect_status: over
+            .expect_status
+            .clone()
+            .or_else(|| base.expect_status.clone()),
+        interval_ms: over
+            .interval_ms
+            .clone()
+            .or_else(|| base.interval_ms.clone()),
         timeout_ms: over.timeout_ms.clone().or_else(|| base.timeout_ms.clone()),
         rise: over.rise.clone().or_else(|| base.rise.clone()),
         fall: over.fall.clone().or_else(|| base.fall.clone()),
@@ -176,7 +200,11 @@ pub(super) fn merge_health(base: &RawHealth, over: &RawHealth) -> RawHealth {
     }
 }
 
-pub(super) fn parse_health(ctx: &Ctx, field: &str, h: &RawHealth) -> Result<HealthConfig, ConfigError> {
+pub(super) fn parse_health(
+    ctx: &Ctx,
+    field: &str,
+    h: &RawHealth,
+) -> Result<HealthConfig, ConfigError> {
     let d = HealthConfig::default();
     let f = |n: &str| format!("{field}.{n}");
     let kind = match &h.kind {
@@ -187,29 +215,47 @@ pub(super) fn parse_health(ctx: &Ctx, field: &str, h: &RawHealth) -> Result<Heal
             "http" => {
                 let path = h.path.clone().unwrap_or_else(|| "/healthz".into());
                 if !path.starts_with('/') {
-                    return Err(ctx.err(&k.span(), f("path"), format!("{path:?} must start with '/'")));
+                    return Err(ctx.err(
+                        &k.span(),
+                        f("path"),
+                        format!("{path:?} must start with '/'"),
+                    ));
                 }
                 let expect_status = match &h.expect_status {
                     Some(s) if !(100..600).contains(s.get_ref()) => {
-                        return Err(ctx.err(&s.span(), f("expect_status"), "an HTTP status is 100-599"));
+                        return Err(ctx.err(
+                            &s.span(),
+                            f("expect_status"),
+                            "an HTTP status is 100-599",
+                        ));
                     }
                     Some(s) => *s.get_ref(),
                     None => 200,
                 };
-                CheckKind::Http { path, expect_status }
+                CheckKind::Http {
+                    path,
+                    expect_status,
+                }
             }
-            other => return Err(ctx.err(&k.span(), f("kind"), format!("unknown check {other:?} (tcp, http, none)"))),
+            other => {
+                return Err(ctx.err(
+                    &k.span(),
+                    f("kind"),
+                    format!("unknown check {other:?} (tcp, http, none)"),
+                ));
+            }
         },
     };
-    let ms = |v: &Option<Spanned<u64>>, name: &str, def: Duration| -> Result<Duration, ConfigError> {
-        match v {
-            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 3_600_000 => {
-                Err(ctx.err(&s.span(), f(name), "must be 1 ms to 1 hour"))
+    let ms =
+        |v: &Option<Spanned<u64>>, name: &str, def: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                Some(s) if *s.get_ref() == 0 || *s.get_ref() > 3_600_000 => {
+                    Err(ctx.err(&s.span(), f(name), "must be 1 ms to 1 hour"))
+                }
+                Some(s) => Ok(Duration::from_millis(*s.get_ref())),
+                None => Ok(def),
             }
-            Some(s) => Ok(Duration::from_millis(*s.get_ref())),
-            None => Ok(def),
-        }
-    };
+        };
     let interval = ms(&h.interval_ms, "interval_ms", d.interval)?;
     let timeout = ms(&h.timeout_ms, "timeout_ms", d.timeout)?;
     if timeout > interval
@@ -219,7 +265,9 @@ pub(super) fn parse_health(ctx: &Ctx, field: &str, h: &RawHealth) -> Result<Heal
     }
     let count = |v: &Option<Spanned<u32>>, name: &str, def: u32| -> Result<u32, ConfigError> {
         match v {
-            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 100 => Err(ctx.err(&s.span(), f(name), "must be 1-100")),
+            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 100 => {
+                Err(ctx.err(&s.span(), f(name), "must be 1-100"))
+            }
             Some(s) => Ok(*s.get_ref()),
             None => Ok(def),
         }
@@ -231,14 +279,19 @@ pub(super) fn parse_health(ctx: &Ctx, field: &str, h: &RawHealth) -> Result<Heal
         timeout,
         rise: count(&h.rise, "rise", d.rise)?,
         fall: count(&h.fall, "fall", d.fall)?,
-        slow_start: h.slow_start_ms.map(Duration::from_millis).unwrap_or(d.slow_start),
+        slow_start: h
+            .slow_start_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.slow_start),
     })
 }
 
 pub(super) fn parse_sweep(ctx: &Ctx, s: &RawSweep) -> Result<SweepConfig, ConfigError> {
     let d = SweepConfig::default();
     let interval = match &s.interval_ms {
-        Some(v) if *v.get_ref() < 10 => return Err(ctx.err(&v.span(), "sweep.interval_ms", "must be at least 10")),
+        Some(v) if *v.get_ref() < 10 => {
+            return Err(ctx.err(&v.span(), "sweep.interval_ms", "must be at least 10"));
+        }
         Some(v) => Duration::from_millis(*v.get_ref()),
         None => d.interval,
     };
@@ -246,6 +299,9 @@ pub(super) fn parse_sweep(ctx: &Ctx, s: &RawSweep) -> Result<SweepConfig, Config
         interval,
         tcp_idle: s.tcp_idle_s.map(Duration::from_secs).unwrap_or(d.tcp_idle),
         udp_idle: s.udp_idle_s.map(Duration::from_secs).unwrap_or(d.udp_idle),
-        closing_idle: s.closing_idle_s.map(Duration::from_secs).unwrap_or(d.closing_idle),
+        closing_idle: s
+            .closing_idle_s
+            .map(Duration::from_secs)
+            .unwrap_or(d.closing_idle),
     })
 }

@@ -345,7 +345,12 @@ impl Config {
                 format!("at most {} VIPs", lb_common::MAX_VIPS),
             ));
         }
-        Ok(Self { dataplane, api, sweep, vips })
+        Ok(Self {
+            dataplane,
+            api,
+            sweep,
+            vips,
+        })
     }
 }
 
@@ -406,7 +411,10 @@ fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, Config
         ipip_source_v6: v6,
         backend_mtu: d.backend_mtu,
         xdp_mode: daemon::parse_attach_mode(ctx, &d.xdp_mode)?,
-        pin_dir: d.pin_dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lbd")),
+        pin_dir: d
+            .pin_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lbd")),
         detach_on_exit: d.detach_on_exit,
     })
 }
@@ -421,7 +429,11 @@ fn parse_vip(
 ) -> Result<VipConfig, ConfigError> {
     let f = |name: &str| format!("vips[{i}].{name}");
     let name = v.name.get_ref().clone();
-    let health = daemon::parse_health(ctx, &f("health"), &daemon::merge_health(global_health, &v.health))?;
+    let health = daemon::parse_health(
+        ctx,
+        &f("health"),
+        &daemon::merge_health(global_health, &v.health),
+    )?;
     let valid_name = !name.is_empty()
         && name.len() <= 64
         && name

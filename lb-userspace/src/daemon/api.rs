@@ -30,7 +30,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn not_found(m: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", m)
@@ -45,7 +49,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": self.message, "code": self.code})),
+        )
+            .into_response()
     }
 }
 
@@ -58,9 +66,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
             Err(e) => Err(match e {
-                JsonRejection::MissingJsonContentType(_) => {
-                    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_request", "send Content-Type: application/json")
-                }
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "bad_request",
+                    "send Content-Type: application/json",
+                ),
                 other => ApiError::bad_request(other.body_text()),
             }),
         }
@@ -74,8 +84,14 @@ pub fn router(state: State) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/vips", get(list_vips).post(add_vip))
         .route("/v1/vips/{vip}", get(get_vip).delete(del_vip))
-        .route("/v1/vips/{vip}/backends", get(list_backends).post(add_backend))
-        .route("/v1/vips/{vip}/backends/{addr}", axum::routing::delete(del_backend))
+        .route(
+            "/v1/vips/{vip}/backends",
+            get(list_backends).post(add_backend),
+        )
+        .route(
+            "/v1/vips/{vip}/backends/{addr}",
+            axum::routing::delete(del_backend),
+        )
         .route("/v1/vips/{vip}/backends/{addr}/weight", post(set_weight))
         .route("/v1/vips/{vip}/backends/{addr}/drain", post(drain))
         .route("/v1/vips/{vip}/backends/{addr}/undrain", post(undrain))
@@ -90,20 +106,27 @@ pub fn router(state: State) -> Router {
 /// The TCP router: every call needs `Authorization: Bearer <token>`.
 pub fn tcp_router(state: State, token: String) -> Router {
     let token = Arc::new(token);
-    router(state).layer(middleware::from_fn(move |headers: HeaderMap, req: Request, next: Next| {
-        let token = token.clone();
-        async move {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                next.run(req).await
-            } else {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response()
+    router(state).layer(middleware::from_fn(
+        move |headers: HeaderMap, req: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+                    next.run(req).await
+                } else {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "missing or wrong bearer token",
+                    )
+                    .into_response()
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -134,47 +157,92 @@ async fn status(AxState(s): AxState<State>) -> Json<Value> {
 async fn list_vips(AxState(s): AxState<State>) -> Json<Value> {
     let inner = s.inner.lock().await;
     let now = Instant::now();
-    Json(json!(inner.vips.values().map(|v| vip_view(v, now)).collect::<Vec<_>>()))
+    Json(json!(
+        inner
+            .vips
+            .values()
+            .map(|v| vip_view(v, now))
+            .collect::<Vec<_>>()
+    ))
 }
 
 async fn get_vip(AxState(s): AxState<State>, Path(vip): Path<String>) -> ApiResult<Json<Value>> {
     let inner = s.inner.lock().await;
-    let v = inner.vips.get(&vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+    let v = inner
+        .vips
+        .get(&vip)
+        .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
     Ok(Json(json!(vip_view(v, Instant::now()))))
 }
 
-async fn add_vip(AxState(s): AxState<State>, JsonBody(new): JsonBody<NewVip>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let default_health = s.config.vips.first().map(|v| v.health.clone()).unwrap_or_default();
+async fn add_vip(
+    AxState(s): AxState<State>,
+    JsonBody(new): JsonBody<NewVip>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let default_health = s
+        .config
+        .vips
+        .first()
+        .map(|v| v.health.clone())
+        .unwrap_or_default();
     let cfg = new
         .into_config(default_health)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
     let mut inner = s.inner.lock().await;
     if inner.vips.contains_key(&cfg.name) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("a VIP named {} exists", cfg.name)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("a VIP named {} exists", cfg.name),
+        ));
     }
     if inner
         .vips
         .values()
         .any(|v| (v.cfg.address, v.cfg.port, v.cfg.proto) == (cfg.address, cfg.port, cfg.proto))
     {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "another VIP has that address, port and protocol"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "another VIP has that address, port and protocol",
+        ));
     }
     if inner.vips.len() >= lb_common::MAX_VIPS as usize {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "VIP limit reached"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "VIP limit reached",
+        ));
     }
     let name = cfg.name.clone();
-    inner.vips.insert(name.clone(), VipRuntime { cfg, source: Source::Api, backends: Default::default() });
+    inner.vips.insert(
+        name.clone(),
+        VipRuntime {
+            cfg,
+            source: Source::Api,
+            backends: Default::default(),
+        },
+    );
     if let Err(e) = reconcile(&s, &mut inner) {
         inner.vips.remove(&name);
         return Err(ApiError::internal(e));
     }
-    let v = inner.vips.get(&name).ok_or_else(|| ApiError::internal("VIP vanished"))?;
-    Ok((StatusCode::CREATED, Json(json!(vip_view(v, Instant::now())))))
+    let v = inner
+        .vips
+        .get(&name)
+        .ok_or_else(|| ApiError::internal("VIP vanished"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!(vip_view(v, Instant::now()))),
+    ))
 }
 
 async fn del_vip(AxState(s): AxState<State>, Path(vip): Path<String>) -> ApiResult<Json<Value>> {
     let mut inner = s.inner.lock().await;
-    let removed = inner.vips.remove(&vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+    let removed = inner
+        .vips
+        .remove(&vip)
+        .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
     if let Err(e) = reconcile(&s, &mut inner) {
         inner.vips.insert(vip.clone(), removed);
         return Err(ApiError::internal(e));
@@ -183,9 +251,15 @@ async fn del_vip(AxState(s): AxState<State>, Path(vip): Path<String>) -> ApiResu
     Ok(Json(json!({"deleted": vip})))
 }
 
-async fn list_backends(AxState(s): AxState<State>, Path(vip): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_backends(
+    AxState(s): AxState<State>,
+    Path(vip): Path<String>,
+) -> ApiResult<Json<Value>> {
     let inner = s.inner.lock().await;
-    let v = inner.vips.get(&vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+    let v = inner
+        .vips
+        .get(&vip)
+        .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
     Ok(Json(json!(vip_view(v, Instant::now()).backends)))
 }
 
@@ -203,18 +277,24 @@ fn default_weight() -> u32 {
 
 fn check_weight(w: u32) -> ApiResult<()> {
     if w > MAX_WEIGHT {
-        return Err(ApiError::bad_request(format!("weight must be 0-{MAX_WEIGHT}")));
+        return Err(ApiError::bad_request(format!(
+            "weight must be 0-{MAX_WEIGHT}"
+        )));
     }
     Ok(())
 }
 
 fn parse_addr(a: &str) -> ApiResult<IpAddr> {
-    a.parse().map_err(|_| ApiError::bad_request(format!("{a:?} is not an IP address")))
+    a.parse()
+        .map_err(|_| ApiError::bad_request(format!("{a:?} is not an IP address")))
 }
 
 async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Value>> {
     let inner = s.inner.lock().await;
-    let v = inner.vips.get(vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+    let v = inner
+        .vips
+        .get(vip)
+        .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
     let b = v
         .backends
         .get(&addr)
@@ -228,9 +308,18 @@ async fn add_backend(
     JsonBody(b): JsonBody<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_weight(b.weight)?;
-    let new = s.upsert_backend(&vip, b.address, b.weight, Source::Registered).await?;
+    let new = s
+        .upsert_backend(&vip, b.address, b.weight, Source::Registered)
+        .await?;
     let body = backend_json(&s, &vip, b.address).await?;
-    Ok((if new { StatusCode::CREATED } else { StatusCode::OK }, body))
+    Ok((
+        if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        body,
+    ))
 }
 
 /// Runs `f` on one backend, then reconciles.
@@ -243,7 +332,10 @@ async fn with_backend(
     let addr = parse_addr(addr)?;
     {
         let mut inner = s.inner.lock().await;
-        let v = inner.vips.get_mut(vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+        let v = inner
+            .vips
+            .get_mut(vip)
+            .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
         let b = v
             .backends
             .get_mut(&addr)
@@ -269,18 +361,30 @@ async fn set_weight(
     with_backend(&s, &vip, &addr, |b| b.weight = w.weight).await
 }
 
-async fn drain(AxState(s): AxState<State>, Path((vip, addr)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn drain(
+    AxState(s): AxState<State>,
+    Path((vip, addr)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     with_backend(&s, &vip, &addr, |b| b.admin = Admin::Draining).await
 }
 
-async fn undrain(AxState(s): AxState<State>, Path((vip, addr)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn undrain(
+    AxState(s): AxState<State>,
+    Path((vip, addr)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     with_backend(&s, &vip, &addr, |b| b.admin = Admin::Active).await
 }
 
-async fn del_backend(AxState(s): AxState<State>, Path((vip, addr)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn del_backend(
+    AxState(s): AxState<State>,
+    Path((vip, addr)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let a = parse_addr(&addr)?;
     let mut inner = s.inner.lock().await;
-    let v = inner.vips.get_mut(&vip).ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
+    let v = inner
+        .vips
+        .get_mut(&vip)
+        .ok_or_else(|| ApiError::not_found(format!("no VIP named {vip}")))?;
     v.backends
         .remove(&a)
         .ok_or_else(|| ApiError::not_found(format!("{a} is not a backend of VIP {vip}")))?;
@@ -311,11 +415,15 @@ async fn stats(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
     let maps = inner.prog.maps();
     let mut vips = Vec::new();
     for v in inner.vips.values() {
-        let Some(id) = inner.prog.vip_id(&v.cfg.name) else { continue };
+        let Some(id) = inner.prog.vip_id(&v.cfg.name) else {
+            continue;
+        };
         let t = maps.vip_totals(id).map_err(ApiError::internal)?;
         let mut backends = Vec::new();
         for addr in v.backends.keys() {
-            let Some(bid) = inner.prog.backend_id(&v.cfg.name, *addr) else { continue };
+            let Some(bid) = inner.prog.backend_id(&v.cfg.name, *addr) else {
+                continue;
+            };
             let b = maps.backend_totals(bid).map_err(ApiError::internal)?;
             backends.push(json!({"address": addr, "packets": b.packets, "bytes": b.bytes, "new_conns": b.new_conns,
                                  "active_conns": inner.active.get(&bid).copied().unwrap_or(0)}));
@@ -328,7 +436,9 @@ async fn stats(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
         .into_iter()
         .map(|(r, n)| (r.name().to_string(), json!(n)))
         .collect();
-    Ok(Json(json!({"at_unix_ms": model::unix_ms(), "vips": vips, "reasons": reasons})))
+    Ok(Json(
+        json!({"at_unix_ms": model::unix_ms(), "vips": vips, "reasons": reasons}),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -338,12 +448,18 @@ struct Shutdown {
     detach: bool,
 }
 
-async fn shutdown(AxState(s): AxState<State>, body: axum::body::Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn shutdown(
+    AxState(s): AxState<State>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: Shutdown = if body.iter().all(u8::is_ascii_whitespace) {
         Shutdown::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
     };
     let _ = s.shutdown.send(Some(req.detach));
-    Ok((StatusCode::ACCEPTED, Json(json!({"shutting_down": true, "detach": req.detach}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"shutting_down": true, "detach": req.detach})),
+    ))
 }

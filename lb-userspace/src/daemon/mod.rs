@@ -61,16 +61,27 @@ fn runtime_from_config(v: &VipConfig, source: Source, now: Instant) -> VipRuntim
     let backends = v
         .backends
         .iter()
-        .map(|b| (b.address, BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now)))
+        .map(|b| {
+            (
+                b.address,
+                BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now),
+            )
+        })
         .collect();
-    VipRuntime { cfg: v.clone(), source, backends }
+    VipRuntime {
+        cfg: v.clone(),
+        source,
+        backends,
+    }
 }
 
 /// Loads, adopts, programs and attaches; returns the running daemon and its probe receiver.
 pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)> {
     let now = Instant::now();
     let dp_cfg = &config.dataplane;
-    let pins_existed = pin::map_paths(&dp_cfg.pin_dir).iter().all(|(_, p)| p.exists());
+    let pins_existed = pin::map_paths(&dp_cfg.pin_dir)
+        .iter()
+        .all(|(_, p)| p.exists());
     let mut dp = Dataplane::load(LoadOptions {
         conn_table_size: dp_cfg.conn_table_size,
         pin_dir: Some(dp_cfg.pin_dir.clone()),
@@ -91,14 +102,19 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             Programmer::adopt(maps, &s.programmer)
         }
         (None, true) => {
-            warn!("pinned maps exist but no state file: programming them afresh (existing flows may re-hash)");
+            warn!(
+                "pinned maps exist but no state file: programming them afresh (existing flows may re-hash)"
+            );
             Programmer::new(maps)
         }
         _ => Programmer::new(maps),
     };
 
-    let mut vips: BTreeMap<String, VipRuntime> =
-        config.vips.iter().map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now))).collect();
+    let mut vips: BTreeMap<String, VipRuntime> = config
+        .vips
+        .iter()
+        .map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now)))
+        .collect();
     if let Some(s) = &saved {
         restore_dynamic(&config, s, &mut vips, now);
     }
@@ -124,7 +140,18 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         resolve_all(&mut inner).await;
         reconcile(&shared, &mut inner).context("programming the maps")?;
         for iface in &dp_cfg.interfaces {
-            let a = dp.attach_pinned(names::PROG_BALANCER, iface, dp_cfg.xdp_mode, &dp_cfg.pin_dir)?;
+            let records = config
+                .api
+                .state_file
+                .parent()
+                .unwrap_or(std::path::Path::new("/var/lib/lbd"));
+            let a = dp.attach_pinned(
+                names::PROG_BALANCER,
+                iface,
+                dp_cfg.xdp_mode,
+                &dp_cfg.pin_dir,
+                records,
+            )?;
             inner.attached.push(a);
         }
         sync_checkers(&shared, &mut inner);
@@ -135,8 +162,17 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     Ok((shared, probe_rx))
 }
 
-fn restore_dynamic(config: &Config, s: &persist::StateFile, vips: &mut BTreeMap<String, VipRuntime>, now: Instant) {
-    let default_health = config.vips.first().map(|v| v.health.clone()).unwrap_or_default();
+fn restore_dynamic(
+    config: &Config,
+    s: &persist::StateFile,
+    vips: &mut BTreeMap<String, VipRuntime>,
+    now: Instant,
+) {
+    let default_health = config
+        .vips
+        .first()
+        .map(|v| v.health.clone())
+        .unwrap_or_default();
     for v in &s.api_vips {
         let new = model::NewVip {
             name: v.name.clone(),
@@ -149,14 +185,19 @@ fn restore_dynamic(config: &Config, s: &persist::StateFile, vips: &mut BTreeMap<
         };
         match new.into_config(default_health.clone()) {
             Ok(cfg) if !vips.contains_key(&cfg.name) => {
-                vips.insert(cfg.name.clone(), runtime_from_config(&cfg, Source::Api, now));
+                vips.insert(
+                    cfg.name.clone(),
+                    runtime_from_config(&cfg, Source::Api, now),
+                );
             }
             Ok(_) => {}
             Err(e) => warn!(vip = %v.name, error = %e, "cannot restore a VIP from the state file"),
         }
     }
     for b in &s.backends {
-        let Some(vip) = vips.get_mut(&b.vip) else { continue };
+        let Some(vip) = vips.get_mut(&b.vip) else {
+            continue;
+        };
         let health = vip.cfg.health.clone();
         let entry = vip
             .backends
@@ -181,7 +222,10 @@ async fn resolve_all(inner: &mut Inner) {
             if b.static_mac.is_some() {
                 continue;
             }
-            b.mac = crate::neighbours::resolve(*addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+            b.mac = crate::neighbours::resolve(*addr)
+                .await
+                .map(|r| r.mac)
+                .map_err(|e| e.to_string());
             if let Err(e) = &b.mac {
                 warn!(vip = %vip.cfg.name, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
             }
@@ -248,7 +292,11 @@ pub fn sync_checkers(shared: &Shared, inner: &mut Inner) {
             continue;
         }
         for addr in v.backends.keys() {
-            wanted.push(((v.cfg.name.clone(), *addr), v.check_port(), v.cfg.health.clone()));
+            wanted.push((
+                (v.cfg.name.clone(), *addr),
+                v.check_port(),
+                v.cfg.health.clone(),
+            ));
         }
     }
     let keys: Vec<_> = wanted.iter().map(|(k, _, _)| k.clone()).collect();
@@ -260,9 +308,15 @@ pub fn sync_checkers(shared: &Shared, inner: &mut Inner) {
         keep
     });
     for (key, port, cfg) in wanted {
-        if !inner.checkers.contains_key(&key) {
-            let h = health::spawn_checker(key.0.clone(), key.1, port, cfg, shared.probe_tx.clone());
-            inner.checkers.insert(key, h);
+        if let std::collections::hash_map::Entry::Vacant(slot) = inner.checkers.entry(key) {
+            let (vip, addr) = slot.key().clone();
+            slot.insert(health::spawn_checker(
+                vip,
+                addr,
+                port,
+                cfg,
+                shared.probe_tx.clone(),
+            ));
         }
     }
 }
@@ -271,7 +325,11 @@ pub fn sync_checkers(shared: &Shared, inner: &mut Inner) {
 pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
     while let Some(ev) = rx.recv().await {
         let mut inner = shared.inner.lock().await;
-        let Some(b) = inner.vips.get_mut(&ev.vip).and_then(|v| v.backends.get_mut(&ev.addr)) else {
+        let Some(b) = inner
+            .vips
+            .get_mut(&ev.vip)
+            .and_then(|v| v.backends.get_mut(&ev.addr))
+        else {
             continue;
         };
         b.record(&ev.result);
@@ -294,14 +352,20 @@ pub async fn tick_loop(shared: State) {
         n += 1;
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        let mut dirty = inner.vips.values().any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
-        if n % 5 == 0 {
+        let mut dirty = inner
+            .vips
+            .values()
+            .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
+        if n.is_multiple_of(5) {
             for vip in inner.vips.values_mut() {
                 for (addr, b) in vip.backends.iter_mut() {
                     if b.static_mac.is_some() {
                         continue;
                     }
-                    let new = crate::neighbours::resolve(*addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+                    let new = crate::neighbours::resolve(*addr)
+                        .await
+                        .map(|r| r.mac)
+                        .map_err(|e| e.to_string());
                     if new.as_ref().ok() != b.mac.as_ref().ok() {
                         info!(vip = %vip.cfg.name, backend = %addr, mac = ?new, "backend MAC changed");
                         dirty = true;
@@ -318,20 +382,37 @@ pub async fn tick_loop(shared: State) {
 
 impl Shared {
     /// Adds or updates a backend (the registration call); returns whether it was new.
-    pub async fn upsert_backend(self: &Arc<Self>, vip: &str, addr: IpAddr, weight: u32, source: Source) -> Result<bool, api::ApiError> {
+    pub async fn upsert_backend(
+        self: &Arc<Self>,
+        vip: &str,
+        addr: IpAddr,
+        weight: u32,
+        source: Source,
+    ) -> Result<bool, api::ApiError> {
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
-        let v = inner.vips.get_mut(vip).ok_or_else(|| api::ApiError::not_found(format!("no VIP named {vip}")))?;
+        let v = inner
+            .vips
+            .get_mut(vip)
+            .ok_or_else(|| api::ApiError::not_found(format!("no VIP named {vip}")))?;
         if addr.is_ipv4() != v.cfg.address.is_ipv4() {
-            return Err(api::ApiError::bad_request("backend and VIP must be the same IP family"));
+            return Err(api::ApiError::bad_request(
+                "backend and VIP must be the same IP family",
+            ));
         }
         let health = v.cfg.health.clone();
         let new = !v.backends.contains_key(&addr);
-        let b = v.backends.entry(addr).or_insert_with(|| BackendRuntime::new(weight, source, None, &health, now));
+        let b = v
+            .backends
+            .entry(addr)
+            .or_insert_with(|| BackendRuntime::new(weight, source, None, &health, now));
         b.weight = weight;
         b.admin = Admin::Active;
         if new && b.static_mac.is_none() {
-            b.mac = crate::neighbours::resolve(addr).await.map(|r| r.mac).map_err(|e| e.to_string());
+            b.mac = crate::neighbours::resolve(addr)
+                .await
+                .map(|r| r.mac)
+                .map_err(|e| e.to_string());
         }
         sync_checkers(self, &mut inner);
         reconcile(self, &mut inner).map_err(api::ApiError::internal)?;

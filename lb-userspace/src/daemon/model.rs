@@ -44,7 +44,10 @@ pub struct LastCheck {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Debug)]
@@ -61,7 +64,13 @@ pub struct BackendRuntime {
 }
 
 impl BackendRuntime {
-    pub fn new(weight: u32, source: Source, static_mac: Option<[u8; 6]>, health: &HealthConfig, now: Instant) -> Self {
+    pub fn new(
+        weight: u32,
+        source: Source,
+        static_mac: Option<[u8; 6]>,
+        health: &HealthConfig,
+        now: Instant,
+    ) -> Self {
         let machine = if health.kind == CheckKind::None {
             Machine::always_healthy(now)
         } else {
@@ -80,11 +89,18 @@ impl BackendRuntime {
 
     /// The weight new flows see now.
     pub fn effective_weight(&self, health: &HealthConfig, now: Instant) -> u32 {
-        if self.admin == Admin::Draining || self.machine.state() != Health::Healthy || self.mac.is_err() {
+        if self.admin == Admin::Draining
+            || self.machine.state() != Health::Healthy
+            || self.mac.is_err()
+        {
             return 0;
         }
         match self.machine.healthy_since() {
-            Some(since) => slow_start_weight(self.weight, now.saturating_duration_since(since), health.slow_start),
+            Some(since) => slow_start_weight(
+                self.weight,
+                now.saturating_duration_since(since),
+                health.slow_start,
+            ),
             None => self.weight,
         }
     }
@@ -146,7 +162,11 @@ impl VipRuntime {
 
     /// The port health checks use.
     pub fn check_port(&self) -> u16 {
-        if self.cfg.health.port != 0 { self.cfg.health.port } else { self.cfg.port }
+        if self.cfg.health.port != 0 {
+            self.cfg.health.port
+        } else {
+            self.cfg.port
+        }
     }
 }
 
@@ -177,7 +197,12 @@ pub struct VipView {
     pub backends: Vec<BackendView>,
 }
 
-pub fn backend_view(vip: &VipRuntime, addr: IpAddr, b: &BackendRuntime, now: Instant) -> BackendView {
+pub fn backend_view(
+    vip: &VipRuntime,
+    addr: IpAddr,
+    b: &BackendRuntime,
+    now: Instant,
+) -> BackendView {
     BackendView {
         address: addr,
         weight: b.weight,
@@ -200,7 +225,11 @@ pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
         algorithm: config::algorithm_name(v.cfg.algorithm),
         mode: config::mode_name(v.cfg.mode),
         table_size: v.cfg.table_size.get(),
-        backends: v.backends.iter().map(|(a, b)| backend_view(v, *a, b, now)).collect(),
+        backends: v
+            .backends
+            .iter()
+            .map(|(a, b)| backend_view(v, *a, b, now))
+            .collect(),
     }
 }
 
@@ -236,12 +265,16 @@ impl NewVip {
     pub fn into_config(self, health: HealthConfig) -> Result<VipConfig, String> {
         let valid_name = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid_name {
             return Err("name: 1-64 characters of a-z, 0-9, '-', '_'".into());
         }
         let proto = config::parse_protocol(&self.protocol).map_err(|e| format!("protocol: {e}"))?;
-        let algorithm: Algorithm = config::parse_algorithm(&self.algorithm).map_err(|e| format!("algorithm: {e}"))?;
+        let algorithm: Algorithm =
+            config::parse_algorithm(&self.algorithm).map_err(|e| format!("algorithm: {e}"))?;
         let mode: ForwardMode = config::parse_mode(&self.mode).map_err(|e| format!("mode: {e}"))?;
         let table_size = match self.table_size {
             Some(n) => TableSize::new(n).map_err(|e| format!("table_size: {e}"))?,

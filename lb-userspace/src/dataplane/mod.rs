@@ -146,7 +146,7 @@ impl Dataplane {
             pin::prepare(dir)?;
         }
         for (name, path) in &pins {
-            loader.map_pin_path(*name, path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let ebpf = loader.load(&bytes)?;
         let mut dp = Self {
@@ -286,9 +286,10 @@ impl Dataplane {
         iface: &str,
         mode: crate::config::AttachMode,
         pin_dir: &std::path::Path,
+        record_dir: &std::path::Path,
     ) -> Result<pin::Attached, DataplaneError> {
         let xdp = self.xdp_mut(name)?;
-        pin::attach(xdp, name, iface, mode, pin_dir)
+        pin::attach(xdp, name, iface, mode, pin_dir, record_dir)
     }
 
     pub fn loaded_programs(&self) -> &[&'static str] {

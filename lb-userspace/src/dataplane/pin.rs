@@ -50,7 +50,10 @@ pub fn link_path(dir: &Path, iface: &str) -> PathBuf {
 }
 
 fn pin_err(path: &Path, reason: impl Into<String>) -> DataplaneError {
-    DataplaneError::Pin { path: path.to_path_buf(), reason: reason.into() }
+    DataplaneError::Pin {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// Whether `path` is on a bpffs.
@@ -73,10 +76,22 @@ pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
             .map_err(|_| pin_err(dir, "path contains a NUL byte"))?;
         // SAFETY: all strings are NUL-terminated; data is null for bpffs.
         let rc = unsafe {
-            libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                c"bpf".as_ptr(),
+                c.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
-            return Err(pin_err(dir, format!("not a bpffs and mounting one failed: {}", std::io::Error::last_os_error())));
+            return Err(pin_err(
+                dir,
+                format!(
+                    "not a bpffs and mounting one failed: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
         }
         info!(dir = %dir.display(), "mounted a bpffs for pins");
     }
@@ -107,21 +122,36 @@ pub(super) fn attach(
     iface: &str,
     mode: AttachMode,
     dir: &Path,
+    record_dir: &Path,
 ) -> Result<Attached, DataplaneError> {
     let path = link_path(dir, iface);
-    let mode_file = path.with_extension("mode");
+    // bpffs holds no regular files: the attach mode is recorded beside the state file.
+    let mode_file = record_dir.join(format!("xdp-mode.{iface}"));
     if path.exists() {
-        let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err(&path, format!("cannot open pinned link: {e}")))?;
+        let pinned = PinnedLink::from_pin(&path)
+            .map_err(|e| pin_err(&path, format!("cannot open pinned link: {e}")))?;
         let fd: FdLink = pinned.into();
-        let link = XdpLink::try_from(fd).map_err(|e| pin_err(&path, format!("not an XDP link: {e}")))?;
+        let link =
+            XdpLink::try_from(fd).map_err(|e| pin_err(&path, format!("not an XDP link: {e}")))?;
         let id = xdp.attach_to_link(link).map_err(xdp_err(name))?;
         // The pin still names the same link; keep our handle from detaching it on drop.
         let link = xdp.take_link(id).map_err(xdp_err(name))?;
         std::mem::forget(link);
         let recorded = fs::read_to_string(&mode_file).unwrap_or_default();
-        let mode = if recorded.trim() == "generic" { "generic" } else { "driver" };
-        info!(iface, mode, "took over the pinned XDP link (program replaced atomically)");
-        return Ok(Attached { iface: iface.into(), mode, adopted: true });
+        let mode = if recorded.trim() == "generic" {
+            "generic"
+        } else {
+            "driver"
+        };
+        info!(
+            iface,
+            mode, "took over the pinned XDP link (program replaced atomically)"
+        );
+        return Ok(Attached {
+            iface: iface.into(),
+            mode,
+            adopted: true,
+        });
     }
     let tries: &[(XdpMode, &'static str)] = match mode {
         AttachMode::Driver => &[(XdpMode::Driver, "driver")],
@@ -133,20 +163,42 @@ pub(super) fn attach(
         match xdp.attach(iface, *m) {
             Ok(id) => {
                 if i > 0 {
-                    warn!(iface, "driver-mode XDP failed ({:?}); attached in generic mode, which is much slower", last);
+                    warn!(
+                        iface,
+                        "driver-mode XDP failed ({:?}); attached in generic mode, which is much slower",
+                        last
+                    );
                 }
                 let link = xdp.take_link(id).map_err(xdp_err(name))?;
-                let fd = FdLink::try_from(link)
-                    .map_err(|e| pin_err(&path, format!("the kernel gave a netlink attachment, which cannot be pinned: {e}")))?;
-                fd.pin(&path).map_err(|e| pin_err(&path, format!("cannot pin link: {e}")))?;
-                let _ = fs::write(&mode_file, label);
+                let fd = FdLink::try_from(link).map_err(|e| {
+                    pin_err(
+                        &path,
+                        format!(
+                            "the kernel gave a netlink attachment, which cannot be pinned: {e}"
+                        ),
+                    )
+                })?;
+                fd.pin(&path)
+                    .map_err(|e| pin_err(&path, format!("cannot pin link: {e}")))?;
+                if let Err(e) =
+                    fs::create_dir_all(record_dir).and_then(|_| fs::write(&mode_file, label))
+                {
+                    warn!(file = %mode_file.display(), error = %e, "cannot record the attach mode");
+                }
                 info!(iface, mode = label, "attached and pinned the XDP link");
-                return Ok(Attached { iface: iface.into(), mode: label, adopted: false });
+                return Ok(Attached {
+                    iface: iface.into(),
+                    mode: label,
+                    adopted: false,
+                });
             }
             Err(e) => last = Some(e.to_string()),
         }
     }
-    Err(pin_err(&path, format!("cannot attach to {iface}: {}", last.unwrap_or_default())))
+    Err(pin_err(
+        &path,
+        format!("cannot attach to {iface}: {}", last.unwrap_or_default()),
+    ))
 }
 
 /// Detaches every pinned link and removes all pins of this layout: nothing is left behind.
@@ -156,10 +208,6 @@ pub fn remove_all(dir: &Path) -> Result<(), DataplaneError> {
     if let Ok(entries) = fs::read_dir(&links) {
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "mode") {
-                let _ = fs::remove_file(&p);
-                continue;
-            }
             // Unpinning the last reference detaches the program from the interface.
             match PinnedLink::from_pin(&p) {
                 Ok(link) => {

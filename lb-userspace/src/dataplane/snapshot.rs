@@ -56,7 +56,11 @@ impl Programmer {
             backends: self
                 .backends
                 .iter()
-                .map(|((vip, addr), slot)| BackendRecord { vip: vip.clone(), addr: *addr, id: slot.id })
+                .map(|((vip, addr), slot)| BackendRecord {
+                    vip: vip.clone(),
+                    addr: *addr,
+                    id: slot.id,
+                })
                 .collect(),
             generations: self
                 .generations
@@ -73,7 +77,11 @@ impl Programmer {
     pub fn adopt(maps: Maps, state: &ProgrammerState) -> Self {
         let mut p = Programmer::new(maps);
         if state.layout != LAYOUT_VERSION {
-            warn!(found = state.layout, want = LAYOUT_VERSION, "state file has another map layout; not adopting");
+            warn!(
+                found = state.layout,
+                want = LAYOUT_VERSION,
+                "state file has another map layout; not adopting"
+            );
             return p;
         }
         for (slot, generation) in &state.generations {
@@ -89,18 +97,30 @@ impl Programmer {
                     for slot in 0..lb_common::TABLE_SLOTS {
                         p.unknown_slots.insert((v.id, slot));
                     }
-                    p.vips.insert(v.name.clone(), VipState { key, meta, content: TableContent::Unknown });
+                    p.vips.insert(
+                        v.name.clone(),
+                        VipState {
+                            key,
+                            meta,
+                            content: TableContent::Unknown,
+                        },
+                    );
                 }
-                _ => warn!(vip = %v.name, "VIP in the state file is not in the maps; programming it afresh"),
+                _ => {
+                    warn!(vip = %v.name, "VIP in the state file is not in the maps; programming it afresh")
+                }
             }
         }
         for b in &state.backends {
             match p.maps.backend(b.id) {
                 Ok(entry) if entry.addr == addr_words(b.addr) && p.vips.contains_key(&b.vip) => {
                     p.free_backend_ids.remove(&b.id);
-                    p.backends.insert((b.vip.clone(), b.addr), BackendSlot { id: b.id, entry });
+                    p.backends
+                        .insert((b.vip.clone(), b.addr), BackendSlot { id: b.id, entry });
                 }
-                _ => warn!(vip = %b.vip, addr = %b.addr, "backend in the state file does not match the maps"),
+                _ => {
+                    warn!(vip = %b.vip, addr = %b.addr, "backend in the state file does not match the maps")
+                }
             }
         }
         p

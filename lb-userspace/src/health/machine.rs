@@ -35,17 +35,31 @@ pub struct Machine {
 
 impl Machine {
     pub fn new(rise: u32, fall: u32) -> Self {
-        Self { rise: rise.max(1), fall: fall.max(1), state: Health::Unknown, successes: 0, failures: 0, healthy_since: None }
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            state: Health::Unknown,
+            successes: 0,
+            failures: 0,
+            healthy_since: None,
+        }
     }
 
     /// A machine that starts healthy (backends without checks).
     pub fn always_healthy(now: Instant) -> Self {
-        Self { state: Health::Healthy, healthy_since: Some(now), ..Self::new(1, 1) }
+        Self {
+            state: Health::Healthy,
+            healthy_since: Some(now),
+            ..Self::new(1, 1)
+        }
     }
 
     /// A machine carried over from a previous daemon's healthy verdict (no slow start).
     pub fn restored_healthy(rise: u32, fall: u32) -> Self {
-        Self { state: Health::Healthy, ..Self::new(rise, fall) }
+        Self {
+            state: Health::Healthy,
+            ..Self::new(rise, fall)
+        }
     }
 
     pub fn state(&self) -> Health {
@@ -70,7 +84,11 @@ impl Machine {
             self.successes = 0;
             self.failures = self.failures.saturating_add(1);
             // An unknown backend that fails is unhealthy at once: it never had traffic.
-            let threshold = if self.state == Health::Unknown { 1 } else { self.fall };
+            let threshold = if self.state == Health::Unknown {
+                1
+            } else {
+                self.fall
+            };
             if self.state != Health::Unhealthy && self.failures >= threshold {
                 self.state = Health::Unhealthy;
                 self.healthy_since = None;
@@ -103,7 +121,11 @@ mod tests {
         assert_eq!(m.observe(true, t), Some(Health::Healthy));
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), None);
-        assert_eq!(m.observe(true, t), None, "a success resets the failure count");
+        assert_eq!(
+            m.observe(true, t),
+            None,
+            "a success resets the failure count"
+        );
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), Some(Health::Unhealthy));
@@ -123,7 +145,10 @@ mod tests {
         assert_eq!(slow_start_weight(100, Duration::ZERO, p), 1);
         assert_eq!(slow_start_weight(100, Duration::from_secs(5), p), 50);
         assert_eq!(slow_start_weight(100, Duration::from_secs(10), p), 100);
-        assert_eq!(slow_start_weight(100, Duration::from_secs(3), Duration::ZERO), 100);
+        assert_eq!(
+            slow_start_weight(100, Duration::from_secs(3), Duration::ZERO),
+            100
+        );
         assert_eq!(slow_start_weight(0, Duration::from_secs(3), p), 0);
     }
 }

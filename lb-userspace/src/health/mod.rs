@@ -36,7 +36,11 @@ pub fn spawn_checker(
         loop {
             tick.tick().await;
             let result = probe(addr, port, &cfg.kind, cfg.timeout).await;
-            let ev = ProbeEvent { vip: vip.clone(), addr, result };
+            let ev = ProbeEvent {
+                vip: vip.clone(),
+                addr,
+                result,
+            };
             if tx.send(ev).await.is_err() {
                 return;
             }

@@ -46,7 +46,7 @@ pub async fn resolve_with(
         return Err(NeighbourError::NoRuntime);
     }
     let nl = Netlink::open()?;
-    resolve_on(&nl, addr, opts, false).await.1
+    resolve_on(&nl, addr, opts, Look::Resolve).await.1
 }
 
 /// Whether an entry's link-layer address may be used (the kernel itself would send to it).
@@ -123,15 +123,27 @@ pub(crate) fn state_name(state: NeighbourState) -> String {
     }
 }
 
+/// How [`resolve_on`] treats the entry it finds, besides using a usable one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// Start ARP/ND for an absent, INCOMPLETE or FAILED entry and wait for it.
+    Resolve,
+    /// Like `Resolve`, and also ask the kernel to re-check a STALE entry (still used), so a
+    /// backend that went away or changed its MAC shows up at the next look.
+    ConfirmStale,
+    /// Like `Resolve`, but a FAILED entry is taken as the answer: the kernel just gave up on
+    /// it, and asking again would only repeat that.
+    AcceptFailed,
+}
+
 /// Resolves `addr` over an open connection. Also returns the route and interface name (when
 /// there is a route) so the [`super::Resolver`] can match later neighbour notifications to the
-/// address. With `confirm_stale`, a STALE entry is still used but the kernel is asked to
-/// re-check it, so a backend that went away or changed its MAC shows up at the next look.
+/// address.
 pub(crate) async fn resolve_on(
     nl: &Netlink,
     addr: IpAddr,
     opts: &ResolveOptions,
-    confirm_stale: bool,
+    look: Look,
 ) -> (Option<(Route, String)>, Result<Resolution, NeighbourError>) {
     let route = match nl.route_get(addr).await {
         Ok(r) => r,
@@ -146,7 +158,7 @@ pub(crate) async fn resolve_on(
         via: route.via,
         ifname,
     };
-    let result = resolve_route(nl, route, &target, opts, confirm_stale).await;
+    let result = resolve_route(nl, route, &target, opts, look).await;
     (Some((route, target.ifname)), result)
 }
 
@@ -155,7 +167,7 @@ async fn resolve_route(
     route: Route,
     target: &Target,
     opts: &ResolveOptions,
-    confirm_stale: bool,
+    look: Look,
 ) -> Result<Resolution, NeighbourError> {
     let addr = target.addr;
     let neighbour = route.neighbour(addr);
@@ -165,7 +177,7 @@ async fn resolve_route(
         .and_then(|e| from_entry(e, target, route.ifindex))
     {
         let stale = entry.as_ref().map(|e| e.state) == Some(NeighbourState::Stale);
-        if confirm_stale
+        if look == Look::ConfirmStale
             && stale
             && let Err(e) = nl.nudge(route.ifindex, neighbour).await
         {
@@ -173,7 +185,11 @@ async fn resolve_route(
         }
         return result;
     }
-    tracing::debug!(%target, state = ?entry.as_ref().map(|e| e.state), "starting ARP/ND");
+    let state = entry.as_ref().map(|e| e.state);
+    if look == Look::AcceptFailed && state == Some(NeighbourState::Failed) {
+        return Err(unresolved(entry.as_ref(), target, Duration::ZERO));
+    }
+    tracing::debug!(%target, ?state, "starting ARP/ND");
     nl.nudge(route.ifindex, neighbour).await?;
     let start = Instant::now();
     let deadline = start + opts.wait;

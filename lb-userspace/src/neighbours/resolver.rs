@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::netlink::{Neighbour, Netlink, Route};
-use super::resolve::{ResolveOptions, from_entry, resolve_on, unresolved};
+use super::resolve::{Look, ResolveOptions, from_entry, resolve_on};
 use super::{NeighbourError, Resolution, Target};
 
 /// Settings of the background task started by [`Resolver::spawn`].
@@ -254,9 +254,19 @@ impl Drop for RefreshTask {
 /// What notifications asked to re-resolve, once the debounce delay has passed.
 #[derive(Debug, Default)]
 struct Pending {
+    /// Routes changed: everything.
     all: bool,
-    addrs: HashSet<IpAddr>,
+    /// Entries deleted: resolve again (starting ARP/ND).
+    resolve: HashSet<IpAddr>,
+    /// Entries of resolved addresses turned FAILED: look again, taking FAILED as final.
+    recheck: HashSet<IpAddr>,
     at: Option<Instant>,
+}
+
+impl Pending {
+    fn due(&mut self, debounce: Duration) {
+        self.at.get_or_insert(Instant::now() + debounce);
+    }
 }
 
 type Messages = futures_util::stream::BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>;
@@ -279,7 +289,10 @@ impl Worker {
             let debounce = pending.at;
             tokio::select! {
                 // The first tick is immediate: the initial resolution of everything.
-                _ = refresh.tick() => self.resolve_all(self.opts.confirm_stale).await,
+                _ = refresh.tick() => {
+                    let look = if self.opts.confirm_stale { Look::ConfirmStale } else { Look::Resolve };
+                    self.resolve_all(look).await;
+                }
                 () = shared.wake.notified() => self.resolve_new().await,
                 msg = messages.next() => match msg {
                     Some(msg) => self.on_message(msg, &mut pending).await,
@@ -291,9 +304,11 @@ impl Worker {
                 () = sleep_until(debounce), if debounce.is_some() => {
                     let p = std::mem::take(&mut pending);
                     if p.all {
-                        self.resolve_all(false).await;
+                        self.resolve_all(Look::Resolve).await;
                     } else {
-                        self.resolve_some(p.addrs.into_iter().collect(), false).await;
+                        let recheck = p.recheck.difference(&p.resolve).copied().collect();
+                        self.resolve_some(p.resolve.into_iter().collect(), Look::Resolve).await;
+                        self.resolve_some(recheck, Look::AcceptFailed).await;
                     }
                 }
             }
@@ -309,22 +324,22 @@ impl Worker {
             .filter(|(_, e)| e.result.is_none())
             .map(|(a, _)| *a)
             .collect();
-        self.resolve_some(new, false).await;
+        self.resolve_some(new, Look::Resolve).await;
     }
 
-    async fn resolve_all(&self, confirm_stale: bool) {
+    async fn resolve_all(&self, look: Look) {
         let all = self.resolver.tracked();
-        self.resolve_some(all, confirm_stale).await;
+        self.resolve_some(all, look).await;
     }
 
     /// Resolves `addrs` concurrently, then records each result.
-    async fn resolve_some(&self, addrs: Vec<IpAddr>, confirm_stale: bool) {
+    async fn resolve_some(&self, addrs: Vec<IpAddr>, look: Look) {
         if addrs.is_empty() {
             return;
         }
         let opts = self.opts.resolve;
         let results = join_all(addrs.into_iter().map(|addr| async move {
-            let (route, result) = resolve_on(&self.nl, addr, &opts, confirm_stale).await;
+            let (route, result) = resolve_on(&self.nl, addr, &opts, look).await;
             (addr, route, result)
         }))
         .await;
@@ -362,13 +377,11 @@ impl Worker {
         match msg {
             RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
                 pending.all = true;
-                pending
-                    .at
-                    .get_or_insert(Instant::now() + self.opts.debounce);
+                pending.due(self.opts.debounce);
             }
             RouteNetlinkMessage::NewNeighbour(n) => {
                 if let Some(n) = Neighbour::from_message(&n) {
-                    self.on_neighbour(&n).await;
+                    self.on_neighbour(&n, pending).await;
                 }
             }
             RouteNetlinkMessage::DelNeighbour(n) => {
@@ -377,10 +390,8 @@ impl Worker {
                 if let Some(n) = Neighbour::from_message(&n) {
                     let affected = self.affected(&n);
                     if !affected.is_empty() {
-                        pending.addrs.extend(affected);
-                        pending
-                            .at
-                            .get_or_insert(Instant::now() + self.opts.debounce);
+                        pending.resolve.extend(affected.into_iter().map(|a| a.addr));
+                        pending.due(self.opts.debounce);
                     }
                 }
             }
@@ -388,46 +399,56 @@ impl Worker {
         }
     }
 
-    /// Tracked addresses that resolve through neighbour `n`, with their route and interface.
-    fn affected_routes(&self, n: &Neighbour) -> Vec<(IpAddr, Route, String)> {
+    /// Tracked addresses that resolve through neighbour `n`.
+    fn affected(&self, n: &Neighbour) -> Vec<Affected> {
         self.resolver
             .entries()
             .iter()
             .filter_map(|(addr, e)| {
                 let (route, ifname) = e.route.as_ref()?;
-                (route.ifindex == n.ifindex && route.neighbour(*addr) == n.addr)
-                    .then(|| (*addr, *route, ifname.clone()))
+                (route.ifindex == n.ifindex && route.neighbour(*addr) == n.addr).then(|| Affected {
+                    addr: *addr,
+                    route: *route,
+                    ifname: ifname.clone(),
+                    resolved: matches!(e.result, Some(Ok(_))),
+                })
             })
             .collect()
     }
 
-    fn affected(&self, n: &Neighbour) -> Vec<IpAddr> {
-        self.affected_routes(n)
-            .into_iter()
-            .map(|(a, _, _)| a)
-            .collect()
-    }
-
-    /// Applies a neighbour entry update directly: it carries the new state and address, and
-    /// re-resolving instead would start ARP/ND again for an entry that is mid-resolution.
-    async fn on_neighbour(&self, n: &Neighbour) {
-        for (addr, route, ifname) in self.affected_routes(n) {
+    /// Applies a usable neighbour entry directly (it carries the new address), so changes show
+    /// at once without starting ARP/ND again for an entry that may be mid-resolution.
+    ///
+    /// A FAILED entry is only looked at again (after the debounce delay): `ip neigh del` also
+    /// passes through FAILED just before the entry goes, which says nothing about the backend.
+    /// Addresses already unresolvable ignore it: their own ARP/ND attempts end that way.
+    async fn on_neighbour(&self, n: &Neighbour, pending: &mut Pending) {
+        for a in self.affected(n) {
             let target = Target {
-                addr,
-                via: route.via,
-                ifname,
+                addr: a.addr,
+                via: a.route.via,
+                ifname: a.ifname,
             };
-            let result = match from_entry(n, &target, route.ifindex) {
-                Some(result) => result,
-                None if n.state == NeighbourState::Failed => {
-                    Err(unresolved(Some(n), &target, Duration::ZERO))
+            match from_entry(n, &target, a.route.ifindex) {
+                Some(result) => self.record(a.addr, result).await,
+                None if n.state == NeighbourState::Failed && a.resolved => {
+                    pending.recheck.insert(a.addr);
+                    pending.due(self.opts.debounce);
                 }
                 // INCOMPLETE (ARP/ND under way) and the like: the outcome comes later.
-                None => continue,
-            };
-            self.record(addr, result).await;
+                None => {}
+            }
         }
     }
+}
+
+/// A tracked address that resolves through a neighbour a notification is about.
+struct Affected {
+    addr: IpAddr,
+    route: Route,
+    ifname: String,
+    /// Whether it currently resolves.
+    resolved: bool,
 }
 
 /// The event for a result `new` following `old`, if the outcome changed.

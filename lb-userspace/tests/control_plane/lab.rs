@@ -25,7 +25,11 @@ pub const FALL: u32 = 2;
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "control-plane tests need root (namespaces, XDP): run `sudo cargo xtask test`");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "control-plane tests need root (namespaces, XDP): run `sudo cargo xtask test`"
+    );
 }
 
 /// An HTTP server on 0.0.0.0:80 in a backend's namespace answering with its name. Stopping it
@@ -46,9 +50,16 @@ fn serve_conn(mut s: TcpStream, name: String) {
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(buf.len());
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(buf.len());
         buf.drain(..end);
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{name}", name.len());
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{name}",
+            name.len()
+        );
         if s.write_all(resp.as_bytes()).is_err() {
             return;
         }
@@ -79,8 +90,13 @@ impl BackendServer {
                 }
             })
             .expect("server thread");
-        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server listening");
-        Self { stop, thread: Some(thread) }
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server listening");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -120,23 +136,41 @@ impl ControlLab {
         let vip = VIP.to_string();
         for i in 1..=backends {
             let h = lab.host(&format!("be{i}")).expect("backend");
-            for (k, v) in [("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.conf.all.arp_announce", "2"),
-                           ("net.ipv4.conf.eth0.arp_ignore", "1"), ("net.ipv4.conf.eth0.arp_announce", "2")] {
+            for (k, v) in [
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+                ("net.ipv4.conf.eth0.arp_ignore", "1"),
+                ("net.ipv4.conf.eth0.arp_announce", "2"),
+            ] {
                 h.sysctl(k, v).expect("sysctl");
             }
-            h.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"]).expect("VIP on lo");
+            h.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"])
+                .expect("VIP on lo");
         }
         let lb = lab.host("lb1").expect("lb1");
-        lb.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"]).expect("VIP on lb1");
+        lb.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"])
+            .expect("VIP on lb1");
         let port = lb.bridge_port().to_string();
         let peer = tests::setns::in_netns(lab.bridge_ns(), move || {
-            let mut dp = Dataplane::load(LoadOptions { balancer: false, pass: true, conn_table_size: 1024, ..LoadOptions::default() })
-                .expect("load xdp_pass");
-            dp.attach(lb_common::names::PROG_PASS, &port, aya::programs::XdpMode::Driver).expect("attach xdp_pass to the bridge port");
+            let mut dp = Dataplane::load(LoadOptions {
+                balancer: false,
+                pass: true,
+                conn_table_size: 1024,
+                ..LoadOptions::default()
+            })
+            .expect("load xdp_pass");
+            dp.attach(
+                lb_common::names::PROG_PASS,
+                &port,
+                aya::programs::XdpMode::Driver,
+            )
+            .expect("attach xdp_pass to the bridge port");
             dp
         })
         .expect("bridge namespace");
-        let servers = (1..=backends).map(|i| Some(BackendServer::start(&lab, &format!("be{i}")))).collect();
+        let servers = (1..=backends)
+            .map(|i| Some(BackendServer::start(&lab, &format!("be{i}"))))
+            .collect();
         let dir = lab.dir().to_path_buf();
         let pins = lab.bpffs().expect("bpffs").join("lb1");
         std::fs::write(dir.join("token"), TOKEN).expect("token");
@@ -153,11 +187,21 @@ impl ControlLab {
             dir.join("lbd-state.json").display()
         );
         for i in 1..=backends {
-            cfg.push_str(&format!("\n[[vips.backends]]\naddress = \"10.77.0.{}\"\nweight = 100\n", 10 + i));
+            cfg.push_str(&format!(
+                "\n[[vips.backends]]\naddress = \"10.77.0.{}\"\nweight = 100\n",
+                10 + i
+            ));
         }
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
-        let mut me = Self { lab, config, socket, lbd: None, servers, _peer: peer };
+        let mut me = Self {
+            lab,
+            config,
+            socket,
+            lbd: None,
+            servers,
+            _peer: peer,
+        };
         me.start_lbd();
         me.wait_healthy(backends as usize);
         me
@@ -166,11 +210,20 @@ impl ControlLab {
     pub fn start_lbd(&mut self) {
         let lb = self.lab.host("lb1").expect("lb1");
         let mut p = lb
-            .spawn("lbd", [env!("CARGO_BIN_EXE_lbd"), "--config", self.config.to_str().expect("utf-8 path")])
+            .spawn(
+                "lbd",
+                [
+                    env!("CARGO_BIN_EXE_lbd"),
+                    "--config",
+                    self.config.to_str().expect("utf-8 path"),
+                ],
+            )
             .expect("spawn lbd");
         let sock = self.socket.clone();
-        p.wait_for("lbd API socket", Duration::from_secs(20), |_| UnixStream::connect(&sock).is_ok())
-            .unwrap_or_else(|e| panic!("lbd did not come up: {e}\n{}", p.log()));
+        p.wait_for("lbd API socket", Duration::from_secs(20), |_| {
+            UnixStream::connect(&sock).is_ok()
+        })
+        .unwrap_or_else(|e| panic!("lbd did not come up: {e}\n{}", p.log()));
         self.lbd = Some(p);
     }
 
@@ -184,11 +237,18 @@ impl ControlLab {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (_, h) = self.api("GET", "/v1/health", None);
-            let healthy = h.as_array().map(|a| a.iter().filter(|b| b["health"] == "healthy").count()).unwrap_or(0);
+            let healthy = h
+                .as_array()
+                .map(|a| a.iter().filter(|b| b["health"] == "healthy").count())
+                .unwrap_or(0);
             if healthy == n {
                 return;
             }
-            assert!(Instant::now() < deadline, "backends not healthy in time: {h}\nlbd log:\n{}", self.lbd_log());
+            assert!(
+                Instant::now() < deadline,
+                "backends not healthy in time: {h}\nlbd log:\n{}",
+                self.lbd_log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -199,9 +259,17 @@ impl ControlLab {
 }
 
 /// Minimal HTTP/1.1 over any stream, `Connection: close`.
-pub fn http<S: Read + Write>(s: &mut S, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, serde_json::Value) {
+pub fn http<S: Read + Write>(
+    s: &mut S,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
     let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -212,8 +280,18 @@ pub fn http<S: Read + Write>(s: &mut S, method: &str, path: &str, body: Option<&
     let text = String::from_utf8_lossy(&resp);
     let status: u16 = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(payload) } else { payload.to_string() };
-    (status, serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)))
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+    )
 }
 
 fn dechunk(s: &str) -> String {
@@ -235,13 +313,15 @@ fn dechunk(s: &str) -> String {
 pub fn get_once(timeout: Duration) -> Result<String, String> {
     let addr = SocketAddr::new(IpAddr::V4(VIP), 80);
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     request(&mut s)
 }
 
 /// One request on an open connection.
 pub fn request(s: &mut TcpStream) -> Result<String, String> {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 256];
     loop {

@@ -3,10 +3,14 @@
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use lb_common::{BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_TABLE, TABLE_SLOTS, VipKey, VipMeta, user::words_addr};
+use lb_common::{
+    BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_TABLE, TABLE_SLOTS, VipKey, VipMeta,
+    user::words_addr,
+};
 
 fn open(pins: &Path, name: &str) -> MapData {
-    MapData::from_pin(pins.join("v1/maps").join(name)).unwrap_or_else(|e| panic!("pinned map {name}: {e}"))
+    MapData::from_pin(pins.join("v1/maps").join(name))
+        .unwrap_or_else(|e| panic!("pinned map {name}: {e}"))
 }
 
 fn backends(pins: &Path) -> Array<MapData, Backend> {
@@ -14,17 +18,25 @@ fn backends(pins: &Path) -> Array<MapData, Backend> {
 }
 
 pub fn vip_exists(pins: &Path, addr: IpAddr, port: u16, proto: u8) -> bool {
-    let vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(Map::HashMap(open(pins, "VIPS"))).expect("VIPS");
+    let vips: HashMap<MapData, VipKey, VipMeta> =
+        HashMap::try_from(Map::HashMap(open(pins, "VIPS"))).expect("VIPS");
     vips.get(&VipKey::new(addr, port, proto), 0).is_ok()
 }
 
 /// The distinct backend addresses in the VIP's active table, sorted.
 pub fn table_backends(pins: &Path, vip: std::net::Ipv4Addr, port: u16) -> Vec<String> {
-    let vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(Map::HashMap(open(pins, "VIPS"))).expect("VIPS");
-    let meta = vips.get(&VipKey::new(IpAddr::V4(vip), port, 6), 0).expect("VIP in the map");
-    let tables: Array<MapData, u32> = Array::try_from(Map::Array(open(pins, "TABLES"))).expect("TABLES");
+    let vips: HashMap<MapData, VipKey, VipMeta> =
+        HashMap::try_from(Map::HashMap(open(pins, "VIPS"))).expect("VIPS");
+    let meta = vips
+        .get(&VipKey::new(IpAddr::V4(vip), port, 6), 0)
+        .expect("VIP in the map");
+    let tables: Array<MapData, u32> =
+        Array::try_from(Map::Array(open(pins, "TABLES"))).expect("TABLES");
     let base = (meta.id * TABLE_SLOTS + meta.slot) * MAX_TABLE;
-    let ids: BTreeSet<u32> = (0..meta.table_len).step_by(7).filter_map(|i| tables.get(&(base + i), 0).ok()).collect();
+    let ids: BTreeSet<u32> = (0..meta.table_len)
+        .step_by(7)
+        .filter_map(|i| tables.get(&(base + i), 0).ok())
+        .collect();
     let be = backends(pins);
     let mut out: Vec<String> = ids
         .into_iter()
@@ -41,5 +53,7 @@ pub fn backend_active(pins: &Path, addr: &str) -> bool {
     let be = backends(pins);
     (0..MAX_BACKENDS)
         .filter_map(|i| be.get(&i, 0).ok())
-        .any(|b| b.family != 0 && words_addr(b.addr, b.family) == want && b.flags & BACKEND_F_ACTIVE != 0)
+        .any(|b| {
+            b.family != 0 && words_addr(b.addr, b.family) == want && b.flags & BACKEND_F_ACTIVE != 0
+        })
 }
