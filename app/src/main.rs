@@ -125,7 +125,9 @@ fn main() -> anyhow::Result<()> {
         Command::Worker { config } => {
             init_logs(cli.log_format);
             let cfg = load_config(config.as_deref())?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(app::queue::runtime::run_worker(cfg, async {
                 match wait_for_signal().await {
                     Ok(signal) => tracing::info!(signal, "worker shutdown requested"),
@@ -135,7 +137,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Dlq { config, command } => {
             let cfg = load_config(config.as_deref())?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(app::queue::cli::run_dlq(&cfg, command))
         }
         Command::Serve { config } => {
