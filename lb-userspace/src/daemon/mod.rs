@@ -350,29 +350,49 @@ pub async fn tick_loop(shared: State) {
     loop {
         tick.tick().await;
         n += 1;
+        // Resolve without holding the lock: an unresolvable neighbour takes up to a second.
+        let mut resolved = Vec::new();
+        if n.is_multiple_of(5) {
+            let targets: Vec<(String, IpAddr)> = {
+                let inner = shared.inner.lock().await;
+                inner
+                    .vips
+                    .values()
+                    .flat_map(|v| {
+                        v.backends
+                            .iter()
+                            .filter(|(_, b)| b.static_mac.is_none())
+                            .map(move |(a, _)| (v.cfg.name.clone(), *a))
+                    })
+                    .collect()
+            };
+            for (vip, addr) in targets {
+                let mac = crate::neighbours::resolve(addr)
+                    .await
+                    .map(|r| r.mac)
+                    .map_err(|e| e.to_string());
+                resolved.push((vip, addr, mac));
+            }
+        }
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
         let mut dirty = inner
             .vips
             .values()
             .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
-        if n.is_multiple_of(5) {
-            for vip in inner.vips.values_mut() {
-                for (addr, b) in vip.backends.iter_mut() {
-                    if b.static_mac.is_some() {
-                        continue;
-                    }
-                    let new = crate::neighbours::resolve(*addr)
-                        .await
-                        .map(|r| r.mac)
-                        .map_err(|e| e.to_string());
-                    if new.as_ref().ok() != b.mac.as_ref().ok() {
-                        info!(vip = %vip.cfg.name, backend = %addr, mac = ?new, "backend MAC changed");
-                        dirty = true;
-                    }
-                    b.mac = new;
-                }
+        for (vip, addr, new) in resolved {
+            let Some(b) = inner
+                .vips
+                .get_mut(&vip)
+                .and_then(|v| v.backends.get_mut(&addr))
+            else {
+                continue;
+            };
+            if new.as_ref().ok() != b.mac.as_ref().ok() {
+                info!(%vip, backend = %addr, mac = ?new, "backend MAC changed");
+                dirty = true;
             }
+            b.mac = new;
         }
         if dirty && let Err(e) = reconcile(&shared, &mut inner) {
             warn!(error = %e, "periodic reconcile failed");
