@@ -11,4 +11,5 @@ pub mod object;
 pub mod packet;
 pub mod pcap;
 pub mod replay;
+pub mod vrrp;
 pub mod wrr;

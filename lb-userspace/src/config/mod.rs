@@ -15,8 +15,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod daemon;
+mod vrrp;
 
 pub use daemon::{ApiConfig, AttachMode, CheckKind, HealthConfig, SweepConfig};
+pub use vrrp::{VirtualAddr, VrrpConfig};
 
 use crate::{
     dataplane::{BackendSpec, BackendState, VipSpec},
@@ -71,6 +73,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub sweep: SweepConfig,
     pub vips: Vec<VipConfig>,
+    /// VIP failover between balancers (VRRPv3), when configured.
+    pub vrrp: Option<VrrpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +153,8 @@ struct RawConfig {
     sweep: daemon::RawSweep,
     #[serde(default)]
     vips: Vec<RawVip>,
+    #[serde(default)]
+    vrrp: Option<vrrp::RawVrrp>,
 }
 
 #[derive(Deserialize, Default)]
@@ -345,11 +351,19 @@ impl Config {
                 format!("at most {} VIPs", lb_common::MAX_VIPS),
             ));
         }
+        let vrrp = match raw.vrrp {
+            Some(r) => {
+                let names: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+                Some(vrrp::parse_vrrp(&ctx, r, &names)?)
+            }
+            None => None,
+        };
         Ok(Self {
             dataplane,
             api,
             sweep,
             vips,
+            vrrp,
         })
     }
 }

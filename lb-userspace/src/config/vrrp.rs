@@ -1,0 +1,309 @@
+//! The `[vrrp]` section: one VRRPv3 virtual router that moves the VIPs between balancers.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigError, Ctx};
+use crate::vrrp::packet::Centis;
+
+/// A virtual address with the prefix length it is added with (`ip addr add ADDR/PREFIX`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VirtualAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length (32 / 128 when not written).
+    pub prefix: u8,
+}
+
+impl std::fmt::Display for VirtualAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A parsed, valid `[vrrp]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpConfig {
+    /// Interface the adverts go out of and the VIPs are added to.
+    pub interface: String,
+    /// Virtual router id, 1..=255 (same on every node of the group).
+    pub vrid: u8,
+    /// Priority 1..=255 (255: address owner, always master).
+    pub priority: u8,
+    /// Advertisement interval.
+    pub interval: Centis,
+    /// Whether this node takes mastership from a lower-priority master.
+    pub preempt: bool,
+    /// The virtual addresses; all of one family.
+    pub addresses: Vec<VirtualAddr>,
+    /// Send adverts to these peers (unicast) instead of the multicast group, and accept
+    /// adverts only from them.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Our primary address (advert source); default: the interface's first address.
+    pub source: Option<IpAddr>,
+    /// Enter the fault state when the XDP program is not attached.
+    pub track_dataplane: bool,
+    /// Enter the fault state when one of these VIPs (by name) has no healthy backend.
+    pub track_vips: Vec<String>,
+}
+
+/// `[vrrp]` as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    interface: Spanned<String>,
+    virtual_router_id: Spanned<u32>,
+    priority: Spanned<u32>,
+    #[serde(default = "default_interval")]
+    advert_interval_cs: Spanned<u32>,
+    #[serde(default = "yes")]
+    preempt: bool,
+    addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    unicast_peers: Vec<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    track_dataplane: bool,
+    #[serde(default)]
+    track_vips: Vec<Spanned<String>>,
+}
+
+fn default_interval() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ip(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
+    s.get_ref().parse().map_err(|_| {
+        ctx.err(
+            &s.span(),
+            field,
+            format!("{:?} is not an IP address", s.get_ref()),
+        )
+    })
+}
+
+fn virtual_addr(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<VirtualAddr, ConfigError> {
+    let text = s.get_ref();
+    let (a, p) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text.as_str(), None),
+    };
+    let addr: IpAddr = a.parse().map_err(|_| {
+        ctx.err(
+            &s.span(),
+            field,
+            format!("{text:?} is not an address (want ADDR or ADDR/PREFIX)"),
+        )
+    })?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        None => max,
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=max).contains(p))
+            .ok_or_else(|| ctx.err(&s.span(), field, format!("prefix must be 1..={max}")))?,
+    };
+    Ok(VirtualAddr { addr, prefix })
+}
+
+/// Checks `[vrrp]`; `vip_names` are the configured VIP names `track_vips` may refer to.
+pub(super) fn parse_vrrp(
+    ctx: &Ctx,
+    r: RawVrrp,
+    vip_names: &[&str],
+) -> Result<VrrpConfig, ConfigError> {
+    let interface = r.interface.get_ref().clone();
+    if interface.is_empty() || interface.len() > 15 {
+        return Err(ctx.err(
+            &r.interface.span(),
+            "vrrp.interface",
+            "an interface name of 1-15 characters",
+        ));
+    }
+    let vrid = u8::try_from(*r.virtual_router_id.get_ref())
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            ctx.err(
+                &r.virtual_router_id.span(),
+                "vrrp.virtual_router_id",
+                "must be 1..=255",
+            )
+        })?;
+    let priority = u8::try_from(*r.priority.get_ref())
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            ctx.err(
+                &r.priority.span(),
+                "vrrp.priority",
+                "must be 1..=255 (255: address owner; 0 is reserved for leaving)",
+            )
+        })?;
+    let interval = u16::try_from(*r.advert_interval_cs.get_ref())
+        .ok()
+        .and_then(Centis::new)
+        .ok_or_else(|| {
+            ctx.err(
+                &r.advert_interval_cs.span(),
+                "vrrp.advert_interval_cs",
+                format!(
+                    "centiseconds, 1..={} (100 = 1 s, as keepalived's advert_int 1)",
+                    Centis::MAX
+                ),
+            )
+        })?;
+    let mut addresses = Vec::new();
+    for (i, a) in r.addresses.get_ref().iter().enumerate() {
+        let field = format!("vrrp.addresses[{i}]");
+        let v = virtual_addr(ctx, a, &field)?;
+        if let Some(first) = addresses.first().map(|f: &VirtualAddr| f.addr)
+            && first.is_ipv4() != v.addr.is_ipv4()
+        {
+            return Err(ctx.err(
+                &a.span(),
+                field,
+                "all addresses of one virtual router must be the same IP family",
+            ));
+        }
+        if addresses.iter().any(|x: &VirtualAddr| x.addr == v.addr) {
+            return Err(ctx.err(&a.span(), field, format!("duplicate address {}", v.addr)));
+        }
+        addresses.push(v);
+    }
+    if addresses.is_empty() || addresses.len() > 255 {
+        return Err(ctx.err(
+            &r.addresses.span(),
+            "vrrp.addresses",
+            "list 1 to 255 virtual addresses",
+        ));
+    }
+    let v4 = addresses[0].addr.is_ipv4();
+    let family = |a: IpAddr| a.is_ipv4() == v4;
+    let mut unicast_peers = Vec::new();
+    for (i, p) in r.unicast_peers.iter().enumerate() {
+        let field = format!("vrrp.unicast_peers[{i}]");
+        let a = ip(ctx, p, &field)?;
+        if !family(a) {
+            return Err(ctx.err(&p.span(), field, "must be the addresses' IP family"));
+        }
+        unicast_peers.push(a);
+    }
+    let source = match &r.source {
+        Some(s) => {
+            let a = ip(ctx, s, "vrrp.source")?;
+            if !family(a) {
+                return Err(ctx.err(&s.span(), "vrrp.source", "must be the addresses' IP family"));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    let mut track_vips = Vec::new();
+    for (i, t) in r.track_vips.iter().enumerate() {
+        if !vip_names.contains(&t.get_ref().as_str()) {
+            return Err(ctx.err(
+                &t.span(),
+                format!("vrrp.track_vips[{i}]"),
+                format!("no VIP named {:?} in [[vips]]", t.get_ref()),
+            ));
+        }
+        track_vips.push(t.get_ref().clone());
+    }
+    Ok(VrrpConfig {
+        interface,
+        vrid,
+        priority,
+        interval,
+        preempt: r.preempt,
+        addresses,
+        unicast_peers,
+        source,
+        track_dataplane: r.track_dataplane,
+        track_vips,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = "[[vips]]\nname = \"web\"\naddress = \"10.0.0.100\"\nport = 80\n";
+
+    fn parse(vrrp: &str) -> Result<Config, String> {
+        Config::parse(&format!("{BASE}[vrrp]\n{vrrp}"), "lbd.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_section_parses() {
+        let c = parse(
+            "interface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\n\
+             advert_interval_cs = 10\npreempt = false\naddresses = [\"10.0.0.100/24\", \"10.0.0.101\"]\n\
+             unicast_peers = [\"10.0.0.2\"]\nsource = \"10.0.0.1\"\ntrack_vips = [\"web\"]\n",
+        )
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!((v.vrid, v.priority, v.interval.get()), (51, 100, 10));
+        assert!(!v.preempt && v.track_dataplane);
+        assert_eq!(v.addresses[0].to_string(), "10.0.0.100/24");
+        assert_eq!(v.addresses[1].to_string(), "10.0.0.101/32");
+        assert_eq!(v.track_vips, vec!["web".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_line_field_and_reason() {
+        let head = "interface = \"eth0\"\nvirtual_router_id = 51\n";
+        let e = parse(&format!(
+            "{head}priority = 0\naddresses = [\"10.0.0.100\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "lbd.toml:8: vrrp.priority: must be 1..=255 (255: address owner; 0 is reserved for leaving)"
+        );
+        let e = parse(&format!(
+            "{head}priority = 9\nadvert_interval_cs = 4096\naddresses = [\"10.0.0.100\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(":9: vrrp.advert_interval_cs: centiseconds"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fe80::1\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("vrrp.addresses[1]: all addresses"), "{e}");
+        let e = parse(&format!(
+            "{head}priority = 9\naddresses = [\"10.0.0.1/33\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("vrrp.addresses[0]: prefix must be 1..=32"),
+            "{e}"
+        );
+        let e = parse(&format!("{head}priority = 9\naddresses = []\n")).unwrap_err();
+        assert!(e.contains("vrrp.addresses: list 1 to 255"), "{e}");
+        let e = parse(&format!(
+            "{head}priority = 9\naddresses = [\"10.0.0.100\"]\ntrack_vips = [\"nope\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("vrrp.track_vips[0]: no VIP named \"nope\""),
+            "{e}"
+        );
+        let e = parse("interface = \"eth0\"\nvirtual_router_id = 256\npriority = 9\naddresses = [\"10.0.0.1\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains(":7: vrrp.virtual_router_id: must be 1..=255"),
+            "{e}"
+        );
+    }
+}

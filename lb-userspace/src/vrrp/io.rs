@@ -1,0 +1,273 @@
+//! The VRRP socket (raw IPv4, protocol 112), gratuitous ARP through an `AF_PACKET` socket, and
+//! the virtual addresses on the interface (`ip addr`).
+
+use std::{
+    ffi::CString,
+    io, mem,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use tokio::io::unix::AsyncFd;
+
+use super::packet::{GROUP_V4, PROTO_VRRP};
+use crate::config::VirtualAddr;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+fn socket(domain: libc::c_int, kind: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the descriptor is owned from here on.
+    let fd = cvt(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The interface's index, or an error naming it.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::other("interface name holds a NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::other(format!("no interface named {name}"))),
+        i => Ok(i),
+    }
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut r: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in r
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    r
+}
+
+/// The interface's MAC address.
+pub fn mac_of(name: &str) -> io::Result<[u8; 6]> {
+    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let mut r = ifreq(name);
+    // SAFETY: SIOCGIFHWADDR fills the ifreq passed by pointer.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut r) })?;
+    // SAFETY: the kernel wrote the hwaddr member of the union.
+    let data = unsafe { r.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data) {
+        *m = d as u8;
+    }
+    Ok(mac)
+}
+
+/// The interface's primary IPv4 address (the first one the kernel lists).
+pub fn primary_v4(name: &str) -> io::Result<Ipv4Addr> {
+    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let mut r = ifreq(name);
+    // SAFETY: SIOCGIFADDR fills the ifreq passed by pointer.
+    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFADDR, &mut r) })?;
+    // SAFETY: the kernel wrote an AF_INET sockaddr into the addr member.
+    let sa: libc::sockaddr_in = unsafe { mem::transmute_copy(&r.ifr_ifru.ifru_addr) };
+    Ok(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
+}
+
+/// A raw IPv4 socket for protocol 112 on one interface: we write whole IP headers (TTL 255),
+/// the kernel hands over whole packets (header included).
+pub struct VrrpSocket {
+    fd: AsyncFd<OwnedFd>,
+}
+
+fn sockaddr_v4(a: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(a).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+impl VrrpSocket {
+    /// Opens the socket bound to `iface`; joins 224.0.0.18 when `multicast`.
+    pub fn open_v4(iface: &str, multicast: bool) -> io::Result<Self> {
+        let index = ifindex(iface)? as libc::c_int;
+        let fd = socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+            libc::c_int::from(PROTO_VRRP),
+        )?;
+        let raw = fd.as_raw_fd();
+        // SAFETY: the name is passed with its exact length.
+        cvt(unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                iface.as_ptr().cast(),
+                iface.len() as libc::socklen_t,
+            )
+        })?;
+        setsockopt(raw, libc::IPPROTO_IP, libc::IP_HDRINCL, &1i32)?;
+        setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &0i32)?;
+        setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &255i32)?;
+        let mreq = libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr {
+                s_addr: u32::from(GROUP_V4).to_be(),
+            },
+            imr_address: libc::in_addr { s_addr: 0 },
+            imr_ifindex: index,
+        };
+        setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)?;
+        if multicast {
+            setsockopt(raw, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)?;
+        }
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which owns and closes it; its raw
+        // descriptor never changes.
+        let fd = unsafe { AsyncFd::register(fd) }?;
+        Ok(Self { fd })
+    }
+
+    /// Sends a whole IPv4 packet (built with [`super::packet::Advert::encode_ipv4`]) to `dst`.
+    pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
+        let sa = sockaddr_v4(dst);
+        // SAFETY: buffer and address are live for the call and passed with their sizes.
+        let n = cvt(unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) as libc::c_int
+        })?;
+        if n as usize != packet.len() {
+            return Err(io::Error::other("short send"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the next packet (IP header included).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: `buf` is writable for its length.
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            if let Ok(r) = r {
+                return r;
+            }
+        }
+    }
+}
+
+/// A gratuitous ARP request for `ip` from `mac` (sender and target address both `ip`).
+pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]); // Ethernet/IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f
+}
+
+/// Sends one Ethernet frame out of `iface` through an `AF_PACKET` socket.
+pub fn send_frame(iface: &str, frame: &[u8]) -> io::Result<()> {
+    let proto = (libc::ETH_P_ARP as u16).to_be();
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
+    // SAFETY: sockaddr_ll is plain old data.
+    let mut sa: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = proto;
+    sa.sll_ifindex = ifindex(iface)? as libc::c_int;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: buffer and address are live for the call and passed with their sizes.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+async fn ip_addr(verb: &str, a: &VirtualAddr, iface: &str) -> io::Result<std::process::Output> {
+    tokio::process::Command::new("ip")
+        .args(["addr", verb, &a.to_string(), "dev", iface])
+        .output()
+        .await
+        .map_err(|e| io::Error::other(format!("running `ip addr {verb}` (iproute2): {e}")))
+}
+
+/// Adds a virtual address to the interface (`ip addr replace`: already present is fine).
+pub async fn add_address(a: &VirtualAddr, iface: &str) -> io::Result<()> {
+    let out = ip_addr("replace", a, iface).await?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "ip addr replace {a} dev {iface}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes a virtual address; returns whether it was present.
+pub async fn remove_address(a: &VirtualAddr, iface: &str) -> io::Result<bool> {
+    let out = ip_addr("del", a, iface).await?;
+    Ok(out.status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gratuitous_arp_layout() {
+        let f = gratuitous_arp([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(f.len(), 42);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1], "request");
+        assert_eq!(&f[28..32], &[10, 0, 0, 100]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 100]);
+    }
+}

@@ -1,0 +1,139 @@
+//! What the router reports: state, master, timers and counters (API, `lbctl vrrp`, metrics).
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Serialize;
+
+use super::{machine::State, packet::Reject};
+use crate::config::VrrpConfig;
+
+/// Counters since the router started.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    /// Adverts sent (each unicast peer counts once).
+    pub adverts_sent: u64,
+    /// Valid adverts received for our virtual router.
+    pub adverts_received: u64,
+    /// Dropped packets by reason ([`Reject::name`]).
+    pub rejects: BTreeMap<&'static str, u64>,
+    /// Valid adverts from a source that is not a configured unicast peer.
+    pub not_a_peer: u64,
+    /// Adverts the kernel refused to send.
+    pub send_errors: u64,
+    /// Gratuitous ARPs sent.
+    pub garp_sent: u64,
+    /// State changes, all kinds.
+    pub transitions: u64,
+    /// Times this node became master.
+    pub became_master: u64,
+    /// Times it became backup.
+    pub became_backup: u64,
+    /// Times it entered the fault state.
+    pub became_fault: u64,
+}
+
+impl Counters {
+    fn zeroed() -> Self {
+        Self {
+            rejects: Reject::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn reject(&mut self, r: Reject) {
+        *self.rejects.entry(r.name()).or_default() += 1;
+    }
+
+    pub(super) fn transition(&mut self, to: State) {
+        self.transitions += 1;
+        match to {
+            State::Master => self.became_master += 1,
+            State::Backup => self.became_backup += 1,
+            State::Fault => self.became_fault += 1,
+            State::Initialize => {}
+        }
+    }
+
+    /// All dropped packets.
+    pub fn rejected(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+}
+
+/// The router's view of itself, as `GET /v1/vrrp` returns it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Interface the router runs on.
+    pub interface: String,
+    /// Virtual router id.
+    pub vrid: u8,
+    /// Configured priority.
+    pub priority: u8,
+    /// Our advertisement interval, centiseconds.
+    pub interval_cs: u16,
+    /// Whether preemption is on.
+    pub preempt: bool,
+    /// Our primary address (advert source).
+    pub primary: IpAddr,
+    /// The virtual addresses, `ADDR/PREFIX`.
+    pub addresses: Vec<String>,
+    /// Current state.
+    #[serde(serialize_with = "state_name")]
+    pub state: State,
+    /// Whether tracking reports a fault.
+    pub fault: bool,
+    /// The current master, when known (ourselves while master).
+    pub master: Option<IpAddr>,
+    /// The master's advertisement interval, centiseconds.
+    pub master_interval_cs: u16,
+    /// The master-down interval now in force, milliseconds.
+    pub master_down_ms: u64,
+    /// Source of the last valid advert.
+    pub last_advert_from: Option<IpAddr>,
+    /// Priority in the last valid advert.
+    pub last_advert_priority: Option<u8>,
+    /// Counters.
+    pub counters: Counters,
+}
+
+fn state_name<S: serde::Serializer>(s: &State, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name())
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            interface: String::new(),
+            vrid: 0,
+            priority: 0,
+            interval_cs: 0,
+            preempt: false,
+            primary: IpAddr::from([0, 0, 0, 0]),
+            addresses: Vec::new(),
+            state: State::Initialize,
+            fault: false,
+            master: None,
+            master_interval_cs: 0,
+            master_down_ms: 0,
+            last_advert_from: None,
+            last_advert_priority: None,
+            counters: Counters::zeroed(),
+        }
+    }
+}
+
+impl Status {
+    pub(super) fn new(cfg: &VrrpConfig, primary: IpAddr) -> Self {
+        Self {
+            interface: cfg.interface.clone(),
+            vrid: cfg.vrid,
+            priority: cfg.priority,
+            interval_cs: cfg.interval.get(),
+            preempt: cfg.preempt,
+            primary,
+            addresses: cfg.addresses.iter().map(|a| a.to_string()).collect(),
+            master_interval_cs: cfg.interval.get(),
+            ..Self::default()
+        }
+    }
+}
