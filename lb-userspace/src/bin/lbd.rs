@@ -103,6 +103,16 @@ async fn run(config: Config) -> Result<()> {
     tokio::spawn(daemon::health_loop(state.clone(), probes));
     tokio::spawn(daemon::tick_loop(state.clone()));
     tokio::spawn(daemon::sweep_loop(state.clone()));
+    let vrrp = match state.config.vrrp.clone() {
+        Some(cfg) => {
+            let (fault_tx, fault_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(lb_userspace::vrrp::track::track_loop(state.clone(), fault_tx));
+            let handle = lb_userspace::vrrp::spawn(cfg, fault_rx)?;
+            let _ = state.vrrp.set(handle.status_ref());
+            Some(handle)
+        }
+        None => None,
+    };
 
     if let Some(dir) = api_cfg.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -160,6 +170,10 @@ async fn run(config: Config) -> Result<()> {
             requested || detach_default
         }
     };
+    if let Some(handle) = vrrp {
+        // Priority-0 advert and VIPs removed: the backup takes over at once.
+        handle.stop().await;
+    }
     let _ = std::fs::remove_file(&api_cfg.socket);
     if detach {
         pin::remove_all(&pin_dir)?;

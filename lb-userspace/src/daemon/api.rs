@@ -98,9 +98,22 @@ pub fn router(state: State) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/stats", get(stats))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/vrrp", get(vrrp_status))
         .route("/metrics", get(metrics::handler))
         .fallback(|| async { ApiError::not_found("no such endpoint (see docs/api.md)") })
         .with_state(state)
+}
+
+/// `GET /v1/vrrp`: the VRRP router's state and counters (404 without `[vrrp]`).
+async fn vrrp_status(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
+    let status = s
+        .vrrp
+        .get()
+        .and_then(|v| v.lock().ok().map(|v| v.clone()))
+        .ok_or_else(|| ApiError::not_found("VRRP is not configured (no [vrrp] section)"))?;
+    serde_json::to_value(status)
+        .map(Json)
+        .map_err(ApiError::internal)
 }
 
 /// The TCP router: every call needs `Authorization: Bearer <token>`.

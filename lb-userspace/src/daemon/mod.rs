@@ -53,6 +53,8 @@ pub struct Shared {
     /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
     /// programs' handles for the daemon's lifetime).
     dataplane: std::sync::Mutex<Option<Dataplane>>,
+    /// The VRRP router's status, once `[vrrp]` is running (see `crate::vrrp`).
+    pub vrrp: std::sync::OnceLock<Arc<std::sync::Mutex<crate::vrrp::Status>>>,
 }
 
 pub type State = Arc<Shared>;
@@ -134,6 +136,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         probe_tx,
         shutdown,
         dataplane: std::sync::Mutex::new(None),
+        vrrp: std::sync::OnceLock::new(),
     });
     {
         let mut inner = shared.inner.lock().await;

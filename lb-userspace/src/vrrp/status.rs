@@ -137,3 +137,77 @@ impl Status {
         }
     }
 }
+
+impl Status {
+    /// The Prometheus lines for this router (`lbd_vrrp_*`).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let l = format!("vrid=\"{}\",interface=\"{}\"", self.vrid, self.interface);
+        let mut metric = |name: &str, kind: &str, help: &str, extra: &str, v: u64| {
+            if !o.contains(&format!("# TYPE {name} ")) {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            let _ = writeln!(o, "{name}{{{l}{extra}}} {v}");
+        };
+        metric(
+            "lbd_vrrp_state",
+            "gauge",
+            "VRRP state: 0 initialize, 1 backup, 2 master, 3 fault.",
+            "",
+            u64::from(self.state.code()),
+        );
+        metric(
+            "lbd_vrrp_master",
+            "gauge",
+            "1 while this node is the VRRP master.",
+            "",
+            u64::from(self.state == State::Master),
+        );
+        metric(
+            "lbd_vrrp_priority",
+            "gauge",
+            "Configured VRRP priority.",
+            "",
+            u64::from(self.priority),
+        );
+        let c = &self.counters;
+        for (to, v) in [
+            ("master", c.became_master),
+            ("backup", c.became_backup),
+            ("fault", c.became_fault),
+        ] {
+            metric(
+                "lbd_vrrp_transitions_total",
+                "counter",
+                "VRRP state changes by new state.",
+                &format!(",to=\"{to}\""),
+                v,
+            );
+        }
+        metric(
+            "lbd_vrrp_adverts_sent_total",
+            "counter",
+            "VRRP adverts sent.",
+            "",
+            c.adverts_sent,
+        );
+        metric(
+            "lbd_vrrp_adverts_received_total",
+            "counter",
+            "Valid VRRP adverts received.",
+            "",
+            c.adverts_received,
+        );
+        for (reason, v) in &c.rejects {
+            metric(
+                "lbd_vrrp_rejected_total",
+                "counter",
+                "VRRP packets dropped, by reason.",
+                &format!(",reason=\"{reason}\""),
+                *v,
+            );
+        }
+        o
+    }
+}

@@ -1,0 +1,192 @@
+//! A VRRP lab: `client` (.10), `lb1` (.2) and `lb2` (.3) each running the real `lbd` with a
+//! `[vrrp]` section (XDP attached to eth0), and `be1` (.11), all in namespaces this test makes.
+
+use std::{
+    io::{Read, Write},
+    net::Ipv4Addr,
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use tests::{netns::Lab, process::Process, topology::Topology};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub const VRID: u8 = 51;
+/// Advertisement interval used by the lab, centiseconds.
+pub const INTERVAL_CS: u16 = 25;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "VRRP tests need root (namespaces, raw sockets, XDP): run `sudo cargo xtask test`"
+    );
+}
+
+/// One balancer node's settings.
+#[derive(Clone, Copy)]
+pub struct Node {
+    pub name: &'static str,
+    pub priority: u8,
+    pub preempt: bool,
+}
+
+pub struct VrrpLab {
+    pub lab: Lab,
+    pub nodes: Vec<Node>,
+    pub lbd: Vec<Option<Process>>,
+}
+
+impl VrrpLab {
+    /// Creates the namespaces and writes both configs; no lbd runs yet.
+    pub fn new(nodes: [Node; 2]) -> Self {
+        require_root();
+        let topo = Topology::builder()
+            .node("client", tests::Role::Client, 10)
+            .balancer("lb1", 2, 100)
+            .balancer("lb2", 3, 90)
+            .node("be1", tests::Role::Backend, 11)
+            .build()
+            .expect("topology");
+        let lab = Lab::create(&topo).expect("lab");
+        let me = Self {
+            lab,
+            nodes: nodes.to_vec(),
+            lbd: vec![None, None],
+        };
+        for n in nodes {
+            me.write_config(n);
+        }
+        me
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        let d = self.lab.dir().join(name);
+        std::fs::create_dir_all(&d).expect("node dir");
+        d
+    }
+
+    pub fn socket(&self, i: usize) -> PathBuf {
+        self.dir(self.nodes[i].name).join("lbd.sock")
+    }
+
+    fn write_config(&self, n: Node) {
+        let dir = self.dir(n.name);
+        let pins = self.lab.bpffs().expect("bpffs").join(n.name);
+        let cfg = format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{pins}\"\n\
+             detach_on_exit = true\n\n\
+             [api]\nsocket = \"{sock}\"\nstate_file = \"{state}\"\n\n\
+             [health]\nkind = \"none\"\n\n\
+             [[vips]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\n\
+             [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"02:00:00:00:00:11\"\n\n\
+             [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {prio}\n\
+             advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [\"{VIP}/32\"]\n",
+            pins = pins.display(),
+            sock = dir.join("lbd.sock").display(),
+            state = dir.join("state.json").display(),
+            prio = n.priority,
+            preempt = n.preempt,
+        );
+        std::fs::write(dir.join("lbd.toml"), cfg).expect("config");
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let n = self.nodes[i];
+        let host = self.lab.host(n.name).expect("host");
+        let config = self.dir(n.name).join("lbd.toml");
+        let mut p = host
+            .spawn(
+                "lbd",
+                [
+                    env!("CARGO_BIN_EXE_lbd"),
+                    "--config",
+                    config.to_str().expect("utf-8 path"),
+                ],
+            )
+            .expect("spawn lbd");
+        let sock = self.socket(i);
+        p.wait_for("lbd API socket", Duration::from_secs(30), |_| {
+            UnixStream::connect(&sock).is_ok()
+        })
+        .unwrap_or_else(|e| panic!("{} lbd did not come up: {e}\n{}", n.name, p.log()));
+        self.lbd[i] = Some(p);
+    }
+
+    /// SIGKILL (no goodbye) or SIGTERM (clean: priority-0 advert) node `i`; waits for exit.
+    pub fn stop(&mut self, i: usize, signal: i32) {
+        if let Some(mut p) = self.lbd[i].take() {
+            p.signal(signal).expect("signal lbd");
+            let st = p.wait_timeout(Duration::from_secs(10)).expect("wait");
+            assert!(st.is_some(), "{} lbd did not exit", self.nodes[i].name);
+        }
+    }
+
+    /// `GET /v1/vrrp` of node `i`.
+    pub fn vrrp(&self, i: usize) -> serde_json::Value {
+        let mut s = UnixStream::connect(self.socket(i)).expect("connect to lbd");
+        s.write_all(b"GET /v1/vrrp HTTP/1.1\r\nHost: lbd\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("bad /v1/vrrp answer {resp:?}: {e}"))
+    }
+
+    pub fn state(&self, i: usize) -> String {
+        self.vrrp(i)["state"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Whether node `i`'s eth0 holds the VIP.
+    pub fn has_vip(&self, i: usize) -> bool {
+        let host = self.lab.host(self.nodes[i].name).expect("host");
+        let out = host
+            .exec(["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+            .expect("ip addr");
+        out.contains(&format!("inet {VIP}/"))
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        self.lbd[i].as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `cond` holds; returns how long it took.
+    pub fn wait(&self, what: &str, timeout: Duration, cond: impl Fn(&Self) -> bool) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if cond(self) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for: {what}\nlb1: {}\nlb2: {}\n--- lb1 log\n{}\n--- lb2 log\n{}",
+                self.try_vrrp(0),
+                self.try_vrrp(1),
+                self.log(0),
+                self.log(1)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn try_vrrp(&self, i: usize) -> String {
+        if self.lbd[i].is_none() {
+            return "(not running)".into();
+        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.vrrp(i).to_string()))
+            .unwrap_or_else(|_| "(no answer)".into())
+    }
+
+    /// Waits until node `m` is master holding the VIP and node `b` is a backup without it.
+    pub fn wait_master(&self, m: usize, b: usize, timeout: Duration) -> Duration {
+        let what = format!(
+            "{} master with the VIP, {} backup without",
+            self.nodes[m].name, self.nodes[b].name
+        );
+        self.wait(&what, timeout, |l| {
+            l.state(m) == "master" && l.has_vip(m) && l.state(b) == "backup" && !l.has_vip(b)
+        })
+    }
+}
