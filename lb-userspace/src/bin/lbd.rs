@@ -106,7 +106,10 @@ async fn run(config: Config) -> Result<()> {
     let vrrp = match state.config.vrrp.clone() {
         Some(cfg) => {
             let (fault_tx, fault_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(lb_userspace::vrrp::track::track_loop(state.clone(), fault_tx));
+            tokio::spawn(lb_userspace::vrrp::track::track_loop(
+                state.clone(),
+                fault_tx,
+            ));
             let handle = lb_userspace::vrrp::spawn(cfg, fault_rx)?;
             let _ = state.vrrp.set(handle.status_ref());
             Some(handle)
