@@ -213,6 +213,15 @@ impl Events {
         }
     }
 
+    /// Every event received or kept back so far, without waiting.
+    fn drain(&mut self) -> Vec<NeighbourEvent> {
+        let mut all = std::mem::take(&mut self.backlog);
+        while let Ok(ev) = self.rx.try_recv() {
+            all.push(ev);
+        }
+        all
+    }
+
     /// The first event (kept back or new) about `addr` that satisfies `want`; fails after
     /// [`WAIT`] naming the events that came instead.
     async fn wait(
@@ -328,6 +337,13 @@ fn resolver_reports_changes_from_the_kernel() -> Result<()> {
             .await?;
         rx.wait(be2_v6, "be2 v6 new MAC", resolved_to(new_mac))
             .await?;
+
+        // Nothing else happened to be1: no flapping through "unresolvable" on the way.
+        let rest = rx.drain();
+        ensure!(
+            rest.iter().all(|ev| ev.addr() != be1_v4),
+            "unexpected events: {rest:#?}"
+        );
 
         // Untracked addresses are forgotten.
         resolver.untrack(be2_v4);

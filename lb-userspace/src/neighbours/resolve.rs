@@ -136,30 +136,59 @@ pub(crate) enum Look {
     AcceptFailed,
 }
 
-/// Resolves `addr` over an open connection. Also returns the route and interface name (when
-/// there is a route) so the [`super::Resolver`] can match later neighbour notifications to the
-/// address.
-pub(crate) async fn resolve_on(
-    nl: &Netlink,
-    addr: IpAddr,
-    opts: &ResolveOptions,
-    look: Look,
-) -> (Option<(Route, String)>, Result<Resolution, NeighbourError>) {
-    let route = match nl.route_get(addr).await {
-        Ok(r) => r,
-        Err(e) => return (None, Err(e)),
-    };
-    let ifname = match nl.link_name(route.ifindex).await {
-        Ok(n) => n,
-        Err(e) => return (None, Err(e)),
-    };
+/// A route and interface name, as the [`super::Resolver`] keeps them to match later
+/// neighbour notifications to the address.
+pub(crate) type Located = Option<(Route, String)>;
+
+/// The route to `addr` and the neighbour to resolve for it.
+async fn locate(nl: &Netlink, addr: IpAddr) -> Result<(Route, Target), NeighbourError> {
+    let route = nl.route_get(addr).await?;
+    let ifname = nl.link_name(route.ifindex).await?;
     let target = Target {
         addr,
         via: route.via,
         ifname,
     };
+    Ok((route, target))
+}
+
+/// Resolves `addr` over an open connection; also returns where it was located.
+pub(crate) async fn resolve_on(
+    nl: &Netlink,
+    addr: IpAddr,
+    opts: &ResolveOptions,
+    look: Look,
+) -> (Located, Result<Resolution, NeighbourError>) {
+    let (route, target) = match locate(nl, addr).await {
+        Ok(found) => found,
+        Err(e) => return (None, Err(e)),
+    };
     let result = resolve_route(nl, route, &target, opts, look).await;
     (Some((route, target.ifname)), result)
+}
+
+/// Reads what the kernel's tables say about `addr` now, starting nothing: `None` while the
+/// neighbour is absent or being resolved (no news), a FAILED entry is an error.
+pub(crate) async fn observe_on(
+    nl: &Netlink,
+    addr: IpAddr,
+) -> Option<(Located, Result<Resolution, NeighbourError>)> {
+    let (route, target) = match locate(nl, addr).await {
+        Ok(found) => found,
+        Err(e) => return Some((None, Err(e))),
+    };
+    let result = match nl.neighbour_get(route.ifindex, route.neighbour(addr)).await {
+        Ok(Some(entry)) => match from_entry(&entry, &target, route.ifindex) {
+            Some(result) => result,
+            None if entry.state == NeighbourState::Failed => {
+                Err(unresolved(Some(&entry), &target, Duration::ZERO))
+            }
+            None => return None,
+        },
+        Ok(None) => return None,
+        Err(e) => Err(e),
+    };
+    Some((Some((route, target.ifname)), result))
 }
 
 async fn resolve_route(

@@ -17,9 +17,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::netlink::{Neighbour, Netlink, Route};
-use super::resolve::{Look, ResolveOptions, from_entry, resolve_on};
-use super::{NeighbourError, Resolution, Target};
+use super::netlink::{Neighbour, Netlink};
+use super::resolve::{self, Located, Look, ResolveOptions, observe_on, resolve_on};
+use super::{NeighbourError, Resolution};
 
 /// Settings of the background task started by [`Resolver::spawn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ impl NeighbourEvent {
 #[derive(Debug, Default)]
 struct Entry {
     /// The route and interface name of the last resolution attempt that found a route.
-    route: Option<(Route, String)>,
+    route: Located,
     /// `None` until the first attempt finishes.
     result: Option<Result<Resolution, NeighbourError>>,
 }
@@ -260,6 +260,8 @@ struct Pending {
     resolve: HashSet<IpAddr>,
     /// Entries of resolved addresses turned FAILED: look again, taking FAILED as final.
     recheck: HashSet<IpAddr>,
+    /// Entries updated: read them again (a notification may be older than our last read).
+    observe: HashSet<IpAddr>,
     at: Option<Instant>,
 }
 
@@ -295,7 +297,7 @@ impl Worker {
                 }
                 () = shared.wake.notified() => self.resolve_new().await,
                 msg = messages.next() => match msg {
-                    Some(msg) => self.on_message(msg, &mut pending).await,
+                    Some(msg) => self.on_message(msg, &mut pending),
                     None => {
                         tracing::warn!("netlink notifications ended; relying on periodic refresh");
                         messages = futures_util::stream::pending().boxed();
@@ -306,12 +308,41 @@ impl Worker {
                     if p.all {
                         self.resolve_all(Look::Resolve).await;
                     } else {
-                        let recheck = p.recheck.difference(&p.resolve).copied().collect();
-                        self.resolve_some(p.resolve.into_iter().collect(), Look::Resolve).await;
-                        self.resolve_some(recheck, Look::AcceptFailed).await;
+                        self.resolve_pending(p).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Looks again at what notifications pointed to; each address once, the strongest look.
+    async fn resolve_pending(&self, p: Pending) {
+        let recheck: Vec<IpAddr> = p.recheck.difference(&p.resolve).copied().collect();
+        let observe: Vec<IpAddr> = p
+            .observe
+            .iter()
+            .filter(|a| !p.resolve.contains(a) && !p.recheck.contains(a))
+            .copied()
+            .collect();
+        self.resolve_some(p.resolve.into_iter().collect(), Look::Resolve)
+            .await;
+        self.resolve_some(recheck, Look::AcceptFailed).await;
+        let seen = join_all(
+            observe
+                .into_iter()
+                .map(|addr| async move { observe_on(&self.nl, addr).await.map(|o| (addr, o)) }),
+        )
+        .await;
+        for (addr, (located, result)) in seen.into_iter().flatten() {
+            self.locate(addr, located);
+            self.record(addr, result).await;
+        }
+    }
+
+    /// Remembers where `addr` was found (for matching notifications).
+    fn locate(&self, addr: IpAddr, located: Located) {
+        if let Some(entry) = self.resolver.entries().get_mut(&addr) {
+            entry.route = located;
         }
     }
 
@@ -343,10 +374,8 @@ impl Worker {
             (addr, route, result)
         }))
         .await;
-        for (addr, route, result) in results {
-            if let Some(entry) = self.resolver.entries().get_mut(&addr) {
-                entry.route = route;
-            }
+        for (addr, located, result) in results {
+            self.locate(addr, located);
             self.record(addr, result).await;
         }
     }
@@ -370,18 +399,19 @@ impl Worker {
         }
     }
 
-    async fn on_message(&self, msg: NetlinkMessage<RouteNetlinkMessage>, pending: &mut Pending) {
+    fn on_message(&self, msg: NetlinkMessage<RouteNetlinkMessage>, pending: &mut Pending) {
         let NetlinkPayload::InnerMessage(msg) = msg.payload else {
             return;
         };
         match msg {
-            RouteNetlinkMessage::NewRoute(_) | RouteNetlinkMessage::DelRoute(_) => {
+            RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+                tracing::trace!(route = ?r, "route notification");
                 pending.all = true;
                 pending.due(self.opts.debounce);
             }
             RouteNetlinkMessage::NewNeighbour(n) => {
                 if let Some(n) = Neighbour::from_message(&n) {
-                    self.on_neighbour(&n, pending).await;
+                    self.on_neighbour(&n, pending);
                 }
             }
             RouteNetlinkMessage::DelNeighbour(n) => {
@@ -405,39 +435,36 @@ impl Worker {
             .entries()
             .iter()
             .filter_map(|(addr, e)| {
-                let (route, ifname) = e.route.as_ref()?;
-                (route.ifindex == n.ifindex && route.neighbour(*addr) == n.addr).then(|| Affected {
-                    addr: *addr,
-                    route: *route,
-                    ifname: ifname.clone(),
-                    resolved: matches!(e.result, Some(Ok(_))),
-                })
+                let (route, _) = e.route.as_ref()?;
+                (route.ifindex == n.ifindex && route.neighbour(*addr) == n.addr).then_some(
+                    Affected {
+                        addr: *addr,
+                        resolved: matches!(e.result, Some(Ok(_))),
+                    },
+                )
             })
             .collect()
     }
 
-    /// Applies a usable neighbour entry directly (it carries the new address), so changes show
-    /// at once without starting ARP/ND again for an entry that may be mid-resolution.
+    /// Schedules another look at the addresses a neighbour entry update concerns. The update
+    /// itself is not applied: it may be older than a read made since, and reading again is
+    /// cheap (no ARP/ND is started for an entry that may be mid-resolution).
     ///
-    /// A FAILED entry is only looked at again (after the debounce delay): `ip neigh del` also
-    /// passes through FAILED just before the entry goes, which says nothing about the backend.
-    /// Addresses already unresolvable ignore it: their own ARP/ND attempts end that way.
-    async fn on_neighbour(&self, n: &Neighbour, pending: &mut Pending) {
+    /// A FAILED entry of a resolved address gets a closer look: `ip neigh del` also passes
+    /// through FAILED just before the entry goes, which says nothing about the backend.
+    /// Addresses already unresolvable ignore FAILED: their own ARP/ND attempts end that way.
+    fn on_neighbour(&self, n: &Neighbour, pending: &mut Pending) {
+        tracing::trace!(?n, "neighbour notification");
         for a in self.affected(n) {
-            let target = Target {
-                addr: a.addr,
-                via: a.route.via,
-                ifname: a.ifname,
-            };
-            match from_entry(n, &target, a.route.ifindex) {
-                Some(result) => self.record(a.addr, result).await,
-                None if n.state == NeighbourState::Failed && a.resolved => {
-                    pending.recheck.insert(a.addr);
-                    pending.due(self.opts.debounce);
-                }
+            if resolve::usable(n.state) {
+                pending.observe.insert(a.addr);
+            } else if n.state == NeighbourState::Failed && a.resolved {
+                pending.recheck.insert(a.addr);
+            } else {
                 // INCOMPLETE (ARP/ND under way) and the like: the outcome comes later.
-                None => {}
+                continue;
             }
+            pending.due(self.opts.debounce);
         }
     }
 }
@@ -445,8 +472,6 @@ impl Worker {
 /// A tracked address that resolves through a neighbour a notification is about.
 struct Affected {
     addr: IpAddr,
-    route: Route,
-    ifname: String,
     /// Whether it currently resolves.
     resolved: bool,
 }
