@@ -37,6 +37,8 @@ pub struct VrrpLab {
     pub lab: Lab,
     pub nodes: Vec<Node>,
     pub lbd: Vec<Option<Process>>,
+    /// keepalived instances started in place of lbd on a node.
+    pub keepalived: Vec<Option<Process>>,
 }
 
 impl VrrpLab {
@@ -55,6 +57,7 @@ impl VrrpLab {
             lab,
             nodes: nodes.to_vec(),
             lbd: vec![None, None],
+            keepalived: vec![None, None],
         };
         for n in nodes {
             me.write_config(n);
@@ -149,7 +152,63 @@ impl VrrpLab {
     }
 
     pub fn log(&self, i: usize) -> String {
-        self.lbd[i].as_ref().map(|p| p.log()).unwrap_or_default()
+        self.lbd[i]
+            .as_ref()
+            .or(self.keepalived[i].as_ref())
+            .map(|p| p.log())
+            .unwrap_or_default()
+    }
+
+    /// Runs keepalived (VRRPv3, same VRID, interval and VIP) on node `i` in the foreground.
+    pub fn start_keepalived(&mut self, i: usize) {
+        let n = self.nodes[i];
+        let Some(bin) = tests::exec::which("keepalived") else {
+            panic!("keepalived is missing: install the apt package `keepalived` (2.2.7 tested)");
+        };
+        let dir = self.dir(n.name);
+        let conf = dir.join("keepalived.conf");
+        let secs = f64::from(INTERVAL_CS) / 100.0;
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n\
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n\
+                 priority {prio}\n  advert_int {secs}\n{nopreempt}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n",
+                name = n.name,
+                prio = n.priority,
+                nopreempt = if n.preempt { "" } else { "  nopreempt\n" },
+            ),
+        )
+        .expect("keepalived.conf");
+        let path = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_string();
+        let host = self.lab.host(n.name).expect("host");
+        let p = host
+            .spawn(
+                "keepalived",
+                [
+                    bin.to_str().expect("utf-8 path").to_string(),
+                    "-n".into(),
+                    "-l".into(),
+                    "-D".into(),
+                    "-f".into(),
+                    path("keepalived.conf"),
+                    "-p".into(),
+                    path("keepalived.pid"),
+                    "-r".into(),
+                    path("keepalived-vrrp.pid"),
+                ],
+            )
+            .expect("spawn keepalived");
+        self.keepalived[i] = Some(p);
+    }
+
+    /// Stops node `i`'s keepalived with `signal`; waits for it to exit.
+    pub fn stop_keepalived(&mut self, i: usize, signal: i32) {
+        if let Some(mut p) = self.keepalived[i].take() {
+            p.signal(signal).expect("signal keepalived");
+            let st = p.wait_timeout(Duration::from_secs(10)).expect("wait");
+            assert!(st.is_some(), "keepalived did not exit");
+        }
     }
 
     /// Waits (bounded) until `cond` holds; returns how long it took.

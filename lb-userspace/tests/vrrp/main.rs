@@ -166,3 +166,85 @@ fn malformed_adverts_are_dropped_and_counted() {
         l.vrrp(0)["counters"]["became_backup"].as_u64() >= Some(2)
     });
 }
+
+/// Watches for `span` that `cond` keeps holding (a bounded "never happens" check).
+fn holds(l: &VrrpLab, span: Duration, what: &str, cond: impl Fn(&VrrpLab) -> bool) {
+    let end = std::time::Instant::now() + span;
+    while std::time::Instant::now() < end {
+        assert!(
+            cond(l),
+            "{what} stopped holding\n--- lb1 log\n{}\n--- lb2 log\n{}",
+            l.log(0),
+            l.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn keepalived_master_lbd_backup() {
+    let mut l = VrrpLab::new([LB1, LB2]);
+    l.start_keepalived(0);
+    l.wait("keepalived (lb1, 100) holds the VIP", BOUND, |l| {
+        l.has_vip(0)
+    });
+    l.start(1);
+    l.wait("lbd (lb2) backup following keepalived", BOUND, |l| {
+        l.state(1) == "backup" && l.vrrp(1)["master"] == "10.77.0.2"
+    });
+    holds(
+        &l,
+        master_down(90, interval()) * 4,
+        "lbd never claims the VIP of a healthy higher master",
+        |l| l.state(1) == "backup" && !l.has_vip(1) && l.has_vip(0),
+    );
+    let s = l.vrrp(1);
+    assert_eq!(
+        s["counters"]["rejects"]["checksum"], 0,
+        "keepalived's adverts pass our checksum: {s}"
+    );
+    l.stop_keepalived(0, libc::SIGTERM);
+    let t = l.wait(
+        "lbd takes the VIP from the stopped keepalived",
+        BOUND,
+        |l| l.state(1) == "master" && l.has_vip(1),
+    );
+    println!("keepalived SIGTERM -> lbd master after {t:?}");
+    assert!(!l.has_vip(0), "keepalived removed its VIP on stop");
+}
+
+#[test]
+fn lbd_master_keepalived_backup() {
+    let mut l = VrrpLab::new([LB1, LB2]);
+    l.start(0);
+    l.wait("lbd (lb1, 100) master", BOUND, |l| {
+        l.state(0) == "master" && l.has_vip(0)
+    });
+    l.start_keepalived(1);
+    l.wait("keepalived (lb2) enters BACKUP", BOUND, |l| {
+        l.log(1).contains("Entering BACKUP STATE")
+    });
+    holds(
+        &l,
+        master_down(90, interval()) * 4,
+        "keepalived never claims the VIP of a healthy higher master",
+        |l| !l.has_vip(1) && l.state(0) == "master",
+    );
+    let s = l.vrrp(0);
+    let rejected: u64 = s["counters"]["rejects"]
+        .as_object()
+        .expect("rejects by reason")
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    // A keepalived backup is silent; nothing it sends may be dropped as malformed either.
+    assert_eq!(rejected, 0, "{s}");
+    l.stop(0, libc::SIGKILL);
+    let t = l.wait("keepalived takes the VIP after lbd dies", BOUND, |l| {
+        l.has_vip(1)
+    });
+    println!(
+        "lbd SIGKILL -> keepalived holds the VIP after {t:?} (3 x interval + skew = {:?})",
+        master_down(90, interval())
+    );
+}
