@@ -85,6 +85,8 @@ enum Cmd {
     },
     /// Health, admin state and last check of every backend of every VIP.
     Health,
+    /// VRRP state, priority, current master, timers and counters (needs `[vrrp]` in lbd's config).
+    Vrrp,
     /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
@@ -276,6 +278,10 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Health => {
             let r = client.health().await?;
             show(json, &r, || format::health(&r.value, now))
+        }
+        Cmd::Vrrp => {
+            let r = client.vrrp().await?;
+            show(json, &r, || r.value.render())
         }
         Cmd::Stats { watch: false, .. } => {
             let r = client.stats().await?;

@@ -117,6 +117,11 @@ impl Client {
         self.get("/v1/stats").await
     }
 
+    /// `GET /v1/vrrp`: the VRRP router's state and counters.
+    pub async fn vrrp(&self) -> Result<Fetched<crate::vrrp::Status>, ClientError> {
+        self.get("/v1/vrrp").await
+    }
+
     /// Asks lbd to exit (and with `detach` to remove the XDP program and its pins).
     /// The answer body is not specified beyond its status, so it is kept as plain JSON.
     pub async fn shutdown(&self, detach: bool) -> Result<Fetched<serde_json::Value>, ClientError> {

@@ -11,7 +11,8 @@ pub const PRIORITY_OWNER: u8 = 255;
 pub const PRIORITY_LEAVING: u8 = 0;
 
 /// The router's state (RFC 5798 6.4, plus `Fault` while tracking says it must not serve).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not started, or stopped.
     Initialize,

@@ -2,20 +2,20 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{machine::State, packet::Reject};
 use crate::config::VrrpConfig;
 
 /// Counters since the router started.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counters {
     /// Adverts sent (each unicast peer counts once).
     pub adverts_sent: u64,
     /// Valid adverts received for our virtual router.
     pub adverts_received: u64,
     /// Dropped packets by reason ([`Reject::name`]).
-    pub rejects: BTreeMap<&'static str, u64>,
+    pub rejects: BTreeMap<String, u64>,
     /// Valid adverts from a source that is not a configured unicast peer.
     pub not_a_peer: u64,
     /// Adverts the kernel refused to send.
@@ -35,13 +35,16 @@ pub struct Counters {
 impl Counters {
     fn zeroed() -> Self {
         Self {
-            rejects: Reject::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            rejects: Reject::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), 0))
+                .collect(),
             ..Self::default()
         }
     }
 
     pub(super) fn reject(&mut self, r: Reject) {
-        *self.rejects.entry(r.name()).or_default() += 1;
+        *self.rejects.entry(r.name().to_string()).or_default() += 1;
     }
 
     pub(super) fn transition(&mut self, to: State) {
@@ -61,7 +64,7 @@ impl Counters {
 }
 
 /// The router's view of itself, as `GET /v1/vrrp` returns it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     /// Interface the router runs on.
     pub interface: String,
@@ -78,7 +81,6 @@ pub struct Status {
     /// The virtual addresses, `ADDR/PREFIX`.
     pub addresses: Vec<String>,
     /// Current state.
-    #[serde(serialize_with = "state_name")]
     pub state: State,
     /// Whether tracking reports a fault.
     pub fault: bool,
@@ -94,10 +96,6 @@ pub struct Status {
     pub last_advert_priority: Option<u8>,
     /// Counters.
     pub counters: Counters,
-}
-
-fn state_name<S: serde::Serializer>(s: &State, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.name())
 }
 
 impl Default for Status {
@@ -209,5 +207,106 @@ impl Status {
             );
         }
         o
+    }
+}
+
+impl Status {
+    /// The human view `lbctl vrrp` prints.
+    pub fn render(&self) -> String {
+        let on = |b: bool| if b { "on" } else { "off" };
+        let c = &self.counters;
+        let rejected: Vec<String> = c
+            .rejects
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let rows = [
+            (
+                "state",
+                format!(
+                    "{} (priority {}, preempt {})",
+                    self.state.name(),
+                    self.priority,
+                    on(self.preempt)
+                ),
+            ),
+            (
+                "router",
+                format!(
+                    "vrid {} on {}, primary {}",
+                    self.vrid, self.interface, self.primary
+                ),
+            ),
+            (
+                "master",
+                self.master
+                    .map(|m| {
+                        if m == self.primary {
+                            format!("{m} (this node)")
+                        } else {
+                            m.to_string()
+                        }
+                    })
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            ("addresses", self.addresses.join(", ")),
+            (
+                "timers",
+                format!(
+                    "advert {} ms (master's {} ms), master-down {} ms",
+                    u64::from(self.interval_cs) * 10,
+                    u64::from(self.master_interval_cs) * 10,
+                    self.master_down_ms
+                ),
+            ),
+            ("fault", if self.fault { "yes" } else { "no" }.into()),
+            (
+                "adverts",
+                format!(
+                    "sent {}, received {}, gratuitous ARP {}",
+                    c.adverts_sent, c.adverts_received, c.garp_sent
+                ),
+            ),
+            (
+                "transitions",
+                format!(
+                    "{} (to master {}, to backup {}, to fault {})",
+                    c.transitions, c.became_master, c.became_backup, c.became_fault
+                ),
+            ),
+            (
+                "rejected",
+                if rejected.is_empty() {
+                    "0".into()
+                } else {
+                    format!("{} ({})", c.rejected(), rejected.join(", "))
+                },
+            ),
+        ];
+        rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_text() {
+        let mut s = Status {
+            state: State::Master,
+            priority: 100,
+            ..Status::default()
+        };
+        s.counters.reject(Reject::Ttl);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["state"], "master");
+        assert_eq!(json["counters"]["rejects"]["ttl"], 1);
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back.counters.rejected(), 1);
+        let text = back.render();
+        assert!(text.contains("master (priority 100"), "{text}");
+        assert!(text.contains("rejected     1 (ttl 1)"), "{text}");
     }
 }

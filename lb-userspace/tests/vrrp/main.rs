@@ -38,6 +38,17 @@ fn election_kill_and_preemption() {
     let t = l.wait_master(0, 1, BOUND);
     println!("election: lb1 master, lb2 backup after {t:?} from lb2's start");
     assert_eq!(l.vrrp(1)["master"], "10.77.0.2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+        .arg("--socket")
+        .arg(l.socket(1))
+        .arg("vrrp")
+        .output()
+        .expect("run lbctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("lbctl vrrp on lb2:\n{text}");
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("backup (priority 90"), "{text}");
+    assert!(text.contains("master       10.77.0.2"), "{text}");
 
     // The master dies without a word: lb2 must wait out the master-down interval.
     l.stop(0, libc::SIGKILL);
