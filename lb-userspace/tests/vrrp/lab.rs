@@ -31,6 +31,8 @@ pub struct Node {
     pub name: &'static str,
     pub priority: u8,
     pub preempt: bool,
+    /// TCP health checks on be1:80 and `track_vips = ["web"]`.
+    pub track: bool,
 }
 
 pub struct VrrpLab {
@@ -82,11 +84,21 @@ impl VrrpLab {
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{pins}\"\n\
              detach_on_exit = true\n\n\
              [api]\nsocket = \"{sock}\"\nstate_file = \"{state}\"\n\n\
-             [health]\nkind = \"none\"\n\n\
+             [health]\n{health}\n\n\
              [[vips]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\n\
              [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"02:00:00:00:00:11\"\n\n\
              [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {prio}\n\
-             advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [\"{VIP}/32\"]\n",
+             advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [\"{VIP}/32\"]\n{track}",
+            health = if n.track {
+                "kind = \"tcp\"\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 1"
+            } else {
+                "kind = \"none\""
+            },
+            track = if n.track {
+                "track_vips = [\"web\"]\n"
+            } else {
+                ""
+            },
             pins = pins.display(),
             sock = dir.join("lbd.sock").display(),
             state = dir.join("state.json").display(),

@@ -18,11 +18,13 @@ const LB1: Node = Node {
     name: "lb1",
     priority: 100,
     preempt: true,
+    track: false,
 };
 const LB2: Node = Node {
     name: "lb2",
     priority: 90,
     preempt: true,
+    track: false,
 };
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -258,4 +260,31 @@ fn lbd_master_keepalived_backup() {
         "lbd SIGKILL -> keepalived holds the VIP after {t:?} (3 x interval + skew = {:?})",
         master_down(90, interval())
     );
+}
+
+#[test]
+fn tracking_a_vip_without_healthy_backends_gives_up_mastership() {
+    let lb1 = Node { track: true, ..LB1 };
+    let mut l = VrrpLab::new([lb1, LB2]);
+    l.start(0);
+    l.start(1);
+    // Nothing listens on be1:80 yet: lb1 (100) cannot serve "web", so lb2 (90) is master.
+    l.wait("lb1 in fault, lb2 master", BOUND, |l| {
+        l.state(0) == "fault" && !l.has_vip(0) && l.state(1) == "master" && l.has_vip(1)
+    });
+    let be1 = l.lab.host("be1").expect("be1");
+    let listener = be1
+        .in_netns(|| std::net::TcpListener::bind("0.0.0.0:80"))
+        .expect("be1 ns")
+        .expect("listen on be1:80");
+    let t = l.wait_master(0, 1, BOUND);
+    println!("backend healthy: lb1 left the fault state and preempted after {t:?}");
+    drop(listener);
+    let t = l.wait("lb1 fault again, lb2 master", BOUND, |l| {
+        l.state(0) == "fault" && !l.has_vip(0) && l.state(1) == "master" && l.has_vip(1)
+    });
+    println!("backend down: lb2 master after {t:?} (priority-0 advert from lb1)");
+    let s = l.vrrp(0);
+    assert!(s["counters"]["became_fault"].as_u64() >= Some(2), "{s}");
+    assert_eq!(s["fault"], true, "{s}");
 }
