@@ -121,6 +121,8 @@ pub struct Ports {
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Ports of a TCP/UDP header at `l4_off`; `None` when truncated or (TCP) the data offset is
 /// below 5 words or runs past the packet.

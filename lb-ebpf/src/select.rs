@@ -10,7 +10,7 @@ use lb_common::{
 
 use crate::{
     maps::{BACKENDS, CONNS, LC_CONNS, LC_LISTS, RR_CURSOR, TABLES},
-    parse::{TCP_FIN, TCP_RST},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 pub struct Choice {
@@ -30,27 +30,39 @@ fn usable(id: u32, generation: u32) -> Option<Backend> {
     Some(*b)
 }
 
+/// The connection-table entry of `flow`, if its backend is still usable.
+#[inline(always)]
+fn existing(flow: &FlowKey, closing: bool, now: u64) -> Option<Choice> {
+    let entry = CONNS.get_ptr_mut(flow)?;
+    let entry = unsafe { &mut *entry };
+    // A failed or removed backend gives None: the caller re-hashes the flow.
+    let backend = usable(entry.backend, entry.generation)?;
+    // Writing only when the time moved keeps the entry's cache line clean for the other CPUs
+    // most of the time.
+    if entry.last_seen_ns != now {
+        entry.last_seen_ns = now;
+    }
+    if closing {
+        entry.flags |= CONN_F_CLOSING;
+    }
+    Some(Choice {
+        id: entry.backend,
+        backend,
+        new_flow: false,
+    })
+}
+
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+
 #[inline(always)]
 pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Option<Choice> {
     let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
-    if let Some(entry) = CONNS.get_ptr_mut(flow) {
-        let entry = unsafe { &mut *entry };
-        if let Some(backend) = usable(entry.backend, entry.generation) {
-            // Writing only when the time moved keeps the entry's cache line clean for the
-            // other CPUs most of the time.
-            if entry.last_seen_ns != now {
-                entry.last_seen_ns = now;
-            }
-            if closing {
-                entry.flags |= CONN_F_CLOSING;
-            }
-            return Some(Choice {
-                id: entry.backend,
-                backend,
-                new_flow: false,
-            });
-        }
-        // The backend failed or was removed: fall through and re-hash the flow.
+    // A bare SYN opens a flow: skip the lookup (one hash walk less on the new-flow path, as
+    // Katran does) and insert only if absent, so a retransmitted SYN keeps its backend.
+    let syn_only = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !syn_only && let Some(c) = existing(flow, closing, now) {
+        return Some(c);
     }
     let id = pick(flow, vip)?;
     let backend = *BACKENDS.get(id)?;
@@ -64,8 +76,18 @@ pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Op
         flags: if closing { CONN_F_CLOSING } else { 0 },
         last_seen_ns: now,
     };
-    // A full LRU evicts the oldest entry; an error here only costs stickiness for this flow.
-    let _ = CONNS.insert(flow, &entry, 0);
+    // A full LRU evicts the oldest entry, so the only expected error is EEXIST for a SYN.
+    if CONNS
+        .insert(flow, &entry, if syn_only { BPF_NOEXIST } else { BPF_ANY })
+        .is_err()
+        && syn_only
+    {
+        if let Some(c) = existing(flow, closing, now) {
+            return Some(c);
+        }
+        // The entry's backend is gone: this SYN re-hashes the flow.
+        let _ = CONNS.insert(flow, &entry, BPF_ANY);
+    }
     if vip.algo == Algorithm::LeastConnections as u8 {
         if let Some(c) = LC_CONNS.get_ptr_mut(id) {
             // A plain add would lose counts between CPUs; the target has no CAS, only XADD.

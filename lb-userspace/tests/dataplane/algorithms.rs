@@ -182,3 +182,16 @@ fn two_nodes_with_the_same_config_choose_alike() {
         );
     }
 }
+
+#[test]
+fn a_retransmitted_syn_keeps_its_backend() {
+    // Round-robin would hand a second SYN to the next backend: the connection table must win.
+    let fx = fixture(Algorithm::WeightedRoundRobin, [1, 1, 1]);
+    for sport in 7000..7030u16 {
+        let first = fx.backend_of(&fx.run_frame(&syn("10.7.0.1", sport)), &addrs());
+        let again = fx.backend_of(&fx.run_frame(&syn("10.7.0.1", sport)), &addrs());
+        assert_eq!(first, again, "SYN retransmission of port {sport} moved");
+    }
+    let id = fx.prog.vip_id("web").expect("vip");
+    assert_eq!(fx.prog.maps().vip_totals(id).expect("stats").new_conns, 30);
+}
