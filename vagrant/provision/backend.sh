@@ -1,11 +1,45 @@
 #!/bin/sh
-# Provisioning of a backend: `app` behind the VIP (direct server return).
+# Provisioning of a backend: `app` behind the VIP (direct server return): the VIP on lo with ARP
+# for it suppressed, app listening on the VIP's port, registered with every balancer's lbd.
 set -eu
-: "${LAB_NAME:?}" "${LAB_VIP_IPV4:?}" "${LAB_VIP_IPV6:?}" "${LAB_VIP_PORT:?}" "${LAB_SERVICES_IPV4:?}"
-LAB_MODE="${LAB_MODE:-vagrant}"
-log() { echo "[$LAB_NAME/backend] $*"; }
+: "${LAB_NAME:?}" "${LAB_IPV4:?}" "${LAB_VIP_IPV4:?}" "${LAB_VIP_IPV6:?}" "${LAB_VIP_PORT:?}"
+: "${LAB_VIP_NAME:?}" "${LAB_SERVICES_IPV4:?}" "${LAB_BALANCERS:?}"
+LAB_ROLE=backend
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/vagrant/provision/lib.sh
+# shellcheck source=lib.sh
+. "$lib"
 
-# No packages beyond common.sh yet: `app` is a binary built by the project.
-# TODO(lead): dsr-l2 needs the VIP on lo with ARP for it suppressed; ipip needs the decap program.
-log "would set: VIP $LAB_VIP_IPV4/32 and $LAB_VIP_IPV6/128 on lo, arp_ignore=1, arp_announce=2"
-log "would start: app on port $LAB_VIP_PORT, Redis and PostgreSQL at $LAB_SERVICES_IPV4"
+packages iproute2 procps curl
+if [ "$LAB_START" != 1 ]; then
+    log "checked only (LAB_START=$LAB_START): app on port $LAB_VIP_PORT, registering with $LAB_BALANCERS"
+    exit 0
+fi
+host_dir
+app="$(need_bin app)"
+[ -s "$LAB_TOKEN_FILE" ] || die "no token in $LAB_TOKEN_FILE (provision the balancers first)"
+
+# DSR: packets arrive addressed to the VIP; the host owns it on lo but never answers ARP for it,
+# so only the balancer is seen as the VIP on the segment.
+for conf in all default "$(lab_iface)"; do
+    sysctl -q -w "net.ipv4.conf.$conf.arp_ignore=1" "net.ipv4.conf.$conf.arp_announce=2"
+done
+ip -o -4 addr show dev lo | grep -q " $LAB_VIP_IPV4/" || ip addr add "$LAB_VIP_IPV4/32" dev lo
+ip -o -6 addr show dev lo | grep -q " $LAB_VIP_IPV6/" || ip -6 addr add "$LAB_VIP_IPV6/128" dev lo nodad
+
+planes=""
+for b in $LAB_BALANCERS; do planes="$planes${planes:+,}\"http://$b:9100\""; done
+
+APP_INSTANCE_ID="$LAB_NAME" \
+APP_LISTEN="0.0.0.0:$LAB_VIP_PORT" \
+APP_DATABASE__URL="postgres://app@$LAB_SERVICES_IPV4:5432/app" \
+APP_REDIS__URL="redis://$LAB_SERVICES_IPV4:6379/" \
+APP_REGISTRATION__CONTROL_PLANES="[$planes]" \
+APP_REGISTRATION__VIP="$LAB_VIP_NAME" \
+APP_REGISTRATION__ADDRESS="$LAB_IPV4" \
+APP_REGISTRATION__TOKEN_FILE="$LAB_TOKEN_FILE" \
+APP_REGISTRATION__REFRESH_MS=10000 \
+APP_LOG="${APP_LOG:-info}" \
+    start app "$app" serve
+WAIT_LOG=app wait_until "app on $LAB_IPV4:$LAB_VIP_PORT" 60 \
+    curl -sf --max-time 1 "http://$LAB_IPV4:$LAB_VIP_PORT/healthz"
+log "app up on port $LAB_VIP_PORT, registering with [$planes] as $LAB_IPV4"

@@ -1,26 +1,71 @@
 #!/bin/sh
-# Provisioning of a balancer: lbd (XDP data plane + VRRP) for the VIP.
+# Provisioning of a balancer: lbd (XDP data plane, API on LAB_IPV4:9100) for the VIP.
+# The backends register themselves (POST /v1/vips/NAME/backends), so the VIP starts empty.
 set -eu
 : "${LAB_NAME:?}" "${LAB_PRIORITY:?a balancer needs a VRRP priority}" "${LAB_VIP_IPV4:?}" "${LAB_VIP_IPV6:?}"
-: "${LAB_VIP_PORT:?}" "${LAB_BACKENDS:?}"
-LAB_MODE="${LAB_MODE:-vagrant}"
-log() { echo "[$LAB_NAME/balancer] $*"; }
+: "${LAB_VIP_PORT:?}" "${LAB_BACKENDS:?}" "${LAB_VIP_NAME:?}" "${LAB_IPV4:?}"
+LAB_ROLE=balancer
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/vagrant/provision/lib.sh
+# shellcheck source=lib.sh
+. "$lib"
 
-packages() {
-    missing=""
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-    done
-    [ -z "$missing" ] && return 0
-    if [ "$LAB_MODE" = netns ]; then
-        echo "[$LAB_NAME/balancer] missing packages:$missing (apt-get install$missing)" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
-}
+packages bpftool iproute2
+if [ "$LAB_START" != 1 ]; then
+    log "checked only (LAB_START=$LAB_START): lbd for VIP $LAB_VIP_IPV4:$LAB_VIP_PORT, priority $LAB_PRIORITY, backends $LAB_BACKENDS"
+    exit 0
+fi
+host_dir
+lbd="$(need_bin lbd)"
+iface="$(lab_iface)"
+[ -n "$iface" ] || die "no interface holds $LAB_IPV4"
 
-packages bpftool
-# TODO(lead): install and start lbd here.
-log "would start: lbd for VIP $LAB_VIP_IPV4 / $LAB_VIP_IPV6 port $LAB_VIP_PORT, VRRP priority $LAB_PRIORITY, backends $LAB_BACKENDS"
+if [ ! -s "$LAB_TOKEN_FILE" ]; then
+    mkdir -p "$(dirname "$LAB_TOKEN_FILE")"
+    (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$LAB_TOKEN_FILE")
+    log "new API token in $LAB_TOKEN_FILE"
+fi
+
+# Until lbd's [vrrp] section lands, the VIP is static: the balancer with priority >= 100 holds
+# it (the kernel then answers ARP for it); the others run lbd idle with the same VIP.
+# TODO(vrrp): drop this block and let [vrrp] below move the VIP.
+if [ "${LAB_HOLD_VIP:-$([ "$LAB_PRIORITY" -ge 100 ] && echo 1 || echo 0)}" = 1 ]; then
+    ip -o -4 addr show dev "$iface" | grep -q " $LAB_VIP_IPV4/" || ip addr add "$LAB_VIP_IPV4/32" dev "$iface"
+    log "holds the VIP $LAB_VIP_IPV4 on $iface"
+fi
+
+cat >"$HOST_DIR/lbd.toml" <<CONF
+# Written by vagrant/provision/balancer.sh for $LAB_NAME.
+[dataplane]
+interfaces = ["$iface"]
+xdp_mode = "auto"
+pin_dir = "$LAB_PIN_DIR"
+
+[api]
+socket = "$HOST_DIR/lbd.sock"
+listen = "$LAB_IPV4:9100"
+token_file = "$LAB_TOKEN_FILE"
+state_file = "$HOST_DIR/lbd-state.json"
+
+[health]
+kind = "http"
+path = "/healthz"
+interval_ms = 1000
+timeout_ms = 500
+rise = 2
+fall = 2
+
+# [vrrp] goes here once lbd has it: priority = $LAB_PRIORITY, peers = $LAB_BALANCERS,
+# virtual address $LAB_VIP_IPV4 on $iface.
+
+[[vips]]
+name = "$LAB_VIP_NAME"
+address = "$LAB_VIP_IPV4"
+port = $LAB_VIP_PORT
+protocol = "${LAB_VIP_PROTOCOL:-tcp}"
+# No static backends: every backend registers itself.
+CONF
+"$lbd" --check-config "$HOST_DIR/lbd.toml" >/dev/null || die "lbd rejects $HOST_DIR/lbd.toml"
+
+LBD_LOG="${LBD_LOG:-info}" start lbd "$lbd" --config "$HOST_DIR/lbd.toml"
+WAIT_LOG=lbd wait_until "lbd API socket" 30 test -S "$HOST_DIR/lbd.sock"
+log "lbd up: API $HOST_DIR/lbd.sock and http://$LAB_IPV4:9100, VIP $LAB_VIP_IPV4:$LAB_VIP_PORT"

@@ -1,40 +1,60 @@
 #!/bin/sh
-# Provisioning of the services host: Redis and PostgreSQL shared by the backends.
+# Provisioning of the services host: Redis and PostgreSQL shared by the backends, listening on
+# the lab address only, reachable from the lab segment without a password.
 set -eu
 : "${LAB_NAME:?}" "${LAB_IPV4:?}" "${LAB_SERVICES:?a services node lists its services}"
-LAB_MODE="${LAB_MODE:-vagrant}"
-log() { echo "[$LAB_NAME/services] $*"; }
+LAB_ROLE=services
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/vagrant/provision/lib.sh
+# shellcheck source=lib.sh
+. "$lib"
 
-packages() {
-    missing=""
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-    done
-    [ -z "$missing" ] && return 0
-    if [ "$LAB_MODE" = netns ]; then
-        echo "[$LAB_NAME/services] missing packages:$missing (apt-get install$missing)" >&2
-        exit 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+PG_BIN=/usr/lib/postgresql/15/bin
+
+redis() {
+    packages redis-server redis-tools
+    [ "$LAB_START" = 1 ] || { log "checked only: redis-server on $LAB_IPV4:6379"; return 0; }
+    mkdir -p "$HOST_DIR/redis"
+    # Protected mode refuses clients from other hosts when no password is set: the lab has none.
+    start redis redis-server --bind "$LAB_IPV4" --port 6379 --protected-mode no \
+        --dir "$HOST_DIR/redis" --save "" --appendonly no --daemonize no
+    WAIT_LOG=redis wait_until "redis on $LAB_IPV4:6379" 20 redis-cli -h "$LAB_IPV4" ping
+    log "redis up on $LAB_IPV4:6379"
 }
 
+postgres() {
+    packages postgresql
+    [ "$LAB_START" = 1 ] || { log "checked only: postgres on $LAB_IPV4:5432, database app"; return 0; }
+    pg="$HOST_DIR/pg"
+    # initdb and postgres refuse root: everything runs as the postgres user on a folder it owns.
+    mkdir -p "$pg/sock"
+    chown -R postgres:postgres "$pg"
+    if [ ! -f "$pg/data/PG_VERSION" ]; then
+        runuser -u postgres -- "$PG_BIN/initdb" -D "$pg/data" -U postgres --auth=trust \
+            >"$pg/initdb.log" 2>&1 || { tail -n 20 "$pg/initdb.log" >&2; die "initdb failed"; }
+        # samenet: any address of a subnet the server is on, i.e. the lab segment.
+        echo "host all all samenet trust" >>"$pg/data/pg_hba.conf"
+        echo "host all all samehost trust" >>"$pg/data/pg_hba.conf"
+    fi
+    touch "$HOST_DIR/postgres.log"; chown postgres "$HOST_DIR/postgres.log"
+    start postgres runuser -u postgres -- "$PG_BIN/postgres" -D "$pg/data" \
+        -c listen_addresses="$LAB_IPV4" -c port=5432 -c unix_socket_directories="$pg/sock"
+    WAIT_LOG=postgres wait_until "postgres on $LAB_IPV4:5432" 60 \
+        "$PG_BIN/pg_isready" -q -h "$LAB_IPV4" -p 5432
+    psql="$PG_BIN/psql -q -h $pg/sock -U postgres -v ON_ERROR_STOP=1"
+    if ! $psql -tAc "select 1 from pg_roles where rolname = 'app'" | grep -q 1; then
+        $psql -c "create role app login"
+    fi
+    if ! $psql -tAc "select 1 from pg_database where datname = 'app'" | grep -q 1; then
+        $psql -c "create database app owner app"
+    fi
+    log "postgres up on $LAB_IPV4:5432 (database app, user app, trust from the segment)"
+}
+
+[ "$LAB_START" = 1 ] && host_dir
 for service in $LAB_SERVICES; do
     case "$service" in
-        redis)
-            packages redis-server
-            # TODO(lead): start redis-server bound to the lab address.
-            log "would start: redis-server --bind $LAB_IPV4 --port 6379"
-            ;;
-        postgres)
-            packages postgresql
-            # TODO(lead): initdb as the postgres user and start it on the lab address.
-            log "would start: postgres -h $LAB_IPV4 -p 5432 (as the postgres user)"
-            ;;
-        *)
-            echo "[$LAB_NAME/services] unknown service $service" >&2
-            exit 1
-            ;;
+        redis) redis ;;
+        postgres) postgres ;;
+        *) die "unknown service $service" ;;
     esac
 done

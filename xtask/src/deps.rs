@@ -12,6 +12,7 @@ use crate::util::{output, run, step, succeeds};
 pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("ethtool", "/usr/sbin/ethtool"),
+    ("procps", "/usr/sbin/sysctl"),
     ("iputils-ping", "/usr/bin/ping"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("tcpdump", "/usr/bin/tcpdump"),

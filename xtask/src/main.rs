@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod deps;
+mod lab;
 mod test;
 mod util;
 
@@ -44,6 +45,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The whole system in network namespaces: `lab` (live view, Ctrl-C removes it),
+    /// `lab up|down|status|exec NODE -- CMD`. Needs root.
+    Lab(lab::LabArgs),
     /// Run every packet of a pcap through the balancer with a config's maps; see `-- --help`.
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { group, release } => test::run(group, release),
         Cmd::Bench { what, args } => bench::run(what, &args),
+        Cmd::Lab(args) => lab::run(args),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;
             util::run(

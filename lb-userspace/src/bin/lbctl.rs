@@ -107,6 +107,44 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Attach a helper XDP program through a pinned link (root; no lbd involved). XDP_TX on a
+    /// veth is dropped unless the peer end has an XDP program: `pass` on the bridge-side port
+    /// fixes that; `decap` strips IPIP addressed to --decap-address on a backend.
+    Xdp {
+        #[command(subcommand)]
+        cmd: XdpCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum XdpCmd {
+    /// Load the program and pin its link under --pin-dir, so it stays attached after lbctl exits.
+    Attach {
+        #[arg(long, value_enum)]
+        program: XdpProgram,
+        /// Interface to attach to (in the current network namespace).
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// bpffs directory for the pinned link (mounted if it is not a bpffs yet).
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
+        /// Outer destination the decap program accepts (repeatable; required by `decap`).
+        #[arg(long, value_name = "IP")]
+        decap_address: Vec<IpAddr>,
+    },
+    /// Detach every link pinned under --pin-dir and remove the pins.
+    Detach {
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdpProgram {
+    /// Passes every packet (makes XDP_TX from the peer veth work).
+    Pass,
+    /// Decapsulates IPIP addressed to --decap-address, passes the rest.
+    Decap,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +264,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Cmd::Replay { config, pcap, out } => {
             return lb_userspace::replay::replay_file(&config, &pcap, out.as_deref(), json);
         }
+        Cmd::Xdp { cmd } => return xdp_command(cmd),
         cmd => cmd,
     };
     let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
@@ -234,6 +273,63 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(api_command(&client, cmd, json))
+}
+
+fn xdp_command(cmd: XdpCmd) -> Result<()> {
+    use lb_userspace::dataplane::{Dataplane, LoadOptions, pin};
+    match cmd {
+        XdpCmd::Attach {
+            program,
+            iface,
+            pin_dir,
+            decap_address,
+        } => {
+            let name = match program {
+                XdpProgram::Pass => lb_common::names::PROG_PASS,
+                XdpProgram::Decap => lb_common::names::PROG_DECAP,
+            };
+            let decap = matches!(program, XdpProgram::Decap);
+            if decap && decap_address.is_empty() {
+                anyhow::bail!("--program decap needs at least one --decap-address");
+            }
+            let mut dp = Dataplane::load(LoadOptions {
+                balancer: false,
+                decap,
+                pass: !decap,
+                conn_table_size: 1024,
+                ..LoadOptions::default()
+            })
+            .context("loading the XDP object")?;
+            if decap {
+                let mut maps = dp.take_maps()?;
+                for addr in &decap_address {
+                    maps.add_decap_address(*addr)?;
+                }
+            }
+            pin::prepare(&pin_dir)?;
+            // The attach mode is recorded outside the bpffs (which holds no regular files).
+            let record = std::env::temp_dir().join("lbctl-xdp");
+            let attached = dp.attach_pinned(
+                name,
+                &iface,
+                lb_userspace::config::AttachMode::Auto,
+                &pin_dir,
+                &record,
+            )?;
+            println!(
+                "{name} attached to {iface} ({}{}), link pinned under {}",
+                attached.mode,
+                if attached.adopted { ", replaced" } else { "" },
+                pin_dir.display()
+            );
+            Ok(())
+        }
+        XdpCmd::Detach { pin_dir } => {
+            pin::remove_all(&pin_dir)?;
+            println!("detached the links pinned under {}", pin_dir.display());
+            Ok(())
+        }
+    }
 }
 
 /// The unix socket unless a URL is given; an explicit `--socket` beats `LBCTL_URL`.
@@ -308,7 +404,9 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
                 "lbd is shutting down (the XDP program keeps forwarding)\n"
             })
         }
-        Cmd::Replay { .. } => unreachable!("handled before the API client is made"),
+        Cmd::Replay { .. } | Cmd::Xdp { .. } => {
+            unreachable!("handled before the API client is made")
+        }
     }
 }
 
