@@ -9,7 +9,30 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::{
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
 use tests::{netns::Lab, process::Process, topology::Topology};
+
+/// be1's HTTP server; stops on drop.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 pub const VRID: u8 = 51;
@@ -41,6 +64,10 @@ pub struct VrrpLab {
     pub lbd: Vec<Option<Process>>,
     /// keepalived instances started in place of lbd on a node.
     pub keepalived: Vec<Option<Process>>,
+    /// be1's real MAC (the data plane rewrites frames to it).
+    be1_mac: String,
+    /// xdp_pass on the balancers' bridge ports (XDP_TX on veth needs a peer program).
+    peers: Vec<lb_userspace::dataplane::Dataplane>,
 }
 
 impl VrrpLab {
@@ -55,12 +82,21 @@ impl VrrpLab {
             .build()
             .expect("topology");
         let lab = Lab::create(&topo).expect("lab");
-        let me = Self {
+        let mut me = Self {
             lab,
             nodes: nodes.to_vec(),
             lbd: vec![None, None],
             keepalived: vec![None, None],
+            be1_mac: String::new(),
+            peers: Vec::new(),
         };
+        me.be1_mac = me
+            .lab
+            .host("be1")
+            .expect("be1")
+            .mac()
+            .expect("be1 MAC")
+            .to_string();
         for n in nodes {
             me.write_config(n);
         }
@@ -86,7 +122,7 @@ impl VrrpLab {
              [api]\nsocket = \"{sock}\"\nstate_file = \"{state}\"\n\n\
              [health]\n{health}\n\n\
              [[vips]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\n\
-             [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"02:00:00:00:00:11\"\n\n\
+             [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"{mac}\"\n\n\
              [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {prio}\n\
              advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [\"{VIP}/32\"]\n{track}",
             health = if n.track {
@@ -104,6 +140,7 @@ impl VrrpLab {
             state = dir.join("state.json").display(),
             prio = n.priority,
             preempt = n.preempt,
+            mac = self.be1_mac,
         );
         std::fs::write(dir.join("lbd.toml"), cfg).expect("config");
     }
@@ -128,6 +165,76 @@ impl VrrpLab {
         })
         .unwrap_or_else(|e| panic!("{} lbd did not come up: {e}\n{}", n.name, p.log()));
         self.lbd[i] = Some(p);
+    }
+
+    /// Makes the VIP serve for real: be1 takes the VIP on `lo` (direct server return),
+    /// answers HTTP on :80 until the returned guard drops; both balancers' bridge ports get
+    /// xdp_pass.
+    pub fn serve(&mut self) -> Server {
+        use lb_userspace::dataplane::{Dataplane, LoadOptions};
+        let be1 = self.lab.host("be1").expect("be1");
+        for (k, v) in [
+            ("net.ipv4.conf.all.arp_ignore", "1"),
+            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("net.ipv4.conf.eth0.arp_ignore", "1"),
+            ("net.ipv4.conf.eth0.arp_announce", "2"),
+        ] {
+            be1.sysctl(k, v).expect("sysctl");
+        }
+        be1.exec(["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])
+            .expect("VIP on be1's lo");
+        for name in ["lb1", "lb2"] {
+            let port = self.lab.host(name).expect("lb").bridge_port().to_string();
+            let dp = tests::setns::in_netns(self.lab.bridge_ns(), move || {
+                let mut dp = Dataplane::load(LoadOptions {
+                    balancer: false,
+                    pass: true,
+                    conn_table_size: 1024,
+                    ..LoadOptions::default()
+                })
+                .expect("load xdp_pass");
+                dp.attach(
+                    lb_common::names::PROG_PASS,
+                    &port,
+                    aya::programs::XdpMode::Driver,
+                )
+                .expect("attach xdp_pass to a bridge port");
+                dp
+            })
+            .expect("bridge namespace");
+            self.peers.push(dp);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = be1
+            .spawn_thread(move || {
+                let l = TcpListener::bind("0.0.0.0:80").expect("bind :80 on be1");
+                l.set_nonblocking(true).expect("nonblocking");
+                let _ = ready_tx.send(());
+                while !flag.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                            let mut buf = [0u8; 512];
+                            let _ = s.read(&mut buf);
+                            let _ = s.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbe1",
+                            );
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+            .expect("server thread");
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("be1 listening");
+        Server {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// SIGKILL (no goodbye) or SIGTERM (clean: priority-0 advert) node `i`; waits for exit.

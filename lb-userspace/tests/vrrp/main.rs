@@ -288,3 +288,90 @@ fn tracking_a_vip_without_healthy_backends_gives_up_mastership() {
     assert!(s["counters"]["became_fault"].as_u64() >= Some(2), "{s}");
     assert_eq!(s["fault"], true, "{s}");
 }
+
+/// One HTTP request to the VIP on a new connection.
+fn get_vip() -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from((VIP, 80));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    resp.starts_with(b"HTTP/1.1 200")
+}
+
+#[test]
+fn client_requests_resume_through_the_backup_when_the_master_dies() {
+    let mut l = VrrpLab::new([LB1, LB2]);
+    l.start(0);
+    l.start(1);
+    l.wait_master(0, 1, BOUND);
+    let _server = l.serve();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    // Bounded load: at most 60 s or 100 000 requests, whichever comes first.
+    let client = l
+        .lab
+        .host("client")
+        .expect("client")
+        .spawn_thread(move || {
+            let t0 = std::time::Instant::now();
+            let mut ok = Vec::new();
+            let mut n = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && t0.elapsed() < Duration::from_secs(60)
+                && n < 100_000
+            {
+                n += 1;
+                if get_vip() {
+                    ok.push(std::time::Instant::now());
+                } else {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            ok
+        })
+        .expect("client thread");
+    std::thread::sleep(Duration::from_secs(1));
+    // The master node dies: lbd killed and its link gone (a SIGKILL alone would leave the VIP
+    // and the XDP program serving on lb1).
+    let killed = std::time::Instant::now();
+    l.stop(0, libc::SIGKILL);
+    l.lab
+        .host("lb1")
+        .expect("lb1")
+        .exec(["ip", "link", "set", "eth0", "down"])
+        .expect("lb1 eth0 down");
+    l.wait("lb2 master with the VIP", BOUND, |l| {
+        l.state(1) == "master" && l.has_vip(1)
+    });
+    let took_over = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ok = client.join().expect("client thread");
+    assert!(
+        ok.iter().any(|t| *t < killed),
+        "requests through lb1 worked before the failure"
+    );
+    assert!(
+        ok.iter().any(|t| *t > killed),
+        "requests resumed through lb2 ({} before the kill)\n--- lb2 log\n{}",
+        ok.len(),
+        l.log(1)
+    );
+    let gap = ok.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    // Why the gap can be far below the master-down interval: once lb1's port is down the
+    // bridge floods frames still addressed to lb1's MAC, and lb2's XDP program forwards VIP
+    // traffic whatever the destination MAC. Reported, not judged.
+    println!(
+        "client: {} successful requests, longest gap {gap:?}; lb2 master {took_over:?} after the \
+         kill (master-down interval {:?})",
+        ok.len(),
+        master_down(90, interval())
+    );
+}
