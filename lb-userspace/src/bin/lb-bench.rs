@@ -48,6 +48,9 @@ struct Opts {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Connection-table entries (new-flow figures are steady state: a full table evicts).
+    #[arg(long, default_value_t = lb_common::CONN_TABLE_SIZE)]
+    conn_table_size: u32,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -199,9 +202,10 @@ struct Bench {
 }
 
 impl Bench {
-    fn setup(repeat: u32) -> Result<Self> {
+    fn setup(repeat: u32, conn_table_size: u32) -> Result<Self> {
         let mut dp = Dataplane::load(LoadOptions {
             bench: true,
+            conn_table_size,
             ..LoadOptions::default()
         })
         .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
@@ -381,7 +385,7 @@ fn main() -> Result<()> {
         opts.rounds >= 1 && opts.repeat >= 1,
         "--rounds and --repeat must be positive"
     );
-    let mut bench = Bench::setup(opts.repeat)?;
+    let mut bench = Bench::setup(opts.repeat, opts.conn_table_size)?;
     let cases = cases();
     for case in &cases {
         bench.check_harness_output(case)?;
@@ -433,6 +437,7 @@ fn main() -> Result<()> {
             "method": "BPF_PROG_TEST_RUN, restore harness, median of rounds",
             "repeat_per_round": opts.repeat,
             "rounds": opts.rounds,
+            "conn_table_entries": opts.conn_table_size,
             "floor_ns_per_packet": floor,
             "cases": rows,
             "maglev_build_ms_m65537_n1000": build,
