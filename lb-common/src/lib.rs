@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Number of VIP slots (per-VIP arrays are indexed by `VipMeta::id`).
 pub const MAX_VIPS: u32 = 64;
@@ -186,8 +186,23 @@ pub struct Settings {
     /// Outer source address of IPv6-in-IPv6 packets (network order).
     pub ipip_src_v6: [u32; 4],
     /// Largest IP packet the path towards the backends carries (0: no check). Encapsulated
-    /// packets above it are answered with ICMP "fragmentation needed" / "packet too big".
+    /// packets above it are dropped and counted (`drop_too_big`).
     pub backend_mtu: u32,
+    /// The interfaces the balancer is attached to and their MACs. A frame arriving on one of
+    /// them for another MAC (flooded by a switch, or meant for the other balancer) is not
+    /// ours: it is passed to the kernel (which drops it as "other host"), never forwarded
+    /// twice. Unused slots have ifindex 0; an interface not listed is not checked.
+    pub ifaces: [IfaceMac; MAX_IFACES],
+}
+
+pub const MAX_IFACES: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceMac {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU traffic counters of one VIP or backend.
@@ -231,9 +246,11 @@ pub enum Reason {
     DropInternal = 12,
     /// Decap program: an encapsulated packet for us, decapsulated and passed up.
     PassDecap = 13,
+    /// A frame for another host's MAC (flooded to us): left to the kernel, which drops it.
+    PassOtherHost = 14,
 }
 
-pub const REASON_COUNT: u32 = 14;
+pub const REASON_COUNT: u32 = 15;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -251,6 +268,7 @@ impl Reason {
         Reason::DropTooBig,
         Reason::DropInternal,
         Reason::PassDecap,
+        Reason::PassOtherHost,
     ];
 
     /// Stable name used in metrics and tools.
@@ -270,6 +288,7 @@ impl Reason {
             Reason::DropTooBig => "drop_too_big",
             Reason::DropInternal => "drop_internal",
             Reason::PassDecap => "pass_decap",
+            Reason::PassOtherHost => "pass_other_host",
         }
     }
 }

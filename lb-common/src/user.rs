@@ -11,6 +11,7 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for ConnEntry {}
 unsafe impl aya::Pod for LcList {}
 unsafe impl aya::Pod for Settings {}
+unsafe impl aya::Pod for IfaceMac {}
 unsafe impl aya::Pod for TrafficStats {}
 unsafe impl aya::Pod for HarnessPacket {}
 

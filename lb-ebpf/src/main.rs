@@ -28,12 +28,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     AF_INET, AF_INET6, FlowKey, HARNESS_MAX_PACKET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
-    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, Reason, VipKey, hash::flow_hash,
+    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey, hash::flow_hash,
 };
 
 use crate::{
     hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
-    maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS},
+    maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS, SETTINGS},
     parse::{Ip, L3},
 };
 
@@ -61,8 +61,38 @@ fn unusable(ip: &Ip, vip_reason: Reason) -> u32 {
     }
 }
 
+/// Whether the frame is addressed to this interface (or to a group address). A unicast frame
+/// for another MAC reached us only because a switch flooded it: forwarding it would duplicate
+/// the packet the other balancer forwards.
+#[inline(always)]
+fn for_us(ctx: &XdpContext) -> bool {
+    let Some(settings) = SETTINGS.get(0) else {
+        return true;
+    };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(eth) = check(ctx, 0, ETH_LEN) else {
+        return true;
+    };
+    let dst: [u8; 6] = unsafe { load(eth) };
+    if dst[0] & 1 != 0 {
+        return true;
+    }
+    for i in 0..MAX_IFACES {
+        if let Some(iface) = settings.ifaces.get(i)
+            && iface.ifindex != 0
+            && iface.ifindex == ifindex
+        {
+            return iface.mac == dst;
+        }
+    }
+    true
+}
+
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
+    if !for_us(&ctx) {
+        return pass(Reason::PassOtherHost);
+    }
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) => ip,
         L3::NotIp => return pass(Reason::PassNonIp),

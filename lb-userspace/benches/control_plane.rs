@@ -32,7 +32,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn vip_meta(pins: &std::path::Path) -> VipMeta {
-    let m = MapData::from_pin(pins.join("v1/maps/VIPS")).expect("pinned VIPS");
+    let m = MapData::from_pin(pins.join(format!("v{}/maps/VIPS", lb_common::LAYOUT_VERSION)))
+        .expect("pinned VIPS");
     let vips: BpfHash<MapData, VipKey, VipMeta> = BpfHash::try_from(Map::HashMap(m)).expect("VIPS");
     vips.get(&VipKey::new(IpAddr::V4(lab::VIP), 80, IPPROTO_TCP), 0)
         .expect("VIP entry")

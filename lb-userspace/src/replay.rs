@@ -52,6 +52,7 @@ impl Replay {
             ipip_src_v4: word(config.dataplane.ipip_source_v4)[0],
             ipip_src_v6: word(config.dataplane.ipip_source_v6),
             backend_mtu: config.dataplane.backend_mtu,
+            ..Default::default()
         })?;
         let mac_of = |b: &crate::config::BackendConfig| {
             b.mac

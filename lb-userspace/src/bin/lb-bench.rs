@@ -214,6 +214,7 @@ impl Bench {
             ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],
             ipip_src_v6: lb_common::user::addr_words(ip("fd77::2")),
             backend_mtu: 0,
+            ..Default::default()
         })?;
         let mut prog = Programmer::new(maps);
         prog.apply(&[

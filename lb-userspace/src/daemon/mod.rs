@@ -96,6 +96,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
         ipip_src_v6: word(dp_cfg.ipip_source_v6),
         backend_mtu: dp_cfg.backend_mtu,
+        ifaces: iface_macs(&dp_cfg.interfaces)?,
     })?;
     let saved = persist::load(&config.api.state_file);
     let prog = match (&saved, pins_existed) {
@@ -163,6 +164,32 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         *slot = Some(dp);
     }
     Ok((shared, probe_rx))
+}
+
+/// Index and MAC of each interface (from /sys, which `ip netns exec` mounts per namespace).
+fn iface_macs(names: &[String]) -> Result<[lb_common::IfaceMac; lb_common::MAX_IFACES]> {
+    anyhow::ensure!(
+        names.len() <= lb_common::MAX_IFACES,
+        "at most {} interfaces",
+        lb_common::MAX_IFACES
+    );
+    let mut out = [lb_common::IfaceMac::default(); lb_common::MAX_IFACES];
+    for (slot, name) in out.iter_mut().zip(names) {
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/{f}"))
+                .with_context(|| format!("interface {name}: cannot read {f} (does it exist?)"))
+        };
+        slot.ifindex = read("ifindex")?
+            .trim()
+            .parse()
+            .with_context(|| format!("interface {name}: ifindex"))?;
+        let mac: crate::config::MacAddr = read("address")?
+            .trim()
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("interface {name}: {e}"))?;
+        slot.mac = mac.0;
+    }
+    Ok(out)
 }
 
 fn restore_dynamic(

@@ -9,8 +9,11 @@ use lb_common::{
 };
 
 fn open(pins: &Path, name: &str) -> MapData {
-    MapData::from_pin(pins.join("v1/maps").join(name))
-        .unwrap_or_else(|e| panic!("pinned map {name}: {e}"))
+    MapData::from_pin(
+        pins.join(format!("v{}/maps", lb_common::LAYOUT_VERSION))
+            .join(name),
+    )
+    .unwrap_or_else(|e| panic!("pinned map {name}: {e}"))
 }
 
 fn backends(pins: &Path) -> Array<MapData, Backend> {

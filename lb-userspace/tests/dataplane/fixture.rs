@@ -96,6 +96,7 @@ impl Fixture {
             ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
             ipip_src_v6: lb_common::user::addr_words(ip(IPIP_SRC_V6)),
             backend_mtu: 0,
+            ..Default::default()
         })
         .expect("settings");
         let mut prog = Programmer::new(maps);

@@ -291,3 +291,38 @@ fn vip_without_usable_backend_drops() {
     assert_eq!(out.action, XdpAction::Drop);
     assert_eq!(fx.reason(Reason::DropNoBackend), 1);
 }
+
+#[test]
+fn frames_for_another_mac_are_not_forwarded() {
+    let (mut fx, _, frame) = one_backend(ForwardMode::DsrL2, false, false);
+    // BPF_PROG_TEST_RUN delivers on the loopback device (ifindex 1).
+    let ours = frame.dst_mac;
+    let mut ifaces = [lb_common::IfaceMac::default(); lb_common::MAX_IFACES];
+    ifaces[0] = lb_common::IfaceMac {
+        ifindex: 1,
+        mac: ours,
+        _pad: [0; 2],
+    };
+    fx.prog
+        .maps_mut()
+        .set_settings(&lb_common::Settings {
+            ifaces,
+            ..Default::default()
+        })
+        .expect("settings");
+    assert_eq!(
+        fx.run_frame(&frame).action,
+        XdpAction::Tx,
+        "a frame for our MAC is forwarded"
+    );
+    let mut flooded = frame.clone();
+    flooded.dst_mac = [0x02, 0, 0, 0, 0, 0x03]; // the other balancer's MAC
+    let input = flooded.build();
+    let out = fx.run(&input);
+    assert_eq!(
+        (out.action, &out.packet),
+        (XdpAction::Pass, &input),
+        "a flooded frame must not be forwarded twice"
+    );
+    assert_eq!(fx.reason(Reason::PassOtherHost), 1);
+}
