@@ -26,13 +26,10 @@ if [ ! -s "$LAB_TOKEN_FILE" ]; then
     log "new API token in $LAB_TOKEN_FILE"
 fi
 
-# Until lbd's [vrrp] section lands, the VIP is static: the balancer with priority >= 100 holds
-# it (the kernel then answers ARP for it); the others run lbd idle with the same VIP.
-# TODO(vrrp): drop this block and let [vrrp] below move the VIP.
-if [ "${LAB_HOLD_VIP:-$([ "$LAB_PRIORITY" -ge 100 ] && echo 1 || echo 0)}" = 1 ]; then
-    ip -o -4 addr show dev "$iface" | grep -q " $LAB_VIP_IPV4/" || ip addr add "$LAB_VIP_IPV4/32" dev "$iface"
-    log "holds the VIP $LAB_VIP_IPV4 on $iface"
-fi
+# The VIP is lbd's to move: its [vrrp] section below makes the higher-priority balancer
+# master (it adds the VIP to $iface and sends gratuitous ARP); the other takes over when
+# the master dies. Remove a VIP an earlier, killed run may have left.
+ip addr del "$LAB_VIP_IPV4/32" dev "$iface" 2>/dev/null || true
 
 cat >"$HOST_DIR/lbd.toml" <<CONF
 # Written by vagrant/provision/balancer.sh for $LAB_NAME.
@@ -55,8 +52,14 @@ timeout_ms = 500
 rise = 2
 fall = 2
 
-# [vrrp] goes here once lbd has it: priority = $LAB_PRIORITY, peers = $LAB_BALANCERS,
-# virtual address $LAB_VIP_IPV4 on $iface.
+[vrrp]
+interface = "$iface"
+virtual_router_id = 51
+priority = $LAB_PRIORITY
+advert_interval_cs = 100
+preempt = true
+addresses = ["$LAB_VIP_IPV4/32"]
+track_dataplane = true
 
 [[vips]]
 name = "$LAB_VIP_NAME"

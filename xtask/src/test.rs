@@ -13,8 +13,12 @@ pub enum Group {
     Lint,
     /// Unit tests that need no privileges (Maglev, WRR, config, pcap, packet builder).
     Unit,
-    /// The XDP programs in the kernel through BPF_PROG_TEST_RUN (root).
+    /// The XDP programs in the kernel through BPF_PROG_TEST_RUN, and the replay tool (root).
     Dataplane,
+    /// lbd and lbctl: config, health checks, neighbours, API, namespace lab, hot restart (root).
+    ControlPlane,
+    /// VRRPv3 between lbd nodes and with keepalived (root).
+    Vrrp,
     /// The backend service against real Redis and databases.
     App,
     /// The network-namespace lab helper (root).
@@ -22,7 +26,11 @@ pub enum Group {
 }
 
 pub fn run(group: Group, release: bool) -> Result<()> {
-    if matches!(group, Group::All | Group::Dataplane | Group::Lab) && !util::is_root() {
+    if matches!(
+        group,
+        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab
+    ) && !util::is_root()
+    {
         bail!(
             "`cargo xtask test {group:?}` needs root (BPF and network namespaces); run it with sudo",
         );
@@ -44,7 +52,39 @@ pub fn run(group: Group, release: bool) -> Result<()> {
         ),
         Group::Dataplane => util::run(
             util::cargo()
-                .args(["test", "-p", "lb-userspace"])
+                .args([
+                    "test",
+                    "-p",
+                    "lb-userspace",
+                    "--test",
+                    "dataplane",
+                    "--test",
+                    "config",
+                ])
+                .args(profile),
+        ),
+        Group::ControlPlane => util::run(
+            util::cargo()
+                .args([
+                    "test",
+                    "-p",
+                    "lb-userspace",
+                    "--test",
+                    "control_plane",
+                    "--test",
+                    "health",
+                    "--test",
+                    "neighbours",
+                    "--test",
+                    "lbctl",
+                    "--test",
+                    "config",
+                ])
+                .args(profile),
+        ),
+        Group::Vrrp => util::run(
+            util::cargo()
+                .args(["test", "-p", "lb-userspace", "--test", "vrrp"])
                 .args(profile),
         ),
         Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(profile)),
