@@ -296,6 +296,16 @@ impl Bench {
             Kind::Direct => self.direct(names::PROG_BALANCER, &case.packet, case.expect),
             Kind::Hit | Kind::NewFlow => {
                 let vip = case.vip.context("case has a VIP")?;
+                if case.kind == Kind::Hit {
+                    // New-flow cases fill the LRU and evict everything: re-establish the flow.
+                    let out = self.dp.run(names::PROG_BALANCER, &case.packet)?;
+                    ensure!(
+                        out.action == case.expect,
+                        "{}: establishing the flow gave {:?}",
+                        case.name,
+                        out.action
+                    );
+                }
                 let harness = self.through_harness(
                     names::PROG_FLOOR,
                     &case.packet,
