@@ -21,17 +21,7 @@ const ICMPV6_PKT_TOOBIG: u8 = 2;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-#[inline(always)]
-fn pass(r: Reason) -> u32 {
-    stats::reason(r);
-    xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn drop(r: Reason) -> u32 {
-    stats::reason(r);
-    xdp_action::XDP_DROP
-}
+use crate::stats::{drop, pass};
 
 /// ICMP/ICMPv6 addressed to `ip.dst`, which is known to be a VIP address.
 #[inline(always)]

@@ -37,17 +37,7 @@ use crate::{
     parse::{Ip, L3},
 };
 
-#[inline(always)]
-fn pass(r: Reason) -> u32 {
-    stats::reason(r);
-    xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn drop(r: Reason) -> u32 {
-    stats::reason(r);
-    xdp_action::XDP_DROP
-}
+use crate::stats::{drop, pass};
 
 /// A packet we cannot use: dropped when it is addressed to a VIP address (so a malformed
 /// packet never reaches a backend or the balancer's own stack as VIP traffic), passed

@@ -1,6 +1,6 @@
 //! Per-CPU counters: no atomics, no sharing between CPUs on the fast path.
 
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray};
 use lb_common::{Reason, TrafficStats};
 
 use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
@@ -10,6 +10,20 @@ pub fn reason(r: Reason) {
     if let Some(c) = REASONS.get_ptr_mut(r as u32) {
         unsafe { *c += 1 };
     }
+}
+
+/// Counts `r` and passes the packet to the kernel.
+#[inline(always)]
+pub fn pass(r: Reason) -> u32 {
+    reason(r);
+    xdp_action::XDP_PASS
+}
+
+/// Counts `r` and drops the packet.
+#[inline(always)]
+pub fn drop(r: Reason) -> u32 {
+    reason(r);
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]

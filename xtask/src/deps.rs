@@ -128,32 +128,22 @@ pub fn bpf_linker() -> Result<()> {
     step(&format!(
         "installing bpf-linker against the nightly LLVM {major} (about 2 minutes)"
     ));
-    let mut c = Command::new("cargo");
-    c.args([
-        "install",
-        "bpf-linker",
-        "--locked",
-        "--no-default-features",
-        "--features",
-    ])
-    .arg(format!("llvm-{major}"))
-    .env("LLVM_PREFIX", &prefix)
-    .env_remove("RUSTUP_TOOLCHAIN")
-    .env_remove("CARGO_TARGET_DIR");
-    if run(&mut c).is_err() {
-        // `--locked` can fail when the published lock file does not fit this toolchain.
-        c = Command::new("cargo");
-        c.args([
-            "install",
-            "bpf-linker",
-            "--no-default-features",
-            "--features",
-        ])
-        .arg(format!("llvm-{major}"))
-        .env("LLVM_PREFIX", &prefix)
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO_TARGET_DIR");
-        run(&mut c)?;
+    let install = |locked: bool| {
+        let mut c = Command::new("cargo");
+        c.args(["install", "bpf-linker"]);
+        if locked {
+            c.arg("--locked");
+        }
+        c.args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
+        run(&mut c)
+    };
+    // `--locked` can fail when the published lock file does not fit this toolchain.
+    if install(true).is_err() {
+        install(false)?;
     }
     if !linker_works() {
         bail!(
