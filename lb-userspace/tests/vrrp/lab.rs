@@ -364,7 +364,12 @@ impl VrrpLab {
             self.nodes[m].name, self.nodes[b].name
         );
         self.wait(&what, timeout, |l| {
-            l.state(m) == "master" && l.has_vip(m) && l.state(b) == "backup" && !l.has_vip(b)
+            // The backup must also have heard the master (it learns it from an advert).
+            l.state(m) == "master"
+                && l.has_vip(m)
+                && l.state(b) == "backup"
+                && !l.has_vip(b)
+                && !l.vrrp(b)["master"].is_null()
         })
     }
 }

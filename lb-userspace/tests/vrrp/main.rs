@@ -171,7 +171,12 @@ fn malformed_adverts_are_dropped_and_counted() {
         }
         assert_eq!(l.state(0), "master", "after {reason}");
         assert_eq!(l.state(1), "backup", "after {reason}");
-        assert_eq!(l.vrrp(1)["master"], "10.77.0.2", "after {reason}");
+        // The backup learns the master from its next advert (one interval at most after start).
+        l.wait(
+            &format!("backup still follows lb1 after {reason}"),
+            BOUND,
+            |l| l.vrrp(1)["master"] == "10.77.0.2",
+        );
     }
     // The same advert, well formed, is acted on: lb1 (100) yields to priority 254.
     send_from_client(&l, vec![advert(VRID).encode_ipv4(src, GROUP_V4)]);
