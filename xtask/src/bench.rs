@@ -11,6 +11,8 @@ pub enum What {
     Dataplane,
     /// Backend-down reaction time in a namespace lab, and table recompute/swap with 1,000 backends.
     ControlPlane,
+    /// Client-visible gap when the VRRP master dies, lbd beside keepalived (1 s and 100 ms).
+    Failover,
     /// The backend service: /ping, L1, L2 and database reads.
     App,
     /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams.
@@ -35,6 +37,22 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
                         "lb-userspace",
                         "--bench",
                         "control_plane",
+                        "--",
+                    ])
+                    .args(args),
+            );
+        }
+        What::Failover => {
+            build_ebpf::build(true)?;
+            return util::run(
+                util::cargo()
+                    .args([
+                        "bench",
+                        "--quiet",
+                        "-p",
+                        "lb-userspace",
+                        "--bench",
+                        "failover",
                         "--",
                     ])
                     .args(args),
