@@ -11,11 +11,12 @@
 //!   VIP. The only difference between the two columns is who runs VRRP.
 //!
 //! A trial: the client sends a new HTTP request on a new TCP connection to the VIP every ~10 ms
-//! (50 ms connect timeout); the master node then "dies": its eth0 goes down (a killed `lbd`
-//! alone would leave the pinned XDP program forwarding and the VIP on the interface), then its
-//! VRRP daemon is killed. The gap is the longest interval between two successful requests
-//! across the failure. Then the node comes back (link up, daemon restarted) and the bench waits
-//! until lb1 is master again before the next trial.
+//! (50 ms connect timeout); at a random point of the advertisement cycle (the same points for
+//! both daemons, so their trials are paired) the master node then "dies": its eth0 goes down
+//! (a killed `lbd` alone would leave the pinned XDP program forwarding and the VIP on the
+//! interface), then its VRRP daemon is killed. The gap is the longest interval between two
+//! successful requests across the failure. Then the node comes back (link up, daemon
+//! restarted) and the bench waits until lb1 is master again before the next trial.
 //!
 //! Unknown-unicast flooding is turned off on the balancers' bridge ports: otherwise, once lb1's
 //! port is down, the bridge floods frames still addressed to lb1's MAC to lb2, whose XDP
@@ -221,7 +222,7 @@ fn setup(who: Vrrp, interval_cs: u16) -> (VrrpLab, lab::Server) {
 }
 
 /// One failure of lb1; returns the client's longest gap in ms.
-fn trial(l: &mut VrrpLab, who: Vrrp, interval_cs: u16) -> f64 {
+fn trial(l: &mut VrrpLab, who: Vrrp, interval_cs: u16, phase: Duration) -> f64 {
     let killed: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let served = Arc::new(AtomicUsize::new(0));
     let (k, s) = (killed.clone(), served.clone());
@@ -260,6 +261,9 @@ fn trial(l: &mut VrrpLab, who: Vrrp, interval_cs: u16) -> f64 {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The trial starts a fixed time after lb1 became master: without this every trial would
+    // fail at the same point of the advert cycle.
+    std::thread::sleep(phase);
     let link = |l: &VrrpLab, state: &str| {
         l.lab
             .host("lb1")
@@ -293,16 +297,19 @@ fn trial(l: &mut VrrpLab, who: Vrrp, interval_cs: u16) -> f64 {
     gap.as_secs_f64() * 1e3
 }
 
-fn measure(who: Vrrp, interval_cs: u16, trials: usize) -> Vec<f64> {
+fn measure(who: Vrrp, interval_cs: u16, phases: &[Duration]) -> Vec<f64> {
     let (mut l, _server) = setup(who, interval_cs);
-    (0..trials)
-        .map(|t| {
+    let trials = phases.len();
+    phases
+        .iter()
+        .enumerate()
+        .map(|(t, &phase)| {
             eprint!(
                 "\r  {who:?}, interval {} ms: trial {}/{trials} ",
                 u32::from(interval_cs) * 10,
                 t + 1
             );
-            let gap = trial(&mut l, who, interval_cs);
+            let gap = trial(&mut l, who, interval_cs, phase);
             eprint!("gap {gap:.0} ms ");
             gap
         })
@@ -344,9 +351,19 @@ fn main() {
     let mut rows = Vec::new();
     for cs in [100u16, 10] {
         let interval = Centis::new(cs).expect("interval");
-        let lbd = measure(Vrrp::Lbd, cs, trials);
+        // Random failure points, the same for both daemons: the gap depends on how long
+        // before the failure the last advert went out, so the two columns are paired.
+        let phases: Vec<Duration> = (0..trials)
+            .map(|_| {
+                Duration::from_millis(rand::Rng::gen_range(
+                    &mut rand::thread_rng(),
+                    0..u64::from(cs) * 10,
+                ))
+            })
+            .collect();
+        let lbd = measure(Vrrp::Lbd, cs, &phases);
         eprintln!();
-        let keepalived = measure(Vrrp::Keepalived, cs, trials);
+        let keepalived = measure(Vrrp::Keepalived, cs, &phases);
         eprintln!();
         rows.push(Row {
             interval_ms: u32::from(cs) * 10,
