@@ -38,7 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lab::{Node, VIP, VRID, VrrpLab};
+use lab::{Node, VIP, VrrpLab};
 use lb_userspace::vrrp::{machine::master_down, packet::Centis};
 
 const LB1: Node = Node {
@@ -103,48 +103,6 @@ fn rewrite_config(l: &VrrpLab, i: usize, who: Vrrp, interval_cs: u16) {
             .expect("the lab config has a [vrrp] section"),
     };
     std::fs::write(&path, cfg + "\n").expect("write lbd.toml");
-}
-
-/// keepalived on node `i` with the given interval (the lab's own starter has a fixed one).
-fn start_keepalived(l: &mut VrrpLab, i: usize, interval_cs: u16) {
-    let n = l.nodes[i];
-    let Some(bin) = tests::exec::which("keepalived") else {
-        panic!("keepalived is missing: install the apt package `keepalived` (2.2.7 tested)");
-    };
-    let dir = node_dir(l, i);
-    let conf = dir.join("keepalived.conf");
-    let secs = f64::from(interval_cs) / 100.0;
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n\
-             vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n\
-             priority {prio}\n  advert_int {secs}\n  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n",
-            name = n.name,
-            prio = n.priority,
-        ),
-    )
-    .expect("keepalived.conf");
-    let path = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_string();
-    let host = l.lab.host(n.name).expect("host");
-    let p = host
-        .spawn(
-            "keepalived",
-            [
-                bin.to_str().expect("utf-8 path").to_string(),
-                "-n".into(),
-                "-l".into(),
-                "-D".into(),
-                "-f".into(),
-                path("keepalived.conf"),
-                "-p".into(),
-                path("keepalived.pid"),
-                "-r".into(),
-                path("keepalived-vrrp.pid"),
-            ],
-        )
-        .expect("spawn keepalived");
-    l.keepalived[i] = Some(p);
 }
 
 /// Bounded wait for `cond`; panics with both nodes' logs on timeout.
@@ -214,8 +172,8 @@ fn setup(who: Vrrp, interval_cs: u16) -> (VrrpLab, lab::Server) {
     l.start(0);
     l.start(1);
     if who == Vrrp::Keepalived {
-        start_keepalived(&mut l, 0, interval_cs);
-        start_keepalived(&mut l, 1, interval_cs);
+        l.start_keepalived_with(0, interval_cs);
+        l.start_keepalived_with(1, interval_cs);
     }
     wait(&l, "lb1 master, lb2 backup", |l| lb1_master(l, who));
     (l, server)
@@ -291,7 +249,7 @@ fn trial(l: &mut VrrpLab, who: Vrrp, interval_cs: u16, phase: Duration) -> f64 {
     link(l, "up");
     match who {
         Vrrp::Lbd => l.start(0),
-        Vrrp::Keepalived => start_keepalived(l, 0, interval_cs),
+        Vrrp::Keepalived => l.start_keepalived_with(0, interval_cs),
     }
     wait(l, "lb1 master again", |l| lb1_master(l, who));
     gap.as_secs_f64() * 1e3

@@ -171,6 +171,21 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// Loads only `xdp_pass` and attaches it (driver mode) to `iface` in the calling thread's
+    /// network namespace. XDP_TX on a veth needs a program on its peer: labs and tests put this
+    /// one on the bridge-side end of a balancer's veth. It stays attached while the returned
+    /// value lives.
+    pub fn attach_pass(iface: &str) -> Result<Self, DataplaneError> {
+        let mut dp = Self::load(LoadOptions {
+            balancer: false,
+            pass: true,
+            conn_table_size: 1024,
+            ..LoadOptions::default()
+        })?;
+        dp.attach(names::PROG_PASS, iface, XdpMode::Driver)?;
+        Ok(dp)
+    }
+
     fn xdp_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
         let prog = self
             .ebpf

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_userspace::dataplane::{Dataplane, LoadOptions};
+use lb_userspace::dataplane::Dataplane;
 use tests::{netns::Lab, process::Process, topology::Topology};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
@@ -152,20 +152,7 @@ impl ControlLab {
             .expect("VIP on lb1");
         let port = lb.bridge_port().to_string();
         let peer = tests::setns::in_netns(lab.bridge_ns(), move || {
-            let mut dp = Dataplane::load(LoadOptions {
-                balancer: false,
-                pass: true,
-                conn_table_size: 1024,
-                ..LoadOptions::default()
-            })
-            .expect("load xdp_pass");
-            dp.attach(
-                lb_common::names::PROG_PASS,
-                &port,
-                aya::programs::XdpMode::Driver,
-            )
-            .expect("attach xdp_pass to the bridge port");
-            dp
+            Dataplane::attach_pass(&port).expect("attach xdp_pass to the bridge port")
         })
         .expect("bridge namespace");
         let servers = (1..=backends)

@@ -171,7 +171,7 @@ impl VrrpLab {
     /// answers HTTP on :80 until the returned guard drops; both balancers' bridge ports get
     /// xdp_pass.
     pub fn serve(&mut self) -> Server {
-        use lb_userspace::dataplane::{Dataplane, LoadOptions};
+        use lb_userspace::dataplane::Dataplane;
         let be1 = self.lab.host("be1").expect("be1");
         for (k, v) in [
             ("net.ipv4.conf.all.arp_ignore", "1"),
@@ -186,20 +186,7 @@ impl VrrpLab {
         for name in ["lb1", "lb2"] {
             let port = self.lab.host(name).expect("lb").bridge_port().to_string();
             let dp = tests::setns::in_netns(self.lab.bridge_ns(), move || {
-                let mut dp = Dataplane::load(LoadOptions {
-                    balancer: false,
-                    pass: true,
-                    conn_table_size: 1024,
-                    ..LoadOptions::default()
-                })
-                .expect("load xdp_pass");
-                dp.attach(
-                    lb_common::names::PROG_PASS,
-                    &port,
-                    aya::programs::XdpMode::Driver,
-                )
-                .expect("attach xdp_pass to a bridge port");
-                dp
+                Dataplane::attach_pass(&port).expect("attach xdp_pass to a bridge port")
             })
             .expect("bridge namespace");
             self.peers.push(dp);
@@ -280,13 +267,18 @@ impl VrrpLab {
 
     /// Runs keepalived (VRRPv3, same VRID, interval and VIP) on node `i` in the foreground.
     pub fn start_keepalived(&mut self, i: usize) {
+        self.start_keepalived_with(i, INTERVAL_CS);
+    }
+
+    /// Like [`Self::start_keepalived`] with another advert interval (centiseconds).
+    pub fn start_keepalived_with(&mut self, i: usize, interval_cs: u16) {
         let n = self.nodes[i];
         let Some(bin) = tests::exec::which("keepalived") else {
             panic!("keepalived is missing: install the apt package `keepalived` (2.2.7 tested)");
         };
         let dir = self.dir(n.name);
         let conf = dir.join("keepalived.conf");
-        let secs = f64::from(INTERVAL_CS) / 100.0;
+        let secs = f64::from(interval_cs) / 100.0;
         std::fs::write(
             &conf,
             format!(
