@@ -8,6 +8,7 @@
 //! - [`process`]: long-running processes with a log file, killed (whole group) on drop.
 //! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
+//! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,9 +32,11 @@ pub mod exec;
 pub mod netns;
 pub mod process;
 pub mod setns;
+pub mod system;
 pub mod topology;
 
 pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr};
 pub use process::Process;
+pub use system::{System, SystemOptions};
 pub use topology::{Role, Topology};

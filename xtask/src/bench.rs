@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, util};
+use crate::{build_ebpf, deps, lab, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum What {
@@ -17,6 +17,8 @@ pub enum What {
     App,
     /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams.
     Queue,
+    /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
+    Lab,
 }
 
 pub fn run(what: What, args: &[String]) -> Result<()> {
@@ -60,6 +62,10 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         }
         What::App => ("app", "app-bench", &[]),
         What::Queue => ("app", "queue-bench", &[]),
+        What::Lab => {
+            lab::up::build()?;
+            ("tests", "lab-bench", &[])
+        }
     };
     util::run(
         util::cargo()

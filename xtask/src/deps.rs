@@ -29,6 +29,7 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
         "/usr/lib/nginx/modules/ngx_stream_module.so",
     ),
     ("haproxy", "/usr/sbin/haproxy"),
+    ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
 ];
 
 pub fn apt_packages() -> Result<()> {

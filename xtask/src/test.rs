@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, util};
+use crate::{build_ebpf, deps, lab, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -23,12 +23,14 @@ pub enum Group {
     App,
     /// The network-namespace lab helper (root).
     Lab,
+    /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
+    E2e,
 }
 
 pub fn run(group: Group, release: bool) -> Result<()> {
     if matches!(
         group,
-        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab
+        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
     ) && !util::is_root()
     {
         bail!(
@@ -37,6 +39,10 @@ pub fn run(group: Group, release: bool) -> Result<()> {
     }
     deps::apt_packages()?;
     build_ebpf::build(true)?;
+    if matches!(group, Group::All | Group::E2e) {
+        // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
+        lab::up::build()?;
+    }
     let profile: &[&str] = if release { &["--release"] } else { &[] };
     match group {
         Group::All => {
@@ -88,7 +94,17 @@ pub fn run(group: Group, release: bool) -> Result<()> {
                 .args(profile),
         ),
         Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(profile)),
-        Group::Lab => util::run(util::cargo().args(["test", "-p", "tests"]).args(profile)),
+        Group::Lab => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--lib", "--test", "lab"])
+                .args(["--test", "topology_file", "--test", "vagrant"])
+                .args(profile),
+        ),
+        Group::E2e => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "e2e"])
+                .args(profile),
+        ),
     }
 }
 

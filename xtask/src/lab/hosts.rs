@@ -41,11 +41,6 @@ pub fn lbd_socket(name: &str) -> PathBuf {
     host_dir(name).join("lbd.sock")
 }
 
-/// The API token shared by the balancers and the backends.
-pub fn token_file() -> PathBuf {
-    lab_dir().join("token")
-}
-
 /// Where cargo put the release binaries.
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

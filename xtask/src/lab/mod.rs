@@ -6,7 +6,7 @@
 //! only orchestrates.
 
 mod hosts;
-mod up;
+pub mod up;
 mod view;
 
 use anyhow::Result;

@@ -1,21 +1,14 @@
 //! Building, starting and removing the lab.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
 use anyhow::{Context, Result, bail};
-use tests::{Host, Lab, Role};
+use tests::{Lab, Role, System, SystemOptions};
 
 use super::{LAB, hosts, view};
 use crate::{build_ebpf, deps, util};
 
-/// Order in which roles are provisioned: what a role connects to is up before it starts.
-const ROLE_ORDER: [Role; 4] = [Role::Services, Role::Balancer, Role::Backend, Role::Client];
-
-/// How long every backend may take to register and turn healthy on the first balancer.
-const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn build() -> Result<()> {
+/// Installs the packages and builds the eBPF object and the release binaries the lab runs
+/// (also used by `cargo xtask test e2e` and `cargo xtask bench lab`).
+pub fn build() -> Result<()> {
     deps::apt_packages()?;
     build_ebpf::build(true)?;
     util::step("building lbd, lbctl and app (release)");
@@ -39,121 +32,28 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Creates and provisions the lab; on any error the returned `Lab` is dropped, which kills
-/// what runs inside and deletes every namespace.
+/// Creates and provisions the lab (see `tests::system`); on any error the half-built lab is
+/// dropped, which kills what runs inside and deletes every namespace.
 fn start(build_first: bool) -> Result<Lab> {
     require_root()?;
     if build_first {
         build()?;
     }
-    for bin in ["lbd", "lbctl", "app"] {
-        let p = hosts::bin_dir().join(bin);
-        if !p.is_file() {
-            bail!(
-                "{} is missing: run without --no-build to build it",
-                p.display()
-            );
-        }
-    }
-    let topo = hosts::topology()?;
-    util::step(&format!(
-        "creating {} hosts as network namespaces `{LAB}-*` around bridge {}",
-        topo.nodes().len(),
-        topo.segment().bridge()
-    ));
-    let lab = Lab::builder(&topo).named(LAB).build().map_err(|e| {
-        anyhow::anyhow!("{e}\n(a lab is already running? `cargo xtask lab down` removes it)")
+    let mut opts = SystemOptions::new(util::root(), hosts::bin_dir());
+    opts.name = Some(LAB.to_string());
+    opts.progress = true;
+    let topo = System::topology(&opts)?;
+    let system = System::start(&topo, opts).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(logs in {}; a lab already running? `cargo xtask lab down` removes it)",
+            lab_dir_hint()
+        )
     })?;
-    let bpffs = lab.bpffs()?;
-    attach_bridge_programs(&lab, &bpffs)?;
-    for role in ROLE_ORDER {
-        for host in lab.hosts_with_role(role) {
-            provision(&lab, host, &bpffs)?;
-        }
-    }
-    wait_healthy(&lab)?;
-    Ok(lab)
-}
-
-/// XDP_TX from a balancer's eth0 is dropped unless the bridge-side end of its veth runs an XDP
-/// program (platform notes): attach `xdp_pass` there, pinned so it outlives this process.
-fn attach_bridge_programs(lab: &Lab, bpffs: &Path) -> Result<()> {
-    let pins = bpffs.join("bridge");
-    for host in lab.hosts_with_role(Role::Balancer) {
-        util::step(&format!(
-            "xdp_pass on bridge port {} (peer of {}/eth0)",
-            host.bridge_port(),
-            host.name()
-        ));
-        let mut c = tests::exec::netns_command(lab.bridge_ns(), [hosts::lbctl()]);
-        c.args(["xdp", "attach", "--program", "pass", "--iface"])
-            .arg(host.bridge_port())
-            .arg("--pin-dir")
-            .arg(&pins);
-        tests::exec::run(&mut c)?;
-    }
-    Ok(())
-}
-
-/// Runs common.sh then ROLE.sh inside the host, with the variables of vagrant/provision/lib.sh.
-fn provision(lab: &Lab, host: &Host, bpffs: &Path) -> Result<()> {
-    let dir = util::root().join("vagrant/provision");
-    let started = Instant::now();
-    util::step(&format!("provisioning {} ({})", host.name(), host.role()));
-    for script in ["common.sh".to_string(), format!("{}.sh", host.role())] {
-        let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
-        c.envs(lab.provision_env(host))
-            .env("LAB_START", "1")
-            .env("LAB_BIN_DIR", hosts::bin_dir())
-            .env("LAB_TOKEN_FILE", hosts::token_file())
-            .env("LAB_PIN_DIR", bpffs.join(host.name()));
-        // Bounded by tests::exec's default timeout; daemons are left in the background.
-        let out = tests::exec::run(&mut c)
-            .with_context(|| format!("{} {script} (logs in {})", host.name(), lab_dir_hint()))?;
-        for line in out.lines().filter(|l| !l.contains("/common]")) {
-            eprintln!("    {line}");
-        }
-    }
-    eprintln!(
-        "    {} ready in {:.1} s",
-        host.name(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Ok(system.into_lab())
 }
 
 fn lab_dir_hint() -> String {
     hosts::lab_dir().join("hosts").display().to_string()
-}
-
-/// Waits (bounded) until the first balancer sees every backend healthy, i.e. each registered
-/// itself and passes lbd's health check.
-fn wait_healthy(lab: &Lab) -> Result<()> {
-    let backends = lab.hosts_with_role(Role::Backend).count();
-    let Some(lb) = lab.hosts_with_role(Role::Balancer).next() else {
-        return Ok(());
-    };
-    util::step(&format!(
-        "waiting for {backends} backends to register and turn healthy on {}",
-        lb.name()
-    ));
-    let deadline = Instant::now() + HEALTHY_TIMEOUT;
-    loop {
-        let healthy = view::healthy_backends(lb.name()).unwrap_or(0);
-        if healthy >= backends {
-            eprintln!("    {healthy}/{backends} healthy");
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "only {healthy} of {backends} backends healthy on {} after {} s; logs in {}",
-                lb.name(),
-                HEALTHY_TIMEOUT.as_secs(),
-                lab_dir_hint()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn print_usage(lab: &Lab) {

@@ -16,17 +16,6 @@ fn lbctl(lb: &str) -> Command {
     c
 }
 
-/// Backends lbd on `lb` reports healthy.
-pub fn healthy_backends(lb: &str) -> Result<usize> {
-    let out = lbctl(lb).args(["--json", "health"]).output()?;
-    anyhow::ensure!(out.status.success(), "lbctl health failed");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(json
-        .as_array()
-        .map(|a| a.iter().filter(|b| b["health"] == "healthy").count())
-        .unwrap_or(0))
-}
-
 /// Runs `lbctl stats --watch` against `lb` until Ctrl-C. xtask itself ignores SIGINT once the
 /// view runs, so Ctrl-C ends only the view and the caller still tears the lab down.
 pub fn watch(lb: &str) -> Result<()> {

@@ -1,0 +1,346 @@
+//! The whole system running in a [`Lab`]: `lbd` on the balancers, `app` on the backends, Redis
+//! and PostgreSQL on the services host, each host provisioned by the same scripts as the
+//! Vagrant VMs (`vagrant/provision/*.sh`, `LAB_MODE=netns`).
+//!
+//! `cargo xtask lab` runs it under the fixed name `lab`; the end-to-end tests and `cargo xtask
+//! bench lab` run their own copies under unique names, so they never meet a lab a person
+//! started. Dropping a [`System`] drops its [`Lab`], which kills every daemon inside and
+//! deletes the namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{LabError, Result};
+use crate::exec;
+use crate::netns::{Host, Lab};
+use crate::topology::{Role, Topology};
+
+/// Order in which roles are provisioned: what a role connects to is up before it starts.
+const ROLE_ORDER: [Role; 4] = [Role::Services, Role::Balancer, Role::Backend, Role::Client];
+
+/// The project's binaries every lab needs (built with `cargo build --release`).
+pub const BINARIES: [&str; 3] = ["lbd", "lbctl", "app"];
+
+/// How a [`System`] is started.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// The repository root (holds `vagrant/provision`).
+    pub repo: PathBuf,
+    /// Folder holding `lbd`, `lbctl` and `app`.
+    pub bin_dir: PathBuf,
+    /// Fixed lab name (`lab` for `cargo xtask lab`), or `None` for a unique `lbt...` prefix.
+    pub name: Option<String>,
+    /// How long every backend may take to register and turn healthy on the first balancer.
+    pub healthy_timeout: Duration,
+    /// Print one line per step on stderr.
+    pub progress: bool,
+}
+
+impl SystemOptions {
+    /// Options for the repository at `repo` with binaries in `bin_dir`, a unique name, quiet.
+    pub fn new(repo: impl Into<PathBuf>, bin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            repo: repo.into(),
+            bin_dir: bin_dir.into(),
+            name: None,
+            healthy_timeout: Duration::from_secs(60),
+            progress: false,
+        }
+    }
+
+    /// The repository this crate was built from, with binaries in `$CARGO_TARGET_DIR/release`
+    /// (default `target/release`): what the end-to-end tests use.
+    pub fn from_build() -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
+        Self::new(repo.clone(), target.join("release"))
+    }
+}
+
+/// A running system in a lab; see the module documentation.
+#[derive(Debug)]
+pub struct System {
+    lab: Lab,
+    opts: SystemOptions,
+    bpffs: PathBuf,
+}
+
+impl System {
+    /// The lab description `vagrant/topology.json` of the repository in `opts`.
+    pub fn topology(opts: &SystemOptions) -> Result<Topology> {
+        Ok(Topology::load(&opts.repo.join("vagrant/topology.json"))?)
+    }
+
+    /// Creates the lab for `topology` and provisions every host, then waits until the first
+    /// balancer sees every backend healthy. On error everything created so far is removed.
+    pub fn start(topology: &Topology, opts: SystemOptions) -> Result<Self> {
+        for bin in BINARIES {
+            let p = opts.bin_dir.join(bin);
+            if !p.is_file() {
+                return Err(LabError::Option {
+                    option: format!("binary {bin}"),
+                    reason: format!(
+                        "{} is missing: build it with `cargo build --release -p lb-userspace --bins -p app --bin app`",
+                        p.display()
+                    ),
+                });
+            }
+        }
+        let builder = Lab::builder(topology);
+        let builder = match &opts.name {
+            Some(name) => builder.named(name),
+            None => builder,
+        };
+        let lab = builder.build()?;
+        let bpffs = lab.bpffs()?;
+        let system = Self { lab, opts, bpffs };
+        system.step(&format!(
+            "created {} hosts as namespaces `{}-*` around bridge {}",
+            system.lab.hosts().len(),
+            system.lab.prefix(),
+            system.lab.bridge()
+        ));
+        system.attach_bridge_programs()?;
+        for role in ROLE_ORDER {
+            for host in system.lab.hosts_with_role(role) {
+                system.provision(host.name())?;
+            }
+        }
+        let backends = system.lab.hosts_with_role(Role::Backend).count();
+        if let Some(lb) = system.balancers().first() {
+            system.step(&format!(
+                "waiting for {backends} backends to register and turn healthy on {lb}"
+            ));
+            system.wait_healthy(lb, backends, system.opts.healthy_timeout)?;
+        }
+        Ok(system)
+    }
+
+    fn step(&self, msg: &str) {
+        if self.opts.progress {
+            eprintln!("==> {msg}");
+        }
+    }
+
+    /// The lab the system runs in.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Hands the lab over (to persist it or tear it down explicitly).
+    pub fn into_lab(self) -> Lab {
+        self.lab
+    }
+
+    /// Names of the balancer hosts, in topology order.
+    pub fn balancers(&self) -> Vec<String> {
+        self.names(Role::Balancer)
+    }
+
+    /// Names of the backend hosts, in topology order.
+    pub fn backends(&self) -> Vec<String> {
+        self.names(Role::Backend)
+    }
+
+    fn names(&self, role: Role) -> Vec<String> {
+        self.lab
+            .hosts_with_role(role)
+            .map(|h| h.name().to_string())
+            .collect()
+    }
+
+    /// Path of the project binary `name`.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.opts.bin_dir.join(name)
+    }
+
+    /// Folder the provisioning scripts give host `host` (logs, data, pid files).
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.lab.dir().join("hosts").join(host)
+    }
+
+    /// `lbd`'s unix socket on balancer `lb`.
+    pub fn lbd_socket(&self, lb: &str) -> PathBuf {
+        self.host_dir(lb).join("lbd.sock")
+    }
+
+    /// The API token shared by the balancers and the backends.
+    pub fn token_file(&self) -> PathBuf {
+        self.lab.dir().join("token")
+    }
+
+    /// Where the balancers pin their maps (one folder per host below it).
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
+    /// `lbctl --socket SOCK --timeout 3` for balancer `lb` (a unix socket needs no namespace).
+    pub fn lbctl(&self, lb: &str) -> Command {
+        let mut c = Command::new(self.bin("lbctl"));
+        c.arg("--socket")
+            .arg(self.lbd_socket(lb))
+            .args(["--timeout", "3"]);
+        c
+    }
+
+    /// Backends `lbd` on `lb` reports healthy.
+    pub fn healthy_backends(&self, lb: &str) -> Result<usize> {
+        let mut cmd = self.lbctl(lb);
+        cmd.args(["--json", "health"]);
+        let out = exec::output(&mut cmd, Duration::from_secs(10))?;
+        exec::check(&cmd, &out)?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| LabError::Parse {
+                command: exec::describe(&cmd),
+                reason: e.to_string(),
+            })?;
+        Ok(json
+            .as_array()
+            .map(|a| a.iter().filter(|b| b["health"] == "healthy").count())
+            .unwrap_or(0))
+    }
+
+    /// Waits (bounded by `timeout`) until `lb` reports at least `want` healthy backends.
+    pub fn wait_healthy(&self, lb: &str, want: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let healthy = self.healthy_backends(lb).unwrap_or(0);
+            if healthy >= want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    command: format!("{want} healthy backends on {lb} (have {healthy})"),
+                    timeout,
+                    detail: format!("; logs in {}", self.lab.dir().join("hosts").display()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// XDP_TX from a balancer's eth0 is dropped unless the bridge-side end of its veth runs an
+    /// XDP program (platform notes): attach `xdp_pass` there, pinned so it outlives `lbctl`.
+    fn attach_bridge_programs(&self) -> Result<()> {
+        let pins = self.bpffs.join("bridge");
+        for host in self.lab.hosts_with_role(Role::Balancer) {
+            self.step(&format!(
+                "xdp_pass on bridge port {} (peer of {}/eth0)",
+                host.bridge_port(),
+                host.name()
+            ));
+            let mut c = exec::netns_command(self.lab.bridge_ns(), [self.bin("lbctl")]);
+            c.args(["xdp", "attach", "--program", "pass", "--iface"])
+                .arg(host.bridge_port())
+                .arg("--pin-dir")
+                .arg(&pins);
+            exec::run(&mut c)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `common.sh` then `ROLE.sh` inside host `name`. Idempotent: daemons already running
+    /// are left alone, so this also restarts a daemon that was killed.
+    pub fn provision(&self, name: &str) -> Result<()> {
+        let host = self.lab.host(name)?;
+        let dir = self.opts.repo.join("vagrant/provision");
+        let started = Instant::now();
+        self.step(&format!("provisioning {} ({})", host.name(), host.role()));
+        for script in ["common.sh".to_string(), format!("{}.sh", host.role())] {
+            let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
+            c.envs(self.provision_env(host))
+                .env("LAB_START", "1")
+                .env("LAB_BIN_DIR", &self.opts.bin_dir)
+                .env("LAB_TOKEN_FILE", self.token_file())
+                .env("LAB_PIN_DIR", self.bpffs.join(host.name()));
+            // Bounded by exec's default timeout; daemons are left in the background.
+            let out = exec::run(&mut c)?;
+            if self.opts.progress {
+                for line in out.lines().filter(|l| !l.contains("/common]")) {
+                    eprintln!("    {line}");
+                }
+            }
+        }
+        self.step(&format!(
+            "{} ready in {:.1} s",
+            host.name(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn provision_env(&self, host: &Host) -> Vec<(String, String)> {
+        self.lab.provision_env(host)
+    }
+
+    /// Pid of daemon `daemon` (`lbd`, `app`, `redis`, `postgres`) on `host`, if it runs.
+    pub fn daemon_pid(&self, host: &str, daemon: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.host_dir(host).join(format!("{daemon}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// Sends `signal` to daemon `daemon` on `host` and, for SIGKILL, waits (bounded) until it
+    /// is gone. Fails if the daemon does not run.
+    pub fn signal_daemon(&self, host: &str, daemon: &str, signal: i32) -> Result<()> {
+        let pid = self
+            .daemon_pid(host, daemon)
+            .ok_or_else(|| LabError::Option {
+                option: format!("{host}/{daemon}"),
+                reason: "the daemon is not running".into(),
+            })?;
+        // SAFETY: plain kill(2) on a pid we read from the daemon's own pid file.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(LabError::io(
+                format!("kill -{signal} {pid} ({host}/{daemon})"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if signal == libc::SIGKILL {
+            self.wait_gone(host, daemon, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until daemon `daemon` on `host` no longer runs.
+    pub fn wait_gone(&self, host: &str, daemon: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.daemon_pid(host, daemon).is_some() {
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    command: format!("{host}/{daemon} to exit"),
+                    timeout,
+                    detail: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Tears the lab down now and reports errors.
+    pub fn teardown(self) -> Result<()> {
+        self.lab.teardown()
+    }
+}
+
+/// Whether `pid` runs (a zombie does not count: pid 1 of a container may never reap it).
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
