@@ -74,7 +74,7 @@ pub struct System {
 impl System {
     /// The lab description `vagrant/topology.json` of the repository in `opts`.
     pub fn topology(opts: &SystemOptions) -> Result<Topology> {
-        Ok(Topology::load(&opts.repo.join("vagrant/topology.json"))?)
+        Ok(Topology::load(opts.repo.join("vagrant/topology.json"))?)
     }
 
     /// Creates the lab for `topology` and provisions every host, then waits until the first
