@@ -85,7 +85,8 @@ enum Cmd {
     },
     /// Health, admin state and last check of every backend of every VIP.
     Health,
-    /// VRRP state, priority, current master, timers and counters (needs `[vrrp]` in lbd's config).
+    /// VRRP state, priority, current master, timers and counters of each virtual router (IPv4,
+    /// IPv6); needs `[vrrp]` in lbd's config.
     Vrrp,
     /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
     Shutdown {

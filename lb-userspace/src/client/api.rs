@@ -117,8 +117,8 @@ impl Client {
         self.get("/v1/stats").await
     }
 
-    /// `GET /v1/vrrp`: the VRRP router's state and counters.
-    pub async fn vrrp(&self) -> Result<Fetched<crate::vrrp::Status>, ClientError> {
+    /// `GET /v1/vrrp`: every VRRP router's state and counters (one per address family).
+    pub async fn vrrp(&self) -> Result<Fetched<crate::vrrp::Overview>, ClientError> {
         self.get("/v1/vrrp").await
     }
 

@@ -1,4 +1,7 @@
-//! The `[vrrp]` section: one VRRPv3 virtual router that moves the VIPs between balancers.
+//! The `[vrrp]` section: the VRRPv3 virtual routers that move the VIPs between balancers. One
+//! section runs one router per address family present in `addresses` (RFC 5798: an IPv6
+//! virtual router is a separate instance from the IPv4 one; both use the same VRID, as two
+//! keepalived `vrrp_instance` blocks would).
 
 use std::net::IpAddr;
 
@@ -36,13 +39,16 @@ pub struct VrrpConfig {
     pub interval: Centis,
     /// Whether this node takes mastership from a lower-priority master.
     pub preempt: bool,
-    /// The virtual addresses; all of one family.
+    /// The virtual addresses, IPv4 and/or IPv6 (one router per family present).
     pub addresses: Vec<VirtualAddr>,
     /// Send adverts to these peers (unicast) instead of the multicast group, and accept
-    /// adverts only from them.
+    /// adverts only from them; each family's router uses the peers of its family.
     pub unicast_peers: Vec<IpAddr>,
-    /// Our primary address (advert source); default: the interface's first address.
+    /// The IPv4 router's primary address (advert source); default: the interface's first.
     pub source: Option<IpAddr>,
+    /// The IPv6 router's primary address; default: the interface's link-local address (with
+    /// global unicast peers: its first global address).
+    pub source_v6: Option<IpAddr>,
     /// Enter the fault state when the XDP program is not attached.
     pub track_dataplane: bool,
     /// Enter the fault state when one of these VIPs (by name) has no healthy backend.
@@ -64,6 +70,7 @@ pub(super) struct RawVrrp {
     #[serde(default)]
     unicast_peers: Vec<Spanned<String>>,
     source: Option<Spanned<String>>,
+    source_v6: Option<Spanned<String>>,
     #[serde(default = "yes")]
     track_dataplane: bool,
     #[serde(default)]
@@ -164,48 +171,73 @@ pub(super) fn parse_vrrp(
     for (i, a) in r.addresses.get_ref().iter().enumerate() {
         let field = format!("vrrp.addresses[{i}]");
         let v = virtual_addr(ctx, a, &field)?;
-        if let Some(first) = addresses.first().map(|f: &VirtualAddr| f.addr)
-            && first.is_ipv4() != v.addr.is_ipv4()
-        {
-            return Err(ctx.err(
-                &a.span(),
-                field,
-                "all addresses of one virtual router must be the same IP family",
-            ));
-        }
         if addresses.iter().any(|x: &VirtualAddr| x.addr == v.addr) {
             return Err(ctx.err(&a.span(), field, format!("duplicate address {}", v.addr)));
         }
         addresses.push(v);
     }
-    if addresses.is_empty() || addresses.len() > 255 {
+    let count = |v4: bool| addresses.iter().filter(|a| a.addr.is_ipv4() == v4).count();
+    let (n4, n6) = (count(true), count(false));
+    if addresses.is_empty() || n4 > 255 || n6 > 255 {
         return Err(ctx.err(
             &r.addresses.span(),
             "vrrp.addresses",
-            "list 1 to 255 virtual addresses",
+            "list 1 to 255 virtual addresses per IP family",
         ));
     }
-    let v4 = addresses[0].addr.is_ipv4();
-    let family = |a: IpAddr| a.is_ipv4() == v4;
+    let has = |a: IpAddr| if a.is_ipv4() { n4 > 0 } else { n6 > 0 };
+    let family_name = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
     let mut unicast_peers = Vec::new();
     for (i, p) in r.unicast_peers.iter().enumerate() {
         let field = format!("vrrp.unicast_peers[{i}]");
         let a = ip(ctx, p, &field)?;
-        if !family(a) {
-            return Err(ctx.err(&p.span(), field, "must be the addresses' IP family"));
+        if !has(a) {
+            return Err(ctx.err(
+                &p.span(),
+                field,
+                format!(
+                    "an {} peer, but no {0} address to advertise",
+                    family_name(a)
+                ),
+            ));
+        }
+        if a.is_multicast() || a.is_unspecified() {
+            return Err(ctx.err(&p.span(), field, "must be a unicast address"));
         }
         unicast_peers.push(a);
     }
-    let source = match &r.source {
-        Some(s) => {
-            let a = ip(ctx, s, "vrrp.source")?;
-            if !family(a) {
-                return Err(ctx.err(&s.span(), "vrrp.source", "must be the addresses' IP family"));
+    if !unicast_peers.is_empty() {
+        for v4 in [true, false] {
+            if count(v4) > 0 && !unicast_peers.iter().any(|p| p.is_ipv4() == v4) {
+                let fam = if v4 { "IPv4" } else { "IPv6" };
+                return Err(ctx.err(
+                    &r.addresses.span(),
+                    "vrrp.unicast_peers",
+                    format!("with unicast peers, the {fam} addresses need an {fam} peer too"),
+                ));
             }
-            Some(a)
         }
-        None => None,
+    }
+    let source_of = |s: &Option<Spanned<String>>, field: &str, v4: bool| match s {
+        Some(s) => {
+            let a = ip(ctx, s, field)?;
+            if a.is_ipv4() != v4 {
+                let fam = if v4 { "IPv4" } else { "IPv6" };
+                return Err(ctx.err(&s.span(), field, format!("must be an {fam} address")));
+            }
+            if !has(a) {
+                return Err(ctx.err(
+                    &s.span(),
+                    field,
+                    format!("no {} address in vrrp.addresses", family_name(a)),
+                ));
+            }
+            Ok(Some(a))
+        }
+        None => Ok(None),
     };
+    let source = source_of(&r.source, "vrrp.source", true)?;
+    let source_v6 = source_of(&r.source_v6, "vrrp.source_v6", false)?;
     let mut track_vips = Vec::new();
     for (i, t) in r.track_vips.iter().enumerate() {
         if !vip_names.contains(&t.get_ref().as_str()) {
@@ -226,6 +258,7 @@ pub(super) fn parse_vrrp(
         addresses,
         unicast_peers,
         source,
+        source_v6,
         track_dataplane: r.track_dataplane,
         track_vips,
     })
@@ -258,6 +291,22 @@ mod tests {
     }
 
     #[test]
+    fn both_families_in_one_section() {
+        let c = parse(
+            "interface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\n\
+             addresses = [\"10.0.0.100\", \"fe80::51/64\", \"fd00::100\"]\n\
+             unicast_peers = [\"10.0.0.2\", \"fd00::2\"]\nsource_v6 = \"fd00::1\"\n",
+        )
+        .unwrap();
+        let v = c.vrrp.unwrap();
+        assert_eq!(v.addresses[1].to_string(), "fe80::51/64");
+        assert_eq!(v.addresses[2].to_string(), "fd00::100/128");
+        assert_eq!(v.unicast_peers.len(), 2);
+        assert_eq!(v.source, None);
+        assert_eq!(v.source_v6, Some("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
     fn errors_name_the_line_field_and_reason() {
         let head = "interface = \"eth0\"\nvirtual_router_id = 51\n";
         let e = parse(&format!(
@@ -277,10 +326,29 @@ mod tests {
             "{e}"
         );
         let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fe80::1\"]\n"
+            "{head}priority = 9\naddresses = [\"10.0.0.100\"]\nunicast_peers = [\"fd00::2\"]\n"
         ))
         .unwrap_err();
-        assert!(e.contains("vrrp.addresses[1]: all addresses"), "{e}");
+        assert!(
+            e.contains("vrrp.unicast_peers[0]: an IPv6 peer, but no IPv6 address"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fd00::100\"]\n\
+             unicast_peers = [\"10.0.0.2\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "vrrp.unicast_peers: with unicast peers, the IPv6 addresses need an IPv6 peer"
+            ),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fd00::100\"]\nsource = \"fe80::1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("vrrp.source: must be an IPv4 address"), "{e}");
         let e = parse(&format!(
             "{head}priority = 9\naddresses = [\"10.0.0.1/33\"]\n"
         ))

@@ -104,12 +104,13 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// `GET /v1/vrrp`: the VRRP router's state and counters (404 without `[vrrp]`).
+/// `GET /v1/vrrp`: every VRRP router's state and counters, one per address family (404
+/// without `[vrrp]`).
 async fn vrrp_status(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
     let status = s
         .vrrp
         .get()
-        .and_then(|v| v.lock().ok().map(|v| v.clone()))
+        .map(|v| v.overview())
         .ok_or_else(|| ApiError::not_found("VRRP is not configured (no [vrrp] section)"))?;
     serde_json::to_value(status)
         .map(Json)

@@ -155,8 +155,8 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     );
-    if let Some(Ok(v)) = s.vrrp.get().map(|v| v.lock()) {
-        out.push_str(&v.prometheus());
+    if let Some(v) = s.vrrp.get() {
+        out.push_str(&v.overview().prometheus());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -53,8 +53,8 @@ pub struct Shared {
     /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
     /// programs' handles for the daemon's lifetime).
     dataplane: std::sync::Mutex<Option<Dataplane>>,
-    /// The VRRP router's status, once `[vrrp]` is running (see `crate::vrrp`).
-    pub vrrp: std::sync::OnceLock<Arc<std::sync::Mutex<crate::vrrp::Status>>>,
+    /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
+    pub vrrp: std::sync::OnceLock<crate::vrrp::Statuses>,
 }
 
 pub type State = Arc<Shared>;

@@ -1,4 +1,4 @@
-//! The VRRP socket (raw IPv4, protocol 112), gratuitous ARP through an `AF_PACKET` socket, and
+//! The IPv4 VRRP socket (raw IPv4, protocol 112), gratuitous ARP through an `AF_PACKET` socket, and
 //! the virtual addresses on the interface (`ip addr`).
 
 use std::{
@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use super::packet::{GROUP_V4, PROTO_VRRP};
 use crate::config::VirtualAddr;
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -21,7 +21,12 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live T of the size passed.
     cvt(unsafe {
         libc::setsockopt(
@@ -35,7 +40,11 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     .map(|_| ())
 }
 
-fn socket(domain: libc::c_int, kind: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+pub(super) fn socket(
+    domain: libc::c_int,
+    kind: libc::c_int,
+    proto: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the descriptor is owned from here on.
     let fd = cvt(unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, proto) })?;
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
@@ -203,10 +212,15 @@ pub fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Sends one Ethernet frame out of `iface` through an `AF_PACKET` socket.
+/// Sends one whole Ethernet frame (gratuitous ARP, neighbour advertisement) out of `iface`
+/// through an `AF_PACKET` socket.
 pub fn send_frame(iface: &str, frame: &[u8]) -> io::Result<()> {
-    let proto = (libc::ETH_P_ARP as u16).to_be();
-    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
+    if frame.len() < 14 {
+        return Err(io::Error::other("frame shorter than its Ethernet header"));
+    }
+    let proto = u16::from_be_bytes([frame[12], frame[13]]).to_be();
+    // Protocol 0: a send-only socket, it receives nothing.
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     // SAFETY: sockaddr_ll is plain old data.
     let mut sa: libc::sockaddr_ll = unsafe { mem::zeroed() };
     sa.sll_family = libc::AF_PACKET as u16;
@@ -232,9 +246,14 @@ pub fn send_frame(iface: &str, frame: &[u8]) -> io::Result<()> {
 }
 
 async fn ip_addr(verb: &str, a: &VirtualAddr, iface: &str) -> io::Result<std::process::Output> {
-    tokio::process::Command::new("ip")
-        .args(["addr", verb, &a.to_string(), "dev", iface])
-        .output()
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["addr", verb, &a.to_string(), "dev", iface]);
+    if verb != "del" && a.addr.is_ipv6() {
+        // The address moves between nodes: duplicate address detection would hold it
+        // tentative (unusable) for a second, and the old owner is gone or leaving anyway.
+        cmd.arg("nodad");
+    }
+    cmd.output()
         .await
         .map_err(|e| io::Error::other(format!("running `ip addr {verb}` (iproute2): {e}")))
 }

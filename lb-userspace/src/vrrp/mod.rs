@@ -1,20 +1,22 @@
 //! VIP failover between balancers with VRRP version 3 (RFC 5798), interoperable with
 //! keepalived (`vrrp_version 3`): the pure state machine ([`machine`]), the wire format
-//! ([`packet`]), sockets and addresses ([`io`]), and the task that drives them ([`spawn`]).
+//! ([`packet`]), sockets and addresses ([`io`] for IPv4, [`io6`] for IPv6), and the tasks that
+//! drive them ([`spawn`]): one virtual router per address family of the `[vrrp]` section.
 
 pub mod io;
+pub mod io6;
 pub mod machine;
 pub mod packet;
 mod status;
 pub mod track;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use tokio::{
     sync::watch,
     task::JoinHandle,
@@ -22,94 +24,244 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-pub use self::status::{Counters, Status};
+pub use self::status::{Counters, Family, Overview, Status};
 use self::{
     machine::{Action, Event, Machine, Params, State, Timer},
-    packet::{Addresses, Advert, GROUP_V4},
+    packet::{Addresses, Advert, GROUP_V4, GROUP_V6, Received, Reject},
 };
-use crate::config::VrrpConfig;
+use crate::config::{VirtualAddr, VrrpConfig};
 
-/// A running virtual router: its status for the API and the means to stop it.
+/// The live status of every virtual router, shared with the API and metrics.
+#[derive(Clone, Default)]
+pub struct Statuses(Vec<Arc<Mutex<Status>>>);
+
+impl Statuses {
+    /// A copy of every router's status and counters.
+    pub fn overview(&self) -> Overview {
+        Overview {
+            instances: self
+                .0
+                .iter()
+                .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The running virtual routers: their status for the API and the means to stop them.
 pub struct Handle {
-    status: Arc<Mutex<Status>>,
+    statuses: Statuses,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Handle {
-    /// A copy of the current status and counters.
-    pub fn status(&self) -> Status {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    /// A copy of the current status and counters of every router.
+    pub fn status(&self) -> Overview {
+        self.statuses.overview()
     }
 
-    /// The shared status, for readers that outlive a borrow of the handle (the API).
-    pub fn status_ref(&self) -> Arc<Mutex<Status>> {
-        self.status.clone()
+    /// The shared statuses, for readers that outlive a borrow of the handle (the API).
+    pub fn status_ref(&self) -> Statuses {
+        self.statuses.clone()
     }
 
     /// Leaves cleanly: a master sends a priority-0 advert (the backup takes over at once) and
     /// removes the VIPs. Waits up to 2 s for that to finish.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(Duration::from_secs(2), self.task)
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(2), all)
             .await
             .is_err()
         {
-            warn!("vrrp: the router did not stop within 2 s");
+            warn!("vrrp: the routers did not stop within 2 s");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The socket of one family's router.
+enum Socket {
+    V4(io::VrrpSocket),
+    V6(io6::VrrpSocket6),
+}
+
+impl Socket {
+    /// Waits for the next packet and decodes it for `vrid`.
+    async fn recv(&self, buf: &mut [u8], vrid: u8) -> std::io::Result<Result<Received, Reject>> {
+        match self {
+            Socket::V4(s) => {
+                let n = s.recv(buf).await?;
+                Ok(packet::decode_ipv4(&buf[..n], vrid))
+            }
+            Socket::V6(s) => {
+                let r = s.recv(buf).await?;
+                // The kernel always attaches both control messages once asked; a packet
+                // without a hop limit cannot be shown to come from this link.
+                let Some(hops) = r.hop_limit else {
+                    return Ok(Err(Reject::Ttl));
+                };
+                let dst = r.dst.unwrap_or(GROUP_V6);
+                Ok(packet::decode_message(
+                    &buf[..r.len],
+                    IpAddr::V6(r.src),
+                    IpAddr::V6(dst),
+                    hops,
+                    vrid,
+                ))
+            }
         }
     }
 }
 
 struct Router {
     cfg: VrrpConfig,
+    family: Family,
+    /// This family's virtual addresses.
+    addresses: Vec<VirtualAddr>,
+    /// This family's unicast peers (empty: multicast).
+    peers: Vec<IpAddr>,
     machine: Machine,
-    socket: io::VrrpSocket,
-    primary: Ipv4Addr,
+    socket: Socket,
+    primary: IpAddr,
     mac: [u8; 6],
     status: Arc<Mutex<Status>>,
     deadline: Option<(Timer, Instant)>,
 }
 
-/// Opens the socket and starts the router task. `fault` is the tracking signal: `true` means
-/// this node must not serve (the router enters the fault state and leaves mastership).
+/// Opens the sockets and starts one router task per address family in `cfg.addresses`.
+/// `fault` is the tracking signal: `true` means this node must not serve (every router enters
+/// the fault state and leaves mastership).
 pub fn spawn(cfg: VrrpConfig, fault: watch::Receiver<bool>) -> Result<Handle> {
-    if !cfg.addresses[0].addr.is_ipv4() {
-        bail!("vrrp: IPv6 virtual routers are not supported by the socket layer yet");
-    }
-    let primary = match cfg.source {
-        Some(IpAddr::V4(a)) => a,
-        _ => io::primary_v4(&cfg.interface)
-            .with_context(|| format!("vrrp: no IPv4 address on {}", cfg.interface))?,
-    };
     let mac = io::mac_of(&cfg.interface)
         .with_context(|| format!("vrrp: reading the MAC of {}", cfg.interface))?;
-    let socket = io::VrrpSocket::open_v4(&cfg.interface, cfg.unicast_peers.is_empty())
-        .with_context(|| format!("vrrp: opening the raw socket on {}", cfg.interface))?;
-    let machine = Machine::new(Params {
-        priority: cfg.priority,
-        interval: cfg.interval,
-        preempt: cfg.preempt,
-        primary: IpAddr::V4(primary),
-    });
-    let status = Arc::new(Mutex::new(Status::new(&cfg, IpAddr::V4(primary))));
+    let mut routers = Vec::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let addresses: Vec<VirtualAddr> = cfg
+            .addresses
+            .iter()
+            .copied()
+            .filter(|a| Family::of(a.addr) == family)
+            .collect();
+        if addresses.is_empty() {
+            continue;
+        }
+        routers.push(Router::open(&cfg, family, addresses, mac)?);
+    }
     let (stop, stop_rx) = watch::channel(false);
-    let router = Router {
-        cfg,
-        machine,
-        socket,
-        primary,
-        mac,
-        status: status.clone(),
-        deadline: None,
-    };
-    let task = tokio::spawn(router.run(fault, stop_rx));
-    Ok(Handle { status, stop, task })
+    let statuses = Statuses(routers.iter().map(|r| r.status.clone()).collect());
+    let tasks = routers
+        .into_iter()
+        .map(|r| tokio::spawn(r.run(fault.clone(), stop_rx.clone())))
+        .collect();
+    Ok(Handle {
+        statuses,
+        stop,
+        tasks,
+    })
+}
+
+impl Router {
+    fn open(
+        cfg: &VrrpConfig,
+        family: Family,
+        addresses: Vec<VirtualAddr>,
+        mac: [u8; 6],
+    ) -> Result<Self> {
+        let iface = &cfg.interface;
+        let peers: Vec<IpAddr> = cfg
+            .unicast_peers
+            .iter()
+            .copied()
+            .filter(|p| Family::of(*p) == family)
+            .collect();
+        let multicast = peers.is_empty();
+        let (primary, socket) = match family {
+            Family::Ipv4 => {
+                let primary = match cfg.source {
+                    Some(a) => a,
+                    None => IpAddr::V4(
+                        io::primary_v4(iface)
+                            .with_context(|| format!("vrrp: no IPv4 address on {iface}"))?,
+                    ),
+                };
+                let s = io::VrrpSocket::open_v4(iface, multicast)
+                    .with_context(|| format!("vrrp: opening the raw IPv4 socket on {iface}"))?;
+                (primary, Socket::V4(s))
+            }
+            Family::Ipv6 => {
+                let primary = match cfg.source_v6 {
+                    Some(a) => a,
+                    None => IpAddr::V6(source_v6(iface, &addresses, &peers)?),
+                };
+                if multicast && !addresses.first().is_some_and(|a| is_link_local(a.addr)) {
+                    info!(
+                        "vrrp: RFC 5798 wants the first IPv6 virtual address to be link-local \
+                         (keepalived logs the same); running anyway"
+                    );
+                }
+                let s = io6::VrrpSocket6::open(iface, multicast)
+                    .with_context(|| format!("vrrp: opening the raw IPv6 socket on {iface}"))?;
+                (primary, Socket::V6(s))
+            }
+        };
+        let machine = Machine::new(Params {
+            priority: cfg.priority,
+            interval: cfg.interval,
+            preempt: cfg.preempt,
+            primary,
+        });
+        let status = Arc::new(Mutex::new(Status::new(cfg, family, primary)));
+        Ok(Self {
+            cfg: cfg.clone(),
+            family,
+            addresses,
+            peers,
+            machine,
+            socket,
+            primary,
+            mac,
+            status,
+            deadline: None,
+        })
+    }
+}
+
+fn is_link_local(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v) if io6::is_link_local(v))
+}
+
+/// The IPv6 router's default primary address (see [`io6::pick_source_v6`]).
+fn source_v6(iface: &str, vips: &[VirtualAddr], peers: &[IpAddr]) -> Result<Ipv6Addr> {
+    let addrs = io6::addresses_v6(iface)
+        .with_context(|| format!("vrrp: listing the IPv6 addresses of {iface}"))?;
+    let vips: Vec<Ipv6Addr> = vips
+        .iter()
+        .filter_map(|a| match a.addr {
+            IpAddr::V6(v) => Some(v),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let global = peers.first().is_some_and(|p| !is_link_local(*p));
+    io6::pick_source_v6(&addrs, &vips, global).ok_or_else(|| {
+        anyhow!(
+            "vrrp: no IPv6 {} address on {iface} to send adverts from (is IPv6 enabled on \
+             it?); set vrrp.source_v6",
+            if global { "global" } else { "link-local" }
+        )
+    })
 }
 
 impl Router {
     async fn run(mut self, mut fault: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         // A previous lbd killed while master may have left the VIPs behind.
-        for a in &self.cfg.addresses {
+        for a in &self.addresses {
             if let Ok(true) = io::remove_address(a, &self.cfg.interface).await {
                 info!(vip = %a, "vrrp: removed a VIP left from an earlier run");
             }
@@ -122,11 +274,8 @@ impl Router {
         loop {
             let deadline = self.deadline;
             tokio::select! {
-                r = self.socket.recv(&mut buf) => match r {
-                    Ok(n) => {
-                        let pkt = buf[..n].to_vec();
-                        self.on_packet(&pkt).await;
-                    }
+                r = self.socket.recv(&mut buf, self.cfg.vrid) => match r {
+                    Ok(r) => self.on_packet(r).await,
                     Err(e) => {
                         warn!(error = %e, "vrrp: receive failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -153,7 +302,7 @@ impl Router {
                 }
                 _ = stop.changed() => {
                     self.apply(Event::Shutdown).await;
-                    info!("vrrp: stopped");
+                    info!(family = self.family.name(), "vrrp: stopped");
                     return;
                 }
             }
@@ -166,20 +315,20 @@ impl Router {
         }
     }
 
-    async fn on_packet(&mut self, pkt: &[u8]) {
-        let r = match packet::decode_ipv4(pkt, self.cfg.vrid) {
+    async fn on_packet(&mut self, r: Result<Received, Reject>) {
+        let r = match r {
             Ok(r) => r,
             Err(reason) => {
-                // Our own adverts never loop back (IP_MULTICAST_LOOP off), so count everything.
+                // Our own adverts never loop back (multicast loop off), so count everything.
                 self.with_status(|s| s.counters.reject(reason));
-                tracing::debug!(reason = %reason, "vrrp: advert dropped");
+                tracing::debug!(family = self.family.name(), reason = %reason, "vrrp: advert dropped");
                 return;
             }
         };
-        if r.source == IpAddr::V4(self.primary) {
+        if r.source == self.primary {
             return;
         }
-        if !self.cfg.unicast_peers.is_empty() && !self.cfg.unicast_peers.contains(&r.source) {
+        if !self.peers.is_empty() && !self.peers.contains(&r.source) {
             self.with_status(|s| s.counters.not_a_peer += 1);
             return;
         }
@@ -215,7 +364,7 @@ impl Router {
             s.master_interval_cs = mi.get();
             s.master_down_ms = mdi.as_millis() as u64;
             if after == State::Master {
-                s.master = Some(IpAddr::V4(primary));
+                s.master = Some(primary);
             } else if before == State::Master || after != State::Backup {
                 s.master = None;
             }
@@ -224,7 +373,13 @@ impl Router {
             }
         });
         if before != after {
-            info!(from = before.name(), to = after.name(), event = ?event, "vrrp: state changed");
+            info!(
+                family = self.family.name(),
+                from = before.name(),
+                to = after.name(),
+                event = ?event,
+                "vrrp: state changed"
+            );
         }
     }
 
@@ -232,7 +387,7 @@ impl Router {
         match action {
             Action::SendAdvert(priority) => self.send_advert(priority),
             Action::TakeAddresses => {
-                for a in &self.cfg.addresses {
+                for a in &self.addresses {
                     if let Err(e) = io::add_address(a, &self.cfg.interface).await {
                         warn!(vip = %a, error = %e, "vrrp: cannot add the VIP");
                     }
@@ -240,7 +395,7 @@ impl Router {
                 self.announce();
             }
             Action::ReleaseAddresses => {
-                for a in &self.cfg.addresses {
+                for a in &self.addresses {
                     if let Err(e) = io::remove_address(a, &self.cfg.interface).await {
                         warn!(vip = %a, error = %e, "vrrp: cannot remove the VIP");
                     }
@@ -252,36 +407,39 @@ impl Router {
     }
 
     fn send_advert(&mut self, priority: u8) {
-        let addrs = self
-            .cfg
-            .addresses
-            .iter()
-            .filter_map(|a| match a.addr {
-                IpAddr::V4(v) => Some(v),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let addresses = match self.family {
+            Family::Ipv4 => {
+                Addresses::V4(self.addresses.iter().filter_map(|a| v4(a.addr)).collect())
+            }
+            Family::Ipv6 => {
+                Addresses::V6(self.addresses.iter().filter_map(|a| v6(a.addr)).collect())
+            }
+        };
         let advert = Advert {
             vrid: self.cfg.vrid,
             priority,
             interval: self.cfg.interval,
-            addresses: Addresses::V4(addrs),
+            addresses,
         };
-        let dsts: Vec<Ipv4Addr> = if self.cfg.unicast_peers.is_empty() {
-            vec![GROUP_V4]
+        let dsts: Vec<IpAddr> = if self.peers.is_empty() {
+            match self.family {
+                Family::Ipv4 => vec![IpAddr::V4(GROUP_V4)],
+                Family::Ipv6 => vec![IpAddr::V6(GROUP_V6)],
+            }
         } else {
-            self.cfg
-                .unicast_peers
-                .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
-                })
-                .collect()
+            self.peers.clone()
         };
         for dst in dsts {
-            let pkt = advert.encode_ipv4(self.primary, dst);
-            match self.socket.send(&pkt, dst) {
+            let r = match (&self.socket, self.primary, dst) {
+                (Socket::V4(s), IpAddr::V4(src), IpAddr::V4(d)) => {
+                    s.send(&advert.encode_ipv4(src, d), d)
+                }
+                (Socket::V6(s), IpAddr::V6(src), IpAddr::V6(d)) => {
+                    s.send(&advert.encode(self.primary, dst), src, d)
+                }
+                _ => Err(std::io::Error::other("address family mismatch")),
+            };
+            match r {
                 Ok(()) => self.with_status(|s| s.counters.adverts_sent += 1),
                 Err(e) => {
                     self.with_status(|s| s.counters.send_errors += 1);
@@ -291,16 +449,35 @@ impl Router {
         }
     }
 
-    /// Gratuitous ARP for every VIP, so switches and neighbours learn the new owner's MAC.
+    /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every VIP,
+    /// so switches and neighbours learn the new owner's MAC.
     fn announce(&mut self) {
-        for a in &self.cfg.addresses {
-            if let IpAddr::V4(ip) = a.addr {
-                let frame = io::gratuitous_arp(self.mac, ip);
-                match io::send_frame(&self.cfg.interface, &frame) {
-                    Ok(()) => self.with_status(|s| s.counters.garp_sent += 1),
-                    Err(e) => warn!(vip = %ip, error = %e, "vrrp: gratuitous ARP failed"),
-                }
+        for a in &self.addresses {
+            let frame = match a.addr {
+                IpAddr::V4(ip) => io::gratuitous_arp(self.mac, ip),
+                IpAddr::V6(ip) => io6::unsolicited_na(self.mac, ip),
+            };
+            match io::send_frame(&self.cfg.interface, &frame) {
+                Ok(()) => self.with_status(|s| match a.addr {
+                    IpAddr::V4(_) => s.counters.garp_sent += 1,
+                    IpAddr::V6(_) => s.counters.na_sent += 1,
+                }),
+                Err(e) => warn!(vip = %a.addr, error = %e, "vrrp: announcing the VIP failed"),
             }
         }
+    }
+}
+
+fn v4(a: IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(a: IpAddr) -> Option<Ipv6Addr> {
+    match a {
+        IpAddr::V6(v) => Some(v),
+        IpAddr::V4(_) => None,
     }
 }

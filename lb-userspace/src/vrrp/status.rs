@@ -20,8 +20,11 @@ pub struct Counters {
     pub not_a_peer: u64,
     /// Adverts the kernel refused to send.
     pub send_errors: u64,
-    /// Gratuitous ARPs sent.
+    /// Gratuitous ARPs sent (IPv4 router).
     pub garp_sent: u64,
+    /// Unsolicited neighbour advertisements sent (IPv6 router).
+    #[serde(default)]
+    pub na_sent: u64,
     /// State changes, all kinds.
     pub transitions: u64,
     /// Times this node became master.
@@ -63,9 +66,98 @@ impl Counters {
     }
 }
 
-/// The router's view of itself, as `GET /v1/vrrp` returns it.
+/// A virtual router's address family: one `[vrrp]` section runs one router per family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4: adverts to 224.0.0.18, gratuitous ARP.
+    #[default]
+    Ipv4,
+    /// IPv6: adverts to ff02::12, unsolicited neighbour advertisements.
+    Ipv6,
+}
+
+impl Family {
+    /// The family of `a`.
+    pub fn of(a: IpAddr) -> Self {
+        if a.is_ipv4() { Self::Ipv4 } else { Self::Ipv6 }
+    }
+
+    /// Lower-case name for the API and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// Every virtual router of the `[vrrp]` section, as `GET /v1/vrrp` returns them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Overview {
+    /// One entry per address family, IPv4 first.
+    pub instances: Vec<Status>,
+}
+
+impl Overview {
+    /// The instance of `family`, if configured.
+    pub fn get(&self, family: Family) -> Option<&Status> {
+        self.instances.iter().find(|s| s.family == family)
+    }
+
+    /// The human view `lbctl vrrp` prints: one block per instance.
+    pub fn render(&self) -> String {
+        self.instances
+            .iter()
+            .map(Status::render)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The Prometheus lines for every instance (`lbd_vrrp_*`, labelled by family).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut samples: Vec<Sample> = Vec::new();
+        for s in &self.instances {
+            s.samples(&mut samples);
+        }
+        let mut o = String::new();
+        let mut done: Vec<&str> = Vec::new();
+        for (i, first) in samples.iter().enumerate() {
+            if done.contains(&first.name) {
+                continue;
+            }
+            done.push(first.name);
+            let _ = writeln!(
+                o,
+                "# HELP {n} {h}\n# TYPE {n} {k}",
+                n = first.name,
+                h = first.help,
+                k = first.kind
+            );
+            for s in samples[i..].iter().filter(|s| s.name == first.name) {
+                let _ = writeln!(o, "{}{{{}}} {}", s.name, s.labels, s.value);
+            }
+        }
+        o
+    }
+}
+
+/// One Prometheus sample before grouping by metric name.
+struct Sample {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    labels: String,
+    value: u64,
+}
+
+/// The router's view of itself (one entry of [`Overview::instances`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
+    /// Address family of this router.
+    #[serde(default)]
+    pub family: Family,
     /// Interface the router runs on.
     pub interface: String,
     /// Virtual router id.
@@ -101,6 +193,7 @@ pub struct Status {
 impl Default for Status {
     fn default() -> Self {
         Self {
+            family: Family::Ipv4,
             interface: String::new(),
             vrid: 0,
             priority: 0,
@@ -121,15 +214,21 @@ impl Default for Status {
 }
 
 impl Status {
-    pub(super) fn new(cfg: &VrrpConfig, primary: IpAddr) -> Self {
+    pub(super) fn new(cfg: &VrrpConfig, family: Family, primary: IpAddr) -> Self {
         Self {
+            family,
             interface: cfg.interface.clone(),
             vrid: cfg.vrid,
             priority: cfg.priority,
             interval_cs: cfg.interval.get(),
             preempt: cfg.preempt,
             primary,
-            addresses: cfg.addresses.iter().map(|a| a.to_string()).collect(),
+            addresses: cfg
+                .addresses
+                .iter()
+                .filter(|a| Family::of(a.addr) == family)
+                .map(|a| a.to_string())
+                .collect(),
             master_interval_cs: cfg.interval.get(),
             ..Self::default()
         }
@@ -137,17 +236,24 @@ impl Status {
 }
 
 impl Status {
-    /// The Prometheus lines for this router (`lbd_vrrp_*`).
-    pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut o = String::new();
-        let l = format!("vrid=\"{}\",interface=\"{}\"", self.vrid, self.interface);
-        let mut metric = |name: &str, kind: &str, help: &str, extra: &str, v: u64| {
-            if !o.contains(&format!("# TYPE {name} ")) {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            }
-            let _ = writeln!(o, "{name}{{{l}{extra}}} {v}");
-        };
+    /// This router's samples (`lbd_vrrp_*`).
+    fn samples(&self, out: &mut Vec<Sample>) {
+        let l = format!(
+            "vrid=\"{}\",interface=\"{}\",family=\"{}\"",
+            self.vrid,
+            self.interface,
+            self.family.name()
+        );
+        let mut metric =
+            |name: &'static str, kind: &'static str, help: &'static str, extra: &str, v: u64| {
+                out.push(Sample {
+                    name,
+                    kind,
+                    help,
+                    labels: format!("{l}{extra}"),
+                    value: v,
+                })
+            };
         metric(
             "lbd_vrrp_state",
             "gauge",
@@ -197,6 +303,13 @@ impl Status {
             "",
             c.adverts_received,
         );
+        metric(
+            "lbd_vrrp_announcements_total",
+            "counter",
+            "Gratuitous ARPs (IPv4) and unsolicited neighbour advertisements (IPv6) sent.",
+            "",
+            c.garp_sent + c.na_sent,
+        );
         for (reason, v) in &c.rejects {
             metric(
                 "lbd_vrrp_rejected_total",
@@ -206,7 +319,6 @@ impl Status {
                 *v,
             );
         }
-        o
     }
 }
 
@@ -234,8 +346,14 @@ impl Status {
             (
                 "router",
                 format!(
-                    "vrid {} on {}, primary {}",
-                    self.vrid, self.interface, self.primary
+                    "{}, vrid {} on {}, primary {}",
+                    match self.family {
+                        Family::Ipv4 => "IPv4",
+                        Family::Ipv6 => "IPv6",
+                    },
+                    self.vrid,
+                    self.interface,
+                    self.primary
                 ),
             ),
             (
@@ -264,8 +382,14 @@ impl Status {
             (
                 "adverts",
                 format!(
-                    "sent {}, received {}, gratuitous ARP {}",
-                    c.adverts_sent, c.adverts_received, c.garp_sent
+                    "sent {}, received {}, {} {}",
+                    c.adverts_sent,
+                    c.adverts_received,
+                    match self.family {
+                        Family::Ipv4 => "gratuitous ARP",
+                        Family::Ipv6 => "neighbour adverts",
+                    },
+                    c.garp_sent + c.na_sent
                 ),
             ),
             (
@@ -308,5 +432,26 @@ mod tests {
         let text = back.render();
         assert!(text.contains("master (priority 100"), "{text}");
         assert!(text.contains("rejected     1 (ttl 1)"), "{text}");
+    }
+
+    #[test]
+    fn overview_lists_both_families_once_per_metric() {
+        let v6 = Status {
+            family: Family::Ipv6,
+            state: State::Backup,
+            ..Status::default()
+        };
+        let o = Overview {
+            instances: vec![Status::default(), v6],
+        };
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(json["instances"][1]["family"], "ipv6");
+        let m = o.prometheus();
+        assert_eq!(m.matches("# TYPE lbd_vrrp_state gauge").count(), 1, "{m}");
+        assert!(m.contains("family=\"ipv6\"} 1"), "{m}");
+        assert!(m.contains("family=\"ipv4\"} 0"), "{m}");
+        let text = o.render();
+        assert!(text.contains("IPv6, vrid 0"), "{text}");
+        assert!(text.contains("IPv4, vrid 0"), "{text}");
     }
 }

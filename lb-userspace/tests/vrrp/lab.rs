@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::net::UnixStream,
     path::PathBuf,
     time::{Duration, Instant},
@@ -35,6 +35,10 @@ impl Drop for Server {
 }
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+/// The IPv6 router's addresses: a link-local virtual address first (RFC 5798 5.2.9), then the
+/// global VIP clients use.
+pub const VIP6_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x51);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
 pub const VRID: u8 = 51;
 /// Advertisement interval used by the lab, centiseconds.
 pub const INTERVAL_CS: u16 = 25;
@@ -58,9 +62,19 @@ pub struct Node {
     pub track: bool,
 }
 
+/// Lab-wide VRRP options.
+#[derive(Clone, Copy, Default)]
+pub struct Options {
+    /// Dual stack: an IPv6 virtual router (VIP6_LL, VIP6) beside the IPv4 one.
+    pub ipv6: bool,
+    /// Unicast peers (the other balancer's .2/.3 and fd77::2/3) instead of multicast.
+    pub unicast: bool,
+}
+
 pub struct VrrpLab {
     pub lab: Lab,
     pub nodes: Vec<Node>,
+    pub opts: Options,
     pub lbd: Vec<Option<Process>>,
     /// keepalived instances started in place of lbd on a node.
     pub keepalived: Vec<Option<Process>>,
@@ -73,6 +87,11 @@ pub struct VrrpLab {
 impl VrrpLab {
     /// Creates the namespaces and writes both configs; no lbd runs yet.
     pub fn new(nodes: [Node; 2]) -> Self {
+        Self::with(nodes, Options::default())
+    }
+
+    /// Like [`Self::new`] with IPv6 and/or unicast peers.
+    pub fn with(nodes: [Node; 2], opts: Options) -> Self {
         require_root();
         let topo = Topology::builder()
             .node("client", tests::Role::Client, 10)
@@ -85,6 +104,7 @@ impl VrrpLab {
         let mut me = Self {
             lab,
             nodes: nodes.to_vec(),
+            opts,
             lbd: vec![None, None],
             keepalived: vec![None, None],
             be1_mac: String::new(),
@@ -113,8 +133,25 @@ impl VrrpLab {
         self.dir(self.nodes[i].name).join("lbd.sock")
     }
 
+    /// The other balancer's addresses (IPv4, IPv6) for unicast peering.
+    fn peer_of(&self, name: &str) -> (Ipv4Addr, Ipv6Addr) {
+        let other = if name == "lb1" { "lb2" } else { "lb1" };
+        let h = self.lab.host(other).expect("peer host");
+        (h.ipv4(), h.ipv6())
+    }
+
     fn write_config(&self, n: Node) {
         let dir = self.dir(n.name);
+        let (p4, p6) = self.peer_of(n.name);
+        let mut addresses = format!("\"{VIP}/32\"");
+        if self.opts.ipv6 {
+            addresses.push_str(&format!(", \"{VIP6_LL}/64\", \"{VIP6}/128\""));
+        }
+        let peers = match (self.opts.unicast, self.opts.ipv6) {
+            (false, _) => String::new(),
+            (true, false) => format!("unicast_peers = [\"{p4}\"]\n"),
+            (true, true) => format!("unicast_peers = [\"{p4}\", \"{p6}\"]\n"),
+        };
         let pins = self.lab.bpffs().expect("bpffs").join(n.name);
         let cfg = format!(
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{pins}\"\n\
@@ -124,7 +161,8 @@ impl VrrpLab {
              [[vips]]\nname = \"web\"\naddress = \"{VIP}\"\nport = 80\n\n\
              [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"{mac}\"\n\n\
              [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {prio}\n\
-             advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [\"{VIP}/32\"]\n{track}",
+             advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [{addresses}]\n\
+             {peers}{track}",
             health = if n.track {
                 "kind = \"tcp\"\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 1"
             } else {
@@ -233,19 +271,68 @@ impl VrrpLab {
         }
     }
 
-    /// `GET /v1/vrrp` of node `i`.
-    pub fn vrrp(&self, i: usize) -> serde_json::Value {
+    /// The body of `GET path` on node `i`'s API socket.
+    pub fn get(&self, i: usize, path: &str) -> String {
         let mut s = UnixStream::connect(self.socket(i)).expect("connect to lbd");
-        s.write_all(b"GET /v1/vrrp HTTP/1.1\r\nHost: lbd\r\nConnection: close\r\n\r\n")
-            .expect("send");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: lbd\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .expect("send");
         let mut resp = String::new();
         s.read_to_string(&mut resp).expect("read");
-        let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("bad /v1/vrrp answer {resp:?}: {e}"))
+        resp.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or(resp)
+    }
+
+    /// `GET /v1/vrrp` of node `i`: every instance.
+    pub fn vrrp_all(&self, i: usize) -> serde_json::Value {
+        let body = self.get(i, "/v1/vrrp");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /v1/vrrp answer {body:?}: {e}"))
+    }
+
+    fn instance(&self, i: usize, family: &str) -> serde_json::Value {
+        let all = self.vrrp_all(i);
+        all["instances"]
+            .as_array()
+            .and_then(|v| v.iter().find(|s| s["family"] == family).cloned())
+            .unwrap_or_else(|| panic!("no {family} instance in {all}"))
+    }
+
+    /// Node `i`'s IPv4 router (`GET /v1/vrrp`, the `ipv4` instance).
+    pub fn vrrp(&self, i: usize) -> serde_json::Value {
+        self.instance(i, "ipv4")
+    }
+
+    /// Node `i`'s IPv6 router.
+    pub fn vrrp6(&self, i: usize) -> serde_json::Value {
+        self.instance(i, "ipv6")
     }
 
     pub fn state(&self, i: usize) -> String {
         self.vrrp(i)["state"].as_str().unwrap_or("?").to_string()
+    }
+
+    pub fn state6(&self, i: usize) -> String {
+        self.vrrp6(i)["state"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Whether node `i`'s eth0 holds both IPv6 virtual addresses.
+    pub fn has_vip6(&self, i: usize) -> bool {
+        let host = self.lab.host(self.nodes[i].name).expect("host");
+        let out = host
+            .exec(["ip", "-o", "-6", "addr", "show", "dev", "eth0"])
+            .expect("ip addr");
+        out.contains(&format!("inet6 {VIP6}/128")) && out.contains(&format!("inet6 {VIP6_LL}/64"))
+    }
+
+    /// Whether node `i`'s eth0 holds neither IPv6 virtual address.
+    pub fn lacks_vip6(&self, i: usize) -> bool {
+        let host = self.lab.host(self.nodes[i].name).expect("host");
+        let out = host
+            .exec(["ip", "-o", "-6", "addr", "show", "dev", "eth0"])
+            .expect("ip addr");
+        !out.contains(&format!("inet6 {VIP6}/")) && !out.contains(&format!("inet6 {VIP6_LL}/"))
     }
 
     /// Whether node `i`'s eth0 holds the VIP.
@@ -279,20 +366,41 @@ impl VrrpLab {
         let dir = self.dir(n.name);
         let conf = dir.join("keepalived.conf");
         let secs = f64::from(interval_cs) / 100.0;
-        std::fs::write(
-            &conf,
+        let host = self.lab.host(n.name).expect("host");
+        let (p4, p6) = self.peer_of(n.name);
+        let instance = |name: &str, vips: &str, src: String, peer: String| {
+            let unicast = if self.opts.unicast {
+                format!("  unicast_src_ip {src}\n  unicast_peer {{\n    {peer}\n  }}\n")
+            } else {
+                String::new()
+            };
             format!(
-                "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n\
-                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n\
-                 priority {prio}\n  advert_int {secs}\n{nopreempt}  virtual_ipaddress {{\n    {VIP}/32 dev eth0\n  }}\n}}\n",
-                name = n.name,
+                "vrrp_instance {name} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n\
+                 priority {prio}\n  advert_int {secs}\n{nopreempt}{unicast}  virtual_ipaddress {{\n{vips}  }}\n}}\n",
                 prio = n.priority,
                 nopreempt = if n.preempt { "" } else { "  nopreempt\n" },
-            ),
-        )
-        .expect("keepalived.conf");
+            )
+        };
+        let mut text = format!(
+            "global_defs {{\n  router_id {name}\n  vrrp_version 3\n  vrrp_garp_master_delay 0\n}}\n",
+            name = n.name
+        );
+        text.push_str(&instance(
+            "VI_4",
+            &format!("    {VIP}/32 dev eth0\n"),
+            host.ipv4().to_string(),
+            p4.to_string(),
+        ));
+        if self.opts.ipv6 {
+            text.push_str(&instance(
+                "VI_6",
+                &format!("    {VIP6_LL}/64 dev eth0\n    {VIP6}/128 dev eth0\n"),
+                host.ipv6().to_string(),
+                p6.to_string(),
+            ));
+        }
+        std::fs::write(&conf, text).expect("keepalived.conf");
         let path = |f: &str| dir.join(f).to_str().expect("utf-8 path").to_string();
-        let host = self.lab.host(n.name).expect("host");
         let p = host
             .spawn(
                 "keepalived",
@@ -345,8 +453,25 @@ impl VrrpLab {
         if self.lbd[i].is_none() {
             return "(not running)".into();
         }
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.vrrp(i).to_string()))
-            .unwrap_or_else(|_| "(no answer)".into())
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.vrrp_all(i).to_string()
+        }))
+        .unwrap_or_else(|_| "(no answer)".into())
+    }
+
+    /// Like [`Self::wait_master`] for the IPv6 router.
+    pub fn wait_master6(&self, m: usize, b: usize, timeout: Duration) -> Duration {
+        let what = format!(
+            "{} IPv6 master with the VIPs, {} IPv6 backup without",
+            self.nodes[m].name, self.nodes[b].name
+        );
+        self.wait(&what, timeout, |l| {
+            l.state6(m) == "master"
+                && l.has_vip6(m)
+                && l.state6(b) == "backup"
+                && l.lacks_vip6(b)
+                && !l.vrrp6(b)["master"].is_null()
+        })
     }
 
     /// Waits until node `m` is master holding the VIP and node `b` is a backup without it.

@@ -1,6 +1,9 @@
 //! VRRP tests: two real `lbd` nodes (and keepalived) in a network-namespace lab (root).
 
+mod capture;
+mod ipv6;
 mod lab;
+mod unicast;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -201,65 +204,104 @@ fn holds(l: &VrrpLab, span: Duration, what: &str, cond: impl Fn(&VrrpLab) -> boo
 
 #[test]
 fn keepalived_master_lbd_backup() {
-    let mut l = VrrpLab::new([LB1, LB2]);
+    // Dual stack: keepalived runs two vrrp_instances (IPv4, IPv6) with VRID 51, lbd one
+    // [vrrp] section owning both families.
+    let mut l = VrrpLab::with([LB1, LB2], DUAL);
     l.start_keepalived(0);
-    l.wait("keepalived (lb1, 100) holds the VIP", BOUND, |l| {
-        l.has_vip(0)
+    l.wait("keepalived (lb1, 100) holds both VIPs", BOUND, |l| {
+        l.has_vip(0) && l.has_vip6(0)
     });
     l.start(1);
-    l.wait("lbd (lb2) backup following keepalived", BOUND, |l| {
-        l.state(1) == "backup" && l.vrrp(1)["master"] == "10.77.0.2"
-    });
+    l.wait(
+        "lbd (lb2) backup of both families following keepalived",
+        BOUND,
+        |l| {
+            l.state(1) == "backup"
+                && l.vrrp(1)["master"] == "10.77.0.2"
+                && l.state6(1) == "backup"
+                && !l.vrrp6(1)["master"].is_null()
+        },
+    );
     holds(
         &l,
         master_down(90, interval()) * 4,
-        "lbd never claims the VIP of a healthy higher master",
-        |l| l.state(1) == "backup" && !l.has_vip(1) && l.has_vip(0),
+        "lbd never claims the VIPs of a healthy higher master",
+        |l| {
+            l.state(1) == "backup"
+                && !l.has_vip(1)
+                && l.has_vip(0)
+                && l.state6(1) == "backup"
+                && l.lacks_vip6(1)
+                && l.has_vip6(0)
+        },
     );
-    let s = l.vrrp(1);
-    assert_eq!(
-        s["counters"]["rejects"]["checksum"], 0,
-        "keepalived's adverts pass our checksum: {s}"
-    );
+    for s in [l.vrrp(1), l.vrrp6(1)] {
+        assert_eq!(
+            rejected(&s),
+            0,
+            "keepalived's adverts pass all our checks: {s}"
+        );
+    }
     l.stop_keepalived(0, libc::SIGTERM);
     let t = l.wait(
-        "lbd takes the VIP from the stopped keepalived",
+        "lbd takes both VIPs from the stopped keepalived",
         BOUND,
-        |l| l.state(1) == "master" && l.has_vip(1),
+        |l| l.state(1) == "master" && l.has_vip(1) && l.state6(1) == "master" && l.has_vip6(1),
     );
-    println!("keepalived SIGTERM -> lbd master after {t:?}");
+    println!("keepalived SIGTERM -> lbd master of both families after {t:?}");
     assert!(!l.has_vip(0), "keepalived removed its VIP on stop");
 }
 
-#[test]
-fn lbd_master_keepalived_backup() {
-    let mut l = VrrpLab::new([LB1, LB2]);
-    l.start(0);
-    l.wait("lbd (lb1, 100) master", BOUND, |l| {
-        l.state(0) == "master" && l.has_vip(0)
-    });
-    l.start_keepalived(1);
-    l.wait("keepalived (lb2) enters BACKUP", BOUND, |l| {
-        l.log(1).contains("Entering BACKUP STATE")
-    });
-    holds(
-        &l,
-        master_down(90, interval()) * 4,
-        "keepalived never claims the VIP of a healthy higher master",
-        |l| !l.has_vip(1) && l.state(0) == "master",
-    );
-    let s = l.vrrp(0);
-    let rejected: u64 = s["counters"]["rejects"]
+/// Every dropped packet of one router's status.
+fn rejected(s: &serde_json::Value) -> u64 {
+    s["counters"]["rejects"]
         .as_object()
         .expect("rejects by reason")
         .values()
         .filter_map(|v| v.as_u64())
-        .sum();
+        .sum()
+}
+
+const DUAL: Options = Options {
+    ipv6: true,
+    unicast: false,
+};
+
+#[test]
+fn lbd_master_keepalived_backup() {
+    let mut l = VrrpLab::with([LB1, LB2], DUAL);
+    l.start(0);
+    l.wait("lbd (lb1, 100) master of both families", BOUND, |l| {
+        l.state(0) == "master" && l.has_vip(0) && l.state6(0) == "master" && l.has_vip6(0)
+    });
+    l.start_keepalived(1);
+    l.wait(
+        "keepalived (lb2) enters BACKUP for both instances",
+        BOUND,
+        |l| {
+            let log = l.log(1);
+            log.contains("(VI_4) Entering BACKUP STATE")
+                && log.contains("(VI_6) Entering BACKUP STATE")
+        },
+    );
+    holds(
+        &l,
+        master_down(90, interval()) * 4,
+        "keepalived never claims the VIPs of a healthy higher master",
+        |l| !l.has_vip(1) && l.state(0) == "master" && l.lacks_vip6(1) && l.state6(0) == "master",
+    );
+    let log = l.log(1);
+    assert!(
+        !log.contains("Invalid") && !log.contains("invalid"),
+        "keepalived accepted every lbd advert:\n{log}"
+    );
     // A keepalived backup is silent; nothing it sends may be dropped as malformed either.
-    assert_eq!(rejected, 0, "{s}");
+    for s in [l.vrrp(0), l.vrrp6(0)] {
+        assert_eq!(rejected(&s), 0, "{s}");
+    }
     l.stop(0, libc::SIGKILL);
-    let t = l.wait("keepalived takes the VIP after lbd dies", BOUND, |l| {
-        l.has_vip(1)
+    let t = l.wait("keepalived takes both VIPs after lbd dies", BOUND, |l| {
+        l.has_vip(1) && l.has_vip6(1)
     });
     println!(
         "lbd SIGKILL -> keepalived holds the VIP after {t:?} (3 x interval + skew = {:?})",
