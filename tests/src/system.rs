@@ -189,21 +189,65 @@ impl System {
         c
     }
 
-    /// Backends `lbd` on `lb` reports healthy.
-    pub fn healthy_backends(&self, lb: &str) -> Result<usize> {
+    /// `lbctl --json ARGS...` against balancer `lb`, parsed.
+    pub fn lbctl_json<I, S>(&self, lb: &str, args: I) -> Result<serde_json::Value>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
         let mut cmd = self.lbctl(lb);
-        cmd.args(["--json", "health"]);
+        cmd.arg("--json").args(args);
         let out = exec::output(&mut cmd, Duration::from_secs(10))?;
         exec::check(&cmd, &out)?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| LabError::Parse {
-                command: exec::describe(&cmd),
-                reason: e.to_string(),
-            })?;
+        serde_json::from_slice(&out.stdout).map_err(|e| LabError::Parse {
+            command: exec::describe(&cmd),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Backends `lbd` on `lb` reports healthy.
+    pub fn healthy_backends(&self, lb: &str) -> Result<usize> {
+        let json = self.lbctl_json(lb, ["health"])?;
         Ok(json
             .as_array()
             .map(|a| a.iter().filter(|b| b["health"] == "healthy").count())
             .unwrap_or(0))
+    }
+
+    /// The VRRP state of every virtual router of `lbd` on `lb` (`master`, `backup`, ...): one
+    /// entry per router, whether `lbctl vrrp` answers one object or a list of them.
+    pub fn vrrp_states(&self, lb: &str) -> Result<Vec<String>> {
+        let json = self.lbctl_json(lb, ["vrrp"])?;
+        let routers: Vec<&serde_json::Value> = match &json {
+            serde_json::Value::Array(a) => a.iter().collect(),
+            serde_json::Value::Object(o) if !o.contains_key("state") => o
+                .values()
+                .flat_map(|v| v.as_array().into_iter().flatten())
+                .collect(),
+            other => vec![other],
+        };
+        Ok(routers
+            .iter()
+            .filter_map(|r| r["state"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Whether every VRRP router of `lbd` on `lb` is master (false when it does not answer).
+    pub fn is_master(&self, lb: &str) -> bool {
+        self.vrrp_states(lb)
+            .is_ok_and(|s| !s.is_empty() && s.iter().all(|s| s == "master"))
+    }
+
+    /// The last `lines` lines of daemon `daemon`'s log on `host` (for failure messages).
+    pub fn log_tail(&self, host: &str, daemon: &str, lines: usize) -> String {
+        let path = self.host_dir(host).join(format!("{daemon}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!(
+            "--- {} (last {lines} lines)\n{}",
+            path.display(),
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
     }
 
     /// Waits (bounded by `timeout`) until `lb` reports at least `want` healthy backends.
