@@ -12,7 +12,20 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
+/// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
+/// is not ours leaves after one array load instead of two hash lookups.
+pub const ADDR_FILTER_WORDS: u32 = 1024;
+
+/// The filter bit of an address (IPv4 in `addr[0]`, the other words zero): the address words
+/// folded and spread by a multiplicative hash, top 16 bits.
+#[inline(always)]
+pub const fn addr_filter_bit(addr: &[u32; 4]) -> u32 {
+    let x = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    x.wrapping_mul(0x9e37_79b1) >> 16
+}
 
 /// Number of VIP slots (per-VIP arrays are indexed by `VipMeta::id`).
 pub const MAX_VIPS: u32 = 64;
@@ -313,6 +326,7 @@ pub mod names {
     pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
     pub const MAP_REASONS: &str = "REASONS";
     pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
+    pub const MAP_VIP_ADDR_FILTER: &str = "VIP_ADDR_FILTER";
     pub const MAP_HARNESS_PACKET: &str = "HARNESS_PACKET";
     pub const MAP_HARNESS_PROGS: &str = "HARNESS_PROGS";
 }

@@ -2,7 +2,9 @@
 //! IPv6-in-IPv6, as Katran does). Both transmit on the interface the packet came in on.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{AF_INET, Backend, ForwardMode, IPPROTO_IPIP, IPPROTO_IPV6, Reason};
+use lb_common::{
+    AF_INET, Backend, FlowKey, ForwardMode, IPPROTO_IPIP, IPPROTO_IPV6, Reason, hash::flow_hash,
+};
 
 use crate::{
     csum,
@@ -18,12 +20,13 @@ pub enum Forwarded {
 }
 
 #[inline(always)]
-pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, entropy: u32) -> Forwarded {
+pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, flow: &FlowKey) -> Forwarded {
     if mode == ForwardMode::Ipip as u8 {
         if ip.family == AF_INET {
             ipip4(ctx, ip, b)
         } else {
-            ipip6(ctx, ip, b, entropy)
+            // Only IPv6 carries the flow hash (in the flow label): IPv4 skips the hash.
+            ipip6(ctx, ip, b, flow_hash(flow))
         }
     } else {
         dsr_l2(ctx, b)

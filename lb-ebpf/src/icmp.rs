@@ -3,7 +3,7 @@
 //! flow (found from the embedded header), so path-MTU discovery works through the balancer.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason, hash::flow_hash};
+use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason};
 
 use crate::{
     csum, forward,
@@ -139,7 +139,7 @@ fn forward_error(
     }
     let bytes = crate::hdr::packet_len(ctx);
     stats::forwarded(meta.id, id, bytes, false);
-    let out = forward::to_backend(ctx, ip, meta.mode, &backend, flow_hash(&flow));
+    let out = forward::to_backend(ctx, ip, meta.mode, &backend, &flow);
     forward::action(out, Reason::TxIcmpError)
 }
 

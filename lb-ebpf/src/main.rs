@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     AF_INET, AF_INET6, FlowKey, HARNESS_MAX_PACKET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
-    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey, hash::flow_hash,
+    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey,
 };
 
 use crate::{
@@ -80,14 +80,19 @@ fn for_us(ctx: &XdpContext) -> bool {
 
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
-    if !for_us(&ctx) {
-        return pass(Reason::PassOtherHost);
-    }
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) => ip,
         L3::NotIp => return pass(Reason::PassNonIp),
         L3::Truncated => return pass(Reason::PassTruncated),
     };
+    // Not a VIP address: passed untouched whatever follows the addresses (every later branch
+    // would pass it too), so the common non-VIP case costs one array load.
+    if !vip::maybe_vip_address(&ip.dst) {
+        return pass(Reason::PassNotVip);
+    }
+    if !for_us(&ctx) {
+        return pass(Reason::PassOtherHost);
+    }
     if ip.malformed {
         return unusable(&ip, Reason::DropMalformed);
     }
@@ -129,12 +134,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         return drop(Reason::DropNoBackend);
     };
     stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);
-    let entropy = if meta.mode == lb_common::ForwardMode::Ipip as u8 {
-        flow_hash(&flow)
-    } else {
-        0
-    };
-    let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, entropy);
+    let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, &flow);
     forward::action(out, Reason::TxForward)
 }
 

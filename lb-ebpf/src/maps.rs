@@ -6,13 +6,18 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList, MAX_BACKENDS, MAX_VIPS,
+    ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList, MAX_BACKENDS, MAX_VIPS,
     REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS, TrafficStats, VipKey, VipMeta,
 };
 
 /// (address, port, protocol) -> VIP; `proto == 0` entries mark VIP addresses.
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS * 2, 0);
+
+/// One bit per `addr_filter_bit` value, set for every VIP address (the control plane sets a
+/// bit before the address's entries exist and clears it after they are gone).
+#[map(name = "VIP_ADDR_FILTER")]
+pub static VIP_ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
 
 /// Backend id -> backend.
 #[map(name = "BACKENDS")]

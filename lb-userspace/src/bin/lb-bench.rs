@@ -7,15 +7,20 @@
 //! program under test. The harness's own cost is measured by pointing it at the floor program
 //! and subtracted. Each figure's action and output are checked, and the per-VIP counters must
 //! show exactly one new connection per run for new-flow cases and none for table hits.
+//!
+//! `--katran PIN` measures another balancer in the same run: a pinned XDP program (Katran's
+//! `balancer_ingress`, built and loaded outside this repository) whose maps already hold the
+//! `ipip` VIP below, run through the same harness on the same packets (docs/dataplane.md).
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, Settings, names};
 use lb_userspace::{
     dataplane::{
-        BackendSpec, BackendState, Dataplane, LoadOptions, Maps, Programmer, VipSpec, XdpAction,
+        BackendSpec, BackendState, Dataplane, LoadOptions, Maps, PinnedXdp, Programmer, VipSpec,
+        XdpAction,
     },
     maglev::{self, TableSize},
     packet::{Frame, TCP_ACK, TCP_SYN},
@@ -51,6 +56,12 @@ struct Opts {
     /// Connection-table entries (new-flow figures are steady state: a full table evicts).
     #[arg(long, default_value_t = lb_common::CONN_TABLE_SIZE)]
     conn_table_size: u32,
+    /// A pinned XDP program of another balancer (e.g. Katran's balancer_ingress, loaded with
+    /// `bpftool prog loadall ... pinmaps ...`) whose maps already hold VIP 10.77.0.104:80/tcp,
+    /// IPIP to 10.77.0.11-13. Its non-VIP pass, table hit and new flow are measured in the same
+    /// run, through the same harness, on the same packets. Without it: "not measured".
+    #[arg(long, value_name = "PIN")]
+    katran: Option<PathBuf>,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -108,8 +119,8 @@ struct Case {
     packet: Vec<u8>,
     vary_offset: u32,
     expect: XdpAction,
-    /// Katran, measured the same way on this kind of machine (platform notes), for reference.
-    katran_ns: Option<f64>,
+    /// Whether `--katran` runs this case too (its VIP is the `ipip` one).
+    katran: bool,
 }
 
 fn syn(dst: &str) -> Frame {
@@ -132,7 +143,7 @@ fn cases() -> Vec<Case> {
             packet: syn("10.77.0.100").build(),
             vary_offset: 0,
             expect: XdpAction::Tx,
-            katran_ns: Some(26.0),
+            katran: false,
         },
         Case {
             name: "non-VIP pass".into(),
@@ -141,13 +152,13 @@ fn cases() -> Vec<Case> {
             packet: Frame::tcp(ip("10.9.0.1"), 40000, ip("10.77.0.50"), 80, TCP_ACK).build(),
             vary_offset: 0,
             expect: XdpAction::Pass,
-            katran_ns: Some(71.0),
+            katran: true,
         },
     ];
     for (name, vip_name, addr, katran) in [
-        ("conn-table hit, dsr-l2", "maglev", "10.77.0.100", None),
-        ("conn-table hit, ipip", "ipip", "10.77.0.104", Some(132.0)),
-        ("conn-table hit, ipip6", "ipip6", "fd77::100", None),
+        ("conn-table hit, dsr-l2", "maglev", "10.77.0.100", false),
+        ("conn-table hit, ipip", "ipip", "10.77.0.104", true),
+        ("conn-table hit, ipip6", "ipip6", "fd77::100", false),
     ] {
         out.push(Case {
             name: name.into(),
@@ -167,16 +178,21 @@ fn cases() -> Vec<Case> {
             .build(),
             vary_offset: 0,
             expect: XdpAction::Tx,
-            katran_ns: katran,
+            katran,
         });
     }
     for (name, vip_name, addr, katran) in [
-        ("new flow, maglev, dsr-l2", "maglev", "10.77.0.100", None),
-        ("new flow, ip-hash, dsr-l2", "iphash", "10.77.0.101", None),
-        ("new flow, weighted-round-robin", "wrr", "10.77.0.102", None),
-        ("new flow, least-connections", "lc", "10.77.0.103", None),
-        ("new flow, maglev, ipip", "ipip", "10.77.0.104", Some(278.0)),
-        ("new flow, maglev, ipip6", "ipip6", "fd77::100", None),
+        ("new flow, maglev, dsr-l2", "maglev", "10.77.0.100", false),
+        ("new flow, ip-hash, dsr-l2", "iphash", "10.77.0.101", false),
+        (
+            "new flow, weighted-round-robin",
+            "wrr",
+            "10.77.0.102",
+            false,
+        ),
+        ("new flow, least-connections", "lc", "10.77.0.103", false),
+        ("new flow, maglev, ipip", "ipip", "10.77.0.104", true),
+        ("new flow, maglev, ipip6", "ipip6", "fd77::100", false),
     ] {
         out.push(Case {
             name: name.into(),
@@ -189,7 +205,7 @@ fn cases() -> Vec<Case> {
                 v4_src_word
             },
             expect: XdpAction::Tx,
-            katran_ns: katran,
+            katran,
         });
     }
     out
@@ -199,10 +215,21 @@ struct Bench {
     dp: Dataplane,
     prog: Programmer,
     repeat: u32,
+    katran: Option<PinnedXdp>,
+}
+
+/// The program a measurement runs.
+#[derive(Clone, Copy)]
+enum Target {
+    Ours(&'static str),
+    Katran,
 }
 
 impl Bench {
-    fn setup(repeat: u32, conn_table_size: u32) -> Result<Self> {
+    fn setup(repeat: u32, conn_table_size: u32, katran: Option<&std::path::Path>) -> Result<Self> {
+        let katran = katran
+            .map(|p| PinnedXdp::open(p).with_context(|| format!("--katran {}", p.display())))
+            .transpose()?;
         let mut dp = Dataplane::load(LoadOptions {
             bench: true,
             conn_table_size,
@@ -245,40 +272,75 @@ impl Bench {
             vip("ipip", "10.77.0.104", Algorithm::Maglev, ForwardMode::Ipip),
             vip("ipip6", "fd77::100", Algorithm::Maglev, ForwardMode::Ipip),
         ])?;
-        Ok(Self { dp, prog, repeat })
+        Ok(Self {
+            dp,
+            prog,
+            repeat,
+            katran,
+        })
     }
 
     fn maps(&mut self) -> &mut Maps {
         self.prog.maps_mut()
     }
 
-    /// Mean ns per run of `program` on `packet`, checked against `expect`.
-    fn direct(&self, program: &'static str, packet: &[u8], expect: XdpAction) -> Result<f64> {
-        let (out, d) = self.dp.run_repeat(program, packet, self.repeat)?;
+    fn katran(&self) -> Result<&PinnedXdp> {
+        self.katran.as_ref().context("--katran not given")
+    }
+
+    fn run_once(
+        &self,
+        target: Target,
+        packet: &[u8],
+    ) -> Result<lb_userspace::dataplane::RunOutput> {
+        Ok(match target {
+            Target::Ours(name) => self.dp.run(name, packet)?,
+            Target::Katran => self.katran()?.run(packet)?,
+        })
+    }
+
+    /// Mean ns per run of `target` on `packet`, checked against `expect`.
+    fn direct(&self, target: Target, packet: &[u8], expect: XdpAction) -> Result<f64> {
+        let (out, d) = match target {
+            Target::Ours(name) => self.dp.run_repeat(name, packet, self.repeat)?,
+            Target::Katran => self.katran()?.run_repeat(packet, self.repeat)?,
+        };
         ensure!(
             out.action == expect,
-            "{program}: action {:?}, expected {expect:?}",
+            "{}: action {:?}, expected {expect:?}",
+            target.name(),
             out.action
         );
         Ok(ns(d))
     }
 
+    fn arm(&mut self, target: Target, packet: &[u8], vary: Option<u32>) -> Result<()> {
+        let maps = self.prog.maps_mut();
+        match target {
+            Target::Ours(name) => self.dp.arm_harness(maps, name, packet, vary)?,
+            Target::Katran => {
+                let k = self.katran.as_ref().context("--katran not given")?;
+                self.dp.arm_harness_with(maps, k.xdp(), packet, vary)?
+            }
+        }
+        Ok(())
+    }
+
     fn through_harness(
         &mut self,
-        target: &'static str,
+        target: Target,
         packet: &[u8],
         vary: u32,
         expect: XdpAction,
     ) -> Result<f64> {
-        let vary = (vary != 0).then_some(vary);
-        let dp = &self.dp;
-        dp.arm_harness(self.prog.maps_mut(), target, packet, vary)?;
+        self.arm(target, packet, (vary != 0).then_some(vary))?;
         let (out, d) = self
             .dp
             .run_repeat(names::PROG_HARNESS, packet, self.repeat)?;
         ensure!(
             out.action == expect,
-            "harness -> {target}: action {:?}, expected {expect:?}",
+            "harness -> {}: action {:?}, expected {expect:?}",
+            target.name(),
             out.action
         );
         Ok(ns(d))
@@ -289,48 +351,49 @@ impl Bench {
         Ok(self.maps().vip_totals(id)?.new_conns)
     }
 
-    /// One round of one case: its cost with the harness's own cost taken off.
-    fn measure(&mut self, case: &Case, floor: f64) -> Result<f64> {
+    /// One round of one case on `target`: its cost with the harness's own cost taken off.
+    fn measure(&mut self, case: &Case, target: Target, floor: f64) -> Result<f64> {
         match case.kind {
             Kind::Floor => Ok(floor),
-            Kind::Direct => self.direct(names::PROG_BALANCER, &case.packet, case.expect),
+            Kind::Direct => self.direct(target, &case.packet, case.expect),
             Kind::Hit | Kind::NewFlow => {
                 let vip = case.vip.context("case has a VIP")?;
                 if case.kind == Kind::Hit {
                     // New-flow cases fill the LRU and evict everything: re-establish the flow.
-                    let out = self.dp.run(names::PROG_BALANCER, &case.packet)?;
+                    let out = self.run_once(target, &case.packet)?;
                     ensure!(
                         out.action == case.expect,
-                        "{}: establishing the flow gave {:?}",
+                        "{} ({}): establishing the flow gave {:?}",
                         case.name,
+                        target.name(),
                         out.action
                     );
                 }
                 let harness = self.through_harness(
-                    names::PROG_FLOOR,
+                    Target::Ours(names::PROG_FLOOR),
                     &case.packet,
                     case.vary_offset,
                     XdpAction::Tx,
                 )? - floor;
                 let before = self.new_conns(vip)?;
-                let total = self.through_harness(
-                    names::PROG_BALANCER,
-                    &case.packet,
-                    case.vary_offset,
-                    case.expect,
-                )?;
-                let created = self.new_conns(vip)? - before;
-                let want = if case.kind == Kind::NewFlow {
-                    self.repeat as u64
-                } else {
-                    0
-                };
-                if created != want {
-                    bail!(
-                        "{}: {created} new connections in {} runs, expected {want}",
-                        case.name,
-                        self.repeat
-                    );
+                let total =
+                    self.through_harness(target, &case.packet, case.vary_offset, case.expect)?;
+                // Our counters check our program; the other balancer's counters are its own
+                // (its output is checked in `check_harness_output`).
+                if let Target::Ours(_) = target {
+                    let created = self.new_conns(vip)? - before;
+                    let want = if case.kind == Kind::NewFlow {
+                        self.repeat as u64
+                    } else {
+                        0
+                    };
+                    if created != want {
+                        bail!(
+                            "{}: {created} new connections in {} runs, expected {want}",
+                            case.name,
+                            self.repeat
+                        );
+                    }
                 }
                 Ok((total - harness).max(0.0))
             }
@@ -338,32 +401,57 @@ impl Bench {
     }
 
     /// The harness must hand the program under test exactly the original packet: its output
-    /// after one run equals the output of a direct run on the original packet.
-    fn check_harness_output(&mut self, case: &Case) -> Result<()> {
+    /// after one run equals the output of a direct run on the original packet. Forwarded
+    /// packets to the `ipip` VIP must carry an outer IPv4 header (protocol 4) to a backend.
+    fn check_harness_output(&mut self, case: &Case, target: Target) -> Result<()> {
+        if case.kind == Kind::Floor || case.kind == Kind::Direct {
+            return Ok(());
+        }
+        let direct = self.run_once(target, &case.packet)?;
+        ensure!(
+            direct.action == case.expect,
+            "{} ({}): direct run gave {:?}",
+            case.name,
+            target.name(),
+            direct.action
+        );
+        if case.vip == Some("ipip") {
+            let p = &direct.packet;
+            ensure!(
+                p.len() == case.packet.len() + 20 && p[14] == 0x45 && p[23] == 4,
+                "{} ({}): output is not IPIP",
+                case.name,
+                target.name()
+            );
+            ensure!(
+                p[30..33] == [10, 77, 0] && (11..14).contains(&p[33]),
+                "{} ({}): outer destination {:?} is not a backend",
+                case.name,
+                target.name(),
+                &p[30..34]
+            );
+        }
         if case.kind != Kind::Hit {
             return Ok(());
         }
-        let direct = self.dp.run(names::PROG_BALANCER, &case.packet)?;
-        let dp = &self.dp;
-        dp.arm_harness(
-            self.prog.maps_mut(),
-            names::PROG_BALANCER,
-            &case.packet,
-            None,
-        )?;
+        self.arm(target, &case.packet, None)?;
         let via = self.dp.run(names::PROG_HARNESS, &case.packet)?;
         ensure!(
-            direct.action == case.expect,
-            "{}: direct run gave {:?}",
-            case.name,
-            direct.action
-        );
-        ensure!(
             via.packet == direct.packet,
-            "{}: harness output differs from a direct run",
-            case.name
+            "{} ({}): harness output differs from a direct run",
+            case.name,
+            target.name()
         );
         Ok(())
+    }
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Ours(name) => name,
+            Target::Katran => "katran",
+        }
     }
 }
 
@@ -396,30 +484,50 @@ fn main() -> Result<()> {
         opts.rounds >= 1 && opts.repeat >= 1,
         "--rounds and --repeat must be positive"
     );
-    let mut bench = Bench::setup(opts.repeat, opts.conn_table_size)?;
+    let mut bench = Bench::setup(opts.repeat, opts.conn_table_size, opts.katran.as_deref())?;
+    let with_katran = bench.katran.is_some();
     let cases = cases();
+    let targets = |c: &Case| {
+        let mut t = vec![Target::Ours(if c.kind == Kind::Floor {
+            names::PROG_FLOOR
+        } else {
+            names::PROG_BALANCER
+        })];
+        if with_katran && c.katran {
+            t.push(Target::Katran);
+        }
+        t
+    };
     for case in &cases {
-        bench.check_harness_output(case)?;
+        for t in targets(case) {
+            bench.check_harness_output(case, t)?;
+        }
     }
-    // Establish the flows the table-hit cases use.
-    for case in cases.iter().filter(|c| c.kind == Kind::Hit) {
-        let out = bench.dp.run(names::PROG_BALANCER, &case.packet)?;
-        ensure!(
-            out.action == XdpAction::Tx,
-            "{}: first packet not forwarded",
-            case.name
-        );
-    }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut katran: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..opts.rounds {
         eprint!("\rround {}/{} ", round + 1, opts.rounds);
-        let floor = bench.direct(names::PROG_FLOOR, &cases[0].packet, XdpAction::Tx)?;
+        let floor = bench.direct(
+            Target::Ours(names::PROG_FLOOR),
+            &cases[0].packet,
+            XdpAction::Tx,
+        )?;
         for (i, case) in cases.iter().enumerate() {
-            samples[i].push(bench.measure(case, floor)?);
+            for t in targets(case) {
+                let v = bench.measure(case, t, floor)?;
+                match t {
+                    Target::Ours(_) => ours[i].push(v),
+                    Target::Katran => katran[i].push(v),
+                }
+            }
         }
     }
     eprintln!();
-    let medians: Vec<f64> = samples.into_iter().map(median).collect();
+    let medians: Vec<f64> = ours.into_iter().map(median).collect();
+    let k_medians: Vec<Option<f64>> = katran
+        .into_iter()
+        .map(|v| (!v.is_empty()).then(|| median(v)))
+        .collect();
     let floor = medians[0];
     let build_rounds = if opts.quick { 5 } else { 21 };
     let build = median(
@@ -428,17 +536,20 @@ fn main() -> Result<()> {
             .map(|d| d.as_secs_f64() * 1e3)
             .collect(),
     );
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
 
     if opts.json {
         let rows: Vec<serde_json::Value> = cases
             .iter()
-            .zip(&medians)
-            .map(|(c, m)| {
+            .zip(medians.iter().zip(&k_medians))
+            .map(|(c, (m, k))| {
                 serde_json::json!({
                     "case": c.name,
                     "ns_per_packet": (m * 10.0).round() / 10.0,
-                    "ratio_to_floor": (m / floor * 100.0).round() / 100.0,
-                    "katran_reference_ns": c.katran_ns,
+                    "ratio_to_floor": round2(m / floor),
+                    "katran_ns_per_packet": k.map(|k| (k * 10.0).round() / 10.0),
+                    "katran_ratio_to_floor": k.map(|k| round2(k / floor)),
+                    "ratio_to_katran": k.map(|k| round2(m / k)),
                     "action": c.expect.name(),
                 })
             })
@@ -449,6 +560,7 @@ fn main() -> Result<()> {
             "repeat_per_round": opts.repeat,
             "rounds": opts.rounds,
             "conn_table_entries": opts.conn_table_size,
+            "katran_program": opts.katran.as_ref().map(|p| p.display().to_string()),
             "floor_ns_per_packet": floor,
             "cases": rows,
             "maglev_build_ms_m65537_n1000": build,
@@ -458,33 +570,43 @@ fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "XDP data plane, ns/packet (median of {} rounds x {} runs; harness cost subtracted)",
-        opts.rounds, opts.repeat
+        "XDP data plane, ns/packet (median of {} rounds x {} runs; harness cost subtracted; conn table {} entries)",
+        opts.rounds, opts.repeat, opts.conn_table_size
     );
     println!(
-        "{:<34} {:>9} {:>9} {:>8} {:>12}",
-        "path", "ns/pkt", "x floor", "action", "katran ns*"
+        "{:<32} {:>8} {:>8} {:>7} {:>12} {:>8} {:>9}",
+        "path", "ns/pkt", "x floor", "action", "katran ns", "x floor", "x katran"
     );
-    for (c, m) in cases.iter().zip(&medians) {
-        let k = c
-            .katran_ns
-            .map(|k| format!("{k:.0}"))
-            .unwrap_or_else(|| "-".into());
+    for (c, (m, k)) in cases.iter().zip(medians.iter().zip(&k_medians)) {
+        let (kn, kf, kr) = match k {
+            Some(k) => (
+                format!("{k:.1}"),
+                format!("{:.2}", k / floor),
+                format!("{:.2}", m / k),
+            ),
+            None if c.katran && !with_katran => ("not measured".into(), "".into(), "".into()),
+            None => ("-".into(), "".into(), "".into()),
+        };
         println!(
-            "{:<34} {:>9.1} {:>9.2} {:>8} {:>12}",
+            "{:<32} {:>8.1} {:>8.2} {:>7} {:>12} {:>8} {:>9}",
             c.name,
             m,
             m / floor,
             c.expect.name(),
-            k
+            kn,
+            kf,
+            kr
         );
     }
     println!(
-        "{:<34} {:>9.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
+        "{:<32} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
         "Maglev build, M=65537, 1000 backends", build
     );
-    println!(
-        "* Katran measured the same way on this kind of machine (platform notes), for reference only."
-    );
+    if let Some(p) = &opts.katran {
+        println!(
+            "katran: {} measured in this run, same harness, same packets, same floor",
+            p.display()
+        );
+    }
     Ok(())
 }

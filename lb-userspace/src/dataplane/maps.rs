@@ -32,6 +32,7 @@ pub struct Maps {
     pub(crate) backend_stats: PerCpuArray<MapData, TrafficStats>,
     pub(crate) reasons: PerCpuArray<MapData, u64>,
     pub(crate) decap_addrs: HashMap<MapData, VipKey, u32>,
+    addr_filter: Array<MapData, u64>,
     harness_packet: Array<MapData, HarnessPacket>,
     harness_progs: ProgramArray<MapData>,
 }
@@ -64,6 +65,7 @@ impl Maps {
             backend_stats: take(ebpf, names::MAP_BACKEND_STATS)?,
             reasons: take(ebpf, names::MAP_REASONS)?,
             decap_addrs: take(ebpf, names::MAP_DECAP_ADDRS)?,
+            addr_filter: take(ebpf, names::MAP_VIP_ADDR_FILTER)?,
             harness_packet: take(ebpf, names::MAP_HARNESS_PACKET)?,
             harness_progs: take(ebpf, names::MAP_HARNESS_PROGS)?,
         })
@@ -73,6 +75,23 @@ impl Maps {
         self.settings
             .set(0, s, 0)
             .map_err(map_err(names::MAP_SETTINGS))
+    }
+
+    /// The whole VIP address filter (`ADDR_FILTER_WORDS` words).
+    pub(crate) fn addr_filter(&self) -> Result<Vec<u64>, DataplaneError> {
+        (0..lb_common::ADDR_FILTER_WORDS)
+            .map(|i| {
+                self.addr_filter
+                    .get(&i, 0)
+                    .map_err(map_err(names::MAP_VIP_ADDR_FILTER))
+            })
+            .collect()
+    }
+
+    pub(crate) fn set_addr_filter_word(&mut self, i: u32, word: u64) -> Result<(), DataplaneError> {
+        self.addr_filter
+            .set(i, word, 0)
+            .map_err(map_err(names::MAP_VIP_ADDR_FILTER))
     }
 
     /// Addresses the decap program accepts as outer destination.

@@ -223,22 +223,7 @@ impl Dataplane {
 
     /// Runs `name` once on `packet` in the kernel (BPF_PROG_TEST_RUN).
     pub fn run(&self, name: &'static str, packet: &[u8]) -> Result<RunOutput, DataplaneError> {
-        let prog = self.xdp(name)?;
-        // Encapsulation adds at most 40 bytes; leave room for it.
-        let mut out = vec![0u8; packet.len() + 256];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..Default::default()
-            })
-            .map_err(DataplaneError::TestRun)?;
-        out.truncate(res.data_size_out as usize);
-        Ok(RunOutput {
-            action: XdpAction::from_code(res.return_value),
-            packet: out,
-        })
+        Ok(test_run(self.xdp(name)?, packet, 1)?.0)
     }
 
     /// Runs `name` `repeat` times in the kernel; returns the action of the last run, the
@@ -249,24 +234,7 @@ impl Dataplane {
         packet: &[u8],
         repeat: u32,
     ) -> Result<(RunOutput, std::time::Duration), DataplaneError> {
-        let prog = self.xdp(name)?;
-        let mut out = vec![0u8; packet.len() + 256];
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                repeat,
-                ..Default::default()
-            })
-            .map_err(DataplaneError::TestRun)?;
-        out.truncate(res.data_size_out as usize);
-        Ok((
-            RunOutput {
-                action: XdpAction::from_code(res.return_value),
-                packet: out,
-            },
-            res.duration,
-        ))
+        test_run(self.xdp(name)?, packet, repeat)
     }
 
     /// Points the benchmark harness at `target` and at the packet it restores before each run.
@@ -278,17 +246,26 @@ impl Dataplane {
         packet: &[u8],
         vary_offset: Option<u32>,
     ) -> Result<(), DataplaneError> {
+        self.arm_harness_with(maps, self.xdp(target)?, packet, vary_offset)
+    }
+
+    /// Like [`Dataplane::arm_harness`], for any loaded XDP program (e.g. another balancer
+    /// opened with [`PinnedXdp::open`], measured under exactly the same conditions).
+    pub fn arm_harness_with(
+        &self,
+        maps: &mut Maps,
+        target: &Xdp,
+        packet: &[u8],
+        vary_offset: Option<u32>,
+    ) -> Result<(), DataplaneError> {
         if packet.len() > lb_common::HARNESS_MAX_PACKET {
             return Err(DataplaneError::HarnessPacketTooLong(packet.len()));
         }
         maps.set_harness_packet(packet, vary_offset.unwrap_or(0))?;
-        let fd = self
-            .xdp(target)?
-            .fd()
-            .map_err(|source| DataplaneError::Program {
-                name: target,
-                source,
-            })?;
+        let fd = target.fd().map_err(|source| DataplaneError::Program {
+            name: "harness target",
+            source,
+        })?;
         maps.set_harness_target(fd)
     }
 
@@ -309,5 +286,67 @@ impl Dataplane {
 
     pub fn loaded_programs(&self) -> &[&'static str] {
         &self.loaded
+    }
+}
+
+/// Runs `prog` `repeat` times on `packet` (BPF_PROG_TEST_RUN): the last run's action and
+/// output, and the kernel's mean duration per run.
+pub fn test_run(
+    prog: &Xdp,
+    packet: &[u8],
+    repeat: u32,
+) -> Result<(RunOutput, std::time::Duration), DataplaneError> {
+    // Encapsulation adds at most 40 bytes; leave room for it.
+    let mut out = vec![0u8; packet.len() + 256];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        })
+        .map_err(DataplaneError::TestRun)?;
+    out.truncate(res.data_size_out as usize);
+    Ok((
+        RunOutput {
+            action: XdpAction::from_code(res.return_value),
+            packet: out,
+        },
+        res.duration,
+    ))
+}
+
+/// An XDP program loaded by someone else and pinned in a bpffs (for benchmarks: another
+/// balancer measured through the same harness, with the same packets, in the same run).
+pub struct PinnedXdp {
+    xdp: Xdp,
+}
+
+impl PinnedXdp {
+    pub fn open(path: &std::path::Path) -> Result<Self, DataplaneError> {
+        let xdp =
+            Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface).map_err(|source| {
+                DataplaneError::Pin {
+                    path: path.to_path_buf(),
+                    reason: format!("opening a pinned XDP program: {source}"),
+                }
+            })?;
+        Ok(Self { xdp })
+    }
+
+    pub fn xdp(&self) -> &Xdp {
+        &self.xdp
+    }
+
+    pub fn run(&self, packet: &[u8]) -> Result<RunOutput, DataplaneError> {
+        Ok(test_run(&self.xdp, packet, 1)?.0)
+    }
+
+    pub fn run_repeat(
+        &self,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(RunOutput, std::time::Duration), DataplaneError> {
+        test_run(&self.xdp, packet, repeat)
     }
 }

@@ -145,6 +145,8 @@ pub struct Programmer {
     pub(super) shadow: HashMap<(u32, u32), Vec<u32>>,
     /// Slots whose content is unknown (adopted): the first write covers every entry.
     pub(super) unknown_slots: BTreeSet<(u32, u32)>,
+    /// What `VIP_ADDR_FILTER` holds, read from the map on first use (it may be adopted).
+    pub(super) addr_filter: Option<Vec<u64>>,
 }
 
 impl Programmer {
@@ -159,6 +161,7 @@ impl Programmer {
             generations: vec![0; MAX_BACKENDS as usize],
             shadow: HashMap::new(),
             unknown_slots: BTreeSet::new(),
+            addr_filter: None,
         }
     }
 
@@ -209,6 +212,12 @@ impl Programmer {
             report.vips_removed += 1;
         }
 
+        // The data plane passes traffic whose filter bit is clear: set the bits of new
+        // addresses before their entries exist, clear stale ones only after they are gone.
+        let mut addrs: Vec<[u32; 4]> = self.vips.values().map(|v| v.key.addr).collect();
+        addrs.extend(desired.iter().map(|v| v.key().addr));
+        self.sync_addr_filter(&addrs)?;
+
         for vip in desired {
             // Activations before the table that uses them, deactivations after the table that
             // no longer does.
@@ -218,7 +227,31 @@ impl Programmer {
             self.retire_backends(vip)?;
         }
         self.sync_address_entries()?;
+        let addrs: Vec<[u32; 4]> = self.vips.values().map(|v| v.key.addr).collect();
+        self.sync_addr_filter(&addrs)?;
         Ok(report)
+    }
+
+    /// Makes `VIP_ADDR_FILTER` hold exactly the bits of `addrs`, writing changed words only.
+    fn sync_addr_filter(&mut self, addrs: &[[u32; 4]]) -> Result<(), ProgramError> {
+        let mut want = vec![0u64; lb_common::ADDR_FILTER_WORDS as usize];
+        for a in addrs {
+            let bit = lb_common::addr_filter_bit(a);
+            want[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        let have = match self.addr_filter.take() {
+            Some(h) => h,
+            None => self.maps.addr_filter()?,
+        };
+        let mut now = have.clone();
+        for (i, (w, h)) in want.iter().zip(&have).enumerate() {
+            if w != h {
+                self.maps.set_addr_filter_word(i as u32, *w)?;
+                now[i] = *w;
+            }
+        }
+        self.addr_filter = Some(now);
+        Ok(())
     }
 
     fn write_backends(
