@@ -5,6 +5,7 @@ mod fixture;
 
 mod algorithms;
 mod decap;
+mod filter;
 mod forwarding;
 mod icmp;
 mod malformed;
