@@ -28,7 +28,8 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: false while draining or when the database does not answer.
+/// Readiness: false while draining or when the database does not answer. The body also
+/// names the queue backend (`queue_backend`: redis or rabbitmq).
 pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let reason = if st.readiness.is_draining() {
         Some("draining")
@@ -39,11 +40,15 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         }
     };
     st.metrics.ready.set(i64::from(reason.is_none()));
+    let backend = st.config.queue.backend.as_str();
     match reason {
-        None => (StatusCode::OK, Json(json!({"ready": true}))),
+        None => (
+            StatusCode::OK,
+            Json(json!({"ready": true, "queue_backend": backend})),
+        ),
         Some(r) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": r})),
+            Json(json!({"ready": false, "reason": r, "queue_backend": backend})),
         ),
     }
 }

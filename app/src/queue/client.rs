@@ -11,8 +11,10 @@ use serde::Serialize;
 use super::job::{Enqueued, JobRecord, NewJob, Schedule};
 use super::keys::{Keys, validate_queue_name};
 use super::metrics::QueueMetrics;
+use super::rabbit::broker::Broker;
+use super::rabbit::produce::{self, EnqueueArgs};
 use super::scripts::Scripts;
-use super::{QueueError, QueueSettings};
+use super::{QueueBackend, QueueError, QueueSettings};
 
 /// A handle on the queue in one Redis. Clones share one auto-reconnecting connection.
 #[derive(Clone)]
@@ -27,15 +29,19 @@ pub(super) struct Inner {
     pub scripts: Scripts,
     pub settings: QueueSettings,
     pub metrics: Option<QueueMetrics>,
+    /// The broker when `settings.backend` is RabbitMQ (connected on first use).
+    pub broker: Option<Arc<Broker>>,
 }
 
 /// Sizes of one queue, as the metrics report them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     pub queue: String,
-    /// Entries in the stream: waiting plus delivered-but-unacknowledged.
+    /// Entries in the stream: waiting plus delivered-but-unacknowledged (RabbitMQ: ready
+    /// messages in the work queue).
     pub length: u64,
-    /// Delivered to a worker and not acknowledged yet.
+    /// Delivered to a worker and not acknowledged yet (always 0 on RabbitMQ: AMQP does not
+    /// report it).
     pub pending: u64,
     /// Waiting for their first delivery.
     pub lag: u64,
@@ -71,7 +77,11 @@ impl Queue {
         let conn = client
             .get_connection_manager_with_config(manager_config(Duration::from_secs(5)))
             .await?;
-        Self::build(client, conn, settings, metrics)
+        let q = Self::build(client, conn, settings, metrics)?;
+        if let Some(b) = q.broker() {
+            b.link().await.map_err(produce::broker_err)?;
+        }
+        Ok(q)
     }
 
     /// Like [`Queue::connect_with_metrics`] without connecting yet: a service can start while
@@ -96,6 +106,8 @@ impl Queue {
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
         settings.validate()?;
+        let broker = (settings.backend == QueueBackend::Rabbitmq)
+            .then(|| Arc::new(Broker::new(&settings.rabbitmq_url, &settings.key_prefix)));
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -104,12 +116,29 @@ impl Queue {
                 scripts: Scripts::new(),
                 settings,
                 metrics,
+                broker,
             }),
         })
     }
 
     pub fn settings(&self) -> &QueueSettings {
         &self.inner.settings
+    }
+
+    /// Which broker carries the jobs.
+    pub fn backend(&self) -> QueueBackend {
+        self.inner.settings.backend
+    }
+
+    pub(super) fn broker(&self) -> Option<Arc<Broker>> {
+        self.inner.broker.clone()
+    }
+
+    /// Closes the broker connection (RabbitMQ); a no-op on Redis.
+    pub async fn close(&self) {
+        if let Some(b) = &self.inner.broker {
+            b.close().await;
+        }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -164,6 +193,32 @@ impl Queue {
             .as_deref()
             .map(|q| s.max_attempts(q))
             .unwrap_or(s.max_attempts);
+        let max_attempts = job
+            .max_attempts
+            .unwrap_or_else(|| s.max_attempts(&job.queue));
+        if let Some(b) = &self.inner.broker {
+            let e = produce::enqueue(
+                self,
+                b,
+                EnqueueArgs {
+                    id,
+                    queue: &job.queue,
+                    kind: &job.kind,
+                    payload,
+                    max_attempts,
+                    at_ms: at,
+                    after_ms: after,
+                    idem,
+                    notify_queue,
+                    notify_attempts,
+                },
+            )
+            .await?;
+            if let Some(m) = self.metrics() {
+                m.enqueued(&job.queue, e.created);
+            }
+            return Ok(e);
+        }
         let mut conn = self.inner.conn.clone();
         let (id, created): (String, i64) = self
             .inner
@@ -177,10 +232,7 @@ impl Queue {
             .arg(&job.queue)
             .arg(&job.kind)
             .arg(payload)
-            .arg(
-                job.max_attempts
-                    .unwrap_or_else(|| s.max_attempts(&job.queue)),
-            )
+            .arg(max_attempts)
             .arg(at)
             .arg(after)
             .arg(if idem.is_empty() { "0" } else { "1" })
@@ -214,8 +266,13 @@ impl Queue {
 
     /// Creates the consumer group (and the stream) if missing. Starts at the beginning of the
     /// stream, so jobs enqueued before any worker existed are delivered.
+    /// On RabbitMQ: declares the queue's exchange, queues and binding.
     pub async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = &self.inner.broker {
+            let link = b.link().await.map_err(produce::broker_err)?;
+            return b.ensure(&link, queue).await.map_err(produce::broker_err);
+        }
         let mut conn = self.inner.conn.clone();
         let r: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -235,6 +292,9 @@ impl Queue {
     /// Queue sizes (length, pending, lag, delayed, dead).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = &self.inner.broker {
+            return produce::stats(b, queue).await;
+        }
         let k = &self.inner.keys;
         let mut conn = self.inner.conn.clone();
         let (length, delayed, dead): (u64, u64, u64) = redis::pipe()

@@ -12,6 +12,11 @@ use super::QueueError;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
+    /// Which broker carries the jobs: `redis` (Redis Streams) or `rabbitmq`. Job records,
+    /// idempotency keys and the handlers' state live in Redis with either.
+    pub backend: QueueBackend,
+    /// AMQP URL of the broker when `backend = "rabbitmq"`.
+    pub rabbitmq_url: String,
     /// Redis URL the queue uses; `None` means "the app's Redis URL".
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the queue writes.
@@ -57,9 +62,37 @@ pub struct QueueOverride {
     pub max_attempts: Option<u32>,
 }
 
+/// The broker behind the queue interface.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// Redis Streams with a consumer group (lowest latency, one moving part less).
+    #[default]
+    Redis,
+    /// RabbitMQ (AMQP 0-9-1): durable queues, publisher confirms, topic routing.
+    Rabbitmq,
+}
+
+impl QueueBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueBackend::Redis => "redis",
+            QueueBackend::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Default for QueueSettings {
     fn default() -> Self {
         Self {
+            backend: QueueBackend::Redis,
+            rabbitmq_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             redis_url: None,
             key_prefix: "q".into(),
             group: "workers".into(),
@@ -86,6 +119,21 @@ impl QueueSettings {
             |field: &str, reason: &str| Err(QueueError::config(format!("queue.{field}"), reason));
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             return bad("key_prefix", "must be non-empty without spaces");
+        }
+        if self.backend == QueueBackend::Rabbitmq
+            && !(self.rabbitmq_url.starts_with("amqp://")
+                || self.rabbitmq_url.starts_with("amqps://"))
+        {
+            return bad("rabbitmq_url", "must be an amqp:// URL");
+        }
+        if self.backend == QueueBackend::Rabbitmq && self.rabbitmq_url.starts_with("amqps://") {
+            return bad(
+                "rabbitmq_url",
+                "amqps:// is not supported (built without TLS)",
+            );
+        }
+        if self.default_concurrency > usize::from(u16::MAX) {
+            return bad("default_concurrency", "must be at most 65535");
         }
         if self.group.is_empty() {
             return bad("group", "must be non-empty");
@@ -194,5 +242,21 @@ mod tests {
         assert_eq!(s.concurrency("other"), 8);
         assert_eq!(s.rate_limit("tasks"), Some(20));
         assert!(toml::from_str::<QueueSettings>("nope = 1").is_err());
+        let s: QueueSettings =
+            toml::from_str("backend = \"rabbitmq\"\nrabbitmq_url = \"amqp://h:1/%2f\"\n")
+                .expect("parse");
+        assert_eq!(s.backend, QueueBackend::Rabbitmq);
+        s.validate().expect("valid");
+        let bad = QueueSettings {
+            backend: QueueBackend::Rabbitmq,
+            rabbitmq_url: "http://x".into(),
+            ..Default::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rabbitmq_url")
+        );
     }
 }

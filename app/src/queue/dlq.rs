@@ -10,7 +10,7 @@ use super::{Queue, QueueError};
 /// One entry of a dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
-    /// The dead-letter stream entry id (what replay takes).
+    /// What replay takes: the dead-letter stream entry id on Redis, the job id on RabbitMQ.
     pub entry: String,
     pub job_id: String,
     pub queue: String,
@@ -30,6 +30,9 @@ impl Queue {
         count: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = self.broker() {
+            return super::rabbit::dlq::list(self, &b, queue, after, count).await;
+        }
         let start = match after {
             Some(a) => format!("({a}"),
             None => "-".to_string(),
@@ -66,6 +69,14 @@ impl Queue {
     /// or `None` if the entry does not exist (or its job was purged).
     pub async fn dlq_replay(&self, queue: &str, entry: &str) -> Result<Option<String>, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = self.broker() {
+            if !is_job_id(entry) {
+                return Err(QueueError::Invalid(format!(
+                    "dead-letter entry {entry:?} is not a job id"
+                )));
+            }
+            return super::rabbit::dlq::replay(self, &b, queue, entry).await;
+        }
         if !is_stream_id(entry) {
             return Err(QueueError::Invalid(format!(
                 "dead-letter entry {entry:?} is not a stream id like 1700000000000-0"
@@ -86,6 +97,10 @@ impl Queue {
 
     /// Replays every dead letter of `queue`; returns the job ids replayed.
     pub async fn dlq_replay_all(&self, queue: &str) -> Result<Vec<String>, QueueError> {
+        validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = self.broker() {
+            return super::rabbit::dlq::replay_all(self, &b, queue).await;
+        }
         let mut replayed = Vec::new();
         loop {
             // Replayed entries leave the stream, so always read from the start.
@@ -104,6 +119,9 @@ impl Queue {
     /// Deletes every dead letter of `queue` and its job record; returns how many.
     pub async fn dlq_purge(&self, queue: &str) -> Result<u64, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
+        if let Some(b) = self.broker() {
+            return super::rabbit::dlq::purge(self, &b, queue).await;
+        }
         let mut conn = self.connection();
         let mut total = 0u64;
         loop {
@@ -122,6 +140,11 @@ impl Queue {
             }
         }
     }
+}
+
+/// Job ids: 32 hex digits, `.nN` appended for notification jobs.
+fn is_job_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
 }
 
 fn is_stream_id(s: &str) -> bool {

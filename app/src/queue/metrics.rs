@@ -21,6 +21,7 @@ pub struct QueueMetrics {
     lag: IntGaugeVec,
     delayed: IntGaugeVec,
     dead: IntGaugeVec,
+    backend: IntGaugeVec,
 }
 
 impl QueueMetrics {
@@ -86,7 +87,27 @@ impl QueueMetrics {
             lag: gauge("app_queue_lag", "Entries not yet delivered to any worker")?,
             delayed: gauge("app_queue_delayed", "Jobs waiting in the delayed schedule")?,
             dead: gauge("app_queue_dead", "Entries in the dead-letter stream")?,
+            backend: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "app_queue_backend_info",
+                        "1 for the broker the queue runs on (backend=redis|rabbitmq)",
+                    ),
+                    &["backend"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
+    }
+
+    /// Reports which backend runs (`app_queue_backend_info{backend=...} 1`).
+    pub fn set_backend(&self, backend: super::QueueBackend) {
+        for b in [super::QueueBackend::Redis, super::QueueBackend::Rabbitmq] {
+            self.backend
+                .with_label_values(&[b.as_str()])
+                .set(i64::from(b == backend));
+        }
     }
 
     pub(super) fn enqueued(&self, queue: &str, created: bool) {

@@ -8,12 +8,17 @@
 //!
 //! Every job state change is a Lua script (see `scripts`), so acknowledging an entry and
 //! recording what happened to its job are one atomic step. The design is in `app/docs/queue.md`.
+//!
+//! The same interface (`Queue`, `WorkerPool`, `Registry`) runs on RabbitMQ instead when
+//! `queue.backend = "rabbitmq"` (see `rabbit`): tasks, callbacks and the order saga do not
+//! know which broker carries their jobs.
 
 pub mod api;
 pub(crate) mod api_error;
+pub use config::QueueBackend;
 mod backoff;
 pub mod cli;
-mod client;
+pub(crate) mod client;
 mod config;
 mod dlq;
 mod handler;
@@ -22,10 +27,11 @@ pub mod keys;
 pub mod local_redis;
 mod loops;
 mod metrics;
-mod process;
+pub(crate) mod process;
+mod rabbit;
 pub mod runtime;
 mod scripts;
-mod worker;
+pub(crate) mod worker;
 
 pub use api::routes;
 pub use api_error::ApiError;
@@ -43,6 +49,8 @@ pub use worker::{PoolStats, ShutdownReport, WorkerPool};
 pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("rabbitmq: {0}")]
+    Broker(String),
     #[error("config field `{field}`: {reason}")]
     Config { field: String, reason: String },
     #[error("invalid job: {0}")]

@@ -70,7 +70,7 @@ async fn heartbeat(sh: &Shared, queue: &str, entry: &str) -> Infallible {
 }
 
 /// Waits for a permit of the queue's global rate limit; returns the granting window.
-async fn rate_permit(sh: &Shared, queue: &str, limit: u32) -> Result<u64, QueueError> {
+pub(crate) async fn rate_permit(sh: &Shared, queue: &str, limit: u32) -> Result<u64, QueueError> {
     let prefix = sh.queue.keys().rate_prefix(queue);
     let mut conn = sh.queue.connection();
     loop {
@@ -222,7 +222,7 @@ async fn deliver(
     Ok(())
 }
 
-fn record(sh: &Shared, queue: &str, outcome: &str, took: Option<Duration>) {
+pub(crate) fn record(sh: &Shared, queue: &str, outcome: &str, took: Option<Duration>) {
     if let Some(m) = sh.queue.metrics() {
         m.outcome(queue, outcome, took);
     }
@@ -230,7 +230,7 @@ fn record(sh: &Shared, queue: &str, outcome: &str, took: Option<Duration>) {
 
 /// Runs the handler in a task of its own so that a panic becomes a failed attempt.
 #[allow(clippy::too_many_arguments)]
-async fn run_handler(
+pub(crate) async fn run_handler(
     sh: &Arc<Shared>,
     queue: &Arc<str>,
     job_id: &str,

@@ -22,10 +22,12 @@ pub struct Work {
 }
 
 impl Work {
-    /// Connects the queue (its own connections, to `queue.redis_url` or `redis.url`).
+    /// Connects the queue (its own connections, to `queue.redis_url` or `redis.url`, and
+    /// with `queue.backend = "rabbitmq"` to `queue.rabbitmq_url`).
     pub async fn connect(cfg: &Config, metrics: Option<QueueMetrics>) -> anyhow::Result<Self> {
         let url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
-        // Lazy: the service starts while Redis is down; queue routes answer 503 until it is back.
+        // Lazy: the service starts while Redis (or RabbitMQ) is down; queue routes answer 503
+        // until it is back.
         let queue = Queue::connect_lazy(url, cfg.queue.clone(), metrics)
             .context("setting up the queue's Redis connection")?;
         let tasks = TaskService::new(queue.clone(), cfg.tasks.clone());
@@ -66,6 +68,7 @@ impl Work {
 pub async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
     let metrics =
         QueueMetrics::register(&state.metrics.registry).context("registering the queue metrics")?;
+    metrics.set_backend(state.config.queue.backend);
     let work = Work::connect(&state.config, Some(metrics)).await?;
     let mut ext = Extensions {
         routes: Some(work.routes()),
@@ -93,9 +96,10 @@ pub async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
 pub async fn run_worker(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let work = Work::connect(&cfg, None).await?;
     let pool = work.start_workers().await?;
-    tracing::info!(consumer = pool.consumer(), queues = ?work.registry()?.queues(), "worker running");
+    tracing::info!(consumer = pool.consumer(), backend = %cfg.queue.backend, queues = ?work.registry()?.queues(), "worker running");
     stop.await;
     let report = pool.shutdown().await;
+    work.queue.close().await;
     if !report.drained {
         anyhow::bail!(
             "{} running job(s) outlived queue.shutdown_grace_ms and were left for another worker",

@@ -37,7 +37,7 @@ impl PoolStats {
         c.load(Ordering::Relaxed)
     }
 
-    pub(super) fn inc(c: &AtomicU64) {
+    pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -52,7 +52,7 @@ pub struct ShutdownReport {
 }
 
 /// Everything the loops and job tasks of one pool share.
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub queue: Queue,
     pub registry: Registry,
     pub consumer: String,
@@ -63,6 +63,17 @@ pub(super) struct Shared {
     pub tracker: TaskTracker,
     pub stats: Arc<PoolStats>,
     pub backoff: Backoff,
+    /// RabbitMQ channels of stopped consumers, kept open until running jobs acknowledged.
+    pub parked: std::sync::Mutex<Vec<lapin::Channel>>,
+}
+
+impl Shared {
+    pub(crate) fn park(&self, ch: lapin::Channel) {
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ch);
+    }
 }
 
 /// Workers for every queue in a [`Registry`], in this process.
@@ -91,25 +102,16 @@ impl WorkerPool {
     ) -> Result<Self, QueueError> {
         let s = queue.settings().clone();
         let queues = registry.queues();
+        if let Some(b) = queue.broker() {
+            return Self::start_rabbit(queue.clone(), registry, consumer, b).await;
+        }
         for q in &queues {
             // Redis may be down at start: the fetch loop creates the group once it is back.
             if let Err(e) = queue.ensure_group(q).await {
                 tracing::warn!(queue = %q, error = %e, "cannot create the consumer group yet");
             }
         }
-        let shared = Arc::new(Shared {
-            backoff: Backoff {
-                base: std::time::Duration::from_millis(s.backoff_base_ms),
-                max: std::time::Duration::from_millis(s.backoff_max_ms),
-            },
-            queue: queue.clone(),
-            registry,
-            consumer,
-            stop: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            stats: Arc::new(PoolStats::default()),
-        });
+        let shared = Self::shared(&queue, registry, consumer);
         let mut handles = Vec::new();
         for q in queues {
             let q: Arc<str> = Arc::from(q.as_str());
@@ -143,6 +145,60 @@ impl WorkerPool {
         })
     }
 
+    fn shared(queue: &Queue, registry: Registry, consumer: String) -> Arc<Shared> {
+        let s = queue.settings();
+        Arc::new(Shared {
+            backoff: Backoff {
+                base: std::time::Duration::from_millis(s.backoff_base_ms),
+                max: std::time::Duration::from_millis(s.backoff_max_ms),
+            },
+            queue: queue.clone(),
+            registry,
+            consumer,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            stats: Arc::new(PoolStats::default()),
+            parked: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The RabbitMQ pool: a consumer per queue (prefetch = the queue's concurrency), the
+    /// outbox loop and the metrics sampler. The broker may be down: consumers connect when
+    /// it is back.
+    async fn start_rabbit(
+        queue: Queue,
+        registry: Registry,
+        consumer: String,
+        b: Arc<super::rabbit::broker::Broker>,
+    ) -> Result<Self, QueueError> {
+        let queues = registry.queues();
+        let shared = Self::shared(&queue, registry, consumer);
+        let mut handles = Vec::new();
+        for q in queues {
+            let prefetch = u16::try_from(queue.settings().concurrency(&q)).unwrap_or(u16::MAX);
+            let q: Arc<str> = Arc::from(q.as_str());
+            handles.push(tokio::spawn(super::rabbit::consume::consume(
+                shared.clone(),
+                b.clone(),
+                q.clone(),
+                prefetch,
+            )));
+            if queue.metrics().is_some() {
+                handles.push(tokio::spawn(loops::sampler(shared.clone(), q)));
+            }
+        }
+        handles.push(tokio::spawn(super::rabbit::consume::outbox(
+            shared.clone(),
+            b,
+        )));
+        tracing::info!(consumer = %shared.consumer, backend = "rabbitmq", "worker pool started");
+        Ok(Self {
+            shared,
+            loops: handles,
+        })
+    }
+
     pub fn consumer(&self) -> &str {
         &self.shared.consumer
     }
@@ -165,6 +221,17 @@ impl WorkerPool {
         if !drained {
             sh.abort.cancel();
             sh.tracker.wait().await;
+        }
+        // RabbitMQ: every running job acknowledged (or was abandoned); closing the channels
+        // returns unstarted prefetched and abandoned deliveries to their queues.
+        let parked = std::mem::take(
+            &mut *sh
+                .parked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for ch in parked {
+            let _ = ch.close(200, "worker shutdown".into()).await;
         }
         let report = ShutdownReport {
             drained,

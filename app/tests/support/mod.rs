@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod conformance;
+pub mod rabbit;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,220 @@
+//! One delivery from a work queue: START, the handler, then COMPLETE or FAIL, publish what
+//! follows (retry, dead letter, notification), and only then acknowledge. A crash anywhere
+//! leaves the delivery unacknowledged: the broker redelivers it and the fences in the job
+//! hash make the second run of the bookkeeping a no-op.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+
+use super::broker::{Broker, Route};
+use super::produce::{Body, new_entry, publish_job, route_for};
+use super::scripts;
+use super::topology::level_for;
+use crate::queue::QueueError;
+use crate::queue::handler::JobError;
+use crate::queue::process::{rate_permit, record, run_handler};
+use crate::queue::worker::{PoolStats, Shared};
+
+/// Pause before handing a delivery back after a bookkeeping error (Redis or broker down),
+/// so a broken dependency does not turn into a hot redelivery loop.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, d: Delivery) {
+    tokio::select! {
+        biased;
+        _ = sh.abort.cancelled() => {
+            // Left unacknowledged: closing the channel returns it to the queue.
+            PoolStats::inc(&sh.stats.abandoned);
+            tracing::warn!(queue = %queue, "job abandoned at shutdown; the broker redelivers it");
+        }
+        r = deliver(&sh, &b, &queue, &d) => match r {
+            Ok(()) => {
+                if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                    // The channel died (broker restart): the message is redelivered and
+                    // START finds the job already moved on.
+                    tracing::debug!(queue = %queue, error = %e, "ack failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "job bookkeeping failed; requeueing");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                let _ = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+        }
+    }
+}
+
+async fn publish_notify(
+    sh: &Shared,
+    b: &Broker,
+    nid: &str,
+    nq: &str,
+    entry: &str,
+) -> Result<(), QueueError> {
+    if nid.is_empty() {
+        return Ok(());
+    }
+    let route = route_for(b, nq, "notify", 0, true);
+    publish_job(&sh.queue, b, nq, &route, nid, entry).await
+}
+
+async fn deliver(
+    sh: &Arc<Shared>,
+    b: &Broker,
+    queue: &Arc<str>,
+    d: &Delivery,
+) -> Result<(), QueueError> {
+    let Ok(body) = serde_json::from_slice::<Body>(&d.data) else {
+        tracing::warn!(queue = %queue, "dropping a message that is not a job");
+        return Ok(());
+    };
+    let q = &sh.queue;
+    let s = q.settings();
+    let k = q.keys();
+    let (job_key, outbox) = (k.job(&body.job), k.scoped("outbox"));
+    let mut conn = q.connection();
+    let rate_window = match s.rate_limit(queue) {
+        Some(limit) => Some(rate_permit(sh, queue, limit).await?),
+        None => None,
+    };
+    let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
+    let (next_entry, notify_entry) = (new_entry(), new_entry());
+    let r: Vec<String> = scripts::START_S
+        .key(&job_key)
+        .key(&outbox)
+        .arg(&body.entry)
+        .arg(if d.redelivered { "1" } else { "0" })
+        .arg(&owner)
+        .arg(k.prefix())
+        .arg(&next_entry)
+        .arg(&notify_entry)
+        .invoke_async(&mut conn)
+        .await?;
+    let (attempt, max_attempts, kind, payload) = match r.as_slice() {
+        [tag, a, m, kind, payload] if tag == "run" => (
+            a.parse::<u32>().unwrap_or(1),
+            m.parse::<u32>().unwrap_or(1),
+            kind.clone(),
+            payload.clone(),
+        ),
+        [tag, wait] if tag == "early" => {
+            // Not due yet (a long delay hops through several levels): wait some more.
+            let wait: u64 = wait.parse().unwrap_or(0);
+            let route = Route::Direct(b.names.delay(queue, level_for(wait)));
+            return publish_job(q, b, queue, &route, &body.job, &body.entry).await;
+        }
+        [tag, nid, nq] if tag == "dead" => {
+            publish_job(
+                q,
+                b,
+                queue,
+                &Route::Direct(b.names.dead(queue)),
+                &body.job,
+                &next_entry,
+            )
+            .await?;
+            publish_notify(sh, b, nid, nq, &notify_entry).await?;
+            PoolStats::inc(&sh.stats.dead);
+            record(sh, queue, "dead", None);
+            tracing::warn!(queue = %queue, job = %body.job, "job dead: its workers kept vanishing");
+            return Ok(());
+        }
+        _ => {
+            PoolStats::inc(&sh.stats.stale);
+            return Ok(());
+        }
+    };
+    PoolStats::inc(&sh.stats.started);
+    let started = Instant::now();
+    if let Some(m) = q.metrics() {
+        m.running(queue, 1);
+    }
+    let result = run_handler(
+        sh,
+        queue,
+        &body.job,
+        attempt,
+        max_attempts,
+        kind.clone(),
+        &payload,
+        rate_window,
+    )
+    .await;
+    if let Some(m) = q.metrics() {
+        m.running(queue, -1);
+    }
+    let took = Some(started.elapsed());
+    match result {
+        Ok(output) => {
+            let out = match output {
+                Some(v) => serde_json::to_string(&v).unwrap_or_default(),
+                None => String::new(),
+            };
+            let r: Vec<String> = scripts::COMPLETE_S
+                .key(&job_key)
+                .key(&outbox)
+                .arg(&body.entry)
+                .arg(&owner)
+                .arg(out)
+                .arg(s.retention_s)
+                .arg(k.prefix())
+                .arg(&notify_entry)
+                .invoke_async(&mut conn)
+                .await?;
+            match r.as_slice() {
+                [tag, nid, nq] if tag == "ok" => {
+                    publish_notify(sh, b, nid, nq, &notify_entry).await?;
+                    PoolStats::inc(&sh.stats.succeeded);
+                    record(sh, queue, "succeeded", took);
+                }
+                _ => {
+                    PoolStats::inc(&sh.stats.stale);
+                    record(sh, queue, "stale", took);
+                }
+            }
+        }
+        Err(e) => {
+            let permanent = matches!(e, JobError::Permanent(_));
+            let delay = sh.backoff.delay(attempt);
+            let r: Vec<String> = scripts::FAIL_S
+                .key(&job_key)
+                .key(&outbox)
+                .arg(&body.entry)
+                .arg(&owner)
+                .arg(e.to_string())
+                .arg(delay.as_millis() as u64)
+                .arg(if permanent { "1" } else { "0" })
+                .arg(k.prefix())
+                .arg(&next_entry)
+                .arg(&notify_entry)
+                .invoke_async(&mut conn)
+                .await?;
+            match r.as_slice() {
+                [tag, wait] if tag == "retry" => {
+                    let wait: u64 = wait.parse().unwrap_or(0);
+                    let route = route_for(b, queue, &kind, wait, false);
+                    publish_job(q, b, queue, &route, &body.job, &next_entry).await?;
+                    PoolStats::inc(&sh.stats.retried);
+                    record(sh, queue, "retried", took);
+                    tracing::debug!(queue = %queue, job = %body.job, attempt, error = %e, "attempt failed; retry scheduled");
+                }
+                [tag, nid, nq] if tag == "dead" => {
+                    let route = Route::Direct(b.names.dead(queue));
+                    publish_job(q, b, queue, &route, &body.job, &next_entry).await?;
+                    publish_notify(sh, b, nid, nq, &notify_entry).await?;
+                    PoolStats::inc(&sh.stats.dead);
+                    record(sh, queue, "dead", took);
+                    tracing::info!(queue = %queue, job = %body.job, attempt, error = %e, "job moved to the dead-letter queue");
+                }
+                _ => {
+                    PoolStats::inc(&sh.stats.stale);
+                    record(sh, queue, "stale", took);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Producer side of the RabbitMQ backend: enqueue (record in Redis, then a confirmed
+//! publish), re-sending from the outbox, and queue sizes.
+
+use serde::{Deserialize, Serialize};
+
+use super::broker::{Broker, Route};
+use super::scripts;
+use super::topology::{self, level_for};
+use crate::queue::client::QueueStats;
+use crate::queue::{Enqueued, Queue, QueueError};
+
+/// The body of every message: which job, and which message of it (the fence).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Body {
+    pub job: String,
+    pub entry: String,
+}
+
+pub(crate) fn new_entry() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub(crate) fn broker_err(e: super::broker::BrokerError) -> QueueError {
+    QueueError::Broker(e.to_string())
+}
+
+/// Where the next message of a job goes.
+pub(crate) fn route_for(
+    b: &Broker,
+    queue: &str,
+    kind: &str,
+    wait_ms: u64,
+    first_run: bool,
+) -> Route {
+    if wait_ms > 0 {
+        Route::Direct(b.names.delay(queue, level_for(wait_ms)))
+    } else if first_run {
+        Route::Topic {
+            queue: queue.to_string(),
+            kind: kind.to_string(),
+        }
+    } else {
+        Route::Direct(b.names.work(queue))
+    }
+}
+
+/// Publishes (confirmed) the message `entry` of job `id`, then takes the job out of the outbox.
+pub(crate) async fn publish_job(
+    q: &Queue,
+    b: &Broker,
+    queue: &str,
+    route: &Route,
+    id: &str,
+    entry: &str,
+) -> Result<(), QueueError> {
+    let body = serde_json::to_vec(&Body {
+        job: id.to_string(),
+        entry: entry.to_string(),
+    })
+    .map_err(|e| QueueError::Invalid(e.to_string()))?;
+    b.publish(queue, route, entry, &body)
+        .await
+        .map_err(broker_err)?;
+    let mut conn = q.connection();
+    let _: i64 = scripts::CONFIRMED_S
+        .key(q.keys().job(id))
+        .key(q.keys().scoped("outbox"))
+        .arg(id)
+        .arg(entry)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// What `Queue::enqueue` validated and computed, for the RabbitMQ path.
+pub(crate) struct EnqueueArgs<'a> {
+    pub id: String,
+    pub queue: &'a str,
+    pub kind: &'a str,
+    pub payload: String,
+    pub max_attempts: u32,
+    pub at_ms: u64,
+    pub after_ms: u64,
+    pub idem: &'a str,
+    pub notify_queue: &'a str,
+    pub notify_attempts: u32,
+}
+
+pub(crate) async fn enqueue(
+    q: &Queue,
+    b: &Broker,
+    a: EnqueueArgs<'_>,
+) -> Result<Enqueued, QueueError> {
+    let k = q.keys();
+    let mut conn = q.connection();
+    let (id, created, must_publish, entry, wait): (String, i64, i64, String, u64) =
+        scripts::ENQUEUE_S
+            .key(k.job(&a.id))
+            .key(k.idempotency(a.queue, a.idem))
+            .key(k.scoped("outbox"))
+            .arg(&a.id)
+            .arg(a.queue)
+            .arg(a.kind)
+            .arg(&a.payload)
+            .arg(a.max_attempts)
+            .arg(a.at_ms)
+            .arg(a.after_ms)
+            .arg(if a.idem.is_empty() { "0" } else { "1" })
+            .arg(q.settings().idempotency_ttl_s)
+            .arg(a.notify_queue)
+            .arg(a.notify_attempts)
+            .arg(new_entry())
+            .arg(k.job_prefix())
+            .invoke_async(&mut conn)
+            .await?;
+    if must_publish == 1 {
+        let route = route_for(b, a.queue, a.kind, wait, true);
+        publish_job(q, b, a.queue, &route, &id, &entry).await?;
+    }
+    Ok(Enqueued {
+        id,
+        created: created == 1,
+    })
+}
+
+/// How long a message may wait for its confirm before the outbox sends it again.
+const OUTBOX_AGE_MS: u64 = 5_000;
+
+/// Re-sends messages whose publish was never confirmed (lost with the broker, or the
+/// process died between Redis and the broker). Returns how many were sent.
+pub(crate) async fn flush_outbox(q: &Queue, b: &Broker) -> Result<usize, QueueError> {
+    let mut conn = q.connection();
+    let flat: Vec<String> = scripts::OUTBOX_S
+        .key(q.keys().scoped("outbox"))
+        .arg(OUTBOX_AGE_MS)
+        .arg(200)
+        .arg(q.keys().job_prefix())
+        .invoke_async(&mut conn)
+        .await?;
+    let mut sent = 0;
+    for row in flat.chunks_exact(7) {
+        let (id, queue, kind, state, entry) = (&row[0], &row[1], &row[2], &row[3], &row[4]);
+        let wait: u64 = row[5].parse().unwrap_or(0);
+        let attempts: u64 = row[6].parse().unwrap_or(0);
+        let route = if state == "dead" {
+            Route::Direct(b.names.dead(queue))
+        } else {
+            route_for(b, queue, kind, wait, attempts == 0 && state == "queued")
+        };
+        publish_job(q, b, queue, &route, id, entry).await?;
+        sent += 1;
+    }
+    if sent > 0 {
+        tracing::info!(sent, "re-sent unconfirmed messages from the outbox");
+    }
+    Ok(sent)
+}
+
+/// Queue sizes. AMQP reports ready messages only: `pending` (delivered, not acknowledged)
+/// is not visible over AMQP 0-9-1 and stays 0 (the management API has it).
+pub(crate) async fn stats(b: &Broker, queue: &str) -> Result<QueueStats, QueueError> {
+    let (link, ch) = b.channel().await.map_err(broker_err)?;
+    b.ensure(&link, queue).await.map_err(broker_err)?;
+    let r = topology::ready_count(&ch, &b.names, queue).await;
+    let _ = ch.close(200, "stats".into()).await;
+    let (work, delayed, dead) = r.map_err(|e| QueueError::Broker(e.to_string()))?;
+    Ok(QueueStats {
+        queue: queue.to_string(),
+        length: work,
+        pending: 0,
+        lag: work,
+        delayed,
+        dead,
+    })
+}

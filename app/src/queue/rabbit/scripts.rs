@@ -1,0 +1,241 @@
+//! Lua scripts of the RabbitMQ backend. The broker carries messages; the job record stays a
+//! Redis hash with the same fields as on the Redis Streams backend, so `Queue::get`, the
+//! tasks API and the saga read it the same way.
+//!
+//! Fences: the hash's `entry` names the one message that may run the job (a fresh id per
+//! publish of a new attempt), `owner` names the delivery running it. A copy of an old message,
+//! a duplicate from the outbox or a delivery that lost its job to a redelivery finds a
+//! mismatch and changes nothing.
+//!
+//! Outbox: every state change that needs a message (enqueue, retry, dead letter, notify,
+//! replay) adds the job id to the `outbox` sorted set in the same script; the id leaves it
+//! once the broker confirmed that message. A publish lost with the broker is re-sent from
+//! the outbox (see `outbox.rs`), so Redis and the broker cannot drift apart for good.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function push_history(jk, rec)
+  local h = redis.call('HGET', jk, 'history')
+  local list = {}
+  if h and h ~= '' then list = cjson.decode(h) end
+  table.insert(list, rec)
+  redis.call('HSET', jk, 'history', cjson.encode(list))
+end
+local function hnum(jk, field, default)
+  local v = redis.call('HGET', jk, field)
+  if v and v ~= '' then return tonumber(v) end
+  return default
+end
+-- When a job ends, create its notification job (once per run of the job) and put it in
+-- the outbox. Returns the notify job id and queue, or '', ''.
+local function notify(jk, id, now, prefix, outbox, msg)
+  local nq = redis.call('HGET', jk, 'notify_queue')
+  if not nq or nq == '' then return '', '' end
+  local nid = id .. '.n' .. hnum(jk, 'replays', 0)
+  local nk = prefix .. ':job:' .. nid
+  if redis.call('EXISTS', nk) == 1 then return '', '' end
+  local maxa = redis.call('HGET', jk, 'notify_max_attempts') or '8'
+  redis.call('HSET', nk, 'id', nid, 'queue', nq, 'kind', 'notify',
+    'payload', cjson.encode({job_id = id}), 'state', 'queued', 'attempts', 0,
+    'max_attempts', maxa, 'created_ms', now, 'updated_ms', now, 'history', '[]',
+    'entry', msg)
+  redis.call('ZADD', outbox, now, nid)
+  return nid, nq
+end
+local function bury(jk, id, err, now, prefix, outbox, msg, nmsg)
+  redis.call('HSET', jk, 'state', 'dead', 'last_error', err, 'entry', msg, 'owner', '',
+    'updated_ms', now, 'finished_ms', now)
+  redis.call('PERSIST', jk)
+  redis.call('ZADD', outbox, now, id)
+  return notify(jk, id, now, prefix, outbox, nmsg)
+end
+"#;
+
+/// KEYS: job, idempotency, outbox.
+/// ARGV: id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem, idem_ttl_s,
+///       notify_queue, notify_max_attempts, message id, job key prefix.
+/// Returns {id, created, must_publish, entry, delay_ms}. A repeated key whose first job is
+/// still in the outbox (its publish was never confirmed) is published again.
+const ENQUEUE: &str = r#"
+local now = now_ms()
+if ARGV[8] == '1' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    if redis.call('ZSCORE', KEYS[3], existing) then
+      local jk = ARGV[13] .. existing
+      local st = redis.call('HGET', jk, 'state')
+      if st == 'queued' or st == 'scheduled' then
+        local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
+        return {existing, 0, 1, redis.call('HGET', jk, 'entry') or '', wait}
+      end
+    end
+    return {existing, 0, 0, '', 0}
+  end
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[9])
+end
+local due = tonumber(ARGV[6])
+local after = tonumber(ARGV[7])
+if after > 0 then due = now + after end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'queue', ARGV[2], 'kind', ARGV[3],
+  'payload', ARGV[4], 'max_attempts', ARGV[5], 'attempts', 0,
+  'created_ms', now, 'updated_ms', now, 'history', '[]',
+  'notify_queue', ARGV[10], 'notify_max_attempts', ARGV[11], 'entry', ARGV[12])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+if due > now then
+  redis.call('HSET', KEYS[1], 'state', 'scheduled', 'run_at_ms', due)
+  return {ARGV[1], 1, 1, ARGV[12], due - now}
+end
+redis.call('HSET', KEYS[1], 'state', 'queued')
+return {ARGV[1], 1, 1, ARGV[12], 0}
+"#;
+
+/// The broker confirmed the message `entry` of a job: it leaves the outbox.
+/// KEYS: job, outbox. ARGV: id, entry.
+const CONFIRMED: &str = r#"
+if redis.call('HGET', KEYS[1], 'entry') == ARGV[2] then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 1
+"#;
+
+/// KEYS: job, outbox. ARGV: entry, redelivered (0/1), owner, prefix, dead message id,
+/// notify message id.
+/// Returns {'run', attempt, max_attempts, kind, payload} | {'early', wait_ms} |
+///         {'dead', notify_id, notify_queue} | {'skip'}.
+const START: &str = r#"
+local jk = KEYS[1]
+local st = redis.call('HGET', jk, 'state')
+if not st or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return {'skip'} end
+local now = now_ms()
+if st == 'scheduled' or st == 'failed' then
+  local due = hnum(jk, 'run_at_ms', 0)
+  if due > now then return {'early', tostring(due - now)} end
+elseif st == 'running' then
+  -- A copy published twice (outbox) while the first runs: the broker redelivers the
+  -- running one if its worker dies, so this copy is not needed.
+  if ARGV[2] ~= '1' then return {'skip'} end
+  -- Redelivered: the worker that ran it lost its channel (killed, crashed, broker restart).
+  local attempts = hnum(jk, 'attempts', 0)
+  push_history(jk, {attempt = attempts, consumer = redis.call('HGET', jk, 'consumer') or '',
+    started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'reclaimed',
+    error = 'worker lost'})
+  if attempts >= hnum(jk, 'max_attempts', 1) then
+    local id = redis.call('HGET', jk, 'id')
+    local nid, nq = bury(jk, id, 'worker lost during attempt ' .. attempts, now, ARGV[4],
+      KEYS[2], ARGV[5], ARGV[6])
+    return {'dead', nid, nq}
+  end
+elseif st ~= 'queued' then
+  return {'skip'}
+end
+local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'owner', ARGV[3],
+  'started_ms', now, 'updated_ms', now)
+return {'run', tostring(attempts), tostring(hnum(jk, 'max_attempts', 1)),
+  redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null'}
+"#;
+
+/// KEYS: job, outbox. ARGV: entry, owner, result ('' for none), retention_s, prefix,
+/// notify message id. Returns {'ok', notify_id, notify_queue} | {'stale'}.
+const COMPLETE: &str = r#"
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
+  or redis.call('HGET', jk, 'owner') ~= ARGV[2] then return {'stale'} end
+local now = now_ms()
+push_history(jk, {attempt = hnum(jk, 'attempts', 0), consumer = ARGV[2],
+  started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'succeeded'})
+redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
+  'finished_ms', now, 'progress', 100)
+if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
+redis.call('HDEL', jk, 'last_error')
+local nid, nq = notify(jk, redis.call('HGET', jk, 'id'), now, ARGV[5], KEYS[2], ARGV[6])
+redis.call('EXPIRE', jk, ARGV[4])
+return {'ok', nid, nq}
+"#;
+
+/// KEYS: job, outbox. ARGV: entry, owner, error, backoff_ms, permanent (0/1), prefix,
+/// next message id, notify message id.
+/// Returns {'retry', delay_ms} | {'dead', notify_id, notify_queue} | {'stale'}.
+const FAIL: &str = r#"
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
+  or redis.call('HGET', jk, 'owner') ~= ARGV[2] then return {'stale'} end
+local now = now_ms()
+local attempts = hnum(jk, 'attempts', 0)
+local id = redis.call('HGET', jk, 'id')
+push_history(jk, {attempt = attempts, consumer = ARGV[2], started_ms = hnum(jk, 'started_ms', 0),
+  finished_ms = now, outcome = 'failed', error = ARGV[3]})
+if ARGV[5] == '0' and attempts < hnum(jk, 'max_attempts', 1) then
+  local delay = tonumber(ARGV[4])
+  redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', ARGV[7],
+    'owner', '', 'run_at_ms', now + delay, 'updated_ms', now)
+  redis.call('ZADD', KEYS[2], now, id)
+  return {'retry', tostring(delay)}
+end
+local nid, nq = bury(jk, id, ARGV[3], now, ARGV[6], KEYS[2], ARGV[7], ARGV[8])
+return {'dead', nid, nq}
+"#;
+
+/// Puts a dead job back with a fresh attempt budget.
+/// KEYS: job, outbox. ARGV: dead-letter message entry, next message id.
+/// Returns the job id, or '' when the dead letter is stale (the job moved on).
+const REPLAY: &str = r#"
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'state') ~= 'dead' or redis.call('HGET', jk, 'entry') ~= ARGV[1] then
+  return ''
+end
+local now = now_ms()
+push_history(jk, {attempt = hnum(jk, 'attempts', 0), consumer = '', started_ms = now,
+  finished_ms = now, outcome = 'replayed'})
+redis.call('HINCRBY', jk, 'replays', 1)
+redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'entry', ARGV[2], 'updated_ms', now)
+redis.call('HDEL', jk, 'run_at_ms', 'finished_ms')
+local id = redis.call('HGET', jk, 'id')
+redis.call('ZADD', KEYS[2], now, id)
+return id
+"#;
+
+/// Outbox entries older than ARGV[1] ms, with what is needed to publish them again.
+/// KEYS: outbox. ARGV: age_ms, limit, job key prefix.
+/// Returns a flat list: id, queue, kind, state, entry, wait_ms, attempts (7 per job).
+const OUTBOX: &str = r#"
+local now = now_ms()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0,
+  tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local jk = ARGV[3] .. id
+  local st = redis.call('HGET', jk, 'state')
+  if not st or st == 'running' or st == 'succeeded' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    -- Pushed back so that a slow confirm is not re-sent again at once.
+    redis.call('ZADD', KEYS[1], now, id)
+    local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
+    for _, v in ipairs({id, redis.call('HGET', jk, 'queue') or '', redis.call('HGET', jk, 'kind') or '',
+      st, redis.call('HGET', jk, 'entry') or '', tostring(wait),
+      tostring(hnum(jk, 'attempts', 0))}) do
+      table.insert(out, v)
+    end
+  end
+end
+return out
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+pub(super) static ENQUEUE_S: LazyLock<Script> = LazyLock::new(|| script(ENQUEUE));
+pub(super) static CONFIRMED_S: LazyLock<Script> = LazyLock::new(|| script(CONFIRMED));
+pub(super) static START_S: LazyLock<Script> = LazyLock::new(|| script(START));
+pub(super) static COMPLETE_S: LazyLock<Script> = LazyLock::new(|| script(COMPLETE));
+pub(super) static FAIL_S: LazyLock<Script> = LazyLock::new(|| script(FAIL));
+pub(super) static REPLAY_S: LazyLock<Script> = LazyLock::new(|| script(REPLAY));
+pub(super) static OUTBOX_S: LazyLock<Script> = LazyLock::new(|| script(OUTBOX));
