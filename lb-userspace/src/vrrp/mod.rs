@@ -93,19 +93,27 @@ enum Socket {
 }
 
 impl Socket {
-    /// Waits for the next packet and decodes it for `vrid`.
-    async fn recv(&self, buf: &mut [u8], vrid: u8) -> std::io::Result<Result<Received, Reject>> {
+    /// Waits for the next packet and decodes it for `vrid`; the TTL / hop limit must be 255
+    /// when `check_ttl`.
+    async fn recv(
+        &self,
+        buf: &mut [u8],
+        vrid: u8,
+        check_ttl: bool,
+    ) -> std::io::Result<Result<Received, Reject>> {
         match self {
             Socket::V4(s) => {
                 let n = s.recv(buf).await?;
-                Ok(packet::decode_ipv4(&buf[..n], vrid))
+                Ok(packet::decode_ipv4_with(&buf[..n], vrid, check_ttl))
             }
             Socket::V6(s) => {
                 let r = s.recv(buf).await?;
                 // The kernel always attaches both control messages once asked; a packet
                 // without a hop limit cannot be shown to come from this link.
-                let Some(hops) = r.hop_limit else {
-                    return Ok(Err(Reject::Ttl));
+                let hops = match r.hop_limit {
+                    _ if !check_ttl => packet::TTL,
+                    Some(h) => h,
+                    None => return Ok(Err(Reject::Ttl)),
                 };
                 let dst = r.dst.unwrap_or(GROUP_V6);
                 Ok(packet::decode_message(
@@ -274,7 +282,7 @@ impl Router {
         loop {
             let deadline = self.deadline;
             tokio::select! {
-                r = self.socket.recv(&mut buf, self.cfg.vrid) => match r {
+                r = self.socket.recv(&mut buf, self.cfg.vrid, self.peers.is_empty()) => match r {
                     Ok(r) => self.on_packet(r).await,
                     Err(e) => {
                         warn!(error = %e, "vrrp: receive failed");

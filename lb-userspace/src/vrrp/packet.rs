@@ -230,6 +230,12 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec
 
 /// Decodes an IPv4 packet as a raw socket returns it (IP header included).
 pub fn decode_ipv4(packet: &[u8], vrid: u8) -> Result<Received, Reject> {
+    decode_ipv4_with(packet, vrid, true)
+}
+
+/// [`decode_ipv4`], with the TTL check only when `check_ttl` (unicast peers: see
+/// [`decode_message`]).
+pub fn decode_ipv4_with(packet: &[u8], vrid: u8, check_ttl: bool) -> Result<Received, Reject> {
     if packet.len() < IPV4_HEADER_LEN {
         return Err(Reject::Truncated);
     }
@@ -247,7 +253,7 @@ pub fn decode_ipv4(packet: &[u8], vrid: u8) -> Result<Received, Reject> {
         &packet[ihl..total],
         IpAddr::V4(src),
         IpAddr::V4(dst),
-        packet[8],
+        if check_ttl { packet[8] } else { TTL },
         vrid,
     )
 }
