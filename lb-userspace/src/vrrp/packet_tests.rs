@@ -58,6 +58,14 @@ fn rejects_each_malformation_with_its_reason() {
     let mut ttl = KEEPALIVED_V4;
     ttl[8] = 254;
     assert_eq!(decode_ipv4(&ttl, 51), Err(Reject::Ttl));
+    // Unicast peers: the TTL is not checked (keepalived's rule), everything else still is.
+    assert!(decode_ipv4_with(&ttl, 51, false).is_ok());
+    let mut ttl_and_sum = ttl;
+    ttl_and_sum[27] ^= 1;
+    assert_eq!(
+        decode_ipv4_with(&ttl_and_sum, 51, false),
+        Err(Reject::Checksum)
+    );
 
     let mut version = KEEPALIVED_V4;
     version[20] = 0x21; // VRRPv2

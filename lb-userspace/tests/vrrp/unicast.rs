@@ -151,3 +151,43 @@ fn keepalived_unicast_master_lbd_unicast_backup() {
         "keepalived's IPv6 unicast adverts seen: {seen:?}"
     );
 }
+
+#[test]
+fn lbd_unicast_master_keepalived_unicast_backup() {
+    let mut l = VrrpLab::with([LB1, LB2], UNICAST);
+    l.start(0);
+    l.wait(
+        "lbd (lb1, 100) unicast master of both families",
+        BOUND,
+        |l| l.state(0) == "master" && l.has_vip(0) && l.state6(0) == "master" && l.has_vip6(0),
+    );
+    l.start_keepalived(1);
+    l.wait(
+        "keepalived (lb2) enters BACKUP for both instances",
+        BOUND,
+        |l| {
+            let log = l.log(1);
+            log.contains("(VI_4) Entering BACKUP STATE")
+                && log.contains("(VI_6) Entering BACKUP STATE")
+        },
+    );
+    holds(
+        &l,
+        master_down(90, interval()) * 4,
+        "keepalived never claims the VIPs of a healthy higher unicast master",
+        |l| !l.has_vip(1) && l.lacks_vip6(1) && l.state(0) == "master" && l.state6(0) == "master",
+    );
+    let log = l.log(1);
+    assert!(
+        !log.contains("nvalid") && !log.contains("not a unicast peer"),
+        "keepalived accepted every unicast lbd advert:\n{log}"
+    );
+    l.stop(0, libc::SIGKILL);
+    let t = l.wait("keepalived takes both VIPs after lbd dies", BOUND, |l| {
+        l.has_vip(1) && l.has_vip6(1)
+    });
+    println!(
+        "unicast: lbd SIGKILL -> keepalived holds both VIPs after {t:?} (3 x interval + skew = {:?})",
+        master_down(90, interval())
+    );
+}
