@@ -296,6 +296,7 @@ impl System {
         let dir = self.opts.repo.join("vagrant/provision");
         let started = Instant::now();
         self.step(&format!("provisioning {} ({})", host.name(), host.role()));
+        self.forget_dead_daemons(name);
         for script in ["common.sh".to_string(), format!("{}.sh", host.role())] {
             let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
             c.envs(self.provision_env(host))
@@ -317,6 +318,26 @@ impl System {
             started.elapsed().as_secs_f64()
         ));
         Ok(())
+    }
+
+    /// Removes the pid files of daemons that are gone. The scripts test a pid with `kill -0`,
+    /// which also succeeds for a zombie that init has not reaped yet, so a daemon restarted
+    /// right after it exited would be taken for running and not started.
+    fn forget_dead_daemons(&self, host: &str) {
+        let Ok(dir) = std::fs::read_dir(self.host_dir(host)) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pid") {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok());
+                if pid.is_none_or(|p| !alive(p)) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     fn provision_env(&self, host: &Host) -> Vec<(String, String)> {

@@ -11,8 +11,11 @@
 //! `-- --nocapture` shows them.
 
 mod api;
+mod backend_failure;
+mod balancer_failure;
 mod http;
 mod load;
+mod restart;
 mod served;
 mod spread;
 
@@ -91,23 +94,14 @@ impl E2e {
         eprintln!("[e2e {}] {msg}", self.test);
     }
 
-    /// Polls `cond` every 100 ms until it holds, at most `timeout`.
+    /// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
     pub fn wait_until(
         &self,
         what: &str,
         timeout: Duration,
-        mut cond: impl FnMut() -> Result<bool>,
+        cond: impl FnMut() -> Result<bool>,
     ) -> Result<Duration> {
-        let start = Instant::now();
-        loop {
-            if cond()? {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() >= timeout {
-                bail!("{}: waited {timeout:?} for {what}", self.test);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(what, timeout, cond)
     }
 
     /// Address of backend `be` (from the topology).
@@ -165,6 +159,24 @@ impl E2e {
             .map(|(h, d)| self.system.log_tail(h, d, 25))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
+pub fn poll(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            bail!("waited {timeout:?} for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

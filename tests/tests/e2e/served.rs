@@ -37,6 +37,14 @@ impl Ledger {
         self.by_id.get(id).map(String::as_str)
     }
 
+    /// Ids of the requests backend `be` answered.
+    pub fn ids_of<'a>(&'a self, be: &'a str) -> impl Iterator<Item = &'a str> {
+        self.by_id
+            .iter()
+            .filter(move |(_, b)| *b == be)
+            .map(|(id, _)| id.as_str())
+    }
+
     /// Scans until request `id` shows up in a log (the line is written when the answer is
     /// sent, so a short bounded wait covers the write).
     pub fn wait_for(&mut self, system: &System, id: &str) -> Result<String> {
