@@ -70,7 +70,7 @@ impl Handle {
     /// removes the VIPs. Waits up to 2 s for that to finish.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let all = futures_join(self.tasks);
+        let all = join_all(self.tasks);
         if tokio::time::timeout(Duration::from_secs(2), all)
             .await
             .is_err()
@@ -80,7 +80,7 @@ impl Handle {
     }
 }
 
-async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+async fn join_all(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
     }
