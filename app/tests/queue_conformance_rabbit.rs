@@ -6,3 +6,198 @@ mod support;
 use support::conformance::Env;
 
 conformance_suite!(Env::rabbit());
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use app::orders::{OrderRequest, OrderService, OrderSettings, OrderState};
+use app::queue::{QueueBackend, WorkerPool};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+/// A queue of our own bound to the saga's topic exchange: what a new consumer of the
+/// order events would do. Returns the order ids of the events it got.
+async fn observe(
+    url: &str,
+    exchange: &str,
+    pattern: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("observer connects");
+    let ch = conn.create_channel().await.expect("channel");
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare observer queue");
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.into(),
+        pattern.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind observer queue");
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "observer".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _keep = conn;
+        while let Some(Ok(d)) = consumer.next().await {
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+            let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap_or_default();
+            let _ = tx.send(format!(
+                "{}|{}",
+                d.routing_key,
+                body["job"].as_str().unwrap_or("")
+            ));
+        }
+    });
+    rx
+}
+
+/// The order saga on RabbitMQ with payment failing 30% of the time, two worker pools:
+/// every order ends confirmed or cancelled, stock adds up exactly, and a consumer bound to
+/// `orders.confirm` on the topic exchange sees one event per confirmed order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_on_rabbitmq_stock_adds_up() {
+    const ORDERS: usize = 150;
+    const STOCK: i64 = 200;
+    let env = Env::rabbit();
+    let mut s = env.settings();
+    s.backoff_base_ms = 20;
+    s.backoff_max_ms = 100;
+    s.default_concurrency = 16;
+    assert_eq!(s.backend, QueueBackend::Rabbitmq);
+    let orders = OrderSettings {
+        payment_failure_rate: 0.3,
+        initial_stock: [("widget".to_string(), STOCK as u64)].into(),
+        ..Default::default()
+    };
+    let qa = env.queue(s.clone()).await;
+    let qb = env.queue(s.clone()).await;
+    qa.ensure_group("orders").await.expect("declare");
+    let mut confirms = observe(
+        &env.rabbit_url.clone().unwrap(),
+        &format!("{}.jobs", env.prefix),
+        "orders.confirm",
+    )
+    .await;
+    let sa = OrderService::new(qa.clone(), orders.clone()).unwrap();
+    let sb = OrderService::new(qb.clone(), orders).unwrap();
+    sa.seed_stock().await.unwrap();
+    let a = WorkerPool::start(qa.clone(), sa.registry()).await.unwrap();
+    let b = WorkerPool::start(qb.clone(), sb.registry()).await.unwrap();
+
+    let mut wanted = HashMap::new();
+    for i in 0..ORDERS {
+        let qty = 1 + (i % 3) as u32;
+        let svc = if i % 2 == 0 { &sa } else { &sb };
+        let (id, created) = svc
+            .create(
+                OrderRequest {
+                    sku: "widget".into(),
+                    quantity: qty,
+                    amount_cents: 1000 * u64::from(qty),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(created);
+        wanted.insert(id, i64::from(qty));
+    }
+    let all_final = support::wait_until_async(
+        Duration::from_secs(180),
+        Duration::from_millis(200),
+        || async {
+            for id in wanted.keys() {
+                match sa.get(id).await.unwrap() {
+                    Some(o) if o.state.is_final() => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert!(all_final, "not every order reached confirmed or cancelled");
+
+    let (mut confirmed, mut declined) = (HashSet::new(), 0);
+    let mut confirmed_qty = 0;
+    for (id, qty) in &wanted {
+        let o = sa.get(id).await.unwrap().unwrap();
+        match o.state {
+            OrderState::Confirmed => {
+                confirmed.insert(id.clone());
+                confirmed_qty += qty;
+            }
+            OrderState::Cancelled => {
+                if o.reason.as_deref() == Some("payment declined") {
+                    declined += 1;
+                    let last: Vec<&str> = o
+                        .history
+                        .iter()
+                        .rev()
+                        .take(2)
+                        .map(|h| h["step"].as_str().unwrap_or("?"))
+                        .collect();
+                    assert_eq!(last, ["cancel_order", "release_stock"], "{id}");
+                }
+            }
+            other => panic!("order {id} ended {other:?}"),
+        }
+    }
+    assert!(declined > 0 && !confirmed.is_empty());
+    let stock = sa.stock("widget").await.unwrap();
+    assert_eq!(stock.held, confirmed_qty);
+    assert_eq!(stock.available + confirmed_qty, STOCK, "{stock:?}");
+
+    // The topic exchange carried one `orders.confirm` event per confirmed order.
+    let mut seen = HashSet::new();
+    let want = confirmed.len();
+    let got_all =
+        support::wait_until_async(Duration::from_secs(30), Duration::from_millis(50), || {
+            while let Ok(ev) = confirms.try_recv() {
+                let (key, job) = ev.split_once('|').unwrap_or_default();
+                assert_eq!(key, "orders.confirm");
+                seen.insert(job.to_string());
+            }
+            let n = seen.len();
+            async move { n >= want }
+        })
+        .await;
+    assert!(
+        got_all,
+        "{} confirm events for {} confirmed orders",
+        seen.len(),
+        confirmed.len()
+    );
+    let mut event_orders = HashSet::new();
+    for job in &seen {
+        let j = qa.get(job).await.unwrap().expect("confirm job record");
+        assert_eq!(j.kind, "confirm");
+        event_orders.insert(j.payload["order_id"].as_str().unwrap_or("").to_string());
+    }
+    assert_eq!(event_orders, confirmed);
+    let st = qa.stats("orders").await.unwrap();
+    assert_eq!((st.length, st.delayed, st.dead), (0, 0, 0));
+    assert!(a.shutdown().await.drained);
+    assert!(b.shutdown().await.drained);
+}

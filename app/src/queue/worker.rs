@@ -174,7 +174,7 @@ impl WorkerPool {
     ) -> Result<Self, QueueError> {
         let queues = registry.queues();
         let shared = Self::shared(&queue, registry, consumer);
-        let mut handles = Vec::new();
+        let mut handles = vec![tokio::spawn(super::rabbit::consume::alive(shared.clone()))];
         for q in queues {
             let prefetch = u16::try_from(queue.settings().concurrency(&q)).unwrap_or(u16::MAX);
             let q: Arc<str> = Arc::from(q.as_str());
@@ -232,6 +232,12 @@ impl WorkerPool {
         );
         for ch in parked {
             let _ = ch.close(200, "worker shutdown".into()).await;
+        }
+        if sh.queue.broker().is_some() {
+            // Nothing of ours runs any more: redeliveries of abandoned jobs may start now.
+            let mut c = sh.queue.connection();
+            let key = super::rabbit::consume::alive_key(&sh);
+            let _: redis::RedisResult<i64> = redis::AsyncCommands::del(&mut c, key).await;
         }
         let report = ShutdownReport {
             drained,

@@ -95,6 +95,34 @@ async fn session(
     }
 }
 
+/// Keeps `{p}:alive:{consumer}` set while the pool runs (expiring after `claim_idle_ms`),
+/// so deliveries of its running jobs elsewhere wait instead of running them twice.
+pub(crate) async fn alive(sh: Arc<Shared>) {
+    let key = alive_key(&sh);
+    let ttl = sh.queue.settings().claim_idle_ms;
+    let every = Duration::from_millis((ttl / 3).max(50));
+    loop {
+        let mut c = sh.queue.connection();
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "liveness key not refreshed");
+        }
+        if !pause(&sh, every).await {
+            return;
+        }
+    }
+}
+
+pub(crate) fn alive_key(sh: &Shared) -> String {
+    sh.queue.keys().scoped(&format!("alive:{}", sh.consumer))
+}
+
 /// Re-sends outbox entries every second while the pool runs.
 pub(crate) async fn outbox(sh: Arc<Shared>, b: Arc<Broker>) {
     while pause(&sh, Duration::from_secs(1)).await {

@@ -21,6 +21,15 @@ use crate::queue::worker::{PoolStats, Shared};
 /// Pause before handing a delivery back after a bookkeeping error (Redis or broker down),
 /// so a broken dependency does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// Pause before handing back a delivery of a job another live pool is running.
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What to do with a delivery once its bookkeeping is done.
+enum Done {
+    Ack,
+    /// The job runs elsewhere right now: give the message back, look again later.
+    Requeue,
+}
 
 pub(crate) async fn run(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, d: Delivery) {
     tokio::select! {
@@ -31,7 +40,11 @@ pub(crate) async fn run(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, d: Del
             tracing::warn!(queue = %queue, "job abandoned at shutdown; the broker redelivers it");
         }
         r = deliver(&sh, &b, &queue, &d) => match r {
-            Ok(()) => {
+            Ok(Done::Requeue) => {
+                tokio::time::sleep(BUSY_PAUSE).await;
+                let _ = d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+            Ok(Done::Ack) => {
                 if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
                     // The channel died (broker restart): the message is redelivered and
                     // START finds the job already moved on.
@@ -66,10 +79,10 @@ async fn deliver(
     b: &Broker,
     queue: &Arc<str>,
     d: &Delivery,
-) -> Result<(), QueueError> {
+) -> Result<Done, QueueError> {
     let Ok(body) = serde_json::from_slice::<Body>(&d.data) else {
         tracing::warn!(queue = %queue, "dropping a message that is not a job");
-        return Ok(());
+        return Ok(Done::Ack);
     };
     let q = &sh.queue;
     let s = q.settings();
@@ -86,7 +99,7 @@ async fn deliver(
         .key(&job_key)
         .key(&outbox)
         .arg(&body.entry)
-        .arg(if d.redelivered { "1" } else { "0" })
+        .arg(&sh.consumer)
         .arg(&owner)
         .arg(k.prefix())
         .arg(&next_entry)
@@ -104,8 +117,10 @@ async fn deliver(
             // Not due yet (a long delay hops through several levels): wait some more.
             let wait: u64 = wait.parse().unwrap_or(0);
             let route = Route::Direct(b.names.delay(queue, level_for(wait)));
-            return publish_job(q, b, queue, &route, &body.job, &body.entry).await;
+            publish_job(q, b, queue, &route, &body.job, &body.entry).await?;
+            return Ok(Done::Ack);
         }
+        [tag] if tag == "busy" => return Ok(Done::Requeue),
         [tag, nid, nq] if tag == "dead" => {
             publish_job(
                 q,
@@ -120,11 +135,11 @@ async fn deliver(
             PoolStats::inc(&sh.stats.dead);
             record(sh, queue, "dead", None);
             tracing::warn!(queue = %queue, job = %body.job, "job dead: its workers kept vanishing");
-            return Ok(());
+            return Ok(Done::Ack);
         }
         _ => {
             PoolStats::inc(&sh.stats.stale);
-            return Ok(());
+            return Ok(Done::Ack);
         }
     };
     PoolStats::inc(&sh.stats.started);
@@ -216,5 +231,5 @@ async fn deliver(
             }
         }
     }
-    Ok(())
+    Ok(Done::Ack)
 }

@@ -5,7 +5,9 @@
 //! Fences: the hash's `entry` names the one message that may run the job (a fresh id per
 //! publish of a new attempt), `owner` names the delivery running it. A copy of an old message,
 //! a duplicate from the outbox or a delivery that lost its job to a redelivery finds a
-//! mismatch and changes nothing.
+//! mismatch and changes nothing. A delivery of a job that is running waits while the pool
+//! running it is alive (`{p}:alive:{consumer}`, refreshed by every pool, expiring after
+//! `claim_idle_ms`) and takes it over once that pool is gone.
 //!
 //! Outbox: every state change that needs a message (enqueue, retry, dead letter, notify,
 //! replay) adds the job id to the `outbox` sorted set in the same script; the id leaves it
@@ -104,10 +106,10 @@ end
 return 1
 "#;
 
-/// KEYS: job, outbox. ARGV: entry, redelivered (0/1), owner, prefix, dead message id,
-/// notify message id.
+/// KEYS: job, outbox. ARGV: entry, consumer (the pool), owner (this delivery), prefix,
+/// dead message id, notify message id.
 /// Returns {'run', attempt, max_attempts, kind, payload} | {'early', wait_ms} |
-///         {'dead', notify_id, notify_queue} | {'skip'}.
+///         {'dead', notify_id, notify_queue} | {'busy'} | {'skip'}.
 const START: &str = r#"
 local jk = KEYS[1]
 local st = redis.call('HGET', jk, 'state')
@@ -117,10 +119,11 @@ if st == 'scheduled' or st == 'failed' then
   local due = hnum(jk, 'run_at_ms', 0)
   if due > now then return {'early', tostring(due - now)} end
 elseif st == 'running' then
-  -- A copy published twice (outbox) while the first runs: the broker redelivers the
-  -- running one if its worker dies, so this copy is not needed.
-  if ARGV[2] ~= '1' then return {'skip'} end
-  -- Redelivered: the worker that ran it lost its channel (killed, crashed, broker restart).
+  -- Its pool is alive (a duplicate copy, or a redelivery after the broker restarted under
+  -- a job that still runs): hand the message back for later; the running attempt decides.
+  local holder = redis.call('HGET', jk, 'consumer') or ''
+  if redis.call('EXISTS', ARGV[4] .. ':alive:' .. holder) == 1 then return {'busy'} end
+  -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
   local attempts = hnum(jk, 'attempts', 0)
   push_history(jk, {attempt = attempts, consumer = redis.call('HGET', jk, 'consumer') or '',
     started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'reclaimed',
@@ -135,7 +138,7 @@ elseif st ~= 'queued' then
   return {'skip'}
 end
 local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'owner', ARGV[3],
+redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[2], 'owner', ARGV[3],
   'started_ms', now, 'updated_ms', now)
 return {'run', tostring(attempts), tostring(hnum(jk, 'max_attempts', 1)),
   redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null'}
