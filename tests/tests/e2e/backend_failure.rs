@@ -34,7 +34,7 @@ fn killed_backend_is_taken_out_without_breaking_the_others_and_comes_back() -> R
 
     let killed = Instant::now();
     e.system.signal_daemon(VICTIM, "app", libc::SIGKILL)?;
-    let window = e.wait_until(
+    e.wait_until(
         &format!("lb1 to report {VICTIM} unhealthy"),
         Duration::from_secs(20),
         || Ok(e.health_of("lb1", VICTIM)?.starts_with("unhealthy")),
@@ -84,7 +84,7 @@ fn killed_backend_is_taken_out_without_breaking_the_others_and_comes_back() -> R
         "{VICTIM} SIGKILLed: out of lb1's table after {} ms; {lost_before} of {} requests \
          started before that failed, {} of {} after it; back: healthy {} ms after its restart, \
          new connections after that: {by_after:?}",
-        window.as_millis(),
+        (out - killed).as_millis(),
         before.len(),
         after.failed().len(),
         after.outcomes.len(),

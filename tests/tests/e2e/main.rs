@@ -13,6 +13,7 @@
 mod api;
 mod backend_failure;
 mod balancer_failure;
+mod drain;
 mod http;
 mod load;
 mod restart;

@@ -70,7 +70,7 @@ fn request_id(line: &str) -> Option<&str> {
 }
 
 /// Removes terminal colour codes (`ESC [ ... letter`) that the log may contain.
-fn strip_ansi(s: &str) -> String {
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
