@@ -53,6 +53,12 @@ pub struct VrrpConfig {
     pub track_dataplane: bool,
     /// Enter the fault state when one of these VIPs (by name) has no healthy backend.
     pub track_vips: Vec<String>,
+    /// Gratuitous ARPs / unsolicited neighbour advertisements sent per VIP in each burst
+    /// (keepalived's `garp_master_repeat`): one can be lost, a switch may miss the first.
+    pub garp_repeat: u8,
+    /// A second burst this long after becoming master (keepalived's `garp_master_delay`),
+    /// for neighbours that were busy or whose cache refreshed meanwhile; `None`: no second burst.
+    pub garp_master_delay: Option<std::time::Duration>,
 }
 
 /// `[vrrp]` as written in the file.
@@ -75,6 +81,18 @@ pub(super) struct RawVrrp {
     track_dataplane: bool,
     #[serde(default)]
     track_vips: Vec<Spanned<String>>,
+    #[serde(default = "default_garp_repeat")]
+    garp_repeat: Spanned<u32>,
+    #[serde(default = "default_garp_delay")]
+    garp_master_delay_s: Spanned<u32>,
+}
+
+fn default_garp_repeat() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+
+fn default_garp_delay() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
 }
 
 fn default_interval() -> Spanned<u32> {
@@ -249,6 +267,25 @@ pub(super) fn parse_vrrp(
         }
         track_vips.push(t.get_ref().clone());
     }
+    let garp_repeat = u8::try_from(*r.garp_repeat.get_ref())
+        .ok()
+        .filter(|n| (1..=20).contains(n))
+        .ok_or_else(|| {
+            ctx.err(
+                &r.garp_repeat.span(),
+                "vrrp.garp_repeat",
+                "1..=20 announcements per VIP and burst",
+            )
+        })?;
+    let delay = *r.garp_master_delay_s.get_ref();
+    if delay > 3600 {
+        return Err(ctx.err(
+            &r.garp_master_delay_s.span(),
+            "vrrp.garp_master_delay_s",
+            "0 (no second burst) ..= 3600 seconds",
+        ));
+    }
+    let garp_master_delay = (delay > 0).then(|| std::time::Duration::from_secs(u64::from(delay)));
     Ok(VrrpConfig {
         interface,
         vrid,
@@ -261,6 +298,8 @@ pub(super) fn parse_vrrp(
         source_v6,
         track_dataplane: r.track_dataplane,
         track_vips,
+        garp_repeat,
+        garp_master_delay,
     })
 }
 
@@ -288,6 +327,23 @@ mod tests {
         assert_eq!(v.addresses[0].to_string(), "10.0.0.100/24");
         assert_eq!(v.addresses[1].to_string(), "10.0.0.101/32");
         assert_eq!(v.track_vips, vec!["web".to_string()]);
+    }
+
+    #[test]
+    fn announcement_bursts() {
+        let base = "interface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\naddresses = [\"10.0.0.100\"]\n";
+        let v = parse(base).unwrap().vrrp.unwrap();
+        assert_eq!(v.garp_repeat, 5);
+        assert_eq!(v.garp_master_delay, Some(std::time::Duration::from_secs(5)));
+        let v = parse(&format!("{base}garp_repeat = 1\ngarp_master_delay_s = 0\n"))
+            .unwrap()
+            .vrrp
+            .unwrap();
+        assert_eq!((v.garp_repeat, v.garp_master_delay), (1, None));
+        let e = parse(&format!("{base}garp_repeat = 0\n")).unwrap_err();
+        assert!(e.contains("lbd.toml:10: vrrp.garp_repeat"), "{e}");
+        let e = parse(&format!("{base}garp_master_delay_s = 7200\n")).unwrap_err();
+        assert!(e.contains("vrrp.garp_master_delay_s"), "{e}");
     }
 
     #[test]

@@ -141,6 +141,8 @@ struct Router {
     mac: [u8; 6],
     status: Arc<Mutex<Status>>,
     deadline: Option<(Timer, Instant)>,
+    /// When to announce the VIPs a second time after becoming master.
+    reannounce: Option<Instant>,
 }
 
 /// Opens the sockets and starts one router task per address family in `cfg.addresses`.
@@ -237,6 +239,7 @@ impl Router {
             mac,
             status,
             deadline: None,
+            reannounce: None,
         })
     }
 }
@@ -297,6 +300,13 @@ impl Router {
                         _ => Event::MasterDown,
                     };
                     self.apply(ev).await;
+                }
+                _ = async { sleep_until(self.reannounce.unwrap_or_else(Instant::now)).await },
+                    if self.reannounce.is_some() => {
+                    self.reannounce = None;
+                    if self.machine.state() == State::Master {
+                        self.announce();
+                    }
                 }
                 r = fault.changed() => {
                     if r.is_err() {
@@ -401,8 +411,10 @@ impl Router {
                     }
                 }
                 self.announce();
+                self.reannounce = self.cfg.garp_master_delay.map(|d| Instant::now() + d);
             }
             Action::ReleaseAddresses => {
+                self.reannounce = None;
                 for a in &self.addresses {
                     if let Err(e) = io::remove_address(a, &self.cfg.interface).await {
                         warn!(vip = %a, error = %e, "vrrp: cannot remove the VIP");
@@ -458,9 +470,10 @@ impl Router {
     }
 
     /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every VIP,
-    /// so switches and neighbours learn the new owner's MAC.
+    /// `garp_repeat` times, so switches and neighbours learn the new owner's MAC.
     fn announce(&mut self) {
-        for a in &self.addresses {
+        let repeat = usize::from(self.cfg.garp_repeat.max(1));
+        for a in std::iter::repeat_n(&self.addresses, repeat).flatten() {
             let frame = match a.addr {
                 IpAddr::V4(ip) => io::gratuitous_arp(self.mac, ip),
                 IpAddr::V6(ip) => io6::unsolicited_na(self.mac, ip),
