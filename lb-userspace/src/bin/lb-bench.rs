@@ -62,6 +62,9 @@ struct Opts {
     /// run, through the same harness, on the same packets. Without it: "not measured".
     #[arg(long, value_name = "PIN")]
     katran: Option<PathBuf>,
+    /// Measure only the cases whose name contains this text (the floor always runs).
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -486,7 +489,12 @@ fn main() -> Result<()> {
     );
     let mut bench = Bench::setup(opts.repeat, opts.conn_table_size, opts.katran.as_deref())?;
     let with_katran = bench.katran.is_some();
-    let cases = cases();
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| {
+            c.kind == Kind::Floor || opts.only.as_deref().is_none_or(|t| c.name.contains(t))
+        })
+        .collect();
     let targets = |c: &Case| {
         let mut t = vec![Target::Ours(if c.kind == Kind::Floor {
             names::PROG_FLOOR
