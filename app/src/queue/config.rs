@@ -82,6 +82,19 @@ impl QueueBackend {
     }
 }
 
+impl std::str::FromStr for QueueBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "redis" => Ok(QueueBackend::Redis),
+            "rabbitmq" => Ok(QueueBackend::Rabbitmq),
+            other => Err(format!(
+                "unknown queue backend {other:?} (redis or rabbitmq)"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for QueueBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -24,6 +24,7 @@ mod dlq;
 mod handler;
 mod job;
 pub mod keys;
+pub mod local_rabbit;
 pub mod local_redis;
 mod loops;
 mod metrics;
