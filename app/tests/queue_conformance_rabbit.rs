@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use app::orders::{OrderRequest, OrderService, OrderSettings, OrderState};
 use app::queue::{QueueBackend, WorkerPool};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
@@ -200,4 +200,112 @@ async fn saga_on_rabbitmq_stock_adds_up() {
     assert_eq!((st.length, st.delayed, st.dead), (0, 0, 0));
     assert!(a.shutdown().await.drained);
     assert!(b.shutdown().await.drained);
+}
+
+/// `app serve` on RabbitMQ: `/readyz` and `/metrics` name the backend, a task submitted over
+/// HTTP runs on the in-process workers, a failing one is a dead letter the `app dlq` command
+/// lists and replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_rabbitmq_and_runs_tasks() {
+    use serde_json::{Value, json};
+    use support::app::{base, client, sqlite_url, test_config};
+    let env = Env::rabbit();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(&sqlite_url(dir.path()), &env.redis.url());
+    cfg.queue = env.settings();
+    cfg.queue.backoff_base_ms = 10;
+    cfg.queue.backoff_max_ms = 50;
+    let app = app::server::start_with(cfg, app::queue::runtime::extensions)
+        .await
+        .expect("start app with the queue on rabbitmq");
+    let (c, b) = (client(), base(&app));
+    let ready: Value = c
+        .get(format!("{b}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["queue_backend"], "rabbitmq");
+    let metrics = c
+        .get(format!("{b}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"app_queue_backend_info{backend="rabbitmq"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"app_queue_backend_info{backend="redis"} 0"#));
+
+    let state = |id: String| {
+        let (c, url) = (c.clone(), format!("{b}/tasks/{id}"));
+        async move {
+            let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            v["state"].as_str().unwrap_or("").to_string()
+        }
+    };
+    let submit = |body: Value| {
+        let (c, url) = (c.clone(), format!("{b}/tasks"));
+        async move {
+            let v: Value = c
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["id"].as_str().unwrap().to_string()
+        }
+    };
+    let ok = submit(json!({"kind": "echo", "input": {"hi": 1}})).await;
+    let bad = submit(json!({"kind": "fail", "input": {"permanent": true}})).await;
+    for (id, want) in [(&ok, "succeeded"), (&bad, "dead")] {
+        let reached =
+            support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
+                state(id.clone()).map(|s| s == want)
+            })
+            .await;
+        assert!(reached, "task {id} never reached {want}");
+    }
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+            .arg("dlq")
+            .args(args)
+            .env("APP_REDIS__URL", env.redis.url())
+            .env("APP_QUEUE__BACKEND", "rabbitmq")
+            .env("APP_QUEUE__RABBITMQ_URL", env.rabbit_url.clone().unwrap())
+            .env("APP_QUEUE__KEY_PREFIX", &env.prefix)
+            .output()
+            .expect("run app dlq");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["list", "--queue", "tasks"]);
+    assert!(
+        listed.contains(&bad) && listed.contains("1 dead letter(s)"),
+        "{listed}"
+    );
+    let replayed = cli(&["replay", "--queue", "tasks", "--entry", &bad]);
+    assert!(replayed.contains(&format!("replayed {bad}")), "{replayed}");
+    // Permanent again: back in the dead letters with a fresh history mark.
+    let dead_again =
+        support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
+            state(bad.clone()).map(|s| s == "dead")
+        })
+        .await;
+    assert!(dead_again);
+    let report = app.stop().await.unwrap();
+    assert!(report.http_finished);
 }

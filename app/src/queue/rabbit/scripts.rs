@@ -97,11 +97,20 @@ redis.call('HSET', KEYS[1], 'state', 'queued')
 return {ARGV[1], 1, 1, ARGV[12], 0}
 "#;
 
-/// The broker confirmed the message `entry` of a job: it leaves the outbox.
+/// The broker confirmed the message `entry` of a job: it leaves the outbox. A job not due
+/// yet stays, scored one minute past its due time: the broker moves a delay-queue message
+/// into the work queue without a confirm, so if the job has not started by then the outbox
+/// sends it again (a copy that does arrive later is a duplicate the fences drop).
 /// KEYS: job, outbox. ARGV: id, entry.
 const CONFIRMED: &str = r#"
 if redis.call('HGET', KEYS[1], 'entry') == ARGV[2] then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+  local due = hnum(KEYS[1], 'run_at_ms', 0)
+  local st = redis.call('HGET', KEYS[1], 'state')
+  if (st == 'scheduled' or st == 'failed') and due > now_ms() then
+    redis.call('ZADD', KEYS[2], due + 60000, ARGV[1])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[1])
+  end
 end
 return 1
 "#;
