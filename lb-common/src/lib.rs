@@ -27,6 +27,9 @@ pub const fn addr_filter_bit(addr: &[u32; 4]) -> u32 {
     x.wrapping_mul(0x9e37_79b1) >> 16
 }
 
+/// `VIP_MODES` value bit: the VIP id is in use (the low byte is its `ForwardMode`).
+pub const VIP_MODE_VALID: u32 = 0x100;
+
 /// Number of VIP slots (per-VIP arrays are indexed by `VipMeta::id`).
 pub const MAX_VIPS: u32 = 64;
 /// Number of backend slots (backend arrays are indexed by backend id).
@@ -327,6 +330,7 @@ pub mod names {
     pub const MAP_REASONS: &str = "REASONS";
     pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
     pub const MAP_VIP_ADDR_FILTER: &str = "VIP_ADDR_FILTER";
+    pub const MAP_VIP_MODES: &str = "VIP_MODES";
     pub const MAP_HARNESS_PACKET: &str = "HARNESS_PACKET";
     pub const MAP_HARNESS_PROGS: &str = "HARNESS_PROGS";
 }

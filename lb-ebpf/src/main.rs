@@ -116,9 +116,6 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let Some(ports) = parse::ports(&ctx, ip.l4_off, ip.proto) else {
         return unusable(&ip, Reason::DropMalformed);
     };
-    let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
-        return pass(Reason::PassNotVip);
-    };
     let flow = FlowKey {
         src: ip.src,
         dst: ip.dst,
@@ -130,7 +127,18 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     };
     // Coarse time (tick resolution) is enough for idle expiry and costs no clock read.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let Some(choice) = select::backend_for(&flow, &meta, ports.tcp_flags, now) else {
+    // Established flows first: the connection table names the VIP, so the common case needs
+    // no VIP hash lookup (only VIP traffic creates entries; the address filter already let
+    // this packet in).
+    if let Some(e) = select::established(&flow, ports.tcp_flags, now) {
+        stats::forwarded(e.vip_id, e.choice.id, packet_len(&ctx), false);
+        let out = forward::to_backend(&ctx, &ip, e.mode, &e.choice.backend, &flow);
+        return forward::action(out, Reason::TxForward);
+    }
+    let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
+        return pass(Reason::PassNotVip);
+    };
+    let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
         return drop(Reason::DropNoBackend);
     };
     stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);

@@ -19,6 +19,11 @@ pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS *
 #[map(name = "VIP_ADDR_FILTER")]
 pub static VIP_ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
 
+/// VIP id -> `VIP_MODE_VALID | mode` (0: the id is free). Established flows are forwarded
+/// from the connection table and this array alone, without the VIP hash lookup.
+#[map(name = "VIP_MODES")]
+pub static VIP_MODES: Array<u32> = Array::with_max_entries(MAX_VIPS, 0);
+
 /// Backend id -> backend.
 #[map(name = "BACKENDS")]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);

@@ -4,12 +4,12 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
     Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FlowKey, MAX_LC_BACKENDS,
-    MAX_TABLE, TABLE_SLOTS, VipMeta,
+    MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
     hash::{flow_hash, source_hash},
 };
 
 use crate::{
-    maps::{BACKENDS, CONNS, LC_CONNS, LC_LISTS, RR_CURSOR, TABLES},
+    maps::{BACKENDS, CONNS, LC_CONNS, LC_LISTS, RR_CURSOR, TABLES, VIP_MODES},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -30,10 +30,56 @@ fn usable(id: u32, generation: u32) -> Option<Backend> {
     Some(*b)
 }
 
+/// An established flow: its entry's VIP id and forwarding mode.
+pub struct Established {
+    pub choice: Choice,
+    pub vip_id: u32,
+    pub mode: u8,
+}
+
+/// The flow's connection-table entry, when its VIP id is still in use and its backend still
+/// usable: the packet is forwarded without the VIP hash lookup. A removed VIP frees its id
+/// (`VIP_MODES` 0) and deactivates its backend slots, so stale entries fall through to the
+/// VIP lookup like a missing one.
+#[inline(always)]
+pub fn established(flow: &FlowKey, tcp_flags: u8, now: u64) -> Option<Established> {
+    if syn_only(tcp_flags) {
+        return None;
+    }
+    let entry = CONNS.get_ptr_mut(flow)?;
+    let vip_id = unsafe { (*entry).vip_id };
+    let mode = *VIP_MODES.get(vip_id)?;
+    if mode & VIP_MODE_VALID == 0 {
+        return None;
+    }
+    let choice = touch(entry, closing(tcp_flags), now)?;
+    Some(Established {
+        choice,
+        vip_id,
+        mode: mode as u8,
+    })
+}
+
+#[inline(always)]
+fn closing(tcp_flags: u8) -> bool {
+    tcp_flags & (TCP_FIN | TCP_RST) != 0
+}
+
+/// A bare SYN opens a flow.
+#[inline(always)]
+fn syn_only(tcp_flags: u8) -> bool {
+    tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
 /// The connection-table entry of `flow`, if its backend is still usable.
 #[inline(always)]
 fn existing(flow: &FlowKey, closing: bool, now: u64) -> Option<Choice> {
-    let entry = CONNS.get_ptr_mut(flow)?;
+    touch(CONNS.get_ptr_mut(flow)?, closing, now)
+}
+
+/// Refreshes an entry found in the table and gives its backend, if still usable.
+#[inline(always)]
+fn touch(entry: *mut ConnEntry, closing: bool, now: u64) -> Option<Choice> {
     let entry = unsafe { &mut *entry };
     // A failed or removed backend gives None: the caller re-hashes the flow.
     let backend = usable(entry.backend, entry.generation)?;
@@ -55,15 +101,14 @@ fn existing(flow: &FlowKey, closing: bool, now: u64) -> Option<Choice> {
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 
+/// The backend of a flow that [`established`] did not find: a new flow (or one whose entry is
+/// stale) gets one from the VIP's algorithm and a connection-table entry.
 #[inline(always)]
-pub fn backend_for(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Option<Choice> {
-    let closing = tcp_flags & (TCP_FIN | TCP_RST) != 0;
-    // A bare SYN opens a flow: skip the lookup (one hash walk less on the new-flow path, as
-    // Katran does) and insert only if absent, so a retransmitted SYN keeps its backend.
-    let syn_only = tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if !syn_only && let Some(c) = existing(flow, closing, now) {
-        return Some(c);
-    }
+pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Option<Choice> {
+    let closing = closing(tcp_flags);
+    // A bare SYN skips the lookup (one hash walk less on the new-flow path, as Katran does)
+    // and inserts only if absent, so a retransmitted SYN keeps its backend.
+    let syn_only = syn_only(tcp_flags);
     let id = pick(flow, vip)?;
     let backend = *BACKENDS.get(id)?;
     if backend.flags & BACKEND_F_ACTIVE == 0 {

@@ -33,6 +33,7 @@ pub struct Maps {
     pub(crate) reasons: PerCpuArray<MapData, u64>,
     pub(crate) decap_addrs: HashMap<MapData, VipKey, u32>,
     addr_filter: Array<MapData, u64>,
+    vip_modes: Array<MapData, u32>,
     harness_packet: Array<MapData, HarnessPacket>,
     harness_progs: ProgramArray<MapData>,
 }
@@ -66,6 +67,7 @@ impl Maps {
             reasons: take(ebpf, names::MAP_REASONS)?,
             decap_addrs: take(ebpf, names::MAP_DECAP_ADDRS)?,
             addr_filter: take(ebpf, names::MAP_VIP_ADDR_FILTER)?,
+            vip_modes: take(ebpf, names::MAP_VIP_MODES)?,
             harness_packet: take(ebpf, names::MAP_HARNESS_PACKET)?,
             harness_progs: take(ebpf, names::MAP_HARNESS_PROGS)?,
         })
@@ -92,6 +94,14 @@ impl Maps {
         self.addr_filter
             .set(i, word, 0)
             .map_err(map_err(names::MAP_VIP_ADDR_FILTER))
+    }
+
+    /// What established flows of VIP `id` are forwarded with: `VIP_MODE_VALID | mode`, or 0
+    /// when the id is free (its flows then fall through to the VIP lookup).
+    pub(crate) fn set_vip_mode(&mut self, id: u32, value: u32) -> Result<(), DataplaneError> {
+        self.vip_modes
+            .set(id, value, 0)
+            .map_err(map_err(names::MAP_VIP_MODES))
     }
 
     /// Addresses the decap program accepts as outer destination.

@@ -33,6 +33,7 @@ const PINNED_MAPS: &[&str] = &[
     names::MAP_REASONS,
     names::MAP_DECAP_ADDRS,
     names::MAP_VIP_ADDR_FILTER,
+    names::MAP_VIP_MODES,
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

@@ -450,6 +450,10 @@ impl Programmer {
             _pad: 0,
         };
         let key = vip.key();
+        // Before the VIP entry: no flow of this id exists yet (entries of an earlier VIP that
+        // had the id name backend slots whose generation has moved on, so they are unusable).
+        self.maps
+            .set_vip_mode(id, lb_common::VIP_MODE_VALID | vip.mode as u32)?;
         self.maps
             .vips
             .insert(key, meta, 0)
@@ -495,6 +499,8 @@ impl Programmer {
         };
         // A missing key is fine: nothing to remove.
         let _ = self.maps.vips.remove(&st.key);
+        // Established flows of this VIP stop being forwarded from the connection table.
+        self.maps.set_vip_mode(st.meta.id, 0)?;
         self.free_vip_ids.insert(st.meta.id);
         let stale: Vec<(String, IpAddr)> = self
             .backends
