@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList, MAX_BACKENDS, MAX_VIPS,
-    REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS, TrafficStats, VipKey, VipMeta,
+    ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList,
+    MAX_BACKENDS, MAX_VIPS, REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS, TrafficStats,
+    VipKey, VipMeta,
 };
 
 /// (address, port, protocol) -> VIP; `proto == 0` entries mark VIP addresses.
