@@ -119,6 +119,12 @@ impl Broker {
         Ok(())
     }
 
+    /// Forgets that `queue` was declared (after a consumer failed on it: the broker may have
+    /// lost or deleted it), so the next use declares it again.
+    pub async fn forget(&self, queue: &str) {
+        self.declared.lock().await.remove(queue);
+    }
+
     /// Publishes a persistent message and waits for the broker's confirm, reconnecting and
     /// retrying until [`PUBLISH_DEADLINE`]. `queue` is the job's queue (its topology is
     /// declared first, so the message cannot be dropped as unroutable).

@@ -90,6 +90,7 @@ async fn session(
         Err(e) => {
             let _ = ch.close(200, "reconnecting".into()).await;
             b.drop_link(&link).await;
+            b.forget(queue).await;
             Err(e)
         }
     }

@@ -1,0 +1,265 @@
+//! The baselines of `queue-bench`, measured in the same run as the queue: the brokers'
+//! own loops without job logic.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+
+/// The raw bound: one producer XADDs in pipelined batches of 100 while one consumer reads
+/// with XREADGROUP COUNT 100 and acknowledges each batch with one XACK.
+pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<f64> {
+    const BATCH: usize = 100;
+    let client = redis::Client::open(url)?;
+    let mut prod = client.get_multiplexed_async_connection().await?;
+    let mut cons = client.get_multiplexed_async_connection().await?;
+    let stream = "raw:stream";
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut prod)
+        .await?;
+    let start = Instant::now();
+    let producer = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < jobs {
+            let n = BATCH.min(jobs - sent);
+            let mut p = redis::pipe();
+            for i in 0..n {
+                p.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("job")
+                    .arg(sent + i)
+                    .ignore();
+            }
+            p.query_async::<()>(&mut prod).await?;
+            sent += n;
+        }
+        Ok::<_, redis::RedisError>(())
+    });
+    let mut acked = 0usize;
+    while acked < jobs {
+        if start.elapsed() > limit {
+            bail!("raw run did not finish within {limit:?}");
+        }
+        let r: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut cons)
+            .await?;
+        let ids: Vec<String> = r
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .map(|e| e.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let n: usize = redis::cmd("XACK")
+                .arg(stream)
+                .arg("g")
+                .arg(&ids)
+                .query_async(&mut cons)
+                .await?;
+            acked += n;
+        }
+    }
+    let took = start.elapsed();
+    producer.await??;
+    Ok(jobs as f64 / took.as_secs_f64())
+}
+
+/// The raw per-entry bound: the queue's shape without job logic. `producers` concurrent
+/// single XADDs; `workers * concurrency` consumers, each XREADGROUP COUNT 1 then XACK.
+pub async fn raw_per_entry(
+    url: &str,
+    producers: usize,
+    consumers: usize,
+    jobs: usize,
+    limit: Duration,
+) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let stream = "raw1:stream";
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await?;
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..consumers {
+        // A blocking read holds its connection: one connection per consumer.
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg(format!("c{c}"))
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(">")
+                    .query_async(&mut conn)
+                    .await?;
+                for e in r.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    let n: usize = redis::cmd("XACK")
+                        .arg(stream)
+                        .arg("g")
+                        .arg(&e.id)
+                        .query_async(&mut conn)
+                        .await?;
+                    acked.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok::<_, redis::RedisError>(())
+        }));
+    }
+    let mut adds = futures::stream::iter(0..jobs)
+        .map(|i| {
+            let mut c = conn.clone();
+            async move {
+                redis::cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("job")
+                    .arg(i)
+                    .query_async::<String>(&mut c)
+                    .await
+            }
+        })
+        .buffer_unordered(producers);
+    while let Some(r) = adds.next().await {
+        r?;
+    }
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < jobs {
+        if start.elapsed() > limit {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            bail!("raw per-entry run did not finish within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(jobs as f64 / took.as_secs_f64())
+}
+
+/// The raw RabbitMQ bound: `producers` concurrent persistent publishes with confirms on one
+/// channel into a durable queue; one consumer (prefetch = `prefetch`) acknowledges each
+/// message. The broker's cost for what the queue does per job, without job logic.
+pub async fn raw_rabbit(
+    url: &str,
+    producers: usize,
+    prefetch: u16,
+    jobs: usize,
+    limit: Duration,
+) -> anyhow::Result<f64> {
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::FieldTable;
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+    let pch = conn.create_channel().await?;
+    pch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let name = format!("raw.{}", rand::random::<u32>());
+    pch.queue_declare(
+        name.clone().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    let cch = conn.create_channel().await?;
+    cch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = cch
+        .basic_consume(
+            name.clone().into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let start = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut acked = 0usize;
+        while acked < jobs {
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    d.acker.ack(BasicAckOptions::default()).await?;
+                    acked += 1;
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok::<_, lapin::Error>(acked)
+    });
+    let props = lapin::BasicProperties::default().with_delivery_mode(2);
+    let mut pubs = futures::stream::iter(0..jobs)
+        .map(|i| {
+            let (ch, props, name) = (pch.clone(), props.clone(), name.clone());
+            async move {
+                let body = i.to_string();
+                let c = ch
+                    .basic_publish(
+                        "".into(),
+                        name.into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        props,
+                    )
+                    .await?
+                    .await?;
+                Ok::<_, lapin::Error>(c.is_ack())
+            }
+        })
+        .buffer_unordered(producers);
+    while let Some(r) = pubs.next().await {
+        if !r? {
+            bail!("the broker nacked a raw publish");
+        }
+    }
+    drop(pubs);
+    let acked = tokio::time::timeout(limit.saturating_sub(start.elapsed()), consume)
+        .await
+        .context("raw rabbitmq run did not finish in time")???;
+    let took = start.elapsed();
+    if acked < jobs {
+        bail!("raw rabbitmq consumer stopped after {acked} of {jobs}");
+    }
+    pch.queue_delete(name.into(), QueueDeleteOptions::default())
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(jobs as f64 / took.as_secs_f64())
+}
