@@ -80,6 +80,9 @@ impl Shared {
 pub struct WorkerPool {
     shared: Arc<Shared>,
     loops: Vec<JoinHandle<()>>,
+    /// RabbitMQ: refreshes the pool's liveness key until the very end of shutdown (running
+    /// jobs still belong to this pool while they drain).
+    keepalive: Option<JoinHandle<()>>,
 }
 
 impl WorkerPool {
@@ -142,6 +145,7 @@ impl WorkerPool {
         Ok(Self {
             shared,
             loops: handles,
+            keepalive: None,
         })
     }
 
@@ -174,7 +178,8 @@ impl WorkerPool {
     ) -> Result<Self, QueueError> {
         let queues = registry.queues();
         let shared = Self::shared(&queue, registry, consumer);
-        let mut handles = vec![tokio::spawn(super::rabbit::consume::alive(shared.clone()))];
+        let keepalive = tokio::spawn(super::rabbit::consume::alive(shared.clone()));
+        let mut handles = Vec::new();
         for q in queues {
             let prefetch = u16::try_from(queue.settings().concurrency(&q)).unwrap_or(u16::MAX);
             let q: Arc<str> = Arc::from(q.as_str());
@@ -196,6 +201,7 @@ impl WorkerPool {
         Ok(Self {
             shared,
             loops: handles,
+            keepalive: Some(keepalive),
         })
     }
 
@@ -233,7 +239,9 @@ impl WorkerPool {
         for ch in parked {
             let _ = ch.close(200, "worker shutdown".into()).await;
         }
-        if sh.queue.broker().is_some() {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+            let _ = k.await;
             // Nothing of ours runs any more: redeliveries of abandoned jobs may start now.
             let mut c = sh.queue.connection();
             let key = super::rabbit::consume::alive_key(&sh);
@@ -251,6 +259,9 @@ impl WorkerPool {
 impl Drop for WorkerPool {
     /// A pool dropped without `shutdown` stops at once; its running jobs stay pending.
     fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
         if !self.loops.is_empty() {
             self.shared.stop.cancel();
             self.shared.abort.cancel();

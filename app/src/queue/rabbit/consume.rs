@@ -96,8 +96,9 @@ async fn session(
     }
 }
 
-/// Keeps `{p}:alive:{consumer}` set while the pool runs (expiring after `claim_idle_ms`),
-/// so deliveries of its running jobs elsewhere wait instead of running them twice.
+/// Keeps `{p}:alive:{consumer}` set while the pool lives (expiring after `claim_idle_ms`), so
+/// deliveries of its running jobs elsewhere wait instead of running them twice. Runs until
+/// the pool aborts it at the end of its shutdown.
 pub(crate) async fn alive(sh: Arc<Shared>) {
     let key = alive_key(&sh);
     let ttl = sh.queue.settings().claim_idle_ms;
@@ -114,9 +115,7 @@ pub(crate) async fn alive(sh: Arc<Shared>) {
         if let Err(e) = r {
             tracing::debug!(error = %e, "liveness key not refreshed");
         }
-        if !pause(&sh, every).await {
-            return;
-        }
+        tokio::time::sleep(every).await;
     }
 }
 
