@@ -1,10 +1,15 @@
-//! The VIP address filter: a clear bit passes traffic after one array load, a set bit only
-//! means "look it up", and the control plane keeps the bits equal to the VIP addresses.
+//! The shortcuts of the fast path. The VIP address filter: a clear bit passes traffic after one
+//! array load, a set bit only means "look it up", and the control plane keeps the bits equal to
+//! the VIP addresses. Established flows: forwarded from the connection table and `VIP_MODES`
+//! without a VIP lookup, so VIP removal and mode changes must reach them.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_common::{Algorithm, ForwardMode, Reason, addr_filter_bit, user::addr_words};
-use lb_userspace::{dataplane::XdpAction, packet::Frame, packet::TCP_SYN};
+use lb_userspace::{
+    dataplane::XdpAction,
+    packet::{Frame, TCP_ACK, TCP_SYN},
+};
 
 use crate::fixture::*;
 
@@ -79,4 +84,53 @@ fn filter_bits_follow_the_vip_addresses() {
     let v6 = Frame::tcp(ip("fd00::9"), 40000, ip("fd77::100"), 80, TCP_SYN).build();
     assert_eq!(fx.run(&v6).action, XdpAction::Tx);
     assert_eq!(fx.run(&to("10.77.0.200")).action, XdpAction::Pass);
+}
+
+/// Established flows are forwarded from the connection table without a VIP lookup: once the
+/// VIP is gone (another VIP keeps the address, so the filter still lets packets in) its flows
+/// must not be forwarded any more, and a mode change applies to established flows at once.
+#[test]
+fn established_flows_follow_vip_removal_and_mode_changes() {
+    let web = |mode| {
+        vip(
+            "web",
+            "10.77.0.100",
+            80,
+            Algorithm::Maglev,
+            mode,
+            vec![backend("10.77.0.11", 1)],
+        )
+    };
+    let other = vip(
+        "other",
+        "10.77.0.100",
+        81,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        vec![backend("10.77.0.12", 1)],
+    );
+    let mut fx = Fixture::new(&[web(ForwardMode::DsrL2), other.clone()]);
+    let syn = Frame::tcp(ip("10.9.0.1"), 40000, ip("10.77.0.100"), 80, TCP_SYN).build();
+    let ack = Frame::tcp(ip("10.9.0.1"), 40000, ip("10.77.0.100"), 80, TCP_ACK).build();
+    assert_eq!(fx.run(&syn).action, XdpAction::Tx);
+    let out = fx.run(&ack);
+    assert_eq!(out.action, XdpAction::Tx);
+    assert_eq!(out.packet.len(), ack.len(), "dsr-l2 keeps the length");
+
+    // The same VIP switched to ipip: the established flow is encapsulated from now on.
+    fx.prog
+        .apply(&[web(ForwardMode::Ipip), other.clone()])
+        .expect("apply ipip");
+    let out = fx.run(&ack);
+    assert_eq!(out.action, XdpAction::Tx);
+    assert_eq!(out.packet.len(), ack.len() + 20, "ipip adds an outer header");
+    assert_eq!(out.packet[23], 4, "outer protocol IPIP");
+
+    // The VIP removed: its established flow is passed to the kernel untouched.
+    fx.prog.apply(&[other]).expect("apply without web");
+    let forwarded_before = fx.reason(Reason::TxForward);
+    let out = fx.run(&ack);
+    assert_eq!(out.action, XdpAction::Pass);
+    assert_eq!(out.packet, ack);
+    assert_eq!(fx.reason(Reason::TxForward), forwarded_before);
 }
