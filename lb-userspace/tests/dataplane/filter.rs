@@ -123,7 +123,11 @@ fn established_flows_follow_vip_removal_and_mode_changes() {
         .expect("apply ipip");
     let out = fx.run(&ack);
     assert_eq!(out.action, XdpAction::Tx);
-    assert_eq!(out.packet.len(), ack.len() + 20, "ipip adds an outer header");
+    assert_eq!(
+        out.packet.len(),
+        ack.len() + 20,
+        "ipip adds an outer header"
+    );
     assert_eq!(out.packet[23], 4, "outer protocol IPIP");
 
     // The VIP removed: its established flow is passed to the kernel untouched.
