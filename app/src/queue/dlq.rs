@@ -101,14 +101,32 @@ impl Queue {
         if let Some(b) = self.broker() {
             return super::rabbit::dlq::replay_all(self, &b, queue).await;
         }
+        // Only the dead letters there now: a replayed job that fails for good again comes
+        // back with a newer entry id and is left for the next replay.
+        let mut conn = self.connection();
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys().dlq(queue))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let Some(end) = last.ids.first().and_then(|e| stream_id(&e.id)) else {
+            return Ok(Vec::new());
+        };
         let mut replayed = Vec::new();
+        let mut after: Option<String> = None;
         loop {
-            // Replayed entries leave the stream, so always read from the start.
-            let batch = self.dlq_list(queue, None, 500).await?;
-            if batch.is_empty() {
+            let batch = self.dlq_list(queue, after.as_deref(), 500).await?;
+            let Some(tail) = batch.last() else {
                 return Ok(replayed);
-            }
-            for d in batch {
+            };
+            after = Some(tail.entry.clone());
+            for d in &batch {
+                if stream_id(&d.entry).is_none_or(|id| id > end) {
+                    return Ok(replayed);
+                }
                 if let Some(id) = self.dlq_replay(queue, &d.entry).await? {
                     replayed.push(id);
                 }
@@ -142,6 +160,12 @@ impl Queue {
     }
 }
 
+/// A stream id as (ms, seq), for ordering.
+fn stream_id(s: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 /// Job ids: 32 hex digits, `.nN` appended for notification jobs.
 fn is_job_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
@@ -166,5 +190,7 @@ mod tests {
         assert!(!super::is_stream_id("abc"));
         assert!(!super::is_stream_id("1-"));
         assert!(!super::is_stream_id(""));
+        assert!(super::stream_id("10-2") > super::stream_id("9-5"));
+        assert!(super::stream_id("10-2") < super::stream_id("10-10"));
     }
 }

@@ -21,12 +21,14 @@ fn amqp(e: lapin::Error) -> QueueError {
     QueueError::Broker(e.to_string())
 }
 
-/// The next dead-letter message, its body and its job (None when the queue is empty).
-async fn next(
+type Taken = (lapin::message::Delivery, Option<Body>, Option<JobRecord>);
+
+/// Like [`next`], also returning how many messages the queue held after this one.
+async fn next_counted(
     q: &Queue,
     ch: &Channel,
     dead: &str,
-) -> Result<Option<(lapin::message::Delivery, Option<Body>, Option<JobRecord>)>, QueueError> {
+) -> Result<Option<(Taken, u64)>, QueueError> {
     let Some(m) = ch
         .basic_get(dead.into(), BasicGetOptions::default())
         .await
@@ -34,7 +36,13 @@ async fn next(
     else {
         return Ok(None);
     };
-    let body: Option<Body> = serde_json::from_slice(&m.delivery.data).ok();
+    let remaining = u64::from(m.message_count);
+    let (body, job) = decode(q, &m.delivery.data).await?;
+    Ok(Some(((m.delivery, body, job), remaining)))
+}
+
+async fn decode(q: &Queue, data: &[u8]) -> Result<(Option<Body>, Option<JobRecord>), QueueError> {
+    let body: Option<Body> = serde_json::from_slice(data).ok();
     let job = match &body {
         Some(b) => {
             let mut conn = q.connection();
@@ -44,6 +52,19 @@ async fn next(
         }
         None => None,
     };
+    Ok((body, job))
+}
+
+/// The next dead-letter message, its body and its job (None when the queue is empty).
+async fn next(q: &Queue, ch: &Channel, dead: &str) -> Result<Option<Taken>, QueueError> {
+    let Some(m) = ch
+        .basic_get(dead.into(), BasicGetOptions::default())
+        .await
+        .map_err(amqp)?
+    else {
+        return Ok(None);
+    };
+    let (body, job) = decode(q, &m.delivery.data).await?;
     Ok(Some((m.delivery, body, job)))
 }
 
@@ -163,7 +184,16 @@ pub(crate) async fn replay_all(
     let (_link, ch) = b.channel().await.map_err(broker_err)?;
     let mut ids = Vec::new();
     let r = async {
-        while let Some((d, body, job)) = next(q, &ch, &b.names.dead(queue)).await? {
+        // Only the dead letters there now: a replayed job that fails for good again comes
+        // back at the tail and is left for the next replay.
+        let mut left: Option<u64> = None;
+        while left != Some(0) {
+            let Some(((d, body, job), remaining)) =
+                next_counted(q, &ch, &b.names.dead(queue)).await?
+            else {
+                break;
+            };
+            left = Some(left.unwrap_or(remaining + 1) - 1);
             if let (Some(body), Some(_)) = (&body, &job)
                 && let Some(id) = replay_one(q, b, queue, body).await?
             {
