@@ -306,6 +306,103 @@ async fn serve_reports_rabbitmq_and_runs_tasks() {
         })
         .await;
     assert!(dead_again);
+    // Over HTTP: replay everything (the one dead letter), then purge it once dead again.
+    let rep: Value = c
+        .post(format!("{b}/dlq/tasks/replay"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rep["replayed"], 1, "{rep}");
+    let dead_again =
+        support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
+            state(bad.clone()).map(|s| s == "dead")
+        })
+        .await;
+    assert!(dead_again);
+    let listed: Value = c
+        .get(format!("{b}/dlq/tasks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["job_id"], bad.as_str(), "{listed}");
+    let purged: Value = c
+        .delete(format!("{b}/dlq/tasks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 1, "{purged}");
     let report = app.stop().await.unwrap();
     assert!(report.http_finished);
+}
+
+/// An enqueue the broker never confirmed (here: the producer points at a port where no broker
+/// listens) fails, but the job is in Redis and in the outbox: a pool on the real broker
+/// re-sends it, and it runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_enqueue_is_sent_again_from_the_outbox() {
+    use app::queue::{JobState, NewJob};
+    let env = Env::rabbit();
+    let mut bad = env.settings();
+    bad.rabbitmq_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", support::free_port());
+    bad.rabbitmq_publish_timeout_ms = 500;
+    let lost = app::queue::Queue::connect_lazy(&env.redis.url(), bad, None).unwrap();
+    let err = lost
+        .enqueue(NewJob::new(
+            "tasks",
+            "echo",
+            serde_json::json!({"input": 7}),
+        ))
+        .await
+        .expect_err("no broker: the enqueue cannot be confirmed");
+    assert!(err.to_string().contains("rabbitmq"), "{err}");
+    let q = env.queue(env.settings()).await;
+    let tasks = app::tasks::TaskService::new(q.clone(), Default::default());
+    // The job exists (queued) although the enqueue failed.
+    let mut conn = q.connection();
+    let ids: Vec<String> =
+        redis::AsyncCommands::zrange(&mut conn, q.keys().scoped("outbox"), 0, -1)
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(
+        q.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    let pool = WorkerPool::start(q.clone(), tasks.registry().unwrap())
+        .await
+        .unwrap();
+    let done = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            q.get(&ids[0])
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == JobState::Succeeded)
+        },
+    )
+    .await;
+    assert!(
+        done,
+        "the outbox never re-sent the job: {:?}",
+        q.get(&ids[0]).await
+    );
+    let j = q.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(j.attempts, 1);
+    assert_eq!(j.result, Some(serde_json::json!(7)));
+    let left: Vec<String> =
+        redis::AsyncCommands::zrange(&mut conn, q.keys().scoped("outbox"), 0, -1)
+            .await
+            .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(pool.shutdown().await.drained);
 }

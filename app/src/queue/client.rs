@@ -106,8 +106,13 @@ impl Queue {
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
         settings.validate()?;
-        let broker = (settings.backend == QueueBackend::Rabbitmq)
-            .then(|| Arc::new(Broker::new(&settings.rabbitmq_url, &settings.key_prefix)));
+        let broker = (settings.backend == QueueBackend::Rabbitmq).then(|| {
+            Arc::new(Broker::new(
+                &settings.rabbitmq_url,
+                &settings.key_prefix,
+                Duration::from_millis(settings.rabbitmq_publish_timeout_ms),
+            ))
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,

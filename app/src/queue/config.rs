@@ -17,6 +17,9 @@ pub struct QueueSettings {
     pub backend: QueueBackend,
     /// AMQP URL of the broker when `backend = "rabbitmq"`.
     pub rabbitmq_url: String,
+    /// How long an enqueue on RabbitMQ keeps retrying (reconnecting) for the broker's confirm
+    /// before it fails (ms). Covers a broker restart; the job is re-sent from the outbox later.
+    pub rabbitmq_publish_timeout_ms: u64,
     /// Redis URL the queue uses; `None` means "the app's Redis URL".
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the queue writes.
@@ -106,6 +109,7 @@ impl Default for QueueSettings {
         Self {
             backend: QueueBackend::Redis,
             rabbitmq_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            rabbitmq_publish_timeout_ms: 30_000,
             redis_url: None,
             key_prefix: "q".into(),
             group: "workers".into(),
@@ -144,6 +148,9 @@ impl QueueSettings {
                 "rabbitmq_url",
                 "amqps:// is not supported (built without TLS)",
             );
+        }
+        if self.rabbitmq_publish_timeout_ms == 0 {
+            return bad("rabbitmq_publish_timeout_ms", "must be at least 1");
         }
         if self.default_concurrency > usize::from(u16::MAX) {
             return bad("default_concurrency", "must be at most 65535");

@@ -12,9 +12,6 @@ use tokio::sync::Mutex;
 
 use super::topology::{self, Names};
 
-/// How long a publish keeps retrying (reconnecting) before it reports an error. Covers a
-/// broker restart; the outbox re-sends anything given up on.
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
 /// Bound on one connect or one confirm.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +46,9 @@ pub(crate) enum Route {
 
 pub(crate) struct Broker {
     url: String,
+    /// How long a publish keeps retrying (reconnecting) before it reports an error
+    /// (`queue.rabbitmq_publish_timeout_ms`); the outbox re-sends anything given up on.
+    publish_deadline: Duration,
     pub names: Names,
     link: Mutex<Option<Arc<Link>>>,
     /// Queues whose topology was declared by this process (durable: survives restarts).
@@ -56,9 +56,10 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    pub fn new(url: &str, prefix: &str) -> Self {
+    pub fn new(url: &str, prefix: &str, publish_deadline: Duration) -> Self {
         Self {
             url: url.to_string(),
+            publish_deadline,
             names: Names::new(prefix),
             link: Mutex::new(None),
             declared: Mutex::new(HashSet::new()),
@@ -126,7 +127,7 @@ impl Broker {
     }
 
     /// Publishes a persistent message and waits for the broker's confirm, reconnecting and
-    /// retrying until [`PUBLISH_DEADLINE`]. `queue` is the job's queue (its topology is
+    /// retrying until the publish deadline. `queue` is the job's queue (its topology is
     /// declared first, so the message cannot be dropped as unroutable).
     pub async fn publish(
         &self,
@@ -135,7 +136,7 @@ impl Broker {
         message_id: &str,
         body: &[u8],
     ) -> Result<(), BrokerError> {
-        let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.publish_deadline;
         let mut pause = Duration::from_millis(100);
         loop {
             let err = match self.publish_once(queue, route, message_id, body).await {
