@@ -16,14 +16,17 @@ pub fn replace16(csum: u16, old: u16, new: u16) -> u16 {
     !fold(sum)
 }
 
-/// Checksum of a 20-byte IPv4 header given as ten words (checksum word zero).
+/// Checksum of a 20-byte IPv4 header given as five 32-bit words (checksum field zero).
 #[inline(always)]
-pub fn ipv4_header(words: &[u16; 10]) -> u16 {
-    let mut sum: u32 = 0;
+pub fn ipv4_header_words(words: &[u32; 5]) -> u16 {
+    let mut sum: u64 = 0;
     let mut i = 0;
-    while i < 10 {
-        sum += words[i] as u32;
+    while i < 5 {
+        sum += words[i] as u64;
         i += 1;
     }
-    !fold(sum)
+    // Fold 64 -> 32 -> 16 bits: the sum of the 16-bit halves, as RFC 1071 wants.
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    !fold(sum as u32)
 }

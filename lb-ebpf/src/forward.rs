@@ -35,13 +35,21 @@ pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, flow: &FlowK
 
 /// Destination MAC := backend, source MAC := the frame's old destination (our interface).
 #[inline(always)]
-fn rewrite_macs(eth: usize, dst: &[u8; 6]) {
+fn rewrite_macs(eth: usize, b: &Backend) {
+    // `Backend` is 4-byte aligned and `mac` sits at offset 16, so the MAC reads as one u32 and
+    // one u16 (as `[u8; 6]` it would be six byte loads and six byte stores).
+    const MAC_OFF: usize = core::mem::offset_of!(Backend, mac);
+    const _: () = assert!(MAC_OFF % 4 == 0 && core::mem::align_of::<Backend>() >= 4);
     unsafe {
+        let mac = (b as *const Backend as *const u8).add(MAC_OFF);
+        let dst_hi = core::ptr::read(mac as *const u32);
+        let dst_lo = core::ptr::read(mac.add(4) as *const u16);
         let our_hi: u32 = load(eth);
         let our_lo: u16 = load(eth + 4);
         store(eth + 6, our_hi);
         store(eth + 10, our_lo);
-        store(eth, *dst);
+        store(eth, dst_hi);
+        store(eth + 4, dst_lo);
     }
 }
 
@@ -50,7 +58,7 @@ fn dsr_l2(ctx: &XdpContext, b: &Backend) -> Forwarded {
     let Some(eth) = check(ctx, 0, ETH_LEN) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    rewrite_macs(eth, &b.mac);
+    rewrite_macs(eth, b);
     Forwarded::Tx
 }
 
@@ -118,24 +126,21 @@ fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
     let Some(outer) = check(ctx, l3_off, IPV4_LEN) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    rewrite_macs(start, &b.mac);
+    rewrite_macs(start, b);
     let total = ((inner_len + IPV4_LEN) as u16).to_be();
     let dst = b.addr[0];
-    // Words as they sit in memory; the one's-complement sum does not care about byte order.
-    let mut w: [u16; 10] = [
-        u16::from_ne_bytes([0x45, tos]),
-        total,
-        0,
-        0,
-        u16::from_ne_bytes([64, IPPROTO_IPIP]),
-        0,
-        src as u16,
-        (src >> 16) as u16,
-        dst as u16,
-        (dst >> 16) as u16,
-    ];
-    w[5] = csum::ipv4_header(&w);
-    unsafe { store(outer, w) };
+    // The header as five 32-bit words as they sit in memory (little-endian host: the first
+    // byte of a word is its low byte); the one's-complement sum does not care about order.
+    let w0 = u32::from_ne_bytes([0x45, tos, total as u8, (total >> 8) as u8]);
+    let w2 = u32::from_ne_bytes([64, IPPROTO_IPIP, 0, 0]);
+    let check = csum::ipv4_header_words(&[w0, 0, w2, src, dst]);
+    unsafe {
+        store(outer, w0);
+        store(outer + 4, 0u32);
+        store(outer + 8, w2 | ((check as u32) << 16));
+        store(outer + 12, src);
+        store(outer + 16, dst);
+    }
     Forwarded::Tx
 }
 
@@ -155,7 +160,7 @@ fn ipip6(ctx: &XdpContext, ip: &Ip, b: &Backend, entropy: u32) -> Forwarded {
     let Some(outer) = check(ctx, l3_off, IPV6_LEN) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    rewrite_macs(start, &b.mac);
+    rewrite_macs(start, b);
     // The flow label carries the flow hash so that ECMP and RSS on the way spread flows.
     let first = (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be();
     let payload = (inner_len as u16).to_be();
