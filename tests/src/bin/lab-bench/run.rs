@@ -104,6 +104,18 @@ impl Bench {
         let ips: Vec<_> = backends.iter().map(Host::ipv4).collect();
         let be_addrs = proxies::addrs(&ips, port);
 
+        // The segment stands for a switch: without this, bridge netfilter (built into this
+        // kernel, on by default) takes every bridged frame through the IP hooks, and the paths
+        // through a balancer cross the bridge twice.
+        let mut c = exec::netns_command(lab.bridge_ns(), ["sysctl", "-q", "-w"]);
+        c.args([
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ]);
+        if let Err(e) = exec::run(&mut c) {
+            progress(quiet, &format!("note: bridge netfilter stays on: {e}"));
+        }
         // A new connection per request runs tens of thousands of connections through the
         // client's (and the proxies') ephemeral ports in one run.
         for host in [&client, &lb] {
