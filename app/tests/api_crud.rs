@@ -16,6 +16,8 @@ async fn suite(base: &str) {
         r.headers().contains_key("x-request-id"),
         "every response carries a request id"
     );
+    let served_by = r.headers()["x-served-by"].to_str().unwrap().to_string();
+    assert!(!served_by.is_empty(), "every response names its instance");
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"message": "pong"}));
     assert_eq!(
         c.get(format!("{base}/healthz"))

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -25,6 +26,9 @@ pub use ratelimit::{Decision, RateLimiter};
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Names the instance that answered, so a client behind the load balancer can see the spread
+/// (`curl -si http://VIP/ping`), as HAProxy users do with a server-name header.
+const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 /// The whole application router: the users API (rate limited), the probes and metrics
 /// (never rate limited), `extra` routes from other modules (merged under the same
@@ -61,6 +65,8 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .with_state(state.clone());
 
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    // An instance name that is not a valid header value (not visible ASCII) is left out.
+    let served_by = HeaderValue::from_str(&state.instance).ok();
     Router::new()
         .merge(api)
         .merge(probes)
@@ -69,6 +75,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .layer(DefaultBodyLimit::max(cfg.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(timeout, middleware::timeout))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, served_by))
         .layer(axum::middleware::from_fn_with_state(state, middleware::track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
