@@ -30,13 +30,17 @@ enum Cmd {
     },
     /// Install everything the project needs (Debian packages, rust-src, bpf-linker). Idempotent.
     Setup,
-    /// Run the tests (as root): every group by default.
+    /// Run the tests (as root): every group by default. Arguments after `--` go to the test
+    /// binaries, e.g. `cargo xtask test e2e -- --nocapture` prints the measured figures.
     Test {
         #[arg(value_enum, default_value = "all")]
         group: test::Group,
         /// Build the tests in release mode.
         #[arg(long)]
         release: bool,
+        /// Passed to the test binaries (after cargo test's `--`): a name filter, `--nocapture`.
+        #[arg(last = true)]
+        test_args: Vec<String>,
     },
     /// Run a benchmark; arguments after WHAT go to it (try `-- --help`, `--json`, `--quick`).
     Bench {
@@ -63,7 +67,11 @@ fn main() -> Result<()> {
             deps::apt_packages()?;
             deps::toolchain()
         }
-        Cmd::Test { group, release } => test::run(group, release),
+        Cmd::Test {
+            group,
+            release,
+            test_args,
+        } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
         Cmd::Replay { args } => {

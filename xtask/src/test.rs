@@ -27,7 +27,7 @@ pub enum Group {
     E2e,
 }
 
-pub fn run(group: Group, release: bool) -> Result<()> {
+pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
         group,
         Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
@@ -43,18 +43,22 @@ pub fn run(group: Group, release: bool) -> Result<()> {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
     }
-    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    let mut profile: Vec<&str> = if release { vec!["--release"] } else { vec![] };
+    if !test_args.is_empty() {
+        profile.push("--");
+        profile.extend(test_args.iter().map(String::as_str));
+    }
     match group {
         Group::All => {
             lint()?;
             util::step("running every test of the workspace");
-            util::run(util::cargo().args(["test", "--workspace"]).args(profile))
+            util::run(util::cargo().args(["test", "--workspace"]).args(&profile))
         }
         Group::Lint => lint(),
         Group::Unit => util::run(
             util::cargo()
                 .args(["test", "-p", "lb-common", "-p", "lb-userspace", "--lib"])
-                .args(profile),
+                .args(&profile),
         ),
         Group::Dataplane => util::run(
             util::cargo()
@@ -67,7 +71,7 @@ pub fn run(group: Group, release: bool) -> Result<()> {
                     "--test",
                     "config",
                 ])
-                .args(profile),
+                .args(&profile),
         ),
         Group::ControlPlane => util::run(
             util::cargo()
@@ -86,24 +90,24 @@ pub fn run(group: Group, release: bool) -> Result<()> {
                     "--test",
                     "config",
                 ])
-                .args(profile),
+                .args(&profile),
         ),
         Group::Vrrp => util::run(
             util::cargo()
                 .args(["test", "-p", "lb-userspace", "--test", "vrrp"])
-                .args(profile),
+                .args(&profile),
         ),
-        Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(profile)),
+        Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(&profile)),
         Group::Lab => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--lib", "--test", "lab"])
                 .args(["--test", "topology_file", "--test", "vagrant"])
-                .args(profile),
+                .args(&profile),
         ),
         Group::E2e => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "e2e"])
-                .args(profile),
+                .args(&profile),
         ),
     }
 }
