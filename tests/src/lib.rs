@@ -38,5 +38,5 @@ pub mod topology;
 pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr};
 pub use process::Process;
-pub use system::{System, SystemOptions};
+pub use system::{System, SystemOptions, XdpMode};
 pub use topology::{Role, Topology};

@@ -35,6 +35,33 @@ pub struct SystemOptions {
     pub healthy_timeout: Duration,
     /// Print one line per step on stderr.
     pub progress: bool,
+    /// lbd's `[dataplane] xdp_mode` on the balancers: `auto` (native on veth), `driver` or
+    /// `generic`. With `generic` the bridge ports get no `xdp_pass`: skb-mode XDP_TX needs no
+    /// program on the peer, and without one the peer takes frames without copying them.
+    pub xdp_mode: XdpMode,
+}
+
+/// See [`SystemOptions::xdp_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Native (driver) mode where the interface supports it, else generic.
+    #[default]
+    Auto,
+    /// Native mode or fail.
+    Driver,
+    /// skb mode.
+    Generic,
+}
+
+impl XdpMode {
+    /// The value of lbd's `xdp_mode` setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Driver => "driver",
+            XdpMode::Generic => "generic",
+        }
+    }
 }
 
 impl SystemOptions {
@@ -46,6 +73,7 @@ impl SystemOptions {
             name: None,
             healthy_timeout: Duration::from_secs(60),
             progress: false,
+            xdp_mode: XdpMode::Auto,
         }
     }
 
@@ -106,7 +134,9 @@ impl System {
             system.lab.prefix(),
             system.lab.bridge()
         ));
-        system.attach_bridge_programs()?;
+        if system.opts.xdp_mode != XdpMode::Generic {
+            system.attach_bridge_programs()?;
+        }
         for role in ROLE_ORDER {
             for host in system.lab.hosts_with_role(role) {
                 system.provision(host.name())?;
@@ -303,7 +333,8 @@ impl System {
                 .env("LAB_START", "1")
                 .env("LAB_BIN_DIR", &self.opts.bin_dir)
                 .env("LAB_TOKEN_FILE", self.token_file())
-                .env("LAB_PIN_DIR", self.bpffs.join(host.name()));
+                .env("LAB_PIN_DIR", self.bpffs.join(host.name()))
+                .env("LAB_XDP_MODE", self.opts.xdp_mode.as_str());
             // Bounded by exec's default timeout; daemons are left in the background.
             let out = exec::run(&mut c)?;
             if self.opts.progress {

@@ -35,7 +35,7 @@ cat >"$HOST_DIR/lbd.toml" <<CONF
 # Written by vagrant/provision/balancer.sh for $LAB_NAME.
 [dataplane]
 interfaces = ["$iface"]
-xdp_mode = "auto"
+xdp_mode = "${LAB_XDP_MODE:-auto}"
 pin_dir = "$LAB_PIN_DIR"
 
 [api]

@@ -9,6 +9,7 @@
 #   LAB_TOKEN_FILE  bearer token shared by the balancers' APIs and the backends
 #                 (default /vagrant/target/lab-token on a VM: every VM sees it).
 #   LAB_PIN_DIR   bpffs folder for lbd's pins (default /sys/fs/bpf/lbd on a VM).
+#   LAB_XDP_MODE  lbd's [dataplane] xdp_mode on balancers: auto (default), driver or generic.
 
 LAB_MODE="${LAB_MODE:-vagrant}"
 if [ "$LAB_MODE" = vagrant ]; then

@@ -101,12 +101,35 @@ pub struct Args {
     /// Upper bound on datagrams per UDP run, whatever the duration.
     #[arg(long, default_value_t = 50_000_000)]
     pub udp_max_packets: u64,
+    /// lbd's XDP mode on the balancers. `auto` is native on veth: the program runs on a copy
+    /// of each frame and XDP_TX needs a program on the bridge port; `generic` (skb mode) needs
+    /// neither, which can be cheaper in this all-veth lab (on a real NIC native wins).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpModeArg,
     /// Print one JSON object instead of the table (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
     /// Only the final output: no progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--xdp-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeArg {
+    Auto,
+    Driver,
+    Generic,
+}
+
+impl From<XdpModeArg> for tests::XdpMode {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Auto => tests::XdpMode::Auto,
+            XdpModeArg::Driver => tests::XdpMode::Driver,
+            XdpModeArg::Generic => tests::XdpMode::Generic,
+        }
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

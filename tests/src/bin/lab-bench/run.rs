@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> Result<Results> {
     proxies::check_prerequisites()?;
     let mut opts = SystemOptions::from_build();
     opts.progress = !args.quiet;
+    opts.xdp_mode = args.xdp_mode.into();
     let topology = System::topology(&opts).context("reading vagrant/topology.json")?;
     progress(
         args.quiet,
@@ -381,6 +382,7 @@ impl Bench {
                     payload_bytes: generator.payload,
                 }),
                 cpus: cpus(),
+                xdp_mode: tests::XdpMode::from(args.xdp_mode).as_str(),
             },
             background_busy_percent: background,
             http,

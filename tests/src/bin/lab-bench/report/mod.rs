@@ -47,6 +47,8 @@ pub struct Setup {
     pub path: String,
     pub udp: Option<UdpSetup>,
     pub cpus: usize,
+    /// lbd's `xdp_mode` on the balancers.
+    pub xdp_mode: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -273,8 +275,8 @@ impl Results {
         let rows = self.http_rows();
         let mut out = String::new();
         out.push_str(&format!(
-            "HTTP GET {} — wrk -t{} -c{}, {} s per run, median of {} rounds; CPU = machine-wide non-idle time ({} CPUs) / requests; lab = run time of the lab's tasks / requests\n",
-            s.path, s.threads, s.connections, s.duration_s, s.rounds, s.cpus
+            "HTTP GET {} — wrk -t{} -c{}, {} s per run, median of {} rounds; CPU = machine-wide non-idle time ({} CPUs) / requests; lab = run time of the lab's tasks / requests; lbd xdp_mode {}\n",
+            s.path, s.threads, s.connections, s.duration_s, s.rounds, s.cpus, s.xdp_mode
         ));
         let header = [
             "option",
@@ -469,6 +471,7 @@ impl Results {
                 "wrk_connections": s.connections,
                 "path": s.path,
                 "cpus": s.cpus,
+                "xdp_mode": s.xdp_mode,
                 "udp": s.udp.as_ref().map(|u| json!({
                     "duration_s": u.duration_s,
                     "flows": u.flows,

@@ -59,6 +59,7 @@ fn results() -> Results {
             threads: 3,
             connections: 48,
             path: "/ping".into(),
+            xdp_mode: "auto",
             udp: Some(UdpSetup {
                 duration_s: 1,
                 flows: 48,
