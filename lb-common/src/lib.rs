@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
 /// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
@@ -47,6 +47,12 @@ pub const TABLE_ENTRIES: u32 = MAX_VIPS * TABLE_SLOTS * MAX_TABLE;
 pub const MAX_LC_BACKENDS: usize = 32;
 /// Default size of the connection table (LRU).
 pub const CONN_TABLE_SIZE: u32 = 262_144;
+/// Default LRU flood guard (`Settings::max_new_flows_per_cpu`): new flows per second per CPU
+/// above which `maglev` and `ip-hash` flows are forwarded by their hash without a
+/// connection-table entry (Katran's `MAX_CONN_RATE`).
+pub const DEFAULT_MAX_NEW_FLOWS_PER_CPU: u32 = 125_000;
+/// Length of the flood guard's counting window.
+pub const FLOOD_WINDOW_NS: u64 = 1_000_000_000;
 /// Largest packet prefix the benchmark harness restores between repeats.
 pub const HARNESS_MAX_PACKET: usize = 256;
 
@@ -209,6 +215,22 @@ pub struct Settings {
     /// ours: it is passed to the kernel (which drops it as "other host"), never forwarded
     /// twice. Unused slots have ifindex 0; an interface not listed is not checked.
     pub ifaces: [IfaceMac; MAX_IFACES],
+    /// LRU flood guard: when one CPU sees more new flows than this in the current one-second
+    /// window, new flows of `maglev` and `ip-hash` VIPs are forwarded by the hash without a
+    /// connection-table entry (the hash gives the same backend on the next packet), so a SYN
+    /// flood cannot evict established flows. `weighted-round-robin` and `least-connections`
+    /// always insert: their choice cannot be recomputed. 0 turns the guard off.
+    pub max_new_flows_per_cpu: u32,
+}
+
+/// Per-CPU state of the flood guard (`FLOOD_WINDOW`, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodWindow {
+    /// Coarse monotonic time at which the current window began.
+    pub start_ns: u64,
+    /// New flows seen in the current window.
+    pub count: u64,
 }
 
 pub const MAX_IFACES: usize = 4;
@@ -264,9 +286,12 @@ pub enum Reason {
     PassDecap = 13,
     /// A frame for another host's MAC (flooded to us): left to the kernel, which drops it.
     PassOtherHost = 14,
+    /// A new flow of a `maglev` or `ip-hash` VIP forwarded by the hash without a
+    /// connection-table entry: the LRU flood guard was on (too many new flows on this CPU).
+    TxForwardUnpinned = 15,
 }
 
-pub const REASON_COUNT: u32 = 15;
+pub const REASON_COUNT: u32 = 16;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -285,6 +310,7 @@ impl Reason {
         Reason::DropInternal,
         Reason::PassDecap,
         Reason::PassOtherHost,
+        Reason::TxForwardUnpinned,
     ];
 
     /// Stable name used in metrics and tools.
@@ -305,6 +331,7 @@ impl Reason {
             Reason::DropInternal => "drop_internal",
             Reason::PassDecap => "pass_decap",
             Reason::PassOtherHost => "pass_other_host",
+            Reason::TxForwardUnpinned => "tx_forward_unpinned",
         }
     }
 }
@@ -331,6 +358,7 @@ pub mod names {
     pub const MAP_DECAP_ADDRS: &str = "DECAP_ADDRS";
     pub const MAP_VIP_ADDR_FILTER: &str = "VIP_ADDR_FILTER";
     pub const MAP_VIP_MODES: &str = "VIP_MODES";
+    pub const MAP_FLOOD_WINDOW: &str = "FLOOD_WINDOW";
     pub const MAP_HARNESS_PACKET: &str = "HARNESS_PACKET";
     pub const MAP_HARNESS_PROGS: &str = "HARNESS_PROGS";
 }

@@ -13,6 +13,7 @@ unsafe impl aya::Pod for LcList {}
 unsafe impl aya::Pod for Settings {}
 unsafe impl aya::Pod for IfaceMac {}
 unsafe impl aya::Pod for TrafficStats {}
+unsafe impl aya::Pod for FloodWindow {}
 unsafe impl aya::Pod for HarnessPacket {}
 
 /// An address as the data plane stores it: network-order words, IPv4 in word 0.

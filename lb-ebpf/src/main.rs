@@ -143,7 +143,12 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     };
     stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);
     let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, &flow);
-    forward::action(out, Reason::TxForward)
+    let reason = if choice.unpinned {
+        Reason::TxForwardUnpinned
+    } else {
+        Reason::TxForward
+    };
+    forward::action(out, reason)
 }
 
 /// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
-    ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FlowKey, HarnessPacket, LcList,
-    MAX_BACKENDS, MAX_VIPS, REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS, TrafficStats,
-    VipKey, VipMeta,
+    ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FloodWindow, FlowKey, HarnessPacket,
+    LcList, MAX_BACKENDS, MAX_VIPS, REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS,
+    TrafficStats, VipKey, VipMeta,
 };
 
 /// (address, port, protocol) -> VIP; `proto == 0` entries mark VIP addresses.
@@ -51,6 +51,11 @@ pub static CONNS: LruHashMap<FlowKey, ConnEntry> = LruHashMap::with_max_entries(
 /// Per-CPU position in each VIP's weighted round-robin period.
 #[map(name = "RR_CURSOR")]
 pub static RR_CURSOR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// The LRU flood guard's per-CPU window (new flows counted since the window began). Not
+/// pinned: a restarted daemon simply starts a new window.
+#[map(name = "FLOOD_WINDOW")]
+pub static FLOOD_WINDOW: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);

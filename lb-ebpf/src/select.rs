@@ -3,13 +3,15 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use lb_common::{
-    Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FlowKey, MAX_LC_BACKENDS,
-    MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
+    Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FLOOD_WINDOW_NS, FlowKey,
+    MAX_LC_BACKENDS, MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
     hash::{flow_hash, source_hash},
 };
 
 use crate::{
-    maps::{BACKENDS, CONNS, LC_CONNS, LC_LISTS, RR_CURSOR, TABLES, VIP_MODES},
+    maps::{
+        BACKENDS, CONNS, FLOOD_WINDOW, LC_CONNS, LC_LISTS, RR_CURSOR, SETTINGS, TABLES, VIP_MODES,
+    },
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -17,6 +19,8 @@ pub struct Choice {
     pub id: u32,
     pub backend: Backend,
     pub new_flow: bool,
+    /// A new flow forwarded without a connection-table entry (the flood guard was on).
+    pub unpinned: bool,
 }
 
 /// The backend a flow's entry may still use: present, active, and the same backend that the
@@ -95,6 +99,7 @@ fn touch(entry: *mut ConnEntry, closing: bool, now: u64) -> Option<Choice> {
         id: entry.backend,
         backend,
         new_flow: false,
+        unpinned: false,
     })
 }
 
@@ -113,6 +118,16 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
     let backend = *BACKENDS.get(id)?;
     if backend.flags & BACKEND_F_ACTIVE == 0 {
         return None;
+    }
+    // Under a flood of new flows, a stateless-consistent choice is not pinned: the hash gives
+    // the same backend on the flow's next packet, and established entries are not evicted.
+    if flooded(now) && vip.algo <= Algorithm::IpHash as u8 {
+        return Some(Choice {
+            id,
+            backend,
+            new_flow: true,
+            unpinned: true,
+        });
     }
     let entry = ConnEntry {
         backend: id,
@@ -143,7 +158,31 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
         id,
         backend,
         new_flow: true,
+        unpinned: false,
     })
+}
+
+/// Counts a new flow in this CPU's window and tells whether the window is over the configured
+/// rate (`Settings::max_new_flows_per_cpu`, 0: guard off, nothing counted). The window runs on
+/// the coarse clock the caller already read: tick resolution is plenty for one second, and it
+/// saves a clock read per new flow.
+#[inline(always)]
+fn flooded(now: u64) -> bool {
+    let limit = match SETTINGS.get(0) {
+        Some(s) if s.max_new_flows_per_cpu != 0 => s.max_new_flows_per_cpu as u64,
+        _ => return false,
+    };
+    let Some(w) = FLOOD_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.start_ns) > FLOOD_WINDOW_NS {
+        w.start_ns = now;
+        w.count = 1;
+        return false;
+    }
+    w.count += 1;
+    w.count > limit
 }
 
 /// First entry of the VIP's active table slot in `TABLES`.

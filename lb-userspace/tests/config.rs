@@ -37,6 +37,24 @@ fn defaults() {
     assert_eq!(v.health, lb_userspace::config::HealthConfig::default());
     assert_eq!(c.api.socket, std::path::PathBuf::from("/run/lbd/lbd.sock"));
     assert_eq!(c.dataplane.xdp_mode, lb_userspace::config::AttachMode::Auto);
+    assert_eq!(
+        c.dataplane.max_new_flows_per_cpu,
+        lb_common::DEFAULT_MAX_NEW_FLOWS_PER_CPU
+    );
+}
+
+#[test]
+fn flood_guard_limit_is_set_or_turned_off() {
+    for (value, want) in [
+        ("0", 0),
+        ("1", 1),
+        ("250000", 250_000),
+        ("125_000", 125_000),
+    ] {
+        let text = format!("[dataplane]\nmax_new_flows_per_cpu = {value}\n{VIP}");
+        let c = Config::parse(&text, "ok.toml").expect("valid");
+        assert_eq!(c.dataplane.max_new_flows_per_cpu, want, "{value}");
+    }
 }
 
 #[test]
@@ -124,6 +142,18 @@ fn every_error_names_line_field_and_reason() {
         (
             "[dataplane]\nipip_source_v4 = \"fd77::2\"\n",
             "bad.toml:2: dataplane.ipip_source_v4: must be an IPv4 address",
+        ),
+        (
+            "[dataplane]\nmax_new_flows_per_cpu = -1\n",
+            "bad.toml:2: dataplane.max_new_flows_per_cpu: -1 is out of range",
+        ),
+        (
+            "[dataplane]\n\nmax_new_flows_per_cpu = 5000000000\n",
+            "bad.toml:3: dataplane.max_new_flows_per_cpu: 5000000000 is out of range",
+        ),
+        (
+            "[dataplane]\nmax_new_flows_per_cpu = \"lots\"\n",
+            "bad.toml:2: dataplane.max_new_flows_per_cpu: \"lots\" is not a whole number",
         ),
     ];
     for (text, want) in cases {

@@ -130,6 +130,39 @@ pub(super) struct RawSweep {
     closing_idle_s: Option<u64>,
 }
 
+/// Above this a per-CPU limit means nothing (no CPU creates that many flows per second): a
+/// typo, or an attempt to turn the guard off, which is written 0.
+const MAX_FLOOD_LIMIT: i64 = 100_000_000;
+
+/// `dataplane.max_new_flows_per_cpu`: the LRU flood guard's limit, default Katran's 125,000
+/// new flows per second per CPU; 0 turns the guard off.
+pub(super) fn parse_flood_limit(
+    ctx: &Ctx,
+    v: &Option<Spanned<toml::Value>>,
+) -> Result<u32, ConfigError> {
+    const FIELD: &str = "dataplane.max_new_flows_per_cpu";
+    let Some(s) = v else {
+        return Ok(lb_common::DEFAULT_MAX_NEW_FLOWS_PER_CPU);
+    };
+    match s.get_ref() {
+        toml::Value::Integer(n @ 0..=MAX_FLOOD_LIMIT) => Ok(*n as u32),
+        toml::Value::Integer(n) => Err(ctx.err(
+            &s.span(),
+            FIELD,
+            format!(
+                "{n} is out of range: new flows per second per CPU, 1 to {MAX_FLOOD_LIMIT} (0 turns the flood guard off)"
+            ),
+        )),
+        other => Err(ctx.err(
+            &s.span(),
+            FIELD,
+            format!(
+                "{other} is not a whole number of new flows per second per CPU (0 turns the flood guard off)"
+            ),
+        )),
+    }
+}
+
 pub(super) fn parse_attach_mode(
     ctx: &Ctx,
     s: &Option<Spanned<String>>,

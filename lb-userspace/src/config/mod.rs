@@ -85,6 +85,9 @@ pub struct DataplaneConfig {
     pub ipip_source_v6: Option<IpAddr>,
     /// Largest encapsulated packet the backend path carries (0: unchecked).
     pub backend_mtu: u32,
+    /// LRU flood guard: new flows per second per CPU above which `maglev`/`ip-hash` flows are
+    /// not pinned in the connection table (0: off).
+    pub max_new_flows_per_cpu: u32,
     pub xdp_mode: AttachMode,
     /// bpffs directory for pins (maps and the XDP link), so a restart never stops forwarding.
     pub pin_dir: PathBuf,
@@ -167,6 +170,7 @@ struct RawDataplane {
     ipip_source_v6: Option<Spanned<String>>,
     #[serde(default)]
     backend_mtu: u32,
+    max_new_flows_per_cpu: Option<Spanned<toml::Value>>,
     xdp_mode: Option<Spanned<String>>,
     pin_dir: Option<String>,
     #[serde(default)]
@@ -424,6 +428,7 @@ fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, Config
         ipip_source_v4: v4,
         ipip_source_v6: v6,
         backend_mtu: d.backend_mtu,
+        max_new_flows_per_cpu: daemon::parse_flood_limit(ctx, &d.max_new_flows_per_cpu)?,
         xdp_mode: daemon::parse_attach_mode(ctx, &d.xdp_mode)?,
         pin_dir: d
             .pin_dir

@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         ipip_src_v6: word(dp_cfg.ipip_source_v6),
         backend_mtu: dp_cfg.backend_mtu,
         ifaces: iface_macs(&dp_cfg.interfaces)?,
+        max_new_flows_per_cpu: dp_cfg.max_new_flows_per_cpu,
     })?;
     let saved = persist::load(&config.api.state_file);
     let prog = match (&saved, pins_existed) {

@@ -163,3 +163,18 @@ impl Fixture {
             .unwrap_or_else(|| panic!("table entry {id} names no backend of {vip_name}"))
     }
 }
+
+impl Fixture {
+    /// Rewrites the settings with the flood guard's limit (0: off), the rest as `with_options`.
+    pub fn set_flood_limit(&mut self, max_new_flows_per_cpu: u32) {
+        self.prog
+            .maps_mut()
+            .set_settings(&Settings {
+                ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
+                ipip_src_v6: lb_common::user::addr_words(ip(IPIP_SRC_V6)),
+                max_new_flows_per_cpu,
+                ..Default::default()
+            })
+            .expect("settings");
+    }
+}

@@ -6,6 +6,7 @@ mod fixture;
 mod algorithms;
 mod decap;
 mod filter;
+mod flood;
 mod forwarding;
 mod icmp;
 mod malformed;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use lb_common::{Algorithm, ForwardMode, Settings, names};
+use lb_common::{Algorithm, DEFAULT_MAX_NEW_FLOWS_PER_CPU, ForwardMode, Reason, Settings, names};
 use lb_userspace::dataplane::{Dataplane, LoadOptions, Maps, PinnedXdp, Programmer, XdpAction};
 
 use crate::cases::{Case, Kind, ip, vip};
@@ -13,13 +13,20 @@ pub struct Bench {
     prog: Programmer,
     repeat: u32,
     pub katran: Option<PinnedXdp>,
+    pub katran_default: Option<PinnedXdp>,
+    settings: Settings,
+    /// Flood-guard cases: flows forwarded without an entry, and all flows (ours).
+    pub unpinned: (u64, u64),
 }
 
 /// The program a measurement runs.
 #[derive(Clone, Copy)]
 pub enum Target {
     Ours(&'static str),
+    /// `--katran`: a build that inserts every new flow.
     Katran,
+    /// `--katran-default`: Katran's default build (its flood guard skips the insert).
+    KatranDefault,
 }
 
 impl Bench {
@@ -27,10 +34,14 @@ impl Bench {
         repeat: u32,
         conn_table_size: u32,
         katran: Option<&std::path::Path>,
+        katran_default: Option<&std::path::Path>,
     ) -> Result<Self> {
-        let katran = katran
-            .map(|p| PinnedXdp::open(p).with_context(|| format!("--katran {}", p.display())))
-            .transpose()?;
+        let open = |p: Option<&std::path::Path>, opt: &str| {
+            p.map(|p| PinnedXdp::open(p).with_context(|| format!("{opt} {}", p.display())))
+                .transpose()
+        };
+        let katran = open(katran, "--katran")?;
+        let katran_default = open(katran_default, "--katran-default")?;
         let mut dp = Dataplane::load(LoadOptions {
             bench: true,
             conn_table_size,
@@ -38,12 +49,15 @@ impl Bench {
         })
         .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
         let mut maps = dp.take_maps()?;
-        maps.set_settings(&Settings {
+        // The flood guard is off except in the cases that measure it (`set_guard`).
+        let settings = Settings {
             ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],
             ipip_src_v6: lb_common::user::addr_words(ip("fd77::2")),
             backend_mtu: 0,
+            max_new_flows_per_cpu: 0,
             ..Default::default()
-        })?;
+        };
+        maps.set_settings(&settings)?;
         let mut prog = Programmer::new(maps);
         prog.apply(&[
             vip(
@@ -78,15 +92,35 @@ impl Bench {
             prog,
             repeat,
             katran,
+            katran_default,
+            settings,
+            unpinned: (0, 0),
         })
+    }
+
+    /// Our flood guard at its default limit (`on`) or off.
+    fn set_guard(&mut self, on: bool) -> Result<()> {
+        let limit = if on { DEFAULT_MAX_NEW_FLOWS_PER_CPU } else { 0 };
+        if self.settings.max_new_flows_per_cpu != limit {
+            self.settings.max_new_flows_per_cpu = limit;
+            let s = self.settings;
+            self.maps().set_settings(&s)?;
+        }
+        Ok(())
     }
 
     fn maps(&mut self) -> &mut Maps {
         self.prog.maps_mut()
     }
 
-    fn katran(&self) -> Result<&PinnedXdp> {
-        self.katran.as_ref().context("--katran not given")
+    fn katran(&self, target: Target) -> Result<&PinnedXdp> {
+        match target {
+            Target::KatranDefault => self
+                .katran_default
+                .as_ref()
+                .context("--katran-default not given"),
+            _ => self.katran.as_ref().context("--katran not given"),
+        }
     }
 
     fn run_once(
@@ -96,7 +130,7 @@ impl Bench {
     ) -> Result<lb_userspace::dataplane::RunOutput> {
         Ok(match target {
             Target::Ours(name) => self.dp.run(name, packet)?,
-            Target::Katran => self.katran()?.run(packet)?,
+            Target::Katran | Target::KatranDefault => self.katran(target)?.run(packet)?,
         })
     }
 
@@ -104,7 +138,9 @@ impl Bench {
     pub fn direct(&self, target: Target, packet: &[u8], expect: XdpAction) -> Result<f64> {
         let (out, d) = match target {
             Target::Ours(name) => self.dp.run_repeat(name, packet, self.repeat)?,
-            Target::Katran => self.katran()?.run_repeat(packet, self.repeat)?,
+            Target::Katran | Target::KatranDefault => {
+                self.katran(target)?.run_repeat(packet, self.repeat)?
+            }
         };
         ensure!(
             out.action == expect,
@@ -119,8 +155,12 @@ impl Bench {
         let maps = self.prog.maps_mut();
         match target {
             Target::Ours(name) => self.dp.arm_harness(maps, name, packet, vary)?,
-            Target::Katran => {
-                let k = self.katran.as_ref().context("--katran not given")?;
+            Target::Katran | Target::KatranDefault => {
+                let k = match target {
+                    Target::KatranDefault => self.katran_default.as_ref(),
+                    _ => self.katran.as_ref(),
+                }
+                .context("the other balancer's pin was not given")?;
                 self.dp.arm_harness_with(maps, k.xdp(), packet, vary)?
             }
         }
@@ -154,6 +194,7 @@ impl Bench {
 
     /// One round of one case on `target`: its cost with the harness's own cost taken off.
     pub fn measure(&mut self, case: &Case, target: Target, floor: f64) -> Result<f64> {
+        self.set_guard(case.guard)?;
         match case.kind {
             Kind::Floor => Ok(floor),
             Kind::Direct => self.direct(target, &case.packet, case.expect),
@@ -177,8 +218,21 @@ impl Bench {
                     XdpAction::Tx,
                 )? - floor;
                 let before = self.new_conns(vip)?;
+                let unpinned_before = self.maps().reason(Reason::TxForwardUnpinned)?;
                 let total =
                     self.through_harness(target, &case.packet, case.vary_offset, case.expect)?;
+                let unpinned = self.maps().reason(Reason::TxForwardUnpinned)? - unpinned_before;
+                if let Target::Ours(_) = target {
+                    ensure!(
+                        case.guard || unpinned == 0,
+                        "{}: {unpinned} flows not pinned with the flood guard off",
+                        case.name
+                    );
+                    if case.guard {
+                        self.unpinned.0 += unpinned;
+                        self.unpinned.1 += self.repeat as u64;
+                    }
+                }
                 // Our counters check our program; the other balancer's counters are its own
                 // (its output is checked in `check_harness_output`).
                 if let Target::Ours(_) = target {
@@ -252,6 +306,7 @@ impl Target {
         match self {
             Target::Ours(name) => name,
             Target::Katran => "katran",
+            Target::KatranDefault => "katran (default build)",
         }
     }
 }

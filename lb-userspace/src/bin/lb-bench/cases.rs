@@ -66,6 +66,9 @@ pub struct Case {
     pub expect: XdpAction,
     /// Whether `--katran` runs this case too (its VIP is the `ipip` one).
     pub katran: bool,
+    /// Our flood guard at its default limit (else off: every new flow is inserted); the other
+    /// balancer compared is `--katran-default` (Katran's default build, its guard on).
+    pub guard: bool,
 }
 
 fn syn(dst: &str) -> Frame {
@@ -78,8 +81,6 @@ fn syn(dst: &str) -> Frame {
 }
 
 pub fn cases() -> Vec<Case> {
-    let v4_src_word = 14 + 12;
-    let v6_src_word = 14 + 8 + 12;
     let mut out = vec![
         Case {
             name: "floor: swap MACs, XDP_TX".into(),
@@ -89,6 +90,7 @@ pub fn cases() -> Vec<Case> {
             vary_offset: 0,
             expect: XdpAction::Tx,
             katran: false,
+            guard: false,
         },
         Case {
             name: "non-VIP pass".into(),
@@ -98,6 +100,7 @@ pub fn cases() -> Vec<Case> {
             vary_offset: 0,
             expect: XdpAction::Pass,
             katran: true,
+            guard: false,
         },
     ];
     for (name, vip_name, addr, katran) in [
@@ -124,6 +127,7 @@ pub fn cases() -> Vec<Case> {
             vary_offset: 0,
             expect: XdpAction::Tx,
             katran,
+            guard: false,
         });
     }
     for (name, vip_name, addr, katran) in [
@@ -139,19 +143,33 @@ pub fn cases() -> Vec<Case> {
         ("new flow, maglev, ipip", "ipip", "10.77.0.104", true),
         ("new flow, maglev, ipip6", "ipip6", "fd77::100", false),
     ] {
-        out.push(Case {
-            name: name.into(),
-            kind: Kind::NewFlow,
-            vip: Some(vip_name),
-            packet: syn(addr).build(),
-            vary_offset: if addr.contains(':') {
-                v6_src_word
-            } else {
-                v4_src_word
-            },
-            expect: XdpAction::Tx,
-            katran,
-        });
+        out.push(new_flow(name, vip_name, addr, katran, false));
     }
+    out.push(new_flow(
+        "new flow, ipip, flood guard on",
+        "ipip",
+        "10.77.0.104",
+        false,
+        true,
+    ));
     out
+}
+
+fn new_flow(name: &str, vip_name: &'static str, addr: &str, katran: bool, guard: bool) -> Case {
+    let v4_src_word = 14 + 12;
+    let v6_src_word = 14 + 8 + 12;
+    Case {
+        name: name.into(),
+        kind: Kind::NewFlow,
+        vip: Some(vip_name),
+        packet: syn(addr).build(),
+        vary_offset: if addr.contains(':') {
+            v6_src_word
+        } else {
+            v4_src_word
+        },
+        expect: XdpAction::Tx,
+        katran,
+        guard,
+    }
 }

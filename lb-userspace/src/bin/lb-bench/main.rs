@@ -64,6 +64,12 @@ struct Opts {
     /// run, through the same harness, on the same packets. Without it: "not measured".
     #[arg(long, value_name = "PIN")]
     katran: Option<PathBuf>,
+    /// Katran's default build (its LRU flood guard on: above 125,000 new flows per second per
+    /// CPU it forwards new flows without inserting them), pinned like --katran. Compared on the
+    /// "flood guard on" row with our guard at its default (125,000); every other new-flow row
+    /// runs our guard off and compares with --katran (a build that inserts every flow).
+    #[arg(long, value_name = "PIN")]
+    katran_default: Option<PathBuf>,
     /// Measure only the cases whose name contains this text (the floor always runs).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
@@ -93,8 +99,14 @@ fn main() -> Result<()> {
         opts.rounds >= 1 && opts.repeat >= 1,
         "--rounds and --repeat must be positive"
     );
-    let mut bench = Bench::setup(opts.repeat, opts.conn_table_size, opts.katran.as_deref())?;
+    let mut bench = Bench::setup(
+        opts.repeat,
+        opts.conn_table_size,
+        opts.katran.as_deref(),
+        opts.katran_default.as_deref(),
+    )?;
     let with_katran = bench.katran.is_some();
+    let with_katran_default = bench.katran_default.is_some();
     let cases: Vec<Case> = cases()
         .into_iter()
         .filter(|c| {
@@ -109,6 +121,9 @@ fn main() -> Result<()> {
         })];
         if with_katran && c.katran {
             t.push(Target::Katran);
+        }
+        if with_katran_default && c.guard {
+            t.push(Target::KatranDefault);
         }
         t
     };
@@ -131,7 +146,7 @@ fn main() -> Result<()> {
                 let v = bench.measure(case, t, floor)?;
                 match t {
                     Target::Ours(_) => ours[i].push(v),
-                    Target::Katran => katran[i].push(v),
+                    Target::Katran | Target::KatranDefault => katran[i].push(v),
                 }
             }
         }
@@ -151,6 +166,8 @@ fn main() -> Result<()> {
             .collect(),
     );
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let unpinned_share =
+        (bench.unpinned.1 > 0).then(|| bench.unpinned.0 as f64 / bench.unpinned.1 as f64);
 
     if opts.json {
         let rows: Vec<serde_json::Value> = cases
@@ -165,6 +182,7 @@ fn main() -> Result<()> {
                     "katran_ratio_to_floor": k.map(|k| round2(k / floor)),
                     "ratio_to_katran": k.map(|k| round2(m / k)),
                     "action": c.expect.name(),
+                    "flood_guard": c.guard,
                 })
             })
             .collect();
@@ -175,6 +193,12 @@ fn main() -> Result<()> {
             "rounds": opts.rounds,
             "conn_table_entries": opts.conn_table_size,
             "katran_program": opts.katran.as_ref().map(|p| p.display().to_string()),
+            "katran_default_program": opts
+                .katran_default
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            "flood_guard_limit_per_cpu_per_s": lb_common::DEFAULT_MAX_NEW_FLOWS_PER_CPU,
+            "flood_guard_unpinned_share": unpinned_share.map(round2),
             "floor_ns_per_packet": floor,
             "cases": rows,
             "maglev_build_ms_m65537_n1000": build,
@@ -198,7 +222,9 @@ fn main() -> Result<()> {
                 format!("{:.2}", k / floor),
                 format!("{:.2}", m / k),
             ),
-            None if c.katran && !with_katran => ("not measured".into(), "".into(), "".into()),
+            None if (c.katran && !with_katran) || (c.guard && !with_katran_default) => {
+                ("not measured".into(), "".into(), "".into())
+            }
             None => ("-".into(), "".into(), "".into()),
         };
         println!(
@@ -216,9 +242,22 @@ fn main() -> Result<()> {
         "{:<32} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
         "Maglev build, M=65537, 1000 backends", build
     );
+    if let Some(share) = unpinned_share {
+        println!(
+            "flood guard on ({} new flows/s per CPU): {:.0}% of our new flows forwarded without an entry",
+            lb_common::DEFAULT_MAX_NEW_FLOWS_PER_CPU,
+            share * 100.0
+        );
+    }
     if let Some(p) = &opts.katran {
         println!(
             "katran: {} measured in this run, same harness, same packets, same floor",
+            p.display()
+        );
+    }
+    if let Some(p) = &opts.katran_default {
+        println!(
+            "katran default build (flood guard row): {} in the same run",
             p.display()
         );
     }
