@@ -365,64 +365,48 @@ mod tests {
     #[test]
     fn errors_name_the_line_field_and_reason() {
         let head = "interface = \"eth0\"\nvirtual_router_id = 51\n";
-        let e = parse(&format!(
-            "{head}priority = 0\naddresses = [\"10.0.0.100\"]\n"
-        ))
-        .unwrap_err();
+        let err = |rest: &str| parse(&format!("{head}{rest}")).unwrap_err();
         assert_eq!(
-            e,
+            err("priority = 0\naddresses = [\"10.0.0.100\"]\n"),
             "lbd.toml:8: vrrp.priority: must be 1..=255 (255: address owner; 0 is reserved for leaving)"
         );
-        let e = parse(&format!(
-            "{head}priority = 9\nadvert_interval_cs = 4096\naddresses = [\"10.0.0.100\"]\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains(":9: vrrp.advert_interval_cs: centiseconds"),
-            "{e}"
-        );
-        let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.100\"]\nunicast_peers = [\"fd00::2\"]\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("vrrp.unicast_peers[0]: an IPv6 peer, but no IPv6 address"),
-            "{e}"
-        );
-        let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fd00::100\"]\n\
-             unicast_peers = [\"10.0.0.2\"]\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains(
-                "vrrp.unicast_peers: with unicast peers, the IPv6 addresses need an IPv6 peer"
+        let v4 = "priority = 9\naddresses = [\"10.0.0.100\"]\n";
+        let dual = "priority = 9\naddresses = [\"10.0.0.100\", \"fd00::100\"]\n";
+        let cases = [
+            (
+                "priority = 9\nadvert_interval_cs = 4096\naddresses = [\"10.0.0.100\"]\n"
+                    .to_string(),
+                ":9: vrrp.advert_interval_cs: centiseconds",
             ),
-            "{e}"
-        );
-        let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.100\", \"fd00::100\"]\nsource = \"fe80::1\"\n"
-        ))
-        .unwrap_err();
-        assert!(e.contains("vrrp.source: must be an IPv4 address"), "{e}");
-        let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.1/33\"]\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("vrrp.addresses[0]: prefix must be 1..=32"),
-            "{e}"
-        );
-        let e = parse(&format!("{head}priority = 9\naddresses = []\n")).unwrap_err();
-        assert!(e.contains("vrrp.addresses: list 1 to 255"), "{e}");
-        let e = parse(&format!(
-            "{head}priority = 9\naddresses = [\"10.0.0.100\"]\ntrack_vips = [\"nope\"]\n"
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("vrrp.track_vips[0]: no VIP named \"nope\""),
-            "{e}"
-        );
+            (
+                format!("{v4}unicast_peers = [\"fd00::2\"]\n"),
+                "vrrp.unicast_peers[0]: an IPv6 peer, but no IPv6 address",
+            ),
+            (
+                format!("{dual}unicast_peers = [\"10.0.0.2\"]\n"),
+                "vrrp.unicast_peers: with unicast peers, the IPv6 addresses need an IPv6 peer",
+            ),
+            (
+                format!("{dual}source = \"fe80::1\"\n"),
+                "vrrp.source: must be an IPv4 address",
+            ),
+            (
+                "priority = 9\naddresses = [\"10.0.0.1/33\"]\n".to_string(),
+                "vrrp.addresses[0]: prefix must be 1..=32",
+            ),
+            (
+                "priority = 9\naddresses = []\n".to_string(),
+                "vrrp.addresses: list 1 to 255",
+            ),
+            (
+                format!("{v4}track_vips = [\"nope\"]\n"),
+                "vrrp.track_vips[0]: no VIP named \"nope\"",
+            ),
+        ];
+        for (rest, want) in cases {
+            let e = err(&rest);
+            assert!(e.contains(want), "{rest:?}: {e}");
+        }
         let e = parse("interface = \"eth0\"\nvirtual_router_id = 256\npriority = 9\naddresses = [\"10.0.0.1\"]\n")
             .unwrap_err();
         assert!(

@@ -51,6 +51,27 @@ pub(super) fn socket(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A non-blocking raw socket of `domain` for protocol 112, bound to `iface` so that it sends
+/// and receives on that interface only (both families).
+pub(super) fn raw_vrrp_socket(domain: libc::c_int, iface: &str) -> io::Result<OwnedFd> {
+    let fd = socket(
+        domain,
+        libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+        libc::c_int::from(PROTO_VRRP),
+    )?;
+    // SAFETY: the name is passed with its exact length.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            iface.as_ptr().cast(),
+            iface.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
 /// The interface's index, or an error naming it.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = CString::new(name).map_err(|_| io::Error::other("interface name holds a NUL"))?;
@@ -121,22 +142,8 @@ impl VrrpSocket {
     /// Opens the socket bound to `iface`; joins 224.0.0.18 when `multicast`.
     pub fn open_v4(iface: &str, multicast: bool) -> io::Result<Self> {
         let index = ifindex(iface)? as libc::c_int;
-        let fd = socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-            libc::c_int::from(PROTO_VRRP),
-        )?;
+        let fd = raw_vrrp_socket(libc::AF_INET, iface)?;
         let raw = fd.as_raw_fd();
-        // SAFETY: the name is passed with its exact length.
-        cvt(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                iface.as_ptr().cast(),
-                iface.len() as libc::socklen_t,
-            )
-        })?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_HDRINCL, &1i32)?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &0i32)?;
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &255i32)?;
@@ -161,7 +168,7 @@ impl VrrpSocket {
     pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<()> {
         let sa = sockaddr_v4(dst);
         // SAFETY: buffer and address are live for the call and passed with their sizes.
-        let n = cvt(unsafe {
+        let n = unsafe {
             libc::sendto(
                 self.fd.as_raw_fd(),
                 packet.as_ptr().cast(),
@@ -169,31 +176,48 @@ impl VrrpSocket {
                 0,
                 (&sa as *const libc::sockaddr_in).cast(),
                 mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) as libc::c_int
-        })?;
-        if n as usize != packet.len() {
-            return Err(io::Error::other("short send"));
-        }
-        Ok(())
+            )
+        };
+        sent_all(n, packet.len())
     }
 
     /// Waits for the next packet (IP header included).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            let r = guard.try_io(|fd| {
-                // SAFETY: `buf` is writable for its length.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            if let Ok(r) = r {
-                return r;
+        recv_ready(&self.fd, |fd| {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
             }
+        })
+        .await
+    }
+}
+
+/// What a send(2)-like call returned for a datagram of `len` bytes: an error, a short send,
+/// or all of it.
+pub(super) fn sent_all(n: isize, len: usize) -> io::Result<()> {
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != len {
+        return Err(io::Error::other("short send"));
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable and `recv_once` (one non-blocking receive) has something;
+/// `WouldBlock` clears the readiness and waits again.
+pub(super) async fn recv_ready<R>(
+    fd: &AsyncFd<OwnedFd>,
+    mut recv_once: impl FnMut(RawFd) -> io::Result<R>,
+) -> io::Result<R> {
+    loop {
+        let mut guard = fd.readable().await?;
+        if let Ok(r) = guard.try_io(|fd| recv_once(fd.as_raw_fd())) {
+            return r;
         }
     }
 }

@@ -17,8 +17,8 @@ use std::{
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    io::{cvt, ifindex, setsockopt, socket},
-    packet::{GROUP_V6, PROTO_VRRP, TTL, inet_checksum},
+    io::{cvt, ifindex, raw_vrrp_socket, recv_ready, sent_all, setsockopt},
+    packet::{GROUP_V6, TTL, inet_checksum},
 };
 
 /// All-nodes multicast group: where unsolicited neighbour advertisements go.
@@ -57,22 +57,8 @@ impl VrrpSocket6 {
     /// Opens the socket bound to `iface`; joins ff02::12 when `multicast`.
     pub fn open(iface: &str, multicast: bool) -> io::Result<Self> {
         let index = ifindex(iface)?;
-        let fd = socket(
-            libc::AF_INET6,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-            libc::c_int::from(PROTO_VRRP),
-        )?;
+        let fd = raw_vrrp_socket(libc::AF_INET6, iface)?;
         let raw = fd.as_raw_fd();
-        // SAFETY: the name is passed with its exact length.
-        cvt(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                iface.as_ptr().cast(),
-                iface.len() as libc::socklen_t,
-            )
-        })?;
         let ttl = libc::c_int::from(TTL);
         setsockopt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &ttl)?;
         setsockopt(raw, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &ttl)?;
@@ -132,16 +118,10 @@ impl VrrpSocket6 {
             iov_base: msg.as_ptr() as *mut libc::c_void,
             iov_len: msg.len(),
         };
-        // SAFETY: msghdr is plain old data; every pointer below outlives the sendmsg call.
-        let mut mh: libc::msghdr = unsafe { mem::zeroed() };
-        mh.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-        mh.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = control.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32) };
-        mh.msg_controllen = space as usize;
+        // Every buffer the header points to outlives the sendmsg call.
+        let mh = msghdr6(&mut sa, &mut iov, &mut control, space as usize);
         // SAFETY: the control buffer (64 bytes) holds one cmsghdr with an in6_pktinfo
         // (CMSG_SPACE = 40 bytes); CMSG_FIRSTHDR/CMSG_DATA point inside it.
         let n = unsafe {
@@ -152,24 +132,34 @@ impl VrrpSocket6 {
             std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
             libc::sendmsg(self.fd.as_raw_fd(), &mh, 0)
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != msg.len() {
-            return Err(io::Error::other("short send"));
-        }
-        Ok(())
+        sent_all(n, msg.len())
     }
 
     /// Waits for the next VRRP message; the payload lands in `buf`.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Recv6> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            if let Ok(r) = guard.try_io(|fd| recv_once(fd.as_raw_fd(), buf)) {
-                return r;
-            }
-        }
+        recv_ready(&self.fd, |fd| recv_once(fd, buf)).await
     }
+}
+
+/// A message header over one buffer with an IPv6 peer address and the first `control_len`
+/// bytes of `control` (u64 words keep it aligned for cmsghdr). It holds raw pointers to the
+/// arguments: they must outlive every use of the header.
+fn msghdr6(
+    sa: &mut libc::sockaddr_in6,
+    iov: &mut libc::iovec,
+    control: &mut [u64],
+    control_len: usize,
+) -> libc::msghdr {
+    debug_assert!(control_len <= mem::size_of_val(control));
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut mh: libc::msghdr = unsafe { mem::zeroed() };
+    mh.msg_name = (sa as *mut libc::sockaddr_in6).cast();
+    mh.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    mh.msg_iov = iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control.as_mut_ptr().cast();
+    mh.msg_controllen = control_len;
+    mh
 }
 
 fn recv_once(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Recv6> {
@@ -180,14 +170,9 @@ fn recv_once(fd: libc::c_int, buf: &mut [u8]) -> io::Result<Recv6> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: plain old data; every pointer below outlives the recvmsg call.
-    let mut mh: libc::msghdr = unsafe { mem::zeroed() };
-    mh.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-    mh.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control.as_mut_ptr().cast();
-    mh.msg_controllen = mem::size_of_val(&control);
+    // Every buffer the header points to outlives the recvmsg call.
+    let control_len = mem::size_of_val(&control);
+    let mut mh = msghdr6(&mut sa, &mut iov, &mut control, control_len);
     // SAFETY: `mh` describes live, writable buffers of the sizes given.
     let n = unsafe { libc::recvmsg(fd, &mut mh, 0) };
     if n < 0 {

@@ -12,12 +12,7 @@ use lb_userspace::vrrp::{
     packet::{Addresses, Advert, GROUP_V6},
 };
 
-use super::{BOUND, LB1, LB2, capture, interval, lab::*};
-
-const DUAL: Options = Options {
-    ipv6: true,
-    unicast: false,
-};
+use super::{LB1, LB2, capture, interval, lab::*};
 
 fn mac_of(l: &VrrpLab, name: &str) -> [u8; 6] {
     let m = l.lab.host(name).expect("host").mac().expect("MAC");
@@ -65,15 +60,7 @@ fn ipv6_election_failover_and_unsolicited_neighbour_advert() {
     assert_eq!(s["counters"]["rejects"]["checksum"], 0, "{s}");
 
     // Both instances in `lbctl vrrp` and in the metrics.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
-        .arg("--socket")
-        .arg(l.socket(1))
-        .arg("vrrp")
-        .output()
-        .expect("run lbctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("lbctl vrrp on lb2:\n{text}");
-    assert!(out.status.success(), "{out:?}");
+    let text = l.lbctl_vrrp(1);
     assert!(text.contains("IPv4, vrid 51 on eth0"), "{text}");
     assert!(text.contains("IPv6, vrid 51 on eth0"), "{text}");
     assert_eq!(text.matches("backup (priority 90").count(), 2, "{text}");
@@ -100,14 +87,9 @@ fn ipv6_election_failover_and_unsolicited_neighbour_advert() {
     assert!(n.contains(&fmt_mac(lb1_mac)), "client: VIP6 at lb1: {n:?}");
 
     let cap = capture::Capture::start(client, |f| capture::neighbour_advert(f).is_some());
-    // lb1 dies and its link goes down (a SIGKILL alone leaves the VIPs on its interface).
+    // lb1 dies: lbd killed and its link gone.
     let killed = std::time::Instant::now();
-    l.stop(0, libc::SIGKILL);
-    l.lab
-        .host("lb1")
-        .expect("lb1")
-        .exec(["ip", "link", "set", "eth0", "down"])
-        .expect("lb1 eth0 down");
+    l.fail(0);
     l.wait("lb2 IPv6 master with the IPv6 VIPs", BOUND, |l| {
         l.state6(1) == "master" && l.has_vip6(1)
     });
@@ -152,24 +134,14 @@ fn ipv6_election_failover_and_unsolicited_neighbour_advert() {
 
 /// Crafted IPv6 adverts sent from the client namespace: `(hop limit, message)`.
 fn send_from_client(l: &VrrpLab, packets: Vec<(u8, Vec<u8>)>) {
-    l.lab
-        .host("client")
-        .expect("client")
-        .in_netns(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let src = client_link_local();
-                let s = VrrpSocket6::open("eth0", false).expect("raw IPv6 socket in the client");
-                for (hops, p) in packets {
-                    s.set_hop_limit(hops).expect("hop limit");
-                    s.send(&p, src, GROUP_V6).expect("send crafted advert");
-                }
-            });
-        })
-        .expect("client ns");
+    l.block_on_client(|| async move {
+        let src = client_link_local();
+        let s = VrrpSocket6::open("eth0", false).expect("raw IPv6 socket in the client");
+        for (hops, p) in packets {
+            s.set_hop_limit(hops).expect("hop limit");
+            s.send(&p, src, GROUP_V6).expect("send crafted advert");
+        }
+    });
 }
 
 fn client_link_local() -> Ipv6Addr {
@@ -217,21 +189,9 @@ fn malformed_ipv6_adverts_are_dropped_and_counted() {
         ("truncated", 255, good[..6].to_vec()),
     ];
     for (reason, hops, msg) in cases {
-        let before: Vec<u64> = (0..2)
-            .map(|i| {
-                l.vrrp6(i)["counters"]["rejects"][reason]
-                    .as_u64()
-                    .unwrap_or(0)
-            })
-            .collect();
-        send_from_client(&l, vec![(hops, msg); 3]);
-        for (i, b) in before.iter().enumerate() {
-            l.wait(
-                &format!("node {i} counts 3 more IPv6 {reason} rejects"),
-                BOUND,
-                |l| l.vrrp6(i)["counters"]["rejects"][reason].as_u64() >= Some(b + 3),
-            );
-        }
+        l.wait_rejects(&IPV6, reason, 3, || {
+            send_from_client(&l, vec![(hops, msg); 3])
+        });
         assert_eq!(l.state6(0), "master", "after {reason}");
         assert_eq!(l.state6(1), "backup", "after {reason}");
         assert_eq!(l.vrrp6(1)["master"], lb1_ll, "after {reason}");

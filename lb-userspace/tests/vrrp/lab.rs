@@ -42,6 +42,20 @@ pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x100);
 pub const VRID: u8 = 51;
 /// Advertisement interval used by the lab, centiseconds.
 pub const INTERVAL_CS: u16 = 25;
+/// How long a test waits for any one thing to happen.
+pub const BOUND: Duration = Duration::from_secs(20);
+
+/// Dual stack with multicast adverts.
+pub const DUAL: Options = Options {
+    ipv6: true,
+    unicast: false,
+};
+
+/// Dual stack with unicast peers.
+pub const UNICAST: Options = Options {
+    ipv6: true,
+    unicast: true,
+};
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -70,6 +84,31 @@ pub struct Options {
     /// Unicast peers (the other balancer's .2/.3 and fd77::2/3) instead of multicast.
     pub unicast: bool,
 }
+
+/// One address family's router on a node, for checks written once for both.
+pub struct Family {
+    pub name: &'static str,
+    /// The router's status ([`VrrpLab::vrrp`] or [`VrrpLab::vrrp6`]).
+    pub status: fn(&VrrpLab, usize) -> serde_json::Value,
+    /// Whether the node holds all of the family's VIPs.
+    pub holds: fn(&VrrpLab, usize) -> bool,
+    /// Whether the node holds none of them.
+    pub lacks: fn(&VrrpLab, usize) -> bool,
+}
+
+pub const IPV4: Family = Family {
+    name: "IPv4",
+    status: VrrpLab::vrrp,
+    holds: VrrpLab::has_vip,
+    lacks: |l, i| !l.has_vip(i),
+};
+
+pub const IPV6: Family = Family {
+    name: "IPv6",
+    status: VrrpLab::vrrp6,
+    holds: VrrpLab::has_vip6,
+    lacks: VrrpLab::lacks_vip6,
+};
 
 pub struct VrrpLab {
     pub lab: Lab,
@@ -271,6 +310,18 @@ impl VrrpLab {
         }
     }
 
+    /// Node `i` fails as a whole: lbd SIGKILLed and its eth0 down (a SIGKILL alone would leave
+    /// the VIPs and the XDP program serving on it).
+    pub fn fail(&mut self, i: usize) {
+        self.stop(i, libc::SIGKILL);
+        let name = self.nodes[i].name;
+        self.lab
+            .host(name)
+            .expect("host")
+            .exec(["ip", "link", "set", "eth0", "down"])
+            .unwrap_or_else(|e| panic!("{name} eth0 down: {e}"));
+    }
+
     /// The body of `GET path` on node `i`'s API socket.
     pub fn get(&self, i: usize, path: &str) -> String {
         let mut s = UnixStream::connect(self.socket(i)).expect("connect to lbd");
@@ -459,34 +510,77 @@ impl VrrpLab {
         .unwrap_or_else(|_| "(no answer)".into())
     }
 
-    /// Like [`Self::wait_master`] for the IPv6 router.
+    /// Runs `lbctl vrrp` against node `i`; asserts it succeeds and returns (and prints) its table.
+    pub fn lbctl_vrrp(&self, i: usize) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
+            .arg("--socket")
+            .arg(self.socket(i))
+            .arg("vrrp")
+            .output()
+            .expect("run lbctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("lbctl vrrp on {}:\n{text}", self.nodes[i].name);
+        assert!(out.status.success(), "{out:?}");
+        text
+    }
+
+    /// Runs `f` on a fresh single-threaded tokio runtime inside the client's namespace (for
+    /// crafted packets sent through our own raw sockets).
+    pub fn block_on_client<F, Fut>(&self, f: F) -> Fut::Output
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future,
+        Fut::Output: Send,
+    {
+        self.lab
+            .host("client")
+            .expect("client")
+            .in_netns(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(f())
+            })
+            .expect("client ns")
+    }
+
+    /// Calls `send`, which sends `n` packets both nodes must drop as `reason`, and waits until
+    /// both nodes' `family` routers counted `n` more `reason` rejects.
+    pub fn wait_rejects(&self, family: &Family, reason: &str, n: u64, send: impl FnOnce()) {
+        let count = |i: usize| (family.status)(self, i)["counters"]["rejects"][reason].as_u64();
+        let before: Vec<u64> = (0..2).map(|i| count(i).unwrap_or(0)).collect();
+        send();
+        for (i, b) in before.iter().enumerate() {
+            self.wait(
+                &format!("node {i} counts {n} more {} {reason} rejects", family.name),
+                BOUND,
+                |_| count(i) >= Some(b + n),
+            );
+        }
+    }
+
+    /// Like [`Self::wait_master`] for the IPv6 router (both IPv6 VIPs held, neither left).
     pub fn wait_master6(&self, m: usize, b: usize, timeout: Duration) -> Duration {
-        let what = format!(
-            "{} IPv6 master with the VIPs, {} IPv6 backup without",
-            self.nodes[m].name, self.nodes[b].name
-        );
-        self.wait(&what, timeout, |l| {
-            l.state6(m) == "master"
-                && l.has_vip6(m)
-                && l.state6(b) == "backup"
-                && l.lacks_vip6(b)
-                && !l.vrrp6(b)["master"].is_null()
-        })
+        self.wait_roles(&IPV6, m, b, timeout)
     }
 
     /// Waits until node `m` is master holding the VIP and node `b` is a backup without it.
     pub fn wait_master(&self, m: usize, b: usize, timeout: Duration) -> Duration {
+        self.wait_roles(&IPV4, m, b, timeout)
+    }
+
+    fn wait_roles(&self, f: &Family, m: usize, b: usize, timeout: Duration) -> Duration {
         let what = format!(
-            "{} master with the VIP, {} backup without",
-            self.nodes[m].name, self.nodes[b].name
+            "{} {} master with the VIPs, {} backup without",
+            self.nodes[m].name, f.name, self.nodes[b].name
         );
         self.wait(&what, timeout, |l| {
             // The backup must also have heard the master (it learns it from an advert).
-            l.state(m) == "master"
-                && l.has_vip(m)
-                && l.state(b) == "backup"
-                && !l.has_vip(b)
-                && !l.vrrp(b)["master"].is_null()
+            (f.status)(l, m)["state"] == "master" && (f.holds)(l, m) && {
+                let sb = (f.status)(l, b);
+                sb["state"] == "backup" && (f.lacks)(l, b) && !sb["master"].is_null()
+            }
         })
     }
 }

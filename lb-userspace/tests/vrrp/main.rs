@@ -29,7 +29,6 @@ const LB2: Node = Node {
     preempt: true,
     track: false,
 };
-const BOUND: Duration = Duration::from_secs(20);
 
 fn interval() -> Centis {
     Centis::new(INTERVAL_CS).expect("interval")
@@ -43,15 +42,7 @@ fn election_kill_and_preemption() {
     let t = l.wait_master(0, 1, BOUND);
     println!("election: lb1 master, lb2 backup after {t:?} from lb2's start");
     assert_eq!(l.vrrp(1)["master"], "10.77.0.2");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lbctl"))
-        .arg("--socket")
-        .arg(l.socket(1))
-        .arg("vrrp")
-        .output()
-        .expect("run lbctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    println!("lbctl vrrp on lb2:\n{text}");
-    assert!(out.status.success(), "{out:?}");
+    let text = l.lbctl_vrrp(1);
     assert!(text.contains("backup (priority 90"), "{text}");
     assert!(text.contains("master       10.77.0.2"), "{text}");
 
@@ -112,22 +103,12 @@ fn clean_shutdown_hands_over_at_once_and_no_preempt_holds() {
 
 /// Crafted adverts sent from the client namespace with our own raw socket.
 fn send_from_client(l: &VrrpLab, packets: Vec<Vec<u8>>) {
-    l.lab
-        .host("client")
-        .expect("client")
-        .in_netns(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let s = VrrpSocket::open_v4("eth0", false).expect("raw socket in the client");
-                for p in packets {
-                    s.send(&p, GROUP_V4).expect("send crafted advert");
-                }
-            });
-        })
-        .expect("client ns");
+    l.block_on_client(|| async move {
+        let s = VrrpSocket::open_v4("eth0", false).expect("raw socket in the client");
+        for p in packets {
+            s.send(&p, GROUP_V4).expect("send crafted advert");
+        }
+    });
 }
 
 #[test]
@@ -157,21 +138,7 @@ fn malformed_adverts_are_dropped_and_counted() {
         ("truncated", ipv4_packet(src, GROUP_V4, 255, &good_msg[..6])),
     ];
     for (reason, pkt) in cases {
-        let before: Vec<u64> = (0..2)
-            .map(|i| {
-                l.vrrp(i)["counters"]["rejects"][reason]
-                    .as_u64()
-                    .unwrap_or(0)
-            })
-            .collect();
-        send_from_client(&l, vec![pkt; 3]);
-        for (i, b) in before.iter().enumerate() {
-            l.wait(
-                &format!("node {i} counts 3 more {reason} rejects"),
-                BOUND,
-                |l| l.vrrp(i)["counters"]["rejects"][reason].as_u64() >= Some(b + 3),
-            );
-        }
+        l.wait_rejects(&IPV4, reason, 3, || send_from_client(&l, vec![pkt; 3]));
         assert_eq!(l.state(0), "master", "after {reason}");
         assert_eq!(l.state(1), "backup", "after {reason}");
         // The backup learns the master from its next advert (one interval at most after start).
@@ -235,45 +202,36 @@ fn keepalived_master_lbd_backup() {
                 && l.has_vip6(0)
         },
     );
-    for s in [l.vrrp(1), l.vrrp6(1)] {
-        assert_eq!(
-            rejected(&s),
-            0,
-            "keepalived's adverts pass all our checks: {s}"
-        );
-    }
-    l.stop_keepalived(0, libc::SIGTERM);
-    let t = l.wait(
-        "lbd takes both VIPs from the stopped keepalived",
-        BOUND,
-        |l| l.state(1) == "master" && l.has_vip(1) && l.state6(1) == "master" && l.has_vip6(1),
-    );
+    assert_nothing_rejected(&l, 1, "keepalived's adverts pass all our checks");
+    let t = lbd_takes_over_from_stopped_keepalived(&mut l);
     println!("keepalived SIGTERM -> lbd master of both families after {t:?}");
     assert!(!l.has_vip(0), "keepalived removed its VIP on stop");
 }
 
-/// Every dropped packet of one router's status.
-fn rejected(s: &serde_json::Value) -> u64 {
-    s["counters"]["rejects"]
-        .as_object()
-        .expect("rejects by reason")
-        .values()
-        .filter_map(|v| v.as_u64())
-        .sum()
+/// Asserts that neither of node `i`'s routers (IPv4, IPv6) dropped any packet.
+fn assert_nothing_rejected(l: &VrrpLab, i: usize, what: &str) {
+    for s in [l.vrrp(i), l.vrrp6(i)] {
+        let rejected: u64 = s["counters"]["rejects"]
+            .as_object()
+            .expect("rejects by reason")
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum();
+        assert_eq!(rejected, 0, "{what}: {s}");
+    }
 }
 
-const DUAL: Options = Options {
-    ipv6: true,
-    unicast: false,
-};
-
-#[test]
-fn lbd_master_keepalived_backup() {
-    let mut l = VrrpLab::with([LB1, LB2], DUAL);
+/// lbd (lb1, 100) master of both families, then keepalived on lb2 (with `opts`): keepalived
+/// enters BACKUP for both instances and never claims the VIPs of the healthy higher master.
+fn lbd_master_then_keepalived_backup(opts: Options) -> VrrpLab {
+    let mode = if opts.unicast { "unicast " } else { "" };
+    let mut l = VrrpLab::with([LB1, LB2], opts);
     l.start(0);
-    l.wait("lbd (lb1, 100) master of both families", BOUND, |l| {
-        l.state(0) == "master" && l.has_vip(0) && l.state6(0) == "master" && l.has_vip6(0)
-    });
+    l.wait(
+        &format!("lbd (lb1, 100) {mode}master of both families"),
+        BOUND,
+        |l| l.state(0) == "master" && l.has_vip(0) && l.state6(0) == "master" && l.has_vip6(0),
+    );
     l.start_keepalived(1);
     l.wait(
         "keepalived (lb2) enters BACKUP for both instances",
@@ -287,26 +245,46 @@ fn lbd_master_keepalived_backup() {
     holds(
         &l,
         master_down(90, interval()) * 4,
-        "keepalived never claims the VIPs of a healthy higher master",
+        &format!("keepalived never claims the VIPs of a healthy higher {mode}master"),
         |l| !l.has_vip(1) && l.state(0) == "master" && l.lacks_vip6(1) && l.state6(0) == "master",
     );
+    l
+}
+
+/// lbd on lb1 dies without a word: keepalived on lb2 takes both families' VIPs.
+fn keepalived_takes_over_from_killed_lbd(l: &mut VrrpLab) {
+    l.stop(0, libc::SIGKILL);
+    let t = l.wait("keepalived takes both VIPs after lbd dies", BOUND, |l| {
+        l.has_vip(1) && l.has_vip6(1)
+    });
+    println!(
+        "{}lbd SIGKILL -> keepalived holds both VIPs after {t:?} (3 x interval + skew = {:?})",
+        if l.opts.unicast { "unicast: " } else { "" },
+        master_down(90, interval())
+    );
+}
+
+/// keepalived on lb1 is stopped cleanly: lbd on lb2 takes both families' VIPs.
+fn lbd_takes_over_from_stopped_keepalived(l: &mut VrrpLab) -> Duration {
+    l.stop_keepalived(0, libc::SIGTERM);
+    l.wait(
+        "lbd takes both VIPs from the stopped keepalived",
+        BOUND,
+        |l| l.state(1) == "master" && l.has_vip(1) && l.state6(1) == "master" && l.has_vip6(1),
+    )
+}
+
+#[test]
+fn lbd_master_keepalived_backup() {
+    let mut l = lbd_master_then_keepalived_backup(DUAL);
     let log = l.log(1);
     assert!(
         !log.contains("Invalid") && !log.contains("invalid"),
         "keepalived accepted every lbd advert:\n{log}"
     );
     // A keepalived backup is silent; nothing it sends may be dropped as malformed either.
-    for s in [l.vrrp(0), l.vrrp6(0)] {
-        assert_eq!(rejected(&s), 0, "{s}");
-    }
-    l.stop(0, libc::SIGKILL);
-    let t = l.wait("keepalived takes both VIPs after lbd dies", BOUND, |l| {
-        l.has_vip(1) && l.has_vip6(1)
-    });
-    println!(
-        "lbd SIGKILL -> keepalived holds the VIP after {t:?} (3 x interval + skew = {:?})",
-        master_down(90, interval())
-    );
+    assert_nothing_rejected(&l, 0, "lbd dropped something keepalived sent");
+    keepalived_takes_over_from_killed_lbd(&mut l);
 }
 
 #[test]
@@ -385,15 +363,9 @@ fn client_requests_resume_through_the_backup_when_the_master_dies() {
         })
         .expect("client thread");
     std::thread::sleep(Duration::from_secs(1));
-    // The master node dies: lbd killed and its link gone (a SIGKILL alone would leave the VIP
-    // and the XDP program serving on lb1).
+    // The master node dies: lbd killed and its link gone.
     let killed = std::time::Instant::now();
-    l.stop(0, libc::SIGKILL);
-    l.lab
-        .host("lb1")
-        .expect("lb1")
-        .exec(["ip", "link", "set", "eth0", "down"])
-        .expect("lb1 eth0 down");
+    l.fail(0);
     l.wait("lb2 master with the VIP", BOUND, |l| {
         l.state(1) == "master" && l.has_vip(1)
     });

@@ -5,11 +5,10 @@ use std::net::IpAddr;
 
 use lb_userspace::vrrp::{machine::master_down, packet::GROUP_V4, packet::GROUP_V6};
 
-use super::{BOUND, LB1, LB2, capture, holds, interval, lab::*};
-
-const UNICAST: Options = Options {
-    ipv6: true,
-    unicast: true,
+use super::{
+    LB1, LB2, assert_nothing_rejected, capture, holds, interval,
+    keepalived_takes_over_from_killed_lbd, lab::*, lbd_master_then_keepalived_backup,
+    lbd_takes_over_from_stopped_keepalived,
 };
 
 /// Adverts in `frames` by (source, destination, priority); `lbd_sources` must send with TTL /
@@ -126,21 +125,8 @@ fn keepalived_unicast_master_lbd_unicast_backup() {
         "lbd never claims the VIPs of a healthy higher unicast master",
         |l| l.state(1) == "backup" && l.state6(1) == "backup" && !l.has_vip(1) && l.lacks_vip6(1),
     );
-    for s in [l.vrrp(1), l.vrrp6(1)] {
-        let rejected: u64 = s["counters"]["rejects"]
-            .as_object()
-            .expect("rejects")
-            .values()
-            .filter_map(|v| v.as_u64())
-            .sum();
-        assert_eq!(rejected, 0, "keepalived's unicast adverts all pass: {s}");
-    }
-    l.stop_keepalived(0, libc::SIGTERM);
-    let t = l.wait(
-        "lbd takes both VIPs from the stopped keepalived",
-        BOUND,
-        |l| l.state(1) == "master" && l.has_vip(1) && l.state6(1) == "master" && l.has_vip6(1),
-    );
+    assert_nothing_rejected(&l, 1, "keepalived's unicast adverts all pass");
+    let t = lbd_takes_over_from_stopped_keepalived(&mut l);
     println!("unicast: keepalived SIGTERM -> lbd master of both after {t:?}");
     let lbd = [IpAddr::V4(lb2.ipv4()), IpAddr::V6(lb2.ipv6())];
     let seen = adverts(&cap.finish(), &lbd);
@@ -154,40 +140,11 @@ fn keepalived_unicast_master_lbd_unicast_backup() {
 
 #[test]
 fn lbd_unicast_master_keepalived_unicast_backup() {
-    let mut l = VrrpLab::with([LB1, LB2], UNICAST);
-    l.start(0);
-    l.wait(
-        "lbd (lb1, 100) unicast master of both families",
-        BOUND,
-        |l| l.state(0) == "master" && l.has_vip(0) && l.state6(0) == "master" && l.has_vip6(0),
-    );
-    l.start_keepalived(1);
-    l.wait(
-        "keepalived (lb2) enters BACKUP for both instances",
-        BOUND,
-        |l| {
-            let log = l.log(1);
-            log.contains("(VI_4) Entering BACKUP STATE")
-                && log.contains("(VI_6) Entering BACKUP STATE")
-        },
-    );
-    holds(
-        &l,
-        master_down(90, interval()) * 4,
-        "keepalived never claims the VIPs of a healthy higher unicast master",
-        |l| !l.has_vip(1) && l.lacks_vip6(1) && l.state(0) == "master" && l.state6(0) == "master",
-    );
+    let mut l = lbd_master_then_keepalived_backup(UNICAST);
     let log = l.log(1);
     assert!(
         !log.contains("nvalid") && !log.contains("not a unicast peer"),
         "keepalived accepted every unicast lbd advert:\n{log}"
     );
-    l.stop(0, libc::SIGKILL);
-    let t = l.wait("keepalived takes both VIPs after lbd dies", BOUND, |l| {
-        l.has_vip(1) && l.has_vip6(1)
-    });
-    println!(
-        "unicast: lbd SIGKILL -> keepalived holds both VIPs after {t:?} (3 x interval + skew = {:?})",
-        master_down(90, interval())
-    );
+    keepalived_takes_over_from_killed_lbd(&mut l);
 }
