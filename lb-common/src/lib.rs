@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
 /// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
@@ -168,19 +168,23 @@ pub struct FlowKey {
 }
 
 /// `ConnEntry::flags`: a FIN or RST was seen on this flow.
-pub const CONN_F_CLOSING: u32 = 1;
+pub const CONN_F_CLOSING: u8 = 1;
 
-/// Value of the connection table.
+/// Value of the connection table: 16 bytes, as Katran's (every insert copies it, and a smaller
+/// element is less memory per flow). Backend ids fit 16 bits (`MAX_BACKENDS`), VIP ids 8
+/// (`MAX_VIPS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnEntry {
-    pub backend: u32,
+    pub backend: u16,
+    pub vip_id: u8,
+    pub flags: u8,
     pub generation: u32,
-    pub vip_id: u32,
-    pub flags: u32,
-    /// `bpf_ktime_get_ns()` of the last packet (monotonic, boot-based).
+    /// `bpf_ktime_get_coarse_ns()` of the last packet (monotonic, boot-based).
     pub last_seen_ns: u64,
 }
+
+const _: () = assert!(MAX_BACKENDS <= 1 << 16 && MAX_VIPS <= 1 << 8);
 
 /// Least-connections candidate list of one VIP slot (`LC_LISTS`, index `id * 2 + slot`).
 #[repr(C)]

@@ -121,7 +121,7 @@ fn forward_error(
         _pad: [0; 2],
     };
     let from_table = match unsafe { CONNS.get(&flow) } {
-        Some(e) => Some(e.backend),
+        Some(e) => Some(e.backend as u32),
         // Without an entry only the hashing algorithms can say which backend owns the flow.
         None if meta.algo == Algorithm::Maglev as u8 || meta.algo == Algorithm::IpHash as u8 => {
             select::pick(&flow, &meta)

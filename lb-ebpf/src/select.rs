@@ -51,7 +51,7 @@ pub fn established(flow: &FlowKey, tcp_flags: u8, now: u64) -> Option<Establishe
         return None;
     }
     let entry = CONNS.get_ptr_mut(flow)?;
-    let vip_id = unsafe { (*entry).vip_id };
+    let vip_id = unsafe { (*entry).vip_id } as u32;
     let mode = *VIP_MODES.get(vip_id)?;
     if mode & VIP_MODE_VALID == 0 {
         return None;
@@ -86,7 +86,7 @@ fn existing(flow: &FlowKey, closing: bool, now: u64) -> Option<Choice> {
 fn touch(entry: *mut ConnEntry, closing: bool, now: u64) -> Option<Choice> {
     let entry = unsafe { &mut *entry };
     // A failed or removed backend gives None: the caller re-hashes the flow.
-    let backend = usable(entry.backend, entry.generation)?;
+    let backend = usable(entry.backend as u32, entry.generation)?;
     // Writing only when the time moved keeps the entry's cache line clean for the other CPUs
     // most of the time.
     if entry.last_seen_ns != now {
@@ -96,7 +96,7 @@ fn touch(entry: *mut ConnEntry, closing: bool, now: u64) -> Option<Choice> {
         entry.flags |= CONN_F_CLOSING;
     }
     Some(Choice {
-        id: entry.backend,
+        id: entry.backend as u32,
         backend,
         new_flow: false,
         unpinned: false,
@@ -130,9 +130,9 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
         });
     }
     let entry = ConnEntry {
-        backend: id,
+        backend: id as u16,
         generation: backend.generation,
-        vip_id: vip.id,
+        vip_id: vip.id as u8,
         flags: if closing { CONN_F_CLOSING } else { 0 },
         last_seen_ns: now,
     };

@@ -42,7 +42,7 @@ pub async fn sweep_loop(shared: State) {
             if idle > limit {
                 expired.push(flow);
             } else if entry.flags & CONN_F_CLOSING == 0 {
-                *active.entry(entry.backend).or_default() += 1;
+                *active.entry(u32::from(entry.backend)).or_default() += 1;
             }
         }
         let maps = inner.prog.maps_mut();

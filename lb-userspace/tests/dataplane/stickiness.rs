@@ -171,7 +171,7 @@ fn a_reused_backend_slot_does_not_inherit_old_flows() {
     // their connection entries now carry the new generation.
     let gen_now = fx.prog.maps().backend(old_id).expect("backend").generation;
     for entry in fx.prog.maps().conns().iter().map(|(_, e)| e) {
-        if entry.backend == old_id {
+        if u32::from(entry.backend) == old_id {
             assert_eq!(entry.generation, gen_now);
         }
     }
