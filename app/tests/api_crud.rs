@@ -235,14 +235,7 @@ async fn suite(base: &str) {
     );
 
     // metrics name the cache levels and the routes
-    let m = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = support::app::metrics(&c, base).await;
     for series in [
         "app_cache_lookups_total",
         "app_cache_db_loads_total",

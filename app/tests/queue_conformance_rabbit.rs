@@ -7,12 +7,12 @@ use support::conformance::Env;
 
 conformance_suite!(Env::rabbit());
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use app::orders::{OrderRequest, OrderService, OrderSettings, OrderState};
+use app::orders::{OrderService, OrderSettings, OrderState};
 use app::queue::{QueueBackend, WorkerPool};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
@@ -105,39 +105,8 @@ async fn saga_on_rabbitmq_stock_adds_up() {
     let a = WorkerPool::start(qa.clone(), sa.registry()).await.unwrap();
     let b = WorkerPool::start(qb.clone(), sb.registry()).await.unwrap();
 
-    let mut wanted = HashMap::new();
-    for i in 0..ORDERS {
-        let qty = 1 + (i % 3) as u32;
-        let svc = if i % 2 == 0 { &sa } else { &sb };
-        let (id, created) = svc
-            .create(
-                OrderRequest {
-                    sku: "widget".into(),
-                    quantity: qty,
-                    amount_cents: 1000 * u64::from(qty),
-                },
-                None,
-            )
-            .await
-            .unwrap();
-        assert!(created);
-        wanted.insert(id, i64::from(qty));
-    }
-    let all_final = support::wait_until_async(
-        Duration::from_secs(180),
-        Duration::from_millis(200),
-        || async {
-            for id in wanted.keys() {
-                match sa.get(id).await.unwrap() {
-                    Some(o) if o.state.is_final() => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
-    .await;
-    assert!(all_final, "not every order reached confirmed or cancelled");
+    let wanted = support::orders::place_widget_orders([&sa, &sb], ORDERS).await;
+    support::orders::wait_all_final(&sa, &wanted).await;
 
     let (mut confirmed, mut declined) = (HashSet::new(), 0);
     let mut confirmed_qty = 0;
@@ -207,8 +176,8 @@ async fn saga_on_rabbitmq_stock_adds_up() {
 /// lists and replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_rabbitmq_and_runs_tasks() {
-    use serde_json::{Value, json};
-    use support::app::{base, client, sqlite_url, test_config};
+    use serde_json::json;
+    use support::app::{base, client, json_of, metrics, sqlite_url, test_config, wait_state};
     let env = Env::rabbit();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(&sqlite_url(dir.path()), &env.redis.url());
@@ -219,78 +188,38 @@ async fn serve_reports_rabbitmq_and_runs_tasks() {
         .await
         .expect("start app with the queue on rabbitmq");
     let (c, b) = (client(), base(&app));
-    let ready: Value = c
-        .get(format!("{b}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = json_of(c.get(format!("{b}/readyz"))).await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["queue_backend"], "rabbitmq");
-    let metrics = c
-        .get(format!("{b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&c, &b).await;
     assert!(
         metrics.contains(r#"app_queue_backend_info{backend="rabbitmq"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"app_queue_backend_info{backend="redis"} 0"#));
 
-    let state = |id: String| {
-        let (c, url) = (c.clone(), format!("{b}/tasks/{id}"));
-        async move {
-            let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
-            v["state"].as_str().unwrap_or("").to_string()
-        }
-    };
-    let submit = |body: Value| {
-        let (c, url) = (c.clone(), format!("{b}/tasks"));
-        async move {
-            let v: Value = c
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["id"].as_str().unwrap().to_string()
-        }
+    let submit = async |body| {
+        let v = json_of(c.post(format!("{b}/tasks")).json(&body)).await;
+        v["id"].as_str().unwrap().to_string()
     };
     let ok = submit(json!({"kind": "echo", "input": {"hi": 1}})).await;
     let bad = submit(json!({"kind": "fail", "input": {"permanent": true}})).await;
-    for (id, want) in [(&ok, "succeeded"), (&bad, "dead")] {
-        let reached =
-            support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
-                state(id.clone()).map(|s| s == want)
-            })
-            .await;
-        assert!(reached, "task {id} never reached {want}");
-    }
+    wait_state(&c, &format!("{b}/tasks/{ok}"), "succeeded").await;
+    wait_state(&c, &format!("{b}/tasks/{bad}"), "dead").await;
+    let rabbit_url = env.rabbit_url.clone().unwrap();
+    let redis_url = env.redis.url();
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
-            .arg("dlq")
-            .args(args)
-            .env("APP_REDIS__URL", env.redis.url())
-            .env("APP_QUEUE__BACKEND", "rabbitmq")
-            .env("APP_QUEUE__RABBITMQ_URL", env.rabbit_url.clone().unwrap())
-            .env("APP_QUEUE__KEY_PREFIX", &env.prefix)
-            .output()
-            .expect("run app dlq");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, out, err) = support::app::dlq_cli(
+            &[
+                ("APP_REDIS__URL", &redis_url),
+                ("APP_QUEUE__BACKEND", "rabbitmq"),
+                ("APP_QUEUE__RABBITMQ_URL", &rabbit_url),
+                ("APP_QUEUE__KEY_PREFIX", &env.prefix),
+            ],
+            args,
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        assert!(ok, "{err}");
+        out
     };
     let listed = cli(&["list", "--queue", "tasks"]);
     assert!(
@@ -300,45 +229,14 @@ async fn serve_reports_rabbitmq_and_runs_tasks() {
     let replayed = cli(&["replay", "--queue", "tasks", "--entry", &bad]);
     assert!(replayed.contains(&format!("replayed {bad}")), "{replayed}");
     // Permanent again: back in the dead letters with a fresh history mark.
-    let dead_again =
-        support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
-            state(bad.clone()).map(|s| s == "dead")
-        })
-        .await;
-    assert!(dead_again);
+    wait_state(&c, &format!("{b}/tasks/{bad}"), "dead").await;
     // Over HTTP: replay everything (the one dead letter), then purge it once dead again.
-    let rep: Value = c
-        .post(format!("{b}/dlq/tasks/replay"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rep = json_of(c.post(format!("{b}/dlq/tasks/replay"))).await;
     assert_eq!(rep["replayed"], 1, "{rep}");
-    let dead_again =
-        support::wait_until_async(Duration::from_secs(60), Duration::from_millis(50), || {
-            state(bad.clone()).map(|s| s == "dead")
-        })
-        .await;
-    assert!(dead_again);
-    let listed: Value = c
-        .get(format!("{b}/dlq/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    wait_state(&c, &format!("{b}/tasks/{bad}"), "dead").await;
+    let listed = json_of(c.get(format!("{b}/dlq/tasks"))).await;
     assert_eq!(listed["items"][0]["job_id"], bad.as_str(), "{listed}");
-    let purged: Value = c
-        .delete(format!("{b}/dlq/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purged = json_of(c.delete(format!("{b}/dlq/tasks"))).await;
     assert_eq!(purged["purged"], 1, "{purged}");
     let report = app.stop().await.unwrap();
     assert!(report.http_finished);

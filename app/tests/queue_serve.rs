@@ -3,40 +3,11 @@
 
 mod support;
 
-use std::process::Command;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use support::app::{base, client, sqlite_url, test_config};
+use support::app::{base, client, json_of, metrics, sqlite_url, test_config, wait_state};
 
 fn dlq_cli(redis_url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_app"))
-        .arg("dlq")
-        .args(args)
-        .env("APP_REDIS__URL", redis_url)
-        .output()
-        .expect("run app dlq");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn wait_state(c: &reqwest::Client, url: &str, want: &str) -> Value {
-    let get = || async {
-        let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
-        v
-    };
-    let ok = support::wait_until_async(
-        Duration::from_secs(60),
-        Duration::from_millis(50),
-        || async { get().await["state"] == want },
-    )
-    .await;
-    let last = get().await;
-    assert!(ok, "{url} never reached {want}: {last}");
-    last
+    support::app::dlq_cli(&[("APP_REDIS__URL", redis_url)], args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,88 +26,48 @@ async fn serve_runs_tasks_orders_and_dead_letters() {
     let (c, b) = (client(), base(&app));
 
     // A task through the app's router.
-    let v: Value = c
-        .post(format!("{b}/tasks"))
-        .json(&json!({"kind": "echo", "input": {"hello": "world"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        c.post(format!("{b}/tasks"))
+            .json(&json!({"kind": "echo", "input": {"hello": "world"}})),
+    )
+    .await;
     let id = v["id"].as_str().unwrap().to_string();
     let t = wait_state(&c, &format!("{b}/tasks/{id}"), "succeeded").await;
     assert_eq!(t["result"], json!({"hello": "world"}));
 
     // An order through the saga, with the configured initial stock.
-    let v: Value = c
-        .post(format!("{b}/orders"))
-        .json(&json!({"sku": "pen", "quantity": 3, "amount_cents": 300}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        c.post(format!("{b}/orders"))
+            .json(&json!({"sku": "pen", "quantity": 3, "amount_cents": 300})),
+    )
+    .await;
     let oid = v["id"].as_str().unwrap().to_string();
     wait_state(&c, &format!("{b}/orders/{oid}"), "confirmed").await;
-    let stock: Value = c
-        .get(format!("{b}/orders/stock/pen"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock = json_of(c.get(format!("{b}/orders/stock/pen"))).await;
     assert_eq!(stock["available"], 7);
 
     // Dead letters over HTTP: list, replay, purge.
     let dead = |c: reqwest::Client| {
         let b = b.clone();
         async move {
-            let v: Value = c
-                .post(format!("{b}/tasks"))
-                .json(&json!({"kind": "fail", "max_attempts": 1}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = json_of(
+                c.post(format!("{b}/tasks"))
+                    .json(&json!({"kind": "fail", "max_attempts": 1})),
+            )
+            .await;
             let id = v["id"].as_str().unwrap().to_string();
             wait_state(&c, &format!("{b}/tasks/{id}"), "dead").await;
             id
         }
     };
     let d1 = dead(c.clone()).await;
-    let list: Value = c
-        .get(format!("{b}/dlq/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(c.get(format!("{b}/dlq/tasks"))).await;
     assert_eq!(list["items"][0]["job_id"], d1.as_str());
     assert_eq!(list["items"][0]["error"], "requested failure");
-    let rep: Value = c
-        .post(format!("{b}/dlq/tasks/replay"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rep = json_of(c.post(format!("{b}/dlq/tasks/replay"))).await;
     assert_eq!(rep["replayed"], 1);
     wait_state(&c, &format!("{b}/tasks/{d1}"), "dead").await; // it fails again
-    let purged: Value = c
-        .delete(format!("{b}/dlq/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purged = json_of(c.delete(format!("{b}/dlq/tasks"))).await;
     assert_eq!(purged["purged"], 1);
     let bad = c
         .post(format!("{b}/dlq/tasks/replay"))
@@ -177,14 +108,7 @@ async fn serve_runs_tasks_orders_and_dead_letters() {
     assert!(ok && out.contains("1 dead letter(s) purged"), "{out}");
 
     // Queue metrics are in the app's /metrics.
-    let metrics = c
-        .get(format!("{b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&c, &b).await;
     for name in [
         "app_queue_jobs_total",
         "app_queue_processing_seconds",

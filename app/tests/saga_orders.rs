@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::orders::{OrderRequest, OrderService, OrderSettings, OrderState};
+use app::orders::{OrderService, OrderSettings, OrderState};
 use app::queue::{Queue, QueueSettings, WorkerPool};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -67,53 +67,19 @@ async fn saga_ends_confirmed_or_cancelled_and_stock_adds_up() {
     let a = WorkerPool::start(qa.clone(), sa.registry()).await.unwrap();
     let b = WorkerPool::start(qb.clone(), sb.registry()).await.unwrap();
 
-    let mut ids = Vec::new();
-    let mut wanted = HashMap::new();
-    for i in 0..ORDERS {
-        let qty = 1 + (i % 3) as u32;
-        let svc = if i % 2 == 0 { &sa } else { &sb };
-        let (id, created) = svc
-            .create(
-                OrderRequest {
-                    sku: "widget".into(),
-                    quantity: qty,
-                    amount_cents: 1000 * u64::from(qty),
-                },
-                None,
-            )
-            .await
-            .unwrap();
-        assert!(created);
-        wanted.insert(id.clone(), i64::from(qty));
-        ids.push(id);
-    }
-
-    let all_final = support::wait_until_async(
-        Duration::from_secs(180),
-        Duration::from_millis(200),
-        || async {
-            for id in &ids {
-                match sa.get(id).await.unwrap() {
-                    Some(o) if o.state.is_final() => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
-    .await;
-    assert!(all_final, "not every order reached confirmed or cancelled");
+    let placed = support::orders::place_widget_orders([&sa, &sb], ORDERS).await;
+    support::orders::wait_all_final(&sa, &placed).await;
 
     let (mut confirmed, mut cancelled, mut declined, mut out_of_stock) = (0, 0, 0, 0);
     let mut confirmed_qty = 0i64;
     let mut confirmed_ids = Vec::new();
-    for id in &ids {
+    for (id, qty) in &placed {
         let o = sa.get(id).await.unwrap().unwrap();
         let s = steps(&o.history);
         match o.state {
             OrderState::Confirmed => {
                 confirmed += 1;
-                confirmed_qty += wanted[id];
+                confirmed_qty += qty;
                 confirmed_ids.push(id.clone());
                 assert_eq!(
                     s,

@@ -159,14 +159,7 @@ grace_ms = 30000
         Duration::from_secs(30),
         Duration::from_millis(10),
         || async {
-            let m = c
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let m = support::app::metrics(&c, &base).await;
             // The metrics request itself counts as one in flight.
             m.lines()
                 .filter_map(|l| l.strip_prefix("app_http_in_flight "))

@@ -12,11 +12,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use crate::queue::lua;
+
 const PRELUDE: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 local function hist(key, rec)
   rec.at_ms = now_ms()
   redis.call('RPUSH', key, cjson.encode(rec))
@@ -130,7 +128,7 @@ return next
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    lua::script(&[lua::NOW_MS, PRELUDE], body)
 }
 
 pub static CREATE_S: LazyLock<Script> = LazyLock::new(|| script(CREATE));

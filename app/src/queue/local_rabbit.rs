@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// The start script, run directly: the /usr/sbin wrapper switches to the `rabbitmq` user,
 /// which cannot write a temporary directory of ours.
-const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+pub const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRabbitError {
@@ -30,6 +30,33 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Writes the (empty) plugin list and config file a node started by [`server_command`] reads
+/// from its directory.
+pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+    std::fs::write(dir.join("rabbitmq.conf"), "")
+}
+
+/// The start script for a node of our own: AMQP port `port`, distribution port `dist_port`,
+/// node name `{name}@localhost`, every file under `dir` (see [`prepare_dir`]). It runs in its
+/// own process group, so that killing the group stops the script and the Erlang VM together.
+pub fn server_command(dir: &Path, port: u16, dist_port: u16, name: &str) -> Command {
+    let mut c = Command::new(SERVER);
+    c.env("HOME", dir)
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+        .env("RABBITMQ_NODENAME", format!("{name}@localhost"))
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_PID_FILE", dir.join("rabbit.pid"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+        .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
+        .current_dir(dir)
+        .process_group(0);
+    c
+}
+
 impl LocalRabbit {
     /// Starts the broker and waits (up to 90 s) until its AMQP port accepts connections.
     pub fn start() -> Result<Self, LocalRabbitError> {
@@ -45,22 +72,9 @@ impl LocalRabbit {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).map_err(err)?;
-        std::fs::write(dir.join("enabled_plugins"), "[].\n").map_err(err)?;
-        std::fs::write(dir.join("rabbitmq.conf"), "").map_err(err)?;
+        prepare_dir(&dir).map_err(err)?;
         let out = std::fs::File::create(dir.join("server.out")).map_err(err)?;
-        let child = Command::new(SERVER)
-            .env("HOME", &dir)
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_NODENAME", format!("bench{port}@localhost"))
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_PID_FILE", dir.join("rabbit.pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
-            .current_dir(&dir)
-            .process_group(0)
+        let child = server_command(&dir, port, dist, &format!("bench{port}"))
             .stdin(Stdio::null())
             .stdout(out.try_clone().map_err(err)?)
             .stderr(out)

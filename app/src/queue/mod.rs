@@ -27,6 +27,7 @@ pub mod keys;
 pub mod local_rabbit;
 pub mod local_redis;
 mod loops;
+pub(crate) mod lua;
 mod metrics;
 pub(crate) mod process;
 mod rabbit;

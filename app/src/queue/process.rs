@@ -119,13 +119,8 @@ async fn deliver(
         .arg(k.prefix())
         .invoke_async(&mut conn)
         .await?;
-    let (attempt, max_attempts, kind, payload) = match r.as_slice() {
-        [tag, a, m, kind, payload] if tag == "run" => (
-            a.parse::<u32>().unwrap_or(1),
-            m.parse::<u32>().unwrap_or(1),
-            kind.clone(),
-            payload.clone(),
-        ),
+    let run = match r.as_slice() {
+        [tag, a, m, kind, payload] if tag == "run" => Run::from_reply(a, m, kind, payload),
         [tag] if tag == "dead" => {
             PoolStats::inc(&sh.stats.dead);
             record(sh, queue, "dead", None);
@@ -137,32 +132,10 @@ async fn deliver(
             return Ok(());
         }
     };
-    PoolStats::inc(&sh.stats.started);
-    let started = Instant::now();
-    if let Some(m) = sh.queue.metrics() {
-        m.running(queue, 1);
-    }
-    let result = run_handler(
-        sh,
-        queue,
-        job_id,
-        attempt,
-        max_attempts,
-        kind,
-        &payload,
-        rate_window,
-    )
-    .await;
-    if let Some(m) = sh.queue.metrics() {
-        m.running(queue, -1);
-    }
-    let took = Some(started.elapsed());
+    let attempt = run.attempt;
+    let (result, took) = run_attempt(sh, queue, job_id, run, rate_window).await;
     match result {
-        Ok(output) => {
-            let out = match output {
-                Some(v) => serde_json::to_string(&v).unwrap_or_default(),
-                None => String::new(),
-            };
+        Ok(out) => {
             let r: String = scripts
                 .complete
                 .key(&job_key)
@@ -220,6 +193,61 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+/// An attempt a start script granted (its `{'run', attempt, max_attempts, kind, payload}`
+/// reply, the same on both backends).
+pub(crate) struct Run {
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub kind: String,
+    pub payload: String,
+}
+
+impl Run {
+    pub(crate) fn from_reply(a: &str, m: &str, kind: &str, payload: &str) -> Self {
+        Self {
+            attempt: a.parse().unwrap_or(1),
+            max_attempts: m.parse().unwrap_or(1),
+            kind: kind.to_string(),
+            payload: payload.to_string(),
+        }
+    }
+}
+
+/// Runs a granted attempt, counted and timed (`started`, the `running` gauge); returns the
+/// handler's output as JSON text ('' for none) or its error, and how long it took.
+pub(crate) async fn run_attempt(
+    sh: &Arc<Shared>,
+    queue: &Arc<str>,
+    job_id: &str,
+    run: Run,
+    rate_window: Option<u64>,
+) -> (Result<String, JobError>, Option<Duration>) {
+    PoolStats::inc(&sh.stats.started);
+    let started = Instant::now();
+    if let Some(m) = sh.queue.metrics() {
+        m.running(queue, 1);
+    }
+    let result = run_handler(
+        sh,
+        queue,
+        job_id,
+        run.attempt,
+        run.max_attempts,
+        run.kind,
+        &run.payload,
+        rate_window,
+    )
+    .await;
+    if let Some(m) = sh.queue.metrics() {
+        m.running(queue, -1);
+    }
+    let out = result.map(|output| match output {
+        Some(v) => serde_json::to_string(&v).unwrap_or_default(),
+        None => String::new(),
+    });
+    (out, Some(started.elapsed()))
 }
 
 pub(crate) fn record(sh: &Shared, queue: &str, outcome: &str, took: Option<Duration>) {

@@ -7,35 +7,15 @@
 
 use redis::Script;
 
-/// Shared helpers, prepended to every script.
+use super::lua;
+
+/// Helpers of this backend, prepended (after [`lua::NOW_MS`] and [`lua::JOB_HASH`]) to
+/// every script.
 const PRELUDE: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function push_history(jk, rec)
-  local h = redis.call('HGET', jk, 'history')
-  local list = {}
-  if h and h ~= '' then list = cjson.decode(h) end
-  table.insert(list, rec)
-  redis.call('HSET', jk, 'history', cjson.encode(list))
-end
-local function hnum(jk, field, default)
-  local v = redis.call('HGET', jk, field)
-  if v and v ~= '' then return tonumber(v) end
-  return default
-end
 -- When a job ends, enqueue its notification job (once per run of the job).
 local function notify(jk, id, now, prefix)
-  local nq = redis.call('HGET', jk, 'notify_queue')
-  if not nq or nq == '' then return end
-  local nid = id .. '.n' .. hnum(jk, 'replays', 0)
-  local nk = prefix .. ':job:' .. nid
-  if redis.call('EXISTS', nk) == 1 then return end
-  local maxa = redis.call('HGET', jk, 'notify_max_attempts') or '8'
-  redis.call('HSET', nk, 'id', nid, 'queue', nq, 'kind', 'notify',
-    'payload', cjson.encode({job_id = id}), 'state', 'queued', 'attempts', 0,
-    'max_attempts', maxa, 'created_ms', now, 'updated_ms', now, 'history', '[]')
+  local nid, nq, nk = new_notify(jk, id, now, prefix)
+  if not nid then return end
   local e = redis.call('XADD', prefix .. ':stream:' .. nq, '*', 'job', nid)
   redis.call('HSET', nk, 'entry', e)
 end
@@ -64,13 +44,7 @@ if ARGV[8] == '1' then
   if existing then return {existing, 0} end
   redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[9])
 end
-local due = tonumber(ARGV[6])
-local after = tonumber(ARGV[7])
-if after > 0 then due = now + after end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'queue', ARGV[2], 'kind', ARGV[3],
-  'payload', ARGV[4], 'max_attempts', ARGV[5], 'attempts', 0,
-  'created_ms', now, 'updated_ms', now, 'history', '[]',
-  'notify_queue', ARGV[10], 'notify_max_attempts', ARGV[11])
+local due = new_job(KEYS[1], now)
 if due > now then
   redis.call('HSET', KEYS[1], 'state', 'scheduled', 'run_at_ms', due, 'entry', '')
   redis.call('ZADD', KEYS[3], due, ARGV[1])
@@ -98,9 +72,8 @@ local attempts = hnum(jk, 'attempts', 0)
 local maxa = hnum(jk, 'max_attempts', 1)
 if st == 'running' then
   -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
-  push_history(jk, {attempt = attempts, consumer = redis.call('HGET', jk, 'consumer') or '',
-    started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'reclaimed',
-    error = 'worker lost'})
+  end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
+    'worker lost')
   if attempts >= maxa then
     drop()
     local id = redis.call('HGET', jk, 'id')
@@ -124,8 +97,7 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 local st = redis.call('HGET', jk, 'state')
 if st ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return 'stale' end
 local now = now_ms()
-push_history(jk, {attempt = hnum(jk, 'attempts', 0), consumer = ARGV[4],
-  started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'succeeded'})
+end_attempt(jk, hnum(jk, 'attempts', 0), ARGV[4], now, 'succeeded')
 redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
   'finished_ms', now, 'progress', 100)
 if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
@@ -148,8 +120,7 @@ local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
 local maxa = hnum(jk, 'max_attempts', 1)
 local id = redis.call('HGET', jk, 'id')
-push_history(jk, {attempt = attempts, consumer = ARGV[6], started_ms = hnum(jk, 'started_ms', 0),
-  finished_ms = now, outcome = 'failed', error = ARGV[3]})
+end_attempt(jk, attempts, ARGV[6], now, 'failed', ARGV[3])
 if ARGV[5] == '0' and attempts < maxa then
   local due = now + tonumber(ARGV[4])
   redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', '',
@@ -257,7 +228,7 @@ pub struct Scripts {
 }
 
 fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    lua::script(&[lua::NOW_MS, lua::JOB_HASH, PRELUDE], body)
 }
 
 impl Scripts {

@@ -93,3 +93,55 @@ pub async fn user_name(c: &reqwest::Client, base: &str, id: i64) -> Option<Strin
         ),
     }
 }
+
+/// Sends `req` and returns its JSON body (panics on a transport error or a body that is not
+/// JSON).
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send()
+        .await
+        .expect("send request")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+/// The app's `/metrics` text.
+pub async fn metrics(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Waits (bounded, 60 s) until the resource at `url` (a task or an order) has `state` `want`;
+/// returns it then, fails the test otherwise.
+pub async fn wait_state(c: &reqwest::Client, url: &str, want: &str) -> serde_json::Value {
+    let get = || json_of(c.get(url));
+    let ok = super::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { get().await["state"] == want },
+    )
+    .await;
+    let last = get().await;
+    assert!(ok, "{url} never reached {want}: {last}");
+    last
+}
+
+/// Runs `app dlq ARGS` with the given environment; returns (success, stdout, stderr).
+pub fn dlq_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+        .arg("dlq")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run app dlq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

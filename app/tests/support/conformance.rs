@@ -564,33 +564,23 @@ pub async fn graceful_shutdown(env: &Env) {
 #[macro_export]
 macro_rules! conformance_suite {
     ($env:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn ordering_within_a_key() {
-            support::conformance::ordering_within_a_key(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn at_least_once_after_sigkill() {
-            support::conformance::at_least_once_after_sigkill(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn retries_and_backoff() {
-            support::conformance::retries_and_backoff(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn dead_letters_and_replay() {
-            support::conformance::dead_letters_and_replay(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn delayed_jobs_not_early() {
-            support::conformance::delayed_jobs_not_early(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn idempotent_enqueue() {
-            support::conformance::idempotent_enqueue(&$env).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn graceful_shutdown() {
-            support::conformance::graceful_shutdown(&$env).await;
-        }
+        $crate::conformance_suite!(
+            @tests $env;
+            ordering_within_a_key,
+            at_least_once_after_sigkill,
+            retries_and_backoff,
+            dead_letters_and_replay,
+            delayed_jobs_not_early,
+            idempotent_enqueue,
+            graceful_shutdown,
+        );
+    };
+    (@tests $env:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                support::conformance::$name(&$env).await;
+            }
+        )*
     };
 }

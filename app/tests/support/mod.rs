@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod conformance;
+pub mod orders;
 pub mod rabbit;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -3,15 +3,13 @@
 //! broker ([`shared`]) and gives each test its own queue-name prefix.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{START_TIMEOUT, free_port, port_open, require_binary, wait_until};
+use app::queue::local_rabbit::{self, SERVER};
 
-/// The broker's start script. Run directly (the /usr/sbin wrapper switches to the
-/// `rabbitmq` user, which cannot write our temporary directory).
-const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+use super::{START_TIMEOUT, free_port, port_open, require_binary, wait_until};
 
 pub struct RabbitServer {
     pub port: u16,
@@ -24,8 +22,7 @@ impl RabbitServer {
     /// Starts a broker; panics (naming the apt package) when RabbitMQ is not installed.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir for rabbitmq");
-        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("plugins file");
-        std::fs::write(dir.path().join("rabbitmq.conf"), "").expect("config file");
+        local_rabbit::prepare_dir(dir.path()).expect("plugins and config files");
         let mut s = Self {
             port: free_port(),
             dist_port: free_port(),
@@ -52,28 +49,13 @@ impl RabbitServer {
         let d = self.dir.path();
         let log = std::fs::File::create(d.join("server.out")).expect("rabbitmq output file");
         let log2 = log.try_clone().expect("clone log handle");
-        let child = {
-            use std::os::unix::process::CommandExt;
-            Command::new(SERVER)
-                .env("HOME", d)
-                .env("RABBITMQ_NODE_PORT", self.port.to_string())
-                .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-                .env("RABBITMQ_NODENAME", format!("t{}@localhost", self.port))
-                .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-                .env("RABBITMQ_LOG_BASE", d.join("log"))
-                .env("RABBITMQ_PID_FILE", d.join("rabbit.pid"))
-                .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
-                .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
-                .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
-                .current_dir(d)
-                // Its own process group: the start script and the Erlang VM stop together.
-                .process_group(0)
+        let child =
+            local_rabbit::server_command(d, self.port, self.dist_port, &format!("t{}", self.port))
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)
                 .spawn()
-                .expect("spawn rabbitmq-server")
-        };
+                .expect("spawn rabbitmq-server");
         self.child = Some(child);
         let port = self.port;
         if !wait_until(START_TIMEOUT, Duration::from_millis(100), || {

@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
+/// Creates `stream` with the consumer group `g` that the raw loops read with.
+async fn create_group(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await
+}
+
 /// The raw bound: one producer XADDs in pipelined batches of 100 while one consumer reads
 /// with XREADGROUP COUNT 100 and acknowledges each batch with one XACK.
 pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<f64> {
@@ -15,14 +30,7 @@ pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Resul
     let mut prod = client.get_multiplexed_async_connection().await?;
     let mut cons = client.get_multiplexed_async_connection().await?;
     let stream = "raw:stream";
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut prod)
-        .await?;
+    create_group(&mut prod, stream).await?;
     let start = Instant::now();
     let producer = tokio::spawn(async move {
         let mut sent = 0;
@@ -96,14 +104,7 @@ pub async fn raw_per_entry(
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let stream = "raw1:stream";
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await?;
+    create_group(&mut conn, stream).await?;
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let start = Instant::now();

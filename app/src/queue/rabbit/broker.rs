@@ -55,6 +55,15 @@ pub(crate) struct Broker {
     declared: Mutex<HashSet<String>>,
 }
 
+/// One message for [`Broker::publish`], as each attempt sends it.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    queue: &'a str,
+    route: &'a Route,
+    message_id: &'a str,
+    body: &'a [u8],
+}
+
 impl Broker {
     pub fn new(url: &str, prefix: &str, publish_deadline: Duration) -> Self {
         Self {
@@ -136,10 +145,16 @@ impl Broker {
         message_id: &str,
         body: &[u8],
     ) -> Result<(), BrokerError> {
+        let m = Outgoing {
+            queue,
+            route,
+            message_id,
+            body,
+        };
         let deadline = tokio::time::Instant::now() + self.publish_deadline;
         let mut pause = Duration::from_millis(100);
         loop {
-            let err = match self.publish_once(queue, route, message_id, body).await {
+            let err = match self.publish_once(m).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -152,17 +167,11 @@ impl Broker {
         }
     }
 
-    async fn publish_once(
-        &self,
-        queue: &str,
-        route: &Route,
-        message_id: &str,
-        body: &[u8],
-    ) -> Result<(), BrokerError> {
+    async fn publish_once(&self, m: Outgoing<'_>) -> Result<(), BrokerError> {
         let link = self.link().await?;
         let r = async {
-            self.ensure(&link, queue).await?;
-            let (exchange, key) = match route {
+            self.ensure(&link, m.queue).await?;
+            let (exchange, key) = match m.route {
                 Route::Topic { queue, kind } => {
                     (self.names.exchange(), Names::routing_key(queue, kind))
                 }
@@ -171,7 +180,7 @@ impl Broker {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(message_id));
+                .with_message_id(ShortString::from(m.message_id));
             let confirm = link
                 .publish
                 .basic_publish(
@@ -181,7 +190,7 @@ impl Broker {
                         mandatory: true,
                         ..Default::default()
                     },
-                    body,
+                    m.body,
                     props,
                 )
                 .await?;
@@ -192,9 +201,10 @@ impl Broker {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_)) => {
                     // Returned as unroutable: the topology is gone (deleted by hand?).
-                    self.declared.lock().await.remove(queue);
+                    self.declared.lock().await.remove(m.queue);
                     Err(BrokerError::Other(format!(
-                        "message for {queue} was unroutable"
+                        "message for {} was unroutable",
+                        m.queue
                     )))
                 }
                 Confirmation::Nack(_) => Err(BrokerError::Other("broker nacked".into())),

@@ -4,7 +4,7 @@
 //! hash make the second run of the bookkeeping a no-op.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -15,7 +15,7 @@ use super::scripts;
 use super::topology::level_for;
 use crate::queue::QueueError;
 use crate::queue::handler::JobError;
-use crate::queue::process::{rate_permit, record, run_handler};
+use crate::queue::process::{Run, rate_permit, record, run_attempt};
 use crate::queue::worker::{PoolStats, Shared};
 
 /// Pause before handing a delivery back after a bookkeeping error (Redis or broker down),
@@ -106,13 +106,8 @@ async fn deliver(
         .arg(&notify_entry)
         .invoke_async(&mut conn)
         .await?;
-    let (attempt, max_attempts, kind, payload) = match r.as_slice() {
-        [tag, a, m, kind, payload] if tag == "run" => (
-            a.parse::<u32>().unwrap_or(1),
-            m.parse::<u32>().unwrap_or(1),
-            kind.clone(),
-            payload.clone(),
-        ),
+    let run = match r.as_slice() {
+        [tag, a, m, kind, payload] if tag == "run" => Run::from_reply(a, m, kind, payload),
         [tag, wait] if tag == "early" => {
             // Not due yet (a long delay hops through several levels): wait some more.
             let wait: u64 = wait.parse().unwrap_or(0);
@@ -142,32 +137,10 @@ async fn deliver(
             return Ok(Done::Ack);
         }
     };
-    PoolStats::inc(&sh.stats.started);
-    let started = Instant::now();
-    if let Some(m) = q.metrics() {
-        m.running(queue, 1);
-    }
-    let result = run_handler(
-        sh,
-        queue,
-        &body.job,
-        attempt,
-        max_attempts,
-        kind.clone(),
-        &payload,
-        rate_window,
-    )
-    .await;
-    if let Some(m) = q.metrics() {
-        m.running(queue, -1);
-    }
-    let took = Some(started.elapsed());
+    let (attempt, kind) = (run.attempt, run.kind.clone());
+    let (result, took) = run_attempt(sh, queue, &body.job, run, rate_window).await;
     match result {
-        Ok(output) => {
-            let out = match output {
-                Some(v) => serde_json::to_string(&v).unwrap_or_default(),
-                None => String::new(),
-            };
+        Ok(out) => {
             let r: Vec<String> = scripts::COMPLETE_S
                 .key(&job_key)
                 .key(&outbox)

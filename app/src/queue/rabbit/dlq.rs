@@ -57,15 +57,7 @@ async fn decode(q: &Queue, data: &[u8]) -> Result<(Option<Body>, Option<JobRecor
 
 /// The next dead-letter message, its body and its job (None when the queue is empty).
 async fn next(q: &Queue, ch: &Channel, dead: &str) -> Result<Option<Taken>, QueueError> {
-    let Some(m) = ch
-        .basic_get(dead.into(), BasicGetOptions::default())
-        .await
-        .map_err(amqp)?
-    else {
-        return Ok(None);
-    };
-    let (body, job) = decode(q, &m.delivery.data).await?;
-    Ok(Some((m.delivery, body, job)))
+    Ok(next_counted(q, ch, dead).await?.map(|(taken, _)| taken))
 }
 
 fn letter(j: JobRecord, queue: &str) -> DeadLetter {
@@ -181,11 +173,36 @@ pub(crate) async fn replay_all(
     b: &Broker,
     queue: &str,
 ) -> Result<Vec<String>, QueueError> {
+    take_all(q, b, queue, Take::Replay).await
+}
+
+/// Deletes every dead letter and its job record.
+pub(crate) async fn purge(q: &Queue, b: &Broker, queue: &str) -> Result<u64, QueueError> {
+    let ids = take_all(q, b, queue, Take::Purge).await?;
+    Ok(ids.len() as u64)
+}
+
+/// What [`take_all`] does with each dead letter before acknowledging it.
+#[derive(Clone, Copy, PartialEq)]
+enum Take {
+    /// Publish the job again. Only the dead letters there now: a replayed job that fails
+    /// for good again comes back at the tail and is left for the next replay.
+    Replay,
+    /// Delete the job record, until the queue is empty.
+    Purge,
+}
+
+/// Takes and acknowledges the dead letters of `queue`; returns the ids of the jobs replayed
+/// or purged (stale letters are dropped without counting).
+async fn take_all(
+    q: &Queue,
+    b: &Broker,
+    queue: &str,
+    what: Take,
+) -> Result<Vec<String>, QueueError> {
     let (_link, ch) = b.channel().await.map_err(broker_err)?;
     let mut ids = Vec::new();
     let r = async {
-        // Only the dead letters there now: a replayed job that fails for good again comes
-        // back at the tail and is left for the next replay.
         let mut left: Option<u64> = None;
         while left != Some(0) {
             let Some(((d, body, job), remaining)) =
@@ -193,11 +210,21 @@ pub(crate) async fn replay_all(
             else {
                 break;
             };
-            left = Some(left.unwrap_or(remaining + 1) - 1);
-            if let (Some(body), Some(_)) = (&body, &job)
-                && let Some(id) = replay_one(q, b, queue, body).await?
-            {
-                ids.push(id);
+            match (what, &body, job) {
+                (Take::Replay, Some(body), Some(_)) => {
+                    if let Some(id) = replay_one(q, b, queue, body).await? {
+                        ids.push(id);
+                    }
+                }
+                (Take::Purge, _, Some(job)) => {
+                    let mut conn = q.connection();
+                    let _: i64 = conn.del(q.keys().job(&job.id)).await?;
+                    ids.push(job.id);
+                }
+                _ => {}
+            }
+            if what == Take::Replay {
+                left = Some(left.unwrap_or(remaining + 1) - 1);
             }
             d.acker
                 .ack(BasicAckOptions::default())
@@ -207,29 +234,10 @@ pub(crate) async fn replay_all(
         Ok::<_, QueueError>(())
     }
     .await;
-    let _ = ch.close(200, "replayed".into()).await;
+    let reason = match what {
+        Take::Replay => "replayed",
+        Take::Purge => "purged",
+    };
+    let _ = ch.close(200, reason.into()).await;
     r.map(|()| ids)
-}
-
-/// Deletes every dead letter and its job record.
-pub(crate) async fn purge(q: &Queue, b: &Broker, queue: &str) -> Result<u64, QueueError> {
-    let (_link, ch) = b.channel().await.map_err(broker_err)?;
-    let mut n = 0u64;
-    let r = async {
-        while let Some((d, _body, job)) = next(q, &ch, &b.names.dead(queue)).await? {
-            if let Some(job) = job {
-                let mut conn = q.connection();
-                let _: i64 = conn.del(q.keys().job(&job.id)).await?;
-                n += 1;
-            }
-            d.acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(amqp)?;
-        }
-        Ok::<_, QueueError>(())
-    }
-    .await;
-    let _ = ch.close(200, "purged".into()).await;
-    r.map(|()| n)
 }

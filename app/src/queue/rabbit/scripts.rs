@@ -14,41 +14,28 @@
 //! once the broker confirmed that message. A publish lost with the broker is re-sent from
 //! the outbox (see `outbox.rs`), so Redis and the broker cannot drift apart for good.
 
-use redis::Script;
 use std::sync::LazyLock;
 
+use redis::Script;
+
+use crate::queue::lua;
+
+/// Helpers of this backend, prepended (after [`lua::NOW_MS`] and [`lua::JOB_HASH`]) to
+/// every script.
 const PRELUDE: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function push_history(jk, rec)
-  local h = redis.call('HGET', jk, 'history')
-  local list = {}
-  if h and h ~= '' then list = cjson.decode(h) end
-  table.insert(list, rec)
-  redis.call('HSET', jk, 'history', cjson.encode(list))
-end
-local function hnum(jk, field, default)
-  local v = redis.call('HGET', jk, field)
-  if v and v ~= '' then return tonumber(v) end
-  return default
-end
 -- When a job ends, create its notification job (once per run of the job) and put it in
 -- the outbox. Returns the notify job id and queue, or '', ''.
 local function notify(jk, id, now, prefix, outbox, msg)
-  local nq = redis.call('HGET', jk, 'notify_queue')
-  if not nq or nq == '' then return '', '' end
-  local nid = id .. '.n' .. hnum(jk, 'replays', 0)
-  local nk = prefix .. ':job:' .. nid
-  if redis.call('EXISTS', nk) == 1 then return '', '' end
-  local maxa = redis.call('HGET', jk, 'notify_max_attempts') or '8'
-  redis.call('HSET', nk, 'id', nid, 'queue', nq, 'kind', 'notify',
-    'payload', cjson.encode({job_id = id}), 'state', 'queued', 'attempts', 0,
-    'max_attempts', maxa, 'created_ms', now, 'updated_ms', now, 'history', '[]',
-    'entry', msg)
+  local nid, nq, nk = new_notify(jk, id, now, prefix)
+  if not nid then return '', '' end
+  redis.call('HSET', nk, 'entry', msg)
   redis.call('ZADD', outbox, now, nid)
   return nid, nq
+end
+-- True while delivery `owner` of message `entry` runs the job; false for a stale copy.
+local function runs(jk, entry, owner)
+  return redis.call('HGET', jk, 'state') == 'running' and redis.call('HGET', jk, 'entry') == entry
+    and redis.call('HGET', jk, 'owner') == owner
 end
 local function bury(jk, id, err, now, prefix, outbox, msg, nmsg)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', err, 'entry', msg, 'owner', '',
@@ -81,13 +68,8 @@ if ARGV[8] == '1' then
   end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[9])
 end
-local due = tonumber(ARGV[6])
-local after = tonumber(ARGV[7])
-if after > 0 then due = now + after end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'queue', ARGV[2], 'kind', ARGV[3],
-  'payload', ARGV[4], 'max_attempts', ARGV[5], 'attempts', 0,
-  'created_ms', now, 'updated_ms', now, 'history', '[]',
-  'notify_queue', ARGV[10], 'notify_max_attempts', ARGV[11], 'entry', ARGV[12])
+local due = new_job(KEYS[1], now)
+redis.call('HSET', KEYS[1], 'entry', ARGV[12])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 if due > now then
   redis.call('HSET', KEYS[1], 'state', 'scheduled', 'run_at_ms', due)
@@ -134,9 +116,8 @@ elseif st == 'running' then
   if redis.call('EXISTS', ARGV[4] .. ':alive:' .. holder) == 1 then return {'busy'} end
   -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
   local attempts = hnum(jk, 'attempts', 0)
-  push_history(jk, {attempt = attempts, consumer = redis.call('HGET', jk, 'consumer') or '',
-    started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'reclaimed',
-    error = 'worker lost'})
+  end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
+    'worker lost')
   if attempts >= hnum(jk, 'max_attempts', 1) then
     local id = redis.call('HGET', jk, 'id')
     local nid, nq = bury(jk, id, 'worker lost during attempt ' .. attempts, now, ARGV[4],
@@ -157,11 +138,9 @@ return {'run', tostring(attempts), tostring(hnum(jk, 'max_attempts', 1)),
 /// notify message id. Returns {'ok', notify_id, notify_queue} | {'stale'}.
 const COMPLETE: &str = r#"
 local jk = KEYS[1]
-if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
-  or redis.call('HGET', jk, 'owner') ~= ARGV[2] then return {'stale'} end
+if not runs(jk, ARGV[1], ARGV[2]) then return {'stale'} end
 local now = now_ms()
-push_history(jk, {attempt = hnum(jk, 'attempts', 0), consumer = ARGV[2],
-  started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = 'succeeded'})
+end_attempt(jk, hnum(jk, 'attempts', 0), ARGV[2], now, 'succeeded')
 redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
   'finished_ms', now, 'progress', 100)
 if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
@@ -176,13 +155,11 @@ return {'ok', nid, nq}
 /// Returns {'retry', delay_ms} | {'dead', notify_id, notify_queue} | {'stale'}.
 const FAIL: &str = r#"
 local jk = KEYS[1]
-if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
-  or redis.call('HGET', jk, 'owner') ~= ARGV[2] then return {'stale'} end
+if not runs(jk, ARGV[1], ARGV[2]) then return {'stale'} end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
 local id = redis.call('HGET', jk, 'id')
-push_history(jk, {attempt = attempts, consumer = ARGV[2], started_ms = hnum(jk, 'started_ms', 0),
-  finished_ms = now, outcome = 'failed', error = ARGV[3]})
+end_attempt(jk, attempts, ARGV[2], now, 'failed', ARGV[3])
 if ARGV[5] == '0' and attempts < hnum(jk, 'max_attempts', 1) then
   local delay = tonumber(ARGV[4])
   redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', ARGV[7],
@@ -241,7 +218,7 @@ return out
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    lua::script(&[lua::NOW_MS, lua::JOB_HASH, PRELUDE], body)
 }
 
 pub(super) static ENQUEUE_S: LazyLock<Script> = LazyLock::new(|| script(ENQUEUE));

@@ -1,0 +1,70 @@
+//! Lua shared by the Redis scripts of both queue backends and of the order saga, so that one
+//! clock and one job-hash bookkeeping serve every script.
+
+use redis::Script;
+
+/// The server's clock in milliseconds (Redis `TIME`): every instance uses one clock.
+pub(crate) const NOW_MS: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// Job-hash helpers (both queue backends keep the same job hash): append a history record
+/// (any, or an attempt's end), read a numeric field, write a new job, create a job's
+/// notification job (its backend then hands it to a stream or to the broker).
+pub(crate) const JOB_HASH: &str = r#"
+local function push_history(jk, rec)
+  local h = redis.call('HGET', jk, 'history')
+  local list = {}
+  if h and h ~= '' then list = cjson.decode(h) end
+  table.insert(list, rec)
+  redis.call('HSET', jk, 'history', cjson.encode(list))
+end
+local function hnum(jk, field, default)
+  local v = redis.call('HGET', jk, field)
+  if v and v ~= '' then return tonumber(v) end
+  return default
+end
+-- Appends the history record of an attempt that ended now (`err` nil for none).
+local function end_attempt(jk, attempt, consumer, now, outcome, err)
+  push_history(jk, {attempt = attempt, consumer = consumer,
+    started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = outcome, error = err})
+end
+-- Writes a new job's hash from the ENQUEUE arguments both backends share (ARGV: id, queue,
+-- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts);
+-- returns when the job is due.
+local function new_job(jk, now)
+  redis.call('HSET', jk, 'id', ARGV[1], 'queue', ARGV[2], 'kind', ARGV[3],
+    'payload', ARGV[4], 'max_attempts', ARGV[5], 'attempts', 0,
+    'created_ms', now, 'updated_ms', now, 'history', '[]',
+    'notify_queue', ARGV[10], 'notify_max_attempts', ARGV[11])
+  local after = tonumber(ARGV[7])
+  if after > 0 then return now + after end
+  return tonumber(ARGV[6])
+end
+-- When a job ends, create the hash of its notification job (once per run of the job).
+-- Returns the notify job's id, queue and key; nil when the job notifies no queue or this
+-- run's notification exists already.
+local function new_notify(jk, id, now, prefix)
+  local nq = redis.call('HGET', jk, 'notify_queue')
+  if not nq or nq == '' then return nil end
+  local nid = id .. '.n' .. hnum(jk, 'replays', 0)
+  local nk = prefix .. ':job:' .. nid
+  if redis.call('EXISTS', nk) == 1 then return nil end
+  local maxa = redis.call('HGET', jk, 'notify_max_attempts') or '8'
+  redis.call('HSET', nk, 'id', nid, 'queue', nq, 'kind', 'notify',
+    'payload', cjson.encode({job_id = id}), 'state', 'queued', 'attempts', 0,
+    'max_attempts', maxa, 'created_ms', now, 'updated_ms', now, 'history', '[]')
+  return nid, nq, nk
+end
+"#;
+
+/// A script made of the given preludes followed by `body`.
+pub(crate) fn script(preludes: &[&str], body: &str) -> Script {
+    let mut src = preludes.concat();
+    src.push('\n');
+    src.push_str(body);
+    Script::new(&src)
+}
