@@ -2,6 +2,8 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+
 use lb_common::{
     Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FLOOD_WINDOW_NS, FlowKey,
     MAX_LC_BACKENDS, MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
@@ -89,8 +91,8 @@ fn touch(entry: *mut ConnEntry, closing: bool, now: u64) -> Option<Choice> {
     let backend = usable(entry.backend as u32, entry.generation)?;
     // Writing only when the time moved keeps the entry's cache line clean for the other CPUs
     // most of the time.
-    if entry.last_seen_ns != now {
-        entry.last_seen_ns = now;
+    if entry.last_seen != now {
+        entry.last_seen = now;
     }
     if closing {
         entry.flags |= CONN_F_CLOSING;
@@ -134,7 +136,7 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
         generation: backend.generation,
         vip_id: vip.id as u8,
         flags: if closing { CONN_F_CLOSING } else { 0 },
-        last_seen_ns: now,
+        last_seen: now,
     };
     // A full LRU evicts the oldest entry, so the only expected error is EEXIST for a SYN.
     if CONNS
@@ -162,20 +164,23 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
     })
 }
 
-/// Counts a new flow in this CPU's window and tells whether the window is over the configured
-/// rate (`Settings::max_new_flows_per_cpu`, 0: guard off, nothing counted). The window runs on
-/// the coarse clock the caller already read: tick resolution is plenty for one second, and it
-/// saves a clock read per new flow.
+/// Records this CPU's clock anchor (the entry times are jiffies; userspace converts them with
+/// the latest anchor), counts a new flow in this CPU's window and tells whether the window is
+/// over the configured rate (`Settings::max_new_flows_per_cpu`, 0: guard off, nothing
+/// counted). The coarse clock (tick resolution) is plenty for a one-second window.
 #[inline(always)]
-fn flooded(now: u64) -> bool {
-    let limit = match SETTINGS.get(0) {
-        Some(s) if s.max_new_flows_per_cpu != 0 => s.max_new_flows_per_cpu as u64,
-        _ => return false,
-    };
+fn flooded(jiffies: u64) -> bool {
     let Some(w) = FLOOD_WINDOW.get_ptr_mut(0) else {
         return false;
     };
     let w = unsafe { &mut *w };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    w.anchor_jiffies = jiffies;
+    w.anchor_ns = now;
+    let limit = match SETTINGS.get(0) {
+        Some(s) if s.max_new_flows_per_cpu != 0 => s.max_new_flows_per_cpu as u64,
+        _ => return false,
+    };
     if now.wrapping_sub(w.start_ns) > FLOOD_WINDOW_NS {
         w.start_ns = now;
         w.count = 1;

@@ -8,6 +8,7 @@ use lb_common::{CONN_F_CLOSING, IPPROTO_UDP};
 use tracing::warn;
 
 use super::State;
+use crate::dataplane::Maps;
 
 /// Monotonic time as `bpf_ktime_get_coarse_ns` sees it.
 fn now_ns() -> u64 {
@@ -30,8 +31,17 @@ pub async fn sweep_loop(shared: State) {
         let now = now_ns();
         let mut active: HashMap<u32, u64> = HashMap::new();
         let mut expired = Vec::new();
+        // Entry times are jiffies; with no anchor yet (no new flow since the maps were made)
+        // nothing is expired, only counted.
+        let anchor = inner.prog.maps().clock_anchor();
+        let tick = Maps::jiffy_ns();
         for (flow, entry) in inner.prog.maps().conns() {
-            let idle = Duration::from_nanos(now.saturating_sub(entry.last_seen_ns));
+            let idle = match anchor {
+                Some(a) => {
+                    Duration::from_nanos(now.saturating_sub(Maps::last_seen_ns(a, tick, &entry)))
+                }
+                None => Duration::ZERO,
+            };
             let limit = if entry.flags & CONN_F_CLOSING != 0 {
                 cfg.closing_idle
             } else if flow.proto == IPPROTO_UDP {

@@ -6,8 +6,8 @@ use aya::{
     programs::ProgramFd,
 };
 use lb_common::{
-    Backend, ConnEntry, FlowKey, HARNESS_MAX_PACKET, HarnessPacket, LcList, MAX_TABLE, Reason,
-    Settings, TABLE_SLOTS, TrafficStats, VipKey, VipMeta, names,
+    Backend, ConnEntry, FloodWindow, FlowKey, HARNESS_MAX_PACKET, HarnessPacket, LcList, MAX_TABLE,
+    Reason, Settings, TABLE_SLOTS, TrafficStats, VipKey, VipMeta, names,
 };
 
 use super::DataplaneError;
@@ -27,6 +27,7 @@ pub struct Maps {
     pub(crate) lc_lists: Array<MapData, LcList>,
     pub(crate) lc_conns: Array<MapData, u64>,
     pub(crate) conns: HashMap<MapData, FlowKey, ConnEntry>,
+    flood_window: PerCpuArray<MapData, FloodWindow>,
     pub(crate) settings: Array<MapData, Settings>,
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficStats>,
     pub(crate) backend_stats: PerCpuArray<MapData, TrafficStats>,
@@ -61,6 +62,7 @@ impl Maps {
             lc_lists: take(ebpf, names::MAP_LC_LISTS)?,
             lc_conns: take(ebpf, names::MAP_LC_CONNS)?,
             conns: take(ebpf, names::MAP_CONNS)?,
+            flood_window: take(ebpf, names::MAP_FLOOD_WINDOW)?,
             settings: take(ebpf, names::MAP_SETTINGS)?,
             vip_stats: take(ebpf, names::MAP_VIP_STATS)?,
             backend_stats: take(ebpf, names::MAP_BACKEND_STATS)?,
@@ -161,6 +163,42 @@ impl Maps {
     /// Every connection-table entry (a snapshot; the LRU may change while it is read).
     pub fn conns(&self) -> Vec<(FlowKey, ConnEntry)> {
         self.conns.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The data plane's latest clock anchor over every CPU: (jiffies, coarse monotonic ns)
+    /// read together on a new flow. None before the first new flow (no entry exists then).
+    pub fn clock_anchor(&self) -> Option<(u64, u64)> {
+        let per_cpu = self.flood_window.get(&0, 0).ok()?;
+        per_cpu
+            .iter()
+            .filter(|w| w.anchor_ns != 0)
+            .max_by_key(|w| w.anchor_ns)
+            .map(|w| (w.anchor_jiffies, w.anchor_ns))
+    }
+
+    /// Length of a jiffy: the coarse clocks' resolution is the tick (1/HZ).
+    pub fn jiffy_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE always exists on Linux.
+        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        // HZ is 100 to 1000; anything else is not a tick (assume HZ 250).
+        if (1_000_000..=10_000_000).contains(&ns) {
+            ns
+        } else {
+            4_000_000
+        }
+    }
+
+    /// An entry's last-seen time as `CLOCK_MONOTONIC_COARSE` nanoseconds: its jiffies placed
+    /// on the anchor's line (jiffies advance with the monotonic clock, one per `tick_ns`).
+    pub fn last_seen_ns(anchor: (u64, u64), tick_ns: u64, entry: &ConnEntry) -> u64 {
+        let (aj, ans) = anchor;
+        let delta = entry.last_seen as i128 - aj as i128;
+        (ans as i128 + delta * tick_ns as i128).max(0) as u64
     }
 
     pub fn remove_conn(&mut self, flow: &FlowKey) -> Result<(), DataplaneError> {

@@ -34,6 +34,8 @@ const PINNED_MAPS: &[&str] = &[
     names::MAP_DECAP_ADDRS,
     names::MAP_VIP_ADDR_FILTER,
     names::MAP_VIP_MODES,
+    // The clock anchor converts the entries' jiffies: kept with the table it serves.
+    names::MAP_FLOOD_WINDOW,
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

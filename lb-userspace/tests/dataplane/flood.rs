@@ -157,3 +157,45 @@ fn with_the_guard_off_every_flow_is_inserted() {
     check_always_pinned(Algorithm::Maglev, 0);
     check_always_pinned(Algorithm::IpHash, 0);
 }
+
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn entry_times_in_jiffies_convert_to_monotonic_time() {
+    // Entries record jiffies (no clock helper on a table hit); the sweep places them on the
+    // monotonic clock with the anchor every new flow writes. A wrong conversion would expire
+    // live flows or keep dead ones.
+    let fx = fixture(Algorithm::Maglev, 0);
+    assert_eq!(fx.prog.maps().clock_anchor(), None, "no new flow yet");
+    let before = coarse_now_ns();
+    fx.run_frame(&packet(1, TCP_SYN));
+    fx.run_frame(&packet(1, TCP_ACK));
+    let after = coarse_now_ns();
+    let anchor = fx
+        .prog
+        .maps()
+        .clock_anchor()
+        .expect("a new flow writes the anchor");
+    let entry = fx.prog.maps().conn(&flow(1)).expect("entry");
+    let tick = lb_userspace::dataplane::Maps::jiffy_ns();
+    let seen = lb_userspace::dataplane::Maps::last_seen_ns(anchor, tick, &entry);
+    assert!(
+        seen + 2 * tick >= before && seen <= after + 2 * tick,
+        "last seen {seen} ns outside [{before}, {after}] (tick {tick} ns, anchor {anchor:?}, entry {entry:?})"
+    );
+    // An entry a minute older converts to a minute earlier.
+    let old = lb_common::ConnEntry {
+        last_seen: entry.last_seen - 60_000_000_000 / tick,
+        ..entry
+    };
+    let old_seen = lb_userspace::dataplane::Maps::last_seen_ns(anchor, tick, &old);
+    assert_eq!(seen - old_seen, (60_000_000_000 / tick) * tick);
+}
