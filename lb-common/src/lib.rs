@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
 /// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
@@ -51,8 +51,9 @@ pub const CONN_TABLE_SIZE: u32 = 262_144;
 /// above which `maglev` and `ip-hash` flows are forwarded by their hash without a
 /// connection-table entry (Katran's `MAX_CONN_RATE`).
 pub const DEFAULT_MAX_NEW_FLOWS_PER_CPU: u32 = 125_000;
-/// Length of the flood guard's counting window.
-pub const FLOOD_WINDOW_NS: u64 = 1_000_000_000;
+/// Flood-guard window in jiffies when `Settings::jiffies_per_s` is unset (the guard is off
+/// then, and the window only paces the clock anchor).
+pub const DEFAULT_JIFFIES_PER_S: u32 = 1000;
 /// Largest packet prefix the benchmark harness restores between repeats.
 pub const HARNESS_MAX_PACKET: usize = 256;
 
@@ -227,19 +228,22 @@ pub struct Settings {
     /// flood cannot evict established flows. `weighted-round-robin` and `least-connections`
     /// always insert: their choice cannot be recomputed. 0 turns the guard off.
     pub max_new_flows_per_cpu: u32,
+    /// The kernel's HZ (jiffies per second), the flood window's length: filled in by
+    /// `Maps::set_settings` from the coarse clock's resolution.
+    pub jiffies_per_s: u32,
 }
 
-/// Per-CPU state written on every new flow (`FLOOD_WINDOW`, index 0): the flood guard's
-/// window, and a clock anchor (jiffies and coarse monotonic ns read in the same run) from which
-/// userspace converts connection-table times (jiffies) to monotonic time.
+/// Per-CPU state of new flows (`FLOOD_WINDOW`, index 0): the flood guard's one-second window,
+/// and a clock anchor (jiffies and coarse monotonic ns read in the same run, once per window)
+/// from which userspace converts connection-table times (jiffies) to monotonic time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FloodWindow {
-    /// Coarse monotonic time at which the current window began.
-    pub start_ns: u64,
+    /// Jiffies at which the current window began.
+    pub start_jiffies: u64,
     /// New flows seen in the current window.
     pub count: u64,
-    /// `bpf_jiffies64()` at this CPU's latest new flow.
+    /// `bpf_jiffies64()` when this CPU's current window began.
     pub anchor_jiffies: u64,
     /// `bpf_ktime_get_coarse_ns()` at the same moment.
     pub anchor_ns: u64,

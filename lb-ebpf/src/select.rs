@@ -5,8 +5,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 
 use lb_common::{
-    Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, FLOOD_WINDOW_NS, FlowKey,
-    MAX_LC_BACKENDS, MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
+    Algorithm, BACKEND_F_ACTIVE, Backend, CONN_F_CLOSING, ConnEntry, DEFAULT_JIFFIES_PER_S,
+    FlowKey, MAX_LC_BACKENDS, MAX_TABLE, TABLE_SLOTS, VIP_MODE_VALID, VipMeta,
     hash::{flow_hash, source_hash},
 };
 
@@ -164,26 +164,34 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
     })
 }
 
-/// Records this CPU's clock anchor (the entry times are jiffies; userspace converts them with
-/// the latest anchor), counts a new flow in this CPU's window and tells whether the window is
-/// over the configured rate (`Settings::max_new_flows_per_cpu`, 0: guard off, nothing
-/// counted). The coarse clock (tick resolution) is plenty for a one-second window.
+/// Counts a new flow in this CPU's one-second window (in jiffies: no clock helper call) and
+/// tells whether the window is over the configured rate (`Settings::max_new_flows_per_cpu`,
+/// 0: guard off, nothing counted). Each new window also records the clock anchor (jiffies and coarse ns read
+/// together) that userspace converts the entries' jiffies with: one clock read per CPU and
+/// second, whatever the flow rate.
 #[inline(always)]
 fn flooded(jiffies: u64) -> bool {
     let Some(w) = FLOOD_WINDOW.get_ptr_mut(0) else {
         return false;
     };
     let w = unsafe { &mut *w };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    w.anchor_jiffies = jiffies;
-    w.anchor_ns = now;
-    let limit = match SETTINGS.get(0) {
-        Some(s) if s.max_new_flows_per_cpu != 0 => s.max_new_flows_per_cpu as u64,
-        _ => return false,
+    let (limit, hz) = match SETTINGS.get(0) {
+        Some(s) => (s.max_new_flows_per_cpu as u64, s.jiffies_per_s as u64),
+        None => (0, 0),
     };
-    if now.wrapping_sub(w.start_ns) > FLOOD_WINDOW_NS {
-        w.start_ns = now;
-        w.count = 1;
+    let hz = if hz == 0 {
+        DEFAULT_JIFFIES_PER_S as u64
+    } else {
+        hz
+    };
+    if jiffies.wrapping_sub(w.start_jiffies) >= hz {
+        w.start_jiffies = jiffies;
+        w.count = 0;
+        w.anchor_jiffies = jiffies;
+        w.anchor_ns = unsafe { bpf_ktime_get_coarse_ns() };
+    }
+    // With the guard off nothing is counted (turning it on starts from zero).
+    if limit == 0 {
         return false;
     }
     w.count += 1;

@@ -98,6 +98,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         backend_mtu: dp_cfg.backend_mtu,
         ifaces: iface_macs(&dp_cfg.interfaces)?,
         max_new_flows_per_cpu: dp_cfg.max_new_flows_per_cpu,
+        ..Default::default()
     })?;
     let saved = persist::load(&config.api.state_file);
     let prog = match (&saved, pins_existed) {

@@ -75,7 +75,12 @@ impl Maps {
         })
     }
 
+    /// Writes the settings; `jiffies_per_s` (the flood window) is filled in here when 0.
     pub fn set_settings(&mut self, s: &Settings) -> Result<(), DataplaneError> {
+        let mut s = *s;
+        if s.jiffies_per_s == 0 {
+            s.jiffies_per_s = (1_000_000_000 / Self::jiffy_ns()) as u32;
+        }
         self.settings
             .set(0, s, 0)
             .map_err(map_err(names::MAP_SETTINGS))
