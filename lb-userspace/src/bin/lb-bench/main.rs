@@ -11,6 +11,9 @@
 //! `--katran PIN` measures another balancer in the same run: a pinned XDP program (Katran's
 //! `balancer_ingress`, built and loaded outside this repository) whose maps already hold the
 //! `ipip` VIP below, run through the same harness on the same packets (docs/dataplane.md).
+//! `--katran-default PIN` adds Katran's default build (its LRU flood guard on) on the
+//! "flood guard on" row, where ours runs at its default limit; every other row runs our guard
+//! off (every new flow inserted).
 
 mod bench;
 mod cases;
