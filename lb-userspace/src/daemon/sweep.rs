@@ -10,17 +10,6 @@ use tracing::warn;
 use super::State;
 use crate::dataplane::Maps;
 
-/// Monotonic time as `bpf_ktime_get_coarse_ns` sees it.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 pub async fn sweep_loop(shared: State) {
     let cfg = shared.config.sweep.clone();
     let mut tick = tokio::time::interval(cfg.interval);
@@ -28,7 +17,7 @@ pub async fn sweep_loop(shared: State) {
     loop {
         tick.tick().await;
         let mut inner = shared.inner.lock().await;
-        let now = now_ns();
+        let now = Maps::coarse_now_ns();
         let mut active: HashMap<u32, u64> = HashMap::new();
         let mut expired = Vec::new();
         // Entry times are jiffies; with no anchor yet (no new flow since the maps were made)

@@ -181,6 +181,17 @@ impl Maps {
             .map(|w| (w.anchor_jiffies, w.anchor_ns))
     }
 
+    /// Monotonic time as `bpf_ktime_get_coarse_ns` sees it (the clock of the anchor).
+    pub fn coarse_now_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
     /// Length of a jiffy: the coarse clocks' resolution is the tick (1/HZ).
     pub fn jiffy_ns() -> u64 {
         let mut ts = libc::timespec {

@@ -158,16 +158,6 @@ fn with_the_guard_off_every_flow_is_inserted() {
     check_always_pinned(Algorithm::IpHash, 0);
 }
 
-fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 #[test]
 fn entry_times_in_jiffies_convert_to_monotonic_time() {
     // Entries record jiffies (no clock helper on a table hit); the sweep places them on the
@@ -175,10 +165,10 @@ fn entry_times_in_jiffies_convert_to_monotonic_time() {
     // live flows or keep dead ones.
     let fx = fixture(Algorithm::Maglev, 0);
     assert_eq!(fx.prog.maps().clock_anchor(), None, "no new flow yet");
-    let before = coarse_now_ns();
+    let before = lb_userspace::dataplane::Maps::coarse_now_ns();
     fx.run_frame(&packet(1, TCP_SYN));
     fx.run_frame(&packet(1, TCP_ACK));
-    let after = coarse_now_ns();
+    let after = lb_userspace::dataplane::Maps::coarse_now_ns();
     let anchor = fx
         .prog
         .maps()
