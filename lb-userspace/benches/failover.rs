@@ -38,21 +38,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lab::{Node, VIP, VrrpLab};
+use lab::{LB1, LB2, VIP, VrrpLab};
 use lb_userspace::vrrp::{machine::master_down, packet::Centis};
 
-const LB1: Node = Node {
-    name: "lb1",
-    priority: 100,
-    preempt: true,
-    track: false,
-};
-const LB2: Node = Node {
-    name: "lb2",
-    priority: 90,
-    preempt: true,
-    track: false,
-};
 /// Bound of every wait for a state (election, takeover, recovery).
 const BOUND: Duration = Duration::from_secs(30);
 /// Client cadence and timeouts.

@@ -28,38 +28,8 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
             build_ebpf::build(true)?;
             ("lb-userspace", "lb-bench", &["dataplane"])
         }
-        What::ControlPlane => {
-            build_ebpf::build(true)?;
-            return util::run(
-                util::cargo()
-                    .args([
-                        "bench",
-                        "--quiet",
-                        "-p",
-                        "lb-userspace",
-                        "--bench",
-                        "control_plane",
-                        "--",
-                    ])
-                    .args(args),
-            );
-        }
-        What::Failover => {
-            build_ebpf::build(true)?;
-            return util::run(
-                util::cargo()
-                    .args([
-                        "bench",
-                        "--quiet",
-                        "-p",
-                        "lb-userspace",
-                        "--bench",
-                        "failover",
-                        "--",
-                    ])
-                    .args(args),
-            );
-        }
+        What::ControlPlane => return cargo_bench("control_plane", args),
+        What::Failover => return cargo_bench("failover", args),
         What::App => ("app", "app-bench", &[]),
         What::Queue => ("app", "queue-bench", &[]),
         What::Lab => {
@@ -80,6 +50,24 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
                 "--",
             ])
             .args(pre)
+            .args(args),
+    )
+}
+
+/// A `harness = false` bench target of lb-userspace (they load the eBPF object).
+fn cargo_bench(target: &str, args: &[String]) -> Result<()> {
+    build_ebpf::build(true)?;
+    util::run(
+        util::cargo()
+            .args([
+                "bench",
+                "--quiet",
+                "-p",
+                "lb-userspace",
+                "--bench",
+                target,
+                "--",
+            ])
             .args(args),
     )
 }

@@ -76,6 +76,20 @@ pub struct Node {
     pub track: bool,
 }
 
+/// The usual pair: lb1 the preferred master, lb2 its backup, both preempting.
+pub const LB1: Node = Node {
+    name: "lb1",
+    priority: 100,
+    preempt: true,
+    track: false,
+};
+pub const LB2: Node = Node {
+    name: "lb2",
+    priority: 90,
+    preempt: true,
+    track: false,
+};
+
 /// Lab-wide VRRP options.
 #[derive(Clone, Copy, Default)]
 pub struct Options {

@@ -17,19 +17,6 @@ use lb_userspace::vrrp::{
     packet::{Addresses, Advert, Centis, GROUP_V4, ipv4_packet},
 };
 
-const LB1: Node = Node {
-    name: "lb1",
-    priority: 100,
-    preempt: true,
-    track: false,
-};
-const LB2: Node = Node {
-    name: "lb2",
-    priority: 90,
-    preempt: true,
-    track: false,
-};
-
 fn interval() -> Centis {
     Centis::new(INTERVAL_CS).expect("interval")
 }
