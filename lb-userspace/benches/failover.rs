@@ -150,7 +150,13 @@ fn setup(who: Vrrp, interval_cs: u16) -> (VrrpLab, lab::Server) {
     let server = l.serve();
     let bridge_ns = l.lab.bridge_ns().to_string();
     for name in ["lb1", "lb2"] {
-        let port = l.lab.host(name).expect("lb").bridge_port().to_string();
+        let port = l
+            .lab
+            .host(name)
+            .expect("lb")
+            .bridge_port()
+            .expect("bridge port")
+            .to_string();
         tests::exec::run(&mut tests::exec::netns_command(
             &bridge_ns,
             ["bridge", "link", "set", "dev", &port, "flood", "off"],

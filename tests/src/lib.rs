@@ -36,7 +36,7 @@ pub mod system;
 pub mod topology;
 
 pub use error::{LabError, Result};
-pub use netns::{Host, Lab, LabBuilder, MacAddr};
+pub use netns::{Host, Lab, LabBuilder, MacAddr, SegmentKind};
 pub use process::Process;
 pub use system::{System, SystemOptions, XdpMode};
 pub use topology::{Role, Topology};

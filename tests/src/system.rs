@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{LabError, Result};
 use crate::exec;
-use crate::netns::{Host, Lab};
+use crate::netns::{Host, Lab, SegmentKind};
 use crate::topology::{Role, Topology};
 
 /// Order in which roles are provisioned: what a role connects to is up before it starts.
@@ -39,6 +39,8 @@ pub struct SystemOptions {
     /// `generic`. With `generic` the bridge ports get no `xdp_pass`: skb-mode XDP_TX needs no
     /// program on the peer, and without one the peer takes frames without copying them.
     pub xdp_mode: XdpMode,
+    /// What joins the hosts (see [`SegmentKind`]). On macvlan lbd's `auto` XDP mode is generic.
+    pub segment: SegmentKind,
 }
 
 /// See [`SystemOptions::xdp_mode`].
@@ -74,6 +76,7 @@ impl SystemOptions {
             healthy_timeout: Duration::from_secs(60),
             progress: false,
             xdp_mode: XdpMode::Auto,
+            segment: SegmentKind::Bridge,
         }
     }
 
@@ -120,7 +123,7 @@ impl System {
                 });
             }
         }
-        let builder = Lab::builder(topology);
+        let builder = Lab::builder(topology).segment(opts.segment);
         let builder = match &opts.name {
             Some(name) => builder.named(name),
             None => builder,
@@ -129,12 +132,13 @@ impl System {
         let bpffs = lab.bpffs()?;
         let system = Self { lab, opts, bpffs };
         system.step(&format!(
-            "created {} hosts as namespaces `{}-*` around bridge {}",
+            "created {} hosts as namespaces `{}-*` on {} {}",
             system.lab.hosts().len(),
             system.lab.prefix(),
+            system.lab.segment_kind().as_str(),
             system.lab.bridge()
         ));
-        if system.opts.xdp_mode != XdpMode::Generic {
+        if system.opts.xdp_mode != XdpMode::Generic && system.opts.segment == SegmentKind::Bridge {
             system.attach_bridge_programs()?;
         }
         for role in ROLE_ORDER {
@@ -304,14 +308,14 @@ impl System {
     fn attach_bridge_programs(&self) -> Result<()> {
         let pins = self.bpffs.join("bridge");
         for host in self.lab.hosts_with_role(Role::Balancer) {
+            let port = host.bridge_port()?;
             self.step(&format!(
-                "xdp_pass on bridge port {} (peer of {}/eth0)",
-                host.bridge_port(),
+                "xdp_pass on bridge port {port} (peer of {}/eth0)",
                 host.name()
             ));
             let mut c = exec::netns_command(self.lab.bridge_ns(), [self.bin("lbctl")]);
             c.args(["xdp", "attach", "--program", "pass", "--iface"])
-                .arg(host.bridge_port())
+                .arg(port)
                 .arg("--pin-dir")
                 .arg(&pins);
             exec::run(&mut c)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tests::netns::{cleanup_stale, labs_root, list_namespaces};
 use tests::topology::Role;
-use tests::{Lab, Topology};
+use tests::{Lab, SegmentKind, Topology};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -81,6 +81,40 @@ fn every_host_reaches_every_other_over_ipv4_and_ipv6() -> Result<()> {
 }
 
 #[test]
+fn macvlan_segment_connects_every_host_and_leaves_root_alone() -> Result<()> {
+    let topo = three_hosts()?;
+    let lab = Lab::builder(&topo)
+        .segment(SegmentKind::Macvlan)
+        .mtu("lb1", 3000)
+        .build()?;
+    assert_eq!(lab.segment_kind(), SegmentKind::Macvlan);
+    for from in lab.hosts() {
+        for to in lab.hosts() {
+            if from.name() != to.name() {
+                for ip in to.node().addrs() {
+                    tcp_round_trip(&lab, from.name(), to.name(), ip)?;
+                }
+            }
+        }
+    }
+    let link = lab
+        .host("lb1")?
+        .exec(["ip", "-d", "-o", "link", "show", "eth0"])?;
+    assert!(
+        link.contains("mtu 3000") && link.contains("macvlan mode bridge"),
+        "{link}"
+    );
+    let err = lab.host("lb1")?.bridge_port().unwrap_err().to_string();
+    assert!(err.contains("macvlan"), "{err}");
+    let root_links = tests::exec::run(tests::exec::tool("ip").args(["-o", "link", "show"]))?;
+    assert!(
+        !root_links.contains(&format!(" {}:", lab.bridge())) && !root_links.contains("macvlan"),
+        "{root_links}"
+    );
+    Ok(())
+}
+
+#[test]
 fn hosts_are_configured_as_specified() -> Result<()> {
     let topo = three_hosts()?;
     let lab = Lab::builder(&topo)
@@ -108,7 +142,7 @@ fn hosts_are_configured_as_specified() -> Result<()> {
         link.contains("mtu 3000") && link.contains("state UP"),
         "{link}"
     );
-    let peer = lab.host("lb1")?.bridge_port().to_string();
+    let peer = lab.host("lb1")?.bridge_port()?.to_string();
     let port = tests::exec::run(tests::exec::tool("ip").args([
         "-n",
         lab.bridge_ns(),
@@ -137,11 +171,8 @@ fn root_namespace_holds_no_lab_interface() -> Result<()> {
     let lab = Lab::create(&three_hosts()?)?;
     let root_links = tests::exec::run(tests::exec::tool("ip").args(["-o", "link", "show"]))?;
     for host in lab.hosts() {
-        assert!(
-            !root_links.contains(host.bridge_port()),
-            "{} in root:\n{root_links}",
-            host.bridge_port()
-        );
+        let port = host.bridge_port()?;
+        assert!(!root_links.contains(port), "{port} in root:\n{root_links}");
     }
     assert!(
         !root_links.contains(&format!(" {}:", lab.bridge())),

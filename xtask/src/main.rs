@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod deps;
+mod disk;
 mod lab;
 mod test;
 mod util;

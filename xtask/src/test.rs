@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, lab, util};
+use crate::{build_ebpf, deps, disk, lab, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -37,6 +37,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             "`cargo xtask test {group:?}` needs root (BPF and network namespaces); run it with sudo",
         );
     }
+    disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
     if matches!(group, Group::All | Group::E2e) {

@@ -150,7 +150,7 @@ impl ControlLab {
         let lb = lab.host("lb1").expect("lb1");
         lb.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"])
             .expect("VIP on lb1");
-        let port = lb.bridge_port().to_string();
+        let port = lb.bridge_port().expect("bridge port").to_string();
         let peer = tests::setns::in_netns(lab.bridge_ns(), move || {
             Dataplane::attach_pass(&port).expect("attach xdp_pass to the bridge port")
         })

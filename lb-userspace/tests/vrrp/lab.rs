@@ -275,7 +275,13 @@ impl VrrpLab {
         be1.exec(["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])
             .expect("VIP on be1's lo");
         for name in ["lb1", "lb2"] {
-            let port = self.lab.host(name).expect("lb").bridge_port().to_string();
+            let port = self
+                .lab
+                .host(name)
+                .expect("lb")
+                .bridge_port()
+                .expect("bridge port")
+                .to_string();
             let dp = tests::setns::in_netns(self.lab.bridge_ns(), move || {
                 Dataplane::attach_pass(&port).expect("attach xdp_pass to a bridge port")
             })

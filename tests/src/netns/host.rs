@@ -54,7 +54,7 @@ impl FromStr for MacAddr {
 pub struct Host {
     node: Node,
     ns: String,
-    bridge_port: String,
+    bridge_port: Option<String>,
     mtu: u16,
     log_dir: PathBuf,
 }
@@ -63,7 +63,7 @@ impl Host {
     pub(crate) fn new(
         node: Node,
         ns: String,
-        bridge_port: String,
+        bridge_port: Option<String>,
         mtu: u16,
         log_dir: PathBuf,
     ) -> Self {
@@ -112,9 +112,13 @@ impl Host {
     }
 
     /// The bridge-side end of this host's veth, inside [`crate::netns::Lab::bridge_ns`]. XDP_TX
-    /// from `eth0` needs an XDP program on this peer (platform notes).
-    pub fn bridge_port(&self) -> &str {
-        &self.bridge_port
+    /// from `eth0` needs an XDP program on this peer (platform notes). A macvlan segment has
+    /// none: the error says so.
+    pub fn bridge_port(&self) -> Result<&str> {
+        self.bridge_port.as_deref().ok_or_else(|| LabError::Option {
+            option: format!("bridge_port({})", self.name()),
+            reason: "the lab's segment is macvlan: hosts have no bridge port".into(),
+        })
     }
 
     /// MTU of this host's link.

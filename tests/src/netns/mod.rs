@@ -1,8 +1,11 @@
-//! Labs made of network namespaces around a bridge, built from a [`Topology`].
+//! Labs made of network namespaces around one L2 segment, built from a [`Topology`].
 //!
 //! Layout of a lab with prefix `P` (e.g. `lbt1234x0`):
-//! - namespace `P_br` holds the bridge (named as in the topology, e.g. `lab0`) and the
-//!   bridge-side veth ends `b<i>-<host>`; IPv6 is off there so the bridge stays silent;
+//! - namespace `P_br` holds the segment, named as in the topology (e.g. `lab0`). The default
+//!   [`SegmentKind::Bridge`] is a Linux bridge with the bridge-side veth ends `b<i>-<host>`;
+//!   [`SegmentKind::Macvlan`] is a veth end whose macvlans (bridge mode) are the hosts'
+//!   `eth0`, which switches frames between hosts without a bridge or a veth hop. IPv6 is off
+//!   there so the segment stays silent;
 //! - namespace `P-<host>` per host, with `lo` and `eth0` up, the host's IPv4/IPv6 addresses
 //!   (`nodad`), tx checksum offload off (platform notes: XDP_TX loses the offload mark).
 //!
@@ -47,11 +50,35 @@ enum Naming {
     Named(String),
 }
 
+/// What joins the hosts' `eth0` into one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SegmentKind {
+    /// veth pairs on a Linux bridge: every host has a bridge port ([`Host::bridge_port`]) that
+    /// tests can capture on, take down or attach programs to. XDP runs natively on veth.
+    #[default]
+    Bridge,
+    /// macvlans in bridge mode on one lower device: a frame crosses one device instead of two
+    /// veths and a bridge, as on a switch, so a hop costs less CPU. XDP on macvlan is generic
+    /// (skb) mode only, and hosts have no bridge port.
+    Macvlan,
+}
+
+impl SegmentKind {
+    /// Name in options and progress lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentKind::Bridge => "bridge",
+            SegmentKind::Macvlan => "macvlan",
+        }
+    }
+}
+
 /// Options for [`Lab::create`]; get one from [`Lab::builder`].
 #[derive(Debug, Clone)]
 pub struct LabBuilder<'a> {
     topology: &'a Topology,
     naming: Naming,
+    segment: SegmentKind,
     mtu: HashMap<String, u16>,
     sysctls: Vec<(String, String, String)>,
 }
@@ -67,6 +94,12 @@ impl LabBuilder<'_> {
     /// `cargo xtask lab`. Fails if a live lab of that name exists; a stale one is replaced.
     pub fn named(mut self, name: &str) -> Self {
         self.naming = Naming::Named(name.to_string());
+        self
+    }
+
+    /// What joins the hosts (default [`SegmentKind::Bridge`]).
+    pub fn segment(mut self, kind: SegmentKind) -> Self {
+        self.segment = kind;
         self
     }
 
@@ -101,6 +134,7 @@ impl LabBuilder<'_> {
             Naming::Named(name) => names::claim_named(name)?,
         };
         let mut lab = Lab {
+            segment: self.segment,
             bridge_ns: names::bridge_ns(&claim.prefix),
             prefix: claim.prefix,
             dir: claim.dir,
@@ -111,7 +145,15 @@ impl LabBuilder<'_> {
             done: false,
         };
         // On error `lab` is dropped here and removes whatever was created so far.
-        lab.create_bridge()?;
+        // A macvlan's MTU may not exceed its lower device's.
+        let max_mtu = self
+            .mtu
+            .values()
+            .copied()
+            .chain([self.topology.segment().mtu()])
+            .max()
+            .unwrap_or(1500);
+        lab.create_segment(max_mtu)?;
         for (i, node) in self.topology.nodes().iter().enumerate() {
             let mtu = self
                 .mtu
@@ -164,6 +206,7 @@ pub struct Lab {
     prefix: String,
     dir: PathBuf,
     topology: Topology,
+    segment: SegmentKind,
     bridge_ns: String,
     hosts: Vec<Host>,
     /// Namespaces in creation order (the bridge first), for teardown.
@@ -184,6 +227,7 @@ impl Lab {
         LabBuilder {
             topology,
             naming: Naming::Unique(DEFAULT_BASE.to_string()),
+            segment: SegmentKind::default(),
             mtu: HashMap::new(),
             sysctls: Vec::new(),
         }
@@ -225,12 +269,18 @@ impl Lab {
         &self.prefix
     }
 
-    /// Namespace holding the bridge and the bridge-side veth ends ([`Host::bridge_port`]).
+    /// What joins the hosts.
+    pub fn segment_kind(&self) -> SegmentKind {
+        self.segment
+    }
+
+    /// Namespace holding the segment: the bridge and the bridge-side veth ends
+    /// ([`Host::bridge_port`]), or the macvlans' lower device.
     pub fn bridge_ns(&self) -> &str {
         &self.bridge_ns
     }
 
-    /// Name of the bridge device inside [`Lab::bridge_ns`].
+    /// Name of the segment device (bridge or macvlan lower) inside [`Lab::bridge_ns`].
     pub fn bridge(&self) -> &str {
         self.topology.segment().bridge()
     }
@@ -314,17 +364,33 @@ impl Lab {
         Ok(())
     }
 
-    fn create_bridge(&mut self) -> Result<()> {
+    fn create_segment(&mut self, mtu: u16) -> Result<()> {
         let ns = self.bridge_ns.clone();
         self.add_namespace(&ns)?;
         set_sysctls(&ns, BRIDGE_SYSCTLS.iter().copied())?;
-        let br = self.bridge().to_string();
-        // Snooping off: with no querier on the segment it could hold back IPv6 multicast (ND).
-        ip(
-            &ns,
-            &["link", "add", &br, "type", "bridge", "mcast_snooping", "0"],
-        )?;
-        ip(&ns, &["link", "set", &br, "up"])
+        let dev = self.bridge().to_string();
+        match self.segment {
+            // Snooping off: with no querier on the segment it could hold back IPv6 multicast (ND).
+            SegmentKind::Bridge => ip(
+                &ns,
+                &["link", "add", &dev, "type", "bridge", "mcast_snooping", "0"],
+            )?,
+            // The lower device is one end of a veth whose other end only sinks frames for
+            // unknown MACs: the kernel may lack `dummy`, and a port-less bridge has no carrier,
+            // which macvlans would inherit.
+            SegmentKind::Macvlan => {
+                let mut sink = format!("{dev}-sink");
+                sink.truncate(15);
+                ip(
+                    &ns,
+                    &["link", "add", &dev, "type", "veth", "peer", "name", &sink],
+                )?;
+                for d in [&dev, &sink] {
+                    ip(&ns, &["link", "set", d, "mtu", &mtu.to_string(), "up"])?;
+                }
+            }
+        }
+        ip(&ns, &["link", "set", &dev, "up"])
     }
 
     fn create_host(
@@ -340,21 +406,36 @@ impl Lab {
         port.truncate(15);
         self.add_namespace(&ns)?;
         set_sysctls(&ns, HOST_SYSCTLS.iter().copied())?;
-        // Both ends are born inside their namespaces: nothing ever appears in the root one.
-        run(tool("ip").args([
-            "link",
-            "add",
-            HOST_IFACE,
-            "netns",
-            &ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &self.bridge_ns,
-        ]))?;
+        match self.segment {
+            // Both ends are born inside their namespaces: nothing ever appears in the root one.
+            SegmentKind::Bridge => run(tool("ip").args([
+                "link",
+                "add",
+                HOST_IFACE,
+                "netns",
+                &ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &self.bridge_ns,
+            ]))
+            .map(drop)?,
+            // Born beside its lower device under a name unique there, then moved and renamed.
+            SegmentKind::Macvlan => {
+                let lower = self.bridge().to_string();
+                ip(
+                    &self.bridge_ns,
+                    &[
+                        "link", "add", &port, "link", &lower, "type", "macvlan", "mode", "bridge",
+                    ],
+                )?;
+                ip(&self.bridge_ns, &["link", "set", &port, "netns", &ns])?;
+                ip(&ns, &["link", "set", &port, "name", HOST_IFACE])?;
+            }
+        }
         let mtu_s = mtu.to_string();
         let seg = self.topology.segment();
         let v4 = format!("{}/{}", node.ipv4(), seg.ipv4().prefix_len());
@@ -369,23 +450,29 @@ impl Lab {
             &ns,
             ["ethtool", "-K", HOST_IFACE, "tx", "off"],
         ))?;
-        ip(
-            &self.bridge_ns,
-            &[
-                "link",
-                "set",
-                &port,
-                "mtu",
-                &mtu_s,
-                "master",
-                self.bridge(),
-                "up",
-            ],
-        )?;
+        let bridge_port = match self.segment {
+            SegmentKind::Bridge => {
+                ip(
+                    &self.bridge_ns,
+                    &[
+                        "link",
+                        "set",
+                        &port,
+                        "mtu",
+                        &mtu_s,
+                        "master",
+                        self.bridge(),
+                        "up",
+                    ],
+                )?;
+                Some(port)
+            }
+            SegmentKind::Macvlan => None,
+        };
         if !sysctls.is_empty() {
             set_sysctls(&ns, sysctls.iter().copied())?;
         }
-        Ok(Host::new(node, ns, port, mtu, self.dir.clone()))
+        Ok(Host::new(node, ns, bridge_port, mtu, self.dir.clone()))
     }
 }
 

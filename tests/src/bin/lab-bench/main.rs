@@ -106,6 +106,11 @@ pub struct Args {
     /// neither, which can be cheaper in this all-veth lab (on a real NIC native wins).
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,
+    /// What joins the lab's hosts. `bridge`: veth pairs on a Linux bridge (the default lab).
+    /// `macvlan`: macvlans on one dummy device, so a frame crosses one device per hop, as on a
+    /// switch; XDP on macvlan runs in generic mode. Every option runs on the same segment.
+    #[arg(long, value_enum, default_value = "bridge")]
+    pub segment: SegmentArg,
     /// Print one JSON object instead of the table (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -128,6 +133,22 @@ impl From<XdpModeArg> for tests::XdpMode {
             XdpModeArg::Auto => tests::XdpMode::Auto,
             XdpModeArg::Driver => tests::XdpMode::Driver,
             XdpModeArg::Generic => tests::XdpMode::Generic,
+        }
+    }
+}
+
+/// `--segment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SegmentArg {
+    Bridge,
+    Macvlan,
+}
+
+impl From<SegmentArg> for tests::SegmentKind {
+    fn from(s: SegmentArg) -> Self {
+        match s {
+            SegmentArg::Bridge => tests::SegmentKind::Bridge,
+            SegmentArg::Macvlan => tests::SegmentKind::Macvlan,
         }
     }
 }

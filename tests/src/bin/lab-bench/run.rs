@@ -59,6 +59,7 @@ pub fn run(args: &Args) -> Result<Results> {
     let mut opts = SystemOptions::from_build();
     opts.progress = !args.quiet;
     opts.xdp_mode = args.xdp_mode.into();
+    opts.segment = args.segment.into();
     let topology = System::topology(&opts).context("reading vagrant/topology.json")?;
     progress(
         args.quiet,
@@ -108,14 +109,16 @@ impl Bench {
         // The segment stands for a switch: without this, bridge netfilter (built into this
         // kernel, on by default) takes every bridged frame through the IP hooks, and the paths
         // through a balancer cross the bridge twice.
-        let mut c = exec::netns_command(lab.bridge_ns(), ["sysctl", "-q", "-w"]);
-        c.args([
-            "net.bridge.bridge-nf-call-iptables=0",
-            "net.bridge.bridge-nf-call-ip6tables=0",
-            "net.bridge.bridge-nf-call-arptables=0",
-        ]);
-        if let Err(e) = exec::run(&mut c) {
-            progress(quiet, &format!("note: bridge netfilter stays on: {e}"));
+        if lab.segment_kind() == tests::SegmentKind::Bridge {
+            let mut c = exec::netns_command(lab.bridge_ns(), ["sysctl", "-q", "-w"]);
+            c.args([
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ]);
+            if let Err(e) = exec::run(&mut c) {
+                progress(quiet, &format!("note: bridge netfilter stays on: {e}"));
+            }
         }
         // A new connection per request runs tens of thousands of connections through the
         // client's (and the proxies') ephemeral ports in one run.
@@ -383,6 +386,7 @@ impl Bench {
                 }),
                 cpus: cpus(),
                 xdp_mode: tests::XdpMode::from(args.xdp_mode).as_str(),
+                segment: tests::SegmentKind::from(args.segment).as_str(),
             },
             background_busy_percent: background,
             http,

@@ -49,6 +49,8 @@ pub struct Setup {
     pub cpus: usize,
     /// lbd's `xdp_mode` on the balancers.
     pub xdp_mode: &'static str,
+    /// What joins the lab's hosts: `bridge` or `macvlan`.
+    pub segment: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -275,8 +277,8 @@ impl Results {
         let rows = self.http_rows();
         let mut out = String::new();
         out.push_str(&format!(
-            "HTTP GET {} — wrk -t{} -c{}, {} s per run, median of {} rounds; CPU = machine-wide non-idle time ({} CPUs) / requests; lab = run time of the lab's tasks / requests; lbd xdp_mode {}\n",
-            s.path, s.threads, s.connections, s.duration_s, s.rounds, s.cpus, s.xdp_mode
+            "HTTP GET {} — wrk -t{} -c{}, {} s per run, median of {} rounds; CPU = machine-wide non-idle time ({} CPUs) / requests; lab = run time of the lab's tasks / requests; lbd xdp_mode {}; segment {}\n",
+            s.path, s.threads, s.connections, s.duration_s, s.rounds, s.cpus, s.xdp_mode, s.segment
         ));
         let header = [
             "option",
@@ -472,6 +474,7 @@ impl Results {
                 "path": s.path,
                 "cpus": s.cpus,
                 "xdp_mode": s.xdp_mode,
+                "segment": s.segment,
                 "udp": s.udp.as_ref().map(|u| json!({
                     "duration_s": u.duration_s,
                     "flows": u.flows,

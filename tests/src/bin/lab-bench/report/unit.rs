@@ -60,6 +60,7 @@ fn results() -> Results {
             connections: 48,
             path: "/ping".into(),
             xdp_mode: "auto",
+            segment: "bridge",
             udp: Some(UdpSetup {
                 duration_s: 1,
                 flows: 48,
