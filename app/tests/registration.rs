@@ -29,6 +29,8 @@ struct Event {
 #[derive(Clone, Default)]
 struct Fake {
     events: Arc<Mutex<Vec<Event>>>,
+    /// Bodies of the drain calls.
+    drain_bodies: Arc<Mutex<Vec<Value>>>,
     /// Registrations to refuse with 503 before accepting.
     fail_first: Arc<Mutex<u32>>,
     app: Arc<OnceLock<app::state::AppState>>,
@@ -105,10 +107,15 @@ async fn drain(
     State(f): State<Fake>,
     Path((vip, address)): Path<(String, String)>,
     h: HeaderMap,
+    body: axum::body::Bytes,
 ) -> (StatusCode, axum::Json<Value>) {
     if !authorized(&h) {
         return unauthorized();
     }
+    f.drain_bodies
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     f.record("drain", vip, address.clone(), None);
     (
         StatusCode::OK,
@@ -258,6 +265,11 @@ async fn registers_with_retries_and_shuts_down_in_order() {
         let drain = ev.iter().find(|e| e.op == "drain").unwrap();
         let dereg = ev.iter().find(|e| e.op == "deregister").unwrap();
         assert_eq!(drain.address, "10.77.0.11");
+        assert_eq!(
+            *f.drain_bodies.lock().unwrap(),
+            vec![json!({"by": "registrant"})],
+            "the app's own drain says so (its next registration may undo it, unlike an operator's)"
+        );
         // drain happens first, while the app still reports ready and serves the slow request
         assert_eq!(drain.app_draining, Some(false));
         assert!(drain.app_in_flight.unwrap() >= 1);

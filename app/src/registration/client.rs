@@ -34,6 +34,36 @@ struct RegisterBody<'a> {
     weight: u32,
 }
 
+/// What lbd answers a registration with (the backend as it stands). Fields an older lbd (or
+/// another control plane) leaves out read as "active, no operator override".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Registered {
+    /// "active" or "draining".
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// "operator" or "registrant" while draining.
+    #[serde(default)]
+    pub drained_by: Option<String>,
+    /// The configured weight (an operator's `lbctl backend weight` shows here).
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+impl Registered {
+    /// Drained by an operator: a re-registration does not undo that (`lbctl backend undrain` does).
+    pub fn operator_drained(&self) -> bool {
+        self.admin.as_deref() == Some("draining")
+            && self.drained_by.as_deref() != Some("registrant")
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DrainBody {
+    /// Our own drain (graceful shutdown): our next registration may undo it, unlike an
+    /// operator's.
+    by: &'static str,
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct ErrorBody {
     #[serde(default)]
@@ -89,6 +119,13 @@ impl ControlPlane {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(), RegistrationError> {
+        self.send_for(req).await.map(drop)
+    }
+
+    async fn send_for(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistrationError> {
         let url = self.base.clone();
         let resp = req
             .bearer_auth(&self.token)
@@ -100,7 +137,7 @@ impl ControlPlane {
             })?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(resp);
         }
         let body: ErrorBody = resp.json().await.unwrap_or_default();
         Err(RegistrationError::Rejected {
@@ -111,19 +148,24 @@ impl ControlPlane {
         })
     }
 
-    /// Registers (or re-registers: idempotent, updates the weight and undrains).
+    /// Registers, or re-registers (a heartbeat: it declares `weight` but never undoes an
+    /// operator's drain, nor an operator's weight unless the declared weight changed).
+    /// Returns the backend as the control plane holds it (an unreadable answer body reads
+    /// as the defaults: the registration itself succeeded).
     pub async fn register(
         &self,
         vip: &str,
         address: &str,
         weight: u32,
-    ) -> Result<(), RegistrationError> {
+    ) -> Result<Registered, RegistrationError> {
         let url = format!("{}/v1/vips/{}/backends", self.base, seg(vip));
-        self.send(self.http.post(url).json(&RegisterBody { address, weight }))
-            .await
+        let resp = self
+            .send_for(self.http.post(url).json(&RegisterBody { address, weight }))
+            .await?;
+        Ok(resp.json().await.unwrap_or_default())
     }
 
-    /// Weight 0 for new flows; existing flows continue.
+    /// Our own drain: weight 0 for new flows; existing flows continue.
     pub async fn drain(&self, vip: &str, address: &str) -> Result<(), RegistrationError> {
         let url = format!(
             "{}/v1/vips/{}/backends/{}/drain",
@@ -131,7 +173,8 @@ impl ControlPlane {
             seg(vip),
             seg(address)
         );
-        self.send(self.http.post(url)).await
+        self.send(self.http.post(url).json(&DrainBody { by: "registrant" }))
+            .await
     }
 
     pub async fn deregister(&self, vip: &str, address: &str) -> Result<(), RegistrationError> {
@@ -150,7 +193,18 @@ impl ControlPlane {
 
 #[cfg(test)]
 mod tests {
-    use super::seg;
+    use super::{Registered, seg};
+
+    #[test]
+    fn operator_drain_is_read_from_the_answer() {
+        let read = |s: &str| serde_json::from_str::<Registered>(s).unwrap();
+        assert!(!read(r#"{"address": "10.77.0.11", "weight": 70}"#).operator_drained());
+        assert!(!read(r#"{"admin": "active", "drained_by": null}"#).operator_drained());
+        assert!(read(r#"{"admin": "draining", "drained_by": "operator"}"#).operator_drained());
+        assert!(!read(r#"{"admin": "draining", "drained_by": "registrant"}"#).operator_drained());
+        // An lbd that does not say who drained: it was not us (we stop refreshing first).
+        assert!(read(r#"{"admin": "draining"}"#).operator_drained());
+    }
 
     #[test]
     fn path_segments_are_escaped() {

@@ -3,7 +3,12 @@
 //! On start, one background task per control plane registers with exponential backoff
 //! until it succeeds (an unreachable control plane never blocks start-up), then
 //! re-registers every `refresh_ms` so a restarted control plane learns about us again.
-//! On shutdown: [`Registrar::drain`] on every control plane, then (after in-flight
+//! A re-registration is a heartbeat: it never undoes an operator's drain (`lbctl backend
+//! drain`), nor an operator's weight while we declare the same weight as before; we log a
+//! warning once when we find ourselves drained (or re-weighted) by an operator, so the
+//! owner of this backend sees why less traffic comes.
+//! On shutdown: [`Registrar::drain`] on every control plane (marked as our own drain, which
+//! our next registration undoes should we die before deregistering), then (after in-flight
 //! requests finished) [`Registrar::deregister`].
 
 mod client;
@@ -15,7 +20,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use client::{ControlPlane, RegistrationError};
+pub use client::{ControlPlane, Registered, RegistrationError};
 
 use crate::config::RegistrationConfig;
 use crate::metrics::Metrics;
@@ -100,14 +105,16 @@ impl Registrar {
         let cp = &self.planes[i];
         let mut delay = self.retry_initial;
         let mut registered = false;
+        let mut seen = Overrides::default();
         loop {
             match cp.register(&self.vip, &self.address, self.weight).await {
-                Ok(()) => {
+                Ok(answer) => {
                     self.count("register", true);
                     if !registered {
                         tracing::info!(control_plane = cp.url(), vip = %self.vip, address = %self.address, "registered");
                     }
                     registered = true;
+                    seen.observe(&answer, self.weight, cp.url(), &self.vip, &self.address);
                     delay = self.retry_initial;
                 }
                 Err(e) => {
@@ -175,5 +182,104 @@ impl Registrar {
             ok
         });
         join_all(calls).await.into_iter().filter(|ok| *ok).count()
+    }
+}
+
+/// What an operator overrode on one control plane, so each change is logged once (not on
+/// every refresh).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Overrides {
+    drained: bool,
+    /// The operator's weight when it differs from ours.
+    weight: Option<u32>,
+}
+
+impl Overrides {
+    /// Returns whether anything changed (and was logged).
+    fn observe(
+        &mut self,
+        answer: &Registered,
+        declared: u32,
+        control_plane: &str,
+        vip: &str,
+        address: &str,
+    ) -> bool {
+        let now = Overrides {
+            drained: answer.operator_drained(),
+            weight: answer.weight.filter(|w| *w != declared),
+        };
+        if now == *self {
+            return false;
+        }
+        if now.drained != self.drained {
+            if now.drained {
+                tracing::warn!(
+                    control_plane,
+                    vip,
+                    address,
+                    "drained by an operator: no new connections come to this backend until `lbctl backend undrain {vip} {address}`"
+                );
+            } else {
+                tracing::info!(
+                    control_plane,
+                    vip,
+                    address,
+                    "no longer drained by an operator"
+                );
+            }
+        }
+        if now.weight != self.weight {
+            match now.weight {
+                Some(w) => {
+                    tracing::warn!(
+                        control_plane,
+                        vip,
+                        address,
+                        operator_weight = w,
+                        declared_weight = declared,
+                        "an operator set this backend's weight; it stays until the operator changes it or this backend declares a different weight"
+                    )
+                }
+                None => {
+                    tracing::info!(
+                        control_plane,
+                        vip,
+                        address,
+                        weight = declared,
+                        "weight back to the declared one"
+                    )
+                }
+            }
+        }
+        *self = now;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_override_is_reported_once_per_change() {
+        let answer = |admin: &str, by: Option<&str>, weight: u32| Registered {
+            admin: Some(admin.into()),
+            drained_by: by.map(Into::into),
+            weight: Some(weight),
+        };
+        let mut seen = Overrides::default();
+        let obs = |s: &mut Overrides, a: &Registered| s.observe(a, 70, "cp", "web", "10.77.0.11");
+        assert!(!obs(&mut seen, &answer("active", None, 70)));
+        assert!(obs(&mut seen, &answer("draining", Some("operator"), 70)));
+        assert!(
+            !obs(&mut seen, &answer("draining", Some("operator"), 70)),
+            "a refresh that finds the same drain says nothing"
+        );
+        assert!(obs(&mut seen, &answer("draining", Some("operator"), 10)));
+        assert_eq!(seen.weight, Some(10));
+        assert!(obs(&mut seen, &answer("active", None, 70)));
+        assert_eq!(seen, Overrides::default());
+        // An answer without the fields (an older lbd) is no override.
+        assert!(!obs(&mut seen, &Registered::default()));
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use lb_userspace::client::types::{NewBackend, NewVip};
+use lb_userspace::client::types::{AdminState, NewBackend, NewVip};
 use lb_userspace::client::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched, format, rates};
 
 const AFTER_HELP: &str = "\
@@ -190,13 +190,18 @@ enum BackendCmd {
         /// Name of the VIP.
         vip: String,
     },
-    /// Add a backend, or re-register it (updates the weight and undrains it).
+    /// Add a backend, or re-register it (a heartbeat: keeps an operator's drain and weight).
+    ///
+    /// This is the call a backend's own registration repeats every few seconds. Re-registering
+    /// an existing backend never undoes `drain` (only `undrain` or `del` does), and a weight set
+    /// with `weight` stays until the registrant declares a different weight than it declared
+    /// before.
     Add {
         /// Name of the VIP.
         vip: String,
         /// Address of the backend.
         address: IpAddr,
-        /// Relative weight (lbd's default: 100).
+        /// The declared weight. Left out: 100 for a new backend, unchanged for an existing one.
         #[arg(long)]
         weight: Option<u32>,
     },
@@ -208,7 +213,10 @@ enum BackendCmd {
         /// Address of the backend.
         address: IpAddr,
     },
-    /// Set the configured weight of a backend.
+    /// Set the configured weight of a backend (kept across its re-registrations).
+    ///
+    /// The weight stays until the backend declares a different weight than it declared
+    /// before (its own config changed), or until it is deleted.
     Weight {
         /// Name of the VIP.
         vip: String,
@@ -217,7 +225,10 @@ enum BackendCmd {
         /// New weight.
         weight: u32,
     },
-    /// Stop sending new flows to a backend; its existing flows go on.
+    /// Stop sending new flows to a backend; its existing flows go on. Sticks until `undrain`.
+    ///
+    /// The backend's periodic re-registration does not undo the drain; `undrain` or `del`
+    /// does.
     Drain {
         /// Name of the VIP.
         vip: String,
@@ -473,7 +484,25 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
                 "re-registered backend"
             };
             show(json, &r, || {
-                format!("{verb} of {vip}: {}\n", format::backend_summary(&r.value))
+                let b = &r.value;
+                let mut out = format!("{verb} of {vip}: {}\n", format::backend_summary(b));
+                if b.admin == AdminState::Draining {
+                    out.push_str(&format!(
+                        "note: still draining (a re-registration never undrains); \
+                         to take new flows again: lbctl backend undrain {vip} {address}\n"
+                    ));
+                }
+                if let (Some(w), Some(d)) = (weight, b.declared_weight)
+                    && w == d
+                    && b.weight != w
+                {
+                    out.push_str(&format!(
+                        "note: weight {} set by an operator is kept (weight {w} was already \
+                         declared); to change it: lbctl backend weight {vip} {address} {w}\n",
+                        b.weight
+                    ));
+                }
+                out
             })
         }
         BackendCmd::Del { vip, address } => {

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::rates::Rates;
 use super::table::{Align, Table, key_values};
-use super::types::{Backend, HealthEntry, LastCheck, Stats, Status, Vip};
+use super::types::{AdminState, Backend, DrainedBy, HealthEntry, LastCheck, Stats, Status, Vip};
 
 use Align::{Left, Right};
 
@@ -91,7 +91,7 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
             b.weight.to_string(),
             b.effective_weight.to_string(),
             b.health.to_string(),
-            b.admin.to_string(),
+            admin(b),
             b.source.to_string(),
             mac,
             latency(b.last_check.as_ref()),
@@ -106,11 +106,27 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
     out
 }
 
+/// The admin state, with who drained it: "draining (operator)".
+pub fn admin(b: &Backend) -> String {
+    admin_label(b.admin, b.drained_by)
+}
+
+fn admin_label(admin: AdminState, by: Option<DrainedBy>) -> String {
+    match (admin, by) {
+        (AdminState::Draining, Some(by)) => format!("draining ({by})"),
+        (a, _) => a.to_string(),
+    }
+}
+
 /// One line saying what an add/weight/drain call left behind.
 pub fn backend_summary(b: &Backend) -> String {
     format!(
         "{}: weight {}, effective {}, {}, {}",
-        b.address, b.weight, b.effective_weight, b.health, b.admin
+        b.address,
+        b.weight,
+        b.effective_weight,
+        b.health,
+        admin(b)
     )
 }
 
@@ -129,7 +145,7 @@ pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
             e.vip.clone(),
             e.address.to_string(),
             e.health.to_string(),
-            e.admin.to_string(),
+            admin_label(e.admin, e.drained_by),
             e.effective_weight.to_string(),
             latency(e.last_check.as_ref()),
             last_check(e.last_check.as_ref(), now_ms),

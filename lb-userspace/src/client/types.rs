@@ -24,6 +24,15 @@ pub enum AdminState {
     Draining,
 }
 
+/// Who drained a backend: an operator's drain sticks until `lbctl backend undrain`; the
+/// registrant's own (its graceful shutdown) ends with its next registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainedBy {
+    Operator,
+    Registrant,
+}
+
 /// Where a backend came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +53,7 @@ macro_rules! display_as_serde_name {
 }
 display_as_serde_name!(Health { Unknown => "unknown", Healthy => "healthy", Unhealthy => "unhealthy" });
 display_as_serde_name!(AdminState { Active => "active", Draining => "draining" });
+display_as_serde_name!(DrainedBy { Operator => "operator", Registrant => "registrant" });
 display_as_serde_name!(Source { Config => "config", Api => "api", Registered => "registered" });
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,10 +71,16 @@ pub struct Backend {
     pub address: IpAddr,
     /// Configured weight.
     pub weight: u32,
+    /// The weight the registrant last declared; `None` if none did (or an older lbd).
+    #[serde(default)]
+    pub declared_weight: Option<u32>,
     /// Weight the table uses now: 0 while draining or unhealthy, lower during slow start.
     pub effective_weight: u32,
     pub health: Health,
     pub admin: AdminState,
+    /// Who drained it (`None` while active, or from an older lbd).
+    #[serde(default)]
+    pub drained_by: Option<DrainedBy>,
     pub source: Source,
     /// `None` while the neighbour is unresolved; `mac_error` says why.
     #[serde(default)]
@@ -163,6 +179,9 @@ pub struct HealthEntry {
     pub address: IpAddr,
     pub health: Health,
     pub admin: AdminState,
+    /// Who drained it (`None` while active, or from an older lbd).
+    #[serde(default)]
+    pub drained_by: Option<DrainedBy>,
     pub effective_weight: u32,
     #[serde(default)]
     pub last_check: Option<LastCheck>,

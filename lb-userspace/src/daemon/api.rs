@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     State, metrics,
-    model::{self, Admin, NewVip, Source, VipRuntime, backend_view, vip_view},
+    model::{self, DrainedBy, NewVip, Source, VipRuntime, backend_view, vip_view},
     reconcile, sync_checkers,
 };
 use crate::config::MAX_WEIGHT;
@@ -281,12 +281,9 @@ async fn list_backends(
 #[serde(deny_unknown_fields)]
 struct NewBackend {
     address: IpAddr,
-    #[serde(default = "default_weight")]
-    weight: u32,
-}
-
-fn default_weight() -> u32 {
-    100
+    /// The declared weight; left out: 100 for a new backend, unchanged for an existing one.
+    #[serde(default)]
+    weight: Option<u32>,
 }
 
 fn check_weight(w: u32) -> ApiResult<()> {
@@ -321,7 +318,9 @@ async fn add_backend(
     Path(vip): Path<String>,
     JsonBody(b): JsonBody<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    check_weight(b.weight)?;
+    if let Some(w) = b.weight {
+        check_weight(w)?;
+    }
     let new = s
         .upsert_backend(&vip, b.address, b.weight, Source::Registered)
         .await?;
@@ -375,18 +374,34 @@ async fn set_weight(
     with_backend(&s, &vip, &addr, |b| b.weight = w.weight).await
 }
 
+/// Optional body of the drain call: `{"by": "registrant"}` marks the backend's own drain
+/// (its graceful shutdown), which its next registration undoes; no body is an operator's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Drain {
+    by: DrainedBy,
+}
+
 async fn drain(
     AxState(s): AxState<State>,
     Path((vip, addr)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    with_backend(&s, &vip, &addr, |b| b.admin = Admin::Draining).await
+    let by = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainedBy::Operator
+    } else {
+        serde_json::from_slice::<Drain>(&body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .by
+    };
+    with_backend(&s, &vip, &addr, |b| b.drain(by)).await
 }
 
 async fn undrain(
     AxState(s): AxState<State>,
     Path((vip, addr)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    with_backend(&s, &vip, &addr, |b| b.admin = Admin::Active).await
+    with_backend(&s, &vip, &addr, |b| b.undrain()).await
 }
 
 async fn del_backend(
@@ -417,7 +432,7 @@ async fn health(AxState(s): AxState<State>) -> Json<Value> {
             v.backends.iter().map(move |(a, b)| {
                 let view = backend_view(v, *a, b, now);
                 json!({"vip": v.cfg.name, "address": a, "health": view.health, "admin": view.admin,
-                       "effective_weight": view.effective_weight, "last_check": view.last_check})
+                       "drained_by": view.drained_by, "effective_weight": view.effective_weight, "last_check": view.last_check})
             })
         })
         .collect();

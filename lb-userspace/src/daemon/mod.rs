@@ -25,7 +25,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use self::model::{Admin, BackendRuntime, Source, VipRuntime};
+use self::model::{BackendRuntime, Source, VipRuntime};
 use crate::{
     config::{Config, VipConfig},
     dataplane::{Dataplane, LoadOptions, Programmer, pin},
@@ -238,7 +238,9 @@ fn restore_dynamic(
         if b.source != Source::Config {
             entry.weight = b.weight;
         }
+        entry.declared_weight = b.declared_weight;
         entry.admin = b.admin;
+        entry.drained_by = b.drain_origin();
         // Carry the last verdict over so a restart does not take healthy backends out while
         // their first checks run (that would fail new connections during a hot restart).
         if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
@@ -304,7 +306,9 @@ fn save_state(shared: &Shared, inner: &Inner) {
                     vip: v.cfg.name.clone(),
                     address: *a,
                     weight: b.weight,
+                    declared_weight: b.declared_weight,
                     admin: b.admin,
+                    drained_by: b.drained_by,
                     source: b.source,
                     health: b.machine.state(),
                 })
@@ -433,12 +437,13 @@ pub async fn tick_loop(shared: State) {
 }
 
 impl Shared {
-    /// Adds or updates a backend (the registration call); returns whether it was new.
+    /// Adds a backend, or takes a re-registration of an existing one as a heartbeat (see
+    /// `BackendRuntime::reregister`); returns whether it was new.
     pub async fn upsert_backend(
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        weight: u32,
+        declared: Option<u32>,
         source: Source,
     ) -> Result<bool, api::ApiError> {
         let mut inner = self.inner.lock().await;
@@ -453,21 +458,54 @@ impl Shared {
             ));
         }
         let health = v.cfg.health.clone();
-        let new = !v.backends.contains_key(&addr);
-        let b = v
-            .backends
-            .entry(addr)
-            .or_insert_with(|| BackendRuntime::new(weight, source, None, &health, now));
-        b.weight = weight;
-        b.admin = Admin::Active;
-        if new && b.static_mac.is_none() {
-            b.mac = crate::neighbours::resolve(addr)
+        let new = match v.backends.get_mut(&addr) {
+            Some(b) => {
+                let before = b.weight;
+                let changed = b.reregister(declared);
+                if changed.undrained {
+                    info!(%vip, backend = %addr, "re-registered after its own drain: active again");
+                }
+                if changed.weight_applied {
+                    info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
+                }
+                if !changed.undrained && !changed.weight_applied {
+                    // A heartbeat: nothing changed, nothing to program or save.
+                    return Ok(false);
+                }
+                false
+            }
+            None => {
+                let mut b = BackendRuntime::new(
+                    declared.unwrap_or(DEFAULT_WEIGHT),
+                    source,
+                    None,
+                    &health,
+                    now,
+                );
+                b.declared_weight = declared;
+                v.backends.insert(addr, b);
+                true
+            }
+        };
+        if new {
+            // Resolve outside the model borrow; the entry was just inserted.
+            let mac = crate::neighbours::resolve(addr)
                 .await
                 .map(|r| r.mac)
                 .map_err(|e| e.to_string());
+            if let Some(b) = inner
+                .vips
+                .get_mut(vip)
+                .and_then(|v| v.backends.get_mut(&addr))
+            {
+                b.mac = mac;
+            }
+            sync_checkers(self, &mut inner);
         }
-        sync_checkers(self, &mut inner);
         reconcile(self, &mut inner).map_err(api::ApiError::internal)?;
         Ok(new)
     }
 }
+
+/// The weight of a backend added without one.
+const DEFAULT_WEIGHT: u32 = 100;

@@ -26,6 +26,16 @@ pub enum Admin {
     Draining,
 }
 
+/// Who drained a backend. An operator's drain sticks until an operator undrains (or the
+/// backend is deleted); a registrant's own drain (the app's graceful shutdown) is undone by
+/// its next registration, so an app that died between drain and deregister comes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrainedBy {
+    Operator,
+    Registrant,
+}
+
 /// Where a backend came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,8 +62,14 @@ pub fn unix_ms() -> u64 {
 
 #[derive(Clone, Debug)]
 pub struct BackendRuntime {
+    /// The configured weight: the last declared one, or the operator's since then.
     pub weight: u32,
+    /// The weight the registrant last declared (`POST .../backends`); a refresh declaring
+    /// the same again leaves an operator's `weight` alone.
+    pub declared_weight: Option<u32>,
     pub admin: Admin,
+    /// Set while `admin` is `Draining`.
+    pub drained_by: Option<DrainedBy>,
     pub source: Source,
     pub machine: Machine,
     pub last: Option<LastCheck>,
@@ -78,13 +94,47 @@ impl BackendRuntime {
         };
         Self {
             weight,
+            declared_weight: None,
             admin: Admin::Active,
+            drained_by: None,
             source,
             machine,
             last: None,
             static_mac,
             mac: static_mac.ok_or_else(|| "not resolved yet".to_string()),
         }
+    }
+
+    /// A drain by an operator wins over (and is never downgraded to) a registrant's.
+    pub fn drain(&mut self, by: DrainedBy) {
+        if self.drained_by != Some(DrainedBy::Operator) {
+            self.drained_by = Some(by);
+        }
+        self.admin = Admin::Draining;
+    }
+
+    pub fn undrain(&mut self) {
+        self.admin = Admin::Active;
+        self.drained_by = None;
+    }
+
+    /// A registration of this (existing) backend: a heartbeat. It undoes only the
+    /// registrant's own drain, and applies a declared weight only when the declaration
+    /// changed (so an operator's `weight` survives refreshes). Returns what it changed.
+    pub fn reregister(&mut self, declared: Option<u32>) -> Reregistered {
+        let mut out = Reregistered::default();
+        if self.drained_by == Some(DrainedBy::Registrant) {
+            self.undrain();
+            out.undrained = true;
+        }
+        if let Some(w) = declared
+            && self.declared_weight != Some(w)
+        {
+            self.declared_weight = Some(w);
+            out.weight_applied = self.weight != w;
+            self.weight = w;
+        }
+        out
     }
 
     /// The weight new flows see now.
@@ -128,6 +178,13 @@ impl BackendRuntime {
     pub fn ramping(&self, health: &HealthConfig, now: Instant) -> bool {
         self.effective_weight(health, now) != 0 && self.effective_weight(health, now) < self.weight
     }
+}
+
+/// What a re-registration changed (for the log).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reregistered {
+    pub undrained: bool,
+    pub weight_applied: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -176,9 +233,13 @@ impl VipRuntime {
 pub struct BackendView {
     pub address: IpAddr,
     pub weight: u32,
+    /// The weight the registrant last declared (null if none did).
+    pub declared_weight: Option<u32>,
     pub effective_weight: u32,
     pub health: &'static str,
     pub admin: Admin,
+    /// Who drained it (null while active).
+    pub drained_by: Option<DrainedBy>,
     pub source: Source,
     pub mac: Option<String>,
     pub mac_error: Option<String>,
@@ -206,9 +267,11 @@ pub fn backend_view(
     BackendView {
         address: addr,
         weight: b.weight,
+        declared_weight: b.declared_weight,
         effective_weight: b.effective_weight(&vip.cfg.health, now),
         health: b.machine.state().name(),
         admin: b.admin,
+        drained_by: b.drained_by,
         source: b.source,
         mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
         mac_error: b.mac.as_ref().err().cloned(),
@@ -291,5 +354,67 @@ impl NewVip {
             health,
             backends: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(weight: u32) -> BackendRuntime {
+        let mut b = BackendRuntime::new(
+            weight,
+            Source::Registered,
+            None,
+            &HealthConfig::default(),
+            Instant::now(),
+        );
+        b.declared_weight = Some(weight);
+        b
+    }
+
+    #[test]
+    fn an_operator_drain_survives_reregistration() {
+        let mut b = backend(70);
+        b.drain(DrainedBy::Operator);
+        assert_eq!(b.reregister(Some(70)), Reregistered::default());
+        assert_eq!(
+            (b.admin, b.drained_by),
+            (Admin::Draining, Some(DrainedBy::Operator))
+        );
+        // The registrant's own drain (its shutdown) does not downgrade an operator's.
+        b.drain(DrainedBy::Registrant);
+        assert_eq!(b.drained_by, Some(DrainedBy::Operator));
+        b.undrain();
+        assert_eq!((b.admin, b.drained_by), (Admin::Active, None));
+    }
+
+    #[test]
+    fn the_registrants_own_drain_is_undone_by_its_next_registration() {
+        let mut b = backend(70);
+        b.drain(DrainedBy::Registrant);
+        assert!(b.reregister(Some(70)).undrained);
+        assert_eq!((b.admin, b.drained_by), (Admin::Active, None));
+        // An operator drain on top of the registrant's one sticks.
+        b.drain(DrainedBy::Registrant);
+        b.drain(DrainedBy::Operator);
+        assert!(!b.reregister(Some(70)).undrained);
+        assert_eq!(b.admin, Admin::Draining);
+    }
+
+    #[test]
+    fn only_a_changed_declaration_overrides_the_operators_weight() {
+        let mut b = backend(70);
+        b.weight = 10; // `lbctl backend weight`
+        assert!(!b.reregister(Some(70)).weight_applied);
+        assert!(!b.reregister(None).weight_applied);
+        assert_eq!(b.weight, 10);
+        assert!(b.reregister(Some(40)).weight_applied);
+        assert_eq!((b.weight, b.declared_weight), (40, Some(40)));
+        // No declaration on record yet (an old state file): the first one applies.
+        b.declared_weight = None;
+        b.weight = 5;
+        assert!(b.reregister(Some(40)).weight_applied);
+        assert_eq!(b.weight, 40);
     }
 }

@@ -2,6 +2,7 @@
 
 mod lab;
 mod maps;
+mod reregister;
 
 use std::{
     collections::BTreeMap,
