@@ -460,7 +460,7 @@ impl Shared {
         let health = v.cfg.health.clone();
         let new = match v.backends.get_mut(&addr) {
             Some(b) => {
-                let before = b.weight;
+                let (before, declared_before) = (b.weight, b.declared_weight);
                 let changed = b.reregister(declared);
                 if changed.undrained {
                     info!(%vip, backend = %addr, "re-registered after its own drain: active again");
@@ -468,7 +468,10 @@ impl Shared {
                 if changed.weight_applied {
                     info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
                 }
-                if !changed.undrained && !changed.weight_applied {
+                if !changed.undrained
+                    && !changed.weight_applied
+                    && b.declared_weight == declared_before
+                {
                     // A heartbeat: nothing changed, nothing to program or save.
                     return Ok(false);
                 }
