@@ -44,10 +44,7 @@ pub async fn sweep_loop(shared: State) {
                 *active.entry(u32::from(entry.backend)).or_default() += 1;
             }
         }
-        let maps = inner.prog.maps_mut();
-        for flow in &expired {
-            let _ = maps.remove_conn(flow);
-        }
+        inner.prog.maps_mut().remove_conns(&expired);
         let ids: Vec<u32> = inner.prog.backend_ids().map(|(_, _, id)| id).collect();
         let maps = inner.prog.maps_mut();
         for id in ids {

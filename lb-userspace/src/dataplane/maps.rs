@@ -1,8 +1,10 @@
 //! Typed, owned handles on every map of the object, and the readers/writers over them.
 
+use std::os::fd::AsFd;
+
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, IterableMap, MapData, MapError, PerCpuArray, ProgramArray},
     programs::ProgramFd,
 };
 use lb_common::{
@@ -10,7 +12,7 @@ use lb_common::{
     Reason, Settings, TABLE_SLOTS, TrafficStats, VipKey, VipMeta, names,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, batch};
 
 /// Counters summed over every CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -166,8 +168,24 @@ impl Maps {
     }
 
     /// Every connection-table entry (a snapshot; the LRU may change while it is read).
+    /// Read in batches; element by element where the kernel cannot batch.
     pub fn conns(&self) -> Vec<(FlowKey, ConnEntry)> {
-        self.conns.iter().filter_map(Result::ok).collect()
+        self.conns_batched().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "batch lookup of the connection table failed; walking it");
+            self.conns.iter().filter_map(Result::ok).collect()
+        })
+    }
+
+    /// [`Maps::conns`] through `BPF_MAP_LOOKUP_BATCH` only (Linux 5.6), without the fallback.
+    pub fn conns_batched(&self) -> std::io::Result<Vec<(FlowKey, ConnEntry)>> {
+        batch::lookup_all(self.conns.map().fd().as_fd())
+    }
+
+    /// Removes `flows` from the connection table; returns how many were there (the LRU may
+    /// have evicted some meanwhile). One syscall per flow, but once in a flow's life, where
+    /// reading is once per sweep.
+    pub fn remove_conns(&mut self, flows: &[FlowKey]) -> usize {
+        flows.iter().filter(|f| self.remove_conn(f).is_ok()).count()
     }
 
     /// The data plane's latest clock anchor over every CPU: (jiffies, coarse monotonic ns)
@@ -217,6 +235,7 @@ impl Maps {
         (ans as i128 + delta * tick_ns as i128).max(0) as u64
     }
 
+    /// Removes one flow from the connection table.
     pub fn remove_conn(&mut self, flow: &FlowKey) -> Result<(), DataplaneError> {
         self.conns.remove(flow).map_err(map_err(names::MAP_CONNS))
     }

@@ -1,5 +1,6 @@
 //! Loading the XDP object, attaching its programs, and running them on crafted packets.
 
+mod batch;
 mod maps;
 pub mod pin;
 mod programmer;

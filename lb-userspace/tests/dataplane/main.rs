@@ -4,6 +4,7 @@
 mod fixture;
 
 mod algorithms;
+mod conns;
 mod decap;
 mod filter;
 mod flood;
