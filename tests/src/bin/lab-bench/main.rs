@@ -5,6 +5,7 @@
 //! Method and how to read the figures: docs/bench-lab.md.
 
 mod cpu;
+mod ecmp;
 mod proxies;
 mod report;
 mod run;
@@ -20,8 +21,12 @@ use clap::Parser;
 /// What the client's load goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opt {
-    /// The client spreads its connections over all backends itself: the upper bound.
+    /// The client's own multipath route spreads each connection over the backends (see
+    /// `ecmp`): a free, perfect balancer, and the baseline of every ratio.
     Direct,
+    /// wrk's threads each talk to one backend: per-thread spreading, which batches better than
+    /// any per-connection spreading can. Shown for reference.
+    DirectPinned,
     /// Our XDP balancer, through the VIP (direct server return).
     Xdp,
     /// nginx `stream` proxy on the first balancer's own address.
@@ -31,12 +36,19 @@ pub enum Opt {
 }
 
 impl Opt {
-    pub const ALL: [Opt; 4] = [Opt::Direct, Opt::Xdp, Opt::Nginx, Opt::Haproxy];
+    pub const ALL: [Opt; 5] = [
+        Opt::Direct,
+        Opt::DirectPinned,
+        Opt::Xdp,
+        Opt::Nginx,
+        Opt::Haproxy,
+    ];
 
     /// Name in JSON keys and progress lines.
     pub fn key(self) -> &'static str {
         match self {
             Opt::Direct => "direct",
+            Opt::DirectPinned => "direct_pinned",
             Opt::Xdp => "xdp",
             Opt::Nginx => "nginx",
             Opt::Haproxy => "haproxy",
@@ -46,16 +58,18 @@ impl Opt {
     /// Name in the table.
     pub fn label(self) -> &'static str {
         match self {
-            Opt::Direct => "direct",
+            Opt::Direct => "direct (client ECMP)",
+            Opt::DirectPinned => "direct, thread→backend",
             Opt::Xdp => "XDP balancer (VIP)",
             Opt::Nginx => "nginx stream",
             Opt::Haproxy => "HAProxy tcp",
         }
     }
 
-    /// HAProxy has no UDP proxy.
-    pub fn has_udp(self) -> bool {
-        self != Opt::Haproxy
+    /// Rows of the UDP table (HAProxy's says it has no UDP proxy). The UDP generator spreads
+    /// its flows itself, so one direct row covers both ways of spreading.
+    pub fn in_udp_table(self) -> bool {
+        self != Opt::DirectPinned
     }
 }
 
@@ -106,10 +120,12 @@ pub struct Args {
     /// neither, which can be cheaper in this all-veth lab (on a real NIC native wins).
     #[arg(long, value_enum, default_value = "auto")]
     pub xdp_mode: XdpModeArg,
-    /// What joins the lab's hosts. `bridge`: veth pairs on a Linux bridge (the default lab).
-    /// `macvlan`: macvlans on one dummy device, so a frame crosses one device per hop, as on a
-    /// switch; XDP on macvlan runs in generic mode. Every option runs on the same segment.
-    #[arg(long, value_enum, default_value = "bridge")]
+    /// What joins the lab's hosts. `macvlan`: macvlans on one lower device, so a frame crosses
+    /// one device per hop, closest to a hardware switch that costs the hosts no CPU; XDP on
+    /// macvlan runs in generic mode. `bridge`: veth pairs on a Linux bridge, as in `cargo xtask
+    /// lab`, where every hop through the segment costs two veth crossings and a bridge lookup.
+    /// Every option runs on the same segment.
+    #[arg(long, value_enum, default_value = "macvlan")]
     pub segment: SegmentArg,
     /// Print one JSON object instead of the table (progress still goes to stderr).
     #[arg(long)]

@@ -18,7 +18,7 @@ use crate::proxies::{self, ProxySpec};
 use crate::report::{HttpRuns, Results, Setup, UdpRuns, UdpSetup};
 use crate::udp::{self, Generator, Sinks};
 use crate::wrk::{self, ConnMode, Load};
-use crate::{Args, Opt, interrupted, progress, secs};
+use crate::{Args, Opt, ecmp, interrupted, progress, secs};
 
 /// Ports of the proxies on the first balancer's own address.
 const NGINX_PORT: u16 = 8080;
@@ -29,6 +29,8 @@ const UDP_VIP: &str = "bench-udp";
 struct Bench {
     quiet: bool,
     client: Host,
+    /// Every backend's address and the VIP's port (the pinned direct baseline's targets).
+    backends: Vec<SocketAddr>,
     lab_cpu: LabCpu,
     dir: PathBuf,
     /// Per option: wrk's URL host and the Lua script that spreads threads over targets.
@@ -156,10 +158,23 @@ impl Bench {
             cpus(),
         )?;
 
-        let direct_script = wrk::write_script(&dir, "direct", &be_addrs)?;
+        progress(
+            quiet,
+            &format!(
+                "direct baseline: {} on every backend's lo, a multipath route to it in the client",
+                ecmp::ANYCAST
+            ),
+        );
+        ecmp::install(&client, &backends)?;
+        let pinned_script = wrk::write_script(&dir, "direct_pinned", &be_addrs)?;
         let plain_script = wrk::write_script(&dir, "plain", &[])?;
         let http = vec![
-            (Opt::Direct, be_addrs[0], direct_script),
+            (
+                Opt::Direct,
+                SocketAddr::from((ecmp::ANYCAST, port)),
+                plain_script.clone(),
+            ),
+            (Opt::DirectPinned, be_addrs[0], pinned_script),
             (Opt::Xdp, vip_addr, plain_script.clone()),
             (Opt::Nginx, nginx_listen, plain_script.clone()),
             (Opt::Haproxy, haproxy_listen, plain_script),
@@ -179,6 +194,7 @@ impl Bench {
         let bench = Bench {
             quiet,
             client,
+            backends: be_addrs,
             lab_cpu: LabCpu::new(lab.namespaces())?,
             dir,
             http,
@@ -195,12 +211,8 @@ impl Bench {
     /// broken path fails here with a clear message rather than as a row of zeros.
     fn smoke(&self, path: &str) -> Result<()> {
         for (opt, target, _) in &self.http {
-            let targets: Vec<SocketAddr> = if *opt == Opt::Direct {
-                self.udp_targets
-                    .iter()
-                    .find(|(o, _)| *o == Opt::Direct)
-                    .map(|(_, t)| t.clone())
-                    .unwrap_or_else(|| vec![*target])
+            let targets: Vec<SocketAddr> = if *opt == Opt::DirectPinned {
+                self.backends.clone()
             } else {
                 vec![*target]
             };
@@ -286,7 +298,7 @@ impl Bench {
         }
         let mut udp: Vec<UdpRuns> = Opt::ALL
             .iter()
-            .filter(|_| self.sinks.is_some())
+            .filter(|o| self.sinks.is_some() && o.in_udp_table())
             .map(|o| UdpRuns {
                 option: *o,
                 runs: Vec::new(),
