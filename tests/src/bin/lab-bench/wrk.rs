@@ -1,9 +1,9 @@
 //! HTTP load with wrk from the client host, one run = one measurement.
 //!
 //! wrk's own Lua hooks do two jobs: `setup` points thread *i* at target *i mod n* (so the
-//! direct baseline is ONE wrk process whose threads are spread over the backends, giving one
-//! latency histogram instead of percentiles that would have to be merged), and `done` prints
-//! the exact figures as one JSON line instead of wrk's rounded text.
+//! thread→backend reference row is ONE wrk process whose threads are spread over the backends,
+//! giving one latency histogram instead of percentiles that would have to be merged), and
+//! `done` prints the exact figures as one JSON line instead of wrk's rounded text.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
