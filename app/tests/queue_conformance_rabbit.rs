@@ -242,6 +242,61 @@ async fn serve_reports_rabbitmq_and_runs_tasks() {
     assert!(report.http_finished);
 }
 
+/// `pending` on RabbitMQ is the queue's running set in Redis; an id whose job record vanished
+/// without a script (a `DEL` by hand, eviction) would stay in it for ever, so `stats` drops
+/// such ids: after one call only the job that still runs counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_forgets_jobs_whose_record_vanished() {
+    use app::queue::{JobState, NewJob, QueueOverride};
+    use redis::AsyncCommands;
+    use support::conformance::stats::{expect_sizes, holder};
+    let env = Env::rabbit();
+    let mut s = env.settings();
+    s.queues.insert(
+        "conf".into(),
+        QueueOverride {
+            concurrency: Some(2),
+            ..Default::default()
+        },
+    );
+    let q = env.queue(s).await;
+    q.ensure_group("conf").await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let e = q
+            .enqueue(NewJob::new("conf", "hold", serde_json::json!({})))
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    let pool = WorkerPool::start(q.clone(), holder()).await.unwrap();
+    expect_sizes(&q, "conf", (2, 2, 0), "both jobs held").await;
+    let mut c = q.connection();
+    let running = q.keys().running("conf");
+    let _: i64 = c.del(q.keys().job(&ids[0])).await.unwrap();
+    let _: i64 = c.sadd(&running, "never-a-job").await.unwrap();
+    let st = q.stats("conf").await.unwrap();
+    assert_eq!((st.pending, st.length, st.lag), (1, 1, 0), "{st:?}");
+    let left: Vec<String> = c.smembers(&running).await.unwrap();
+    assert_eq!(left, [ids[1].clone()]);
+
+    let _: () = c.set(q.keys().scoped("gate"), 1).await.unwrap();
+    let done = support::wait_until_async(
+        Duration::from_secs(90),
+        Duration::from_millis(50),
+        || async {
+            q.get(&ids[1])
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == JobState::Succeeded)
+        },
+    )
+    .await;
+    assert!(done, "{:?}", q.get(&ids[1]).await);
+    expect_sizes(&q, "conf", (0, 0, 0), "after the held job finished").await;
+    assert!(pool.shutdown().await.drained);
+}
+
 /// An enqueue the broker never confirmed (here: the producer points at a port where no broker
 /// listens) fails, but the job is in Redis and in the outbox: a pool on the real broker
 /// re-sends it, and it runs once.

@@ -37,17 +37,20 @@ pub(super) struct Inner {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
     pub queue: String,
-    /// Entries in the stream: waiting plus delivered-but-unacknowledged (RabbitMQ: ready
-    /// messages in the work queue).
+    /// Waiting plus pending: the entries in the stream (Redis); `lag` + `pending` (RabbitMQ).
     pub length: u64,
-    /// Delivered to a worker and not acknowledged yet (always 0 on RabbitMQ: AMQP does not
-    /// report it).
+    /// Delivered to a worker and not acknowledged yet. Redis: the group's XPENDING count.
+    /// RabbitMQ: jobs in state `running` (the `{p}:running:{queue}` set the job scripts keep),
+    /// since AMQP 0-9-1 does not report unacknowledged messages. A job whose worker died
+    /// stays pending until another worker takes it over, on both backends; on RabbitMQ the
+    /// broker puts its message back at once, so it also counts in `lag` until then.
     pub pending: u64,
-    /// Waiting for their first delivery.
+    /// Waiting for a delivery: stream entries not read by the group yet (Redis); ready
+    /// messages in the work queue (RabbitMQ).
     pub lag: u64,
-    /// In the delayed schedule (delayed jobs and retries).
+    /// In the delayed schedule (delayed jobs and retries; RabbitMQ: the delay queues).
     pub delayed: u64,
-    /// In the dead-letter stream.
+    /// In the dead-letter stream (RabbitMQ: the dead-letter queue).
     pub dead: u64,
 }
 
@@ -298,7 +301,7 @@ impl Queue {
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
         if let Some(b) = &self.inner.broker {
-            return produce::stats(b, queue).await;
+            return produce::stats(self, b, queue).await;
         }
         let k = &self.inner.keys;
         let mut conn = self.inner.conn.clone();

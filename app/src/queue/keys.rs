@@ -7,6 +7,8 @@
 //! - `{p}:dlq:{queue}`       stream: dead letters (job id, last error, attempt history)
 //! - `{p}:idem:{queue}:{k}`  string: idempotency key -> first job id
 //! - `{p}:rate:{queue}:{s}`  counter: jobs started in the one-second window `s`
+//! - `{p}:running:{queue}`   set (RabbitMQ backend): ids of the queue's jobs in state
+//!   `running`, changed by the same scripts that change the state (`stats().pending`)
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -43,6 +45,11 @@ impl Keys {
 
     pub fn dlq(&self, queue: &str) -> String {
         format!("{}:dlq:{queue}", self.prefix)
+    }
+
+    /// Ids of the queue's running jobs (RabbitMQ backend; the Redis backend reads XPENDING).
+    pub fn running(&self, queue: &str) -> String {
+        format!("{}:running:{queue}", self.prefix)
     }
 
     pub fn idempotency(&self, queue: &str, key: &str) -> String {
@@ -85,6 +92,7 @@ mod tests {
         assert_eq!(k.job("abc"), "q:job:abc");
         assert_eq!(k.stream("tasks"), "q:stream:tasks");
         assert_eq!(k.idempotency("tasks", "x"), "q:idem:tasks:x");
+        assert_eq!(k.running("tasks"), "q:running:tasks");
         assert!(validate_queue_name("tasks").is_ok());
         assert!(validate_queue_name("").is_err());
         assert!(validate_queue_name("a b").is_err());

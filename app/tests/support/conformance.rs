@@ -16,6 +16,11 @@ use serde_json::json;
 
 use super::{ChildGuard, RedisServer, wait_until_async};
 
+pub mod stats;
+// Only the binaries that expand `conformance_suite!` use it.
+#[allow(unused_imports)]
+pub use stats::stats_count_jobs_in_flight;
+
 /// Generous bound for "eventually" on a loaded 2-core machine (never decides speed).
 pub const EVENTUALLY: Duration = Duration::from_secs(90);
 
@@ -237,6 +242,23 @@ pub async fn at_least_once_after_sigkill(env: &Env) {
         before < JOBS,
         "all jobs finished before the kill: test proves nothing"
     );
+    // The killed worker's jobs were delivered and never acknowledged: they stay pending
+    // until a worker takes them over (Redis: in the group's PEL, which may also hold
+    // entries read but not started yet; RabbitMQ: their records still say running).
+    let mut running = 0u64;
+    for id in &ids {
+        if state(&q, id).await == Some(JobState::Running) {
+            running += 1;
+        }
+    }
+    let pending = q.stats("tasks").await.expect("stats").pending;
+    assert!(
+        pending >= running,
+        "{running} jobs left running by the killed worker, {pending} pending"
+    );
+    if env.backend == QueueBackend::Rabbitmq {
+        assert_eq!(pending, running, "pending is the count of running jobs");
+    }
 
     let mut second = env.spawn_worker("worker-2", &dir.path().join("w2.log"));
     wait_all(&q, &ids, JobState::Succeeded).await;
@@ -248,6 +270,15 @@ pub async fn at_least_once_after_sigkill(env: &Env) {
     assert_eq!(
         counter, JOBS as i64,
         "an increment ran twice in effect or never"
+    );
+    let idle = wait_until_async(EVENTUALLY, Duration::from_millis(50), || async {
+        q.stats("tasks").await.expect("stats").pending == 0
+    })
+    .await;
+    assert!(
+        idle,
+        "pending after every job succeeded: {:?}",
+        q.stats("tasks").await
     );
     second.signal(libc::SIGTERM);
     let status = second.wait_exit(Duration::from_secs(60));
@@ -573,6 +604,7 @@ macro_rules! conformance_suite {
             delayed_jobs_not_early,
             idempotent_enqueue,
             graceful_shutdown,
+            stats_count_jobs_in_flight,
         );
     };
     (@tests $env:expr; $($name:ident),* $(,)?) => {

@@ -87,7 +87,7 @@ async fn deliver(
     let q = &sh.queue;
     let s = q.settings();
     let k = q.keys();
-    let (job_key, outbox) = (k.job(&body.job), k.scoped("outbox"));
+    let (job_key, outbox, running) = (k.job(&body.job), k.scoped("outbox"), k.running(queue));
     let mut conn = q.connection();
     let rate_window = match s.rate_limit(queue) {
         Some(limit) => Some(rate_permit(sh, queue, limit).await?),
@@ -98,6 +98,7 @@ async fn deliver(
     let r: Vec<String> = scripts::START_S
         .key(&job_key)
         .key(&outbox)
+        .key(&running)
         .arg(&body.entry)
         .arg(&sh.consumer)
         .arg(&owner)
@@ -144,6 +145,7 @@ async fn deliver(
             let r: Vec<String> = scripts::COMPLETE_S
                 .key(&job_key)
                 .key(&outbox)
+                .key(&running)
                 .arg(&body.entry)
                 .arg(&owner)
                 .arg(out)
@@ -170,6 +172,7 @@ async fn deliver(
             let r: Vec<String> = scripts::FAIL_S
                 .key(&job_key)
                 .key(&outbox)
+                .key(&running)
                 .arg(&body.entry)
                 .arg(&owner)
                 .arg(e.to_string())

@@ -156,18 +156,31 @@ pub(crate) async fn flush_outbox(q: &Queue, b: &Broker) -> Result<usize, QueueEr
     Ok(sent)
 }
 
-/// Queue sizes. AMQP reports ready messages only: `pending` (delivered, not acknowledged)
-/// is not visible over AMQP 0-9-1 and stays 0 (the management API has it).
-pub(crate) async fn stats(b: &Broker, queue: &str) -> Result<QueueStats, QueueError> {
+/// Most running-set members one stats call checks for leftovers (see `scripts::STATS`).
+const STATS_CHECK_MAX: usize = 1_000;
+
+/// Queue sizes with the Redis backend's meaning. The broker reports ready messages (`lag`:
+/// waiting for a delivery) and the delay and dead-letter queues; AMQP 0-9-1 does not report
+/// unacknowledged ones, so `pending` is the queue's running set in Redis (jobs START marked
+/// `running` and no COMPLETE or FAIL ended yet), and `length` = `lag` + `pending` like the
+/// stream's entries on Redis.
+pub(crate) async fn stats(q: &Queue, b: &Broker, queue: &str) -> Result<QueueStats, QueueError> {
     let (link, ch) = b.channel().await.map_err(broker_err)?;
     b.ensure(&link, queue).await.map_err(broker_err)?;
     let r = topology::ready_count(&ch, &b.names, queue).await;
     let _ = ch.close(200, "stats".into()).await;
     let (work, delayed, dead) = r.map_err(|e| QueueError::Broker(e.to_string()))?;
+    let mut conn = q.connection();
+    let pending: u64 = scripts::STATS_S
+        .key(q.keys().running(queue))
+        .arg(q.keys().job_prefix())
+        .arg(STATS_CHECK_MAX)
+        .invoke_async(&mut conn)
+        .await?;
     Ok(QueueStats {
         queue: queue.to_string(),
-        length: work,
-        pending: 0,
+        length: work + pending,
+        pending,
         lag: work,
         delayed,
         dead,

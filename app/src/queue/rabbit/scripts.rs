@@ -12,7 +12,15 @@
 //! Outbox: every state change that needs a message (enqueue, retry, dead letter, notify,
 //! replay) adds the job id to the `outbox` sorted set in the same script; the id leaves it
 //! once the broker confirmed that message. A publish lost with the broker is re-sent from
-//! the outbox (see `outbox.rs`), so Redis and the broker cannot drift apart for good.
+//! the outbox (see `produce::flush_outbox`), so Redis and the broker cannot drift apart for good.
+//!
+//! Running set: `{p}:running:{queue}` holds the ids of the queue's jobs in state `running`
+//! (AMQP 0-9-1 does not report a queue's unacknowledged count). START adds the id in the
+//! script that sets `running`; COMPLETE, FAIL (retry or dead) and `bury` (a reclaim that
+//! used the last attempt) remove it in the script that leaves `running`. No other script
+//! takes a job out of `running` (REPLAY starts from `dead`; the outbox and the dead-letter
+//! purge never touch a running job), so the set is exact; STATS still drops ids whose hash
+//! vanished (see there).
 
 use std::sync::LazyLock;
 
@@ -37,7 +45,9 @@ local function runs(jk, entry, owner)
   return redis.call('HGET', jk, 'state') == 'running' and redis.call('HGET', jk, 'entry') == entry
     and redis.call('HGET', jk, 'owner') == owner
 end
-local function bury(jk, id, err, now, prefix, outbox, msg, nmsg)
+-- Only ever called on a running job: it leaves the running set here.
+local function bury(jk, id, err, now, prefix, outbox, running, msg, nmsg)
+  redis.call('SREM', running, id)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', err, 'entry', msg, 'owner', '',
     'updated_ms', now, 'finished_ms', now)
   redis.call('PERSIST', jk)
@@ -97,8 +107,8 @@ end
 return 1
 "#;
 
-/// KEYS: job, outbox. ARGV: entry, consumer (the pool), owner (this delivery), prefix,
-/// dead message id, notify message id.
+/// KEYS: job, outbox, running set. ARGV: entry, consumer (the pool), owner (this delivery),
+/// prefix, dead message id, notify message id.
 /// Returns {'run', attempt, max_attempts, kind, payload} | {'early', wait_ms} |
 ///         {'dead', notify_id, notify_queue} | {'busy'} | {'skip'}.
 const START: &str = r#"
@@ -121,7 +131,7 @@ elseif st == 'running' then
   if attempts >= hnum(jk, 'max_attempts', 1) then
     local id = redis.call('HGET', jk, 'id')
     local nid, nq = bury(jk, id, 'worker lost during attempt ' .. attempts, now, ARGV[4],
-      KEYS[2], ARGV[5], ARGV[6])
+      KEYS[2], KEYS[3], ARGV[5], ARGV[6])
     return {'dead', nid, nq}
   end
 elseif st ~= 'queued' then
@@ -130,17 +140,20 @@ end
 local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[2], 'owner', ARGV[3],
   'started_ms', now, 'updated_ms', now)
+-- A reclaimed job re-run is in the set already (SADD is a no-op then).
+redis.call('SADD', KEYS[3], redis.call('HGET', jk, 'id'))
 return {'run', tostring(attempts), tostring(hnum(jk, 'max_attempts', 1)),
   redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null'}
 "#;
 
-/// KEYS: job, outbox. ARGV: entry, owner, result ('' for none), retention_s, prefix,
-/// notify message id. Returns {'ok', notify_id, notify_queue} | {'stale'}.
+/// KEYS: job, outbox, running set. ARGV: entry, owner, result ('' for none), retention_s,
+/// prefix, notify message id. Returns {'ok', notify_id, notify_queue} | {'stale'}.
 const COMPLETE: &str = r#"
 local jk = KEYS[1]
 if not runs(jk, ARGV[1], ARGV[2]) then return {'stale'} end
 local now = now_ms()
 end_attempt(jk, hnum(jk, 'attempts', 0), ARGV[2], now, 'succeeded')
+redis.call('SREM', KEYS[3], redis.call('HGET', jk, 'id'))
 redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
   'finished_ms', now, 'progress', 100)
 if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
@@ -150,8 +163,8 @@ redis.call('EXPIRE', jk, ARGV[4])
 return {'ok', nid, nq}
 "#;
 
-/// KEYS: job, outbox. ARGV: entry, owner, error, backoff_ms, permanent (0/1), prefix,
-/// next message id, notify message id.
+/// KEYS: job, outbox, running set. ARGV: entry, owner, error, backoff_ms, permanent (0/1),
+/// prefix, next message id, notify message id.
 /// Returns {'retry', delay_ms} | {'dead', notify_id, notify_queue} | {'stale'}.
 const FAIL: &str = r#"
 local jk = KEYS[1]
@@ -164,10 +177,11 @@ if ARGV[5] == '0' and attempts < hnum(jk, 'max_attempts', 1) then
   local delay = tonumber(ARGV[4])
   redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', ARGV[7],
     'owner', '', 'run_at_ms', now + delay, 'updated_ms', now)
+  redis.call('SREM', KEYS[3], id)
   redis.call('ZADD', KEYS[2], now, id)
   return {'retry', tostring(delay)}
 end
-local nid, nq = bury(jk, id, ARGV[3], now, ARGV[6], KEYS[2], ARGV[7], ARGV[8])
+local nid, nq = bury(jk, id, ARGV[3], now, ARGV[6], KEYS[2], KEYS[3], ARGV[7], ARGV[8])
 return {'dead', nid, nq}
 "#;
 
@@ -217,6 +231,35 @@ end
 return out
 "#;
 
+/// The size of a running set, after dropping ids whose job hash is gone or not `running`.
+/// The scripts above keep the set exact, but a job hash can still vanish under it without
+/// a script: a `DEL` by hand, `FLUSHDB` of part of the data, eviction under an `allkeys-*`
+/// maxmemory policy. Such an id would count as pending for ever, so every stats call
+/// (the sampler: every 5 s) checks the members. The work is bounded: the whole set while
+/// it holds at most ARGV[2] ids (it normally holds about the sum of the pools' prefetch),
+/// else a random sample of that many, so repeated calls still converge on a huge set.
+/// Dropping an id is safe: a running job's id is in the set by construction, so a member
+/// whose hash does not say `running` can only be such a leftover.
+/// KEYS: running set. ARGV: job key prefix, most ids checked. Returns the count.
+const STATS: &str = r#"
+local n = redis.call('SCARD', KEYS[1])
+if n == 0 then return 0 end
+local limit = tonumber(ARGV[2])
+local ids
+if n <= limit then
+  ids = redis.call('SMEMBERS', KEYS[1])
+else
+  ids = redis.call('SRANDMEMBER', KEYS[1], limit)
+end
+for _, id in ipairs(ids) do
+  if redis.call('HGET', ARGV[1] .. id, 'state') ~= 'running' then
+    redis.call('SREM', KEYS[1], id)
+    n = n - 1
+  end
+end
+return n
+"#;
+
 fn script(body: &str) -> Script {
     lua::script(&[lua::NOW_MS, lua::JOB_HASH, PRELUDE], body)
 }
@@ -228,3 +271,4 @@ pub(super) static COMPLETE_S: LazyLock<Script> = LazyLock::new(|| script(COMPLET
 pub(super) static FAIL_S: LazyLock<Script> = LazyLock::new(|| script(FAIL));
 pub(super) static REPLAY_S: LazyLock<Script> = LazyLock::new(|| script(REPLAY));
 pub(super) static OUTBOX_S: LazyLock<Script> = LazyLock::new(|| script(OUTBOX));
+pub(super) static STATS_S: LazyLock<Script> = LazyLock::new(|| script(STATS));
