@@ -78,7 +78,7 @@ impl QueueMetrics {
             running: gauge("app_queue_running", "Jobs running in this instance")?,
             length: gauge(
                 "app_queue_length",
-                "Entries in the stream (waiting + pending)",
+                "Jobs waiting for a delivery plus pending ones (Redis: the stream entries)",
             )?,
             pending: gauge(
                 "app_queue_pending",
