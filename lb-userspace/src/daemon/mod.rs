@@ -240,7 +240,6 @@ fn restore_dynamic(
         }
         entry.declared_weight = b.declared_weight;
         entry.admin = b.admin;
-        entry.drained_by = b.drain_origin();
         // Carry the last verdict over so a restart does not take healthy backends out while
         // their first checks run (that would fail new connections during a hot restart).
         if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
@@ -308,7 +307,6 @@ fn save_state(shared: &Shared, inner: &Inner) {
                     weight: b.weight,
                     declared_weight: b.declared_weight,
                     admin: b.admin,
-                    drained_by: b.drained_by,
                     source: b.source,
                     health: b.machine.state(),
                 })

@@ -18,12 +18,32 @@ use crate::{
 };
 
 /// Operator (or backend) intent, independent of health.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// Deliberately not `Serialize`/`Deserialize`: the API and the state file both spell it as
+/// two fields (`admin` and `drained_by`), see `BackendView` and `persist`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admin {
     Active,
     /// No new flows; existing flows go on.
-    Draining,
+    Draining(DrainedBy),
+}
+
+impl Admin {
+    /// The `admin` field of the API and the state file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Admin::Active => "active",
+            Admin::Draining(_) => "draining",
+        }
+    }
+
+    /// The `drained_by` field: `None` while active.
+    pub fn drained_by(self) -> Option<DrainedBy> {
+        match self {
+            Admin::Active => None,
+            Admin::Draining(by) => Some(by),
+        }
+    }
 }
 
 /// Who drained a backend. An operator's drain sticks until an operator undrains (or the
@@ -68,8 +88,6 @@ pub struct BackendRuntime {
     /// the same again leaves an operator's `weight` alone.
     pub declared_weight: Option<u32>,
     pub admin: Admin,
-    /// Set while `admin` is `Draining`.
-    pub drained_by: Option<DrainedBy>,
     pub source: Source,
     pub machine: Machine,
     pub last: Option<LastCheck>,
@@ -96,7 +114,6 @@ impl BackendRuntime {
             weight,
             declared_weight: None,
             admin: Admin::Active,
-            drained_by: None,
             source,
             machine,
             last: None,
@@ -107,15 +124,13 @@ impl BackendRuntime {
 
     /// A drain by an operator wins over (and is never downgraded to) a registrant's.
     pub fn drain(&mut self, by: DrainedBy) {
-        if self.drained_by != Some(DrainedBy::Operator) {
-            self.drained_by = Some(by);
+        if self.admin != Admin::Draining(DrainedBy::Operator) {
+            self.admin = Admin::Draining(by);
         }
-        self.admin = Admin::Draining;
     }
 
     pub fn undrain(&mut self) {
         self.admin = Admin::Active;
-        self.drained_by = None;
     }
 
     /// A registration of this (existing) backend: a heartbeat. It undoes only the
@@ -123,7 +138,7 @@ impl BackendRuntime {
     /// changed (so an operator's `weight` survives refreshes). Returns what it changed.
     pub fn reregister(&mut self, declared: Option<u32>) -> Reregistered {
         let mut out = Reregistered::default();
-        if self.drained_by == Some(DrainedBy::Registrant) {
+        if self.admin == Admin::Draining(DrainedBy::Registrant) {
             self.undrain();
             out.undrained = true;
         }
@@ -139,7 +154,7 @@ impl BackendRuntime {
 
     /// The weight new flows see now.
     pub fn effective_weight(&self, health: &HealthConfig, now: Instant) -> u32 {
-        if self.admin == Admin::Draining
+        if matches!(self.admin, Admin::Draining(_))
             || self.machine.state() != Health::Healthy
             || self.mac.is_err()
         {
@@ -237,7 +252,8 @@ pub struct BackendView {
     pub declared_weight: Option<u32>,
     pub effective_weight: u32,
     pub health: &'static str,
-    pub admin: Admin,
+    /// `active` or `draining`.
+    pub admin: &'static str,
     /// Who drained it (null while active).
     pub drained_by: Option<DrainedBy>,
     pub source: Source,
@@ -270,8 +286,8 @@ pub fn backend_view(
         declared_weight: b.declared_weight,
         effective_weight: b.effective_weight(&vip.cfg.health, now),
         health: b.machine.state().name(),
-        admin: b.admin,
-        drained_by: b.drained_by,
+        admin: b.admin.name(),
+        drained_by: b.admin.drained_by(),
         source: b.source,
         mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
         mac_error: b.mac.as_ref().err().cloned(),
@@ -378,15 +394,12 @@ mod tests {
         let mut b = backend(70);
         b.drain(DrainedBy::Operator);
         assert_eq!(b.reregister(Some(70)), Reregistered::default());
-        assert_eq!(
-            (b.admin, b.drained_by),
-            (Admin::Draining, Some(DrainedBy::Operator))
-        );
+        assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
         // The registrant's own drain (its shutdown) does not downgrade an operator's.
         b.drain(DrainedBy::Registrant);
-        assert_eq!(b.drained_by, Some(DrainedBy::Operator));
+        assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
         b.undrain();
-        assert_eq!((b.admin, b.drained_by), (Admin::Active, None));
+        assert_eq!(b.admin, Admin::Active);
     }
 
     #[test]
@@ -394,12 +407,12 @@ mod tests {
         let mut b = backend(70);
         b.drain(DrainedBy::Registrant);
         assert!(b.reregister(Some(70)).undrained);
-        assert_eq!((b.admin, b.drained_by), (Admin::Active, None));
+        assert_eq!(b.admin, Admin::Active);
         // An operator drain on top of the registrant's one sticks.
         b.drain(DrainedBy::Registrant);
         b.drain(DrainedBy::Operator);
         assert!(!b.reregister(Some(70)).undrained);
-        assert_eq!(b.admin, Admin::Draining);
+        assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
     }
 
     #[test]

@@ -29,30 +29,79 @@ pub struct ApiVip {
     pub table_size: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "BackendStateWire", into = "BackendStateWire")]
 pub struct BackendState {
     pub vip: String,
     pub address: IpAddr,
     pub weight: u32,
-    /// Added later: absent from older state files (then the next registration's weight
-    /// applies, as it always did).
-    #[serde(default)]
     pub declared_weight: Option<u32>,
     pub admin: Admin,
-    /// Added later: absent from older state files (a drain there reads as an operator's).
-    #[serde(default)]
-    pub drained_by: Option<DrainedBy>,
     pub source: Source,
     pub health: Health,
 }
 
-impl BackendState {
-    /// Who drained it; a drain saved by an lbd from before `drained_by` reads as an
-    /// operator's (the sticky reading: `lbctl backend undrain` ends it).
-    pub fn drain_origin(&self) -> Option<DrainedBy> {
-        match self.admin {
-            Admin::Draining => Some(self.drained_by.unwrap_or(DrainedBy::Operator)),
-            Admin::Active => None,
+/// `BackendState` as the file spells it: `admin` and `drained_by` side by side, as every
+/// lbd since `drained_by` wrote them (so an older lbd still reads what this one writes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct BackendStateWire {
+    vip: String,
+    address: IpAddr,
+    weight: u32,
+    /// Added later: absent from older state files (then the next registration's weight
+    /// applies, as it always did).
+    #[serde(default)]
+    declared_weight: Option<u32>,
+    admin: AdminWire,
+    /// Added later: absent from older state files (a drain there reads as an operator's).
+    #[serde(default)]
+    drained_by: Option<DrainedBy>,
+    source: Source,
+    health: Health,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AdminWire {
+    Active,
+    Draining,
+}
+
+impl From<BackendStateWire> for BackendState {
+    fn from(w: BackendStateWire) -> Self {
+        let admin = match w.admin {
+            // A drain saved by an lbd from before `drained_by` reads as an operator's (the
+            // sticky reading: `lbctl backend undrain` ends it).
+            AdminWire::Draining => Admin::Draining(w.drained_by.unwrap_or(DrainedBy::Operator)),
+            // A `drained_by` beside "active" means nothing; no lbd ever wrote one.
+            AdminWire::Active => Admin::Active,
+        };
+        Self {
+            vip: w.vip,
+            address: w.address,
+            weight: w.weight,
+            declared_weight: w.declared_weight,
+            admin,
+            source: w.source,
+            health: w.health,
+        }
+    }
+}
+
+impl From<BackendState> for BackendStateWire {
+    fn from(b: BackendState) -> Self {
+        Self {
+            vip: b.vip,
+            address: b.address,
+            weight: b.weight,
+            declared_weight: b.declared_weight,
+            admin: match b.admin {
+                Admin::Active => AdminWire::Active,
+                Admin::Draining(_) => AdminWire::Draining,
+            },
+            drained_by: b.admin.drained_by(),
+            source: b.source,
+            health: b.health,
         }
     }
 }
@@ -92,55 +141,124 @@ pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A state file as the lbd before `declared_weight`/`drained_by` wrote it.
-    const OLD_FORMAT: &str = r#"{
-  "programmer": {"layout": 7,
+    const PROGRAMMER: &str = r#""programmer": {"layout": 7,
     "vips": [{"name": "web", "addr": "10.77.0.100", "port": 80, "proto": 6, "id": 0}],
     "backends": [{"vip": "web", "addr": "10.77.0.11", "id": 1},
-                 {"vip": "web", "addr": "10.77.0.12", "id": 2}],
-    "generations": [[1, 1], [2, 1]]},
-  "api_vips": [],
-  "backends": [
+                 {"vip": "web", "addr": "10.77.0.12", "id": 2},
+                 {"vip": "web", "addr": "10.77.0.13", "id": 3}],
+    "generations": [[1, 1], [2, 1], [3, 1]]}"#;
+
+    /// The backends as the lbd before `declared_weight`/`drained_by` wrote them.
+    const OLD_BACKENDS: &str = r#"[
     {"vip": "web", "address": "10.77.0.11", "weight": 70, "admin": "active",
      "source": "registered", "health": "healthy"},
     {"vip": "web", "address": "10.77.0.12", "weight": 100, "admin": "draining",
      "source": "config", "health": "unknown"}
-  ]
-}"#;
+  ]"#;
 
-    #[test]
-    fn an_old_state_file_still_loads() {
+    /// The backends as the lbd with `drained_by` beside `admin` wrote them; this lbd writes
+    /// the same shape (so the lbd before it can still read the file).
+    const CURRENT_BACKENDS: &str = r#"[
+    {"vip": "web", "address": "10.77.0.11", "weight": 70, "declared_weight": 70,
+     "admin": "active", "drained_by": null, "source": "registered", "health": "healthy"},
+    {"vip": "web", "address": "10.77.0.12", "weight": 100, "declared_weight": null,
+     "admin": "draining", "drained_by": "operator", "source": "config", "health": "unknown"},
+    {"vip": "web", "address": "10.77.0.13", "weight": 40, "declared_weight": 40,
+     "admin": "draining", "drained_by": "registrant", "source": "registered",
+     "health": "unhealthy"}
+  ]"#;
+
+    fn file(backends: &str) -> String {
+        format!(r#"{{ {PROGRAMMER}, "api_vips": [], "backends": {backends} }}"#)
+    }
+
+    fn load_text(text: &str) -> StateFile {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("lbd-state.json");
-        std::fs::write(&path, OLD_FORMAT).expect("write");
-        let s = load(&path).expect("the old format loads");
-        assert_eq!(s.programmer.backends.len(), 2);
-        let [a, b] = &s.backends[..] else {
-            panic!("two backends: {:?}", s.backends)
-        };
-        assert_eq!(
-            (a.weight, a.declared_weight, a.drained_by),
-            (70, None, None)
-        );
-        assert_eq!(a.drain_origin(), None);
-        assert_eq!(b.drained_by, None);
-        assert_eq!(
-            b.drain_origin(),
-            Some(DrainedBy::Operator),
-            "an old drain sticks"
-        );
+        std::fs::write(&path, text).expect("write");
+        load(&path).expect("the state file loads")
+    }
+
+    fn admins(s: &StateFile) -> Vec<(String, Option<u32>, Admin)> {
+        s.backends
+            .iter()
+            .map(|b| (b.address.to_string(), b.declared_weight, b.admin))
+            .collect()
+    }
+
+    fn row(addr: &str, declared: Option<u32>, admin: Admin) -> (String, Option<u32>, Admin) {
+        (addr.to_string(), declared, admin)
     }
 
     #[test]
-    fn new_fields_round_trip() {
+    fn a_state_file_from_before_drained_by_still_loads() {
+        let s = load_text(&file(OLD_BACKENDS));
+        assert_eq!(s.programmer.backends.len(), 3);
+        assert_eq!(
+            admins(&s),
+            [
+                row("10.77.0.11", None, Admin::Active),
+                // An old drain sticks: it reads as an operator's.
+                row("10.77.0.12", None, Admin::Draining(DrainedBy::Operator)),
+            ]
+        );
+        assert_eq!(s.backends[0].weight, 70);
+        assert_eq!(s.backends[0].health, Health::Healthy);
+    }
+
+    #[test]
+    fn a_state_file_with_drained_by_loads() {
+        let s = load_text(&file(CURRENT_BACKENDS));
+        assert_eq!(
+            admins(&s),
+            [
+                row("10.77.0.11", Some(70), Admin::Active),
+                row("10.77.0.12", None, Admin::Draining(DrainedBy::Operator)),
+                row(
+                    "10.77.0.13",
+                    Some(40),
+                    Admin::Draining(DrainedBy::Registrant)
+                ),
+            ]
+        );
+        assert_eq!(s.backends[2].source, Source::Registered);
+        assert_eq!(s.backends[2].health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn a_drained_by_beside_active_is_ignored() {
+        let s = load_text(&file(
+            r#"[{"vip": "web", "address": "10.77.0.11", "weight": 70, "admin": "active",
+                 "drained_by": "operator", "source": "api", "health": "healthy"}]"#,
+        ));
+        assert_eq!(s.backends[0].admin, Admin::Active);
+    }
+
+    #[test]
+    fn what_is_saved_is_the_current_shape_and_loads_back_the_same() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        let mut s: StateFile = serde_json::from_str(OLD_FORMAT).expect("parse");
-        s.backends[0].declared_weight = Some(70);
-        s.backends[1].drained_by = Some(DrainedBy::Registrant);
+        let s = load_text(&file(CURRENT_BACKENDS));
         save(&path, &s).expect("save");
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+        let expected: serde_json::Value =
+            serde_json::from_str(CURRENT_BACKENDS).expect("literal JSON");
+        assert_eq!(written["backends"], expected);
         let back = load(&path).expect("load");
-        assert_eq!(back.backends[0].declared_weight, Some(70));
-        assert_eq!(back.backends[1].drain_origin(), Some(DrainedBy::Registrant));
+        assert_eq!(back.backends, s.backends);
+
+        // An old file comes back in the current shape: its drain now says who.
+        let old = load_text(&file(OLD_BACKENDS));
+        save(&path, &old).expect("save");
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+        assert_eq!(written["backends"][1]["admin"], "draining");
+        assert_eq!(written["backends"][1]["drained_by"], "operator");
+        assert_eq!(
+            written["backends"][0]["drained_by"],
+            serde_json::Value::Null
+        );
+        assert_eq!(load(&path).expect("load").backends, old.backends);
     }
 }
