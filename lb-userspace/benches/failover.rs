@@ -152,14 +152,11 @@ fn setup(who: Vrrp, interval_cs: u16) -> (VrrpLab, lab::Server) {
     for name in ["lb1", "lb2"] {
         let port = l
             .lab
-            .host(name)
-            .expect("lb")
-            .bridge_port()
-            .expect("bridge port")
-            .to_string();
+            .bridge_port_of(name)
+            .expect("a balancer's bridge port");
         tests::exec::run(&mut tests::exec::netns_command(
             &bridge_ns,
-            ["bridge", "link", "set", "dev", &port, "flood", "off"],
+            ["bridge", "link", "set", "dev", port, "flood", "off"],
         ))
         .expect("turn unknown-unicast flooding off on a balancer's bridge port");
     }

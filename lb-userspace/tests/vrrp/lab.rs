@@ -277,10 +277,8 @@ impl VrrpLab {
         for name in ["lb1", "lb2"] {
             let port = self
                 .lab
-                .host(name)
-                .expect("lb")
-                .bridge_port()
-                .expect("bridge port")
+                .bridge_port_of(name)
+                .expect("a balancer's bridge port")
                 .to_string();
             let dp = tests::setns::in_netns(self.lab.bridge_ns(), move || {
                 Dataplane::attach_pass(&port).expect("attach xdp_pass to a bridge port")

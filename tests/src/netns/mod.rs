@@ -280,6 +280,12 @@ impl Lab {
         &self.bridge_ns
     }
 
+    /// [`Host::bridge_port`] of the host called `name`: where a balancer's XDP_TX peer
+    /// program goes, or where its bridge flooding is set.
+    pub fn bridge_port_of(&self, name: &str) -> Result<&str> {
+        self.host(name)?.bridge_port()
+    }
+
     /// Name of the segment device (bridge or macvlan lower) inside [`Lab::bridge_ns`].
     pub fn bridge(&self) -> &str {
         self.topology.segment().bridge()

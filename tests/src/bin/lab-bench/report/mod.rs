@@ -298,6 +298,14 @@ impl Results {
         let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for mode in ConnMode::ALL {
             for r in rows.iter().filter(|r| r.mode == mode) {
+                // The direct row is what the "added" columns are measured against.
+                let added = |us: f64| {
+                    if r.option == Opt::Direct {
+                        "(baseline)".into()
+                    } else {
+                        fmt(us, 1)
+                    }
+                };
                 cells.push(vec![
                     r.option.label().to_string(),
                     mode.key().to_string(),
@@ -306,18 +314,10 @@ impl Results {
                     fmt(r.p50_ms, 2),
                     fmt(r.p99_ms, 2),
                     fmt(r.cpu_us, 1),
-                    if r.option == Opt::Direct {
-                        "(baseline)".into()
-                    } else {
-                        fmt(r.added_us, 1)
-                    },
+                    added(r.added_us),
                     fmt(r.added_vs_nginx, 3),
                     fmt(r.lab_us, 1),
-                    if r.option == Opt::Direct {
-                        "(baseline)".into()
-                    } else {
-                        fmt(r.lab_added_us, 1)
-                    },
+                    added(r.lab_added_us),
                     fmt(r.lab_added_vs_nginx, 3),
                     r.errors.to_string(),
                 ]);
