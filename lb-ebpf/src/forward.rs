@@ -11,12 +11,22 @@ use crate::{
     hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
     maps::SETTINGS,
     parse::Ip,
-    stats,
+    stats, toobig,
 };
 
 pub enum Forwarded {
+    /// Sent on to the backend.
     Tx,
+    /// Answered: sent back to where it came from (an ICMP error built in place).
+    Reply(Reason),
     Drop(Reason),
+}
+
+impl Forwarded {
+    #[inline(always)]
+    pub fn is_tx(&self) -> bool {
+        matches!(self, Forwarded::Tx)
+    }
 }
 
 #[inline(always)]
@@ -62,13 +72,11 @@ fn dsr_l2(ctx: &XdpContext, b: &Backend) -> Forwarded {
     Forwarded::Tx
 }
 
-/// Whether an encapsulated packet of `inner_len + overhead` bytes exceeds the backend MTU.
+/// The backend MTU when an encapsulated packet of `inner_len + overhead` bytes exceeds it.
 #[inline(always)]
-fn too_big(inner_len: usize, overhead: usize) -> bool {
-    match SETTINGS.get(0) {
-        Some(s) => s.backend_mtu != 0 && inner_len + overhead > s.backend_mtu as usize,
-        None => false,
-    }
+fn too_big(inner_len: usize, overhead: usize) -> Option<u32> {
+    let mtu = SETTINGS.get(0)?.backend_mtu;
+    (mtu != 0 && inner_len + overhead > mtu as usize).then_some(mtu)
 }
 
 /// Grows the head by `OVERHEAD` bytes and moves the `L2`-byte link header (and VLAN tag) to
@@ -98,7 +106,7 @@ fn grow<const L2: usize, const OVERHEAD: usize>(ctx: &XdpContext) -> Option<usiz
 }
 
 #[inline(always)]
-fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Option<usize> {
+pub fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Option<usize> {
     if l3_off > ETH_LEN {
         grow::<{ ETH_LEN + VLAN_LEN }, OVERHEAD>(ctx)
     } else {
@@ -110,8 +118,8 @@ fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Option<u
 fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
     let l3_off = ip.l3_off;
     let inner_len = packet_len(ctx) - l3_off;
-    if too_big(inner_len, IPV4_LEN) {
-        return Forwarded::Drop(Reason::DropTooBig);
+    if let Some(mtu) = too_big(inner_len, IPV4_LEN) {
+        return toobig::answer(ctx, ip, mtu);
     }
     let Some(inner) = check(ctx, l3_off, IPV4_LEN) else {
         return Forwarded::Drop(Reason::DropInternal);
@@ -148,8 +156,8 @@ fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
 fn ipip6(ctx: &XdpContext, ip: &Ip, b: &Backend, entropy: u32) -> Forwarded {
     let l3_off = ip.l3_off;
     let inner_len = packet_len(ctx) - l3_off;
-    if too_big(inner_len, IPV6_LEN) {
-        return Forwarded::Drop(Reason::DropTooBig);
+    if let Some(mtu) = too_big(inner_len, IPV6_LEN) {
+        return toobig::answer(ctx, ip, mtu);
     }
     let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v6) else {
         return Forwarded::Drop(Reason::DropInternal);
@@ -181,6 +189,10 @@ pub fn action(f: Forwarded, ok: Reason) -> u32 {
     match f {
         Forwarded::Tx => {
             stats::reason(ok);
+            xdp_action::XDP_TX
+        }
+        Forwarded::Reply(r) => {
+            stats::reason(r);
             xdp_action::XDP_TX
         }
         Forwarded::Drop(r) => {

@@ -7,7 +7,7 @@ use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason};
 
 use crate::{
     csum, forward,
-    hdr::{ETH_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, check, load, store},
+    hdr::{ETH_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
     maps::{BACKENDS, CONNS},
     parse::Ip,
     select, stats, vip,
@@ -50,6 +50,9 @@ pub fn handle(ctx: &XdpContext, ip: &Ip) -> u32 {
 /// pseudo-header sum unchanged.
 #[inline(always)]
 fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
+    if !echo_request_whole(ctx, ip) {
+        return drop(Reason::DropMalformed);
+    }
     let Some(eth) = check(ctx, 0, ETH_LEN) else {
         return drop(Reason::DropInternal);
     };
@@ -90,6 +93,62 @@ fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
     }
     stats::reason(Reason::TxEchoReply);
     xdp_action::XDP_TX
+}
+
+/// Whether an echo request is one the kernel would answer: its IP length inside the frame
+/// (Ethernet padding may follow it) and, for IPv4, a header checksum that verifies. The reply
+/// is the request edited in place, so a request that fails here would be answered with a
+/// reply that claims bytes it does not have or fails its own checksum.
+#[inline(always)]
+fn echo_request_whole(ctx: &XdpContext, ip: &Ip) -> bool {
+    let avail = packet_len(ctx) - ip.l3_off;
+    if ip.family == AF_INET {
+        let Some(hdr) = check(ctx, ip.l3_off, IPV4_LEN) else {
+            return false;
+        };
+        let total = u16::from_be(unsafe { load::<u16>(hdr + 2) }) as usize;
+        let hdr_len = ip.l4_off - ip.l3_off;
+        total <= avail && total >= hdr_len + ICMP_LEN && ipv4_header_valid(ctx, ip)
+    } else {
+        let Some(hdr) = check(ctx, ip.l3_off, IPV6_LEN) else {
+            return false;
+        };
+        let payload = u16::from_be(unsafe { load::<u16>(hdr + 4) }) as usize;
+        payload + IPV6_LEN <= avail && payload >= ICMP_LEN
+    }
+}
+
+/// Whether the IPv4 header, options included, sums to all ones (RFC 1071).
+#[inline(always)]
+fn ipv4_header_valid(ctx: &XdpContext, ip: &Ip) -> bool {
+    let words = (ip.l4_off - ip.l3_off) / 4;
+    // A constant header offset per case keeps every word's bounds check constant for the
+    // verifier (a variable base plus a loop index loses the proven range).
+    if ip.l3_off == ETH_LEN {
+        header_sums_to_ones::<ETH_LEN>(ctx, words)
+    } else {
+        header_sums_to_ones::<{ ETH_LEN + VLAN_LEN }>(ctx, words)
+    }
+}
+
+#[inline(always)]
+fn header_sums_to_ones<const L3: usize>(ctx: &XdpContext, words: usize) -> bool {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    // At most 15 words (IHL is 4 bits).
+    while i < 15 {
+        if i >= words {
+            break;
+        }
+        let Some(at) = check(ctx, L3 + i * 4, 4) else {
+            return false;
+        };
+        sum += unsafe { load::<u32>(at) } as u64;
+        i += 1;
+    }
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    csum::fold(sum as u32) == 0xffff
 }
 
 /// The flow an ICMP error is about: the embedded packet is the backend's reply
@@ -137,9 +196,11 @@ fn forward_error(
     if backend.flags & lb_common::BACKEND_F_ACTIVE == 0 {
         return drop(Reason::DropNoBackend);
     }
-    let bytes = crate::hdr::packet_len(ctx);
-    stats::forwarded(meta.id, id, bytes, false);
+    let bytes = packet_len(ctx);
     let out = forward::to_backend(ctx, ip, meta.mode, &backend, &flow);
+    if out.is_tx() {
+        stats::forwarded(meta.id, id, bytes, false);
+    }
     forward::action(out, Reason::TxIcmpError)
 }
 

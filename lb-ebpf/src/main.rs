@@ -18,6 +18,7 @@ mod maps;
 mod parse;
 mod select;
 mod stats;
+mod toobig;
 mod vip;
 
 use aya_ebpf::{
@@ -132,8 +133,13 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     // no VIP hash lookup (only VIP traffic creates entries; the address filter already let
     // this packet in).
     if let Some(e) = select::established(&flow, ports.tcp_flags, now) {
-        stats::forwarded(e.vip_id, e.choice.id, packet_len(&ctx), false);
+        let bytes = packet_len(&ctx);
         let out = forward::to_backend(&ctx, &ip, e.mode, &e.choice.backend, &flow);
+        // Only what reached the backend counts as its traffic (not a packet answered with
+        // ICMP "too big", nor one dropped).
+        if out.is_tx() {
+            stats::forwarded(e.vip_id, e.choice.id, bytes, false);
+        }
         return forward::action(out, Reason::TxForward);
     }
     let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
@@ -142,8 +148,11 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
         return drop(Reason::DropNoBackend);
     };
-    stats::forwarded(meta.id, choice.id, packet_len(&ctx), choice.new_flow);
+    let bytes = packet_len(&ctx);
     let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, &flow);
+    if out.is_tx() {
+        stats::forwarded(meta.id, choice.id, bytes, choice.new_flow);
+    }
     let reason = if choice.unpinned {
         Reason::TxForwardUnpinned
     } else {

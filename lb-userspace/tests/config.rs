@@ -58,6 +58,16 @@ fn flood_guard_limit_is_set_or_turned_off() {
 }
 
 #[test]
+fn backend_mtu_is_checked_per_family() {
+    // 1300 is fine for IPv4 VIPs (and for IPv6 ones in dsr-l2 mode, which add no header).
+    let text = format!("[dataplane]\nbackend_mtu = 1300\n{VIP}");
+    let c = Config::parse(&text, "ok.toml").expect("valid");
+    assert_eq!(c.dataplane.backend_mtu, 1300);
+    let c = Config::parse(VIP, "ok.toml").expect("valid");
+    assert_eq!(c.dataplane.backend_mtu, 0, "unchecked by default");
+}
+
+#[test]
 fn vip_health_overrides_the_global_section() {
     let text = format!(
         "[health]\nkind = \"http\"\npath = \"/readyz\"\nfall = 5\n{VIP}health = {{ fall = 2 }}\n"
@@ -150,6 +160,18 @@ fn every_error_names_line_field_and_reason() {
         (
             "[dataplane]\n\nmax_new_flows_per_cpu = 5000000000\n",
             "bad.toml:3: dataplane.max_new_flows_per_cpu: 5000000000 is out of range",
+        ),
+        (
+            "[dataplane]\nbackend_mtu = 500\n",
+            "bad.toml:2: dataplane.backend_mtu: 500 is out of range",
+        ),
+        (
+            "[dataplane]\nbackend_mtu = \"1500\"\n",
+            "bad.toml:2: dataplane.backend_mtu: \"1500\" is not a whole number",
+        ),
+        (
+            "[dataplane]\nipip_source_v6 = \"fd77::2\"\n\nbackend_mtu = 1300\n[[vips]]\nname = \"web6\"\naddress = \"fd77::100\"\nport = 80\nmode = \"ipip\"\n",
+            "bad.toml:4: dataplane.backend_mtu: 1300 leaves 1260 bytes inside IP6IP6 for VIP \"web6\"",
         ),
         (
             "[dataplane]\nmax_new_flows_per_cpu = \"lots\"\n",

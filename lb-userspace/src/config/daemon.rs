@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Ctx};
+use lb_common::ForwardMode;
+
+use super::{ConfigError, Ctx, DataplaneConfig, VipConfig};
 
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +162,67 @@ pub(super) fn parse_flood_limit(
                 "{other} is not a whole number of new flows per second per CPU (0 turns the flood guard off)"
             ),
         )),
+    }
+}
+
+/// The smallest backend MTU accepted: IPv4's "every host accepts 576 bytes" (RFC 791). Less
+/// is no real path, and the data plane's ICMP answer quotes 84 bytes of the packet.
+const MIN_BACKEND_MTU: i64 = 576;
+/// With an IPv6 `ipip` VIP the path must carry IPv6's minimum link MTU (1280, RFC 8200)
+/// inside the 40-byte outer header.
+const MIN_BACKEND_MTU_V6: u32 = 1280 + 40;
+
+pub(super) fn parse_backend_mtu(
+    ctx: &Ctx,
+    v: &Option<Spanned<toml::Value>>,
+) -> Result<u32, ConfigError> {
+    const FIELD: &str = "dataplane.backend_mtu";
+    let Some(s) = v else {
+        return Ok(0);
+    };
+    match s.get_ref() {
+        toml::Value::Integer(0) => Ok(0),
+        toml::Value::Integer(n @ MIN_BACKEND_MTU..=65535) => Ok(*n as u32),
+        toml::Value::Integer(n) => Err(ctx.err(
+            &s.span(),
+            FIELD,
+            format!(
+                "{n} is out of range: bytes of the largest packet the backend path carries, {MIN_BACKEND_MTU} to 65535 (0: unchecked)"
+            ),
+        )),
+        other => Err(ctx.err(
+            &s.span(),
+            FIELD,
+            format!("{other} is not a whole number of bytes (0: unchecked)"),
+        )),
+    }
+}
+
+/// An IPv6 `ipip` VIP needs room for 1280 bytes inside the tunnel.
+pub(super) fn check_backend_mtu_for_ipv6(
+    ctx: &Ctx,
+    dataplane: &DataplaneConfig,
+    span: Option<std::ops::Range<usize>>,
+    vips: &[VipConfig],
+) -> Result<(), ConfigError> {
+    let mtu = dataplane.backend_mtu;
+    if mtu == 0 || mtu >= MIN_BACKEND_MTU_V6 {
+        return Ok(());
+    }
+    let ipv6_ipip = vips
+        .iter()
+        .find(|v| v.mode == ForwardMode::Ipip && v.address.is_ipv6());
+    match ipv6_ipip {
+        Some(v) => Err(ctx.err(
+            &span.unwrap_or(0..0),
+            "dataplane.backend_mtu",
+            format!(
+                "{mtu} leaves {} bytes inside IP6IP6 for VIP {:?}, below IPv6's minimum link MTU of 1280: at least {MIN_BACKEND_MTU_V6}, or 0",
+                mtu - 40,
+                v.name
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

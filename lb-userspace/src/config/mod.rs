@@ -83,7 +83,8 @@ pub struct DataplaneConfig {
     pub conn_table_size: u32,
     pub ipip_source_v4: Option<IpAddr>,
     pub ipip_source_v6: Option<IpAddr>,
-    /// Largest encapsulated packet the backend path carries (0: unchecked).
+    /// Largest encapsulated packet the backend path carries (0: unchecked). A larger `ipip`
+    /// packet is answered with ICMP "fragmentation needed" / "packet too big".
     pub backend_mtu: u32,
     /// LRU flood guard: new flows per second per CPU above which `maglev`/`ip-hash` flows are
     /// not pinned in the connection table (0: off).
@@ -168,8 +169,7 @@ struct RawDataplane {
     conn_table_size: Option<Spanned<u32>>,
     ipip_source_v4: Option<Spanned<String>>,
     ipip_source_v6: Option<Spanned<String>>,
-    #[serde(default)]
-    backend_mtu: u32,
+    backend_mtu: Option<Spanned<toml::Value>>,
     max_new_flows_per_cpu: Option<Spanned<toml::Value>>,
     xdp_mode: Option<Spanned<String>>,
     pin_dir: Option<String>,
@@ -319,6 +319,7 @@ impl Config {
             let span = e.span().unwrap_or(0..0);
             ctx.err(&span, "toml", e.message().to_string())
         })?;
+        let mtu_span = raw.dataplane.backend_mtu.as_ref().map(|s| s.span());
         let dataplane = parse_dataplane(&ctx, raw.dataplane)?;
         let api = daemon::parse_api(&ctx, raw.api)?;
         let sweep = daemon::parse_sweep(&ctx, &raw.sweep)?;
@@ -348,6 +349,7 @@ impl Config {
                 ));
             }
         }
+        daemon::check_backend_mtu_for_ipv6(&ctx, &dataplane, mtu_span, &vips)?;
         if vips.len() > lb_common::MAX_VIPS as usize {
             return Err(ctx.err(
                 &(0..0),
@@ -427,7 +429,7 @@ fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, Config
         conn_table_size,
         ipip_source_v4: v4,
         ipip_source_v6: v6,
-        backend_mtu: d.backend_mtu,
+        backend_mtu: daemon::parse_backend_mtu(ctx, &d.backend_mtu)?,
         max_new_flows_per_cpu: daemon::parse_flood_limit(ctx, &d.max_new_flows_per_cpu)?,
         xdp_mode: daemon::parse_attach_mode(ctx, &d.xdp_mode)?,
         pin_dir: d

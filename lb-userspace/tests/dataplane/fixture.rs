@@ -92,13 +92,7 @@ impl Fixture {
         let mut dp =
             Dataplane::load(opts).expect("load the XDP object (did `cargo xtask build-ebpf` run?)");
         let mut maps = dp.take_maps().expect("maps");
-        maps.set_settings(&Settings {
-            ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
-            ipip_src_v6: lb_common::user::addr_words(ip(IPIP_SRC_V6)),
-            backend_mtu: 0,
-            ..Default::default()
-        })
-        .expect("settings");
+        maps.set_settings(&base_settings()).expect("settings");
         let mut prog = Programmer::new(maps);
         prog.apply(vips).expect("program the maps");
         Self { dp, prog }
@@ -164,17 +158,34 @@ impl Fixture {
     }
 }
 
+/// The settings every fixture starts with: the IPIP source addresses, no backend MTU, the
+/// flood guard off.
+fn base_settings() -> Settings {
+    Settings {
+        ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
+        ipip_src_v6: lb_common::user::addr_words(ip(IPIP_SRC_V6)),
+        ..Default::default()
+    }
+}
+
 impl Fixture {
     /// Rewrites the settings with the flood guard's limit (0: off), the rest as `with_options`.
     pub fn set_flood_limit(&mut self, max_new_flows_per_cpu: u32) {
-        self.prog
-            .maps_mut()
-            .set_settings(&Settings {
-                ipip_src_v4: lb_common::user::addr_words(ip(IPIP_SRC_V4))[0],
-                ipip_src_v6: lb_common::user::addr_words(ip(IPIP_SRC_V6)),
-                max_new_flows_per_cpu,
-                ..Default::default()
-            })
-            .expect("settings");
+        self.set_settings(Settings {
+            max_new_flows_per_cpu,
+            ..base_settings()
+        });
+    }
+
+    /// Rewrites the settings with a backend MTU (0: unchecked), the rest as `with_options`.
+    pub fn set_backend_mtu(&mut self, backend_mtu: u32) {
+        self.set_settings(Settings {
+            backend_mtu,
+            ..base_settings()
+        });
+    }
+
+    fn set_settings(&mut self, s: Settings) {
+        self.prog.maps_mut().set_settings(&s).expect("settings");
     }
 }

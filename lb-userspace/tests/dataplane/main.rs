@@ -14,3 +14,4 @@ mod malformed;
 mod random;
 mod replay;
 mod stickiness;
+mod toobig;

@@ -1,14 +1,20 @@
 //! 100,000 random packets: random bytes of random lengths, and mutations of valid VIP
 //! packets. The program must only ever pass (untouched), drop, or transmit a well-formed frame.
 
-use lb_common::{Algorithm, ForwardMode, IPPROTO_UDP};
+use std::net::IpAddr;
+
+use lb_common::{Algorithm, ForwardMode, IPPROTO_ICMPV6, IPPROTO_UDP, Reason};
 use lb_userspace::{
     dataplane::XdpAction,
-    packet::{Frame, L4, TCP_SYN, ipv4_header_ok, l3_offset},
+    packet::{Frame, L4, TCP_SYN, checksum, ipv4_header_ok, l3_offset, pseudo_sum},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::fixture::*;
+
+/// Small enough that many mutated IPv4 `ipip` packets exceed it and are answered with ICMP
+/// "fragmentation needed" (IPv6 ones are then too short to quote and are dropped).
+const BACKEND_MTU: u32 = 120;
 
 fn fixture() -> Fixture {
     let mut udp = vip(
@@ -20,7 +26,7 @@ fn fixture() -> Fixture {
         vec![backend("10.77.0.13", 1)],
     );
     udp.proto = IPPROTO_UDP;
-    Fixture::new(&[
+    let mut fx = Fixture::new(&[
         vip(
             "web",
             "10.77.0.100",
@@ -54,7 +60,9 @@ fn fixture() -> Fixture {
             ForwardMode::DsrL2,
             vec![backend("fd77::13", 1)],
         ),
-    ])
+    ]);
+    fx.set_backend_mtu(BACKEND_MTU);
+    fx
 }
 
 fn seeds(rng: &mut StdRng) -> Frame {
@@ -68,7 +76,9 @@ fn seeds(rng: &mut StdRng) -> Frame {
             rng.r#gen(),
             TCP_SYN,
         ),
-        2 => Frame::udp(ip("10.9.9.9"), sport, ip("10.77.0.101"), 53).with_payload(&[7; 20]),
+        // Around BACKEND_MTU: some fit, some are answered with "fragmentation needed".
+        2 => Frame::udp(ip("10.9.9.9"), sport, ip("10.77.0.101"), 53)
+            .with_payload(&vec![7; rng.gen_range(20..120)]),
         3 => Frame::tcp(ip("fd00::9"), sport, ip("fd77::100"), 80, TCP_SYN),
         4 => Frame::udp(ip("fd00::9"), sport, ip("fd77::101"), 9),
         5 => Frame::new(
@@ -103,7 +113,8 @@ fn well_formed_tx(fx: &Fixture, input: &[u8], out: &[u8]) -> Result<(), String> 
     let dst: [u8; 6] = out[0..6].try_into().map_err(|_| "mac")?;
     let backend_macs: Vec<[u8; 6]> = fx.prog.backend_ids().map(|(_, a, _)| mac_of(a)).collect();
     if input.len() >= 12 && dst == input[6..12] {
-        return Ok(()); // an echo reply back to the sender
+        // An echo reply or a "too big", back to the sender.
+        return icmp_reply_ok(input, out);
     }
     if !backend_macs.contains(&dst) {
         return Err(format!("TX to unknown MAC {dst:02x?}"));
@@ -134,6 +145,64 @@ fn well_formed_tx(fx: &Fixture, input: &[u8], out: &[u8]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// A frame sent back to the sender must be a whole ICMP message: IP lengths inside the frame,
+/// a valid IPv4 header checksum, and a valid ICMP / ICMPv6 checksum. An echo reply is the
+/// request patched in place, so its ICMP checksum is valid exactly when the request's was
+/// (the balancer does not sum whole echo payloads, and never masks a corrupted one).
+fn icmp_reply_ok(input: &[u8], out: &[u8]) -> Result<(), String> {
+    let l3 = l3_offset(out).ok_or("reply: no ethertype")?;
+    let l4 = if out[l3] >> 4 == 4 {
+        l3 + (out[l3] & 0x0f) as usize * 4
+    } else {
+        l3 + 40
+    };
+    let echo = matches!(out.get(l4), Some(0) | Some(129));
+    let valid_icmp = |frame: &[u8]| icmp_checksum_ok(frame);
+    if echo && !valid_icmp(input)? {
+        return match valid_icmp(out)? {
+            true => Err("echo reply to a corrupted request has a valid checksum".into()),
+            false => Ok(()),
+        };
+    }
+    if !valid_icmp(out)? {
+        return Err("reply: ICMP checksum".into());
+    }
+    Ok(())
+}
+
+/// Checks lengths and the IPv4 header checksum (errors), and returns whether the ICMP /
+/// ICMPv6 checksum over the IP packet's payload verifies.
+fn icmp_checksum_ok(out: &[u8]) -> Result<bool, String> {
+    let l3 = l3_offset(out).ok_or("reply: no ethertype")?;
+    let ethertype = u16::from_be_bytes([out[l3 - 2], out[l3 - 1]]);
+    match ethertype {
+        0x0800 => {
+            if !ipv4_header_ok(out, l3) {
+                return Err("reply: IPv4 header checksum".into());
+            }
+            let ihl = (out[l3] & 0x0f) as usize * 4;
+            let total = u16::from_be_bytes([out[l3 + 2], out[l3 + 3]]) as usize;
+            if total > out.len() - l3 || total < ihl + 8 || out[l3 + 9] != 1 {
+                return Err(format!("reply: total length {total} or protocol"));
+            }
+            Ok(checksum(&out[l3 + ihl..l3 + total], 0) == 0)
+        }
+        0x86dd => {
+            let payload = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]) as usize;
+            if payload > out.len() - l3 - 40 || payload < 8 || out[l3 + 6] != IPPROTO_ICMPV6 {
+                return Err("reply: payload length or next header".into());
+            }
+            let addr = |at: usize| -> IpAddr {
+                let o: [u8; 16] = out[at..at + 16].try_into().expect("16 bytes");
+                IpAddr::from(o)
+            };
+            let sum = pseudo_sum(addr(l3 + 8), addr(l3 + 24), IPPROTO_ICMPV6, payload);
+            Ok(checksum(&out[l3 + 40..l3 + 40 + payload], sum) == 0)
+        }
+        other => Err(format!("reply with ethertype {other:#06x}")),
+    }
 }
 
 #[test]
@@ -189,7 +258,9 @@ fn hundred_thousand_random_packets() {
             other => panic!("packet {i}: unexpected action {other:?}"),
         }
     }
-    eprintln!("random packets: {tx} TX, {pass} PASS, {drop} DROP");
+    let too_big = fx.reason(Reason::TxTooBig);
+    eprintln!("random packets: {tx} TX ({too_big} ICMP too big), {pass} PASS, {drop} DROP");
+    assert!(too_big > 1_000, "the too-big answer exercised: {too_big}");
     assert!(
         tx > 10_000 && pass > 10_000 && drop > 1_000,
         "every outcome exercised: {tx} TX, {pass} PASS, {drop} DROP"
