@@ -214,8 +214,9 @@ pub struct Settings {
     pub ipip_src_v4: u32,
     /// Outer source address of IPv6-in-IPv6 packets (network order).
     pub ipip_src_v6: [u32; 4],
-    /// Largest IP packet the path towards the backends carries (0: no check). Encapsulated
-    /// packets above it are dropped and counted (`drop_too_big`).
+    /// Largest IP packet the path towards the backends carries (0: no check). A TCP or UDP
+    /// packet that would exceed it once encapsulated is answered with ICMP "fragmentation
+    /// needed" / "packet too big" (`tx_too_big`); anything else is dropped (`drop_too_big`).
     pub backend_mtu: u32,
     /// The interfaces the balancer is attached to and their MACs. A frame arriving on one of
     /// them for another MAC (flooded by a switch, or meant for the other balancer) is not
