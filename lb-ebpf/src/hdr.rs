@@ -11,6 +11,11 @@ pub const TCP_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
 pub const ICMP_LEN: usize = 8;
 
+/// ICMP "destination unreachable" (code 4: fragmentation needed).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+/// ICMPv6 "packet too big".
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+
 /// Address of `len` bytes at `off`, if they are inside the packet.
 #[inline(always)]
 pub fn check(ctx: &XdpContext, off: usize, len: usize) -> Option<usize> {

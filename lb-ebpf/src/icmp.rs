@@ -7,17 +7,18 @@ use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason};
 
 use crate::{
     csum, forward,
-    hdr::{ETH_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
+    hdr::{
+        ETH_LEN, ICMP_DEST_UNREACH, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPV4_LEN, IPV6_LEN, VLAN_LEN,
+        check, load, packet_len, store,
+    },
     maps::{BACKENDS, CONNS},
     parse::Ip,
     select, stats, vip,
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ECHO: u8 = 8;
 const ICMPV6_DEST_UNREACH: u8 = 1;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 

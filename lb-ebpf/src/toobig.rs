@@ -18,7 +18,10 @@ use lb_common::{AF_INET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 use crate::{
     csum,
     forward::{Forwarded, grow_head},
-    hdr::{ETH_LEN, ICMP_LEN, IPV4_LEN, IPV6_LEN, check, load, packet_len, store},
+    hdr::{
+        ETH_LEN, ICMP_DEST_UNREACH, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPV4_LEN, IPV6_LEN, check, load,
+        packet_len, store,
+    },
     parse::Ip,
 };
 
@@ -30,9 +33,7 @@ const QUOTE6: usize = 248;
 /// The smallest MTU an IPv6 link may have (RFC 8200): never announce less.
 const IPV6_MIN_MTU: u32 = 1280;
 
-const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
 /// IPv4 "don't fragment" bit, in the flags/offset word's first byte.
 const IP_DF: u8 = 0x40;
 /// Precedence "internetwork control", which Linux gives its own ICMP errors.
@@ -100,6 +101,21 @@ fn swap_macs(eth: usize) {
     }
 }
 
+/// Turns the packet into `link header | NEW bytes to fill | QUOTE bytes of the packet`,
+/// addressed back to its sender, and returns the address of the NEW bytes. A packet shorter
+/// than the quote is `DropTooBig` (see [`cut_to_quote`]).
+#[inline(always)]
+fn make_room<const NEW: usize, const QUOTE: usize>(
+    ctx: &XdpContext,
+    l3_off: usize,
+) -> Result<usize, Reason> {
+    cut_to_quote(ctx, l3_off, QUOTE).ok_or(Reason::DropTooBig)?;
+    grow_head::<NEW>(ctx, l3_off).ok_or(Reason::DropInternal)?;
+    let eth = check(ctx, 0, ETH_LEN).ok_or(Reason::DropInternal)?;
+    swap_macs(eth);
+    check(ctx, l3_off, NEW + QUOTE).ok_or(Reason::DropInternal)
+}
+
 /// One's-complement sum of `LEN` bytes of packet at `addr` (a multiple of 4, at most 512),
 /// started from `seed`; `None` if the helper refuses.
 #[inline(always)]
@@ -111,19 +127,9 @@ fn sum_bytes<const LEN: usize>(addr: usize, seed: u32) -> Option<u32> {
 #[inline(always)]
 fn reply4(ctx: &XdpContext, ip: &Ip, announced: u32) -> Forwarded {
     const NEW: usize = IPV4_LEN + ICMP_LEN;
-    let l3_off = ip.l3_off;
-    if cut_to_quote(ctx, l3_off, QUOTE4).is_none() {
-        return Forwarded::Drop(Reason::DropTooBig);
-    }
-    if grow_head::<NEW>(ctx, l3_off).is_none() {
-        return Forwarded::Drop(Reason::DropInternal);
-    }
-    let Some(eth) = check(ctx, 0, ETH_LEN) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    swap_macs(eth);
-    let Some(hdr) = check(ctx, l3_off, NEW + QUOTE4) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let hdr = match make_room::<NEW, QUOTE4>(ctx, ip.l3_off) {
+        Ok(hdr) => hdr,
+        Err(r) => return Forwarded::Drop(r),
     };
     let icmp = hdr + IPV4_LEN;
     let total = ((NEW + QUOTE4) as u16).to_be();
@@ -163,19 +169,9 @@ fn reply4(ctx: &XdpContext, ip: &Ip, announced: u32) -> Forwarded {
 fn reply6(ctx: &XdpContext, ip: &Ip, announced: u32) -> Forwarded {
     const NEW: usize = IPV6_LEN + ICMP_LEN;
     const PAYLOAD: usize = ICMP_LEN + QUOTE6;
-    let l3_off = ip.l3_off;
-    if cut_to_quote(ctx, l3_off, QUOTE6).is_none() {
-        return Forwarded::Drop(Reason::DropTooBig);
-    }
-    if grow_head::<NEW>(ctx, l3_off).is_none() {
-        return Forwarded::Drop(Reason::DropInternal);
-    }
-    let Some(eth) = check(ctx, 0, ETH_LEN) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    swap_macs(eth);
-    let Some(hdr) = check(ctx, l3_off, NEW + QUOTE6) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let hdr = match make_room::<NEW, QUOTE6>(ctx, ip.l3_off) {
+        Ok(hdr) => hdr,
+        Err(r) => return Forwarded::Drop(r),
     };
     let icmp = hdr + IPV6_LEN;
     unsafe {

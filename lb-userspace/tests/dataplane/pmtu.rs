@@ -74,18 +74,7 @@ impl PmtuLab {
         ] {
             be.sysctl(k, v).expect("sysctl");
         }
-        be.exec(["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "lo"])
-            .expect("VIP on lo");
-        be.exec([
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{VIP6}/128"),
-            "dev",
-            "lo",
-        ])
-        .expect("VIP6 on lo");
+        add_vips(be, "lo", &[]);
         let decap = be
             .in_netns(|| {
                 let mut dp = Dataplane::load(LoadOptions {
@@ -104,19 +93,8 @@ impl PmtuLab {
             .expect("attach xdp_decap on be1");
 
         // The balancer owns the VIPs on its segment (answers ARP/ND for them).
-        lb.exec(["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "eth0"])
-            .expect("VIP on lb1");
-        lb.exec([
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{VIP6}/128"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .expect("VIP6 on lb1");
+        // No duplicate address detection: the address must answer neighbour solicitations now.
+        add_vips(lb, "eth0", &["nodad"]);
         let (lb4, lb6) = (IpAddr::V4(lb.ipv4()), IpAddr::V6(lb.ipv6()));
         let (balancer, prog) = lb
             .in_netns(|| -> Result<(Dataplane, Programmer), String> {
@@ -209,6 +187,18 @@ impl PmtuLab {
             .windows(2)
             .find(|w| w[0] == "mtu")
             .and_then(|w| w[1].parse().ok())
+    }
+}
+
+/// Puts both VIPs on `dev` of `host` (`extra` goes after the IPv6 address).
+fn add_vips(host: &tests::netns::Host, dev: &str, extra: &[&str]) {
+    for (family, addr) in [("-4", format!("{VIP4}/32")), ("-6", format!("{VIP6}/128"))] {
+        let mut args = vec!["ip", family, "addr", "add", addr.as_str(), "dev", dev];
+        if family == "-6" {
+            args.extend_from_slice(extra);
+        }
+        host.exec(args)
+            .unwrap_or_else(|e| panic!("{addr} on {} {dev}: {e}", host.name()));
     }
 }
 
