@@ -49,7 +49,7 @@ fn rewrite_macs(eth: usize, b: &Backend) {
     // `Backend` is 4-byte aligned and `mac` sits at offset 16, so the MAC reads as one u32 and
     // one u16 (as `[u8; 6]` it would be six byte loads and six byte stores).
     const MAC_OFF: usize = core::mem::offset_of!(Backend, mac);
-    const _: () = assert!(MAC_OFF % 4 == 0 && core::mem::align_of::<Backend>() >= 4);
+    const _: () = assert!(MAC_OFF.is_multiple_of(4) && core::mem::align_of::<Backend>() >= 4);
     unsafe {
         let mac = (b as *const Backend as *const u8).add(MAC_OFF);
         let dst_hi = core::ptr::read(mac as *const u32);

@@ -150,11 +150,11 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
         // The entry's backend is gone: this SYN re-hashes the flow.
         let _ = CONNS.insert(flow, &entry, BPF_ANY);
     }
-    if vip.algo == Algorithm::LeastConnections as u8 {
-        if let Some(c) = LC_CONNS.get_ptr_mut(id) {
-            // A plain add would lose counts between CPUs; the target has no CAS, only XADD.
-            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
-        }
+    if vip.algo == Algorithm::LeastConnections as u8
+        && let Some(c) = LC_CONNS.get_ptr_mut(id)
+    {
+        // A plain add would lose counts between CPUs; the target has no CAS, only XADD.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
     }
     Some(Choice {
         id,

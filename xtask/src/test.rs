@@ -125,5 +125,6 @@ fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    util::run(util::nightly_cargo().args(["clippy", "--release", "--", "-D", "warnings"]))
 }
