@@ -77,10 +77,17 @@ fn syn_only(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// The connection-table entry of `flow`, if its backend is still usable.
+/// The backend of a SYN that found its flow in the table: a retransmission keeps it. An
+/// entry whose connection saw a FIN or RST is no retransmission: the client reuses the ports
+/// for a new connection (it may, once its side is closed), which must not follow the old one,
+/// e.g. to a backend that has been drained since. `None` then, and when the backend is gone.
 #[inline(always)]
-fn existing(flow: &FlowKey, closing: bool, now: u64) -> Option<Choice> {
-    touch(CONNS.get_ptr_mut(flow)?, closing, now)
+fn retransmitted(flow: &FlowKey, now: u64) -> Option<Choice> {
+    let entry = CONNS.get_ptr_mut(flow)?;
+    if unsafe { (*entry).flags } & CONN_F_CLOSING != 0 {
+        return None;
+    }
+    touch(entry, false, now)
 }
 
 /// Refreshes an entry found in the table and gives its backend, if still usable.
@@ -144,10 +151,11 @@ pub fn new_flow(flow: &FlowKey, vip: &VipMeta, tcp_flags: u8, now: u64) -> Optio
         .is_err()
         && syn_only
     {
-        if let Some(c) = existing(flow, closing, now) {
+        if let Some(c) = retransmitted(flow, now) {
             return Some(c);
         }
-        // The entry's backend is gone: this SYN re-hashes the flow.
+        // The entry's backend is gone, or its connection was closed and this SYN opens a new
+        // one on the same ports: the flow gets the new choice.
         let _ = CONNS.insert(flow, &entry, BPF_ANY);
     }
     if vip.algo == Algorithm::LeastConnections as u8

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use lb_common::{Algorithm, ForwardMode};
 use lb_userspace::{
     dataplane::{BackendState, VipSpec},
-    packet::{Frame, TCP_ACK, TCP_SYN},
+    packet::{Frame, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 use crate::fixture::*;
@@ -112,6 +112,59 @@ fn draining_keeps_old_flows_and_takes_no_new_ones() {
             fx.backend_of(&out, &all()),
             ip(BES[0]),
             "a new flow went to the draining backend"
+        );
+    }
+}
+
+#[test]
+fn a_syn_reusing_a_closed_flows_ports_is_a_new_flow() {
+    // Flows on the backend about to drain: some closed (FIN or RST seen), some still open.
+    let mut fx = Fixture::new(&[spec(3)]);
+    let before = open(&fx);
+    let on_first: Vec<u16> = before
+        .iter()
+        .filter(|(_, b)| **b == ip(BES[0]))
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        on_first.len() >= 20,
+        "{} flows on {}",
+        on_first.len(),
+        BES[0]
+    );
+    let (closed, open_ones) = on_first.split_at(on_first.len() / 2);
+    for (n, i) in closed.iter().enumerate() {
+        let flags = if n % 2 == 0 {
+            TCP_FIN | TCP_ACK
+        } else {
+            TCP_RST
+        };
+        fx.backend_of(&fx.run_frame(&packet(*i, flags)), &all());
+    }
+    let mut drained = spec(3);
+    drained.backends[0].weight = 0;
+    fx.prog.apply(&[drained]).expect("drain");
+    // The client opens new connections from the closed flows' ports: new flows, so never to
+    // the draining backend.
+    for i in closed {
+        let to = fx.backend_of(&fx.run_frame(&packet(*i, TCP_SYN)), &all());
+        assert_ne!(
+            to,
+            ip(BES[0]),
+            "port {} reopened onto the draining backend",
+            20000 + i
+        );
+        let next = fx.backend_of(&fx.run_frame(&packet(*i, TCP_ACK)), &all());
+        assert_eq!(next, to, "the reopened flow is pinned to its new backend");
+    }
+    // A SYN on an open flow is a retransmission: it keeps the draining backend.
+    for i in open_ones {
+        let to = fx.backend_of(&fx.run_frame(&packet(*i, TCP_SYN)), &all());
+        assert_eq!(
+            to,
+            ip(BES[0]),
+            "retransmitted SYN of port {} moved",
+            20000 + i
         );
     }
 }
