@@ -1,8 +1,10 @@
 //! `lbd`, the control-plane daemon: loads and attaches the data plane (adopting pinned state
 //! after a restart), keeps the maps equal to the model (config + API + health), health-checks
-//! the backends, resolves their MACs, sweeps the connection table and serves the API.
+//! the backends, follows their MACs in the kernel's neighbour table, sweeps the connection
+//! table and serves the API.
 
 pub mod api;
+mod macs;
 mod metrics;
 pub mod model;
 mod persist;
@@ -30,6 +32,7 @@ use crate::{
     config::{Config, VipConfig},
     dataplane::{Dataplane, LoadOptions, Programmer, pin},
     health::{self, Health, ProbeEvent},
+    neighbours::Resolver,
 };
 
 /// Everything behind the daemon's lock.
@@ -55,6 +58,9 @@ pub struct Shared {
     dataplane: std::sync::Mutex<Option<Dataplane>>,
     /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
     pub vrrp: std::sync::OnceLock<crate::vrrp::Statuses>,
+    /// Keeps the MACs of backends without a static one resolved; its address set follows the
+    /// model at every `reconcile` (see `macs`).
+    neighbours: Resolver,
 }
 
 pub type State = Arc<Shared>;
@@ -123,6 +129,15 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     if let Some(s) = &saved {
         restore_dynamic(&config, s, &mut vips, now);
     }
+    // The first MACs come from the resolver's first pass (all addresses concurrently, bounded
+    // by one ARP/ND wait), before the first reconcile and before the lock exists.
+    let neighbours = Resolver::new();
+    macs::sync(&neighbours, &vips);
+    let (resolver_task, mut neighbour_events) = neighbours
+        .spawn(macs::options())
+        .context("starting the neighbour resolver")?;
+    let first_wait = macs::options().resolve.wait + Duration::from_secs(2);
+    macs::initial(&mut vips, &neighbours, &mut neighbour_events, first_wait).await;
     let (probe_tx, probe_rx) = mpsc::channel(1024);
     let (shutdown, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -140,10 +155,15 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         shutdown,
         dataplane: std::sync::Mutex::new(None),
         vrrp: std::sync::OnceLock::new(),
+        neighbours,
     });
+    tokio::spawn(macs::event_loop(
+        shared.clone(),
+        resolver_task,
+        neighbour_events,
+    ));
     {
         let mut inner = shared.inner.lock().await;
-        resolve_all(&mut inner).await;
         reconcile(&shared, &mut inner).context("programming the maps")?;
         for iface in &dp_cfg.interfaces {
             let records = config
@@ -248,26 +268,10 @@ fn restore_dynamic(
     }
 }
 
-/// Resolves every backend MAC that is not static.
-async fn resolve_all(inner: &mut Inner) {
-    for vip in inner.vips.values_mut() {
-        for (addr, b) in vip.backends.iter_mut() {
-            if b.static_mac.is_some() {
-                continue;
-            }
-            b.mac = crate::neighbours::resolve(*addr)
-                .await
-                .map(|r| r.mac)
-                .map_err(|e| e.to_string());
-            if let Err(e) = &b.mac {
-                warn!(vip = %vip.cfg.name, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
-            }
-        }
-    }
-}
-
-/// Makes the maps equal to the model and saves the state file.
+/// Makes the maps equal to the model, the neighbour resolver's address set equal to the
+/// model's backends, and saves the state file.
 pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    macs::sync(&shared.neighbours, &inner.vips);
     let now = Instant::now();
     let specs: Vec<_> = inner.vips.values().map(|v| v.spec(now)).collect();
     let t = Instant::now();
@@ -376,59 +380,19 @@ pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
     }
 }
 
-/// Every second: slow-start ramps and MAC re-resolution (a changed or recovered MAC is
-/// written at once; one that stops resolving is reported and taken out).
+/// Every second: slow-start ramps (the table follows each ramping backend's weight). MACs are
+/// not polled here: `macs::event_loop` applies the neighbour resolver's events as they come.
 pub async fn tick_loop(shared: State) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        n += 1;
-        // Resolve without holding the lock: an unresolvable neighbour takes up to a second.
-        let mut resolved = Vec::new();
-        if n.is_multiple_of(5) {
-            let targets: Vec<(String, IpAddr)> = {
-                let inner = shared.inner.lock().await;
-                inner
-                    .vips
-                    .values()
-                    .flat_map(|v| {
-                        v.backends
-                            .iter()
-                            .filter(|(_, b)| b.static_mac.is_none())
-                            .map(move |(a, _)| (v.cfg.name.clone(), *a))
-                    })
-                    .collect()
-            };
-            for (vip, addr) in targets {
-                let mac = crate::neighbours::resolve(addr)
-                    .await
-                    .map(|r| r.mac)
-                    .map_err(|e| e.to_string());
-                resolved.push((vip, addr, mac));
-            }
-        }
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        let mut dirty = inner
+        let ramping = inner
             .vips
             .values()
             .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
-        for (vip, addr, new) in resolved {
-            let Some(b) = inner
-                .vips
-                .get_mut(&vip)
-                .and_then(|v| v.backends.get_mut(&addr))
-            else {
-                continue;
-            };
-            if new.as_ref().ok() != b.mac.as_ref().ok() {
-                info!(%vip, backend = %addr, mac = ?new, "backend MAC changed");
-                dirty = true;
-            }
-            b.mac = new;
-        }
-        if dirty && let Err(e) = reconcile(&shared, &mut inner) {
+        if ramping && let Err(e) = reconcile(&shared, &mut inner) {
             warn!(error = %e, "periodic reconcile failed");
         }
     }
@@ -437,6 +401,11 @@ pub async fn tick_loop(shared: State) {
 impl Shared {
     /// Adds a backend, or takes a re-registration of an existing one as a heartbeat (see
     /// `BackendRuntime::reregister`); returns whether it was new.
+    ///
+    /// A new backend starts with the resolver's answer for its address when there is one
+    /// (another VIP has it); otherwise with one resolution made without holding the lock (up
+    /// to one ARP/ND wait), so it is usable as soon as it is added. Later changes come as
+    /// neighbour events.
     pub async fn upsert_backend(
         self: &Arc<Self>,
         vip: &str,
@@ -444,6 +413,29 @@ impl Shared {
         declared: Option<u32>,
         source: Source,
     ) -> Result<bool, api::ApiError> {
+        let mut resolved: Option<Result<[u8; 6], String>> = None;
+        loop {
+            if let Some(new) = self
+                .upsert_locked(vip, addr, declared, source, &mut resolved)
+                .await?
+            {
+                return Ok(new);
+            }
+            // Without the lock; the model may change meanwhile, so the next try decides again.
+            resolved = Some(macs::mac_of(crate::neighbours::resolve(addr).await));
+        }
+    }
+
+    /// The part of `upsert_backend` under the lock; `None` when a new backend needs a MAC
+    /// resolved first.
+    async fn upsert_locked(
+        self: &Arc<Self>,
+        vip: &str,
+        addr: IpAddr,
+        declared: Option<u32>,
+        source: Source,
+        resolved: &mut Option<Result<[u8; 6], String>>,
+    ) -> Result<Option<bool>, api::ApiError> {
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
         let v = inner
@@ -471,11 +463,24 @@ impl Shared {
                     && b.declared_weight == declared_before
                 {
                     // A heartbeat: nothing changed, nothing to program or save.
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 false
             }
             None => {
+                // The resolver's answer is the latest; any later change comes as an event,
+                // applied after this lock is released.
+                let Some(mac) = self
+                    .neighbours
+                    .current(addr)
+                    .map(macs::mac_of)
+                    .or_else(|| resolved.take())
+                else {
+                    return Ok(None);
+                };
+                if let Err(e) = &mac {
+                    warn!(%vip, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
+                }
                 let mut b = BackendRuntime::new(
                     declared.unwrap_or(DEFAULT_WEIGHT),
                     source,
@@ -484,27 +489,17 @@ impl Shared {
                     now,
                 );
                 b.declared_weight = declared;
+                b.mac = mac;
                 v.backends.insert(addr, b);
                 true
             }
         };
         if new {
-            // Resolve outside the model borrow; the entry was just inserted.
-            let mac = crate::neighbours::resolve(addr)
-                .await
-                .map(|r| r.mac)
-                .map_err(|e| e.to_string());
-            if let Some(b) = inner
-                .vips
-                .get_mut(vip)
-                .and_then(|v| v.backends.get_mut(&addr))
-            {
-                b.mac = mac;
-            }
             sync_checkers(self, &mut inner);
         }
+        // Also starts following the new backend's address (`macs::sync`).
         reconcile(self, &mut inner).map_err(api::ApiError::internal)?;
-        Ok(new)
+        Ok(Some(new))
     }
 }
 

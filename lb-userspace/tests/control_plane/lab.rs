@@ -130,9 +130,20 @@ impl ControlLab {
     }
 
     pub fn with_interval(backends: u8, interval_ms: u64) -> Self {
+        Self::with_options(backends, interval_ms, &[])
+    }
+
+    /// `lb_sysctls` are set in lb1's namespace before `lbd` starts (e.g. neighbour timers).
+    pub fn with_options(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)]) -> Self {
         require_root();
         let topo = Topology::small(backends).expect("topology");
         let lab = Lab::create(&topo).expect("lab");
+        for (k, v) in lb_sysctls {
+            lab.host("lb1")
+                .expect("lb1")
+                .sysctl(k, v)
+                .unwrap_or_else(|e| panic!("sysctl {k}={v} on lb1: {e}"));
+        }
         let vip = VIP.to_string();
         for i in 1..=backends {
             let h = lab.host(&format!("be{i}")).expect("backend");

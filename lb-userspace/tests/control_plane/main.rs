@@ -2,6 +2,7 @@
 
 mod lab;
 mod maps;
+mod neighbours;
 mod reregister;
 
 use std::{

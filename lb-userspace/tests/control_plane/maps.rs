@@ -60,3 +60,13 @@ pub fn backend_active(pins: &Path, addr: &str) -> bool {
             b.family != 0 && words_addr(b.addr, b.family) == want && b.flags & BACKEND_F_ACTIVE != 0
         })
 }
+
+/// The MAC the data plane writes for `addr` (the first slot holding it), if any slot does.
+pub fn backend_mac(pins: &Path, addr: &str) -> Option<[u8; 6]> {
+    let want: IpAddr = addr.parse().expect("ip");
+    let be = backends(pins);
+    (0..MAX_BACKENDS)
+        .filter_map(|i| be.get(&i, 0).ok())
+        .find(|b| b.family != 0 && words_addr(b.addr, b.family) == want)
+        .map(|b| b.mac)
+}
