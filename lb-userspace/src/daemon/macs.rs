@@ -164,3 +164,140 @@ pub async fn event_loop(
     warn!("the neighbour resolver stopped: backend MACs are no longer followed");
     drop(task);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{
+        config::HealthConfig,
+        daemon::model::{BackendRuntime, NewVip, Source},
+    };
+
+    const SHARED: &str = "10.0.0.5";
+
+    fn ip(a: &str) -> IpAddr {
+        a.parse().expect("address")
+    }
+
+    fn vip(name: &str, address: &str, backends: &[(&str, Option<[u8; 6]>)]) -> VipRuntime {
+        let cfg = NewVip {
+            name: name.into(),
+            address: ip(address),
+            port: 80,
+            protocol: "tcp".into(),
+            algorithm: "maglev".into(),
+            mode: "dsr-l2".into(),
+            table_size: None,
+        }
+        .into_config(HealthConfig::default())
+        .expect("valid VIP");
+        let health = cfg.health.clone();
+        VipRuntime {
+            cfg,
+            source: Source::Api,
+            backends: backends
+                .iter()
+                .map(|(a, mac)| {
+                    let b = BackendRuntime::new(100, Source::Api, *mac, &health, Instant::now());
+                    (ip(a), b)
+                })
+                .collect(),
+        }
+    }
+
+    /// Two VIPs sharing one backend address, each with one of its own; `web` has a static one.
+    fn model() -> BTreeMap<String, VipRuntime> {
+        let static_mac = Some([2, 0, 0, 0, 0, 9]);
+        [
+            vip(
+                "web",
+                "10.0.0.100",
+                &[(SHARED, None), ("10.0.0.9", static_mac)],
+            ),
+            vip("api", "10.0.0.101", &[(SHARED, None), ("10.0.0.6", None)]),
+        ]
+        .into_iter()
+        .map(|v| (v.cfg.name.clone(), v))
+        .collect()
+    }
+
+    fn resolution(mac: u8) -> Resolution {
+        Resolution {
+            mac: [2, 0, 0, 0, 0, mac],
+            ifindex: 2,
+            ifname: "eth0".into(),
+            via: None,
+        }
+    }
+
+    fn tracked(r: &Resolver) -> Vec<IpAddr> {
+        let mut t = r.tracked();
+        t.sort();
+        t
+    }
+
+    #[test]
+    fn the_resolver_follows_the_model_once_per_address_without_static_macs() {
+        let mut vips = model();
+        let r = Resolver::new();
+        sync(&r, &vips);
+        assert_eq!(tracked(&r), vec![ip(SHARED), ip("10.0.0.6")]);
+
+        // The shared address stays watched while one VIP still has it.
+        vips.get_mut("web").map(|v| v.backends.remove(&ip(SHARED)));
+        sync(&r, &vips);
+        assert_eq!(tracked(&r), vec![ip(SHARED), ip("10.0.0.6")]);
+        vips.remove("api");
+        sync(&r, &vips);
+        assert!(tracked(&r).is_empty(), "{:?}", tracked(&r));
+    }
+
+    #[test]
+    fn events_fan_out_to_every_vip_with_the_address_and_skip_static_macs() {
+        let mut vips = model();
+        let macs = |vips: &BTreeMap<String, VipRuntime>, a: &str| -> Vec<Result<[u8; 6], String>> {
+            vips.values()
+                .filter_map(|v| v.backends.get(&ip(a)).map(|b| b.mac.clone()))
+                .collect()
+        };
+        let resolved = NeighbourEvent::Resolved {
+            addr: ip(SHARED),
+            resolution: resolution(1),
+        };
+        assert!(apply(&mut vips, &resolved, false));
+        assert_eq!(macs(&vips, SHARED), vec![Ok([2, 0, 0, 0, 0, 1]); 2]);
+        assert!(
+            !apply(&mut vips, &resolved, false),
+            "the same MAC again changes nothing"
+        );
+
+        let changed = NeighbourEvent::Changed {
+            addr: ip(SHARED),
+            old: resolution(1),
+            new: resolution(2),
+        };
+        assert!(apply(&mut vips, &changed, false));
+        assert_eq!(macs(&vips, SHARED), vec![Ok([2, 0, 0, 0, 0, 2]); 2]);
+
+        let lost = NeighbourEvent::Unresolvable {
+            addr: ip(SHARED),
+            error: NeighbourError::Local { addr: ip(SHARED) },
+            last: Some(resolution(2)),
+        };
+        assert!(apply(&mut vips, &lost, false));
+        for mac in macs(&vips, SHARED) {
+            let err = mac.expect_err("unresolved");
+            assert!(err.contains("address of this host"), "{err}");
+        }
+
+        // A static MAC is never overwritten by the resolver.
+        let other = NeighbourEvent::Resolved {
+            addr: ip("10.0.0.9"),
+            resolution: resolution(7),
+        };
+        assert!(!apply(&mut vips, &other, false));
+        assert_eq!(macs(&vips, "10.0.0.9"), vec![Ok([2, 0, 0, 0, 0, 9])]);
+    }
+}
