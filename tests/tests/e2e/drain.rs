@@ -59,6 +59,25 @@ fn draining_backend_finishes_its_connections_and_takes_no_new_ones() -> Result<(
         );
     }
     load.wait_more(600, Duration::from_secs(30))?;
+    // The app re-registers every 10 s. That refresh must not undo the operator's drain: the
+    // app learns of the drain from lbd's answer (and logs it once), and lbd keeps it.
+    e.wait_until(
+        "the drained backend's app to re-register and report the operator's drain",
+        Duration::from_secs(40),
+        || {
+            Ok(e.system
+                .log_tail(DRAINED, "app", 100_000)
+                .contains("drained by an operator"))
+        },
+    )
+    .map_err(|err| anyhow::anyhow!("{err}\n{}", e.logs(&[(DRAINED, "app")])))?;
+    for lb in e.system.balancers() {
+        let h = e.health_of(&lb, DRAINED)?;
+        ensure!(
+            h == "healthy/draining",
+            "{DRAINED} on {lb} after its app re-registered: {h}"
+        );
+    }
     let keep = keep.finish()?;
 
     // The drained backend's connections go on; it gets no new ones.
