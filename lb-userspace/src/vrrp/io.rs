@@ -110,17 +110,6 @@ pub fn mac_of(name: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// The interface's primary IPv4 address (the first one the kernel lists).
-pub fn primary_v4(name: &str) -> io::Result<Ipv4Addr> {
-    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-    let mut r = ifreq(name);
-    // SAFETY: SIOCGIFADDR fills the ifreq passed by pointer.
-    cvt(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFADDR, &mut r) })?;
-    // SAFETY: the kernel wrote an AF_INET sockaddr into the addr member.
-    let sa: libc::sockaddr_in = unsafe { mem::transmute_copy(&r.ifr_ifru.ifru_addr) };
-    Ok(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)))
-}
-
 /// A raw IPv4 socket for protocol 112 on one interface: we write whole IP headers (TTL 255),
 /// the kernel hands over whole packets (header included).
 pub struct VrrpSocket {

@@ -233,17 +233,6 @@ pub fn addresses_v6(iface: &str) -> io::Result<Vec<Ipv6Addr>> {
     Ok(out)
 }
 
-/// The IPv6 router's primary address among the interface's `addrs`, leaving out the virtual
-/// addresses: its link-local address, or, when adverts go to a global unicast peer, its first
-/// global address (so the peer sees the address it was configured with).
-pub fn pick_source_v6(addrs: &[Ipv6Addr], vips: &[Ipv6Addr], global: bool) -> Option<Ipv6Addr> {
-    addrs
-        .iter()
-        .copied()
-        .filter(|a| !vips.contains(a) && !a.is_loopback() && !a.is_multicast())
-        .find(|a| is_link_local(*a) != global)
-}
-
 /// An unsolicited neighbour advertisement (RFC 4861 7.2.6) for `vip` from `mac`: to ff02::1,
 /// hop limit 255, override flag, target link-layer address option; a whole Ethernet frame.
 pub fn unsolicited_na(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
@@ -301,14 +290,9 @@ mod tests {
     }
 
     #[test]
-    fn source_is_link_local_unless_peers_are_global() {
+    fn link_local_and_group_destinations_need_a_scope() {
         let ll: Ipv6Addr = "fe80::1".parse().unwrap();
-        let vip_ll: Ipv6Addr = "fe80::51".parse().unwrap();
         let global: Ipv6Addr = "fd77::2".parse().unwrap();
-        let addrs = [vip_ll, global, ll];
-        assert_eq!(pick_source_v6(&addrs, &[vip_ll], false), Some(ll));
-        assert_eq!(pick_source_v6(&addrs, &[vip_ll], true), Some(global));
-        assert_eq!(pick_source_v6(&[vip_ll], &[vip_ll], false), None);
         assert!(needs_scope(GROUP_V6) && needs_scope(ll) && !needs_scope(global));
     }
 }

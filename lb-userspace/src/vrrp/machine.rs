@@ -150,6 +150,12 @@ impl Machine {
         &self.params
     }
 
+    /// The interface's addresses changed: our primary address is now `primary` (the next
+    /// tie-break on equal priority uses it). Nothing else changes.
+    pub fn set_primary(&mut self, primary: IpAddr) {
+        self.params.primary = primary;
+    }
+
     /// The master's advertisement interval (ours while we are master).
     pub fn master_interval(&self) -> Centis {
         self.master_interval

@@ -168,6 +168,22 @@ fn equal_priority_tie_breaks_on_the_higher_primary_address() {
 }
 
 #[test]
+fn a_new_primary_address_decides_the_next_tie_break() {
+    let mut m = machine(100, true); // primary 10.0.0.2
+    m.handle(Event::Startup);
+    m.handle(Event::MasterDown);
+    // Re-addressed to 10.0.0.5: an equal-priority master at 10.0.0.3 now loses, and nothing
+    // else moved (still master, no action).
+    m.set_primary(ip(5));
+    assert_eq!(m.params().primary, ip(5));
+    assert_eq!(m.state(), State::Master);
+    assert!(m.handle(advert(100, 3)).is_empty(), "10.0.0.3 < 10.0.0.5");
+    assert_eq!(m.state(), State::Master);
+    m.handle(advert(100, 7));
+    assert_eq!(m.state(), State::Backup, "10.0.0.7 > 10.0.0.5");
+}
+
+#[test]
 fn master_answers_a_priority_zero_advert_at_once() {
     let mut m = machine(100, true);
     m.handle(Event::Startup);

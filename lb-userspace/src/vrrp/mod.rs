@@ -1,8 +1,12 @@
 //! VIP failover between balancers with VRRP version 3 (RFC 5798), interoperable with
 //! keepalived (`vrrp_version 3`): the pure state machine ([`machine`]), the wire format
 //! ([`packet`]), sockets and addresses ([`io`] for IPv4, [`io6`] for IPv6), and the tasks that
-//! drive them ([`spawn`]): one virtual router per address family of the `[vrrp]` section.
+//! drive them ([`spawn`]): one virtual router per address family of the `[vrrp]` section, each
+//! following its interface's addresses ([`ifwatch`], [`addrs`]).
 
+pub mod addrs;
+mod follow;
+pub mod ifwatch;
 pub mod io;
 pub mod io6;
 pub mod machine;
@@ -16,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use tokio::{
     sync::watch,
     task::JoinHandle,
@@ -137,7 +141,18 @@ struct Router {
     peers: Vec<IpAddr>,
     machine: Machine,
     socket: Socket,
+    /// The advert source; meaningful only while `address_fault` is `None`.
     primary: IpAddr,
+    /// How the primary is chosen from the interface's addresses.
+    rule: addrs::Rule,
+    /// The interface's addresses, as rtnetlink reports them.
+    if_addrs: ifwatch::Addresses,
+    /// Why there is no usable primary (the router is then held in fault and sends nothing).
+    address_fault: Option<String>,
+    /// What tracking says (`true`: must not serve).
+    track_fault: bool,
+    /// The fault last given to the machine: tracking or no usable primary.
+    faulted: bool,
     mac: [u8; 6],
     status: Arc<Mutex<Status>>,
     deadline: Option<(Timer, Instant)>,
@@ -151,6 +166,8 @@ struct Router {
 pub fn spawn(cfg: VrrpConfig, fault: watch::Receiver<bool>) -> Result<Handle> {
     let mac = io::mac_of(&cfg.interface)
         .with_context(|| format!("vrrp: reading the MAC of {}", cfg.interface))?;
+    let (if_addrs, watcher) = ifwatch::spawn(cfg.interface.clone())
+        .context("vrrp: opening the rtnetlink socket that follows the interface's addresses")?;
     let mut routers = Vec::new();
     for family in [Family::Ipv4, Family::Ipv6] {
         let addresses: Vec<VirtualAddr> = cfg
@@ -162,14 +179,23 @@ pub fn spawn(cfg: VrrpConfig, fault: watch::Receiver<bool>) -> Result<Handle> {
         if addresses.is_empty() {
             continue;
         }
-        routers.push(Router::open(&cfg, family, addresses, mac)?);
+        routers.push(Router::open(
+            &cfg,
+            family,
+            addresses,
+            mac,
+            if_addrs.clone(),
+        )?);
     }
+    drop(if_addrs);
     let (stop, stop_rx) = watch::channel(false);
     let statuses = Statuses(routers.iter().map(|r| r.status.clone()).collect());
-    let tasks = routers
+    let mut tasks: Vec<JoinHandle<()>> = routers
         .into_iter()
         .map(|r| tokio::spawn(r.run(fault.clone(), stop_rx.clone())))
         .collect();
+    // Ends by itself once the routers (its receivers) are gone.
+    tasks.push(watcher);
     Ok(Handle {
         statuses,
         stop,
@@ -183,6 +209,7 @@ impl Router {
         family: Family,
         addresses: Vec<VirtualAddr>,
         mac: [u8; 6],
+        if_addrs: ifwatch::Addresses,
     ) -> Result<Self> {
         let iface = &cfg.interface;
         let peers: Vec<IpAddr> = cfg
@@ -192,33 +219,38 @@ impl Router {
             .filter(|p| Family::of(*p) == family)
             .collect();
         let multicast = peers.is_empty();
-        let (primary, socket) = match family {
-            Family::Ipv4 => {
-                let primary = match cfg.source {
-                    Some(a) => a,
-                    None => IpAddr::V4(
-                        io::primary_v4(iface)
-                            .with_context(|| format!("vrrp: no IPv4 address on {iface}"))?,
-                    ),
-                };
-                let s = io::VrrpSocket::open_v4(iface, multicast)
-                    .with_context(|| format!("vrrp: opening the raw IPv4 socket on {iface}"))?;
-                (primary, Socket::V4(s))
-            }
+        let configured = match family {
+            Family::Ipv4 => cfg.source,
+            Family::Ipv6 => cfg.source_v6,
+        };
+        let rule = addrs::Rule {
+            family,
+            interface: iface.clone(),
+            configured,
+            vips: addresses.iter().map(|a| a.addr).collect(),
+            global: peers.first().is_some_and(|p| !is_link_local(*p)),
+        };
+        // The interface's addresses come with the first dump; until then nothing is sent.
+        let primary = configured.unwrap_or(match family {
+            Family::Ipv4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        });
+        let socket = match family {
+            Family::Ipv4 => Socket::V4(
+                io::VrrpSocket::open_v4(iface, multicast)
+                    .with_context(|| format!("vrrp: opening the raw IPv4 socket on {iface}"))?,
+            ),
             Family::Ipv6 => {
-                let primary = match cfg.source_v6 {
-                    Some(a) => a,
-                    None => IpAddr::V6(source_v6(iface, &addresses, &peers)?),
-                };
                 if multicast && !addresses.first().is_some_and(|a| is_link_local(a.addr)) {
                     info!(
                         "vrrp: RFC 5798 wants the first IPv6 virtual address to be link-local \
                          (keepalived logs the same); running anyway"
                     );
                 }
-                let s = io6::VrrpSocket6::open(iface, multicast)
-                    .with_context(|| format!("vrrp: opening the raw IPv6 socket on {iface}"))?;
-                (primary, Socket::V6(s))
+                Socket::V6(
+                    io6::VrrpSocket6::open(iface, multicast)
+                        .with_context(|| format!("vrrp: opening the raw IPv6 socket on {iface}"))?,
+                )
             }
         };
         let machine = Machine::new(Params {
@@ -227,7 +259,9 @@ impl Router {
             preempt: cfg.preempt,
             primary,
         });
-        let status = Arc::new(Mutex::new(Status::new(cfg, family, primary)));
+        let mut status = Status::new(cfg, family, primary, configured.is_some());
+        status.address_fault = Some(WAITING.to_string());
+        let status = Arc::new(Mutex::new(status));
         Ok(Self {
             cfg: cfg.clone(),
             family,
@@ -236,6 +270,11 @@ impl Router {
             machine,
             socket,
             primary,
+            rule,
+            if_addrs,
+            address_fault: Some(WAITING.to_string()),
+            track_fault: false,
+            faulted: false,
             mac,
             status,
             deadline: None,
@@ -248,26 +287,8 @@ fn is_link_local(a: IpAddr) -> bool {
     matches!(a, IpAddr::V6(v) if io6::is_link_local(v))
 }
 
-/// The IPv6 router's default primary address (see [`io6::pick_source_v6`]).
-fn source_v6(iface: &str, vips: &[VirtualAddr], peers: &[IpAddr]) -> Result<Ipv6Addr> {
-    let addrs = io6::addresses_v6(iface)
-        .with_context(|| format!("vrrp: listing the IPv6 addresses of {iface}"))?;
-    let vips: Vec<Ipv6Addr> = vips
-        .iter()
-        .filter_map(|a| match a.addr {
-            IpAddr::V6(v) => Some(v),
-            IpAddr::V4(_) => None,
-        })
-        .collect();
-    let global = peers.first().is_some_and(|p| !is_link_local(*p));
-    io6::pick_source_v6(&addrs, &vips, global).ok_or_else(|| {
-        anyhow!(
-            "vrrp: no IPv6 {} address on {iface} to send adverts from (is IPv6 enabled on \
-             it?); set vrrp.source_v6",
-            if global { "global" } else { "link-local" }
-        )
-    })
-}
+/// The reason shown until the first address dump arrives.
+const WAITING: &str = "waiting for the interface's addresses (rtnetlink)";
 
 impl Router {
     async fn run(mut self, mut fault: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
@@ -277,9 +298,18 @@ impl Router {
                 info!(vip = %a, "vrrp: removed a VIP left from an earlier run");
             }
         }
-        if *fault.borrow_and_update() {
-            self.apply(Event::Fault(true)).await;
+        // The primary comes from the interface's addresses: wait for the first dump.
+        let first = tokio::select! {
+            r = self.if_addrs.wait_for(Option::is_some) => r.ok().and_then(|s| s.clone()),
+            _ = stop.changed() => return,
+        };
+        self.track_fault = *fault.borrow_and_update();
+        self.with_status(|s| s.fault = self.track_fault);
+        if let Some(snapshot) = first {
+            self.follow(&snapshot.addrs);
         }
+        self.if_addrs.borrow_and_update();
+        self.sync_fault().await;
         self.apply(Event::Startup).await;
         let mut buf = vec![0u8; 2048];
         loop {
@@ -315,8 +345,22 @@ impl Router {
                         continue;
                     }
                     let f = *fault.borrow_and_update();
+                    self.track_fault = f;
                     self.with_status(|s| s.fault = f);
-                    self.apply(Event::Fault(f)).await;
+                    self.sync_fault().await;
+                }
+                r = self.if_addrs.changed() => {
+                    if r.is_err() {
+                        // Never happens while a router runs; keep the last addresses.
+                        warn!(family = self.family.name(), "vrrp: the address watcher ended");
+                        self.if_addrs = watch::channel(None).1;
+                        continue;
+                    }
+                    let snapshot = self.if_addrs.borrow_and_update().clone();
+                    if let Some(s) = snapshot {
+                        self.follow(&s.addrs);
+                        self.sync_fault().await;
+                    }
                 }
                 _ = stop.changed() => {
                     self.apply(Event::Shutdown).await;
@@ -427,6 +471,16 @@ impl Router {
     }
 
     fn send_advert(&mut self, priority: u8) {
+        if self.address_fault.is_some() {
+            // Never from an address the host does not have (a leaving master's priority-0
+            // advert included: the backup then waits out its master-down interval).
+            tracing::debug!(
+                family = self.family.name(),
+                priority,
+                "vrrp: advert not sent: no usable primary address"
+            );
+            return;
+        }
         let addresses = match self.family {
             Family::Ipv4 => {
                 Addresses::V4(self.addresses.iter().filter_map(|a| v4(a.addr)).collect())

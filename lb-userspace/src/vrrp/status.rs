@@ -33,6 +33,9 @@ pub struct Counters {
     pub became_backup: u64,
     /// Times it entered the fault state.
     pub became_fault: u64,
+    /// Times the primary address changed because the interface's addresses did.
+    #[serde(default)]
+    pub primary_changes: u64,
 }
 
 impl Counters {
@@ -168,14 +171,22 @@ pub struct Status {
     pub interval_cs: u16,
     /// Whether preemption is on.
     pub preempt: bool,
-    /// Our primary address (advert source).
+    /// Our primary address (advert source). Follows the interface's addresses unless
+    /// configured; the last one used (or unspecified) while [`Self::address_fault`] is set.
     pub primary: IpAddr,
+    /// Whether the primary comes from the configuration (`source` / `source_v6`).
+    #[serde(default)]
+    pub primary_configured: bool,
     /// The virtual addresses, `ADDR/PREFIX`.
     pub addresses: Vec<String>,
     /// Current state.
     pub state: State,
     /// Whether tracking reports a fault.
     pub fault: bool,
+    /// Why the router has no usable primary address (it is then in the fault state and sends
+    /// nothing); `None` when it has one.
+    #[serde(default)]
+    pub address_fault: Option<String>,
     /// The current master, when known (ourselves while master).
     pub master: Option<IpAddr>,
     /// The master's advertisement interval, centiseconds.
@@ -200,9 +211,11 @@ impl Default for Status {
             interval_cs: 0,
             preempt: false,
             primary: IpAddr::from([0, 0, 0, 0]),
+            primary_configured: false,
             addresses: Vec::new(),
             state: State::Initialize,
             fault: false,
+            address_fault: None,
             master: None,
             master_interval_cs: 0,
             master_down_ms: 0,
@@ -214,7 +227,12 @@ impl Default for Status {
 }
 
 impl Status {
-    pub(super) fn new(cfg: &VrrpConfig, family: Family, primary: IpAddr) -> Self {
+    pub(super) fn new(
+        cfg: &VrrpConfig,
+        family: Family,
+        primary: IpAddr,
+        primary_configured: bool,
+    ) -> Self {
         Self {
             family,
             interface: cfg.interface.clone(),
@@ -223,6 +241,7 @@ impl Status {
             interval_cs: cfg.interval.get(),
             preempt: cfg.preempt,
             primary,
+            primary_configured,
             addresses: cfg
                 .addresses
                 .iter()
@@ -290,6 +309,20 @@ impl Status {
             );
         }
         metric(
+            "lbd_vrrp_address_fault",
+            "gauge",
+            "1 while the router has no usable primary address on its interface.",
+            "",
+            u64::from(self.address_fault.is_some()),
+        );
+        metric(
+            "lbd_vrrp_primary_changes_total",
+            "counter",
+            "Primary address changes that followed the interface's addresses.",
+            "",
+            c.primary_changes,
+        );
+        metric(
             "lbd_vrrp_adverts_sent_total",
             "counter",
             "VRRP adverts sent.",
@@ -346,14 +379,19 @@ impl Status {
             (
                 "router",
                 format!(
-                    "{}, vrid {} on {}, primary {}",
+                    "{}, vrid {} on {}, primary {}{}",
                     match self.family {
                         Family::Ipv4 => "IPv4",
                         Family::Ipv6 => "IPv6",
                     },
                     self.vrid,
                     self.interface,
-                    self.primary
+                    self.primary,
+                    match (self.primary_configured, c.primary_changes) {
+                        (true, _) => " (configured)".to_string(),
+                        (false, 0) => String::new(),
+                        (false, n) => format!(" (changed {n} times)"),
+                    }
                 ),
             ),
             (
@@ -378,7 +416,15 @@ impl Status {
                     self.master_down_ms
                 ),
             ),
-            ("fault", if self.fault { "yes" } else { "no" }.into()),
+            (
+                "fault",
+                match (self.fault, &self.address_fault) {
+                    (false, None) => "no".into(),
+                    (true, None) => "yes (tracking)".into(),
+                    (false, Some(why)) => format!("yes: {why}"),
+                    (true, Some(why)) => format!("yes: {why}; tracking too"),
+                },
+            ),
             (
                 "adverts",
                 format!(
@@ -432,6 +478,45 @@ mod tests {
         let text = back.render();
         assert!(text.contains("master (priority 100"), "{text}");
         assert!(text.contains("rejected     1 (ttl 1)"), "{text}");
+    }
+
+    #[test]
+    fn address_fault_and_primary_changes_are_shown() {
+        let mut s = Status {
+            state: State::Fault,
+            address_fault: Some("no IPv4 address on eth0 besides the VIPs".into()),
+            ..Status::default()
+        };
+        s.counters.primary_changes = 2;
+        let text = s.render();
+        assert!(
+            text.contains("fault        yes: no IPv4 address on eth0"),
+            "{text}"
+        );
+        assert!(text.contains("(changed 2 times)"), "{text}");
+        let m = Overview {
+            instances: vec![s.clone()],
+        }
+        .prometheus();
+        assert!(m.contains("lbd_vrrp_address_fault{"), "{m}");
+        assert!(m.contains("lbd_vrrp_primary_changes_total{"), "{m}");
+        // Answers of an older lbd (no such fields) still parse.
+        let mut json = serde_json::to_value(&s).unwrap();
+        let o = json.as_object_mut().unwrap();
+        o.remove("address_fault");
+        o.remove("primary_configured");
+        o["counters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("primary_changes");
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back.address_fault, None);
+        s.primary_configured = true;
+        s.address_fault = None;
+        s.fault = true;
+        let text = s.render();
+        assert!(text.contains("(configured)"), "{text}");
+        assert!(text.contains("fault        yes (tracking)"), "{text}");
     }
 
     #[test]
