@@ -14,9 +14,17 @@ impl Router {
         let current = self.address_fault.is_none().then_some(self.primary);
         match self.rule.choose(addrs, current) {
             Ok(p) => {
-                let changed = current.is_some_and(|c| c != p)
-                    || (current.is_none() && !self.primary.is_unspecified() && p != self.primary);
-                if changed {
+                let first = self.address_fault.as_deref() == Some(super::WAITING);
+                // Back after a fault with another address counts as a change too.
+                let changed = !first && p != self.primary && !self.primary.is_unspecified();
+                if first {
+                    info!(
+                        family,
+                        primary = %p,
+                        configured = self.rule.configured.is_some(),
+                        "vrrp: primary address"
+                    );
+                } else if changed {
                     info!(
                         family,
                         interface = %self.rule.interface,
@@ -24,10 +32,8 @@ impl Router {
                         to = %p,
                         "vrrp: primary address changed with the interface's addresses"
                     );
-                } else if current.is_none() && !self.primary.is_unspecified() {
-                    info!(family, primary = %p, "vrrp: the primary address is back");
                 } else if current.is_none() {
-                    info!(family, primary = %p, configured = self.rule.configured.is_some(), "vrrp: primary address");
+                    info!(family, primary = %p, "vrrp: the primary address is back");
                 }
                 self.primary = p;
                 self.machine.set_primary(p);

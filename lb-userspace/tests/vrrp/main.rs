@@ -1,5 +1,6 @@
 //! VRRP tests: two real `lbd` nodes (and keepalived) in a network-namespace lab (root).
 
+mod addresses;
 mod capture;
 mod ipv6;
 mod lab;
