@@ -390,7 +390,8 @@ impl Status {
                     match (self.primary_configured, c.primary_changes) {
                         (true, _) => " (configured)".to_string(),
                         (false, 0) => String::new(),
-                        (false, n) => format!(" (changed {n} times)"),
+                        (false, 1) => " (1 change)".to_string(),
+                        (false, n) => format!(" ({n} changes)"),
                     }
                 ),
             ),
@@ -493,7 +494,7 @@ mod tests {
             text.contains("fault        yes: no IPv4 address on eth0"),
             "{text}"
         );
-        assert!(text.contains("(changed 2 times)"), "{text}");
+        assert!(text.contains("(2 changes)"), "{text}");
         let m = Overview {
             instances: vec![s.clone()],
         }

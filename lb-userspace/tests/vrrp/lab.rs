@@ -49,12 +49,14 @@ pub const BOUND: Duration = Duration::from_secs(20);
 pub const DUAL: Options = Options {
     ipv6: true,
     unicast: false,
+    source: false,
 };
 
 /// Dual stack with unicast peers.
 pub const UNICAST: Options = Options {
     ipv6: true,
     unicast: true,
+    source: false,
 };
 
 pub fn require_root() {
@@ -97,6 +99,8 @@ pub struct Options {
     pub ipv6: bool,
     /// Unicast peers (the other balancer's .2/.3 and fd77::2/3) instead of multicast.
     pub unicast: bool,
+    /// `source` = the node's own IPv4 address, configured instead of followed.
+    pub source: bool,
 }
 
 /// One address family's router on a node, for checks written once for both.
@@ -200,11 +204,15 @@ impl VrrpLab {
         if self.opts.ipv6 {
             addresses.push_str(&format!(", \"{VIP6_LL}/64\", \"{VIP6}/128\""));
         }
-        let peers = match (self.opts.unicast, self.opts.ipv6) {
+        let mut peers = match (self.opts.unicast, self.opts.ipv6) {
             (false, _) => String::new(),
             (true, false) => format!("unicast_peers = [\"{p4}\"]\n"),
             (true, true) => format!("unicast_peers = [\"{p4}\", \"{p6}\"]\n"),
         };
+        if self.opts.source {
+            let own = self.lab.host(n.name).expect("host").ipv4();
+            peers.push_str(&format!("source = \"{own}\"\n"));
+        }
         let pins = self.lab.bpffs().expect("bpffs").join(n.name);
         let cfg = format!(
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{pins}\"\n\
