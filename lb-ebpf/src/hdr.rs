@@ -53,3 +53,20 @@ pub unsafe fn store<T: Copy>(addr: usize, v: T) {
 pub fn packet_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
+
+/// Swaps source and destination MAC at `eth` (proven in bounds for 12 bytes): the frame goes
+/// back where it came from. One u32 and one u16 each way: a `[u8; 6]` copy compiles to a
+/// call to `memmove` on BPF.
+#[inline(always)]
+pub fn swap_macs(eth: usize) {
+    unsafe {
+        let dst_hi: u32 = load(eth);
+        let dst_lo: u16 = load(eth + 4);
+        let src_hi: u32 = load(eth + 6);
+        let src_lo: u16 = load(eth + 10);
+        store(eth, src_hi);
+        store(eth + 4, src_lo);
+        store(eth + 6, dst_hi);
+        store(eth + 10, dst_lo);
+    }
+}

@@ -9,7 +9,7 @@ use crate::{
     csum, forward,
     hdr::{
         ETH_LEN, ICMP_DEST_UNREACH, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPV4_LEN, IPV6_LEN, VLAN_LEN,
-        check, load, packet_len, store,
+        check, load, packet_len, store, swap_macs,
     },
     maps::{BACKENDS, CONNS},
     parse::Ip,
@@ -57,12 +57,7 @@ fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
     let Some(eth) = check(ctx, 0, ETH_LEN) else {
         return drop(Reason::DropInternal);
     };
-    unsafe {
-        let dst: [u8; 6] = load(eth);
-        let src: [u8; 6] = load(eth + 6);
-        store(eth, src);
-        store(eth + 6, dst);
-    }
+    swap_macs(eth);
     if ip.family == AF_INET {
         let Some(hdr) = check(ctx, ip.l3_off, IPV4_LEN) else {
             return drop(Reason::DropInternal);

@@ -36,7 +36,7 @@ use lb_common::{
 };
 
 use crate::{
-    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
+    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, swap_macs},
     maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS, SETTINGS},
     parse::{Ip, L3},
 };
@@ -82,7 +82,11 @@ fn for_us(ctx: &XdpContext) -> bool {
     true
 }
 
+// `#[xdp]` wraps the body in an inner function; once the body grew past LLVM's inlining
+// threshold it stayed a separate function, called on every packet (a BPF-to-BPF call: about
+// 5 ns on non-VIP pass). `inline(always)` keeps it inside the program's entry.
 #[xdp]
+#[inline(always)]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) => ip,
@@ -168,6 +172,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
 /// addresses in `DECAP_ADDRS`, then lets the kernel deliver the inner packet (the VIP is on
 /// `lo`). Everything else passes untouched.
 #[xdp]
+#[inline(always)]
 pub fn xdp_decap(ctx: XdpContext) -> u32 {
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) if !ip.malformed && !ip.fragment => ip,
@@ -245,12 +250,7 @@ pub fn xdp_floor(ctx: XdpContext) -> u32 {
     let Some(eth) = check(&ctx, 0, ETH_LEN) else {
         return xdp_action::XDP_PASS;
     };
-    unsafe {
-        let dst: [u8; 6] = load(eth);
-        let src: [u8; 6] = load(eth + 6);
-        store(eth, src);
-        store(eth + 6, dst);
-    }
+    swap_macs(eth);
     xdp_action::XDP_TX
 }
 

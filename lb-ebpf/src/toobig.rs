@@ -20,7 +20,7 @@ use crate::{
     forward::{Forwarded, grow_head},
     hdr::{
         ETH_LEN, ICMP_DEST_UNREACH, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPV4_LEN, IPV6_LEN, check, load,
-        packet_len, store,
+        packet_len, store, swap_macs,
     },
     parse::Ip,
 };
@@ -43,7 +43,9 @@ const TOS_INTERNETWORK_CONTROL: u8 = 0xc0;
 /// `mtu` bytes. Only TCP and UDP are answered (never an ICMP error about an ICMP message),
 /// and IPv4 only with DF set: a sender that allows fragmentation does not expect the error,
 /// and an XDP program cannot fragment, so those are dropped and counted.
-#[inline(always)]
+// Not inlined: a rare path, and `forward` is inlined at three call sites, which would carry
+// three copies of both replies (a BPF-to-BPF call costs a few ns, only here).
+#[inline(never)]
 pub fn answer(ctx: &XdpContext, ip: &Ip, mtu: u32) -> Forwarded {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return Forwarded::Drop(Reason::DropTooBig);
@@ -84,21 +86,6 @@ fn cut_to_quote(ctx: &XdpContext, l3_off: usize, quote: usize) -> Option<()> {
         return None;
     }
     Some(())
-}
-
-/// Swaps source and destination MAC: the reply goes back where the packet came from.
-#[inline(always)]
-fn swap_macs(eth: usize) {
-    unsafe {
-        let dst_hi: u32 = load(eth);
-        let dst_lo: u16 = load(eth + 4);
-        let src_hi: u32 = load(eth + 6);
-        let src_lo: u16 = load(eth + 10);
-        store(eth, src_hi);
-        store(eth + 4, src_lo);
-        store(eth + 6, dst_hi);
-        store(eth + 10, dst_lo);
-    }
 }
 
 /// Turns the packet into `link header | NEW bytes to fill | QUOTE bytes of the packet`,
