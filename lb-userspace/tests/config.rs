@@ -187,6 +187,50 @@ fn every_error_names_line_field_and_reason() {
     }
 }
 
+/// `[vrrp]` with one IPv4 VIP; line 6 is the first line after it.
+const VRRP: &str = "[vrrp]\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = 100\naddresses = [\"10.77.0.100\"]\n";
+
+#[test]
+fn vrrp_announcement_refresh_is_off_by_default_and_checked() {
+    let c = Config::parse(&format!("{VRRP}{VIP}"), "ok.toml").expect("valid");
+    let v = c.vrrp.expect("vrrp section");
+    assert_eq!(v.garp_master_refresh, None, "off by default, as keepalived");
+    assert_eq!(v.garp_master_refresh_repeat, 1);
+    let text = format!("{VRRP}garp_master_refresh_s = 30\ngarp_master_refresh_repeat = 2\n{VIP}");
+    let v = Config::parse(&text, "ok.toml")
+        .expect("valid")
+        .vrrp
+        .expect("vrrp section");
+    assert_eq!(
+        v.garp_master_refresh,
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(v.garp_master_refresh_repeat, 2);
+
+    let cases = [
+        (
+            "garp_master_refresh_s = 86401\n",
+            "bad.toml:6: vrrp.garp_master_refresh_s: 0 (no refresh) ..= 86400 seconds",
+        ),
+        ("garp_master_refresh_s = -1\n", "bad.toml:6: "),
+        (
+            "garp_master_refresh_repeat = 0\n",
+            "bad.toml:6: vrrp.garp_master_refresh_repeat: 1..=20 announcements per VIP and refresh",
+        ),
+        (
+            "garp_master_refresh_s = 10\ngarp_master_refresh_repeat = 21\n",
+            "bad.toml:7: vrrp.garp_master_refresh_repeat: 1..=20",
+        ),
+    ];
+    for (rest, want) in cases {
+        let got = err(&format!("{VRRP}{rest}{VIP}"));
+        assert!(
+            got.starts_with(want),
+            "{rest:?}\nwanted: {want}\n   got: {got}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_file_is_reported_with_its_path() {
     let e = Config::load(std::path::Path::new("/nonexistent/lb.toml")).expect_err("missing");

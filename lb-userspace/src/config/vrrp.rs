@@ -59,6 +59,11 @@ pub struct VrrpConfig {
     /// A second burst this long after becoming master (keepalived's `garp_master_delay`),
     /// for neighbours that were busy or whose cache refreshed meanwhile; `None`: no second burst.
     pub garp_master_delay: Option<std::time::Duration>,
+    /// While master, announce the VIPs again this often (keepalived's `garp_master_refresh`),
+    /// for switches and neighbours whose entries age out; `None`: never (the default).
+    pub garp_master_refresh: Option<std::time::Duration>,
+    /// Announcements per VIP in each refresh (keepalived's `garp_master_refresh_repeat`).
+    pub garp_master_refresh_repeat: u8,
 }
 
 /// `[vrrp]` as written in the file.
@@ -85,6 +90,18 @@ pub(super) struct RawVrrp {
     garp_repeat: Spanned<u32>,
     #[serde(default = "default_garp_delay")]
     garp_master_delay_s: Spanned<u32>,
+    #[serde(default = "zero")]
+    garp_master_refresh_s: Spanned<u32>,
+    #[serde(default = "one")]
+    garp_master_refresh_repeat: Spanned<u32>,
+}
+
+fn zero() -> Spanned<u32> {
+    Spanned::new(0..0, 0)
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
 }
 
 fn default_garp_repeat() -> Spanned<u32> {
@@ -286,6 +303,26 @@ pub(super) fn parse_vrrp(
         ));
     }
     let garp_master_delay = (delay > 0).then(|| std::time::Duration::from_secs(u64::from(delay)));
+    let refresh = *r.garp_master_refresh_s.get_ref();
+    if refresh > 86_400 {
+        return Err(ctx.err(
+            &r.garp_master_refresh_s.span(),
+            "vrrp.garp_master_refresh_s",
+            "0 (no refresh) ..= 86400 seconds",
+        ));
+    }
+    let garp_master_refresh =
+        (refresh > 0).then(|| std::time::Duration::from_secs(u64::from(refresh)));
+    let garp_master_refresh_repeat = u8::try_from(*r.garp_master_refresh_repeat.get_ref())
+        .ok()
+        .filter(|n| (1..=20).contains(n))
+        .ok_or_else(|| {
+            ctx.err(
+                &r.garp_master_refresh_repeat.span(),
+                "vrrp.garp_master_refresh_repeat",
+                "1..=20 announcements per VIP and refresh",
+            )
+        })?;
     Ok(VrrpConfig {
         interface,
         vrid,
@@ -300,6 +337,8 @@ pub(super) fn parse_vrrp(
         track_vips,
         garp_repeat,
         garp_master_delay,
+        garp_master_refresh,
+        garp_master_refresh_repeat,
     })
 }
 
@@ -340,6 +379,18 @@ mod tests {
             .vrrp
             .unwrap();
         assert_eq!((v.garp_repeat, v.garp_master_delay), (1, None));
+        assert_eq!(v.garp_master_refresh, None, "no refresh by default");
+        assert_eq!(v.garp_master_refresh_repeat, 1);
+        let v = parse(&format!(
+            "{base}garp_master_refresh_s = 60\ngarp_master_refresh_repeat = 3\n"
+        ))
+        .unwrap()
+        .vrrp
+        .unwrap();
+        assert_eq!(
+            (v.garp_master_refresh, v.garp_master_refresh_repeat),
+            (Some(std::time::Duration::from_secs(60)), 3)
+        );
         let e = parse(&format!("{base}garp_repeat = 0\n")).unwrap_err();
         assert!(e.contains("lbd.toml:10: vrrp.garp_repeat"), "{e}");
         let e = parse(&format!("{base}garp_master_delay_s = 7200\n")).unwrap_err();

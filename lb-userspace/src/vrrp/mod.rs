@@ -158,6 +158,8 @@ struct Router {
     deadline: Option<(Timer, Instant)>,
     /// When to announce the VIPs a second time after becoming master.
     reannounce: Option<Instant>,
+    /// When to announce them next while master (`garp_master_refresh`).
+    refresh: Option<Instant>,
 }
 
 /// Opens the sockets and starts one router task per address family in `cfg.addresses`.
@@ -279,6 +281,7 @@ impl Router {
             status,
             deadline: None,
             reannounce: None,
+            refresh: None,
         })
     }
 }
@@ -335,7 +338,15 @@ impl Router {
                     if self.reannounce.is_some() => {
                     self.reannounce = None;
                     if self.machine.state() == State::Master {
-                        self.announce();
+                        self.announce(self.cfg.garp_repeat);
+                    }
+                }
+                _ = async { sleep_until(self.refresh.unwrap_or_else(Instant::now)).await },
+                    if self.refresh.is_some() => {
+                    self.refresh = None;
+                    if self.machine.state() == State::Master {
+                        self.announce(self.cfg.garp_master_refresh_repeat);
+                        self.refresh = self.cfg.garp_master_refresh.map(|d| Instant::now() + d);
                     }
                 }
                 r = fault.changed() => {
@@ -454,11 +465,14 @@ impl Router {
                         warn!(vip = %a, error = %e, "vrrp: cannot add the VIP");
                     }
                 }
-                self.announce();
-                self.reannounce = self.cfg.garp_master_delay.map(|d| Instant::now() + d);
+                self.announce(self.cfg.garp_repeat);
+                let now = Instant::now();
+                self.reannounce = self.cfg.garp_master_delay.map(|d| now + d);
+                self.refresh = self.cfg.garp_master_refresh.map(|d| now + d);
             }
             Action::ReleaseAddresses => {
                 self.reannounce = None;
+                self.refresh = None;
                 for a in &self.addresses {
                     if let Err(e) = io::remove_address(a, &self.cfg.interface).await {
                         warn!(vip = %a, error = %e, "vrrp: cannot remove the VIP");
@@ -524,9 +538,11 @@ impl Router {
     }
 
     /// Gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6) for every VIP,
-    /// `garp_repeat` times, so switches and neighbours learn the new owner's MAC.
-    fn announce(&mut self) {
-        let repeat = usize::from(self.cfg.garp_repeat.max(1));
+    /// `repeat` times, so switches and neighbours learn (or keep) the owner's MAC: the bursts
+    /// on becoming master (`garp_repeat`) and the periodic refresh while master
+    /// (`garp_master_refresh_repeat`), all counted in `garp_sent` / `na_sent`.
+    fn announce(&mut self, repeat: u8) {
+        let repeat = usize::from(repeat.max(1));
         for a in std::iter::repeat_n(&self.addresses, repeat).flatten() {
             let frame = match a.addr {
                 IpAddr::V4(ip) => io::gratuitous_arp(self.mac, ip),

@@ -50,6 +50,7 @@ pub const DUAL: Options = Options {
     ipv6: true,
     unicast: false,
     source: false,
+    extra: "",
 };
 
 /// Dual stack with unicast peers.
@@ -57,6 +58,7 @@ pub const UNICAST: Options = Options {
     ipv6: true,
     unicast: true,
     source: false,
+    extra: "",
 };
 
 pub fn require_root() {
@@ -101,6 +103,8 @@ pub struct Options {
     pub unicast: bool,
     /// `source` = the node's own IPv4 address, configured instead of followed.
     pub source: bool,
+    /// More `[vrrp]` lines for both nodes (each ending in a newline).
+    pub extra: &'static str,
 }
 
 /// One address family's router on a node, for checks written once for both.
@@ -223,7 +227,8 @@ impl VrrpLab {
              [[vips.backends]]\naddress = \"10.77.0.11\"\nmac = \"{mac}\"\n\n\
              [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {VRID}\npriority = {prio}\n\
              advert_interval_cs = {INTERVAL_CS}\npreempt = {preempt}\naddresses = [{addresses}]\n\
-             {peers}{track}",
+             {peers}{track}{extra}",
+            extra = self.opts.extra,
             health = if n.track {
                 "kind = \"tcp\"\ninterval_ms = 200\ntimeout_ms = 200\nrise = 1\nfall = 1"
             } else {

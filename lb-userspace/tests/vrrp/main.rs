@@ -4,6 +4,7 @@ mod addresses;
 mod capture;
 mod ipv6;
 mod lab;
+mod refresh;
 mod unicast;
 
 use std::{
