@@ -14,6 +14,68 @@ use lb_common::{
 
 use super::{DataplaneError, batch};
 
+/// The connection table and the clock anchor, apart from [`Maps`] (see [`Maps::conn_table`]).
+/// Every operation is a map syscall, which the kernel makes safe against the data plane and
+/// other users of the same maps: an entry read may be gone or refreshed by the time it is
+/// acted on, as with [`Maps::conns`].
+pub struct ConnTable {
+    conns: HashMap<MapData, FlowKey, ConnEntry>,
+    flood_window: PerCpuArray<MapData, FloodWindow>,
+}
+
+impl ConnTable {
+    /// Every entry, in batches (element by element where the kernel cannot batch).
+    pub fn entries(&self) -> Vec<(FlowKey, ConnEntry)> {
+        read_conns(&self.conns)
+    }
+
+    /// Removes `flows`; returns how many were there.
+    pub fn remove(&mut self, flows: &[FlowKey]) -> usize {
+        flows
+            .iter()
+            .filter(|f| self.conns.remove(f).is_ok())
+            .count()
+    }
+
+    /// See [`Maps::clock_anchor`].
+    pub fn clock_anchor(&self) -> Option<(u64, u64)> {
+        anchor_of(&self.flood_window)
+    }
+}
+
+fn read_conns(map: &HashMap<MapData, FlowKey, ConnEntry>) -> Vec<(FlowKey, ConnEntry)> {
+    batch::lookup_all(map.map().fd().as_fd()).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "batch lookup of the connection table failed; walking it");
+        map.iter().filter_map(Result::ok).collect()
+    })
+}
+
+fn anchor_of(map: &PerCpuArray<MapData, FloodWindow>) -> Option<(u64, u64)> {
+    let per_cpu = map.get(&0, 0).ok()?;
+    per_cpu
+        .iter()
+        .filter(|w| w.anchor_ns != 0)
+        .max_by_key(|w| w.anchor_ns)
+        .map(|w| (w.anchor_jiffies, w.anchor_ns))
+}
+
+/// A new typed handle on the kernel map behind `data`, through a duplicated descriptor.
+fn reopen<T>(data: &MapData, name: &'static str) -> Result<T, DataplaneError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+        map_err(name)(MapError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error,
+        }))
+    })?;
+    let map = MapData::from_fd(fd)
+        .and_then(aya::maps::Map::from_map_data)
+        .map_err(map_err(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
 /// Counters summed over every CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TrafficTotals {
@@ -170,10 +232,7 @@ impl Maps {
     /// Every connection-table entry (a snapshot; the LRU may change while it is read).
     /// Read in batches; element by element where the kernel cannot batch.
     pub fn conns(&self) -> Vec<(FlowKey, ConnEntry)> {
-        self.conns_batched().unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "batch lookup of the connection table failed; walking it");
-            self.conns.iter().filter_map(Result::ok).collect()
-        })
+        read_conns(&self.conns)
     }
 
     /// [`Maps::conns`] through `BPF_MAP_LOOKUP_BATCH` only (Linux 5.6), without the fallback.
@@ -191,12 +250,17 @@ impl Maps {
     /// The data plane's latest clock anchor over every CPU: (jiffies, coarse monotonic ns)
     /// read together on a new flow. None before the first new flow (no entry exists then).
     pub fn clock_anchor(&self) -> Option<(u64, u64)> {
-        let per_cpu = self.flood_window.get(&0, 0).ok()?;
-        per_cpu
-            .iter()
-            .filter(|w| w.anchor_ns != 0)
-            .max_by_key(|w| w.anchor_ns)
-            .map(|w| (w.anchor_jiffies, w.anchor_ns))
+        anchor_of(&self.flood_window)
+    }
+
+    /// A second, independent handle on the connection table and the clock anchor (duplicated
+    /// file descriptors of the same kernel maps), so the sweep can walk and prune the table
+    /// without borrowing `Maps`, i.e. without lbd's lock.
+    pub fn conn_table(&self) -> Result<ConnTable, DataplaneError> {
+        Ok(ConnTable {
+            conns: reopen(self.conns.map(), names::MAP_CONNS)?,
+            flood_window: reopen(self.flood_window.map(), names::MAP_FLOOD_WINDOW)?,
+        })
     }
 
     /// Monotonic time as `bpf_ktime_get_coarse_ns` sees it (the clock of the anchor).

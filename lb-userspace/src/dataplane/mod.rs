@@ -6,7 +6,7 @@ pub mod pin;
 mod programmer;
 mod snapshot;
 
-pub use maps::{Maps, TrafficTotals};
+pub use maps::{ConnTable, Maps, TrafficTotals};
 pub use programmer::{ApplyReport, BackendSpec, BackendState, Programmer, VipSpec};
 pub use snapshot::{BackendRecord, ProgrammerState, VipRecord};
 

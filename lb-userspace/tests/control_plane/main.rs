@@ -4,6 +4,7 @@ mod lab;
 mod maps;
 mod neighbours;
 mod reregister;
+mod sweep;
 
 use std::{
     collections::BTreeMap,

@@ -2,10 +2,10 @@
 
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    BACKEND_F_ACTIVE, Backend, MAX_BACKENDS, MAX_TABLE, TABLE_SLOTS, VipKey, VipMeta,
-    user::words_addr,
+    BACKEND_F_ACTIVE, Backend, ConnEntry, FloodWindow, FlowKey, MAX_BACKENDS, MAX_TABLE,
+    TABLE_SLOTS, VipKey, VipMeta, user::words_addr,
 };
 
 fn open(pins: &Path, name: &str) -> MapData {
@@ -69,4 +69,31 @@ pub fn backend_mac(pins: &Path, addr: &str) -> Option<[u8; 6]> {
         .filter_map(|i| be.get(&i, 0).ok())
         .find(|b| b.family != 0 && words_addr(b.addr, b.family) == want)
         .map(|b| b.mac)
+}
+
+/// The backend id (slot of `BACKENDS`) that holds `addr`, if any.
+pub fn backend_id(pins: &Path, addr: &str) -> Option<u32> {
+    let want: IpAddr = addr.parse().expect("ip");
+    let be = backends(pins);
+    (0..MAX_BACKENDS).find(|i| {
+        be.get(i, 0)
+            .is_ok_and(|b| b.family != 0 && words_addr(b.addr, b.family) == want)
+    })
+}
+
+/// The pinned connection table.
+pub fn conns(pins: &Path) -> HashMap<MapData, FlowKey, ConnEntry> {
+    HashMap::try_from(Map::LruHashMap(open(pins, "CONNS"))).expect("CONNS")
+}
+
+/// The data plane's clock anchor (latest over CPUs): (jiffies, coarse monotonic ns).
+pub fn clock_anchor(pins: &Path) -> Option<(u64, u64)> {
+    let fw: PerCpuArray<MapData, FloodWindow> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pins, "FLOOD_WINDOW"))).expect("FLOOD_WINDOW");
+    let per_cpu = fw.get(&0, 0).ok()?;
+    per_cpu
+        .iter()
+        .filter(|w| w.anchor_ns != 0)
+        .max_by_key(|w| w.anchor_ns)
+        .map(|w| (w.anchor_jiffies, w.anchor_ns))
 }
