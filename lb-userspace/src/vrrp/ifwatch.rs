@@ -1,8 +1,10 @@
 //! Follows the VRRP interface's addresses through rtnetlink, as keepalived does: one dump at
 //! start, then another after every `RTM_NEWADDR` / `RTM_DELADDR` notification for the
 //! interface (groups `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`; a notification also comes
-//! when IPv6 duplicate address detection ends). Each dump is published on a watch channel that
-//! the routers read; nothing is polled at advert rate.
+//! when IPv6 duplicate address detection ends) and every `RTM_NEWLINK` / `RTM_DELLINK` for it
+//! (`RTMGRP_LINK`: the interface deleted, re-created under its name, renamed). Each dump,
+//! with the interface's index, is published on a watch channel that the routers read; nothing
+//! is polled at advert rate.
 //!
 //! Dumping after a notification instead of applying it keeps the kernel's order and flags
 //! exact (an IPv4 secondary promoted when its primary goes, a tentative address becoming
@@ -15,6 +17,7 @@ use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage},
+    link::LinkAttribute,
 };
 use rtnetlink::MulticastGroup;
 use tokio::{sync::watch, task::JoinHandle};
@@ -56,6 +59,7 @@ fn connect() -> std::io::Result<Conn> {
     let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Link,
     ])?;
     let task = tokio::spawn(conn);
     // Only the payload matters; an overrun arrives as a message too and triggers a dump.
@@ -68,11 +72,20 @@ fn connect() -> std::io::Result<Conn> {
     Ok((handle, task, messages))
 }
 
-/// Whether a notification may concern interface `ifindex` (unknown: assume it does).
-fn concerns(m: &RouteNetlinkMessage, ifindex: Option<u32>) -> bool {
+/// Whether a notification may concern interface `iface`, of index `ifindex` (unknown: assume
+/// it does). A link message under the name matters even with another index: the interface
+/// re-created, or another one renamed to it.
+fn concerns(m: &RouteNetlinkMessage, iface: &str, ifindex: Option<u32>) -> bool {
     match m {
         RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
             ifindex.is_none() || a.header.index == 0 || Some(a.header.index) == ifindex
+        }
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+            ifindex.is_none()
+                || Some(l.header.index) == ifindex
+                || l.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::IfName(n) if n == iface))
         }
         _ => false,
     }
@@ -112,7 +125,7 @@ async fn follow(iface: String, conn: Conn, tx: watch::Sender<Option<Arc<Snapshot
         let alive = loop {
             tokio::select! {
                 m = messages.next() => match m {
-                    Some(m) if concerns(&m, ifindex) => {
+                    Some(m) if concerns(&m, &iface, ifindex) => {
                         while let Some(Some(_)) = messages.next().now_or_never() {}
                         break true;
                     }
@@ -238,8 +251,38 @@ mod tests {
         m.header.index = 7;
         let new = RouteNetlinkMessage::NewAddress(m.clone());
         let del = RouteNetlinkMessage::DelAddress(m);
-        assert!(concerns(&new, Some(7)) && concerns(&del, Some(7)));
-        assert!(!concerns(&new, Some(3)));
-        assert!(concerns(&new, None), "interface unknown yet: dump anyway");
+        assert!(concerns(&new, "eth0", Some(7)) && concerns(&del, "eth0", Some(7)));
+        assert!(!concerns(&new, "eth0", Some(3)));
+        assert!(
+            concerns(&new, "eth0", None),
+            "interface unknown yet: dump anyway"
+        );
+    }
+
+    #[test]
+    fn link_notifications_for_the_interface_or_its_name_count() {
+        use netlink_packet_route::link::LinkMessage;
+        let mut l = LinkMessage::default();
+        l.header.index = 7;
+        assert!(concerns(
+            &RouteNetlinkMessage::DelLink(l.clone()),
+            "eth0",
+            Some(7)
+        ));
+        assert!(!concerns(
+            &RouteNetlinkMessage::NewLink(l.clone()),
+            "eth0",
+            Some(3)
+        ));
+        // Re-created under the same name: a new index, the name tells.
+        l.header.index = 9;
+        l.attributes = vec![LinkAttribute::IfName("eth0".into())];
+        let new = RouteNetlinkMessage::NewLink(l);
+        assert!(concerns(&new, "eth0", Some(7)));
+        assert!(!concerns(&new, "eth1", Some(7)));
+        assert!(
+            concerns(&new, "eth1", None),
+            "interface missing: any link may be it"
+        );
     }
 }

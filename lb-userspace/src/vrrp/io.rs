@@ -114,6 +114,7 @@ pub fn mac_of(name: &str) -> io::Result<[u8; 6]> {
 /// the kernel hands over whole packets (header included).
 pub struct VrrpSocket {
     fd: AsyncFd<OwnedFd>,
+    ifindex: u32,
 }
 
 fn sockaddr_v4(a: Ipv4Addr) -> libc::sockaddr_in {
@@ -130,7 +131,8 @@ fn sockaddr_v4(a: Ipv4Addr) -> libc::sockaddr_in {
 impl VrrpSocket {
     /// Opens the socket bound to `iface`; joins 224.0.0.18 when `multicast`.
     pub fn open_v4(iface: &str, multicast: bool) -> io::Result<Self> {
-        let index = ifindex(iface)? as libc::c_int;
+        let if_index = ifindex(iface)?;
+        let index = if_index as libc::c_int;
         let fd = raw_vrrp_socket(libc::AF_INET, iface)?;
         let raw = fd.as_raw_fd();
         setsockopt(raw, libc::IPPROTO_IP, libc::IP_HDRINCL, &1i32)?;
@@ -150,7 +152,15 @@ impl VrrpSocket {
         // SAFETY: the OwnedFd is moved into the AsyncFd, which owns and closes it; its raw
         // descriptor never changes.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            ifindex: if_index,
+        })
+    }
+
+    /// The index of the interface the socket was opened on.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     /// Sends a whole IPv4 packet (built with [`super::packet::Advert::encode_ipv4`]) to `dst`.

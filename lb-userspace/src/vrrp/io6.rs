@@ -87,6 +87,11 @@ impl VrrpSocket6 {
         Ok(Self { fd, ifindex: index })
     }
 
+    /// The index of the interface the socket was opened on.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
     /// Sets the hop limit of what this socket sends (255 by default). Tests use it to craft
     /// adverts that must be rejected.
     pub fn set_hop_limit(&self, hops: u8) -> io::Result<()> {

@@ -9,6 +9,7 @@ mod follow;
 pub mod ifwatch;
 pub mod io;
 pub mod io6;
+mod link;
 pub mod machine;
 pub mod packet;
 mod status;
@@ -97,6 +98,28 @@ enum Socket {
 }
 
 impl Socket {
+    /// Opens `family`'s socket on `iface`, joined to the group when `multicast`.
+    fn open(iface: &str, family: Family, multicast: bool) -> Result<Self> {
+        Ok(match family {
+            Family::Ipv4 => Socket::V4(
+                io::VrrpSocket::open_v4(iface, multicast)
+                    .with_context(|| format!("vrrp: opening the raw IPv4 socket on {iface}"))?,
+            ),
+            Family::Ipv6 => Socket::V6(
+                io6::VrrpSocket6::open(iface, multicast)
+                    .with_context(|| format!("vrrp: opening the raw IPv6 socket on {iface}"))?,
+            ),
+        })
+    }
+
+    /// The index of the interface the socket is bound to.
+    fn ifindex(&self) -> u32 {
+        match self {
+            Socket::V4(s) => s.ifindex(),
+            Socket::V6(s) => s.ifindex(),
+        }
+    }
+
     /// Waits for the next packet and decodes it for `vrid`; the TTL / hop limit must be 255
     /// when `check_ttl`.
     async fn recv(
@@ -160,6 +183,11 @@ struct Router {
     reannounce: Option<Instant>,
     /// When to announce them next while master (`garp_master_refresh`).
     refresh: Option<Instant>,
+    /// The interface the socket is bound to was deleted or replaced; the socket is reopened
+    /// once an interface of the name exists (see [`link`]).
+    link_lost: bool,
+    /// When to try reopening the socket again after a failure.
+    reopen_retry: Option<Instant>,
 }
 
 /// Opens the sockets and starts one router task per address family in `cfg.addresses`.
@@ -237,24 +265,16 @@ impl Router {
             Family::Ipv4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         });
-        let socket = match family {
-            Family::Ipv4 => Socket::V4(
-                io::VrrpSocket::open_v4(iface, multicast)
-                    .with_context(|| format!("vrrp: opening the raw IPv4 socket on {iface}"))?,
-            ),
-            Family::Ipv6 => {
-                if multicast && !addresses.first().is_some_and(|a| is_link_local(a.addr)) {
-                    info!(
-                        "vrrp: RFC 5798 wants the first IPv6 virtual address to be link-local \
-                         (keepalived logs the same); running anyway"
-                    );
-                }
-                Socket::V6(
-                    io6::VrrpSocket6::open(iface, multicast)
-                        .with_context(|| format!("vrrp: opening the raw IPv6 socket on {iface}"))?,
-                )
-            }
-        };
+        if family == Family::Ipv6
+            && multicast
+            && !addresses.first().is_some_and(|a| is_link_local(a.addr))
+        {
+            info!(
+                "vrrp: RFC 5798 wants the first IPv6 virtual address to be link-local \
+                 (keepalived logs the same); running anyway"
+            );
+        }
+        let socket = Socket::open(iface, family, multicast)?;
         let machine = Machine::new(Params {
             priority: cfg.priority,
             interval: cfg.interval,
@@ -282,6 +302,8 @@ impl Router {
             deadline: None,
             reannounce: None,
             refresh: None,
+            link_lost: false,
+            reopen_retry: None,
         })
     }
 }
@@ -308,11 +330,11 @@ impl Router {
         };
         self.track_fault = *fault.borrow_and_update();
         self.with_status(|s| s.fault = self.track_fault);
-        if let Some(snapshot) = first {
-            self.follow(&snapshot.addrs);
-        }
         self.if_addrs.borrow_and_update();
-        self.sync_fault().await;
+        match first {
+            Some(snapshot) => self.on_interface(&snapshot).await,
+            None => self.sync_fault().await,
+        }
         self.apply(Event::Startup).await;
         let mut buf = vec![0u8; 2048];
         loop {
@@ -369,8 +391,15 @@ impl Router {
                     }
                     let snapshot = self.if_addrs.borrow_and_update().clone();
                     if let Some(s) = snapshot {
-                        self.follow(&s.addrs);
-                        self.sync_fault().await;
+                        self.on_interface(&s).await;
+                    }
+                }
+                _ = async { sleep_until(self.reopen_retry.unwrap_or_else(Instant::now)).await },
+                    if self.reopen_retry.is_some() => {
+                    self.reopen_retry = None;
+                    let snapshot = self.if_addrs.borrow().clone();
+                    if let Some(s) = snapshot {
+                        self.on_interface(&s).await;
                     }
                 }
                 _ = stop.changed() => {

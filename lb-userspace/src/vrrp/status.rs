@@ -36,6 +36,9 @@ pub struct Counters {
     /// Times the primary address changed because the interface's addresses did.
     #[serde(default)]
     pub primary_changes: u64,
+    /// Times the socket was reopened on a re-created interface of the same name.
+    #[serde(default)]
+    pub socket_reopens: u64,
 }
 
 impl Counters {
@@ -323,6 +326,13 @@ impl Status {
             c.primary_changes,
         );
         metric(
+            "lbd_vrrp_socket_reopens_total",
+            "counter",
+            "VRRP sockets reopened on a re-created interface of the same name.",
+            "",
+            c.socket_reopens,
+        );
+        metric(
             "lbd_vrrp_adverts_sent_total",
             "counter",
             "VRRP adverts sent.",
@@ -501,6 +511,7 @@ mod tests {
         .prometheus();
         assert!(m.contains("lbd_vrrp_address_fault{"), "{m}");
         assert!(m.contains("lbd_vrrp_primary_changes_total{"), "{m}");
+        assert!(m.contains("lbd_vrrp_socket_reopens_total{"), "{m}");
         // Answers of an older lbd (no such fields) still parse.
         let mut json = serde_json::to_value(&s).unwrap();
         let o = json.as_object_mut().unwrap();
@@ -510,6 +521,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("primary_changes");
+        o["counters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("socket_reopens");
         let back: Status = serde_json::from_value(json).unwrap();
         assert_eq!(back.address_fault, None);
         s.primary_configured = true;

@@ -5,6 +5,7 @@ mod capture;
 mod ipv6;
 mod lab;
 mod refresh;
+mod relink;
 mod unicast;
 
 use std::{
