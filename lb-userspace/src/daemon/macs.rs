@@ -83,6 +83,8 @@ pub fn apply(vips: &mut BTreeMap<String, VipRuntime>, event: &NeighbourEvent, qu
         NeighbourEvent::Unresolvable { error, .. } => (Err(error.to_string()), "unresolvable"),
     };
     let addr = event.addr();
+    // Kernel notification, periodic re-check, or first resolution.
+    let trigger = event.trigger().name();
     let mut dirty = false;
     for v in vips.values_mut() {
         let Some(b) = v.backends.get_mut(&addr) else {
@@ -96,14 +98,14 @@ pub fn apply(vips: &mut BTreeMap<String, VipRuntime>, event: &NeighbourEvent, qu
             let (vip, from, to) = (&v.cfg.name, show(&b.mac), show(&new));
             match &new {
                 Err(e) => {
-                    warn!(%vip, backend = %addr, %from, %to, error = %e, cause = CAUSE, event = %kind,
+                    warn!(%vip, backend = %addr, %from, %to, error = %e, cause = CAUSE, trigger, event = %kind,
                         "backend MAC changed: unresolved, not used until it resolves")
                 }
                 Ok(_) if quiet => {
-                    debug!(%vip, backend = %addr, %from, %to, cause = CAUSE, event = %kind, "backend MAC changed")
+                    debug!(%vip, backend = %addr, %from, %to, cause = CAUSE, trigger, event = %kind, "backend MAC changed")
                 }
                 Ok(_) => {
-                    info!(%vip, backend = %addr, %from, %to, cause = CAUSE, event = %kind, "backend MAC changed")
+                    info!(%vip, backend = %addr, %from, %to, cause = CAUSE, trigger, event = %kind, "backend MAC changed")
                 }
             }
         }
@@ -170,6 +172,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::neighbours::Trigger;
     use crate::{
         config::HealthConfig,
         daemon::model::{BackendRuntime, NewVip, Source},
@@ -265,6 +268,7 @@ mod tests {
         let resolved = NeighbourEvent::Resolved {
             addr: ip(SHARED),
             resolution: resolution(1),
+            trigger: Trigger::Notification,
         };
         assert!(apply(&mut vips, &resolved, false));
         assert_eq!(macs(&vips, SHARED), vec![Ok([2, 0, 0, 0, 0, 1]); 2]);
@@ -277,6 +281,7 @@ mod tests {
             addr: ip(SHARED),
             old: resolution(1),
             new: resolution(2),
+            trigger: Trigger::Notification,
         };
         assert!(apply(&mut vips, &changed, false));
         assert_eq!(macs(&vips, SHARED), vec![Ok([2, 0, 0, 0, 0, 2]); 2]);
@@ -285,6 +290,7 @@ mod tests {
             addr: ip(SHARED),
             error: NeighbourError::Local { addr: ip(SHARED) },
             last: Some(resolution(2)),
+            trigger: Trigger::Notification,
         };
         assert!(apply(&mut vips, &lost, false));
         for mac in macs(&vips, SHARED) {
@@ -296,6 +302,7 @@ mod tests {
         let other = NeighbourEvent::Resolved {
             addr: ip("10.0.0.9"),
             resolution: resolution(7),
+            trigger: Trigger::Notification,
         };
         assert!(!apply(&mut vips, &other, false));
         assert_eq!(macs(&vips, "10.0.0.9"), vec![Ok([2, 0, 0, 0, 0, 9])]);

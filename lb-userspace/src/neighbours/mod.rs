@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 pub use resolve::{ResolveOptions, resolve, resolve_with};
-pub use resolver::{NeighbourEvent, RefreshTask, Resolver, ResolverOptions};
+pub use resolver::{NeighbourEvent, RefreshTask, Resolver, ResolverOptions, Trigger};
 
 /// Where frames for one destination go: the MAC to write, the interface, and the gateway when
 /// the destination is not on the link.

@@ -51,6 +51,36 @@ impl Default for ResolverOptions {
     }
 }
 
+/// What made the resolver look at an address when it found a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The address's first resolution after it was tracked (or after the task started).
+    Initial,
+    /// A kernel notification: a neighbour entry the address resolves through was updated or
+    /// deleted, or a route changed. Also when the periodic re-check happens to run while such a
+    /// notification waits out its debounce delay: the kernel did announce the change.
+    Notification,
+    /// The periodic re-check, which finds what the kernel does not announce.
+    Recheck,
+}
+
+impl Trigger {
+    /// Lower-case name, as logged.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Notification => "notification",
+            Self::Recheck => "recheck",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A change in what a tracked address resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NeighbourEvent {
@@ -60,6 +90,8 @@ pub enum NeighbourEvent {
         addr: IpAddr,
         /// Its resolution.
         resolution: Resolution,
+        /// What found it.
+        trigger: Trigger,
     },
     /// The address resolved to something else (new MAC, interface or gateway).
     Changed {
@@ -69,6 +101,8 @@ pub enum NeighbourEvent {
         old: Resolution,
         /// The new one.
         new: Resolution,
+        /// What found it.
+        trigger: Trigger,
     },
     /// The address could not be resolved on its first try, or stopped resolving. Further
     /// failures (even with another reason) give no new event until it resolves again.
@@ -79,6 +113,8 @@ pub enum NeighbourEvent {
         error: NeighbourError,
         /// The resolution it had until now, if any.
         last: Option<Resolution>,
+        /// What found it.
+        trigger: Trigger,
     },
 }
 
@@ -89,6 +125,15 @@ impl NeighbourEvent {
             Self::Resolved { addr, .. }
             | Self::Changed { addr, .. }
             | Self::Unresolvable { addr, .. } => *addr,
+        }
+    }
+
+    /// What made the resolver find the change.
+    pub fn trigger(&self) -> Trigger {
+        match self {
+            Self::Resolved { trigger, .. }
+            | Self::Changed { trigger, .. }
+            | Self::Unresolvable { trigger, .. } => *trigger,
         }
     }
 }
@@ -269,6 +314,14 @@ impl Pending {
     fn due(&mut self, debounce: Duration) {
         self.at.get_or_insert(Instant::now() + debounce);
     }
+
+    /// Whether a notification waiting here concerns `addr`.
+    fn mentions(&self, addr: &IpAddr) -> bool {
+        self.all
+            || self.resolve.contains(addr)
+            || self.recheck.contains(addr)
+            || self.observe.contains(addr)
+    }
 }
 
 type Messages = futures_util::stream::BoxStream<'static, NetlinkMessage<RouteNetlinkMessage>>;
@@ -293,7 +346,12 @@ impl Worker {
                 // The first tick is immediate: the initial resolution of everything.
                 _ = refresh.tick() => {
                     let look = if self.opts.confirm_stale { Look::ConfirmStale } else { Look::Resolve };
-                    self.resolve_all(look).await;
+                    let all = self.resolver.tracked();
+                    let p = &pending;
+                    self.resolve_some(all, look, |a| {
+                        if p.mentions(a) { Trigger::Notification } else { Trigger::Recheck }
+                    })
+                    .await;
                 }
                 () = shared.wake.notified() => self.resolve_new().await,
                 msg = messages.next() => match msg {
@@ -306,7 +364,8 @@ impl Worker {
                 () = sleep_until(debounce), if debounce.is_some() => {
                     let p = std::mem::take(&mut pending);
                     if p.all {
-                        self.resolve_all(Look::Resolve).await;
+                        let all = self.resolver.tracked();
+                        self.resolve_some(all, Look::Resolve, |_| Trigger::Notification).await;
                     } else {
                         self.resolve_pending(p).await;
                     }
@@ -324,9 +383,15 @@ impl Worker {
             .filter(|a| !p.resolve.contains(a) && !p.recheck.contains(a))
             .copied()
             .collect();
-        self.resolve_some(p.resolve.into_iter().collect(), Look::Resolve)
+        let by_notification = |_: &IpAddr| Trigger::Notification;
+        self.resolve_some(
+            p.resolve.into_iter().collect(),
+            Look::Resolve,
+            by_notification,
+        )
+        .await;
+        self.resolve_some(recheck, Look::AcceptFailed, by_notification)
             .await;
-        self.resolve_some(recheck, Look::AcceptFailed).await;
         let seen = join_all(
             observe
                 .into_iter()
@@ -335,7 +400,7 @@ impl Worker {
         .await;
         for (addr, (located, result)) in seen.into_iter().flatten() {
             self.locate(addr, located);
-            self.record(addr, result).await;
+            self.record(addr, result, Trigger::Notification).await;
         }
     }
 
@@ -355,16 +420,17 @@ impl Worker {
             .filter(|(_, e)| e.result.is_none())
             .map(|(a, _)| *a)
             .collect();
-        self.resolve_some(new, Look::Resolve).await;
+        self.resolve_some(new, Look::Resolve, |_| Trigger::Initial)
+            .await;
     }
 
-    async fn resolve_all(&self, look: Look) {
-        let all = self.resolver.tracked();
-        self.resolve_some(all, look).await;
-    }
-
-    /// Resolves `addrs` concurrently, then records each result.
-    async fn resolve_some(&self, addrs: Vec<IpAddr>, look: Look) {
+    /// Resolves `addrs` concurrently, then records each result, found by `trigger(addr)`.
+    async fn resolve_some(
+        &self,
+        addrs: Vec<IpAddr>,
+        look: Look,
+        trigger: impl Fn(&IpAddr) -> Trigger,
+    ) {
         if addrs.is_empty() {
             return;
         }
@@ -376,24 +442,35 @@ impl Worker {
         .await;
         for (addr, located, result) in results {
             self.locate(addr, located);
-            self.record(addr, result).await;
+            self.record(addr, result, trigger(&addr)).await;
         }
     }
 
     /// Stores a result and sends an event if the outcome changed. Results for addresses
-    /// untracked meanwhile are dropped.
-    async fn record(&self, addr: IpAddr, result: Result<Resolution, NeighbourError>) {
+    /// untracked meanwhile are dropped. An address's first result is always `Initial`,
+    /// whatever looked.
+    async fn record(
+        &self,
+        addr: IpAddr,
+        result: Result<Resolution, NeighbourError>,
+        trigger: Trigger,
+    ) {
         let event = {
             let mut entries = self.resolver.entries();
             let Some(entry) = entries.get_mut(&addr) else {
                 return;
             };
-            let event = change(addr, entry.result.as_ref(), &result);
+            let trigger = if entry.result.is_none() {
+                Trigger::Initial
+            } else {
+                trigger
+            };
+            let event = change(addr, entry.result.as_ref(), &result, trigger);
             entry.result = Some(result);
             event
         };
         if let Some(event) = event {
-            tracing::info!(?event, "neighbour change");
+            tracing::info!(?event, trigger = %event.trigger(), "neighbour change");
             // A closed channel only means nobody listens; `current` stays up to date.
             let _ = self.tx.send(event).await;
         }
@@ -481,6 +558,7 @@ fn change(
     addr: IpAddr,
     old: Option<&Result<Resolution, NeighbourError>>,
     new: &Result<Resolution, NeighbourError>,
+    trigger: Trigger,
 ) -> Option<NeighbourEvent> {
     match (old, new) {
         (Some(Ok(old)), Ok(new)) if old == new => None,
@@ -488,16 +566,19 @@ fn change(
             addr,
             old: old.clone(),
             new: new.clone(),
+            trigger,
         }),
         (None | Some(Err(_)), Ok(new)) => Some(NeighbourEvent::Resolved {
             addr,
             resolution: new.clone(),
+            trigger,
         }),
         (Some(Err(_)), Err(_)) => None,
         (old, Err(error)) => Some(NeighbourEvent::Unresolvable {
             addr,
             error: error.clone(),
             last: old.and_then(|o| o.as_ref().ok()).cloned(),
+            trigger,
         }),
     }
 }
@@ -522,30 +603,61 @@ mod tests {
         }
     }
 
+    fn ch(
+        a: IpAddr,
+        old: Option<&Result<Resolution, NeighbourError>>,
+        new: &Result<Resolution, NeighbourError>,
+    ) -> Option<NeighbourEvent> {
+        change(a, old, new, Trigger::Recheck)
+    }
+
+    #[test]
+    fn events_carry_what_found_them() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let ev =
+            change(a, Some(&Ok(res(1))), &Ok(res(2)), Trigger::Notification).expect("a change");
+        assert_eq!(ev.trigger(), Trigger::Notification);
+        assert_eq!(ev.trigger().to_string(), "notification");
+        let ev = change(a, None, &Ok(res(1)), Trigger::Initial).expect("first result");
+        assert_eq!(ev.trigger(), Trigger::Initial);
+    }
+
+    #[test]
+    fn a_recheck_during_a_pending_notification_is_the_notification() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut p = Pending::default();
+        assert!(!p.mentions(&a));
+        p.observe.insert(a);
+        assert!(p.mentions(&a) && !p.mentions(&b));
+        p.all = true;
+        assert!(p.mentions(&b));
+    }
+
     #[test]
     fn events_only_on_change_of_outcome() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let err = NeighbourError::Local { addr: a };
         assert!(matches!(
-            change(a, None, &Ok(res(1))),
+            ch(a, None, &Ok(res(1))),
             Some(NeighbourEvent::Resolved { .. })
         ));
-        assert_eq!(change(a, Some(&Ok(res(1))), &Ok(res(1))), None);
+        assert_eq!(ch(a, Some(&Ok(res(1))), &Ok(res(1))), None);
         assert!(matches!(
-            change(a, Some(&Ok(res(1))), &Ok(res(2))),
+            ch(a, Some(&Ok(res(1))), &Ok(res(2))),
             Some(NeighbourEvent::Changed { .. })
         ));
-        match change(a, Some(&Ok(res(1))), &Err(err.clone())) {
+        match ch(a, Some(&Ok(res(1))), &Err(err.clone())) {
             Some(NeighbourEvent::Unresolvable { last, .. }) => assert_eq!(last, Some(res(1))),
             other => panic!("expected Unresolvable, got {other:?}"),
         }
         assert!(matches!(
-            change(a, None, &Err(err.clone())),
+            ch(a, None, &Err(err.clone())),
             Some(NeighbourEvent::Unresolvable { last: None, .. })
         ));
-        assert_eq!(change(a, Some(&Err(err.clone())), &Err(err.clone())), None);
+        assert_eq!(ch(a, Some(&Err(err.clone())), &Err(err.clone())), None);
         assert!(matches!(
-            change(a, Some(&Err(err)), &Ok(res(1))),
+            ch(a, Some(&Err(err)), &Ok(res(1))),
             Some(NeighbourEvent::Resolved { .. })
         ));
     }

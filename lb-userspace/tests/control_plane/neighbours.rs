@@ -144,6 +144,17 @@ fn a_backend_mac_change_reaches_the_data_plane_by_a_neighbour_event() {
         "lbd logged the change as a neighbour event from the old MAC: {lines:#?}\n{}",
         cl.lbd_log()
     );
+    // Found through the kernel's notification of lb1's updated entry, not the periodic
+    // re-check (every 10 s) nor a first resolution.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("from={}", mac_text(&old)))
+                && l.contains("event=changed")
+                && l.contains("trigger=\"notification\"")),
+        "lbd logged the change as coming from a kernel notification: {lines:#?}\n{}",
+        cl.lbd_log()
+    );
     eprintln!("{}", lines.join("\n"));
     assert_eq!(backend(&cl)["mac"], mac_text(&NEW_MAC));
 
