@@ -272,6 +272,28 @@ struct Row {
     keepalived: Vec<f64>,
 }
 
+/// Trials per interval from `--quick` (3), `--trials N`, or the default 5; any other
+/// argument than those and `--json` is an error.
+fn parse_trials(args: &[String]) -> Result<usize, String> {
+    let mut trials = 5;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => {}
+            "--quick" => trials = 3,
+            "--trials" => {
+                let v = it.next().ok_or("--trials needs a number")?;
+                trials = match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(format!("--trials {v:?}: a whole number of at least 1")),
+                };
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(trials)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -281,22 +303,22 @@ fn main() {
         println!(
             "failover benchmark (root, keepalived installed): client-visible gap when the VRRP \
              master dies, lbd beside keepalived, intervals 1 s and 100 ms\n  \
-             --json   one JSON object instead of the table\n  \
-             --quick  3 trials per interval instead of 5"
+             --json       one JSON object instead of the table\n  \
+             --quick      3 trials per interval instead of 5\n  \
+             --trials N   N trials per interval (at least 1; the gap is quantized by the \
+             client's retries, so more trials steady the median)"
         );
         return;
     }
-    if let Some(bad) = args.iter().find(|a| *a != "--json" && *a != "--quick") {
-        eprintln!("unknown argument {bad:?} (try --help)");
-        std::process::exit(2);
-    }
+    let trials = match parse_trials(&args) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e} (try --help)");
+            std::process::exit(2);
+        }
+    };
     lab::require_root();
     let json = args.iter().any(|a| a == "--json");
-    let trials = if args.iter().any(|a| a == "--quick") {
-        3
-    } else {
-        5
-    };
     let mut rows = Vec::new();
     for cs in [100u16, 10] {
         let interval = Centis::new(cs).expect("interval");
