@@ -231,6 +231,16 @@ impl ControlLab {
         http(&mut s, method, path, body, None)
     }
 
+    /// The API's view of backend `addr` of VIP `vip` (`Null` when it is not there).
+    pub fn backend_view(&self, vip: &str, addr: &str) -> serde_json::Value {
+        let (st, list) = self.api("GET", &format!("/v1/vips/{vip}/backends"), None);
+        assert_eq!(st, 200, "{list}");
+        list.as_array()
+            .and_then(|a| a.iter().find(|b| b["address"] == addr))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn wait_healthy(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

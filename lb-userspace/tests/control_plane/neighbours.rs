@@ -58,12 +58,7 @@ fn mac_changes(cl: &ControlLab, to: &str) -> Vec<String> {
 }
 
 fn backend(cl: &ControlLab) -> Value {
-    let (st, list) = cl.api("GET", "/v1/vips/web/backends", None);
-    assert_eq!(st, 200, "{list}");
-    list.as_array()
-        .and_then(|a| a.iter().find(|b| b["address"] == ADDR))
-        .cloned()
-        .unwrap_or(Value::Null)
+    cl.backend_view("web", ADDR)
 }
 
 /// Polls `cond` every 100 ms until it holds; panics after `WAIT` with `what` and lbd's log.

@@ -18,12 +18,7 @@ fn register(cl: &ControlLab, weight: u32) -> (u16, Value) {
 }
 
 fn backend(cl: &ControlLab) -> Value {
-    let (st, list) = cl.api("GET", "/v1/vips/web/backends", None);
-    assert_eq!(st, 200, "{list}");
-    list.as_array()
-        .and_then(|a| a.iter().find(|b| b["address"] == ADDR))
-        .cloned()
-        .unwrap_or(Value::Null)
+    cl.backend_view("web", ADDR)
 }
 
 /// (admin, drained_by, weight, declared_weight) of a backend answer.
