@@ -389,13 +389,18 @@ impl Status {
             (
                 "router",
                 format!(
-                    "{}, vrid {} on {}, primary {}{}",
+                    "{}, vrid {} on {}{}, primary {}{}",
                     match self.family {
                         Family::Ipv4 => "IPv4",
                         Family::Ipv6 => "IPv6",
                     },
                     self.vrid,
                     self.interface,
+                    match c.socket_reopens {
+                        0 => String::new(),
+                        1 => " (re-created once)".to_string(),
+                        n => format!(" (re-created {n} times)"),
+                    },
                     self.primary,
                     match (self.primary_configured, c.primary_changes) {
                         (true, _) => " (configured)".to_string(),
@@ -499,7 +504,9 @@ mod tests {
             ..Status::default()
         };
         s.counters.primary_changes = 2;
+        s.counters.socket_reopens = 1;
         let text = s.render();
+        assert!(text.contains("(re-created once)"), "{text}");
         assert!(
             text.contains("fault        yes: no IPv4 address on eth0"),
             "{text}"
