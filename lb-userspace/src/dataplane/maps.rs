@@ -29,7 +29,15 @@ impl ConnTable {
         read_conns(&self.conns)
     }
 
-    /// Removes `flows`; returns how many were there.
+    /// [`ConnTable::entries`] through `BPF_MAP_LOOKUP_BATCH` only (Linux 5.6), without the
+    /// fallback.
+    pub fn entries_batched(&self) -> std::io::Result<Vec<(FlowKey, ConnEntry)>> {
+        batch::lookup_all(self.conns.map().fd().as_fd())
+    }
+
+    /// Removes `flows`; returns how many were there (the LRU may have evicted some meanwhile).
+    /// One syscall per flow (`BPF_MAP_DELETE_BATCH` answered EFAULT on this kernel), but once
+    /// in a flow's life, where reading is once per sweep.
     pub fn remove(&mut self, flows: &[FlowKey]) -> usize {
         flows
             .iter()
@@ -235,18 +243,6 @@ impl Maps {
         read_conns(&self.conns)
     }
 
-    /// [`Maps::conns`] through `BPF_MAP_LOOKUP_BATCH` only (Linux 5.6), without the fallback.
-    pub fn conns_batched(&self) -> std::io::Result<Vec<(FlowKey, ConnEntry)>> {
-        batch::lookup_all(self.conns.map().fd().as_fd())
-    }
-
-    /// Removes `flows` from the connection table; returns how many were there (the LRU may
-    /// have evicted some meanwhile). One syscall per flow, but once in a flow's life, where
-    /// reading is once per sweep.
-    pub fn remove_conns(&mut self, flows: &[FlowKey]) -> usize {
-        flows.iter().filter(|f| self.remove_conn(f).is_ok()).count()
-    }
-
     /// The data plane's latest clock anchor over every CPU: (jiffies, coarse monotonic ns)
     /// read together on a new flow. None before the first new flow (no entry exists then).
     pub fn clock_anchor(&self) -> Option<(u64, u64)> {
@@ -297,11 +293,6 @@ impl Maps {
         let (aj, ans) = anchor;
         let delta = entry.last_seen as i128 - aj as i128;
         (ans as i128 + delta * tick_ns as i128).max(0) as u64
-    }
-
-    /// Removes one flow from the connection table.
-    pub fn remove_conn(&mut self, flow: &FlowKey) -> Result<(), DataplaneError> {
-        self.conns.remove(flow).map_err(map_err(names::MAP_CONNS))
     }
 
     fn totals(

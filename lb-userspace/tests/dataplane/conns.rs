@@ -44,12 +44,10 @@ fn the_sweep_reads_the_whole_table_in_batches_and_deletes_what_is_there() {
     for i in 0..FLOWS {
         fx.run_frame(&Frame::tcp(ip(&client(i)), sport(i), ip(VIP), 80, TCP_SYN));
     }
-    // The batched calls themselves, not the element-wise fallback behind `conns()`.
-    let all = fx
-        .prog
-        .maps()
-        .conns_batched()
-        .expect("BPF_MAP_LOOKUP_BATCH");
+    // The sweep's own handle on the table, and the batched calls themselves, not the
+    // element-wise fallback behind `entries()`.
+    let mut table = fx.prog.maps().conn_table().expect("the sweep's handle");
+    let all = table.entries_batched().expect("BPF_MAP_LOOKUP_BATCH");
     let keys: HashSet<FlowKey> = all.iter().map(|(k, _)| *k).collect();
     assert_eq!(all.len(), FLOWS as usize, "each flow exactly once");
     assert_eq!(keys.len(), FLOWS as usize, "no flow twice");
@@ -65,7 +63,7 @@ fn the_sweep_reads_the_whole_table_in_batches_and_deletes_what_is_there() {
     // Delete the even flows plus 100 that never existed.
     let mut doomed: Vec<FlowKey> = (0..FLOWS).step_by(2).map(flow).collect();
     doomed.extend((0..100).map(|i| flow(FLOWS + i)));
-    let removed = fx.prog.maps_mut().remove_conns(&doomed);
+    let removed = table.remove(&doomed);
     assert_eq!(removed, FLOWS as usize / 2, "only flows that existed count");
     let left: HashSet<FlowKey> = fx.prog.maps().conns().into_iter().map(|(k, _)| k).collect();
     assert_eq!(left.len(), FLOWS as usize / 2);
