@@ -25,8 +25,14 @@ pub fn ipv4_header_words(words: &[u32; 5]) -> u16 {
         sum += words[i] as u64;
         i += 1;
     }
-    // Fold 64 -> 32 -> 16 bits: the sum of the 16-bit halves, as RFC 1071 wants.
+    !fold64(sum)
+}
+
+/// Folds a sum of 32-bit words (as they sit in memory) to 16 bits: 64 -> 32 -> 16, the sum
+/// of the 16-bit halves as RFC 1071 wants. All ones means a header that verifies.
+#[inline(always)]
+pub fn fold64(sum: u64) -> u16 {
     let sum = (sum & 0xffff_ffff) + (sum >> 32);
     let sum = (sum & 0xffff) + (sum >> 16);
-    !fold(sum as u32)
+    fold(sum as u32)
 }

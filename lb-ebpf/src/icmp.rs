@@ -142,9 +142,7 @@ fn header_sums_to_ones<const L3: usize>(ctx: &XdpContext, words: usize) -> bool 
         sum += unsafe { load::<u32>(at) } as u64;
         i += 1;
     }
-    let sum = (sum & 0xffff_ffff) + (sum >> 32);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    csum::fold(sum as u32) == 0xffff
+    csum::fold64(sum) == 0xffff
 }
 
 /// The flow an ICMP error is about: the embedded packet is the backend's reply
