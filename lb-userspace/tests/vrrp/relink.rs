@@ -53,49 +53,6 @@ fn own_addresses(h: &Host) -> Vec<String> {
         .collect()
 }
 
-/// Re-creates `name`'s eth0 as the lab made it: a veth whose peer is its port on the lab's
-/// bridge, then its addresses, then up.
-fn recreate_eth0(l: &VrrpLab, h: &Host, addrs: &[String]) {
-    let port = l
-        .lab
-        .bridge_port_of(h.name())
-        .expect("bridge port")
-        .to_string();
-    let br_ns = l.lab.bridge_ns().to_string();
-    run_ip(&[
-        "-n",
-        h.ns(),
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &port,
-        "netns",
-        &br_ns,
-    ]);
-    run_ip(&[
-        "-n",
-        &br_ns,
-        "link",
-        "set",
-        &port,
-        "master",
-        l.lab.bridge(),
-        "up",
-    ]);
-    for a in addrs {
-        let mut args = vec!["-n", h.ns(), "addr", "add", a, "dev", "eth0"];
-        if a.contains(':') {
-            args.push("nodad");
-        }
-        run_ip(&args);
-    }
-    run_ip(&["-n", h.ns(), "link", "set", "eth0", "up"]);
-}
-
 fn counter(s: &serde_json::Value, name: &str) -> u64 {
     s["counters"][name].as_u64().unwrap_or_default()
 }
@@ -144,7 +101,14 @@ fn a_re_created_interface_gets_fresh_sockets() {
     // eth0 back, another veth (new index, new MAC): lb1 reopens its sockets, hears lb2, and
     // preempts it in both families.
     let cap = capture::Capture::start(&lb2, |f| capture::vrrp(f).is_some());
-    recreate_eth0(&l, &lb1, &addrs);
+    l.lab
+        .recreate_iface("lb1")
+        .expect("re-create lb1's eth0 as the lab made it");
+    assert_eq!(
+        own_addresses(&lb1),
+        addrs,
+        "the same addresses on the new eth0"
+    );
     let t = l.wait_master(0, 1, BOUND);
     l.wait_master6(0, 1, BOUND);
     println!("lb1's eth0 re-created: lb1 master again after {t:?}");

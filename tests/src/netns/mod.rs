@@ -407,11 +407,42 @@ impl Lab {
         sysctls: &[(&str, &str)],
     ) -> Result<Host> {
         let ns = names::host_ns(&self.prefix, node.name());
+        self.add_namespace(&ns)?;
+        set_sysctls(&ns, HOST_SYSCTLS.iter().copied())?;
+        let bridge_port = self.make_iface(index, &node, &ns, mtu)?;
+        if !sysctls.is_empty() {
+            set_sysctls(&ns, sysctls.iter().copied())?;
+        }
+        Ok(Host::new(node, ns, bridge_port, mtu, self.dir.clone()))
+    }
+
+    /// Makes `name`'s `eth0` again as the lab made it (link, MTU, its two addresses,
+    /// offloads, bridge port), after a test deleted it to see how a daemon copes with a
+    /// re-created interface. Addresses added later (VIPs) are not restored.
+    pub fn recreate_iface(&self, name: &str) -> Result<()> {
+        let host = self.host(name)?;
+        // `host` is one of `self.hosts`: the position is there.
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.name() == name)
+            .unwrap_or_default();
+        self.make_iface(index, host.node(), host.ns(), host.mtu())
+            .map(drop)
+    }
+
+    /// Creates host `index`'s `eth0` inside `ns` on the lab's segment, with its MTU and
+    /// addresses, up; returns its bridge port (bridge segment).
+    fn make_iface(
+        &self,
+        index: usize,
+        node: &crate::topology::Node,
+        ns: &str,
+        mtu: u16,
+    ) -> Result<Option<String>> {
         // Unique inside the bridge namespace, at most 15 bytes (IFNAMSIZ - 1).
         let mut port = format!("b{index}-{}", node.name());
         port.truncate(15);
-        self.add_namespace(&ns)?;
-        set_sysctls(&ns, HOST_SYSCTLS.iter().copied())?;
         match self.segment {
             // Both ends are born inside their namespaces: nothing ever appears in the root one.
             SegmentKind::Bridge => run(tool("ip").args([
@@ -419,7 +450,7 @@ impl Lab {
                 "add",
                 HOST_IFACE,
                 "netns",
-                &ns,
+                ns,
                 "type",
                 "veth",
                 "peer",
@@ -438,22 +469,22 @@ impl Lab {
                         "link", "add", &port, "link", &lower, "type", "macvlan", "mode", "bridge",
                     ],
                 )?;
-                ip(&self.bridge_ns, &["link", "set", &port, "netns", &ns])?;
-                ip(&ns, &["link", "set", &port, "name", HOST_IFACE])?;
+                ip(&self.bridge_ns, &["link", "set", &port, "netns", ns])?;
+                ip(ns, &["link", "set", &port, "name", HOST_IFACE])?;
             }
         }
         let mtu_s = mtu.to_string();
         let seg = self.topology.segment();
         let v4 = format!("{}/{}", node.ipv4(), seg.ipv4().prefix_len());
         let v6 = format!("{}/{}", node.ipv6(), seg.ipv6().prefix_len());
-        ip(&ns, &["link", "set", "lo", "up"])?;
-        ip(&ns, &["link", "set", HOST_IFACE, "mtu", &mtu_s])?;
-        ip(&ns, &["addr", "add", &v4, "dev", HOST_IFACE])?;
-        ip(&ns, &["addr", "add", &v6, "dev", HOST_IFACE, "nodad"])?;
-        ip(&ns, &["link", "set", HOST_IFACE, "up"])?;
+        ip(ns, &["link", "set", "lo", "up"])?;
+        ip(ns, &["link", "set", HOST_IFACE, "mtu", &mtu_s])?;
+        ip(ns, &["addr", "add", &v4, "dev", HOST_IFACE])?;
+        ip(ns, &["addr", "add", &v6, "dev", HOST_IFACE, "nodad"])?;
+        ip(ns, &["link", "set", HOST_IFACE, "up"])?;
         // Required for any traffic that an XDP program bounces with XDP_TX (platform notes).
         run(&mut netns_command(
-            &ns,
+            ns,
             ["ethtool", "-K", HOST_IFACE, "tx", "off"],
         ))?;
         let bridge_port = match self.segment {
@@ -475,10 +506,7 @@ impl Lab {
             }
             SegmentKind::Macvlan => None,
         };
-        if !sysctls.is_empty() {
-            set_sysctls(&ns, sysctls.iter().copied())?;
-        }
-        Ok(Host::new(node, ns, bridge_port, mtu, self.dir.clone()))
+        Ok(bridge_port)
     }
 }
 
