@@ -135,21 +135,55 @@ fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
         return Forwarded::Drop(Reason::DropInternal);
     };
     rewrite_macs(start, b);
-    let total = ((inner_len + IPV4_LEN) as u16).to_be();
-    let dst = b.addr[0];
+    write_ipv4_header(
+        outer,
+        tos,
+        inner_len + IPV4_LEN,
+        IPPROTO_IPIP,
+        src,
+        b.addr[0],
+    );
+    Forwarded::Tx
+}
+
+/// Writes a 20-byte IPv4 header (no options, TTL 64, no fragmentation flags, its checksum)
+/// at `at`, proven in bounds for 20 bytes. Addresses in network order.
+#[inline(always)]
+pub fn write_ipv4_header(at: usize, tos: u8, total_len: usize, proto: u8, src: u32, dst: u32) {
+    let total = (total_len as u16).to_be();
     // The header as five 32-bit words as they sit in memory (little-endian host: the first
     // byte of a word is its low byte); the one's-complement sum does not care about order.
     let w0 = u32::from_ne_bytes([0x45, tos, total as u8, (total >> 8) as u8]);
-    let w2 = u32::from_ne_bytes([64, IPPROTO_IPIP, 0, 0]);
+    let w2 = u32::from_ne_bytes([64, proto, 0, 0]);
     let check = csum::ipv4_header_words(&[w0, 0, w2, src, dst]);
     unsafe {
-        store(outer, w0);
-        store(outer + 4, 0u32);
-        store(outer + 8, w2 | ((check as u32) << 16));
-        store(outer + 12, src);
-        store(outer + 16, dst);
+        store(at, w0);
+        store(at + 4, 0u32);
+        store(at + 8, w2 | ((check as u32) << 16));
+        store(at + 12, src);
+        store(at + 16, dst);
     }
-    Forwarded::Tx
+}
+
+/// Writes a 40-byte IPv6 header (hop limit 64) at `at`, proven in bounds for 40 bytes.
+/// `first` is the first word in network order (version, traffic class, flow label).
+#[inline(always)]
+pub fn write_ipv6_header(
+    at: usize,
+    first: u32,
+    payload_len: usize,
+    next: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+) {
+    unsafe {
+        store(at, first);
+        store(at + 4, (payload_len as u16).to_be());
+        store(at + 6, next);
+        store(at + 7, 64u8);
+        store(at + 8, src);
+        store(at + 24, dst);
+    }
 }
 
 #[inline(always)]
@@ -171,15 +205,7 @@ fn ipip6(ctx: &XdpContext, ip: &Ip, b: &Backend, entropy: u32) -> Forwarded {
     rewrite_macs(start, b);
     // The flow label carries the flow hash so that ECMP and RSS on the way spread flows.
     let first = (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be();
-    let payload = (inner_len as u16).to_be();
-    unsafe {
-        store(outer, first);
-        store(outer + 4, payload);
-        store(outer + 6, IPPROTO_IPV6);
-        store(outer + 7, 64u8);
-        store(outer + 8, src);
-        store(outer + 24, b.addr);
-    }
+    write_ipv6_header(outer, first, inner_len, IPPROTO_IPV6, src, b.addr);
     Forwarded::Tx
 }
 

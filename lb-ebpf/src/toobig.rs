@@ -17,7 +17,7 @@ use lb_common::{AF_INET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 
 use crate::{
     csum,
-    forward::{Forwarded, grow_head},
+    forward::{Forwarded, grow_head, write_ipv4_header, write_ipv6_header},
     hdr::{
         ETH_LEN, ICMP_DEST_UNREACH, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPV4_LEN, IPV6_LEN, check, load,
         packet_len, store, swap_macs,
@@ -119,24 +119,17 @@ fn reply4(ctx: &XdpContext, ip: &Ip, announced: u32) -> Forwarded {
         Err(r) => return Forwarded::Drop(r),
     };
     let icmp = hdr + IPV4_LEN;
-    let total = ((NEW + QUOTE4) as u16).to_be();
-    // Words as they sit in memory (see forward::ipip4); the sums do not care about order.
-    let w0 = u32::from_ne_bytes([
-        0x45,
+    // From the VIP back to the client.
+    write_ipv4_header(
+        hdr,
         TOS_INTERNETWORK_CONTROL,
-        total as u8,
-        (total >> 8) as u8,
-    ]);
-    let w2 = u32::from_ne_bytes([64, IPPROTO_ICMP, 0, 0]);
-    let (src, dst) = (ip.dst[0], ip.src[0]);
-    let check_ip = csum::ipv4_header_words(&[w0, 0, w2, src, dst]);
+        NEW + QUOTE4,
+        IPPROTO_ICMP,
+        ip.dst[0],
+        ip.src[0],
+    );
     let mtu = (announced as u16).to_be();
     unsafe {
-        store(hdr, w0);
-        store(hdr + 4, 0u32);
-        store(hdr + 8, w2 | ((check_ip as u32) << 16));
-        store(hdr + 12, src);
-        store(hdr + 16, dst);
         store(
             icmp,
             u16::from_ne_bytes([ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED]),
@@ -161,13 +154,16 @@ fn reply6(ctx: &XdpContext, ip: &Ip, announced: u32) -> Forwarded {
         Err(r) => return Forwarded::Drop(r),
     };
     let icmp = hdr + IPV6_LEN;
+    // From the VIP back to the client.
+    write_ipv6_header(
+        hdr,
+        0x6000_0000u32.to_be(),
+        PAYLOAD,
+        IPPROTO_ICMPV6,
+        ip.dst,
+        ip.src,
+    );
     unsafe {
-        store(hdr, 0x6000_0000u32.to_be());
-        store(hdr + 4, (PAYLOAD as u16).to_be());
-        store(hdr + 6, IPPROTO_ICMPV6);
-        store(hdr + 7, 64u8);
-        store(hdr + 8, ip.dst);
-        store(hdr + 24, ip.src);
         store(icmp, u16::from_ne_bytes([ICMPV6_PKT_TOOBIG, 0]));
         store(icmp + 2, 0u16);
         store(icmp + 4, announced.to_be());
