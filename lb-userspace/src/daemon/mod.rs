@@ -133,10 +133,11 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     // by one ARP/ND wait), before the first reconcile and before the lock exists.
     let neighbours = Resolver::new();
     macs::sync(&neighbours, &vips);
+    let resolver_options = macs::options();
     let (resolver_task, mut neighbour_events) = neighbours
-        .spawn(macs::options())
+        .spawn(resolver_options)
         .context("starting the neighbour resolver")?;
-    let first_wait = macs::options().resolve.wait + Duration::from_secs(2);
+    let first_wait = resolver_options.resolve.wait + Duration::from_secs(2);
     macs::initial(&mut vips, &neighbours, &mut neighbour_events, first_wait).await;
     let (probe_tx, probe_rx) = mpsc::channel(1024);
     let (shutdown, _) = watch::channel(None);
