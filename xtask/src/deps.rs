@@ -51,10 +51,13 @@ pub fn apt_packages() -> Result<()> {
         "installing Debian packages: {}",
         missing.join(" ")
     ));
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    // Another apt run (a second xtask, an unattended upgrade) holds the lock for a while:
+    // wait for it rather than fail.
+    const LOCK_WAIT: &str = "DPkg::Lock::Timeout=600";
+    run(Command::new("apt-get").args(["-o", LOCK_WAIT, "update", "-q"]))?;
     let mut install = Command::new("apt-get");
     install
-        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(["-o", LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive");
     run(&mut install)?;
