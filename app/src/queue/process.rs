@@ -97,6 +97,14 @@ impl Outcome {
     }
 }
 
+/// The retry delay (ms) after attempt `attempt` failed with `e`, and whether the failure is
+/// permanent ("1") or may be retried ("0"): the arguments the FAIL scripts take.
+pub(crate) fn failure_args(sh: &Shared, attempt: u32, e: &JobError) -> (u64, &'static str) {
+    let delay = sh.backoff.delay(attempt).as_millis() as u64;
+    let permanent = matches!(e, JobError::Permanent(_));
+    (delay, if permanent { "1" } else { "0" })
+}
+
 /// Counts an outcome in the pool's stats and the queue's metrics.
 pub(crate) fn record(sh: &Shared, queue: &str, outcome: Outcome, took: Option<Duration>) {
     let stats = &sh.stats;

@@ -14,8 +14,7 @@ use super::produce::{Body, new_entry, publish_job, route_for};
 use super::scripts;
 use super::topology::level_for;
 use crate::queue::QueueError;
-use crate::queue::handler::JobError;
-use crate::queue::process::{Outcome, Run, record, run_attempt};
+use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
 use crate::queue::rate;
 use crate::queue::worker::{PoolStats, Shared};
 
@@ -165,8 +164,7 @@ async fn deliver(
             }
         }
         Err(e) => {
-            let permanent = matches!(e, JobError::Permanent(_));
-            let delay = sh.backoff.delay(attempt);
+            let (delay_ms, permanent) = failure_args(sh, attempt, &e);
             let r: Vec<String> = scripts::FAIL_S
                 .key(&job_key)
                 .key(&outbox)
@@ -174,8 +172,8 @@ async fn deliver(
                 .arg(&body.entry)
                 .arg(&owner)
                 .arg(e.to_string())
-                .arg(delay.as_millis() as u64)
-                .arg(if permanent { "1" } else { "0" })
+                .arg(delay_ms)
+                .arg(permanent)
                 .arg(k.prefix())
                 .arg(&next_entry)
                 .arg(&notify_entry)

@@ -9,8 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::scripts;
 use crate::queue::QueueError;
-use crate::queue::handler::JobError;
-use crate::queue::process::{Outcome, Run, record, run_attempt};
+use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
 use crate::queue::rate;
 use crate::queue::worker::{PoolStats, Shared};
 
@@ -110,15 +109,15 @@ async fn deliver(
                 .arg(s.retention_s)
                 .invoke_async(&mut conn)
                 .await?;
-            if r == "ok" {
-                record(sh, queue, Outcome::Succeeded, took);
+            let outcome = if r == "ok" {
+                Outcome::Succeeded
             } else {
-                record(sh, queue, Outcome::Stale, took);
-            }
+                Outcome::Stale
+            };
+            record(sh, queue, outcome, took);
         }
         Err(e) => {
-            let permanent = matches!(e, JobError::Permanent(_));
-            let delay = sh.backoff.delay(attempt);
+            let (delay_ms, permanent) = failure_args(sh, attempt, &e);
             let r: Vec<String> = scripts::FAIL_S
                 .key(&job_key)
                 .key(&stream)
@@ -127,8 +126,8 @@ async fn deliver(
                 .arg(entry)
                 .arg(&s.group)
                 .arg(e.to_string())
-                .arg(delay.as_millis() as u64)
-                .arg(if permanent { "1" } else { "0" })
+                .arg(delay_ms)
+                .arg(permanent)
                 .arg(&sh.consumer)
                 .arg(k.prefix())
                 .invoke_async(&mut conn)
