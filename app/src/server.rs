@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::http::{self, RateLimiter};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::registration::Registrar;
 use crate::state::{AppState, Readiness};
@@ -82,11 +82,6 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let instance = cfg.instance_name();
     let cache = Cache::new(&cfg.cache, &cfg.redis, &instance, metrics.clone())
         .context("creating the cache")?;
-    let rate_limiter = cfg
-        .http
-        .rate_limit
-        .enabled
-        .then(|| Arc::new(RateLimiter::new(&cfg.http.rate_limit)));
     Ok(AppState {
         config: Arc::new(cfg),
         instance: instance.into(),
@@ -94,7 +89,6 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         cache,
         metrics,
         readiness: Arc::new(Readiness::default()),
-        rate_limiter,
         shutdown: CancellationToken::new(),
     })
 }

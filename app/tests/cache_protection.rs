@@ -328,3 +328,109 @@ async fn consistency_after_update_across_instances() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// PTTL (ms) of the L2 value of user `id` under `prefix`, read right after the GET that
+/// cached it; and how long that GET + PTTL pair took (the most the TTL can have run down
+/// since it was set).
+async fn cached_pttl(
+    c: &reqwest::Client,
+    base: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    id: i64,
+) -> (i64, u64) {
+    let began = Instant::now();
+    assert!(tapp::user_name(c, base, id).await.is_some(), "user {id}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}:user:{id}"))
+        .query_async(conn)
+        .await
+        .expect("PTTL");
+    assert!(
+        pttl > 0,
+        "{prefix}:user:{id} has no TTL in Redis (PTTL {pttl})"
+    );
+    (pttl, began.elapsed().as_millis() as u64 + 1)
+}
+
+/// Avalanche protection: values cached at the same moment get TTLs spread over the whole
+/// `cache.ttl_jitter_pct` band, so they do not all expire (and reach the database) in the
+/// same instant. The same reads with a jitter of 0 give every value the same TTL: the
+/// control that shows the spread comes from the jitter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_jitter_spreads_l2_expiries() {
+    const USERS: usize = 200;
+    const TTL_MS: u64 = 600_000;
+    const STALE_MS: u64 = 30_000;
+    let redis = support::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tapp::sqlite_url(dir.path());
+    let c = tapp::client();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+
+    // The users are written by an instance of their own, so that the write path's deletes
+    // (immediate and delayed) never touch the values measured below.
+    let seed = tapp::start(tapp::test_config(&db, &redis.url())).await;
+    let base = tapp::base(&seed);
+    let mut ids = Vec::new();
+    for i in 0..USERS {
+        ids.push(
+            tapp::create_user(&c, &base, &format!("j{i}"), &format!("j{i}@example.org")).await,
+        );
+    }
+    seed.stop().await.unwrap();
+
+    let mut spans = Vec::new();
+    for pct in [10u8, 0] {
+        let prefix = format!("jitter{pct}");
+        let mut cfg = tapp::test_config(&db, &redis.url());
+        cfg.cache.key_prefix = prefix.clone();
+        cfg.cache.l1_enabled = false;
+        cfg.cache.bloom_enabled = false;
+        cfg.cache.l2_ttl_ms = TTL_MS;
+        cfg.cache.l2_stale_ms = STALE_MS;
+        cfg.cache.ttl_jitter_pct = pct;
+        let app = tapp::start(cfg).await;
+        let base = tapp::base(&app);
+        let f = f64::from(pct) / 100.0;
+        let lowest = (TTL_MS as f64 * (1.0 - f)) as u64 + STALE_MS;
+        let highest = (TTL_MS as f64 * (1.0 + f)).ceil() as u64 + STALE_MS;
+        let mut ttls = Vec::new();
+        for id in &ids {
+            let (pttl, slack) = cached_pttl(&c, &base, &mut conn, &prefix, *id).await;
+            let pttl = pttl as u64;
+            assert!(
+                pttl <= highest && pttl + slack >= lowest,
+                "jitter {pct}%: user {id} got a TTL of {pttl} ms, outside {lowest}..={highest} ms"
+            );
+            ttls.push((pttl, slack));
+        }
+        app.stop().await.unwrap();
+        let min = ttls.iter().map(|t| t.0).min().unwrap();
+        let max = ttls.iter().map(|t| t.0).max().unwrap();
+        let slack = ttls.iter().map(|t| t.1).max().unwrap();
+        println!(
+            "jitter {pct}%: {USERS} values cached together expire {min}..{max} ms later \
+             (spread {} ms, allowed band {lowest}..={highest} ms)",
+            max - min
+        );
+        spans.push((pct, max - min, slack, highest - lowest));
+    }
+    let (_, spread, slack, band) = spans[0];
+    // The TTLs as set spread over at least the measured spread less the most any of them
+    // ran down before its PTTL read. 200 draws from a uniform band cover most of it (less
+    // than 80% has a probability of about 200 * 0.8^199, 10^-17).
+    assert!(
+        spread.saturating_sub(slack) >= band * 8 / 10,
+        "jitter 10%: TTLs spread over {spread} ms (read-back slack {slack} ms), of a {band} ms band"
+    );
+    let (_, spread0, slack0, _) = spans[1];
+    assert!(
+        spread0 <= slack0,
+        "jitter 0%: TTLs differ by {spread0} ms, more than the read-back slack {slack0} ms"
+    );
+}

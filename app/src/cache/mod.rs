@@ -381,3 +381,44 @@ impl Cache {
         self.inner.l1.as_ref().map(L1::entry_count).unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::jitter;
+
+    /// Avalanche protection: TTLs drawn for keys written at the same moment spread evenly
+    /// over the whole ±pct band, so the keys do not expire together.
+    #[test]
+    fn jitter_spreads_ttls_over_the_band() {
+        let d = Duration::from_secs(600);
+        let (lo, hi) = (d.mul_f64(0.9), d.mul_f64(1.1));
+        let ttls: Vec<Duration> = (0..10_000).map(|_| jitter(d, 10)).collect();
+        assert!(
+            ttls.iter().all(|t| (lo..=hi).contains(t)),
+            "a TTL outside {lo:?}..={hi:?}"
+        );
+        // Ten equal slices of the band hold 1,000 each on average; 700 is 10 standard
+        // deviations below.
+        let mut slices = [0usize; 10];
+        for t in &ttls {
+            let f = (*t - lo).as_secs_f64() / (hi - lo).as_secs_f64();
+            slices[((f * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(
+            slices.iter().all(|n| *n >= 700),
+            "uneven spread: {slices:?}"
+        );
+        // Expiry instants rarely coincide: 10,000 draws over 120,000 ms share about 400.
+        let distinct: BTreeSet<u128> = ttls.iter().map(Duration::as_millis).collect();
+        assert!(distinct.len() > 9_000, "{} distinct ms", distinct.len());
+    }
+
+    #[test]
+    fn zero_jitter_keeps_the_ttl() {
+        let d = Duration::from_millis(1234);
+        assert!((0..100).all(|_| jitter(d, 0) == d));
+    }
+}

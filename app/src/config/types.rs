@@ -21,7 +21,6 @@ pub struct Config {
     pub http: HttpConfig,
     pub registration: RegistrationConfig,
     pub shutdown: ShutdownConfig,
-    // The queue engineer adds `pub queue: crate::queue::QueueSettings` here (a `[queue]` table).
     pub queue: crate::queue::QueueSettings,
     pub tasks: crate::tasks::TaskSettings,
     pub orders: crate::orders::OrderSettings,
@@ -434,8 +433,17 @@ impl Config {
                 ));
             }
         }
-        crate::queue::validate_settings(&self.queue, &self.tasks, &self.orders)
-            .map_err(|(field, reason)| ConfigError::invalid(field, reason))?;
+        // The `[queue]`, `[tasks]` and `[orders]` tables are checked by the modules they
+        // configure.
+        let named = |table: &str, e: crate::queue::QueueError| match e {
+            crate::queue::QueueError::Config { field, reason } => {
+                ConfigError::invalid(field, reason)
+            }
+            other => ConfigError::invalid(table, other.to_string()),
+        };
+        self.queue.validate().map_err(|e| named("queue", e))?;
+        self.tasks.validate().map_err(|e| named("tasks", e))?;
+        self.orders.validate().map_err(|e| named("orders", e))?;
         Ok(())
     }
 
