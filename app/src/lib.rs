@@ -6,6 +6,9 @@
 //! control planes (`registration`), Prometheus metrics (`metrics`) and an ordered graceful
 //! shutdown (`server`).
 //!
+//! Redis is reached through `redis_conn` in any of three modes (one server, a Sentinel set,
+//! a Redis Cluster), chosen by the form of `redis.url`.
+//!
 //! Plug-in points for other modules (the queue, tasks and orders): `server::start_with`
 //! takes an extension builder that gets the `state::AppState` (config, metrics registry,
 //! shutdown token) and returns `server::Extensions` (routes merged under the app's
@@ -17,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod orders;
 pub mod queue;
+pub mod redis_conn;
 pub mod registration;
 pub mod server;
 pub mod state;

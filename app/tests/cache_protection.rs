@@ -120,7 +120,7 @@ async fn breakdown_one_load_for_a_hot_key_across_two_instances() {
     let hot = tapp::create_user(&c, &tapp::base(&a), "hot", "hot@example.org").await;
     for round in 0..3 {
         // Expire the hot key everywhere: L2 entry gone, L1 of both instances empty.
-        redis.cli(&["DEL", &format!("app:user:{hot}")]);
+        redis.cli(&["DEL", &format!("app:{{user:{hot}}}")]);
         a.state
             .cache
             .invalidate_local(app::cache::Key::user(hot))
@@ -294,7 +294,7 @@ async fn consistency_after_update_across_instances() {
     let stale = format!(
         "{far}|{{\"id\":{id},\"name\":\"stale\",\"email\":\"cons@example.org\",\"created_at\":0,\"updated_at\":0}}"
     );
-    redis.cli(&["SET", &format!("app:user:{id}"), &stale]);
+    redis.cli(&["SET", &format!("app:{{user:{id}}}"), &stale]);
     assert_eq!(
         done(&a),
         done_before,
