@@ -22,7 +22,7 @@ use app::redis_conn::{RedisConn, RedisTarget, Timeouts, slot};
 use app::server::RunningApp;
 use redis::AsyncCommands;
 use support::app as tapp;
-use support::redis_ha::{RedisCluster, RedisSentinel};
+use support::redis_ha::{MigrationStep, RedisCluster, RedisSentinel};
 
 enum Ha {
     Cluster(RedisCluster),
@@ -304,9 +304,95 @@ async fn cache_works(ha: &mut Ha) {
             "records on every master: {per_master:?}"
         );
         assert_eq!(channels, 16, "16 sharded channels, each on one master");
+
+        // A slot moving under the cache: half-moved (ASK redirects), then moved (MOVED and a
+        // new slot map). a reads from L2 throughout, without a failed command.
+        let y = ids[2];
+        let key = value_key(y);
+        let slot = slot::key_slot(key.as_bytes());
+        let from = cl.master_of_slot(slot);
+        let to = masters
+            .iter()
+            .find(|m| m.port != from)
+            .expect("another master")
+            .port;
+        for step in [MigrationStep::Started, MigrationStep::Finished] {
+            cl.migrate_slot(slot, to, step);
+            a.state.cache.invalidate_local(Key::user(y)).await;
+            let hits = a.state.metrics.lookups("l2", "hit");
+            assert!(tapp::user_name(&c, &base_a, y).await.is_some());
+            assert_eq!(
+                a.state.metrics.lookups("l2", "hit"),
+                hits + 1,
+                "{step:?}: the value was read from L2"
+            );
+            // The rebuild lock and its release script run in the moving slot too.
+            let _: i64 = conn.del(&key).await.expect("DEL through the redirect");
+            a.state.cache.invalidate_local(Key::user(y)).await;
+            assert!(tapp::user_name(&c, &base_a, y).await.is_some());
+        }
+        assert_eq!(cl.master_of_slot(slot), to, "slot {slot} moved");
+        let n: i64 = conn.exists(&key).await.expect("EXISTS");
+        assert_eq!(n, 1, "the value was written again on the new owner");
+        let errors = a.state.metrics.redis_errors_total();
+        assert_eq!(errors, 0, "failed Redis commands while slot {slot} moved");
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// `app check-config` names the mode `redis.url` selects (and hides passwords).
+#[test]
+fn check_config_names_the_redis_mode() {
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
+            .arg("check-config")
+            .env_remove("APP_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run app check-config");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = run(&[]);
+    assert!(ok);
+    assert!(
+        out.starts_with("# redis mode: single server 127.0.0.1:6379"),
+        "{out}"
+    );
+    let queue = ("APP_QUEUE__REDIS_URL", "redis://127.0.0.1:6379/");
+    let (ok, out, err) = run(&[
+        (
+            "APP_REDIS__URL",
+            "redis+cluster://:pw-s3cr3t@10.0.0.1:7000,10.0.0.2:7000",
+        ),
+        queue,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("# redis mode: cluster: 2 seed node(s): 10.0.0.1:7000, 10.0.0.2:7000"),
+        "{out}"
+    );
+    assert!(!out.contains("pw-s3cr3t"), "{out}");
+    assert!(
+        out.contains("url = \"redis+cluster://:***@10.0.0.1:7000"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        ("APP_REDIS__URL", "redis+sentinel://10.0.0.1,10.0.0.2/main"),
+        queue,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("# redis mode: sentinel: master `main` (db 0)"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&[("APP_REDIS__URL", "redis+sentinel://10.0.0.1,10.0.0.2")]);
+    assert!(!ok);
+    assert!(err.contains("redis.url") && err.contains("master"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

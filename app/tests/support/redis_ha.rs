@@ -126,6 +126,13 @@ pub fn info_field(info: &str, field: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// The two halves of [`RedisCluster::migrate_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationStep {
+    Started,
+    Finished,
+}
+
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone)]
 pub struct ClusterNodeInfo {
@@ -255,6 +262,62 @@ impl RedisCluster {
             .iter_mut()
             .find(|n| n.port == port)
             .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+    }
+
+    /// Moves `slot` to the master on `to` the way `redis-cli --cluster reshard` does, in
+    /// two steps: [`MigrationStep::Started`] leaves the slot half-moved (source MIGRATING,
+    /// target IMPORTING, the keys already on the target: clients get `ASK`), then
+    /// [`MigrationStep::Finished`] assigns it to the target everywhere (clients get `MOVED`).
+    pub fn migrate_slot(&mut self, slot: u16, to: u16, step: MigrationStep) {
+        let nodes = self.topology();
+        let from = nodes
+            .iter()
+            .find(|m| {
+                m.master && !m.failed && m.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))
+            })
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+            .clone();
+        let target = nodes
+            .iter()
+            .find(|n| n.port == to && n.master)
+            .unwrap_or_else(|| panic!("{to} is not a master"))
+            .clone();
+        let slot_s = slot.to_string();
+        let ok = |out: String, what: &str| assert_eq!(out, "OK", "{what}: {out}");
+        match step {
+            MigrationStep::Started => {
+                ok(
+                    cli(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from.id]),
+                    "SETSLOT IMPORTING",
+                );
+                ok(
+                    cli(
+                        from.port,
+                        &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &target.id],
+                    ),
+                    "SETSLOT MIGRATING",
+                );
+                loop {
+                    let keys = cli(from.port, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]);
+                    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+                    if keys.is_empty() {
+                        break;
+                    }
+                    let to_s = to.to_string();
+                    let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+                    args.extend(keys);
+                    ok(cli(from.port, &args), "MIGRATE");
+                }
+            }
+            MigrationStep::Finished => {
+                for n in nodes.iter().filter(|n| n.master && !n.failed) {
+                    ok(
+                        cli(n.port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &target.id]),
+                        "SETSLOT NODE",
+                    );
+                }
+            }
+        }
     }
 
     /// SIGKILLs the master on `port`.
