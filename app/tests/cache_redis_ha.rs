@@ -91,21 +91,6 @@ fn value_key(id: i64) -> String {
     format!("app:{{user:{id}}}")
 }
 
-async fn wait_subscribed(apps: &[&RunningApp]) {
-    for a in apps {
-        let ok = support::wait_until_async(
-            Duration::from_secs(60),
-            Duration::from_millis(20),
-            || async { a.state.metrics.invalidation_subscribed.get() == 1 },
-        )
-        .await;
-        assert!(
-            ok,
-            "instance did not subscribe to invalidations within 60 s"
-        );
-    }
-}
-
 /// Waits until `app`'s scheduler did `n` delayed deletes (those of the creates), so they
 /// cannot remove values the test reads afterwards.
 async fn wait_delayed_deletes(app: &RunningApp, n: u64) {
@@ -160,7 +145,7 @@ async fn cache_works(ha: &mut Ha) {
     cfg.cache.lock_ttl_ms = 15_000;
     let a = tapp::start(cfg.clone()).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&a, &b]).await;
+    tapp::wait_subscribed(&[&a, &b]).await;
     let c = tapp::client();
     let (base_a, base_b) = (tapp::base(&a), tapp::base(&b));
     let ids = create_users(&c, &base_a, "u", 30).await;
@@ -233,14 +218,7 @@ async fn cache_works(ha: &mut Ha) {
     // delete through a reach b only through the invalidation channel.
     let x = ids[1];
     assert!(tapp::user_name(&c, &base_b, x).await.is_some());
-    let received = |s: &RunningApp| {
-        s.state
-            .metrics
-            .invalidations
-            .with_label_values(&["received"])
-            .get()
-    };
-    let received_before = received(&b);
+    let received_before = tapp::invalidations_received(&b);
     let r = c
         .patch(format!("{base_a}/users/{x}"))
         .json(&serde_json::json!({"name": "renamed"}))
@@ -253,7 +231,7 @@ async fn cache_works(ha: &mut Ha) {
         "b still serves the old name 15 s after the update"
     );
     assert!(
-        received(&b) > received_before,
+        tapp::invalidations_received(&b) > received_before,
         "b received the invalidation"
     );
     let r = c
@@ -344,19 +322,7 @@ async fn cache_works(ha: &mut Ha) {
 /// `app check-config` names the mode `redis.url` selects (and hides passwords).
 #[test]
 fn check_config_names_the_redis_mode() {
-    let run = |env: &[(&str, &str)]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
-            .arg("check-config")
-            .env_remove("APP_CONFIG")
-            .envs(env.iter().copied())
-            .output()
-            .expect("run app check-config");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |env: &[(&str, &str)]| tapp::app_cli(env, &["check-config"]);
     let (ok, out, _) = run(&[]);
     assert!(ok);
     assert!(
@@ -543,7 +509,7 @@ async fn failover_under_load(mut ha: Ha) {
     cfg_a.cache.l1_enabled = false;
     let a = tapp::start(cfg_a).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&b]).await;
+    tapp::wait_subscribed(&[&b]).await;
     let c = tapp::client();
     let ids = create_users(&c, &tapp::base(&a), "f", 40).await;
     tapp::wait_bloom_ready(&a).await;

@@ -113,6 +113,24 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `127.0.0.1:P1,127.0.0.1:P2,...`
+fn host_list(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The end of every node's log, for a failed wait.
+fn logs_of(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {} ({}):\n{}", n.name, n.port, n.log()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -183,11 +201,7 @@ impl RedisCluster {
             })
             .collect();
         let c = Self { nodes, dir };
-        let addrs: Vec<String> = c
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
+        let addrs: Vec<String> = host_list(&c.nodes).split(',').map(String::from).collect();
         let bin = require_binary("redis-cli", &[], "redis-tools");
         let out = Command::new(bin)
             .args(["--cluster", "create"])
@@ -207,12 +221,7 @@ impl RedisCluster {
 
     /// `redis+cluster://` with every node as a seed.
     pub fn url(&self) -> String {
-        let seeds: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        format!("redis+cluster://{}", host_list(&self.nodes))
     }
 
     pub fn dir(&self) -> &Path {
@@ -352,14 +361,9 @@ impl RedisCluster {
             all_ok && promoted.is_some()
         });
         if !ok {
-            let logs: Vec<String> = self
-                .nodes
-                .iter()
-                .map(|n| format!("--- {} ({}):\n{}", n.name, n.port, n.log()))
-                .collect();
             panic!(
                 "no replica took over slot {slot} of master {old_master} within {FAILOVER_TIMEOUT:?}; logs:\n{}",
-                logs.join("\n")
+                logs_of(&self.nodes)
             );
         }
         promoted.expect("checked above")
@@ -500,12 +504,11 @@ impl RedisSentinel {
 
     /// `redis+sentinel://` naming every sentinel and the master.
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinels
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis+sentinel://{}/{}", hosts.join(","), Self::NAME)
+        format!(
+            "redis+sentinel://{}/{}",
+            host_list(&self.sentinels),
+            Self::NAME
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -546,14 +549,9 @@ impl RedisSentinel {
             promoted.is_some()
         });
         if !ok {
-            let logs: Vec<String> = self
-                .sentinels
-                .iter()
-                .map(|n| format!("--- {} ({}):\n{}", n.name, n.port, n.log()))
-                .collect();
             panic!(
                 "the sentinels did not promote a replica of {old_master} within {FAILOVER_TIMEOUT:?}; logs:\n{}",
-                logs.join("\n")
+                logs_of(&self.sentinels)
             );
         }
         promoted.expect("checked above")
