@@ -3,8 +3,10 @@
 //! The master is looked up lazily (first command) and again whenever the connection in use
 //! fails in a way that says the master is gone or no longer master: connection errors,
 //! timeouts, `READONLY` (the old master came back as a replica), `LOADING`, `MASTERDOWN`.
-//! Lookups are serialised and rate-limited, so a failover does not turn every waiting
-//! request into a round of sentinel queries. redis-rs checks that the node it is given
+//! A command abandoned by its caller before the answer (the caller's own timeout) counts
+//! too: a frozen or cut-off master sends no error at all. Lookups are serialised and
+//! rate-limited, so a failover does not turn every waiting request into a round of
+//! sentinel queries. redis-rs checks that the node it is given
 //! says `role:master` before handing it out.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -154,10 +156,10 @@ impl SentinelConn {
     }
 
     /// Forgets the connection of `generation` (not a newer one another caller made).
-    fn drop_connection(&self, generation: u64, e: &RedisError) {
+    fn drop_connection(&self, generation: u64, why: &dyn std::fmt::Display) {
         let mut st = self.state();
         if st.current.as_ref().map(|c| c.generation) == Some(generation) {
-            tracing::warn!(error = %e, "master connection failed; asking the sentinels again");
+            tracing::warn!(error = %why, "master connection failed; asking the sentinels again");
             st.current = None;
         }
     }
@@ -167,13 +169,39 @@ impl SentinelConn {
         f: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
     ) -> RedisResult<T> {
         let mut c = self.current().await?;
+        let mut in_flight = InFlight {
+            conn: self,
+            generation: c.generation,
+            answered: false,
+        };
         let res = f(&mut c.conn).await;
+        in_flight.answered = true;
         if let Err(e) = &res
             && needs_new_master(e)
         {
             self.drop_connection(c.generation, e);
         }
         res
+    }
+}
+
+/// A command on its way. Dropped before its answer means the caller gave up waiting (its
+/// own timeout): the master may be frozen or cut off, where no error ever arrives, so the
+/// next command asks the sentinels again (a healthy master costs one lookup).
+struct InFlight<'a> {
+    conn: &'a SentinelConn,
+    generation: u64,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.drop_connection(
+                self.generation,
+                &"a command was abandoned before its answer (caller's timeout)",
+            );
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub struct Node {
     pub name: String,
     dir: PathBuf,
     guard: Option<ChildGuard>,
+    paused: bool,
 }
 
 impl Node {
@@ -74,6 +75,7 @@ impl Node {
                     name: name.to_string(),
                     dir,
                     guard: Some(guard),
+                    paused: false,
                 };
             }
             guard.stop();
@@ -93,8 +95,26 @@ impl Node {
         }
     }
 
-    pub fn is_running(&mut self) -> bool {
-        self.guard.as_mut().is_some_and(ChildGuard::is_running)
+    /// Freezes the process (SIGSTOP): its connections stay open but nothing answers, as
+    /// with a hung host or a network partition.
+    pub fn pause(&mut self) {
+        if let Some(g) = &self.guard {
+            g.signal(libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    /// Undoes [`Node::pause`].
+    pub fn resume(&mut self) {
+        if let Some(g) = &self.guard {
+            g.signal(libc::SIGCONT);
+            self.paused = false;
+        }
+    }
+
+    /// Running and not paused: it can answer.
+    pub fn is_live(&mut self) -> bool {
+        !self.paused && self.guard.as_mut().is_some_and(ChildGuard::is_running)
     }
 
     pub fn log(&self) -> String {
@@ -102,15 +122,35 @@ impl Node {
     }
 }
 
-/// Runs `redis-cli` against 127.0.0.1:`port` (RESP2 output, one value per line).
+/// Bound on one `redis-cli` call: a frozen node would hold it forever.
+const CLI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `redis-cli` against 127.0.0.1:`port` (RESP2 output, one value per line); an empty
+/// string when the node does not answer within [`CLI_TIMEOUT`].
 pub fn cli(port: u16, args: &[&str]) -> String {
     let bin = require_binary("redis-cli", &[], "redis-tools");
-    let out = Command::new(bin)
+    let child = Command::new(bin)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("run redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(CLI_TIMEOUT) {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(Err(e)) => panic!("redis-cli failed: {e}"),
+        Err(_) => {
+            // The reader thread reaps it once killed.
+            super::send_signal(pid, libc::SIGKILL);
+            String::new()
+        }
+    }
 }
 
 /// `127.0.0.1:P1,127.0.0.1:P2,...`
@@ -231,7 +271,7 @@ impl RedisCluster {
     fn live_port(&mut self) -> u16 {
         self.nodes
             .iter_mut()
-            .find_map(|n| n.is_running().then_some(n.port))
+            .find_map(|n| n.is_live().then_some(n.port))
             .expect("no live cluster node")
     }
 
@@ -342,7 +382,7 @@ impl RedisCluster {
             let live: Vec<u16> = self
                 .nodes
                 .iter_mut()
-                .filter_map(|n| n.is_running().then_some(n.port))
+                .filter_map(|n| n.is_live().then_some(n.port))
                 .collect();
             let all_ok = live.iter().all(|&p| {
                 info_field(&cli(p, &["CLUSTER", "INFO"]), "cluster_state").as_deref() == Some("ok")
