@@ -155,7 +155,8 @@ pub struct CacheConfig {
     /// Pub/sub channel (under the key prefix) carrying L1 invalidations between instances.
     pub invalidation_channel: String,
     /// In a Redis Cluster: number of sharded pub/sub channels the invalidations are spread
-    /// over (so they do not all load one master). Ignored on a single server or Sentinel.
+    /// over (so they do not all load one master); the channel names derive from it, so every
+    /// instance must use the same value. Ignored on a single server or Sentinel.
     pub invalidation_shards: u32,
     /// Bloom filter of existing ids, kept in Redis.
     pub bloom_enabled: bool,
