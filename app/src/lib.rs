@@ -16,6 +16,9 @@
 //! The top-level modules form no cycle (`cargo xtask test lint` checks it): `config`
 //! reads the settings types of `queue`, `tasks` and `orders`; `tasks` and `orders` use
 //! `queue`; `queue` uses none of them; only `wiring` knows them all.
+//!
+//! Redis is reached through `redis_conn` in any of three modes (one server, a Sentinel set,
+//! a Redis Cluster), chosen by the form of `redis.url`.
 
 pub mod cache;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod http;
 pub mod metrics;
 pub mod orders;
 pub mod queue;
+pub mod redis_conn;
 pub mod registration;
 pub mod server;
 pub mod state;

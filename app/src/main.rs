@@ -55,7 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: app::queue::cli::DlqCommand,
     },
-    /// Load and validate the configuration, print it as TOML, and exit.
+    /// Load and validate the configuration, print it as TOML (passwords hidden) after a
+    /// comment naming the Redis mode (`single`, `sentinel` or `cluster`), and exit.
     CheckConfig {
         /// TOML config file (same rules as `serve`).
         #[arg(long, short, env = "APP_CONFIG")]
@@ -110,6 +111,10 @@ fn main() -> anyhow::Result<()> {
             if cfg.registration.token.is_some() {
                 cfg.registration.token = Some("***".into());
             }
+            // A comment, so the output stays valid TOML.
+            println!("# redis mode: {}", cfg.redis.target()?.describe());
+            cfg.redis.url = app::config::redact_url(&cfg.redis.url);
+            cfg.queue.redis_url = cfg.queue.redis_url.as_deref().map(app::config::redact_url);
             print!(
                 "{}",
                 toml::to_string_pretty(&cfg).context("printing the config")?

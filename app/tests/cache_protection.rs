@@ -120,7 +120,7 @@ async fn breakdown_one_load_for_a_hot_key_across_two_instances() {
     let hot = tapp::create_user(&c, &tapp::base(&a), "hot", "hot@example.org").await;
     for round in 0..3 {
         // Expire the hot key everywhere: L2 entry gone, L1 of both instances empty.
-        redis.cli(&["DEL", &format!("app:user:{hot}")]);
+        redis.cli(&["DEL", &format!("app:{{user:{hot}}}")]);
         a.state
             .cache
             .invalidate_local(app::cache::Key::user(hot))
@@ -174,29 +174,6 @@ async fn breakdown_one_load_for_a_hot_key_across_two_instances() {
     b.stop().await.unwrap();
 }
 
-fn received(s: &app::server::RunningApp) -> u64 {
-    s.state
-        .metrics
-        .invalidations
-        .with_label_values(&["received"])
-        .get()
-}
-
-async fn wait_subscribed(apps: &[&app::server::RunningApp]) {
-    for a in apps {
-        let ok = support::wait_until_async(
-            Duration::from_secs(60),
-            Duration::from_millis(10),
-            || async { a.state.metrics.invalidation_subscribed.get() == 1 },
-        )
-        .await;
-        assert!(
-            ok,
-            "instance did not subscribe to the invalidation channel within 60 s"
-        );
-    }
-}
-
 /// Two instances sharing PostgreSQL and Redis: after an update returns, once the
 /// invalidation has reached the other instance, neither serves the old value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +190,7 @@ async fn consistency_after_update_across_instances() {
     cfg.cache.delayed_delete_ms = 600_000;
     let a = tapp::start(cfg.clone()).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&a, &b]).await;
+    tapp::wait_subscribed(&[&a, &b]).await;
     let (ba, bb) = (tapp::base(&a), tapp::base(&b));
     let id = tapp::create_user(&c, &ba, "v0", "cons@example.org").await;
     let mut waits = Vec::new();
@@ -227,7 +204,7 @@ async fn consistency_after_update_across_instances() {
                 );
             }
         }
-        let seen_by_b = received(&b);
+        let seen_by_b = tapp::invalidations_received(&b);
         let t0 = Instant::now();
         let r = c
             .patch(format!("{ba}/users/{id}"))
@@ -239,7 +216,7 @@ async fn consistency_after_update_across_instances() {
         let delivered = support::wait_until_async(
             Duration::from_secs(30),
             Duration::from_millis(1),
-            || async { received(&b) > seen_by_b },
+            || async { tapp::invalidations_received(&b) > seen_by_b },
         )
         .await;
         assert!(
@@ -272,7 +249,7 @@ async fn consistency_after_update_across_instances() {
     cfg.cache.delayed_delete_ms = 3_000;
     let a = tapp::start(cfg.clone()).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&a, &b]).await;
+    tapp::wait_subscribed(&[&a, &b]).await;
     let (ba, bb) = (tapp::base(&a), tapp::base(&b));
     let done = |s: &app::server::RunningApp| {
         s.state
@@ -282,7 +259,7 @@ async fn consistency_after_update_across_instances() {
             .get()
     };
     let done_before = done(&a);
-    let seen_by_b = received(&b);
+    let seen_by_b = tapp::invalidations_received(&b);
     let r = c
         .patch(format!("{ba}/users/{id}"))
         .json(&serde_json::json!({"name": "final"}))
@@ -294,7 +271,7 @@ async fn consistency_after_update_across_instances() {
     let stale = format!(
         "{far}|{{\"id\":{id},\"name\":\"stale\",\"email\":\"cons@example.org\",\"created_at\":0,\"updated_at\":0}}"
     );
-    redis.cli(&["SET", &format!("app:user:{id}"), &stale]);
+    redis.cli(&["SET", &format!("app:{{user:{id}}}"), &stale]);
     assert_eq!(
         done(&a),
         done_before,
@@ -311,7 +288,7 @@ async fn consistency_after_update_across_instances() {
     let delivered = support::wait_until_async(
         Duration::from_secs(30),
         Duration::from_millis(5),
-        || async { received(&b) >= seen_by_b + 2 },
+        || async { tapp::invalidations_received(&b) >= seen_by_b + 2 },
     )
     .await;
     assert!(

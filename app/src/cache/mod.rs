@@ -32,6 +32,7 @@ pub use keys::{Entity, Key, KeySpace};
 
 use crate::config::{CacheConfig, RedisConfig};
 use crate::metrics::Metrics;
+use crate::redis_conn::RedisMode;
 use crate::store::{StoreError, now_ms};
 use breaker::Breaker;
 use envelope::Envelope;
@@ -48,6 +49,8 @@ pub struct LoadError(pub Arc<StoreError>);
 /// Why the cache could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    #[error("redis.url: {0}")]
+    Url(#[from] crate::redis_conn::TargetError),
     #[error("redis.url: {0}")]
     Redis(#[from] l2::L2Error),
 }
@@ -99,6 +102,7 @@ impl Cache {
         });
         // Redis also carries invalidations and the Bloom filter, so it is used whenever L2
         // or the filter is on.
+        let target = crate::redis_conn::RedisTarget::parse(&redis.url)?;
         let l2 = if cfg.l2_enabled || cfg.bloom_enabled {
             let breaker = Breaker::new(
                 cfg.breaker_failures,
@@ -106,8 +110,9 @@ impl Cache {
                 metrics.breaker_state.clone(),
                 metrics.breaker_opened.clone(),
             );
+            tracing::info!(redis = %target.describe(), "cache uses redis");
             Some(L2::new(
-                &redis.url,
+                &target,
                 redis.command_timeout(),
                 Duration::from_millis(redis.connect_timeout_ms),
                 breaker,
@@ -124,7 +129,11 @@ impl Cache {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 instance: instance.to_string(),
-                keys: KeySpace::new(&cfg.key_prefix, &cfg.invalidation_channel),
+                keys: KeySpace::new(
+                    &cfg.key_prefix,
+                    &cfg.invalidation_channel,
+                    (target.mode() == RedisMode::Cluster).then_some(cfg.invalidation_shards),
+                ),
                 l1,
                 l2,
                 bloom,
