@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::{
     State, metrics,
-    model::{self, DrainedBy, NewVip, Source, VipRuntime, backend_view, vip_view},
-    reconcile, sync_checkers,
+    model::{self, DrainedBy, Source, backend_view, vip_view},
+    reconcile, runtime_from_config, sync_checkers,
 };
-use lb_config::MAX_WEIGHT;
+use lb_config::{Conflict, MAX_WEIGHT, VipInput};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -200,58 +200,31 @@ async fn get_vip(AxState(s): AxState<State>, Path(vip): Path<String>) -> ApiResu
     Ok(Json(json!(vip_view(v, Instant::now()))))
 }
 
+/// `POST /v1/vips`: the body goes through the same checks as a VIP of the file (422 with
+/// `field: reason`), its health over the global `[health]`.
 async fn add_vip(
     AxState(s): AxState<State>,
-    JsonBody(new): JsonBody<NewVip>,
+    JsonBody(input): JsonBody<VipInput>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let default_health = s
-        .config
-        .vips
-        .first()
-        .map(|v| v.health.clone())
-        .unwrap_or_default();
-    let cfg = new
-        .into_config(default_health)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
+    let config = s.current();
+    let cfg = input
+        .check(&config.vip_env())
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
     let mut inner = s.inner.lock().await;
-    if inner.vips.contains_key(&cfg.name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("a VIP named {} exists", cfg.name),
-        ));
-    }
-    if inner
-        .vips
-        .values()
-        .any(|v| (v.cfg.address, v.cfg.port, v.cfg.proto) == (cfg.address, cfg.port, cfg.proto))
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "another VIP has that address, port and protocol",
-        ));
-    }
-    if inner.vips.len() >= lb_common::MAX_VIPS as usize {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            "VIP limit reached",
-        ));
-    }
+    lb_config::check_against(&cfg, inner.vips.values().map(|v| &v.cfg)).map_err(|c| match c {
+        Conflict::Taken(e) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+        Conflict::Full(e) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+        }
+    })?;
     let name = cfg.name.clone();
-    inner.vips.insert(
-        name.clone(),
-        VipRuntime {
-            cfg,
-            source: Source::Api,
-            backends: Default::default(),
-        },
-    );
+    let rt = runtime_from_config(&cfg, input, Source::Api, Instant::now());
+    inner.vips.insert(name.clone(), rt);
     if let Err(e) = reconcile(&s, &mut inner) {
         inner.vips.remove(&name);
         return Err(ApiError::internal(e));
     }
+    sync_checkers(&s, &mut inner);
     let v = inner
         .vips
         .get(&name)

@@ -173,9 +173,9 @@ mod tests {
 
     use super::*;
     use crate::neighbours::Trigger;
-    use lb_config::HealthConfig;
+    use lb_config::{HealthInput, VipEnv, VipInput};
 
-    use crate::daemon::model::{BackendRuntime, NewVip, Source};
+    use crate::daemon::model::{BackendRuntime, Source};
 
     const SHARED: &str = "10.0.0.5";
 
@@ -184,20 +184,24 @@ mod tests {
     }
 
     fn vip(name: &str, address: &str, backends: &[(&str, Option<[u8; 6]>)]) -> VipRuntime {
-        let cfg = NewVip {
+        let input = VipInput {
             name: name.into(),
-            address: ip(address),
+            address: address.into(),
             port: 80,
-            protocol: "tcp".into(),
-            algorithm: "maglev".into(),
-            mode: "dsr-l2".into(),
-            table_size: None,
-        }
-        .into_config(HealthConfig::default())
-        .expect("valid VIP");
+            ..Default::default()
+        };
+        let cfg = input
+            .check(&VipEnv {
+                ipip_source_v4: false,
+                ipip_source_v6: false,
+                backend_mtu: 0,
+                health: &HealthInput::default(),
+            })
+            .expect("valid VIP");
         let health = cfg.health.clone();
         VipRuntime {
             cfg,
+            input,
             source: Source::Api,
             backends: backends
                 .iter()

@@ -30,7 +30,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use self::model::{BackendRuntime, Source, VipRuntime};
-use lb_config::{Config, VipConfig};
+use lb_config::{Config, VipConfig, VipInput};
 use lb_dataplane::{Dataplane, LoadOptions, Programmer, pin};
 
 use crate::{
@@ -59,10 +59,17 @@ pub struct Inner {
     /// Active connections per backend id, from the last sweep.
     pub active: HashMap<u32, u64>,
     pub last_table_swap: Option<Duration>,
+    /// What the table holds now (see `weights_moved`).
+    pub programmed: Programmed,
 }
 
 pub struct Shared {
+    /// The config lbd started with: what cannot change without a restart (interfaces, pins,
+    /// sockets, the state file) is read here.
     pub config: Config,
+    /// The config in force: the start-up one, then each reloaded one (`reload`). Components
+    /// that follow a section of it subscribe here.
+    current: watch::Sender<Arc<Config>>,
     pub inner: Mutex<Inner>,
     pub started: Instant,
     probe_tx: mpsc::Sender<ProbeEvent>,
@@ -80,19 +87,26 @@ pub struct Shared {
 
 pub type State = Arc<Shared>;
 
-fn runtime_from_config(v: &VipConfig, source: Source, now: Instant) -> VipRuntime {
+/// A VIP from `source`, its listed backends owned by the same source.
+pub(crate) fn runtime_from_config(
+    v: &VipConfig,
+    input: VipInput,
+    source: Source,
+    now: Instant,
+) -> VipRuntime {
     let backends = v
         .backends
         .iter()
         .map(|b| {
             (
                 b.address,
-                BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now),
+                BackendRuntime::new(b.weight, source, b.mac.map(|m| m.0), &v.health, now),
             )
         })
         .collect();
     VipRuntime {
         cfg: v.clone(),
+        input,
         source,
         backends,
     }
@@ -139,7 +153,10 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     let mut vips: BTreeMap<String, VipRuntime> = config
         .vips
         .iter()
-        .map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now)))
+        .map(|v| {
+            let rt = runtime_from_config(v, v.to_input(), Source::Config, now);
+            (v.name.clone(), rt)
+        })
         .collect();
     if let Some(s) = &saved {
         restore_dynamic(&config, s, &mut vips, now);
@@ -158,6 +175,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     let (shutdown, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         config: config.clone(),
+        current: watch::channel(Arc::new(config.clone())).0,
         inner: Mutex::new(Inner {
             prog,
             vips,
@@ -165,6 +183,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             attached: Vec::new(),
             active: HashMap::new(),
             last_table_swap: None,
+            programmed: Programmed::new(),
         }),
         started: now,
         probe_tx,
@@ -230,36 +249,32 @@ fn iface_macs(names: &[String]) -> Result<[lb_common::IfaceMac; lb_common::MAX_I
     Ok(out)
 }
 
+/// The API's VIPs and every backend's dynamic state from the state file. API VIPs go through
+/// the same checks as the file's and the API's (against today's settings); one that fails them
+/// is left out, with the reason in the log.
 fn restore_dynamic(
     config: &Config,
     s: &persist::StateFile,
     vips: &mut BTreeMap<String, VipRuntime>,
     now: Instant,
 ) {
-    let default_health = config
-        .vips
-        .first()
-        .map(|v| v.health.clone())
-        .unwrap_or_default();
-    for v in &s.api_vips {
-        let new = model::NewVip {
-            name: v.name.clone(),
-            address: v.address,
-            port: v.port,
-            protocol: v.protocol.clone(),
-            algorithm: v.algorithm.clone(),
-            mode: v.mode.clone(),
-            table_size: Some(v.table_size),
-        };
-        match new.into_config(default_health.clone()) {
-            Ok(cfg) if !vips.contains_key(&cfg.name) => {
-                vips.insert(
-                    cfg.name.clone(),
-                    runtime_from_config(&cfg, Source::Api, now),
-                );
+    let env = config.vip_env();
+    for input in &s.api_vips {
+        let checked = input.check(&env).map_err(|e| e.to_string()).and_then(|cfg| {
+            lb_config::check_against(&cfg, vips.values().map(|v| &v.cfg))
+                .map(|()| cfg)
+                .map_err(|c| c.to_string())
+        });
+        match checked {
+            Ok(cfg) => {
+                let rt = runtime_from_config(&cfg, input.clone(), Source::Api, now);
+                vips.insert(cfg.name.clone(), rt);
             }
-            Ok(_) => {}
-            Err(e) => warn!(vip = %v.name, error = %e, "cannot restore a VIP from the state file"),
+            Err(e) => warn!(
+                path = %config.api.state_file.display(),
+                vip = %input.name,
+                "state file: VIP left out: {e}"
+            ),
         }
     }
     for b in &s.backends {
@@ -292,6 +307,7 @@ pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
     let specs: Vec<_> = inner.vips.values().map(|v| v.spec(now)).collect();
     let t = Instant::now();
     let report = inner.prog.apply(&specs)?;
+    inner.programmed = programmed_weights(&specs);
     if report.tables_swapped > 0 {
         inner.last_table_swap = Some(t.elapsed());
         tracing::debug!(?report, "maps updated");
@@ -307,14 +323,10 @@ fn save_state(shared: &Shared, inner: &Inner) {
             .vips
             .values()
             .filter(|v| v.source != Source::Config)
-            .map(|v| persist::ApiVip {
-                name: v.cfg.name.clone(),
-                address: v.cfg.address,
-                port: v.cfg.port,
-                protocol: lb_config::protocol_name(v.cfg.proto).into(),
-                algorithm: lb_config::algorithm_name(v.cfg.algorithm).into(),
-                mode: lb_config::mode_name(v.cfg.mode).into(),
-                table_size: v.cfg.table_size.get(),
+            .map(|v| VipInput {
+                // Backends are saved with their dynamic state below.
+                backends: Vec::new(),
+                ..v.input.clone()
             })
             .collect(),
         backends: inner
@@ -396,25 +408,55 @@ pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
     }
 }
 
-/// Every second: slow-start ramps (the table follows each ramping backend's weight). MACs are
-/// not polled here: `macs::event_loop` applies the neighbour resolver's events as they come.
+/// The weight each (VIP, backend) was last programmed with.
+pub type Programmed = BTreeMap<(String, IpAddr), u32>;
+
+fn programmed_weights(specs: &[lb_dataplane::VipSpec]) -> Programmed {
+    specs
+        .iter()
+        .flat_map(|v| v.backends.iter().map(|b| ((v.name.clone(), b.addr), b.weight)))
+        .collect()
+}
+
+/// Whether some backend's weight now differs from what the table was last built with: a
+/// slow-start ramp moved on, or ended (the step to full weight must be written too).
+fn weights_moved(inner: &Inner, now: Instant) -> bool {
+    inner.vips.values().any(|v| {
+        v.backends.iter().any(|(addr, b)| {
+            let key = (v.cfg.name.clone(), *addr);
+            inner.programmed.get(&key) != Some(&b.effective_weight(&v.cfg.health, now))
+        })
+    })
+}
+
+/// Every second: slow-start ramps (the table follows each ramping backend's weight, up to and
+/// including its last step) and registration leases. MACs are not polled here:
+/// `macs::event_loop` applies the neighbour resolver's events as they come.
 pub async fn tick_loop(shared: State) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        let ramping = inner
-            .vips
-            .values()
-            .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
-        if ramping && let Err(e) = reconcile(&shared, &mut inner) {
+        if weights_moved(&inner, now)
+            && let Err(e) = reconcile(&shared, &mut inner)
+        {
             warn!(error = %e, "periodic reconcile failed");
         }
     }
 }
 
 impl Shared {
+    /// The config in force (the last one loaded or reloaded).
+    pub fn current(&self) -> Arc<Config> {
+        self.current.borrow().clone()
+    }
+
+    /// Follows the config in force: a receiver sees every reload.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
+    }
+
     /// Adds a backend, or takes a re-registration of an existing one as a heartbeat (see
     /// `BackendRuntime::reregister`); returns whether it was new.
     ///
@@ -496,7 +538,7 @@ impl Shared {
                     warn!(%vip, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
                 }
                 let mut b = BackendRuntime::new(
-                    declared.unwrap_or(DEFAULT_WEIGHT),
+                    declared.unwrap_or(lb_config::DEFAULT_WEIGHT),
                     source,
                     None,
                     &health,
@@ -516,6 +558,3 @@ impl Shared {
         Ok(Some(new))
     }
 }
-
-/// The weight of a backend added without one.
-const DEFAULT_WEIGHT: u32 = 100;

@@ -7,11 +7,10 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use lb_common::{Algorithm, ForwardMode};
 use serde::{Deserialize, Serialize};
 
-use lb_config::{self as config, CheckKind, HealthConfig, MacAddr, VipConfig};
-use lb_dataplane::{BackendSpec, BackendState, VipSpec, maglev::TableSize};
+use lb_config::{self as config, CheckKind, HealthConfig, MacAddr, VipConfig, VipInput};
+use lb_dataplane::{BackendSpec, BackendState, VipSpec};
 
 use crate::health::{Health, Machine, ProbeResult, slow_start_weight};
 
@@ -150,21 +149,26 @@ impl BackendRuntime {
         out
     }
 
-    /// The weight new flows see now.
+    /// The weight new flows see now: none while draining, unhealthy or unaddressable; the
+    /// configured share while unknown (`unknown_weight_percent`); during slow start a ramp
+    /// from that share to the full weight.
     pub fn effective_weight(&self, health: &HealthConfig, now: Instant) -> u32 {
-        if matches!(self.admin, Admin::Draining(_))
-            || self.machine.state() != Health::Healthy
-            || self.mac.is_err()
-        {
+        if matches!(self.admin, Admin::Draining(_)) || self.mac.is_err() {
             return 0;
         }
-        match self.machine.healthy_since() {
-            Some(since) => slow_start_weight(
-                self.weight,
-                now.saturating_duration_since(since),
-                health.slow_start,
-            ),
-            None => self.weight,
+        let unknown = unknown_weight(self.weight, health.unknown_weight_percent);
+        match self.machine.state() {
+            Health::Unhealthy => 0,
+            Health::Unknown => unknown,
+            Health::Healthy => match self.machine.healthy_since() {
+                Some(since) => slow_start_weight(
+                    self.weight,
+                    now.saturating_duration_since(since),
+                    health.slow_start,
+                )
+                .max(unknown),
+                None => self.weight,
+            },
         }
     }
 
@@ -187,10 +191,11 @@ impl BackendRuntime {
         });
     }
 
-    /// Whether the weight is still ramping (slow start): the table must be refreshed.
-    pub fn ramping(&self, health: &HealthConfig, now: Instant) -> bool {
-        self.effective_weight(health, now) != 0 && self.effective_weight(health, now) < self.weight
-    }
+}
+
+/// `percent` of `weight`, rounded up (a positive share never rounds to no flows at all).
+pub fn unknown_weight(weight: u32, percent: u32) -> u32 {
+    (u64::from(weight) * u64::from(percent.min(100))).div_ceil(100) as u32
 }
 
 /// What a re-registration changed (for the log).
@@ -203,6 +208,9 @@ pub struct Reregistered {
 #[derive(Clone, Debug)]
 pub struct VipRuntime {
     pub cfg: VipConfig,
+    /// The VIP as its source wrote it (for API VIPs: what the state file keeps, re-checked
+    /// at every restart and reload against the settings of the day).
+    pub input: VipInput,
     pub source: Source,
     pub backends: BTreeMap<IpAddr, BackendRuntime>,
 }
@@ -263,6 +271,8 @@ pub struct BackendView {
 #[derive(Clone, Debug, Serialize)]
 pub struct VipView {
     pub name: String,
+    /// Who owns it: `config` (the file), `api`.
+    pub source: Source,
     pub address: IpAddr,
     pub port: u16,
     pub protocol: &'static str,
@@ -296,6 +306,7 @@ pub fn backend_view(
 pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
     VipView {
         name: v.cfg.name.clone(),
+        source: v.source,
         address: v.cfg.address,
         port: v.cfg.port,
         protocol: config::protocol_name(v.cfg.proto),
@@ -307,67 +318,6 @@ pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
             .iter()
             .map(|(a, b)| backend_view(v, *a, b, now))
             .collect(),
-    }
-}
-
-/// A VIP as the API accepts it (`POST /v1/vips`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewVip {
-    pub name: String,
-    pub address: IpAddr,
-    #[serde(default)]
-    pub port: u16,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-    #[serde(default = "maglev")]
-    pub algorithm: String,
-    #[serde(default = "dsr")]
-    pub mode: String,
-    pub table_size: Option<u32>,
-}
-
-fn tcp() -> String {
-    "tcp".into()
-}
-fn maglev() -> String {
-    "maglev".into()
-}
-fn dsr() -> String {
-    "dsr-l2".into()
-}
-
-impl NewVip {
-    /// Validates into a config entry (health as the global default).
-    pub fn into_config(self, health: HealthConfig) -> Result<VipConfig, String> {
-        let valid_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_name {
-            return Err("name: 1-64 characters of a-z, 0-9, '-', '_'".into());
-        }
-        let proto = config::parse_protocol(&self.protocol).map_err(|e| format!("protocol: {e}"))?;
-        let algorithm: Algorithm =
-            config::parse_algorithm(&self.algorithm).map_err(|e| format!("algorithm: {e}"))?;
-        let mode: ForwardMode = config::parse_mode(&self.mode).map_err(|e| format!("mode: {e}"))?;
-        let table_size = match self.table_size {
-            Some(n) => TableSize::new(n).map_err(|e| format!("table_size: {e}"))?,
-            None => TableSize::DEFAULT,
-        };
-        Ok(VipConfig {
-            name: self.name,
-            address: self.address,
-            port: self.port,
-            proto,
-            algorithm,
-            mode,
-            table_size,
-            health,
-            backends: Vec::new(),
-        })
     }
 }
 
@@ -427,5 +377,34 @@ mod tests {
         b.weight = 5;
         assert!(b.reregister(Some(40)).weight_applied);
         assert_eq!(b.weight, 40);
+    }
+}
+
+#[cfg(test)]
+mod weight_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_unknown_backend_gets_its_configured_share() {
+        let now = Instant::now();
+        let mut h = HealthConfig::default();
+        let mut b = BackendRuntime::new(100, Source::Api, Some([2; 6]), &h, now);
+        assert_eq!(b.machine.state(), Health::Unknown);
+        assert_eq!(b.effective_weight(&h, now), 0, "by default none");
+        h.unknown_weight_percent = 50;
+        assert_eq!(b.effective_weight(&h, now), 50);
+        h.unknown_weight_percent = 1;
+        b.weight = 7;
+        assert_eq!(b.effective_weight(&h, now), 1, "rounded up");
+        // Healthy with slow start: the ramp starts from the unknown share, not from 1.
+        h.unknown_weight_percent = 50;
+        h.slow_start = Duration::from_secs(10);
+        b.weight = 100;
+        b.machine.observe(true, now);
+        b.machine.observe(true, now);
+        assert_eq!(b.effective_weight(&h, now), 50);
+        assert_eq!(b.effective_weight(&h, now + Duration::from_secs(8)), 80);
+        assert_eq!(b.effective_weight(&h, now + Duration::from_secs(10)), 100);
     }
 }

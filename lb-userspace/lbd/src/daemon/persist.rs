@@ -13,22 +13,12 @@ use crate::health::Health;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StateFile {
     pub programmer: ProgrammerState,
-    /// VIPs added through the API (config VIPs come from the config).
+    /// VIPs added through the API, as the API was given them (config VIPs come from the
+    /// config). Older lbds wrote every field out; both read the same.
     #[serde(default)]
-    pub api_vips: Vec<ApiVip>,
+    pub api_vips: Vec<lb_config::VipInput>,
     #[serde(default)]
     pub backends: Vec<BackendState>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApiVip {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: String,
-    pub algorithm: String,
-    pub mode: String,
-    pub table_size: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
