@@ -7,14 +7,19 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Ctx, HealthInput, Spans, value};
+use super::{
+    ConfigError, Ctx, HealthInput, Spans,
+    access::{self, AccessConfig},
+    value,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiConfig {
     pub socket: PathBuf,
     pub listen: Option<SocketAddr>,
-    pub token_file: Option<PathBuf>,
     pub state_file: PathBuf,
+    /// TLS, clients and leases of the TCP listener (`token_file` is one admin client).
+    pub access: AccessConfig,
 }
 
 impl Default for ApiConfig {
@@ -22,8 +27,8 @@ impl Default for ApiConfig {
         Self {
             socket: PathBuf::from("/run/lbd/lbd.sock"),
             listen: None,
-            token_file: None,
             state_file: PathBuf::from("/var/lib/lbd/state.json"),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -100,6 +105,10 @@ pub(super) struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<String>,
     state_file: Option<String>,
+    tls: Option<access::RawTls>,
+    #[serde(default)]
+    clients: Vec<access::RawClient>,
+    registration_lease_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,18 +261,19 @@ pub(super) fn parse_api(ctx: &Ctx, a: RawApi) -> Result<ApiConfig, ConfigError> 
             })
         })
         .transpose()?;
-    if let (Some(_), None, Some(l)) = (listen, &a.token_file, &a.listen) {
-        return Err(ctx.err(
-            &l.span(),
-            "api.token_file",
-            "a TCP listener needs a token_file (every TCP call needs the bearer token)",
-        ));
-    }
+    let access = access::parse_access(
+        ctx,
+        a.listen.as_ref(),
+        a.token_file.as_deref(),
+        a.tls,
+        a.clients,
+        a.registration_lease_s.as_ref(),
+    )?;
     Ok(ApiConfig {
         socket: a.socket.map(PathBuf::from).unwrap_or(d.socket),
         listen,
-        token_file: a.token_file.map(PathBuf::from),
         state_file: a.state_file.map(PathBuf::from).unwrap_or(d.state_file),
+        access,
     })
 }
 

@@ -12,6 +12,7 @@ use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod access;
 mod check;
 mod daemon;
 mod vrrp;
@@ -20,6 +21,7 @@ pub use check::{
     BackendInput, Conflict, DEFAULT_WEIGHT, FieldError, HealthInput, VipEnv, VipInput,
     check_against, check_weight, valid_name,
 };
+pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
 pub use daemon::{ApiConfig, CheckKind, HealthConfig, SweepConfig};
 pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};

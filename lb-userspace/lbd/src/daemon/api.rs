@@ -1,12 +1,12 @@
 //! The HTTP API (docs/api.md): JSON in and out, JSON errors with proper status codes, bearer
 //! token on TCP.
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{FromRequest, Path, Request, State as AxState, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -19,6 +19,7 @@ use super::{
     model::{self, DrainedBy, Source, backend_view, vip_view},
     reconcile, runtime_from_config, sync_checkers,
 };
+use crate::auth::{self, Principal};
 use lb_config::{Conflict, MAX_WEIGHT, VipInput};
 
 #[derive(Debug)]
@@ -109,53 +110,67 @@ pub fn router(state: State) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/stats", get(stats))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/reload", post(reload))
         .route("/v1/vrrp", get(vrrp_status))
         .route("/metrics", get(metrics::handler))
         .fallback(|| async { ApiError::not_found("no such endpoint (see docs/api.md)") })
+        .layer(middleware::from_fn({
+            let state = state.clone();
+            move |req: Request, next: Next| {
+                let access = state.access();
+                auth::guard(access, req, next)
+            }
+        }))
         .with_state(state)
+}
+
+/// Optional body of `POST /v1/reload`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    prune: bool,
+}
+
+/// `POST /v1/reload`: re-reads lbd.toml (as SIGHUP does); 422 with `FILE:LINE: field: reason`
+/// for a bad file, which changes nothing.
+async fn reload(AxState(s): AxState<State>, body: axum::body::Bytes) -> ApiResult<Json<Value>> {
+    let b: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let opts = super::reload::Options {
+        dry_run: b.dry_run,
+        prune: b.prune,
+    };
+    use super::reload::ReloadError as E;
+    match super::reload::reload(&s, opts).await {
+        Ok(report) => Ok(Json(json!(report))),
+        Err(e @ E::Config(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            e.to_string(),
+        )),
+        Err(e @ (E::Conflict(_) | E::NoFile)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()))
+        }
+        Err(e @ E::Program(_)) => Err(ApiError::internal(e)),
+    }
 }
 
 /// `GET /v1/vrrp`: every VRRP router's state and counters, one per address family (404
 /// without `[vrrp]`).
 async fn vrrp_status(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
     let status = s
-        .vrrp
-        .get()
+        .vrrp_statuses()
         .map(|v| v.overview())
         .ok_or_else(|| ApiError::not_found("VRRP is not configured (no [vrrp] section)"))?;
     serde_json::to_value(status)
         .map(Json)
         .map_err(ApiError::internal)
-}
-
-/// The TCP router: every call needs `Authorization: Bearer <token>`.
-pub fn tcp_router(state: State, token: String) -> Router {
-    let token = Arc::new(token);
-    router(state).layer(middleware::from_fn(
-        move |headers: HeaderMap, req: Request, next: Next| {
-            let token = token.clone();
-            async move {
-                let given = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                    next.run(req).await
-                } else {
-                    ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "missing or wrong bearer token",
-                    )
-                    .into_response()
-                }
-            }
-        },
-    ))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(AxState(s): AxState<State>) -> Json<Value> {
@@ -297,17 +312,22 @@ async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Valu
     Ok(Json(json!(backend_view(v, addr, b, Instant::now()))))
 }
 
+/// `POST /v1/vips/{vip}/backends`: a registrant's call registers (the backend is
+/// `registered`, under the lease); an administrator's adds (`api`, never expires).
 async fn add_backend(
     AxState(s): AxState<State>,
     Path(vip): Path<String>,
+    who: Option<Extension<Principal>>,
     JsonBody(b): JsonBody<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if let Some(w) = b.weight {
         check_weight(w)?;
     }
-    let new = s
-        .upsert_backend(&vip, b.address, b.weight, Source::Registered)
-        .await?;
+    let source = match who {
+        Some(Extension(p)) if p.is_registrant() => Source::Registered,
+        _ => Source::Api,
+    };
+    let new = s.upsert_backend(&vip, b.address, b.weight, source).await?;
     let body = backend_json(&s, &vip, b.address).await?;
     Ok((
         if new {
@@ -369,9 +389,13 @@ struct Drain {
 async fn drain(
     AxState(s): AxState<State>,
     Path((vip, addr)): Path<(String, String)>,
+    who: Option<Extension<Principal>>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let by = if body.iter().all(u8::is_ascii_whitespace) {
+    // A registrant's drain is always its own (its next registration undoes it).
+    let by = if who.is_some_and(|Extension(p)| p.is_registrant()) {
+        DrainedBy::Registrant
+    } else if body.iter().all(u8::is_ascii_whitespace) {
         DrainedBy::Operator
     } else {
         serde_json::from_slice::<Drain>(&body)

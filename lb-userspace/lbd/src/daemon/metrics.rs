@@ -155,7 +155,7 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     );
-    if let Some(v) = s.vrrp.get() {
+    if let Some(v) = s.vrrp_statuses() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)

@@ -8,6 +8,7 @@ mod macs;
 mod metrics;
 pub mod model;
 mod persist;
+pub mod reload;
 mod sweep;
 mod track;
 mod vrrp_metrics;
@@ -34,6 +35,7 @@ use lb_config::{Config, VipConfig, VipInput};
 use lb_dataplane::{Dataplane, LoadOptions, Programmer, pin};
 
 use crate::{
+    auth::Access,
     health::{self, Health, ProbeEvent},
     neighbours::Resolver,
 };
@@ -61,6 +63,8 @@ pub struct Inner {
     pub last_table_swap: Option<Duration>,
     /// What the table holds now (see `weights_moved`).
     pub programmed: Programmed,
+    /// The data plane's settings map as written (a reload changes its config-given fields).
+    pub settings: Settings,
 }
 
 pub struct Shared {
@@ -78,8 +82,12 @@ pub struct Shared {
     /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
     /// programs' handles for the daemon's lifetime).
     dataplane: std::sync::Mutex<Option<Dataplane>>,
-    /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
-    pub vrrp: std::sync::OnceLock<lb_vrrp::Statuses>,
+    /// The VRRP routers' status (one per address family) while `[vrrp]` runs.
+    vrrp: std::sync::Mutex<Option<lb_vrrp::Statuses>>,
+    /// The API's clients and TLS in force (replaced by a reload).
+    access: std::sync::RwLock<Arc<Access>>,
+    /// The file lbd was started with, for reloads.
+    config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
@@ -126,15 +134,15 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     })
     .context("loading the XDP object")?;
     let mut maps = dp.take_maps()?;
-    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
-    maps.set_settings(&Settings {
-        ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
-        ipip_src_v6: word(dp_cfg.ipip_source_v6),
-        backend_mtu: dp_cfg.backend_mtu,
-        ifaces: iface_macs(&dp_cfg.interfaces)?,
-        max_new_flows_per_cpu: dp_cfg.max_new_flows_per_cpu,
-        ..Default::default()
-    })?;
+    let settings = live_settings(
+        &Settings {
+            ifaces: iface_macs(&dp_cfg.interfaces)?,
+            ..Default::default()
+        },
+        &config,
+    );
+    maps.set_settings(&settings)?;
+    let access = Access::load(&config.api.access)?;
     let saved = persist::load(&config.api.state_file);
     let prog = match (&saved, pins_existed) {
         (Some(s), true) => {
@@ -184,12 +192,15 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             active: HashMap::new(),
             last_table_swap: None,
             programmed: Programmed::new(),
+            settings,
         }),
         started: now,
         probe_tx,
         shutdown,
         dataplane: std::sync::Mutex::new(None),
-        vrrp: std::sync::OnceLock::new(),
+        vrrp: std::sync::Mutex::new(None),
+        access: std::sync::RwLock::new(Arc::new(access)),
+        config_path: std::sync::Mutex::new(None),
         neighbours,
     });
     tokio::spawn(macs::event_loop(
@@ -221,6 +232,20 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         *slot = Some(dp);
     }
     Ok((shared, probe_rx))
+}
+
+/// `base` with the fields the config gives (the outer ipip sources, the backend MTU, the
+/// flood guard): written at start and by each reload.
+pub(crate) fn live_settings(base: &Settings, config: &Config) -> Settings {
+    let dp = &config.dataplane;
+    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
+    Settings {
+        ipip_src_v4: word(dp.ipip_source_v4)[0],
+        ipip_src_v6: word(dp.ipip_source_v6),
+        backend_mtu: dp.backend_mtu,
+        max_new_flows_per_cpu: dp.max_new_flows_per_cpu,
+        ..*base
+    }
 }
 
 /// Index and MAC of each interface (from /sys, which `ip netns exec` mounts per namespace).
@@ -436,20 +461,91 @@ pub async fn tick_loop(shared: State) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        let lease = shared.current().api.access.registration_lease;
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        if weights_moved(&inner, now)
+        let expired = lease.map(|l| expire_leases(&mut inner, now, l)).unwrap_or(0);
+        if (expired > 0 || weights_moved(&inner, now))
             && let Err(e) = reconcile(&shared, &mut inner)
         {
             warn!(error = %e, "periodic reconcile failed");
         }
+        if expired > 0 {
+            sync_checkers(&shared, &mut inner);
+        }
     }
+}
+
+/// Removes registered backends whose last registration is older than `lease`; returns how
+/// many.
+fn expire_leases(inner: &mut Inner, now: Instant, lease: Duration) -> usize {
+    let mut gone = 0;
+    for v in inner.vips.values_mut() {
+        let vip = v.cfg.name.clone();
+        v.backends.retain(|addr, b| {
+            let expired = b
+                .lease
+                .is_some_and(|at| now.saturating_duration_since(at) > lease);
+            if expired {
+                info!(%vip, backend = %addr, lease_s = lease.as_secs(), "registration lease expired: backend removed");
+                crate::audit::internal(
+                    "lease",
+                    &format!("removed {vip}/{addr}: not registered again within {} s", lease.as_secs()),
+                    true,
+                );
+                gone += 1;
+            }
+            !expired
+        });
+    }
+    gone
 }
 
 impl Shared {
     /// The config in force (the last one loaded or reloaded).
     pub fn current(&self) -> Arc<Config> {
         self.current.borrow().clone()
+    }
+
+    /// Puts a reloaded config in force: followers of `subscribe_config` apply their sections.
+    pub(crate) fn publish_config(&self, c: Arc<Config>) {
+        self.current.send_replace(c);
+    }
+
+    /// The API's clients and TLS in force.
+    pub fn access(&self) -> Arc<Access> {
+        match self.access.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_access(&self, a: Access) {
+        match self.access.write() {
+            Ok(mut slot) => *slot = Arc::new(a),
+            Err(p) => *p.into_inner() = Arc::new(a),
+        }
+    }
+
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path.lock().ok().and_then(|p| p.clone())
+    }
+
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        if let Ok(mut p) = self.config_path.lock() {
+            *p = Some(path);
+        }
+    }
+
+    /// The VRRP routers' status while `[vrrp]` runs.
+    pub fn vrrp_statuses(&self) -> Option<lb_vrrp::Statuses> {
+        self.vrrp.lock().ok().and_then(|v| v.clone())
+    }
+
+    pub fn set_vrrp_statuses(&self, s: Option<lb_vrrp::Statuses>) {
+        if let Ok(mut v) = self.vrrp.lock() {
+            *v = s;
+        }
     }
 
     /// Follows the config in force: a receiver sees every reload.
@@ -506,6 +602,9 @@ impl Shared {
         let health = v.cfg.health.clone();
         let new = match v.backends.get_mut(&addr) {
             Some(b) => {
+                if b.source == Source::Registered {
+                    b.lease = Some(now);
+                }
                 let (before, declared_before) = (b.weight, b.declared_weight);
                 let changed = b.reregister(declared);
                 if changed.undrained {

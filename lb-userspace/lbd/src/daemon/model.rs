@@ -57,9 +57,22 @@ pub enum DrainedBy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// lbd.toml: a reload changes and removes it; it never expires.
     Config,
+    /// An administrator through the API (`lbctl vip add`, `lbctl backend add`).
     Api,
+    /// A registrant client (a backend registering itself): it expires when its lease does.
     Registered,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Config => "config",
+            Source::Api => "api",
+            Source::Registered => "registered",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,6 +105,9 @@ pub struct BackendRuntime {
     pub static_mac: Option<[u8; 6]>,
     /// The resolved MAC (or the static one), or why there is none.
     pub mac: Result<[u8; 6], String>,
+    /// A registered backend's last registration: it is removed when that is older than the
+    /// registration lease. `None` for every other source (they never expire).
+    pub lease: Option<Instant>,
 }
 
 impl BackendRuntime {
@@ -116,6 +132,7 @@ impl BackendRuntime {
             last: None,
             static_mac,
             mac: static_mac.ok_or_else(|| "not resolved yet".to_string()),
+            lease: (source == Source::Registered).then_some(now),
         }
     }
 
