@@ -62,6 +62,28 @@ enum Command {
         #[arg(long, short, env = "APP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Write the man pages of app and its commands into DIR (used by `cargo xtask package`).
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+}
+
+/// One page per command (`app.1`, `app-serve.1`, ...), from the same definitions as `--help`.
+fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        let cmd = cmd.name(name.to_string());
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    write(cmd, "app", dir)
 }
 
 fn init_logs(format: LogFormat) {
@@ -106,10 +128,14 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::GenerateMan { dir } => generate_man(&dir),
         Command::CheckConfig { config } => {
             let mut cfg = load_config(config.as_deref())?;
             if cfg.registration.token.is_some() {
                 cfg.registration.token = Some("***".into());
+            }
+            if cfg.http.admin_token.is_some() {
+                cfg.http.admin_token = Some("***".into());
             }
             // A comment, so the output stays valid TOML.
             println!("# redis mode: {}", cfg.redis.target()?.describe());

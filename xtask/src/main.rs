@@ -6,6 +6,7 @@ mod cycles;
 mod deps;
 mod disk;
 mod lab;
+mod package;
 mod test;
 mod util;
 
@@ -54,6 +55,10 @@ enum Cmd {
     /// The whole system in network namespaces: `lab` (live view, Ctrl-C removes it),
     /// `lab up|down|status|exec NODE -- CMD`. Needs root.
     Lab(lab::LabArgs),
+    /// Debian packages of lbd (with lbctl) and app in target/debian, with cargo-deb:
+    /// binaries, systemd units, example configs, man pages. `cargo xtask test package`
+    /// checks and installs them into a fresh root.
+    Package,
     /// Run every packet of a pcap through the balancer with a config's maps; see `-- --help`.
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -76,6 +81,7 @@ fn main() -> Result<()> {
         } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
+        Cmd::Package => package::run().map(|_| ()),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;
             util::run(

@@ -26,12 +26,20 @@ pub enum Group {
     Lab,
     /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
     E2e,
+    /// The Debian packages: contents, systemd units, install and purge in a fresh root (root).
+    Package,
 }
 
 pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
         group,
-        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
+        Group::All
+            | Group::Dataplane
+            | Group::ControlPlane
+            | Group::Vrrp
+            | Group::Lab
+            | Group::E2e
+            | Group::Package
     ) && !util::is_root()
     {
         bail!(
@@ -54,6 +62,8 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::All => {
             lint()?;
             util::step("running every test of the workspace");
+            // The package tests need the packages (the release build is the e2e one).
+            crate::package::run()?;
             util::run(util::cargo().args(["test", "--workspace"]).args(&profile))
         }
         Group::Lint => lint(),
@@ -122,6 +132,14 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                 .args(["test", "-p", "tests", "--test", "e2e"])
                 .args(&profile),
         ),
+        Group::Package => {
+            crate::package::run()?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "tests", "--test", "package"])
+                    .args(&profile),
+            )
+        }
     }
 }
 

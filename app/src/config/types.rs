@@ -205,8 +205,12 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     pub rate_limit: RateLimitConfig,
-    /// Adds `/debug/panic` and `/debug/sleep?ms=` (tests and drills only).
+    /// Adds `/debug/panic` and `/debug/sleep?ms=` (tests and drills only; admin routes).
     pub debug_routes: bool,
+    /// Bearer token of the admin routes (dead letters, stock changes, debug), or a file
+    /// holding it (the file wins). Neither: admin routes answer 403.
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -216,6 +220,8 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             rate_limit: RateLimitConfig::default(),
             debug_routes: false,
+            admin_token: None,
+            admin_token_file: None,
         }
     }
 }

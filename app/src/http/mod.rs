@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, middleware and JSON errors.
 
+mod admin;
 mod error;
 mod extract;
 mod health;
@@ -20,6 +21,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use admin::AdminToken;
 pub use error::ApiError;
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::{Decision, RateLimiter};
@@ -34,7 +36,7 @@ const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// The whole application router: the users API (rate limited), the probes and metrics
 /// (never rate limited), `extra` routes from other modules (merged under the same
 /// middleware, rate limited like the API), and the middleware stack.
-pub fn router_with(state: AppState, extra: Router) -> Router {
+pub fn router_with(state: AppState, extra: Router, admin: AdminToken) -> Router {
     let cfg = &state.config.http;
     let mut api = Router::new()
         .route("/users", get(users::list_users).post(users::create_user))
@@ -50,7 +52,10 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             .route("/debug/panic", get(health::debug_panic))
             .route("/debug/sleep", get(health::debug_sleep));
     }
-    let mut api = api.with_state(state.clone()).merge(extra);
+    let mut api = api
+        .with_state(state.clone())
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(admin, admin::guard));
     // One limiter per router: the buckets of one instance.
     if cfg.rate_limit.enabled {
         let limit = ratelimit::Limit {
@@ -93,6 +98,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 }
 
 /// The router without extra routes.
-pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let admin = AdminToken::load(&state.config.http)?;
+    Ok(router_with(state, Router::new(), admin))
 }

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::ClientError;
 use super::transport::{Endpoint, exchange};
 use super::types::{
-    ApiErrorBody, Backend, Deleted, HealthEntry, NewBackend, NewVip, ShutdownBody, Stats, Status,
-    Vip, WeightBody,
+    ApiErrorBody, Backend, Deleted, HealthEntry, NewBackend, NewVip, ReloadBody, ReloadReport,
+    ShutdownBody, Stats, Status, Vip, WeightBody,
 };
 
 /// A typed answer together with the JSON it was read from (what `--json` prints) and its status.
@@ -127,6 +127,21 @@ impl Client {
     pub async fn shutdown(&self, detach: bool) -> Result<Fetched<serde_json::Value>, ClientError> {
         self.call(Method::POST, "/v1/shutdown", Some(&ShutdownBody { detach }))
             .await
+    }
+
+    /// Re-reads lbd.toml: shows the difference, and applies it unless `dry_run`; `prune`
+    /// also removes what the API or registrations added that the file does not list.
+    pub async fn reload(
+        &self,
+        dry_run: bool,
+        prune: bool,
+    ) -> Result<Fetched<ReloadReport>, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/reload",
+            Some(&ReloadBody { dry_run, prune }),
+        )
+        .await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, ClientError> {

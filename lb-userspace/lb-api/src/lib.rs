@@ -10,4 +10,4 @@ pub mod vrrp;
 
 pub use client::{Client, Fetched};
 pub use error::ClientError;
-pub use transport::{DEFAULT_SOCKET, Endpoint};
+pub use transport::{DEFAULT_SOCKET, Endpoint, Tls, TlsFiles};

@@ -94,6 +94,9 @@ pub struct Backend {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Vip {
     pub name: String,
+    /// Who owns it: `config` (lbd.toml) or `api` (`None` from an older lbd).
+    #[serde(default)]
+    pub source: Option<Source>,
     pub address: IpAddr,
     pub port: u16,
     pub protocol: String,
@@ -213,4 +216,30 @@ pub struct BackendStats {
     pub bytes: u64,
     pub new_conns: u64,
     pub active_conns: u64,
+}
+
+/// Body of `POST /v1/reload`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct ReloadBody {
+    pub dry_run: bool,
+    pub prune: bool,
+}
+
+/// Answer of `POST /v1/reload`: what changed (or would change with `dry_run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub file: String,
+    pub dry_run: bool,
+    pub changes: Vec<ReloadChange>,
+    /// Settings that changed but take effect only when lbd restarts.
+    #[serde(default)]
+    pub needs_restart: Vec<String>,
+    pub applied: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadChange {
+    /// `vips`, `backends`, `health`, `dataplane`, `api`, `sweep`, `vrrp`, ...
+    pub section: String,
+    pub change: String,
 }

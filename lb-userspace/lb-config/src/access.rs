@@ -200,7 +200,11 @@ pub(super) fn parse_access(
                 if let Some(a) = &c.addresses {
                     for s in a.get_ref() {
                         addresses.push(s.parse::<IpAddr>().map_err(|_| {
-                            ctx.err(&a.span(), f("addresses"), format!("{s:?} is not an IP address"))
+                            ctx.err(
+                                &a.span(),
+                                f("addresses"),
+                                format!("{s:?} is not an IP address"),
+                            )
                         })?);
                     }
                 }

@@ -118,7 +118,10 @@ impl HealthInput {
                 }
                 let expect_status = self.expect_status.unwrap_or(200);
                 if !(100..600).contains(&expect_status) {
-                    return Err(FieldError::new("expect_status", "an HTTP status is 100-599"));
+                    return Err(FieldError::new(
+                        "expect_status",
+                        "an HTTP status is 100-599",
+                    ));
                 }
                 CheckKind::Http {
                     path,
@@ -133,9 +136,7 @@ impl HealthInput {
             }
         };
         let ms = |v: Option<u64>, name: &str, def: Duration| match v {
-            Some(n) if n == 0 || n > MAX_MS => {
-                Err(FieldError::new(name, "must be 1 ms to 1 hour"))
-            }
+            Some(n) if n == 0 || n > MAX_MS => Err(FieldError::new(name, "must be 1 ms to 1 hour")),
             Some(n) => Ok(Duration::from_millis(n)),
             None => Ok(def),
         };
@@ -284,8 +285,7 @@ impl VipInput {
             }
             backends.push(backend);
         }
-        if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS
-        {
+        if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS {
             return Err(FieldError::new(
                 "backends",
                 format!(
@@ -406,10 +406,7 @@ pub fn check_against<'a>(
         if (o.address, o.port, o.proto) == (vip.address, vip.port, vip.proto) {
             return Err(Conflict::Taken(FieldError::new(
                 "address",
-                format!(
-                    "VIP {:?} has the same address, port and protocol",
-                    o.name
-                ),
+                format!("VIP {:?} has the same address, port and protocol", o.name),
             )));
         }
     }
@@ -511,7 +508,10 @@ mod tests {
             e.to_string(),
             "backends[1].address: backend and VIP must be the same IP family"
         );
-        assert_eq!(e.clone().under("vips[3]").field, "vips[3].backends[1].address");
+        assert_eq!(
+            e.clone().under("vips[3]").field,
+            "vips[3].backends[1].address"
+        );
     }
 
     #[test]
@@ -548,6 +548,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(h.check().unwrap_err().field, "unknown_weight_percent");
-        assert_eq!(HealthInput::default().check().unwrap().unknown_weight_percent, 0);
+        assert_eq!(
+            HealthInput::default()
+                .check()
+                .unwrap()
+                .unknown_weight_percent,
+            0
+        );
     }
 }

@@ -17,11 +17,11 @@ mod check;
 mod daemon;
 mod vrrp;
 
+pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
 pub use check::{
     BackendInput, Conflict, DEFAULT_WEIGHT, FieldError, HealthInput, VipEnv, VipInput,
     check_against, check_weight, valid_name,
 };
-pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
 pub use daemon::{ApiConfig, CheckKind, HealthConfig, SweepConfig};
 pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
@@ -248,7 +248,13 @@ impl Ctx<'_> {
 
     /// A [`FieldError`] of an object whose fields are at `spans` (in the file), found at the
     /// line of the field, else of the object's first field.
-    fn field_err(&self, e: FieldError, prefix: &str, spans: &Spans, globals: &Spans) -> ConfigError {
+    fn field_err(
+        &self,
+        e: FieldError,
+        prefix: &str,
+        spans: &Spans,
+        globals: &Spans,
+    ) -> ConfigError {
         let span = if e.global {
             globals.get(&e.field)
         } else {

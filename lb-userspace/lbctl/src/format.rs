@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lb_api::types::{AdminState, Backend, DrainedBy, HealthEntry, LastCheck, Stats, Status, Vip};
+use lb_api::types::{
+    AdminState, Backend, DrainedBy, HealthEntry, LastCheck, ReloadReport, Stats, Status, Vip,
+};
 
 use crate::rates::Rates;
 use crate::table::{Align, Table, key_values};
@@ -51,6 +53,7 @@ pub fn vips(vips: &[Vip]) -> String {
         ("TABLE", Right),
         ("BACKENDS", Right),
         ("SERVING", Right),
+        ("SOURCE", Left),
     ]);
     for v in vips {
         let serving = v.backends.iter().filter(|b| b.effective_weight > 0).count();
@@ -64,6 +67,9 @@ pub fn vips(vips: &[Vip]) -> String {
             v.table_size.to_string(),
             v.backends.len().to_string(),
             serving.to_string(),
+            v.source
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     with_empty_note(t, "no VIPs")
@@ -117,6 +123,30 @@ fn admin_label(admin: AdminState, by: Option<DrainedBy>) -> String {
         (AdminState::Draining, Some(by)) => format!("draining ({by})"),
         (a, _) => a.to_string(),
     }
+}
+
+/// What a reload changed (or would change).
+pub fn reload(r: &ReloadReport) -> String {
+    let mut out = String::new();
+    let verb = match (r.dry_run, r.changes.is_empty()) {
+        (_, true) => "no change",
+        (true, false) => "would change (dry run, nothing applied)",
+        (false, false) => "applied",
+    };
+    out.push_str(&format!("{}: {verb}\n", r.file));
+    if !r.changes.is_empty() {
+        let mut t = Table::new(&[("SECTION", Left), ("CHANGE", Left)]);
+        for c in &r.changes {
+            t.row([c.section.clone(), c.change.clone()]);
+        }
+        out.push_str(&t.render());
+    }
+    for n in &r.needs_restart {
+        out.push_str(&format!(
+            "note: {n} changed; it takes effect when lbd restarts\n"
+        ));
+    }
+    out
 }
 
 /// One line saying what an add/weight/drain call left behind.

@@ -24,6 +24,9 @@ Environment:
   LBCTL_URL         same as --url
   LBCTL_TOKEN_FILE  same as --token-file
   LBCTL_TOKEN       the bearer token itself, used with --url when no token file is given
+  LBCTL_CACERT      same as --cacert
+  LBCTL_CERT        same as --cert
+  LBCTL_KEY         same as --key
 
 Errors are printed on one line to stderr and the exit status is 1 (2 for bad usage).";
 
@@ -50,10 +53,32 @@ struct ConnArgs {
     /// lbd's unix socket.
     #[arg(long, global = true, env = "LBCTL_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Talk to lbd over TCP at http://HOST:PORT instead of the unix socket (needs the token).
-    /// An explicit --socket wins over LBCTL_URL from the environment.
+    /// Talk to lbd over TCP at http://HOST:PORT or https://HOST:PORT instead of the unix
+    /// socket (needs a token or a client certificate). An explicit --socket wins over
+    /// LBCTL_URL from the environment.
     #[arg(long, global = true, env = "LBCTL_URL", value_name = "URL")]
     url: Option<String>,
+    /// With https://: the CA certificate (PEM) that signed lbd's certificate.
+    #[arg(long, global = true, env = "LBCTL_CACERT", value_name = "PATH")]
+    cacert: Option<PathBuf>,
+    /// With https://: this client's certificate (PEM) for mutual TLS (with --key).
+    #[arg(
+        long,
+        global = true,
+        env = "LBCTL_CERT",
+        value_name = "PATH",
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+    /// With https://: the private key (PEM) of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "LBCTL_KEY",
+        value_name = "PATH",
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
     /// File whose first line is the bearer token for --url (lbd's `[api] token_file`).
     #[arg(long, global = true, env = "LBCTL_TOKEN_FILE", value_name = "PATH")]
     token_file: Option<PathBuf>,
@@ -66,12 +91,13 @@ struct ConnArgs {
 enum Cmd {
     /// Show lbd's version, uptime, interfaces and VIP/backend counts.
     Status,
-    /// List, add and delete VIPs.
+    /// List, add and delete VIPs (the SOURCE column says who owns each: config or api).
     Vip {
         #[command(subcommand)]
         cmd: VipCmd,
     },
-    /// List, add, delete, re-weight, drain and undrain the backends of a VIP.
+    /// List, add, delete, re-weight, drain and undrain the backends of a VIP (the SOURCE
+    /// column says who owns each: config, api or registered).
     Backend {
         #[command(subcommand)]
         cmd: BackendCmd,
@@ -93,6 +119,21 @@ enum Cmd {
     /// VRRP state, priority, current master, timers and counters of each virtual router (IPv4,
     /// IPv6); needs `[vrrp]` in lbd's config.
     Vrrp,
+    /// Re-read lbd.toml (as SIGHUP does): print what changes, and apply it without dropping
+    /// a flow of the VIPs it keeps. A bad file is refused with FILE:LINE: field: reason and
+    /// lbd goes on with the config it has (exit status 1).
+    ///
+    /// The file owns its VIPs and their listed backends; what the API or a backend's own
+    /// registration added stays unless --prune is given.
+    Reload {
+        /// Only show the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove the VIPs and backends the API or registrations added that the file
+        /// does not list.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
@@ -113,6 +154,9 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write the man pages of lbctl and its commands into DIR (lbctl.1, lbctl-vip.1, ...).
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
     /// Attach a helper XDP program through a pinned link (root; no lbd involved). XDP_TX on a
     /// veth is dropped unless the peer end has an XDP program: `pass` on the bridge-side port
     /// fixes that; `decap` strips IPIP addressed to --decap-address on a backend.
@@ -287,6 +331,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             );
         }
         Cmd::Xdp { cmd } => return xdp_command(cmd),
+        Cmd::GenerateMan { dir } => return generate_man(&dir),
         cmd => cmd,
     };
     let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
@@ -295,6 +340,25 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(api_command(&client, cmd, json))
+}
+
+/// One page per command (`lbctl.1`, `lbctl-backend.1`, `lbctl-backend-drain.1`, ...), from
+/// the same definitions as `--help`.
+fn generate_man(dir: &std::path::Path) -> Result<()> {
+    fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> Result<()> {
+        let cmd = cmd.name(name.to_string());
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    write(cmd, "lbctl", dir)
 }
 
 fn xdp_command(cmd: XdpCmd) -> Result<()> {
@@ -376,7 +440,12 @@ fn endpoint(conn: &ConnArgs, matches: &ArgMatches) -> Result<Endpoint> {
         }
         None => std::env::var("LBCTL_TOKEN").ok(),
     };
-    Ok(Endpoint::from_url(url, token)?)
+    let tls = lb_api::TlsFiles {
+        ca: conn.cacert.clone(),
+        cert: conn.cert.clone(),
+        key: conn.key.clone(),
+    };
+    Ok(Endpoint::from_url_tls(url, token, Some(&tls))?)
 }
 
 async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
@@ -405,6 +474,10 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             interval,
             count,
         } => watch_stats(client, interval, count, json).await,
+        Cmd::Reload { dry_run, prune } => {
+            let r = client.reload(dry_run, prune).await?;
+            show(json, &r, || format::reload(&r.value))
+        }
         Cmd::Shutdown { detach } => {
             let r = client.shutdown(detach).await?;
             if json {
@@ -421,7 +494,7 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
                 "lbd is shutting down (the XDP program keeps forwarding)\n"
             })
         }
-        Cmd::Replay { .. } | Cmd::Xdp { .. } => {
+        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::GenerateMan { .. } => {
             unreachable!("handled before the API client is made")
         }
     }

@@ -53,7 +53,11 @@ impl Access {
             let token = match &c.token_file {
                 Some(path) => {
                     let text = std::fs::read_to_string(path).with_context(|| {
-                        format!("client {}: reading its token from {}", c.name, path.display())
+                        format!(
+                            "client {}: reading its token from {}",
+                            c.name,
+                            path.display()
+                        )
                     })?;
                     let token = text.lines().next().unwrap_or("").trim().to_string();
                     if token.len() < 16 {
@@ -295,16 +299,12 @@ fn canonical(a: IpAddr) -> IpAddr {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": message.into(), "code": code})),
-    )
-        .into_response()
+    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
 }
 
 /// The principal of a request: the unix socket's administrator, or a TCP client by token
 /// or certificate.
-fn identify(access: &Access, req: &Request) -> Result<Principal, Response> {
+fn identify(access: &Access, req: &Request) -> Result<Principal, &'static str> {
     let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
     let Some(addr) = peer.addr else {
         let from = match peer.uid {
@@ -334,15 +334,8 @@ fn identify(access: &Access, req: &Request) -> Result<Principal, Response> {
             from: addr.to_string(),
             ip: Some(addr.ip()),
         }),
-        None => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            if bearer.is_some() {
-                "wrong bearer token"
-            } else {
-                "missing bearer token (or a client certificate lbd knows)"
-            },
-        )),
+        None if bearer.is_some() => Err("wrong bearer token"),
+        None => Err("missing bearer token (or a client certificate lbd knows)"),
     }
 }
 
@@ -359,18 +352,15 @@ fn body_address(body: &[u8]) -> Option<IpAddr> {
 /// The middleware of both listeners: identifies the caller, checks the route against its
 /// scope (403 before any handler), passes the principal on and writes the audit line of
 /// every change.
-pub async fn guard(
-    access: Arc<Access>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+pub async fn guard(access: Arc<Access>, req: Request, next: axum::middleware::Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = classify(&method, &path);
     let action = route.map(|(r, _, _)| r.action).unwrap_or(Action::Admin);
     let principal = match identify(&access, &req) {
         Ok(p) => p,
-        Err(resp) => {
+        Err(why) => {
+            let resp = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
             if action.changes() {
                 let from = req
                     .extensions()
@@ -438,7 +428,10 @@ mod tests {
     fn routes_are_classified() {
         let (r, vip, addr) =
             classify(&Method::POST, "/v1/vips/web/backends/fd00::1/drain").unwrap();
-        assert_eq!((r.action, vip, addr), (Action::Drain, Some("web"), Some("fd00::1")));
+        assert_eq!(
+            (r.action, vip, addr),
+            (Action::Drain, Some("web"), Some("fd00::1"))
+        );
         assert!(classify(&Method::GET, "/v1/nothing").is_none());
         assert!(classify(&Method::PUT, "/v1/vips").is_none());
     }

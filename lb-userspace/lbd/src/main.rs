@@ -196,7 +196,11 @@ async fn run(config: Config, path: PathBuf) -> Result<()> {
 /// when a reload changes that section; stops them (a master hands over at once) on `stop`.
 async fn vrrp_supervisor(state: daemon::State, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut configs = state.subscribe_config();
-    let mut running: Option<(lb_config::VrrpConfig, lb_vrrp::Handle, tokio::task::JoinHandle<()>)> = None;
+    let mut running: Option<(
+        lb_config::VrrpConfig,
+        lb_vrrp::Handle,
+        tokio::task::JoinHandle<()>,
+    )> = None;
     loop {
         let want = configs.borrow_and_update().vrrp.clone();
         if running.as_ref().map(|(c, _, _)| c) != want.as_ref() {

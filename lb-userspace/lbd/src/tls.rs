@@ -8,10 +8,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_config::TlsConfig;
-use rustls::{
-    RootCertStore, ServerConfig,
-    server::WebPkiClientVerifier,
-};
+use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -44,7 +41,11 @@ fn certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
         .with_context(|| format!("reading certificates from {}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}: not PEM certificates", path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{}: no certificate in it", path.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no certificate in it",
+        path.display()
+    );
     Ok(certs)
 }
 

@@ -154,9 +154,11 @@ async fn reload(AxState(s): AxState<State>, body: axum::body::Bytes) -> ApiResul
             "invalid",
             e.to_string(),
         )),
-        Err(e @ (E::Conflict(_) | E::NoFile)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()))
-        }
+        Err(e @ (E::Conflict(_) | E::NoFile)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            e.to_string(),
+        )),
         Err(e @ E::Program(_)) => Err(ApiError::internal(e)),
     }
 }

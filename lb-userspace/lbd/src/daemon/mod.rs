@@ -285,11 +285,14 @@ fn restore_dynamic(
 ) {
     let env = config.vip_env();
     for input in &s.api_vips {
-        let checked = input.check(&env).map_err(|e| e.to_string()).and_then(|cfg| {
-            lb_config::check_against(&cfg, vips.values().map(|v| &v.cfg))
-                .map(|()| cfg)
-                .map_err(|c| c.to_string())
-        });
+        let checked = input
+            .check(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                lb_config::check_against(&cfg, vips.values().map(|v| &v.cfg))
+                    .map(|()| cfg)
+                    .map_err(|c| c.to_string())
+            });
         match checked {
             Ok(cfg) => {
                 let rt = runtime_from_config(&cfg, input.clone(), Source::Api, now);
@@ -439,7 +442,11 @@ pub type Programmed = BTreeMap<(String, IpAddr), u32>;
 fn programmed_weights(specs: &[lb_dataplane::VipSpec]) -> Programmed {
     specs
         .iter()
-        .flat_map(|v| v.backends.iter().map(|b| ((v.name.clone(), b.addr), b.weight)))
+        .flat_map(|v| {
+            v.backends
+                .iter()
+                .map(|b| ((v.name.clone(), b.addr), b.weight))
+        })
         .collect()
 }
 
@@ -464,7 +471,9 @@ pub async fn tick_loop(shared: State) {
         let lease = shared.current().api.access.registration_lease;
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        let expired = lease.map(|l| expire_leases(&mut inner, now, l)).unwrap_or(0);
+        let expired = lease
+            .map(|l| expire_leases(&mut inner, now, l))
+            .unwrap_or(0);
         if (expired > 0 || weights_moved(&inner, now))
             && let Err(e) = reconcile(&shared, &mut inner)
         {

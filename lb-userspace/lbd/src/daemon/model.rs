@@ -207,7 +207,6 @@ impl BackendRuntime {
             at_unix_ms: unix_ms(),
         });
     }
-
 }
 
 /// `percent` of `weight`, rounded up (a positive share never rounds to no flows at all).

@@ -118,16 +118,16 @@ fn plan(
         }
         match v.source {
             Source::Config => {
-                changes.push(change(
-                    "vips",
-                    format!("remove VIP {name} (its flows end)"),
-                ));
+                changes.push(change("vips", format!("remove VIP {name} (its flows end)")));
                 steps.push(Step::RemoveVip(name.clone()));
             }
             _ if prune => {
                 changes.push(change(
                     "vips",
-                    format!("remove VIP {name} (added by the {}; --prune)", v.source.name()),
+                    format!(
+                        "remove VIP {name} (added by the {}; --prune)",
+                        v.source.name()
+                    ),
                 ));
                 steps.push(Step::RemoveVip(name.clone()));
             }
@@ -278,10 +278,7 @@ fn backend_steps(
             } else {
                 format!("added by the {}; --prune", b.source.name())
             };
-            changes.push(change(
-                "backends",
-                format!("remove {name}/{addr} ({why})"),
-            ));
+            changes.push(change("backends", format!("remove {name}/{addr} ({why})")));
             steps.push(Step::RemoveBackend(name.clone(), *addr));
         }
     }
@@ -357,7 +354,10 @@ fn section_changes(old: &Config, new: &Config) -> Vec<Change> {
     if a.detach_on_exit != b.detach_on_exit {
         out.push(change(
             "dataplane",
-            format!("detach_on_exit {} -> {}", a.detach_on_exit, b.detach_on_exit),
+            format!(
+                "detach_on_exit {} -> {}",
+                a.detach_on_exit, b.detach_on_exit
+            ),
         ));
     }
     if old.sweep != new.sweep {
@@ -660,7 +660,10 @@ mod tests {
             plan(&old, &new, &m, false),
             Err(ReloadError::Conflict(_))
         ));
-        assert!(plan(&old, &new, &m, true).is_ok(), "--prune removes it first");
+        assert!(
+            plan(&old, &new, &m, true).is_ok(),
+            "--prune removes it first"
+        );
     }
 
     #[test]
@@ -668,7 +671,10 @@ mod tests {
         let c = config(BASE);
         let (changes, steps) = plan(&c, &c, &model(&c), false).unwrap();
         assert!(changes.is_empty() && steps.is_empty(), "{changes:?}");
-        let moved = config(&BASE.replace("[[vips]]\nname = \"dns\"", "[dataplane]\ninterfaces = [\"eth1\"]\n[[vips]]\nname = \"dns\""));
+        let moved = config(&BASE.replace(
+            "[[vips]]\nname = \"dns\"",
+            "[dataplane]\ninterfaces = [\"eth1\"]\n[[vips]]\nname = \"dns\"",
+        ));
         assert!(moved.vips.len() == 2 || moved.vips.is_empty());
     }
 }

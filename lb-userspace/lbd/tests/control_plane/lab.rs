@@ -113,6 +113,38 @@ impl Drop for BackendServer {
     }
 }
 
+/// What a lab's `lbd.toml` and start-up look like beyond the defaults.
+#[allow(dead_code)] // each user (tests, bench) takes what it needs
+pub struct LabOptions<'a> {
+    pub backends: u8,
+    pub interval_ms: u64,
+    pub lb_sysctls: &'a [(&'a str, &'a str)],
+    /// Lines added to `[api]`.
+    pub api_extra: &'a str,
+    /// Lines added to `[health]`.
+    pub health_extra: &'a str,
+    /// Appended to the file (more VIPs, `[[api.clients]]`, `[api.tls]`).
+    pub tail: &'a str,
+    pub log_json: bool,
+    /// How many backends must be healthy before the lab is handed over (default: all).
+    pub healthy: Option<usize>,
+}
+
+impl Default for LabOptions<'_> {
+    fn default() -> Self {
+        Self {
+            backends: 2,
+            interval_ms: INTERVAL_MS,
+            lb_sysctls: &[],
+            api_extra: "",
+            health_extra: "",
+            tail: "",
+            log_json: false,
+            healthy: None,
+        }
+    }
+}
+
 #[allow(dead_code)] // each user (tests, bench) takes what it needs
 pub struct ControlLab {
     pub lab: Lab,
@@ -120,6 +152,8 @@ pub struct ControlLab {
     pub socket: PathBuf,
     pub lbd: Option<Process>,
     pub servers: Vec<Option<BackendServer>>,
+    /// `lbd --log-json`.
+    pub log_json: bool,
     /// Keeps xdp_pass attached to the balancer's bridge port (XDP_TX on veth needs it).
     _peer: Dataplane,
 }
@@ -135,6 +169,16 @@ impl ControlLab {
 
     /// `lb_sysctls` are set in lb1's namespace before `lbd` starts (e.g. neighbour timers).
     pub fn with_options(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)]) -> Self {
+        Self::build(&LabOptions {
+            backends,
+            interval_ms,
+            lb_sysctls,
+            ..LabOptions::default()
+        })
+    }
+
+    pub fn build(o: &LabOptions) -> Self {
+        let (backends, interval_ms, lb_sysctls) = (o.backends, o.interval_ms, o.lb_sysctls);
         require_root();
         let topo = Topology::small(backends).expect("topology");
         let lab = Lab::create(&topo).expect("lab");
@@ -175,14 +219,16 @@ impl ControlLab {
         let socket = dir.join("lbd.sock");
         let mut cfg = format!(
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{}\"\n\n\
-             [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n\n\
-             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n\n\
+             [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n{}\n\
+             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n{}\n\
              [sweep]\ninterval_ms = 500\n\n\
              [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n",
             pins.display(),
             socket.display(),
             dir.join("token").display(),
-            dir.join("lbd-state.json").display()
+            dir.join("lbd-state.json").display(),
+            o.api_extra,
+            o.health_extra,
         );
         for i in 1..=backends {
             cfg.push_str(&format!(
@@ -190,6 +236,7 @@ impl ControlLab {
                 10 + i
             ));
         }
+        cfg.push_str(&o.tail);
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
         let mut me = Self {
@@ -198,26 +245,26 @@ impl ControlLab {
             socket,
             lbd: None,
             servers,
+            log_json: o.log_json,
             _peer: peer,
         };
         me.start_lbd();
-        me.wait_healthy(backends as usize);
+        me.wait_healthy(o.healthy.unwrap_or(backends as usize));
         me
     }
 
     pub fn start_lbd(&mut self) {
         let lb = self.lab.host("lb1").expect("lb1");
         let lbd = tests::bins::workspace_bin("lbd");
-        let mut p = lb
-            .spawn(
-                "lbd",
-                [
-                    lbd.to_str().expect("utf-8 path"),
-                    "--config",
-                    self.config.to_str().expect("utf-8 path"),
-                ],
-            )
-            .expect("spawn lbd");
+        let mut args = vec![
+            lbd.to_str().expect("utf-8 path"),
+            "--config",
+            self.config.to_str().expect("utf-8 path"),
+        ];
+        if self.log_json {
+            args.push("--log-json");
+        }
+        let mut p = lb.spawn("lbd", args).expect("spawn lbd");
         let sock = self.socket.clone();
         p.wait_for("lbd API socket", Duration::from_secs(20), |_| {
             UnixStream::connect(&sock).is_ok()

@@ -1,8 +1,11 @@
 //! Control-plane tests: the real `lbd` in a network-namespace lab (root).
 
+mod access;
 mod lab;
 mod maps;
 mod neighbours;
+mod ramp;
+mod reload;
 mod reregister;
 mod sweep;
 
