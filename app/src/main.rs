@@ -71,7 +71,8 @@ enum Command {
 fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
     use clap::CommandFactory;
     fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
-        let cmd = cmd.name(name.to_string());
+        // clap names are 'static; this runs once per page in a short-lived process.
+        let cmd = cmd.name(&*Box::leak(name.to_string().into_boxed_str()));
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
         std::fs::write(dir.join(format!("{name}.1")), out)?;

@@ -346,7 +346,8 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
 /// the same definitions as `--help`.
 fn generate_man(dir: &std::path::Path) -> Result<()> {
     fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> Result<()> {
-        let cmd = cmd.name(name.to_string());
+        // clap names are 'static; this runs once per page in a short-lived process.
+        let cmd = cmd.name(&*Box::leak(name.to_string().into_boxed_str()));
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
         std::fs::write(dir.join(format!("{name}.1")), out)?;

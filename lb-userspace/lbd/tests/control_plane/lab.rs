@@ -236,7 +236,7 @@ impl ControlLab {
                 10 + i
             ));
         }
-        cfg.push_str(&o.tail);
+        cfg.push_str(o.tail);
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
         let mut me = Self {
