@@ -295,7 +295,49 @@ pub struct VipView {
     pub algorithm: &'static str,
     pub mode: &'static str,
     pub table_size: u32,
+    /// The health checks in force: the global `[health]` under the VIP's own keys.
+    pub health: HealthView,
     pub backends: Vec<BackendView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthView {
+    /// `tcp`, `http` or `none`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    pub port: u16,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    pub slow_start_ms: u64,
+    pub unknown_weight_percent: u32,
+}
+
+pub fn health_view(h: &HealthConfig) -> HealthView {
+    let (kind, path, expect_status) = match &h.kind {
+        CheckKind::None => ("none", None, None),
+        CheckKind::Tcp => ("tcp", None, None),
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => ("http", Some(path.clone()), Some(*expect_status)),
+    };
+    HealthView {
+        kind,
+        path,
+        expect_status,
+        port: h.port,
+        interval_ms: h.interval.as_millis() as u64,
+        timeout_ms: h.timeout.as_millis() as u64,
+        rise: h.rise,
+        fall: h.fall,
+        slow_start_ms: h.slow_start.as_millis() as u64,
+        unknown_weight_percent: h.unknown_weight_percent,
+    }
 }
 
 pub fn backend_view(
@@ -329,6 +371,7 @@ pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
         algorithm: config::algorithm_name(v.cfg.algorithm),
         mode: config::mode_name(v.cfg.mode),
         table_size: v.cfg.table_size.get(),
+        health: health_view(&v.cfg.health),
         backends: v
             .backends
             .iter()

@@ -123,6 +123,8 @@ pub struct LabOptions<'a> {
     pub api_extra: &'a str,
     /// Lines added to `[health]`.
     pub health_extra: &'a str,
+    /// Lines added to the `web` VIP (before its backends).
+    pub web_extra: &'a str,
     /// Appended to the file (more VIPs, `[[api.clients]]`, `[api.tls]`).
     pub tail: &'a str,
     pub log_json: bool,
@@ -138,6 +140,7 @@ impl Default for LabOptions<'_> {
             lb_sysctls: &[],
             api_extra: "",
             health_extra: "",
+            web_extra: "",
             tail: "",
             log_json: false,
             healthy: None,
@@ -222,13 +225,14 @@ impl ControlLab {
              [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n{}\n\
              [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n{}\n\
              [sweep]\ninterval_ms = 500\n\n\
-             [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n",
+             [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n{}",
             pins.display(),
             socket.display(),
             dir.join("token").display(),
             dir.join("lbd-state.json").display(),
             o.api_extra,
             o.health_extra,
+            o.web_extra,
         );
         for i in 1..=backends {
             cfg.push_str(&format!(

@@ -8,6 +8,7 @@ mod ramp;
 mod reload;
 mod reregister;
 mod sweep;
+mod validation;
 
 use std::{
     collections::BTreeMap,

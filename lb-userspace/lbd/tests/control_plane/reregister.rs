@@ -55,14 +55,15 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     let table = || maps::table_backends(&pins, VIP, 80);
     let both = vec!["10.77.0.11".to_string(), ADDR.into()];
 
-    // The config's backend becomes a registered one, as in the lab.
+    // The config's backend becomes a dynamic one (over the unix socket, an administrator's
+    // add: `api`; a registrant's token makes it `registered`, see `access`).
     assert_eq!(
         cl.api("DELETE", &format!("/v1/vips/web/backends/{ADDR}"), None)
             .0,
         200
     );
     let (st, b) = register(&cl, 70);
-    assert_eq!((st, b["source"].as_str()), (201, Some("registered")), "{b}");
+    assert_eq!((st, b["source"].as_str()), (201, Some("api")), "{b}");
     assert_eq!(admin_of(&b), ("active".into(), Value::Null, 70, 70.into()));
     cl.wait_healthy(2);
     assert_eq!(table(), both);
