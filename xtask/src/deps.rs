@@ -57,7 +57,14 @@ pub fn apt_packages() -> Result<()> {
     run(Command::new("apt-get").args(["-o", LOCK_WAIT, "update", "-q"]))?;
     let mut install = Command::new("apt-get");
     install
-        .args(["-o", LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends"])
+        .args([
+            "-o",
+            LOCK_WAIT,
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+        ])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive");
     run(&mut install)?;
