@@ -9,6 +9,10 @@
 //! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
+//! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
+//! - [`mixed`]: a mixed load through the VIP (user reads and writes, tasks, orders) with a
+//!   ledger of every request (the chaos tests and the soak).
+//! - [`observe`]: a running system's vital signs (daemons' memory, lbd's metrics, Redis).
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +33,9 @@
 pub mod bpffs;
 pub mod error;
 pub mod exec;
+pub mod http;
+pub mod mixed;
+pub mod observe;
 pub mod netns;
 pub mod process;
 pub mod setns;

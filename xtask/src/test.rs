@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, disk, lab, util};
+use crate::{build_ebpf, deps, disk, fuzz, lab, util};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -25,12 +25,26 @@ pub enum Group {
     Lab,
     /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
     E2e,
+    /// Chaos in the lab under a mixed load, with a ledger of every request: Redis, PostgreSQL
+    /// and the services link fail and return, a backend flaps, both lbd are SIGKILLed (root).
+    Chaos,
+    /// Every fuzz target for a short bounded time from its committed corpus (cargo-fuzz).
+    Fuzz,
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test` (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 10;
 
 pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
         group,
-        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
+        Group::All
+            | Group::Dataplane
+            | Group::ControlPlane
+            | Group::Vrrp
+            | Group::Lab
+            | Group::E2e
+            | Group::Chaos
     ) && !util::is_root()
     {
         bail!(
@@ -40,7 +54,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
-    if matches!(group, Group::All | Group::E2e) {
+    if matches!(group, Group::All | Group::E2e | Group::Chaos) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
     }
@@ -53,8 +67,10 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::All => {
             lint()?;
             util::step("running every test of the workspace");
-            util::run(util::cargo().args(["test", "--workspace"]).args(&profile))
+            util::run(util::cargo().args(["test", "--workspace"]).args(&profile))?;
+            fuzz::run(None, FUZZ_SECONDS)
         }
+        Group::Fuzz => fuzz::run(None, FUZZ_SECONDS),
         Group::Lint => lint(),
         Group::Unit => util::run(
             util::cargo()
@@ -105,12 +121,33 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                 .args(["--test", "topology_file", "--test", "vagrant"])
                 .args(&profile),
         ),
+        // The chaos scenarios live in the e2e binary (they share its lab and client); each
+        // group runs its own half of it.
         Group::E2e => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "e2e"])
-                .args(&profile),
+                .args(with_filter(&profile, &["--skip", CHAOS])),
+        ),
+        Group::Chaos => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "e2e"])
+                .args(with_filter(&profile, &[CHAOS])),
         ),
     }
+}
+
+/// Test-name prefix of the chaos scenarios in the e2e binary.
+const CHAOS: &str = "chaos::";
+
+/// `profile` (cargo's arguments, then possibly `--` and the test binary's) with `filter`
+/// added to the test binary's arguments.
+fn with_filter<'a>(profile: &[&'a str], filter: &[&'a str]) -> Vec<&'a str> {
+    let mut out = profile.to_vec();
+    if !out.contains(&"--") {
+        out.push("--");
+    }
+    out.extend_from_slice(filter);
+    out
 }
 
 fn lint() -> Result<()> {
