@@ -182,7 +182,8 @@ pub fn cargo_fuzz() -> Result<()> {
         if locked {
             c.arg("--locked");
         }
-        c.env_remove("RUSTUP_TOOLCHAIN").env_remove("CARGO_TARGET_DIR");
+        c.env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
         run(&mut c)
     };
     if install(true).is_err() {

@@ -11,12 +11,27 @@ use crate::{deps, util};
 
 /// Every fuzz target (`fuzz/fuzz_targets/NAME.rs`) and what it feeds.
 pub const TARGETS: &[(&str, &str)] = &[
-    ("packet", "the packet describer on any bytes; the builder on frames made from them"),
-    ("pcap", "the pcap reader; what it reads writes back the same"),
-    ("lbd_config", "lbd's config file (errors name file:line: field)"),
-    ("vrrp", "the VRRPv3 codec (IPv4 packet, bare message, both families)"),
+    (
+        "packet",
+        "the packet describer on any bytes; the builder on frames made from them",
+    ),
+    (
+        "pcap",
+        "the pcap reader; what it reads writes back the same",
+    ),
+    (
+        "lbd_config",
+        "lbd's config file (errors name file:line: field)",
+    ),
+    (
+        "vrrp",
+        "the VRRPv3 codec (IPv4 packet, bare message, both families)",
+    ),
     ("topology", "the lab's topology file"),
-    ("app_bodies", "the app's request bodies: users, tasks, orders"),
+    (
+        "app_bodies",
+        "the app's request bodies: users, tasks, orders",
+    ),
     ("app_config", "the app's config file and APP_* overrides"),
 ];
 
@@ -27,7 +42,11 @@ pub fn run(target: Option<&str>, seconds: u64) -> Result<()> {
             if !TARGETS.iter().any(|(n, _)| *n == t) {
                 bail!(
                     "no fuzz target {t:?}; targets: {}",
-                    TARGETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    TARGETS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             vec![t]
@@ -49,8 +68,7 @@ pub fn run(target: Option<&str>, seconds: u64) -> Result<()> {
     for t in targets {
         util::step(&format!("fuzzing {t} for {seconds} s"));
         let found = dir.join("target/corpus").join(t);
-        std::fs::create_dir_all(&found)
-            .with_context(|| format!("creating {}", found.display()))?;
+        std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
         let status = fuzz_cargo()
             .args(["fuzz", "run", t])
             .arg(&found)

@@ -201,7 +201,12 @@ fn run(args: &Args) -> Result<serde_json::Value> {
     let client = system.lab().host("client")?;
     let body = json!({ "available": 1_000_000_000u64 }).to_string();
     let path = format!("/orders/stock/{sku}");
-    let set = mixed::call(client, vip, Op::Ping, Request::put(&path, &body, "soak-stock"))?;
+    let set = mixed::call(
+        client,
+        vip,
+        Op::Ping,
+        Request::put(&path, &body, "soak-stock"),
+    )?;
     anyhow::ensure!(set.ok(), "setting the stock: {set:?}");
     let mix = Mix {
         tag: tag.clone(),
@@ -217,7 +222,10 @@ fn run(args: &Args) -> Result<serde_json::Value> {
     let traffic = Traffic::start(client, vip, mix)?;
     let mut samples = Vec::new();
     if !args.json {
-        eprintln!("soak: {} minutes, a sample every {every:?} (Ctrl-C stops early)", args.minutes);
+        eprintln!(
+            "soak: {} minutes, a sample every {every:?} (Ctrl-C stops early)",
+            args.minutes
+        );
     }
     let mut k = 0u32;
     while t0.elapsed() < length && !INTERRUPTED.load(Ordering::Relaxed) {

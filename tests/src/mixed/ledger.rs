@@ -75,7 +75,10 @@ impl Op {
 
     /// Whether the users API answers it (the database behind the cache).
     pub fn is_users_api(&self) -> bool {
-        matches!(self, Op::Read { .. } | Op::Update { .. } | Op::Create { .. })
+        matches!(
+            self,
+            Op::Read { .. } | Op::Update { .. } | Op::Create { .. }
+        )
     }
 }
 
@@ -228,6 +231,7 @@ pub struct Effects {
 pub fn summary(name: &str, entries: &[Entry], effects: &Effects) -> String {
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_op: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut slowest: BTreeMap<&str, Duration> = BTreeMap::new();
     let mut by_backend: BTreeMap<&str, usize> = BTreeMap::new();
     for e in entries {
         let slot = by_op.entry(e.op.kind()).or_default();
@@ -239,6 +243,8 @@ pub fn summary(name: &str, entries: &[Entry], effects: &Effects) -> String {
         if let Some(b) = e.backend() {
             *by_backend.entry(b).or_default() += 1;
         }
+        let max = slowest.entry(e.op.kind()).or_default();
+        *max = (*max).max(e.took);
     }
     let ok = entries.iter().filter(|e| e.ok()).count();
     let mut s = format!(
@@ -249,7 +255,10 @@ pub fn summary(name: &str, entries: &[Entry], effects: &Effects) -> String {
     );
     let ops: Vec<String> = by_op
         .iter()
-        .map(|(k, (n, ok))| format!("{k} {ok}/{n}"))
+        .map(|(k, (n, ok))| {
+            let max = slowest.get(k).copied().unwrap_or_default().as_millis();
+            format!("{k} {ok}/{n} (slowest {max} ms)")
+        })
         .collect();
     let _ = write!(
         s,

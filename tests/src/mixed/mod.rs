@@ -102,7 +102,12 @@ impl Users {
             let addr = SocketAddr::new(system.lab().host(&be)?.ipv4().into(), vip.port());
             for u in &readers {
                 let (path, id) = (format!("/users/{u}"), format!("{tag}-warm-{be}-{u}"));
-                let got = call(client, addr, Op::Read { user: *u }, Request::get(&path, &id))?;
+                let got = call(
+                    client,
+                    addr,
+                    Op::Read { user: *u },
+                    Request::get(&path, &id),
+                )?;
                 if !got.ok() {
                     return Err(fail(format!("warming user {u} on {be}: {got:?}")));
                 }
@@ -308,8 +313,8 @@ fn next_request(w: usize, n: usize, mix: &Mix) -> (Op, &'static str, String, Opt
         }
         "order" => {
             let key = format!("{}-w{w}-o{n}", mix.tag);
-            let body = json!({ "sku": mix.sku, "quantity": 1 + n % 3, "amount_cents": 500 })
-                .to_string();
+            let body =
+                json!({ "sku": mix.sku, "quantity": 1 + n % 3, "amount_cents": 500 }).to_string();
             (
                 Op::Order {
                     key,
@@ -337,7 +342,9 @@ pub fn accepted(entries: &[Entry], kind: &str) -> BTreeMap<String, Option<String
             _ => continue,
         };
         let id = match &e.answer {
-            Answer::Status { code: 202, body, .. } => body["id"].as_str().map(str::to_string),
+            Answer::Status {
+                code: 202, body, ..
+            } => body["id"].as_str().map(str::to_string),
             _ => None,
         };
         let slot = out.entry(key.clone()).or_default();

@@ -11,9 +11,9 @@
 //! `-- --nocapture` shows them.
 
 mod api;
-mod chaos;
 mod backend_failure;
 mod balancer_failure;
+mod chaos;
 mod drain;
 mod load;
 mod restart;

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 
 use super::Refusable;
-use tests::mixed::Traffic;
-use tests::observe;
-use tests::mixed::ledger::Entry;
 use crate::E2e;
+use tests::mixed::Traffic;
+use tests::mixed::ledger::Entry;
+use tests::observe;
 
 /// A fault of a scenario.
 pub trait Fault {
@@ -84,8 +84,13 @@ impl Fault for PostgresKilled {
             .context("postgres runs on svc")?;
         // SAFETY: kill(2) of the process group our own provisioning started.
         let rc = unsafe { libc::kill(-pid, libc::SIGKILL) };
-        ensure!(rc == 0, "kill -KILL -{pid}: {}", std::io::Error::last_os_error());
-        e.system.wait_gone("svc", "postgres", Duration::from_secs(10))?;
+        ensure!(
+            rc == 0,
+            "kill -KILL -{pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        e.system
+            .wait_gone("svc", "postgres", Duration::from_secs(10))?;
         e.say(&format!("postgres SIGKILLed; back in {:?}", self.down));
         std::thread::sleep(self.down);
         e.system.provision("svc")?;
@@ -132,13 +137,17 @@ pub fn table_swaps(e: &E2e, lb: &str) -> Result<u64> {
     Ok(observe::metric_sum(&text, "lb_table_swaps_total") as u64)
 }
 
+/// The churn a flapping backend may cause (table swaps per minute on one balancer).
+const MAX_SWAPS_PER_MINUTE: f64 = 12.0;
+
 /// One backend's app SIGKILLed and started again every `period` for `length`.
 pub struct Flapping {
     pub host: &'static str,
     pub period: Duration,
     pub length: Duration,
-    /// When each kill happened.
-    deaths: Vec<Instant>,
+    /// When each kill happened, and whether lbd on lb1 had the backend in the VIP's table
+    /// then (healthy: new connections were still sent to it).
+    deaths: Vec<(Instant, bool)>,
     /// The documented bound of the health checks: interval × fall + timeout.
     window: Duration,
     swaps: (u64, u64),
@@ -182,8 +191,10 @@ impl Fault for Flapping {
         while start.elapsed() < self.length {
             let due = start + self.period * k;
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            // lbd answers its API under the lock it updates the maps with.
+            let in_table = e.health_of("lb1", self.host)?.starts_with("healthy");
             e.system.signal_daemon(self.host, "app", libc::SIGKILL)?;
-            self.deaths.push(Instant::now());
+            self.deaths.push((Instant::now(), in_table));
             e.system.provision(self.host)?;
             k += 1;
         }
@@ -198,13 +209,15 @@ impl Fault for Flapping {
         Ok(traffic.wait_more(50, Duration::from_secs(30))?)
     }
 
-    /// A request may fail when it overlaps the health-check window after a death: from the
-    /// kill until the checks can have taken the backend out.
+    /// A request may fail when it overlaps the health-check window after a death of the
+    /// backend while it was in the table: from the kill until the checks take it out. Once
+    /// out, a flapping backend must stay out (lbd's hysteresis): no more failures.
     fn excuses(&self, x: &Entry) -> bool {
         let end = x.sent + x.took;
         self.deaths
             .iter()
-            .any(|d| end >= *d && x.sent <= *d + self.window)
+            .filter(|(_, in_table)| *in_table)
+            .any(|(d, _)| end >= *d && x.sent <= *d + self.window)
     }
 
     fn report(&self, e: &E2e) -> Result<String> {
@@ -214,9 +227,20 @@ impl Fault for Flapping {
         let minutes = (ended - began).as_secs_f64() / 60.0;
         let swaps = self.swaps.1.saturating_sub(self.swaps.0);
         let health = e.health_of("lb1", self.host)?;
+        let in_table = self.deaths.iter().filter(|(_, t)| *t).count();
+        // Hysteresis bounds the churn: at most one swap in or out per 5 s however fast the
+        // backend dies and comes back.
+        ensure!(
+            swaps as f64 / minutes <= MAX_SWAPS_PER_MINUTE,
+            "{} flaps of {} made lbd on lb1 swap the VIP's table {swaps} times in {:.0} s",
+            self.deaths.len(),
+            self.host,
+            minutes * 60.0
+        );
         Ok(format!(
-            "{} flaps in {:.0} s: lbd on lb1 swapped the VIP's table {swaps} times ({:.1} per \
-             minute); {} is {health} now; requests may fail within {} ms of a death",
+            "{} flaps in {:.0} s ({in_table} while in lb1's table): lbd on lb1 swapped the \
+             VIP's table {swaps} times ({:.1} per minute); {} is {health} now; requests may \
+             fail within {} ms of a death while in the table",
             self.deaths.len(),
             minutes * 60.0,
             swaps as f64 / minutes,

@@ -80,7 +80,12 @@ fn scenario(
     let counter = format!("{tag}-counter");
     let put = json!({ "available": STOCK }).to_string();
     let path = format!("/orders/stock/{sku}");
-    let set = verify::call(e, e.vip, Op::Ping, Request::put(&path, &put, &format!("{tag}-s")))?;
+    let set = verify::call(
+        e,
+        e.vip,
+        Op::Ping,
+        Request::put(&path, &put, &format!("{tag}-s")),
+    )?;
     ensure!(set.ok(), "setting the stock of {sku}: {set:?}");
     let mix = Mix {
         tag: tag.clone(),
@@ -110,7 +115,12 @@ fn scenario(
     let orders = verify::accept_all(e, &entries, "order")?;
     let (confirmed, cancelled) = verify::orders_settled(e, &orders, &sku, STOCK, &mut effects)?;
     for x in &entries {
-        if let (Op::Create { .. }, Answer::Status { code: 201, body, .. }) = (&x.op, &x.answer)
+        if let (
+            Op::Create { .. },
+            Answer::Status {
+                code: 201, body, ..
+            },
+        ) = (&x.op, &x.answer)
             && let Some(id) = body["id"].as_i64()
         {
             users.first.insert(id, "chaos".into());

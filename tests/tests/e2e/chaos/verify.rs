@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use tests::mixed::ledger::{Answer, Effects, Entry, Op};
-use tests::mixed::{self, accepted};
 use crate::E2e;
 use crate::http::Request;
+use tests::mixed::ledger::{Answer, Effects, Entry, Op};
+use tests::mixed::{self, accepted};
 
 /// How long the system may take to settle after a fault (jobs a dead Redis connection left
 /// pending are reclaimed after the queue's `claim_idle_ms`, 30 s).
@@ -189,7 +189,9 @@ pub fn tasks_ran_once(
             matches!(v["state"].as_str(), Some("succeeded" | "dead"))
         })?;
         if v["state"] != "succeeded" {
-            effects.lost.push(format!("task {key} ({id}) is {}", v["state"]));
+            effects
+                .lost
+                .push(format!("task {key} ({id}) is {}", v["state"]));
         }
     }
     let svc = e.system.lab().host("svc")?;
