@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use lb_userspace::packet::{ExtHeader, Frame, L4, describe, l3_offset};
+use lb_dataplane::packet::{ExtHeader, Frame, L4, describe, l3_offset};
 
 /// Takes bytes from the front of the input (zeros once it runs out).
 struct Bytes<'a>(&'a [u8]);

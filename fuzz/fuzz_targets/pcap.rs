@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lb_userspace::pcap;
+use lb_dataplane::pcap;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(records) = pcap::read(data) else {

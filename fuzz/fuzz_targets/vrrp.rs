@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use lb_userspace::vrrp::packet::{decode_ipv4_with, decode_message};
+use lb_vrrp::packet::{decode_ipv4_with, decode_message};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&vrid, rest)) = data.split_first() else {

@@ -7,6 +7,7 @@
 //! - [`exec`]: bounded command runs whose errors carry the command line and stderr.
 //! - [`process`]: long-running processes with a log file, killed (whole group) on drop.
 //! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
+//! - [`bins`]: the workspace's programs (lbd, lbctl, app) for tests of another package.
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
 //! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
@@ -30,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bins;
 pub mod bpffs;
 pub mod error;
 pub mod exec;
