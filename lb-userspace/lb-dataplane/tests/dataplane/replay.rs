@@ -119,7 +119,7 @@ fn replay_describes_a_capture_of_edge_cases() {
     require_root();
     let dir = std::env::temp_dir().join(format!("lb-replay-edge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/example.toml");
     let syn = Frame::tcp(ip("10.9.0.1"), 1234, ip("10.77.0.100"), 80, TCP_SYN);
     let mut tagged = syn.clone();
     tagged.vlan = Some(5);
