@@ -193,8 +193,10 @@ impl Fault for Flapping {
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
             // lbd answers its API under the lock it updates the maps with.
             let in_table = e.health_of("lb1", self.host)?.starts_with("healthy");
+            // The death counts from the signal (signal_daemon returns once it is gone).
+            let at = Instant::now();
             e.system.signal_daemon(self.host, "app", libc::SIGKILL)?;
-            self.deaths.push((Instant::now(), in_table));
+            self.deaths.push((at, in_table));
             e.system.provision(self.host)?;
             k += 1;
         }
