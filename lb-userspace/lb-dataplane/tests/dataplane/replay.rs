@@ -33,19 +33,8 @@ fn replay_reports_each_packet_and_writes_a_pcap() {
         Frame::tcp(ip("fd00::1"), 1234, ip("fd77::100"), 80, TCP_SYN).build(),
     ];
     let input = dir.join("in.pcap");
-    let records: Vec<pcap::Record> = packets
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pcap::Record {
-            ts_sec: i as u32,
-            ts_frac: 0,
-            data: d.clone(),
-        })
-        .collect();
-    pcap::write(std::fs::File::create(&input).expect("create"), &records).expect("write pcap");
-
-    let cfg = Config::load(std::path::Path::new(config)).expect("example config");
-    let setup = cfg.replay_setup();
+    write_pcap(&input, &packets);
+    let setup = example_setup(config);
     let replay = Replay::new(&setup).expect("replay setup");
     let lines: Vec<_> = packets
         .iter()
@@ -138,17 +127,8 @@ fn replay_describes_a_capture_of_edge_cases() {
         ext.build(),
     ];
     let input = dir.join("edge.pcap");
-    let records: Vec<pcap::Record> = packets
-        .iter()
-        .map(|d| pcap::Record {
-            ts_sec: 1,
-            ts_frac: 0,
-            data: d.clone(),
-        })
-        .collect();
-    pcap::write(std::fs::File::create(&input).expect("create"), &records).expect("write pcap");
-    let cfg = Config::load(std::path::Path::new(config)).expect("example config");
-    let setup = cfg.replay_setup();
+    write_pcap(&input, &packets);
+    let setup = example_setup(config);
     replay_file(&setup, &input, None, false).expect("replay_file");
     let replay = Replay::new(&setup).expect("replay setup");
     let lines: Vec<_> = packets[3..]
@@ -181,4 +161,24 @@ fn replay_describes_a_capture_of_edge_cases() {
         lines[2].input
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Writes `packets` as a pcap, one record per second.
+fn write_pcap(path: &std::path::Path, packets: &[Vec<u8>]) {
+    let records: Vec<pcap::Record> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| pcap::Record {
+            ts_sec: i as u32,
+            ts_frac: 0,
+            data: d.clone(),
+        })
+        .collect();
+    pcap::write(std::fs::File::create(path).expect("create"), &records).expect("write pcap");
+}
+
+fn example_setup(config: &str) -> lb_dataplane::replay::ReplaySetup {
+    Config::load(std::path::Path::new(config))
+        .expect("example config")
+        .replay_setup()
 }

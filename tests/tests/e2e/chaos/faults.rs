@@ -28,6 +28,11 @@ pub trait Fault {
     }
 }
 
+/// Waits until the load made progress again after a fault (bounded).
+fn load_goes_on(traffic: &Traffic) -> Result<()> {
+    Ok(traffic.wait_more(50, Duration::from_secs(30))?)
+}
+
 /// Redis SIGKILLed, restarted after `down`.
 pub struct RedisKilled {
     pub down: Duration,
@@ -40,11 +45,7 @@ impl Fault for RedisKilled {
 
     fn may(&self) -> Refusable {
         // The users API goes on from L1 and the database; tasks and orders live in Redis.
-        Refusable {
-            reads: false,
-            user_writes: false,
-            queue: true,
-        }
+        Refusable::QUEUE
     }
 
     fn run(&mut self, e: &E2e, traffic: &Traffic) -> Result<()> {
@@ -52,7 +53,7 @@ impl Fault for RedisKilled {
         e.say(&format!("redis SIGKILLed; back in {:?}", self.down));
         std::thread::sleep(self.down);
         e.system.provision("svc")?;
-        Ok(traffic.wait_more(50, Duration::from_secs(30))?)
+        load_goes_on(traffic)
     }
 }
 
@@ -68,11 +69,7 @@ impl Fault for PostgresKilled {
 
     fn may(&self) -> Refusable {
         // Cached reads go on; writes are refused with 503 + Retry-After.
-        Refusable {
-            reads: false,
-            user_writes: true,
-            queue: false,
-        }
+        Refusable::USER_WRITES
     }
 
     fn run(&mut self, e: &E2e, traffic: &Traffic) -> Result<()> {
@@ -94,7 +91,7 @@ impl Fault for PostgresKilled {
         e.say(&format!("postgres SIGKILLed; back in {:?}", self.down));
         std::thread::sleep(self.down);
         e.system.provision("svc")?;
-        Ok(traffic.wait_more(50, Duration::from_secs(30))?)
+        load_goes_on(traffic)
     }
 }
 
@@ -110,11 +107,7 @@ impl Fault for LinkDown {
     }
 
     fn may(&self) -> Refusable {
-        Refusable {
-            reads: false,
-            user_writes: true,
-            queue: true,
-        }
+        Refusable::WRITES
     }
 
     fn run(&mut self, e: &E2e, traffic: &Traffic) -> Result<()> {
@@ -123,7 +116,7 @@ impl Fault for LinkDown {
         e.say(&format!("{} link down for {:?}", self.host, self.down));
         std::thread::sleep(self.down);
         host.exec(["ip", "link", "set", host.iface(), "up"])?;
-        Ok(traffic.wait_more(50, Duration::from_secs(30))?)
+        load_goes_on(traffic)
     }
 }
 
@@ -176,11 +169,7 @@ impl Fault for Flapping {
     }
 
     fn may(&self) -> Refusable {
-        Refusable {
-            reads: false,
-            user_writes: false,
-            queue: false,
-        }
+        Refusable::NOTHING
     }
 
     fn run(&mut self, e: &E2e, traffic: &Traffic) -> Result<()> {
@@ -208,7 +197,7 @@ impl Fault for Flapping {
             self.deaths.len(),
             start.elapsed().as_secs_f64()
         ));
-        Ok(traffic.wait_more(50, Duration::from_secs(30))?)
+        load_goes_on(traffic)
     }
 
     /// A request may fail when it overlaps the health-check window after a death of the
@@ -261,11 +250,7 @@ impl Fault for LbdKilledOnBoth {
     }
 
     fn may(&self) -> Refusable {
-        Refusable {
-            reads: false,
-            user_writes: false,
-            queue: false,
-        }
+        Refusable::NOTHING
     }
 
     fn run(&mut self, e: &E2e, traffic: &Traffic) -> Result<()> {

@@ -39,6 +39,30 @@ struct Refusable {
     queue: bool,
 }
 
+impl Refusable {
+    const NOTHING: Self = Self {
+        reads: false,
+        user_writes: false,
+        queue: false,
+    };
+    /// Tasks and orders (their state lives in Redis).
+    const QUEUE: Self = Self {
+        queue: true,
+        ..Self::NOTHING
+    };
+    /// User creates and updates (the database).
+    const USER_WRITES: Self = Self {
+        user_writes: true,
+        ..Self::NOTHING
+    };
+    /// Every write: users, tasks, orders.
+    const WRITES: Self = Self {
+        user_writes: true,
+        queue: true,
+        reads: false,
+    };
+}
+
 /// Requests that did not get their 2xx and that nothing excuses: 500s, 503s without
 /// `Retry-After`, hangs, refused or reset connections, other 4xx/5xx, and 503s of what the
 /// fault may not refuse.
@@ -159,55 +183,54 @@ fn scenario(
     Ok(())
 }
 
-#[test]
-fn services_die_and_come_back_and_nothing_accepted_is_lost() -> Result<()> {
-    let e = E2e::start("chaos-services")?;
-    let tag = format!("{}-svc", e.system.lab().prefix());
+/// Starts a lab, creates the users, and runs `faults` one after the other.
+fn run_scenarios(
+    test: &'static str,
+    faults: Vec<Box<dyn Fault>>,
+    logs: &[(&str, &str)],
+) -> Result<()> {
+    let e = E2e::start(test)?;
+    let tag = format!("{}-{test}", e.system.lab().prefix());
     let mut users = Users::create(&e.system, e.vip, &tag, WORKERS)?;
     let mut history = Vec::new();
-    let faults: Vec<Box<dyn Fault>> = vec![
-        Box::new(faults::RedisKilled {
-            down: Duration::from_secs(5),
-        }),
-        Box::new(faults::PostgresKilled {
-            down: Duration::from_secs(10),
-        }),
-        Box::new(faults::LinkDown {
-            host: "svc",
-            down: Duration::from_secs(5),
-        }),
-    ];
     for mut fault in faults {
-        scenario(&e, &mut users, &mut history, fault.as_mut()).map_err(|err| {
-            anyhow::anyhow!(
-                "{err:#}\n{}",
-                e.logs(&[("svc", "redis"), ("svc", "postgres"), ("be1", "app")])
-            )
-        })?;
+        scenario(&e, &mut users, &mut history, fault.as_mut())
+            .map_err(|err| anyhow::anyhow!("{err:#}\n{}", e.logs(logs)))?;
     }
     Ok(())
 }
 
 #[test]
+fn services_die_and_come_back_and_nothing_accepted_is_lost() -> Result<()> {
+    run_scenarios(
+        "chaos-services",
+        vec![
+            Box::new(faults::RedisKilled {
+                down: Duration::from_secs(5),
+            }),
+            Box::new(faults::PostgresKilled {
+                down: Duration::from_secs(10),
+            }),
+            Box::new(faults::LinkDown {
+                host: "svc",
+                down: Duration::from_secs(5),
+            }),
+        ],
+        &[("svc", "redis"), ("svc", "postgres"), ("be1", "app")],
+    )
+}
+
+#[test]
 fn backends_flap_and_balancers_restart_without_failed_requests() -> Result<()> {
-    let e = E2e::start("chaos-balancers")?;
-    let tag = format!("{}-lb", e.system.lab().prefix());
-    let mut users = Users::create(&e.system, e.vip, &tag, WORKERS)?;
-    let mut history = Vec::new();
     // The lab's health checks (vagrant/provision/balancer.sh): interval 1 s, fall 2, timeout
     // 0.5 s: a dead backend is out of the table within interval x fall + timeout.
     let window = Duration::from_millis(1000 * 2 + 500);
-    let faults: Vec<Box<dyn Fault>> = vec![
-        Box::new(faults::Flapping::new("be3", window)),
-        Box::new(faults::LbdKilledOnBoth),
-    ];
-    for mut fault in faults {
-        scenario(&e, &mut users, &mut history, fault.as_mut()).map_err(|err| {
-            anyhow::anyhow!(
-                "{err:#}\n{}",
-                e.logs(&[("lb1", "lbd"), ("lb2", "lbd"), ("be3", "app")])
-            )
-        })?;
-    }
-    Ok(())
+    run_scenarios(
+        "chaos-balancers",
+        vec![
+            Box::new(faults::Flapping::new("be3", window)),
+            Box::new(faults::LbdKilledOnBoth),
+        ],
+        &[("lb1", "lbd"), ("lb2", "lbd"), ("be3", "app")],
+    )
 }
