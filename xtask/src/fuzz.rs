@@ -35,8 +35,29 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("app_config", "the app's config file and APP_* overrides"),
 ];
 
+/// How the targets are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Optimised: for real fuzzing runs (`cargo xtask fuzz`).
+    Release,
+    /// Unoptimised: builds in a fraction of the time, runs slower; enough for the short
+    /// regression runs of `cargo xtask test`.
+    Dev,
+}
+
+impl Build {
+    /// cargo-fuzz's flags: the build profile, and no sanitizer (the code is safe Rust, a
+    /// crash is a panic; AddressSanitizer would double build and run time for nothing).
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Build::Release => &["-s", "none"],
+            Build::Dev => &["-s", "none", "--dev"],
+        }
+    }
+}
+
 /// Runs `target` (or every target) for `seconds` each.
-pub fn run(target: Option<&str>, seconds: u64) -> Result<()> {
+pub fn run(target: Option<&str>, seconds: u64, how: Build) -> Result<()> {
     let targets: Vec<&str> = match target {
         Some(t) => {
             if !TARGETS.iter().any(|(n, _)| *n == t) {
@@ -60,7 +81,7 @@ pub fn run(target: Option<&str>, seconds: u64) -> Result<()> {
         targets.len()
     ));
     let mut build = fuzz_cargo();
-    build.args(["fuzz", "build"]);
+    build.args(["fuzz", "build"]).args(how.flags());
     if targets.len() == 1 {
         build.arg(targets[0]);
     }
@@ -70,7 +91,9 @@ pub fn run(target: Option<&str>, seconds: u64) -> Result<()> {
         let found = dir.join("target/corpus").join(t);
         std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
         let status = fuzz_cargo()
-            .args(["fuzz", "run", t])
+            .args(["fuzz", "run"])
+            .args(how.flags())
+            .arg(t)
             .arg(&found)
             .arg(dir.join("corpus").join(t))
             .arg("--")

@@ -87,7 +87,7 @@ fn main() -> Result<()> {
         } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
-        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
+        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time, fuzz::Build::Release),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;
             util::run(

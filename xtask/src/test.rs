@@ -69,9 +69,9 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             lint()?;
             util::step("running every test of the workspace");
             util::run(util::cargo().args(["test", "--workspace"]).args(&profile))?;
-            fuzz::run(None, FUZZ_SECONDS)
+            fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev)
         }
-        Group::Fuzz => fuzz::run(None, FUZZ_SECONDS),
+        Group::Fuzz => fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev),
         Group::Lint => lint(),
         Group::Unit => {
             util::run(

@@ -215,6 +215,8 @@ fn run(args: &Args) -> Result<serde_json::Value> {
         counter: format!("{tag}-counter"),
         sku,
         pace: Duration::from_millis(args.pace_ms),
+        // The sampling loop stops the load; this only bounds it if that loop dies.
+        max_time: Duration::from_secs(args.minutes * 60 + 120),
     };
     let length = Duration::from_secs(args.minutes * 60);
     let every = Duration::from_secs(args.sample_seconds);

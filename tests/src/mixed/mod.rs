@@ -136,6 +136,8 @@ pub struct Mix {
     pub sku: String,
     /// Pause between two requests of one worker.
     pub pace: Duration,
+    /// Each worker stops by itself after this long, whatever the caller does.
+    pub max_time: Duration,
 }
 
 /// A task or order that was not accepted yet: sent again with the same key and body.
@@ -160,7 +162,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// Starts one worker per entry of `mix.owned`, in `client`'s namespace, towards `addr`.
-    /// Bounded: each worker stops by itself after 10 minutes.
+    /// Bounded: each worker stops by itself after `mix.max_time`.
     pub fn start(client: &Host, addr: SocketAddr, mix: Mix) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
@@ -228,7 +230,7 @@ fn worker(
 ) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut retry: VecDeque<Pending> = VecDeque::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + mix.max_time;
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         let id = format!("{}-w{w}-{n}", mix.tag);

@@ -118,6 +118,7 @@ fn scenario(
         counter: counter.clone(),
         sku: sku.clone(),
         pace: PACE,
+        max_time: Duration::from_secs(600),
     };
     let t0 = Instant::now();
     let traffic = Traffic::start(e.client(), e.vip, mix)?;
