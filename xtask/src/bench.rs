@@ -33,8 +33,8 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         }
         What::ControlPlane => return cargo_bench("control_plane", args),
         What::Failover => return cargo_bench("failover", args),
-        What::App => ("app", "app-bench", &[]),
-        What::Queue => ("app", "queue-bench", &[]),
+        What::App => ("app-bench", "app-bench", &[]),
+        What::Queue => ("app-bench", "queue-bench", &[]),
         What::Lab => {
             lab::up::build()?;
             ("tests", "lab-bench", &[])

@@ -1,5 +1,5 @@
 //! A throw-away `rabbitmq-server` on free loopback ports with its own node name and data
-//! directory, for the benchmark. It boots in about 15-20 s. Its process group is killed and
+//! directory, for the benchmark and the tests. It boots in about 15-20 s. Its process group is killed and
 //! its directory removed when the guard is dropped.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

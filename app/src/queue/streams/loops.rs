@@ -1,5 +1,5 @@
-//! The background loops of a pool: fetch (XREADGROUP), reclaim (XAUTOCLAIM), mover (delayed
-//! schedule -> stream) and the metrics sampler. Each ends when the pool stops.
+//! The loops of a pool on Redis Streams: fetch (XREADGROUP), reclaim (XAUTOCLAIM) and mover
+//! (delayed schedule -> stream). Each ends when the pool stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,19 +8,11 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::process;
-use super::worker::Shared;
+use super::{deliver, scripts};
+use crate::queue::worker::Shared;
 
 /// Pause after a Redis error before the loop tries again.
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
-
-/// Sleeps unless the pool stops first; false when it stopped.
-async fn pause(sh: &Shared, d: Duration) -> bool {
-    tokio::select! {
-        _ = sh.stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
-}
 
 /// Takes up to `max` permits without waiting.
 fn take_permits(permits: &Arc<Semaphore>, max: usize) -> Vec<OwnedSemaphorePermit> {
@@ -48,7 +40,7 @@ fn dispatch(
             continue;
         };
         let job_id = entry.get::<String>("job").unwrap_or_default();
-        sh.tracker.spawn(process::run(
+        sh.tracker.spawn(deliver::run(
             sh.clone(),
             queue.clone(),
             entry.id,
@@ -108,7 +100,7 @@ pub(super) async fn fetch(
                 } else {
                     tracing::warn!(queue = %queue, error = %e, "XREADGROUP failed");
                 }
-                if !pause(&sh, ERROR_PAUSE).await {
+                if !sh.pause(ERROR_PAUSE).await {
                     return;
                 }
             }
@@ -128,7 +120,7 @@ pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semap
     let mut cursor = "0-0".to_string();
     let mut conn = sh.queue.connection();
     let mut rounds = 0u64;
-    while pause(&sh, every).await {
+    while sh.pause(every).await {
         rounds += 1;
         if rounds.is_multiple_of(120)
             && let Err(e) = forget_idle_consumers(&sh, &stream).await
@@ -211,13 +203,9 @@ pub(super) async fn mover(sh: Arc<Shared>, queue: Arc<str>) {
     let (delayed, stream, job_prefix) = (k.delayed(&queue), k.stream(&queue), k.job_prefix());
     let mut conn = sh.queue.connection();
     const BATCH: u64 = 500;
-    while pause(&sh, Duration::from_millis(s.mover_interval_ms)).await {
+    while sh.pause(Duration::from_millis(s.mover_interval_ms)).await {
         loop {
-            let moved: redis::RedisResult<u64> = sh
-                .queue
-                .inner
-                .scripts
-                .move_due
+            let moved: redis::RedisResult<u64> = scripts::MOVE_DUE_S
                 .key(&delayed)
                 .key(&stream)
                 .arg(BATCH)
@@ -232,20 +220,6 @@ pub(super) async fn mover(sh: Arc<Shared>, queue: Arc<str>) {
                     break;
                 }
             }
-        }
-    }
-}
-
-/// Samples queue sizes into the gauges.
-pub(super) async fn sampler(sh: Arc<Shared>, queue: Arc<str>) {
-    while pause(&sh, Duration::from_secs(5)).await {
-        match sh.queue.stats(&queue).await {
-            Ok(st) => {
-                if let Some(m) = sh.queue.metrics() {
-                    m.sizes(&st);
-                }
-            }
-            Err(e) => tracing::debug!(queue = %queue, error = %e, "queue stats failed"),
         }
     }
 }

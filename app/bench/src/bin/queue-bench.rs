@@ -4,18 +4,17 @@
 //! persistent publish + consume + ack), both without job logic. Starts its own redis-server
 //! and rabbitmq-server on free loopback ports.
 //!
-//! `cargo xtask bench queue [ARGS]` runs `cargo run --release -p app --bin queue-bench -- [ARGS]`.
+//! `cargo xtask bench queue [ARGS]` runs `cargo run --release -p app-bench --bin queue-bench -- [ARGS]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use app::queue::local_rabbit::LocalRabbit;
-use app::queue::local_redis::LocalRedis;
 use app::queue::{
     JobContext, JobError, JobOutput, NewJob, PoolStats, Queue, QueueBackend, QueueSettings,
     Registry, WorkerPool,
 };
+use app_testkit::{LocalRabbit, LocalRedis};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;

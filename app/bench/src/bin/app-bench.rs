@@ -17,9 +17,7 @@
 //! request really takes the path its row names; the app's cache counters, read after
 //! every row, report the share of requests that did (`level %`).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -27,6 +25,7 @@ use serde::Serialize;
 
 use app::config::Config;
 use app::server::RunningApp;
+use app_testkit::LocalRedis;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -104,66 +103,6 @@ fn need(bin: &str, package: &str) -> anyhow::Result<()> {
         bail!("`{bin}` not found in PATH: install the apt package `{package}`");
     }
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// redis-server on a free loopback port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--dir", &dir.path().display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?;
-        let mut r = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pong = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "PING"])
-                .output();
-            if matches!(&pong, Ok(o) if o.stdout.starts_with(b"PONG")) {
-                return Ok(r);
-            }
-            if Instant::now() > deadline {
-                let _ = r.child.kill();
-                bail!("redis-server did not answer on port {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// "211.00us" / "1.20ms" / "1.02s" -> milliseconds.
@@ -334,8 +273,8 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
         .redis_requests
         .unwrap_or(if args.quick { 50_000 } else { 200_000 });
 
-    let redis = Redis::start()?;
-    let redis_url = format!("redis://127.0.0.1:{}/", redis.port);
+    let redis = LocalRedis::start()?;
+    let redis_url = redis.url();
     let dir = tempfile::tempdir()?;
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let full = app::server::start(instance_config(&db, &redis_url, true, true)).await?;
@@ -442,7 +381,7 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
             ),
         );
         let a = args.clone();
-        let port = redis.port;
+        let port = redis.port();
         samples.push(
             tokio::task::spawn_blocking(move || run_redis_benchmark(port, &a, redis_requests))
                 .await??,

@@ -1,17 +1,27 @@
-//! Wiring of the queue, tasks and orders into the `app` binary: the routes and in-process
-//! workers of `app serve`, and the worker-only process of `app worker`.
+//! The composition root of the `app` binary: builds the queue from the configuration (its
+//! transport is the one `queue.backend` names), the services on it (tasks, orders), and
+//! plugs them into the server: the routes and in-process workers of `app serve`, the
+//! worker-only process of `app worker` and the `app dlq` commands. The modules it wires do
+//! not know each other beyond what they use (`tasks` and `orders` use `queue`); this is the
+//! only module that knows them all.
 
 use std::future::Future;
 
 use anyhow::Context;
 use axum::Router;
 
-use super::{Queue, QueueMetrics, Registry, WorkerPool};
 use crate::config::Config;
 use crate::orders::OrderService;
+use crate::queue::cli::DlqCommand;
+use crate::queue::{Queue, QueueMetrics, Registry, WorkerPool};
 use crate::server::Extensions;
 use crate::state::AppState;
 use crate::tasks::TaskService;
+
+/// The Redis the queue keeps its job records in: `queue.redis_url`, else `redis.url`.
+fn queue_redis_url(cfg: &Config) -> &str {
+    cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url)
+}
 
 /// The queue handle and the services built on it.
 #[derive(Clone)]
@@ -25,10 +35,9 @@ impl Work {
     /// Connects the queue (its own connections, to `queue.redis_url` or `redis.url`, and
     /// with `queue.backend = "rabbitmq"` to `queue.rabbitmq_url`).
     pub async fn connect(cfg: &Config, metrics: Option<QueueMetrics>) -> anyhow::Result<Self> {
-        let url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
         // Lazy: the service starts while Redis (or RabbitMQ) is down; queue routes answer 503
         // until it is back.
-        let queue = Queue::connect_lazy(url, cfg.queue.clone(), metrics)
+        let queue = Queue::connect_lazy(queue_redis_url(cfg), cfg.queue.clone(), metrics)
             .context("setting up the queue's Redis connection")?;
         let tasks = TaskService::new(queue.clone(), cfg.tasks.clone());
         let orders = OrderService::new(queue.clone(), cfg.orders.clone())?;
@@ -47,7 +56,7 @@ impl Work {
         Router::new()
             .merge(crate::tasks::routes(self.tasks.clone()))
             .merge(crate::orders::routes(self.orders.clone()))
-            .merge(super::routes(self.queue.clone()))
+            .merge(crate::queue::routes(self.queue.clone()))
     }
 
     /// Handlers of every queue: tasks, callbacks, orders.
@@ -107,4 +116,14 @@ pub async fn run_worker(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::
         );
     }
     Ok(())
+}
+
+/// `app dlq ...`: one dead-letter command on the configured queue.
+pub async fn run_dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<()> {
+    let q = Queue::connect(queue_redis_url(cfg), cfg.queue.clone())
+        .await
+        .context("connecting to the queue")?;
+    let r = crate::queue::cli::run(&q, cmd).await;
+    q.close().await;
+    r
 }

@@ -1,13 +1,15 @@
-//! Lua scripts: every state change of a job is one script, so a change and the stream
+//! Lua scripts of the Redis Streams backend: every state change of a job is one script, so a change and the stream
 //! bookkeeping that goes with it (XACK, ZADD, XADD) happen atomically. Times come from
 //! Redis `TIME`, so every instance uses one clock.
 //!
 //! Scripts reach keys derived from a job id (the job hash, a notify queue's stream) that
 //! are not declared in KEYS: fine on one Redis server, not on Redis Cluster.
 
+use std::sync::LazyLock;
+
 use redis::Script;
 
-use super::lua;
+use crate::queue::lua;
 
 /// Helpers of this backend, prepended (after [`lua::NOW_MS`] and [`lua::JOB_HASH`]) to
 /// every script.
@@ -162,20 +164,6 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 "#;
 
-/// Fixed one-second window shared by every instance.
-/// ARGV: counter prefix, limit. Returns {1, window_s} when granted, {0, wait_ms} when not.
-const RATE: &str = r#"
-local t = redis.call('TIME')
-local k = ARGV[1] .. t[1]
-local c = tonumber(redis.call('GET', k) or '0')
-if c < tonumber(ARGV[2]) then
-  redis.call('INCR', k)
-  redis.call('EXPIRE', k, 10)
-  return {1, tonumber(t[1])}
-end
-return {0, 1000 - math.floor(tonumber(t[2]) / 1000)}
-"#;
-
 /// KEYS: dlq. ARGV: dlq entry id, prefix. Returns the replayed job id or ''.
 const REPLAY: &str = r#"
 local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
@@ -214,41 +202,16 @@ end
 return #r
 "#;
 
-/// The compiled scripts (redis-rs sends EVALSHA and loads a script on NOSCRIPT).
-pub struct Scripts {
-    pub enqueue: Script,
-    pub start: Script,
-    pub complete: Script,
-    pub fail: Script,
-    pub move_due: Script,
-    pub heartbeat: Script,
-    pub rate: Script,
-    pub replay: Script,
-    pub purge: Script,
-}
-
 fn with_prelude(body: &str) -> Script {
     lua::script(&[lua::NOW_MS, lua::JOB_HASH, PRELUDE], body)
 }
 
-impl Scripts {
-    pub fn new() -> Self {
-        Self {
-            enqueue: with_prelude(ENQUEUE),
-            start: with_prelude(START),
-            complete: with_prelude(COMPLETE),
-            fail: with_prelude(FAIL),
-            move_due: with_prelude(MOVE_DUE),
-            heartbeat: Script::new(HEARTBEAT),
-            rate: Script::new(RATE),
-            replay: with_prelude(REPLAY),
-            purge: Script::new(PURGE),
-        }
-    }
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+// Compiled once (redis-rs sends EVALSHA and loads a script on NOSCRIPT).
+pub(super) static ENQUEUE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(ENQUEUE));
+pub(super) static START_S: LazyLock<Script> = LazyLock::new(|| with_prelude(START));
+pub(super) static COMPLETE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(COMPLETE));
+pub(super) static FAIL_S: LazyLock<Script> = LazyLock::new(|| with_prelude(FAIL));
+pub(super) static MOVE_DUE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(MOVE_DUE));
+pub(super) static HEARTBEAT_S: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
+pub(super) static REPLAY_S: LazyLock<Script> = LazyLock::new(|| with_prelude(REPLAY));
+pub(super) static PURGE_S: LazyLock<Script> = LazyLock::new(|| Script::new(PURGE));
