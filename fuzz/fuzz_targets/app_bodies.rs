@@ -2,8 +2,8 @@
 //! orders, the same validation) as its handlers: users (create, update), tasks, orders.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use app::store::{CreateUserRequest, NewUser, UpdateUserRequest, UserPatch};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = serde_json::from_slice::<CreateUserRequest>(data) {

@@ -2,8 +2,8 @@
 //! names the field, never a panic.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use app::config::Config;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,8 +1,8 @@
 //! lbd's config parser on any text: a config, or an error that names `file:line: field`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lb_config::Config;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
-use libfuzzer_sys::fuzz_target;
 use lb_dataplane::packet::{ExtHeader, Frame, L4, describe, l3_offset};
+use libfuzzer_sys::fuzz_target;
 
 /// Takes bytes from the front of the input (zeros once it runs out).
 struct Bytes<'a>(&'a [u8]);
@@ -105,5 +105,8 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(len + hdr, out.len() - l3, "{f:?}");
     assert!(text.contains(&f.src.to_string()), "{text} for {f:?}");
-    assert!(!text.contains("padding") && !text.contains("bytes in the frame"), "{text}");
+    assert!(
+        !text.contains("padding") && !text.contains("bytes in the frame"),
+        "{text}"
+    );
 });

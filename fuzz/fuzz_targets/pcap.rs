@@ -1,8 +1,8 @@
 //! The pcap reader on any bytes: an error or records; records written back read the same.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use lb_dataplane::pcap;
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(records) = pcap::read(data) else {

@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use libfuzzer_sys::fuzz_target;
 use lb_vrrp::packet::{decode_ipv4_with, decode_message};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&vrid, rest)) = data.split_first() else {
