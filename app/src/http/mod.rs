@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use admin::AdminToken;
-pub use error::ApiError;
+pub use error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::{Decision, RateLimiter};
 

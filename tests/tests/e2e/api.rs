@@ -29,6 +29,7 @@ fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Response> {
                 body: b.as_deref(),
                 id: &id,
                 close: true,
+                idempotency_key: None,
             };
             http::once(addr, &req, TIMEOUT)
         })?

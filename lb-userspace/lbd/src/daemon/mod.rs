@@ -65,6 +65,8 @@ pub struct Inner {
     pub programmed: Programmed,
     /// The data plane's settings map as written (a reload changes its config-given fields).
     pub settings: Settings,
+    /// Tables swapped since start (a flapping backend's churn shows here).
+    pub table_swaps: u64,
 }
 
 pub struct Shared {
@@ -193,6 +195,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             last_table_swap: None,
             programmed: Programmed::new(),
             settings,
+            table_swaps: 0,
         }),
         started: now,
         probe_tx,
@@ -338,6 +341,7 @@ pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
     inner.programmed = programmed_weights(&specs);
     if report.tables_swapped > 0 {
         inner.last_table_swap = Some(t.elapsed());
+        inner.table_swaps += report.tables_swapped as u64;
         tracing::debug!(?report, "maps updated");
     }
     save_state(shared, inner);
