@@ -70,21 +70,9 @@ enum Command {
 /// One page per command (`app.1`, `app-serve.1`, ...), from the same definitions as `--help`.
 fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
     use clap::CommandFactory;
-    fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
-        // clap names are 'static; this runs once per page in a short-lived process.
-        let cmd = cmd.name(&*Box::leak(name.to_string().into_boxed_str()));
-        let mut out = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
-        std::fs::write(dir.join(format!("{name}.1")), out)?;
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            write(sub.clone(), &format!("{name}-{}", sub.get_name()), dir)?;
-        }
-        Ok(())
-    }
     std::fs::create_dir_all(dir)?;
-    let mut cmd = Cli::command();
-    cmd.build();
-    write(cmd, "app", dir)
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))
 }
 
 fn init_logs(format: LogFormat) {

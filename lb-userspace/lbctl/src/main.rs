@@ -345,21 +345,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
 /// One page per command (`lbctl.1`, `lbctl-backend.1`, `lbctl-backend-drain.1`, ...), from
 /// the same definitions as `--help`.
 fn generate_man(dir: &std::path::Path) -> Result<()> {
-    fn write(cmd: clap::Command, name: &str, dir: &std::path::Path) -> Result<()> {
-        // clap names are 'static; this runs once per page in a short-lived process.
-        let cmd = cmd.name(&*Box::leak(name.to_string().into_boxed_str()));
-        let mut out = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
-        std::fs::write(dir.join(format!("{name}.1")), out)?;
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            write(sub.clone(), &format!("{name}-{}", sub.get_name()), dir)?;
-        }
-        Ok(())
-    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command();
-    cmd.build();
-    write(cmd, "lbctl", dir)
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))
 }
 
 fn xdp_command(cmd: XdpCmd) -> Result<()> {

@@ -131,15 +131,8 @@ fn tls_call(
     tcp.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(request_text(method, path, body, token).as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut resp = Vec::new();
     match s.read_to_end(&mut resp) {
         Ok(_) => {}
@@ -501,7 +494,13 @@ fn tls_scopes_audit_and_leases() {
             r.path
         );
         if r.path != "/v1/vrrp" {
-            assert!(res.0 < 300, "admin {} {}: {res:?}", r.method, r.path);
+            assert!(
+                res.0 < 300,
+                "admin {} {}: {res:?}\n{}",
+                r.method,
+                r.path,
+                cl.lbd_log()
+            );
         }
     }
     let audit = audit_lines(&cl.lbd_log());

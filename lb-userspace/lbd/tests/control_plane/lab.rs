@@ -277,6 +277,24 @@ impl ControlLab {
         self.lbd = Some(p);
     }
 
+    /// The real `lbctl` over the unix socket: (success, stdout and stderr).
+    pub fn lbctl(&self, args: &[&str]) -> (bool, String) {
+        let out = std::process::Command::new(tests::bins::workspace_bin("lbctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run lbctl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// One API call over the unix socket: (status, body).
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let mut s = UnixStream::connect(&self.socket).expect("connect to lbd");
@@ -318,6 +336,18 @@ impl ControlLab {
     }
 }
 
+/// One HTTP/1.1 request with a JSON body (or none), `Connection: close`.
+pub fn request_text(method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> String {
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Minimal HTTP/1.1 over any stream, `Connection: close`.
 pub fn http<S: Read + Write>(
     s: &mut S,
@@ -326,15 +356,8 @@ pub fn http<S: Read + Write>(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(request_text(method, path, body, token).as_bytes())
+        .expect("send");
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("read");
     let text = String::from_utf8_lossy(&resp);

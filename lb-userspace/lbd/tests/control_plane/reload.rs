@@ -5,7 +5,6 @@
 
 use std::{
     net::IpAddr,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -43,23 +42,6 @@ fn rewrite(cl: &ControlLab, weights: [u32; 3], extra_vip: bool, broken: bool) {
         );
     }
     std::fs::write(&cl.config, out).expect("write config");
-}
-
-fn lbctl(cl: &ControlLab, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tests::bins::workspace_bin("lbctl"))
-        .arg("--socket")
-        .arg(&cl.socket)
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn weights(cl: &ControlLab) -> Vec<u64> {
@@ -146,7 +128,7 @@ fn reload_under_load_drops_nothing_and_refuses_a_bad_file() {
 
     // 2. A bad file: refused with FILE:LINE: field: reason, nothing changes.
     rewrite(&cl, [1, 1, 1], false, true);
-    let (ok, out) = lbctl(&cl, &["reload"]);
+    let (ok, out) = cl.lbctl(&["reload"]);
     let file = cl.config.display().to_string();
     assert!(!ok, "a bad file is refused: {out}");
     assert!(
@@ -162,7 +144,7 @@ fn reload_under_load_drops_nothing_and_refuses_a_bad_file() {
 
     // 3. A dry run shows the difference and changes nothing; the reload applies it.
     rewrite(&cl, [100, 100, 100], false, false);
-    let (ok, out) = lbctl(&cl, &["reload", "--dry-run"]);
+    let (ok, out) = cl.lbctl(&["reload", "--dry-run"]);
     assert!(ok, "{out}");
     for want in [
         "would change",
@@ -177,7 +159,7 @@ fn reload_under_load_drops_nothing_and_refuses_a_bad_file() {
         "the API's VIP is not the file's to remove: {out}"
     );
     assert_eq!(weights(&cl), [50, 100, 200], "a dry run changes nothing");
-    let (ok, out) = lbctl(&cl, &["reload"]);
+    let (ok, out) = cl.lbctl(&["reload"]);
     assert!(ok && out.contains("applied"), "{out}");
     assert_eq!(weights(&cl), [100, 100, 100]);
     assert_eq!(cl.api("GET", "/v1/vips/extra", None).0, 404);
@@ -194,7 +176,7 @@ fn reload_under_load_drops_nothing_and_refuses_a_bad_file() {
     );
 
     // Who owns what.
-    let (ok, out) = lbctl(&cl, &["vip", "list"]);
+    let (ok, out) = cl.lbctl(&["vip", "list"]);
     assert!(ok && out.contains("SOURCE"), "{out}");
     let source_of = |name: &str| {
         out.lines()
@@ -204,7 +186,7 @@ fn reload_under_load_drops_nothing_and_refuses_a_bad_file() {
     };
     assert_eq!(source_of("web").as_deref(), Some("config"), "{out}");
     assert_eq!(source_of("dyn").as_deref(), Some("api"), "{out}");
-    let (ok, out) = lbctl(&cl, &["backend", "list", "web"]);
+    let (ok, out) = cl.lbctl(&["backend", "list", "web"]);
     assert!(
         ok && out.contains("SOURCE") && out.contains("config"),
         "{out}"
