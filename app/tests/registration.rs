@@ -357,3 +357,55 @@ async fn wrong_token_is_an_error_not_a_registration() {
     app.stop().await.unwrap();
     server.abort();
 }
+
+/// A dual-stack backend: registered with the IPv4 VIP by its IPv4 address and with the IPv6
+/// VIP by its IPv6 address, and both drained and deregistered at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_vips_are_registered_drained_and_deregistered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = support::RedisServer::start();
+    let fake = Fake::default();
+    let port = support::free_port();
+    let server = serve_fake(fake.clone(), port).await;
+    let mut cfg = tapp::test_config(&tapp::sqlite_url(dir.path()), &redis.url());
+    reg_config(&mut cfg, vec![format!("http://127.0.0.1:{port}")]);
+    cfg.registration.extra_vips = vec![app::config::VipMembership {
+        vip: "web-v6".into(),
+        address: "fd77::11".into(),
+    }];
+    cfg.shutdown.drain_delay_ms = 0;
+    let app = tapp::start(cfg).await;
+    let both = |op: &str| {
+        let mut seen: Vec<(String, String)> = fake
+            .events()
+            .into_iter()
+            .filter(|e| e.op == op)
+            .map(|e| (e.vip, e.address))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let want = vec![
+        ("web".to_string(), "10.77.0.11".to_string()),
+        ("web-v6".to_string(), "fd77::11".to_string()),
+    ];
+    assert!(
+        support::wait_until_async(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || async { both("register") == want }
+        )
+        .await,
+        "registered with both VIPs: {:?}",
+        fake.events()
+    );
+    let report = app.stop().await.unwrap();
+    assert_eq!(
+        (report.control_planes, report.drained, report.deregistered),
+        (1, 1, 1),
+        "the control plane acknowledged both VIPs"
+    );
+    assert_eq!(both("drain"), want);
+    assert_eq!(both("deregister"), want);
+    server.abort();
+}

@@ -9,6 +9,8 @@
 //! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
+//! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
+//! - [`metrics`]: reading the apps' Prometheus metrics.
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,11 +31,13 @@
 pub mod bpffs;
 pub mod error;
 pub mod exec;
+pub mod metrics;
 pub mod netns;
 pub mod process;
 pub mod setns;
 pub mod system;
 pub mod topology;
+pub mod vagrant;
 
 pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr, SegmentKind};

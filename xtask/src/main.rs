@@ -7,6 +7,7 @@ mod disk;
 mod lab;
 mod test;
 mod util;
+mod vagrant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Cmd {
     /// The whole system in network namespaces: `lab` (live view, Ctrl-C removes it),
     /// `lab up|down|status|exec NODE -- CMD`. Needs root.
     Lab(lab::LabArgs),
+    /// The lab as VMs (Vagrant, libvirt): `vagrant box|up|down|status|smoke|test`. Needs root.
+    Vagrant(vagrant::VagrantArgs),
     /// Run every packet of a pcap through the balancer with a config's maps; see `-- --help`.
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -66,6 +69,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
         Cmd::Setup => {
             deps::apt_packages()?;
+            deps::vm_packages()?;
             deps::toolchain()
         }
         Cmd::Test {
@@ -75,6 +79,7 @@ fn main() -> Result<()> {
         } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
+        Cmd::Vagrant(args) => vagrant::run(args),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;
             util::run(

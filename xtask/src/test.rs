@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, disk, lab, util};
+use crate::{build_ebpf, deps, disk, lab, util, vagrant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -25,12 +25,21 @@ pub enum Group {
     Lab,
     /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
     E2e,
+    /// The lab as VMs (Vagrant, libvirt): boot the CI set of hosts from the project's box, smoke
+    /// test from the client VM, remove everything (root; builds the box first, cached).
+    Vagrant,
 }
 
 pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
         group,
-        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
+        Group::All
+            | Group::Dataplane
+            | Group::ControlPlane
+            | Group::Vrrp
+            | Group::Lab
+            | Group::E2e
+            | Group::Vagrant
     ) && !util::is_root()
     {
         bail!(
@@ -40,9 +49,13 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
-    if matches!(group, Group::All | Group::E2e) {
+    if matches!(group, Group::All | Group::E2e | Group::Vagrant) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
+    }
+    if matches!(group, Group::All | Group::Vagrant) {
+        // The VM test boots the project's box (built once, then cached).
+        vagrant::build_box(false)?;
     }
     let mut profile: Vec<&str> = if release { vec!["--release"] } else { vec![] };
     if !test_args.is_empty() {
@@ -108,6 +121,11 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::E2e => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "e2e"])
+                .args(&profile),
+        ),
+        Group::Vagrant => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "vagrant_lab"])
                 .args(&profile),
         ),
     }
