@@ -48,14 +48,18 @@ packages="$(grep -v '^[[:space:]]*#' "$here/packages" | tr -s ' \n' ',' | sed 's
 log "root file system: Debian $suite from $mirror with $(echo "$packages" | tr ',' '\n' | wc -l) packages (mmdebstrap)"
 # The customize hooks run after the packages are installed, with the root file system as $1.
 # dpkg without fsync (the image is written once, at the end) and without documentation: the
-# install is I/O-bound, and minutes faster so. PostgreSQL's default cluster is not made: the lab
-# makes its own (provision/services.sh).
+# install is I/O-bound, and minutes faster so. The initramfs holds only what finds a virtio (or
+# IDE) disk with ext4 on it: MODULES=most copies hundreds of drivers, is built twice during the
+# install and takes seconds to unpack at every boot under emulation. PostgreSQL's default cluster
+# is not made: the lab makes its own (provision/services.sh).
 mmdebstrap --variant=apt --mode=root --include="$packages" \
     --dpkgopt=force-unsafe-io \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d"' \
+    --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" "$1/etc/postgresql-common/createcluster.d"' \
+    --essential-hook='echo MODULES=list >"$1/etc/initramfs-tools/conf.d/lab"' \
+    --essential-hook='printf "%s\n" virtio_pci virtio_blk virtio_scsi sd_mod ata_piix ext4 >"$1/usr/share/initramfs-tools/modules.d/lab"' \
     --essential-hook='echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.d/lab.conf"' \
     --customize-hook="sh '$here/customize.sh' \"\$1\" '$mirror' '$security' $suite '$pubkey'" \
     "$suite" "$root" \

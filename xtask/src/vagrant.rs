@@ -131,6 +131,8 @@ pub fn build_box(rebuild: bool) -> Result<BoxImage> {
             .arg(image.file()),
     )
     .with_context(|| format!("building {}", image.file().display()))?;
+    // Vagrant keeps its own copy of a box by name: drop a stale one of the same inputs.
+    image.forget()?;
     eprintln!(
         "    built in {:.0} s: {}",
         t.elapsed().as_secs_f64(),

@@ -274,7 +274,12 @@ async fn ip_addr(verb: &str, a: &VirtualAddr, iface: &str) -> io::Result<std::pr
     if verb != "del" && a.addr.is_ipv6() {
         // The address moves between nodes: duplicate address detection would hold it
         // tentative (unusable) for a second, and the old owner is gone or leaving anyway.
-        cmd.arg("nodad");
+        // Deprecated (preferred_lft 0): it still receives traffic and is announced, but the
+        // kernel never picks it as the source of this node's own connections. A /128 VIP would
+        // otherwise win source selection (longest matching prefix) for every address of the
+        // segment, and the health checks would go out from the VIP, to which backends holding
+        // it on lo for direct server return answer themselves.
+        cmd.args(["nodad", "preferred_lft", "0"]);
     }
     cmd.output()
         .await

@@ -82,14 +82,33 @@ impl BoxImage {
         self.dir.join("vmlinuz")
     }
 
+    /// The box's initrd.
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd.img")
+    }
+
     /// Whether the box is built.
     pub fn is_built(&self) -> bool {
-        self.file().is_file() && self.kernel().is_file()
+        self.file().is_file() && self.kernel().is_file() && self.initrd().is_file()
     }
 
     /// Name under which Vagrant knows this box.
     pub fn name(&self) -> String {
         format!("lb-xdp/bookworm-{}", &self.key[..12])
+    }
+
+    /// Removes this box's name from Vagrant (after a rebuild, so the next
+    /// [`BoxImage::ensure_added`] adds the new image). Absent is fine.
+    pub fn forget(&self) -> Result<()> {
+        let mut rm = Command::new("vagrant");
+        rm.args(["box", "remove", "--force", "--all", &self.name()]);
+        let out = exec::output(&mut rm, Duration::from_secs(120))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("could not be found") {
+            Ok(())
+        } else {
+            exec::check(&rm, &out)
+        }
     }
 
     /// Adds the box to Vagrant (`vagrant box add`) unless it is there already.

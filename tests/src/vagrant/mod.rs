@@ -282,6 +282,11 @@ impl VmLab {
             .map_err(|e| LabError::io(format!("creating {}", self.work.display()), e))?;
         self.timed("box added to Vagrant", |_| image.ensure_added().map(|_| ()))?;
         libvirt::ensure_pool(&self.pool(), &self.work.join("pool"))?;
+        // QEMU (user libvirt-qemu) reads the kernel and initrd: copies where it can.
+        for (from, to) in [(image.kernel(), "vmlinuz"), (image.initrd(), "initrd.img")] {
+            std::fs::copy(&from, self.work.join(to))
+                .map_err(|e| LabError::io(format!("copying {}", from.display()), e))?;
+        }
         stripped_binaries(&self.opts.bin_dir, &self.work.join("bin"))?;
         let hosts = self.host_names();
         let n = hosts.len();
@@ -400,6 +405,8 @@ impl VmLab {
                 "LAB_CONSOLE_DIR",
                 self.work.join("console").display().to_string(),
             ),
+            ("LAB_KERNEL", self.work.join("vmlinuz").display().to_string()),
+            ("LAB_INITRD", self.work.join("initrd.img").display().to_string()),
             (
                 "LAB_BOOT_TIMEOUT",
                 self.scaled(Duration::from_secs(60)).as_secs().to_string(),
