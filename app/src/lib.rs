@@ -6,10 +6,19 @@
 //! control planes (`registration`), Prometheus metrics (`metrics`) and an ordered graceful
 //! shutdown (`server`).
 //!
-//! Plug-in points for other modules (the queue, tasks and orders): `server::start_with`
-//! takes an extension builder that gets the `state::AppState` (config, metrics registry,
-//! shutdown token) and returns `server::Extensions` (routes merged under the app's
-//! middleware by `http::router_with`, shutdown hooks run after in-flight requests).
+//! The job queue (`queue`: Redis Streams or RabbitMQ behind one transport seam), async tasks
+//! (`tasks`) and the order saga (`orders`) run on it. `wiring` is the composition root that
+//! connects them to the configuration and the server: `server::start_with` takes an
+//! extension builder that gets the `state::AppState` (config, metrics registry, shutdown
+//! token) and returns `server::Extensions` (routes merged under the app's middleware by
+//! `http::router_with`, shutdown hooks run after in-flight requests).
+//!
+//! The top-level modules form no cycle (`cargo xtask test lint` checks it): `config`
+//! reads the settings types of `queue`, `tasks` and `orders`; `tasks` and `orders` use
+//! `queue`; `queue` uses none of them; only `wiring` knows them all.
+//!
+//! Redis is reached through `redis_conn` in any of three modes (one server, a Sentinel set,
+//! a Redis Cluster), chosen by the form of `redis.url`.
 
 pub mod cache;
 pub mod config;
@@ -17,8 +26,10 @@ pub mod http;
 pub mod metrics;
 pub mod orders;
 pub mod queue;
+pub mod redis_conn;
 pub mod registration;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod wiring;

@@ -8,8 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use app::config::Config;
-use app::server::{self, Extensions};
-use app::state::AppState;
+use app::server;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,7 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: app::queue::cli::DlqCommand,
     },
-    /// Load and validate the configuration, print it as TOML, and exit.
+    /// Load and validate the configuration, print it as TOML (passwords hidden) after a
+    /// comment naming the Redis mode (`single`, `sentinel` or `cluster`), and exit.
     CheckConfig {
         /// TOML config file (same rules as `serve`).
         #[arg(long, short, env = "APP_CONFIG")]
@@ -80,11 +80,6 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
-/// Routes and shutdown hooks of the other modules (queue, tasks, orders) go here.
-async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
-    app::queue::runtime::extensions(state).await
-}
-
 async fn wait_for_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -97,7 +92,7 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = load_config(config.as_deref())?;
-    let running = server::start_with(cfg, extensions).await?;
+    let running = server::start_with(cfg, app::wiring::extensions).await?;
     let signal = wait_for_signal().await?;
     tracing::info!(signal, "shutdown requested");
     running.shutdown();
@@ -116,6 +111,10 @@ fn main() -> anyhow::Result<()> {
             if cfg.registration.token.is_some() {
                 cfg.registration.token = Some("***".into());
             }
+            // A comment, so the output stays valid TOML.
+            println!("# redis mode: {}", cfg.redis.target()?.describe());
+            cfg.redis.url = app::config::redact_url(&cfg.redis.url);
+            cfg.queue.redis_url = cfg.queue.redis_url.as_deref().map(app::config::redact_url);
             print!(
                 "{}",
                 toml::to_string_pretty(&cfg).context("printing the config")?
@@ -128,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(app::queue::runtime::run_worker(cfg, async {
+            rt.block_on(app::wiring::run_worker(cfg, async {
                 match wait_for_signal().await {
                     Ok(signal) => tracing::info!(signal, "worker shutdown requested"),
                     Err(e) => tracing::error!(error = %e, "signal handling failed; stopping"),
@@ -140,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(app::queue::cli::run_dlq(&cfg, command))
+            rt.block_on(app::wiring::run_dlq(&cfg, command))
         }
         Command::Serve { config } => {
             init_logs(cli.log_format);

@@ -22,6 +22,9 @@ pub struct Metrics {
     /// `result` = absent|maybe|unknown.
     pub bloom_checks: IntCounterVec,
     pub bloom_ready: IntGauge,
+    /// Bloom bits of the newest ids the keeper found unset and set again (bits lost in a
+    /// failover or restart, or ids being created at that moment).
+    pub bloom_healed: IntCounter,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGauge,
     pub breaker_opened: IntCounter,
@@ -31,6 +34,8 @@ pub struct Metrics {
     pub invalidations: IntCounterVec,
     /// 1 while this instance listens on the invalidation channel.
     pub invalidation_subscribed: IntGauge,
+    /// Times the invalidation subscription was restored after a loss (each clears L1).
+    pub invalidation_resubscribed: IntCounter,
     /// Delayed second deletes: `outcome` = done|retried|dropped.
     pub delayed_deletes: IntCounterVec,
     pub http_requests: IntCounterVec,
@@ -101,6 +106,10 @@ impl Metrics {
                 "app_cache_bloom_ready",
                 "1 when the shared Bloom filter is complete",
             )?,
+            bloom_healed: counter(
+                "app_cache_bloom_healed_total",
+                "Bloom bits of the newest ids found unset by the keeper and set again",
+            )?,
             breaker_state: gauge(
                 "app_cache_breaker_state",
                 "Redis circuit breaker: 0 closed, 1 open, 2 half-open",
@@ -122,6 +131,10 @@ impl Metrics {
             invalidation_subscribed: gauge(
                 "app_cache_invalidation_subscribed",
                 "1 while subscribed to the invalidation channel",
+            )?,
+            invalidation_resubscribed: counter(
+                "app_cache_invalidation_resubscribed_total",
+                "Times the invalidation subscription was restored after a loss (L1 cleared)",
             )?,
             delayed_deletes: counter_vec(
                 "app_cache_delayed_deletes_total",
@@ -159,6 +172,17 @@ impl Metrics {
     /// Convenience for tests and the benchmark.
     pub fn lookups(&self, level: &str, result: &str) -> u64 {
         self.cache_lookups.with_label_values(&[level, result]).get()
+    }
+
+    /// Failed Redis commands of every `op`.
+    pub fn redis_errors_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.redis_errors
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
     pub fn user_db_loads(&self) -> u64 {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::http::{self, RateLimiter};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::registration::Registrar;
 use crate::state::{AppState, Readiness};
@@ -76,17 +76,15 @@ impl RunningApp {
 /// Connects the database and builds the shared state (no sockets, no tasks yet).
 pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("creating metrics")?;
-    let store = Store::connect(&cfg.database)
-        .await
-        .with_context(|| format!("connecting to the database ({})", redact(&cfg.database.url)))?;
+    let store = Store::connect(&cfg.database).await.with_context(|| {
+        format!(
+            "connecting to the database ({})",
+            crate::config::redact_url(&cfg.database.url)
+        )
+    })?;
     let instance = cfg.instance_name();
     let cache = Cache::new(&cfg.cache, &cfg.redis, &instance, metrics.clone())
         .context("creating the cache")?;
-    let rate_limiter = cfg
-        .http
-        .rate_limit
-        .enabled
-        .then(|| Arc::new(RateLimiter::new(&cfg.http.rate_limit)));
     Ok(AppState {
         config: Arc::new(cfg),
         instance: instance.into(),
@@ -94,23 +92,8 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         cache,
         metrics,
         readiness: Arc::new(Readiness::default()),
-        rate_limiter,
         shutdown: CancellationToken::new(),
     })
-}
-
-/// Hides a password in a database URL for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Starts an instance with no extensions.
@@ -239,17 +222,4 @@ async fn shutdown_sequence(
     st.store.close().await;
     tracing::info!(?report, "shutdown complete");
     report
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("sqlite://app.db"), "sqlite://app.db");
-    }
 }

@@ -7,7 +7,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::http::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -28,10 +27,10 @@ impl Readiness {
 
 /// Shared application state. Cheap to clone (everything inside is shared).
 ///
-/// Plug-in point for the queue, tasks and orders modules: `server::start_with` hands this
-/// state to an extension builder, which returns routes (with their own state, e.g. a
-/// `crate::queue::Queue` handle) and shutdown hooks in `server::Extensions`. A handle that
-/// the users API itself needs would get a field here.
+/// Plug-in point for other modules: `server::start_with` hands this state to an extension
+/// builder (`crate::wiring::extensions` for the queue, tasks and orders), which returns
+/// routes with their own state and shutdown hooks in `server::Extensions`. A handle that the
+/// users API itself needs would get a field here.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -40,8 +39,6 @@ pub struct AppState {
     pub cache: Cache,
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
-    /// `None` when `http.rate_limit.enabled` is false.
-    pub rate_limiter: Option<Arc<RateLimiter>>,
     /// Cancelled when shutdown starts (SIGTERM): long-running work stops taking new jobs.
     pub shutdown: CancellationToken,
 }

@@ -120,7 +120,7 @@ async fn breakdown_one_load_for_a_hot_key_across_two_instances() {
     let hot = tapp::create_user(&c, &tapp::base(&a), "hot", "hot@example.org").await;
     for round in 0..3 {
         // Expire the hot key everywhere: L2 entry gone, L1 of both instances empty.
-        redis.cli(&["DEL", &format!("app:user:{hot}")]);
+        redis.cli(&["DEL", &format!("app:{{user:{hot}}}")]);
         a.state
             .cache
             .invalidate_local(app::cache::Key::user(hot))
@@ -174,29 +174,6 @@ async fn breakdown_one_load_for_a_hot_key_across_two_instances() {
     b.stop().await.unwrap();
 }
 
-fn received(s: &app::server::RunningApp) -> u64 {
-    s.state
-        .metrics
-        .invalidations
-        .with_label_values(&["received"])
-        .get()
-}
-
-async fn wait_subscribed(apps: &[&app::server::RunningApp]) {
-    for a in apps {
-        let ok = support::wait_until_async(
-            Duration::from_secs(60),
-            Duration::from_millis(10),
-            || async { a.state.metrics.invalidation_subscribed.get() == 1 },
-        )
-        .await;
-        assert!(
-            ok,
-            "instance did not subscribe to the invalidation channel within 60 s"
-        );
-    }
-}
-
 /// Two instances sharing PostgreSQL and Redis: after an update returns, once the
 /// invalidation has reached the other instance, neither serves the old value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +190,7 @@ async fn consistency_after_update_across_instances() {
     cfg.cache.delayed_delete_ms = 600_000;
     let a = tapp::start(cfg.clone()).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&a, &b]).await;
+    tapp::wait_subscribed(&[&a, &b]).await;
     let (ba, bb) = (tapp::base(&a), tapp::base(&b));
     let id = tapp::create_user(&c, &ba, "v0", "cons@example.org").await;
     let mut waits = Vec::new();
@@ -227,7 +204,7 @@ async fn consistency_after_update_across_instances() {
                 );
             }
         }
-        let seen_by_b = received(&b);
+        let seen_by_b = tapp::invalidations_received(&b);
         let t0 = Instant::now();
         let r = c
             .patch(format!("{ba}/users/{id}"))
@@ -239,7 +216,7 @@ async fn consistency_after_update_across_instances() {
         let delivered = support::wait_until_async(
             Duration::from_secs(30),
             Duration::from_millis(1),
-            || async { received(&b) > seen_by_b },
+            || async { tapp::invalidations_received(&b) > seen_by_b },
         )
         .await;
         assert!(
@@ -272,7 +249,7 @@ async fn consistency_after_update_across_instances() {
     cfg.cache.delayed_delete_ms = 3_000;
     let a = tapp::start(cfg.clone()).await;
     let b = tapp::start(cfg).await;
-    wait_subscribed(&[&a, &b]).await;
+    tapp::wait_subscribed(&[&a, &b]).await;
     let (ba, bb) = (tapp::base(&a), tapp::base(&b));
     let done = |s: &app::server::RunningApp| {
         s.state
@@ -282,7 +259,7 @@ async fn consistency_after_update_across_instances() {
             .get()
     };
     let done_before = done(&a);
-    let seen_by_b = received(&b);
+    let seen_by_b = tapp::invalidations_received(&b);
     let r = c
         .patch(format!("{ba}/users/{id}"))
         .json(&serde_json::json!({"name": "final"}))
@@ -294,7 +271,7 @@ async fn consistency_after_update_across_instances() {
     let stale = format!(
         "{far}|{{\"id\":{id},\"name\":\"stale\",\"email\":\"cons@example.org\",\"created_at\":0,\"updated_at\":0}}"
     );
-    redis.cli(&["SET", &format!("app:user:{id}"), &stale]);
+    redis.cli(&["SET", &format!("app:{{user:{id}}}"), &stale]);
     assert_eq!(
         done(&a),
         done_before,
@@ -311,7 +288,7 @@ async fn consistency_after_update_across_instances() {
     let delivered = support::wait_until_async(
         Duration::from_secs(30),
         Duration::from_millis(5),
-        || async { received(&b) >= seen_by_b + 2 },
+        || async { tapp::invalidations_received(&b) >= seen_by_b + 2 },
     )
     .await;
     assert!(
@@ -327,4 +304,110 @@ async fn consistency_after_update_across_instances() {
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// PTTL (ms) of the L2 value of user `id` under `prefix`, read right after the GET that
+/// cached it; and how long that GET + PTTL pair took (the most the TTL can have run down
+/// since it was set).
+async fn cached_pttl(
+    c: &reqwest::Client,
+    base: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    id: i64,
+) -> (i64, u64) {
+    let began = Instant::now();
+    assert!(tapp::user_name(c, base, id).await.is_some(), "user {id}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}:user:{id}"))
+        .query_async(conn)
+        .await
+        .expect("PTTL");
+    assert!(
+        pttl > 0,
+        "{prefix}:user:{id} has no TTL in Redis (PTTL {pttl})"
+    );
+    (pttl, began.elapsed().as_millis() as u64 + 1)
+}
+
+/// Avalanche protection: values cached at the same moment get TTLs spread over the whole
+/// `cache.ttl_jitter_pct` band, so they do not all expire (and reach the database) in the
+/// same instant. The same reads with a jitter of 0 give every value the same TTL: the
+/// control that shows the spread comes from the jitter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_jitter_spreads_l2_expiries() {
+    const USERS: usize = 200;
+    const TTL_MS: u64 = 600_000;
+    const STALE_MS: u64 = 30_000;
+    let redis = support::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = tapp::sqlite_url(dir.path());
+    let c = tapp::client();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+
+    // The users are written by an instance of their own, so that the write path's deletes
+    // (immediate and delayed) never touch the values measured below.
+    let seed = tapp::start(tapp::test_config(&db, &redis.url())).await;
+    let base = tapp::base(&seed);
+    let mut ids = Vec::new();
+    for i in 0..USERS {
+        ids.push(
+            tapp::create_user(&c, &base, &format!("j{i}"), &format!("j{i}@example.org")).await,
+        );
+    }
+    seed.stop().await.unwrap();
+
+    let mut spans = Vec::new();
+    for pct in [10u8, 0] {
+        let prefix = format!("jitter{pct}");
+        let mut cfg = tapp::test_config(&db, &redis.url());
+        cfg.cache.key_prefix = prefix.clone();
+        cfg.cache.l1_enabled = false;
+        cfg.cache.bloom_enabled = false;
+        cfg.cache.l2_ttl_ms = TTL_MS;
+        cfg.cache.l2_stale_ms = STALE_MS;
+        cfg.cache.ttl_jitter_pct = pct;
+        let app = tapp::start(cfg).await;
+        let base = tapp::base(&app);
+        let f = f64::from(pct) / 100.0;
+        let lowest = (TTL_MS as f64 * (1.0 - f)) as u64 + STALE_MS;
+        let highest = (TTL_MS as f64 * (1.0 + f)).ceil() as u64 + STALE_MS;
+        let mut ttls = Vec::new();
+        for id in &ids {
+            let (pttl, slack) = cached_pttl(&c, &base, &mut conn, &prefix, *id).await;
+            let pttl = pttl as u64;
+            assert!(
+                pttl <= highest && pttl + slack >= lowest,
+                "jitter {pct}%: user {id} got a TTL of {pttl} ms, outside {lowest}..={highest} ms"
+            );
+            ttls.push((pttl, slack));
+        }
+        app.stop().await.unwrap();
+        let min = ttls.iter().map(|t| t.0).min().unwrap();
+        let max = ttls.iter().map(|t| t.0).max().unwrap();
+        let slack = ttls.iter().map(|t| t.1).max().unwrap();
+        println!(
+            "jitter {pct}%: {USERS} values cached together expire {min}..{max} ms later \
+             (spread {} ms, allowed band {lowest}..={highest} ms)",
+            max - min
+        );
+        spans.push((pct, max - min, slack, highest - lowest));
+    }
+    let (_, spread, slack, band) = spans[0];
+    // The TTLs as set spread over at least the measured spread less the most any of them
+    // ran down before its PTTL read. 200 draws from a uniform band cover most of it (less
+    // than 80% has a probability of about 200 * 0.8^199, 10^-17).
+    assert!(
+        spread.saturating_sub(slack) >= band * 8 / 10,
+        "jitter 10%: TTLs spread over {spread} ms (read-back slack {slack} ms), of a {band} ms band"
+    );
+    let (_, spread0, slack0, _) = spans[1];
+    assert!(
+        spread0 <= slack0,
+        "jitter 0%: TTLs differ by {spread0} ms, more than the read-back slack {slack0} ms"
+    );
 }

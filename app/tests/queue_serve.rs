@@ -20,7 +20,7 @@ async fn serve_runs_tasks_orders_and_dead_letters() {
     cfg.queue.backoff_max_ms = 50;
     cfg.orders.payment_failure_rate = 0.0;
     cfg.orders.initial_stock.insert("pen".into(), 10);
-    let app = app::server::start_with(cfg, app::queue::runtime::extensions)
+    let app = app::server::start_with(cfg, app::wiring::extensions)
         .await
         .expect("start app with the queue");
     let (c, b) = (client(), base(&app));

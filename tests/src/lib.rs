@@ -7,6 +7,7 @@
 //! - [`exec`]: bounded command runs whose errors carry the command line and stderr.
 //! - [`process`]: long-running processes with a log file, killed (whole group) on drop.
 //! - [`setns`]: run Rust closures inside a namespace (sockets from "the client host").
+//! - [`bins`]: the workspace's programs (lbd, lbctl, app) for tests of another package.
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
 //! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
@@ -28,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bins;
 pub mod bpffs;
 pub mod error;
 pub mod exec;

@@ -118,7 +118,7 @@ impl System {
                 return Err(LabError::Option {
                     option: format!("binary {bin}"),
                     reason: format!(
-                        "{} is missing: build it with `cargo build --release -p lb-userspace --bins -p app --bin app`",
+                        "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bins`",
                         p.display()
                     ),
                 });

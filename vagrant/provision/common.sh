@@ -43,7 +43,11 @@ if [ "$LAB_MODE" = vagrant ]; then
         install -d -m 0755 /opt/lab /opt/lab/bin
         cp -r "$upload/provision" /opt/lab/provision
         for bin in "$upload"/bin/*; do
-            if [ -f "$bin" ]; then install -m 0755 "$bin" /opt/lab/bin/; fi
+            case "$bin" in
+                *.gz) gunzip -c "$bin" >"/opt/lab/bin/$(basename "$bin" .gz)"
+                      chmod 0755 "/opt/lab/bin/$(basename "$bin" .gz)" ;;
+                *) if [ -f "$bin" ]; then install -m 0755 "$bin" /opt/lab/bin/; fi ;;
+            esac
         done
         if [ -f "$upload/token" ]; then
             install -d -m 0700 /etc/lab

@@ -79,7 +79,7 @@ wait_until() {
 
 # need_bin NAME: path of a project binary, or a clear error.
 need_bin() {
-    [ -x "$LAB_BIN_DIR/$1" ] || die "$LAB_BIN_DIR/$1 is missing (cargo build --release -p lb-userspace --bins -p app --bin app)"
+    [ -x "$LAB_BIN_DIR/$1" ] || die "$LAB_BIN_DIR/$1 is missing (cargo build --release -p lbd -p lbctl -p app --bins)"
     echo "$LAB_BIN_DIR/$1"
 }
 

@@ -26,12 +26,12 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
     let (package, bin, pre): (&str, &str, &[&str]) = match what {
         What::Dataplane => {
             build_ebpf::build(true)?;
-            ("lb-userspace", "lb-bench", &["dataplane"])
+            ("lb-bench", "lb-bench", &["dataplane"])
         }
         What::ControlPlane => return cargo_bench("control_plane", args),
         What::Failover => return cargo_bench("failover", args),
-        What::App => ("app", "app-bench", &[]),
-        What::Queue => ("app", "queue-bench", &[]),
+        What::App => ("app-bench", "app-bench", &[]),
+        What::Queue => ("app-bench", "queue-bench", &[]),
         What::Lab => {
             lab::up::build()?;
             ("tests", "lab-bench", &[])
@@ -54,19 +54,15 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
     )
 }
 
-/// A `harness = false` bench target of lb-userspace (they load the eBPF object).
+/// A `harness = false` bench target of lb-bench (they load the eBPF object and run the release
+/// `lbd` and `lbctl`).
 fn cargo_bench(target: &str, args: &[String]) -> Result<()> {
     build_ebpf::build(true)?;
+    util::run(util::cargo().args(["build", "--release", "-p", "lbd", "-p", "lbctl"]))?;
     util::run(
         util::cargo()
             .args([
-                "bench",
-                "--quiet",
-                "-p",
-                "lb-userspace",
-                "--bench",
-                target,
-                "--",
+                "bench", "--quiet", "-p", "lb-bench", "--bench", target, "--",
             ])
             .args(args),
     )

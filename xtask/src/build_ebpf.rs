@@ -1,5 +1,5 @@
 //! `cargo xtask build-ebpf`: the XDP object, built with nightly for bpfel-unknown-none and
-//! copied to `target/bpf/lb-ebpf.o`, where lb-userspace's build script embeds it from.
+//! copied to `target/bpf/lb-ebpf.o`, where lb-dataplane's build script embeds it from.
 
 use std::{fs, path::PathBuf};
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_ebpf;
+mod cycles;
 mod deps;
 mod disk;
 mod lab;
@@ -89,7 +90,7 @@ fn main() -> Result<()> {
                         "--quiet",
                         "--release",
                         "-p",
-                        "lb-userspace",
+                        "lbctl",
                         "--bin",
                         "lbctl",
                         "--",

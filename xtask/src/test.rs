@@ -9,7 +9,8 @@ use crate::{build_ebpf, deps, disk, lab, util, vagrant};
 pub enum Group {
     /// Everything below, in order.
     All,
-    /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate.
+    /// rustfmt, clippy (-D warnings) over the workspace and the eBPF crate, and no module
+    /// cycles inside any crate.
     Lint,
     /// Unit tests that need no privileges (Maglev, WRR, config, pcap, packet builder).
     Unit,
@@ -69,48 +70,59 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             util::run(util::cargo().args(["test", "--workspace"]).args(&profile))
         }
         Group::Lint => lint(),
-        Group::Unit => util::run(
-            util::cargo()
-                .args(["test", "-p", "lb-common", "-p", "lb-userspace", "--lib"])
-                .args(&profile),
-        ),
-        Group::Dataplane => util::run(
-            util::cargo()
-                .args([
-                    "test",
-                    "-p",
-                    "lb-userspace",
-                    "--test",
-                    "dataplane",
-                    "--test",
-                    "config",
-                ])
-                .args(&profile),
-        ),
-        Group::ControlPlane => util::run(
-            util::cargo()
-                .args([
-                    "test",
-                    "-p",
-                    "lb-userspace",
-                    "--test",
-                    "control_plane",
-                    "--test",
-                    "health",
-                    "--test",
-                    "neighbours",
-                    "--test",
-                    "lbctl",
-                    "--test",
-                    "config",
-                ])
-                .args(&profile),
-        ),
-        Group::Vrrp => util::run(
-            util::cargo()
-                .args(["test", "-p", "lb-userspace", "--test", "vrrp"])
-                .args(&profile),
-        ),
+        Group::Unit => {
+            util::run(
+                util::cargo()
+                    .args(["test", "--lib"])
+                    .args(packages(&[
+                        "lb-common",
+                        "lb-dataplane",
+                        "lb-config",
+                        "lb-api",
+                        "lb-vrrp",
+                        "lbd",
+                    ]))
+                    .args(&profile),
+            )?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "lbctl", "--bins"])
+                    .args(&profile),
+            )
+        }
+        Group::Dataplane => {
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "lb-dataplane", "--test", "dataplane"])
+                    .args(&profile),
+            )?;
+            config_tests(&profile)
+        }
+        Group::ControlPlane => {
+            // lbd's tests drive the real lbctl too; cargo builds only the package's own binaries.
+            build_bins(release, &["lbd", "lbctl"])?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "lbd"])
+                    .args(["--test", "control_plane", "--test", "health"])
+                    .args(["--test", "neighbours"])
+                    .args(&profile),
+            )?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "lbctl", "--test", "lbctl"])
+                    .args(&profile),
+            )?;
+            config_tests(&profile)
+        }
+        Group::Vrrp => {
+            build_bins(release, &["lbd", "lbctl"])?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "lbd", "--test", "vrrp"])
+                    .args(&profile),
+            )
+        }
         Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(&profile)),
         Group::Lab => util::run(
             util::cargo()
@@ -131,7 +143,32 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     }
 }
 
+/// `-p NAME` for each package.
+fn packages<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    names.iter().flat_map(|n| ["-p", n]).collect()
+}
+
+/// Builds the binaries of `packages` in the profile the tests run in.
+fn build_bins(release: bool, pkgs: &[&str]) -> Result<()> {
+    let mut cmd = util::cargo();
+    cmd.arg("build").args(packages(pkgs)).arg("--bins");
+    if release {
+        cmd.arg("--release");
+    }
+    util::run(&mut cmd)
+}
+
+fn config_tests(profile: &[&str]) -> Result<()> {
+    util::run(
+        util::cargo()
+            .args(["test", "-p", "lb-config", "--test", "config"])
+            .args(profile),
+    )
+}
+
 fn lint() -> Result<()> {
+    util::step("module cycles");
+    crate::cycles::check(&util::root())?;
     util::step("rustfmt");
     util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
     util::run(util::nightly_cargo().args(["fmt", "--check"]))?;

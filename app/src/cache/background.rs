@@ -4,14 +4,18 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Cache, Entity, Key};
+use crate::redis_conn::PubSubEvent;
 use crate::store::Store;
 
 const REBUILD_BATCH: u32 = 1_000;
+/// Newest ids whose Bloom bits each keeper pass sets again: bits written just before a
+/// failover may not have reached the replica that took over (replication is
+/// asynchronous), and a filter marked complete would then answer "absent" for them.
+const HEAL_NEWEST: u32 = 256;
 const REBUILD_LOCK_TTL: Duration = Duration::from_secs(30);
 
 impl Cache {
@@ -55,60 +59,39 @@ impl Cache {
             .inc();
     }
 
-    /// Subscribes to the invalidation channel, resubscribing after failures. After every
-    /// (re)subscription L1 is cleared: messages sent while we were not listening are lost.
+    /// Listens on the invalidation channels; the subscription reconnects by itself (also
+    /// across a Sentinel or Cluster failover). Every time it is in place again, L1 is
+    /// cleared: messages sent while we were not listening are lost.
     async fn run_subscriber(&self, cancel: CancellationToken) {
         let Some(l2) = &self.inner.l2 else { return };
-        let channel = self.inner.keys.channel().to_string();
-        let mut backoff = Duration::from_millis(100);
+        let mut sub = l2.subscribe(self.inner.keys.channels().to_vec());
         let mut first = true;
-        while !cancel.is_cancelled() {
-            let connect = async {
-                let mut ps = l2.client().get_async_pubsub().await?;
-                ps.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(ps)
-            };
-            let pubsub = tokio::select! {
+        loop {
+            let event = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(Duration::from_secs(5), connect) => r,
+                e = sub.next() => e,
             };
-            match pubsub {
-                Ok(Ok(ps)) => {
-                    backoff = Duration::from_millis(100);
+            match event {
+                PubSubEvent::Subscribed => {
                     if !first {
+                        self.inner.metrics.invalidation_resubscribed.inc();
                         tracing::info!("invalidation channel resubscribed: L1 cleared");
                     }
                     first = false;
                     if let Some(l1) = &self.inner.l1 {
                         l1.clear();
                     }
-                    let mut stream = ps.into_on_message();
                     self.inner.metrics.invalidation_subscribed.set(1);
-                    loop {
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            msg = stream.next() => match msg {
-                                Some(msg) => {
-                                    let payload: String = msg.get_payload().unwrap_or_default();
-                                    self.on_invalidation(&payload).await;
-                                }
-                                None => {
-                                    self.inner.metrics.invalidation_subscribed.set(0);
-                                    tracing::warn!("invalidation channel closed; resubscribing");
-                                    break;
-                                }
-                            }
-                        }
-                    }
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "invalidation subscribe failed"),
-                Err(_) => tracing::debug!("invalidation subscribe timed out"),
+                PubSubEvent::Lost => {
+                    self.inner.metrics.invalidation_subscribed.set(0);
+                    tracing::warn!("invalidation channel lost; resubscribing");
+                }
+                PubSubEvent::Message { payload, .. } => {
+                    self.on_invalidation(&String::from_utf8_lossy(&payload))
+                        .await;
+                }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -133,7 +116,10 @@ impl Cache {
         let ks = &self.inner.keys;
         let entity = Entity::User;
         let ready = match l2.exists(&ks.bloom_ready(entity)).await {
-            Ok(true) => true,
+            Ok(true) => {
+                self.bloom_heal(store, entity, *params).await;
+                true
+            }
             Ok(false) => match self.bloom_rebuild(store, entity, *params).await {
                 Ok(done) => done,
                 Err(e) => {
@@ -145,6 +131,32 @@ impl Cache {
         };
         self.inner.metrics.bloom_ready.set(i64::from(ready));
         ready
+    }
+
+    /// Sets the bits of the newest ids again and counts the ones that were missing.
+    async fn bloom_heal(&self, store: &Store, entity: Entity, params: super::BloomParams) {
+        let Some(l2) = &self.inner.l2 else { return };
+        let ids = match store.newest_user_ids(HEAL_NEWEST).await {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "bloom heal: reading the newest ids failed");
+                return;
+            }
+        };
+        let positions: Vec<u64> = ids.iter().flat_map(|&id| params.positions(id)).collect();
+        if let Ok(n) = l2
+            .bloom_add(&self.inner.keys.bloom_bits(entity), &positions)
+            .await
+            && n > 0
+        {
+            self.inner.metrics.bloom_healed.inc_by(n as u64);
+            tracing::info!(
+                bits = n,
+                "bloom filter: bits of recent ids were unset (lost in a failover, or ids \
+                 being created right now); set again"
+            );
+        }
     }
 
     async fn bloom_rebuild(

@@ -1,15 +1,18 @@
-//! L2: Redis through an auto-reconnecting connection manager, behind a circuit breaker and
-//! a per-command timeout. Every method reports failure as [`L2Error`]; callers fall back
-//! to the database, never fail the request.
+//! L2: Redis (one server, a Sentinel set or a Cluster, through [`RedisConn`]), behind a
+//! circuit breaker and a per-command timeout. Every method reports failure as [`L2Error`];
+//! callers fall back to the database, never fail the request.
+//!
+//! Every script and multi-key command here touches keys of one hash slot (the caller's
+//! [`super::KeySpace`] gives them one hash tag), so they run unchanged on a Cluster.
 
 use std::future::Future;
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::breaker::Breaker;
+use crate::redis_conn::{RedisConn, RedisTarget, Subscription, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum L2Error {
@@ -36,10 +39,11 @@ end
 return 1
 "#;
 
-/// Bloom add: set every position.
+/// Bloom add: set every position; returns how many were not set before.
 const BLOOM_ADD: &str = r#"
-for i = 1, #ARGV do redis.call('SETBIT', KEYS[1], ARGV[i], 1) end
-return 1
+local n = 0
+for i = 1, #ARGV do n = n + 1 - redis.call('SETBIT', KEYS[1], ARGV[i], 1) end
+return n
 "#;
 
 /// A rebuild batch: only while the rebuild lock (KEYS[2]) holds our token (ARGV[1]); the
@@ -69,8 +73,7 @@ struct Scripts {
 }
 
 pub struct L2 {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: RedisConn,
     breaker: Breaker,
     timeout: Duration,
     errors: IntCounterVec,
@@ -81,22 +84,21 @@ impl L2 {
     /// Creates the client; the connection is made lazily and re-made after failures, so an
     /// absent Redis does not stop the app from starting.
     pub fn new(
-        url: &str,
+        target: &RedisTarget,
         timeout: Duration,
         connect_timeout: Duration,
         breaker: Breaker,
         errors: IntCounterVec,
     ) -> Result<Self, L2Error> {
-        let client = redis::Client::open(url)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(connect_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
+        let conn = RedisConn::open(
+            target,
+            Timeouts {
+                connect: connect_timeout,
+                response: timeout,
+            },
+        )?;
         Ok(Self {
             conn,
-            client,
             breaker,
             timeout,
             errors,
@@ -110,8 +112,9 @@ impl L2 {
         })
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A subscription on its own connection (not behind the breaker: it reconnects by itself).
+    pub fn subscribe(&self, channels: Vec<String>) -> Subscription {
+        self.conn.subscribe(channels)
     }
 
     pub fn breaker(&self) -> &Breaker {
@@ -121,7 +124,7 @@ impl L2 {
     /// Runs one command under the breaker and the timeout, counting failures.
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, L2Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if !self.breaker.allow() {
@@ -194,8 +197,9 @@ impl L2 {
     }
 
     pub async fn publish(&self, channel: &str, msg: &str) -> Result<(), L2Error> {
+        let cmd = self.conn.publish_cmd(channel, msg);
         self.call("publish", |mut c| async move {
-            c.publish::<_, _, ()>(channel, msg).await
+            cmd.query_async::<()>(&mut c).await
         })
         .await
     }
@@ -218,14 +222,11 @@ impl L2 {
         .await
     }
 
-    pub async fn bloom_add(&self, bits: &str, positions: &[u64]) -> Result<(), L2Error> {
+    /// Sets `positions`; returns how many of them were not set before.
+    pub async fn bloom_add(&self, bits: &str, positions: &[u64]) -> Result<i64, L2Error> {
         let s = &self.scripts.bloom_add;
         self.call("bloom", |mut c| async move {
-            s.key(bits)
-                .arg(positions)
-                .invoke_async::<i64>(&mut c)
-                .await
-                .map(|_| ())
+            s.key(bits).arg(positions).invoke_async(&mut c).await
         })
         .await
     }

@@ -32,6 +32,7 @@ pub use keys::{Entity, Key, KeySpace};
 
 use crate::config::{CacheConfig, RedisConfig};
 use crate::metrics::Metrics;
+use crate::redis_conn::RedisMode;
 use crate::store::{StoreError, now_ms};
 use breaker::Breaker;
 use envelope::Envelope;
@@ -48,6 +49,8 @@ pub struct LoadError(pub Arc<StoreError>);
 /// Why the cache could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    #[error("redis.url: {0}")]
+    Url(#[from] crate::redis_conn::TargetError),
     #[error("redis.url: {0}")]
     Redis(#[from] l2::L2Error),
 }
@@ -99,6 +102,7 @@ impl Cache {
         });
         // Redis also carries invalidations and the Bloom filter, so it is used whenever L2
         // or the filter is on.
+        let target = crate::redis_conn::RedisTarget::parse(&redis.url)?;
         let l2 = if cfg.l2_enabled || cfg.bloom_enabled {
             let breaker = Breaker::new(
                 cfg.breaker_failures,
@@ -106,8 +110,9 @@ impl Cache {
                 metrics.breaker_state.clone(),
                 metrics.breaker_opened.clone(),
             );
+            tracing::info!(redis = %target.describe(), "cache uses redis");
             Some(L2::new(
-                &redis.url,
+                &target,
                 redis.command_timeout(),
                 Duration::from_millis(redis.connect_timeout_ms),
                 breaker,
@@ -124,7 +129,11 @@ impl Cache {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 instance: instance.to_string(),
-                keys: KeySpace::new(&cfg.key_prefix, &cfg.invalidation_channel),
+                keys: KeySpace::new(
+                    &cfg.key_prefix,
+                    &cfg.invalidation_channel,
+                    (target.mode() == RedisMode::Cluster).then_some(cfg.invalidation_shards),
+                ),
                 l1,
                 l2,
                 bloom,
@@ -379,5 +388,46 @@ impl Cache {
     /// Entries in this instance's L1 (tests, diagnostics).
     pub fn l1_entries(&self) -> u64 {
         self.inner.l1.as_ref().map(L1::entry_count).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::jitter;
+
+    /// Avalanche protection: TTLs drawn for keys written at the same moment spread evenly
+    /// over the whole ±pct band, so the keys do not expire together.
+    #[test]
+    fn jitter_spreads_ttls_over_the_band() {
+        let d = Duration::from_secs(600);
+        let (lo, hi) = (d.mul_f64(0.9), d.mul_f64(1.1));
+        let ttls: Vec<Duration> = (0..10_000).map(|_| jitter(d, 10)).collect();
+        assert!(
+            ttls.iter().all(|t| (lo..=hi).contains(t)),
+            "a TTL outside {lo:?}..={hi:?}"
+        );
+        // Ten equal slices of the band hold 1,000 each on average; 700 is 10 standard
+        // deviations below.
+        let mut slices = [0usize; 10];
+        for t in &ttls {
+            let f = (*t - lo).as_secs_f64() / (hi - lo).as_secs_f64();
+            slices[((f * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(
+            slices.iter().all(|n| *n >= 700),
+            "uneven spread: {slices:?}"
+        );
+        // Expiry instants rarely coincide: 10,000 draws over 120,000 ms share about 400.
+        let distinct: BTreeSet<u128> = ttls.iter().map(Duration::as_millis).collect();
+        assert!(distinct.len() > 9_000, "{} distinct ms", distinct.len());
+    }
+
+    #[test]
+    fn zero_jitter_keeps_the_ttl() {
+        let d = Duration::from_millis(1234);
+        assert!((0..100).all(|_| jitter(d, 0) == d));
     }
 }

@@ -124,7 +124,10 @@ impl Cache {
         let deleted =
             !self.inner.cfg.l2_enabled || l2.del(&self.inner.keys.value(&key)).await.is_ok();
         let msg = encode_invalidation(&self.inner.instance, Some(&key));
-        let published = l2.publish(self.inner.keys.channel(), &msg).await.is_ok();
+        let published = l2
+            .publish(self.inner.keys.channel_for(&key), &msg)
+            .await
+            .is_ok();
         if published {
             self.inner
                 .metrics

@@ -35,6 +35,31 @@ impl ConfigError {
     }
 }
 
+/// Hides the password of a `scheme://user:password@host...` URL and of its query
+/// parameters named `*password*` (logs, `check-config`).
+pub fn redact_url(url: &str) -> String {
+    if let Some((main, query)) = url.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.contains("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        return format!("{}?{}", redact_url(main), query.join("&"));
+    }
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl Config {
     /// Reads `path` (if given), applies the environment overrides from `env`, validates.
     pub fn load<I>(path: Option<&Path>, env: I) -> Result<Self, ConfigError>
@@ -81,5 +106,28 @@ impl Config {
             })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://app.db"), "sqlite://app.db");
+        assert_eq!(
+            redact_url("redis+cluster://:pw@a:1,b:2"),
+            "redis+cluster://:***@a:1,b:2"
+        );
+        assert_eq!(
+            redact_url("redis+sentinel://:pw@a/m?sentinel_username=s&sentinel_password=x"),
+            "redis+sentinel://:***@a/m?sentinel_username=s&sentinel_password=***"
+        );
     }
 }

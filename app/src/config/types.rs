@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::redis_conn::{RedisMode, RedisTarget};
 
 /// The whole configuration. Unknown keys are errors, so typos do not pass silently.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -21,7 +22,6 @@ pub struct Config {
     pub http: HttpConfig,
     pub registration: RegistrationConfig,
     pub shutdown: ShutdownConfig,
-    // The queue engineer adds `pub queue: crate::queue::QueueSettings` here (a `[queue]` table).
     pub queue: crate::queue::QueueSettings,
     pub tasks: crate::tasks::TaskSettings,
     pub orders: crate::orders::OrderSettings,
@@ -95,7 +95,9 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Redis URL for the L2 cache, the Bloom filter, locks and invalidation messages.
+    /// Redis for the L2 cache, the Bloom filter, locks and invalidation messages: one server
+    /// (`redis://`), a Sentinel set (`redis+sentinel://H1,H2,H3/MASTER`) or a Redis Cluster
+    /// (`redis+cluster://H1,H2,H3`); grammar in `redis_conn::RedisTarget`.
     pub url: String,
     /// Bound on one Redis command; a slower answer counts as a failure (served from the database).
     pub command_timeout_ms: u64,
@@ -115,6 +117,11 @@ impl Default for RedisConfig {
 impl RedisConfig {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
+    }
+
+    /// The parsed `redis.url`: which mode the app will use.
+    pub fn target(&self) -> Result<RedisTarget, ConfigError> {
+        RedisTarget::parse(&self.url).map_err(|e| ConfigError::invalid("redis.url", e.to_string()))
     }
 }
 
@@ -146,6 +153,10 @@ pub struct CacheConfig {
     pub lock_poll_ms: u64,
     /// Pub/sub channel (under the key prefix) carrying L1 invalidations between instances.
     pub invalidation_channel: String,
+    /// In a Redis Cluster: number of sharded pub/sub channels the invalidations are spread
+    /// over (so they do not all load one master); the channel names derive from it, so every
+    /// instance must use the same value. Ignored on a single server or Sentinel.
+    pub invalidation_shards: u32,
     /// Bloom filter of existing ids, kept in Redis.
     pub bloom_enabled: bool,
     pub bloom_bits_log2: u8,
@@ -175,6 +186,7 @@ impl Default for CacheConfig {
             lock_wait_ms: 1_000,
             lock_poll_ms: 10,
             invalidation_channel: "invalidate".into(),
+            invalidation_shards: 16,
             bloom_enabled: true,
             bloom_bits_log2: 24,
             bloom_hashes: 7,
@@ -349,19 +361,51 @@ impl Config {
             "database.connect_timeout_ms",
             self.database.connect_timeout_ms,
         )?;
-        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
-            return Err(ConfigError::invalid(
-                "redis.url",
-                "must start with redis:// or rediss://",
-            ));
+        let redis_mode = self.redis.target()?.mode();
+        // The queue's scripts are not placed for a Cluster yet and its client speaks to one
+        // server: until they are, it needs a single server of its own.
+        match self.queue.redis_url.as_deref() {
+            None if redis_mode != RedisMode::Single => {
+                return Err(ConfigError::invalid(
+                    "redis.url",
+                    format!(
+                        "{redis_mode} mode serves the cache only so far; the queue (also with \
+                         queue.backend = \"rabbitmq\", for job records) needs one server: set \
+                         queue.redis_url to a redis:// URL"
+                    ),
+                ));
+            }
+            Some(url) => {
+                let mode = RedisTarget::parse(url)
+                    .map_err(|e| ConfigError::invalid("queue.redis_url", e.to_string()))?
+                    .mode();
+                if mode != RedisMode::Single {
+                    return Err(ConfigError::invalid(
+                        "queue.redis_url",
+                        format!(
+                            "{mode} mode is not supported by the queue yet: use a redis:// URL"
+                        ),
+                    ));
+                }
+            }
+            None => {}
         }
         positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
         positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
         let c = &self.cache;
-        if c.key_prefix.is_empty() || c.key_prefix.contains(char::is_whitespace) {
+        if c.key_prefix.is_empty()
+            || c.key_prefix
+                .contains(|ch: char| ch.is_whitespace() || ch == '{' || ch == '}')
+        {
             return Err(ConfigError::invalid(
                 "cache.key_prefix",
-                "must be non-empty without spaces",
+                "must be non-empty without spaces or braces (braces are Redis Cluster hash tags)",
+            ));
+        }
+        if !(1..=1024).contains(&c.invalidation_shards) {
+            return Err(ConfigError::invalid(
+                "cache.invalidation_shards",
+                "must be between 1 and 1024",
             ));
         }
         positive("cache.l1_ttl_ms", c.l1_ttl_ms)?;
@@ -471,8 +515,17 @@ impl Config {
                 ));
             }
         }
-        crate::queue::validate_settings(&self.queue, &self.tasks, &self.orders)
-            .map_err(|(field, reason)| ConfigError::invalid(field, reason))?;
+        // The `[queue]`, `[tasks]` and `[orders]` tables are checked by the modules they
+        // configure.
+        let named = |table: &str, e: crate::queue::QueueError| match e {
+            crate::queue::QueueError::Config { field, reason } => {
+                ConfigError::invalid(field, reason)
+            }
+            other => ConfigError::invalid(table, other.to_string()),
+        };
+        self.queue.validate().map_err(|e| named("queue", e))?;
+        self.tasks.validate().map_err(|e| named("tasks", e))?;
+        self.orders.validate().map_err(|e| named("orders", e))?;
         Ok(())
     }
 
@@ -497,6 +550,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::super::Config;
+    use crate::redis_conn::RedisMode;
 
     #[test]
     fn empty_config_is_valid() {
@@ -527,6 +581,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn redis_url_modes() {
+        let c = Config::from_toml_str(
+            "[redis]\nurl = \"redis+cluster://127.0.0.1:7000,127.0.0.1:7001\"\n[queue]\nredis_url = \"redis://127.0.0.1:6379\"",
+        )
+        .unwrap();
+        assert_eq!(c.redis.target().unwrap().mode(), RedisMode::Cluster);
+        let e = Config::from_toml_str("[redis]\nurl = \"redis+sentinel://a,b,c\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis.url") && e.contains("master"), "{e}");
+        // The queue still needs one server.
+        let e = Config::from_toml_str("[redis]\nurl = \"redis+sentinel://a,b,c/m\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("redis.url") && e.contains("queue.redis_url"),
+            "{e}"
+        );
+        let e = Config::from_toml_str(
+            "[redis]\nurl = \"redis+sentinel://a,b,c/m\"\n[queue]\nredis_url = \"redis+cluster://a\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("queue.redis_url"), "{e}");
+        let e = Config::from_toml_str("[cache]\nkey_prefix = \"a{b}\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache.key_prefix"), "{e}");
     }
 
     #[test]

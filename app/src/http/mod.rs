@@ -7,6 +7,7 @@ mod middleware;
 mod ratelimit;
 mod users;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -49,13 +50,18 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             .route("/debug/panic", get(health::debug_panic))
             .route("/debug/sleep", get(health::debug_sleep));
     }
-    let api =
-        api.with_state(state.clone())
-            .merge(extra)
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                ratelimit::limit,
-            ));
+    let mut api = api.with_state(state.clone()).merge(extra);
+    // One limiter per router: the buckets of one instance.
+    if cfg.rate_limit.enabled {
+        let limit = ratelimit::Limit {
+            limiter: Arc::new(RateLimiter::new(&cfg.rate_limit)),
+            refused: state.metrics.rate_limited.clone(),
+        };
+        api = api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            ratelimit::limit,
+        ));
+    }
 
     let probes = Router::new()
         .route("/ping", get(health::ping))

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::config::RateLimitConfig;
-use crate::state::AppState;
 
 const SHARDS: usize = 16;
 
@@ -87,15 +86,20 @@ impl RateLimiter {
     }
 }
 
+/// The state of the [`limit`] middleware: the router's limiter and its refusal counter.
+#[derive(Clone)]
+pub(super) struct Limit {
+    pub limiter: Arc<RateLimiter>,
+    pub refused: prometheus::IntCounter,
+}
+
 /// Middleware on the API routes. Requests without a peer address (in-process tests using
 /// `oneshot`) are not limited.
-pub async fn limit(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if let (Some(limiter), Some(ConnectInfo(peer))) = (
-        st.rate_limiter.as_deref(),
-        req.extensions().get::<ConnectInfo<SocketAddr>>(),
-    ) && let Decision::Deny { retry_after } = limiter.check(peer.ip(), Instant::now())
+pub(super) async fn limit(State(st): State<Limit>, req: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Decision::Deny { retry_after } = st.limiter.check(peer.ip(), Instant::now())
     {
-        st.metrics.rate_limited.inc();
+        st.refused.inc();
         let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
         return ApiError::TooManyRequests {
             retry_after_s: secs,

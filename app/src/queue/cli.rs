@@ -1,12 +1,11 @@
-//! `app dlq list|replay|purge`: the dead-letter commands of the `app` binary.
+//! `app dlq list|replay|purge`: the dead-letter commands of the `app` binary (connected to
+//! the configured queue by `crate::wiring::run_dlq`).
 
 use std::io::Write;
 
-use anyhow::Context;
 use clap::Subcommand;
 
-use super::{Queue, QueueMetrics};
-use crate::config::Config;
+use super::Queue;
 
 /// What to do with dead letters.
 #[derive(Debug, Clone, Subcommand)]
@@ -53,12 +52,8 @@ pub enum DlqCommand {
     },
 }
 
-/// Runs one dead-letter command, printing to stdout.
-pub async fn run_dlq(cfg: &Config, cmd: DlqCommand) -> anyhow::Result<()> {
-    let url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
-    let q = Queue::connect_with_metrics(url, cfg.queue.clone(), None::<QueueMetrics>)
-        .await
-        .context("connecting to Redis")?;
+/// Runs one dead-letter command on `q`, printing to stdout.
+pub async fn run(q: &Queue, cmd: DlqCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
         DlqCommand::List {

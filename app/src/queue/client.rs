@@ -1,4 +1,5 @@
-//! The queue handle: enqueue, read jobs, inspect queues. Cheap to clone.
+//! The queue handle: enqueue, read jobs, inspect queues. Cheap to clone. What depends on
+//! the broker is delegated to the [`Transport`] `queue.backend` names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,26 +12,23 @@ use serde::Serialize;
 use super::job::{Enqueued, JobRecord, NewJob, Schedule};
 use super::keys::{Keys, validate_queue_name};
 use super::metrics::QueueMetrics;
-use super::rabbit::broker::Broker;
-use super::rabbit::produce::{self, EnqueueArgs};
-use super::scripts::Scripts;
+use super::transport::{self, Prepared, Transport};
 use super::{QueueBackend, QueueError, QueueSettings};
 
-/// A handle on the queue in one Redis. Clones share one auto-reconnecting connection.
+/// A handle on the queue: job records in one Redis, jobs carried by the configured
+/// [`Transport`]. Clones share one auto-reconnecting Redis connection and one transport.
 #[derive(Clone)]
 pub struct Queue {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
-    pub conn: ConnectionManager,
-    pub client: redis::Client,
-    pub keys: Keys,
-    pub scripts: Scripts,
-    pub settings: QueueSettings,
-    pub metrics: Option<QueueMetrics>,
-    /// The broker when `settings.backend` is RabbitMQ (connected on first use).
-    pub broker: Option<Arc<Broker>>,
+struct Inner {
+    conn: ConnectionManager,
+    client: redis::Client,
+    keys: Keys,
+    settings: QueueSettings,
+    metrics: Option<QueueMetrics>,
+    transport: Box<dyn Transport>,
 }
 
 /// Sizes of one queue, as the metrics report them.
@@ -56,7 +54,7 @@ pub struct QueueStats {
 
 /// Connection settings for the queue's connections: a response timeout well above a
 /// blocking read, and reconnects with backoff.
-pub(super) fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -65,7 +63,8 @@ pub(super) fn manager_config(response_timeout: Duration) -> ConnectionManagerCon
 }
 
 impl Queue {
-    /// Connects to `redis_url` (a bad URL or unreachable server is an error here).
+    /// Connects to `redis_url` and, with `queue.backend = "rabbitmq"`, to the broker (a bad
+    /// URL or an unreachable server is an error here).
     pub async fn connect(redis_url: &str, settings: QueueSettings) -> Result<Self, QueueError> {
         Self::connect_with_metrics(redis_url, settings, None).await
     }
@@ -81,14 +80,13 @@ impl Queue {
             .get_connection_manager_with_config(manager_config(Duration::from_secs(5)))
             .await?;
         let q = Self::build(client, conn, settings, metrics)?;
-        if let Some(b) = q.broker() {
-            b.link().await.map_err(produce::broker_err)?;
-        }
+        q.inner.transport.connect().await?;
         Ok(q)
     }
 
     /// Like [`Queue::connect_with_metrics`] without connecting yet: a service can start while
-    /// Redis is down (queue calls fail until it is back; the connection is retried on use).
+    /// Redis (or the broker) is down (queue calls fail until it is back; connections are
+    /// retried on use).
     pub fn connect_lazy(
         redis_url: &str,
         settings: QueueSettings,
@@ -109,22 +107,14 @@ impl Queue {
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
         settings.validate()?;
-        let broker = (settings.backend == QueueBackend::Rabbitmq).then(|| {
-            Arc::new(Broker::new(
-                &settings.rabbitmq_url,
-                &settings.key_prefix,
-                Duration::from_millis(settings.rabbitmq_publish_timeout_ms),
-            ))
-        });
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
                 client,
                 keys: Keys::new(&settings.key_prefix),
-                scripts: Scripts::new(),
+                transport: transport::for_settings(&settings),
                 settings,
                 metrics,
-                broker,
             }),
         })
     }
@@ -138,15 +128,13 @@ impl Queue {
         self.inner.settings.backend
     }
 
-    pub(super) fn broker(&self) -> Option<Arc<Broker>> {
-        self.inner.broker.clone()
+    pub(super) fn transport(&self) -> &dyn Transport {
+        self.inner.transport.as_ref()
     }
 
     /// Closes the broker connection (RabbitMQ); a no-op on Redis.
     pub async fn close(&self) {
-        if let Some(b) = &self.inner.broker {
-            b.close().await;
-        }
+        self.inner.transport.close().await;
     }
 
     pub fn keys(&self) -> &Keys {
@@ -156,6 +144,18 @@ impl Queue {
     /// A clone of the shared connection (for handlers that keep their own state in Redis).
     pub fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()
+    }
+
+    /// A new connection of its own to the queue's Redis, for commands that block (on the
+    /// shared multiplexed one they would hold up every other command).
+    pub(super) fn blocking_connection(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<ConnectionManager, QueueError> {
+        Ok(ConnectionManager::new_lazy_with_config(
+            self.inner.client.clone(),
+            manager_config(response_timeout),
+        )?)
     }
 
     pub(super) fn metrics(&self) -> Option<&QueueMetrics> {
@@ -185,75 +185,36 @@ impl Queue {
             ));
         }
         let s = &self.inner.settings;
-        let k = &self.inner.keys;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let (at, after) = match job.schedule {
+        let (at_ms, after_ms) = match job.schedule {
             Schedule::Now => (0, 0),
             Schedule::At(ms) => (ms, 0),
             Schedule::After(ms) => (0, ms),
         };
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| QueueError::Invalid(format!("payload: {e}")))?;
-        let idem = job.idempotency_key.as_deref().unwrap_or("");
-        let notify_queue = job.notify_queue.as_deref().unwrap_or("");
-        let notify_attempts = job
-            .notify_queue
-            .as_deref()
-            .map(|q| s.max_attempts(q))
-            .unwrap_or(s.max_attempts);
-        let max_attempts = job
-            .max_attempts
-            .unwrap_or_else(|| s.max_attempts(&job.queue));
-        if let Some(b) = &self.inner.broker {
-            let e = produce::enqueue(
-                self,
-                b,
-                EnqueueArgs {
-                    id,
-                    queue: &job.queue,
-                    kind: &job.kind,
-                    payload,
-                    max_attempts,
-                    at_ms: at,
-                    after_ms: after,
-                    idem,
-                    notify_queue,
-                    notify_attempts,
-                },
-            )
-            .await?;
-            if let Some(m) = self.metrics() {
-                m.enqueued(&job.queue, e.created);
-            }
-            return Ok(e);
-        }
-        let mut conn = self.inner.conn.clone();
-        let (id, created): (String, i64) = self
-            .inner
-            .scripts
-            .enqueue
-            .key(k.job(&id))
-            .key(k.stream(&job.queue))
-            .key(k.delayed(&job.queue))
-            .key(k.idempotency(&job.queue, idem))
-            .arg(&id)
-            .arg(&job.queue)
-            .arg(&job.kind)
-            .arg(payload)
-            .arg(max_attempts)
-            .arg(at)
-            .arg(after)
-            .arg(if idem.is_empty() { "0" } else { "1" })
-            .arg(s.idempotency_ttl_s)
-            .arg(notify_queue)
-            .arg(notify_attempts)
-            .invoke_async(&mut conn)
-            .await?;
-        let created = created == 1;
+        let prepared = Prepared {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            queue: &job.queue,
+            kind: &job.kind,
+            payload,
+            max_attempts: job
+                .max_attempts
+                .unwrap_or_else(|| s.max_attempts(&job.queue)),
+            at_ms,
+            after_ms,
+            idem: job.idempotency_key.as_deref().unwrap_or(""),
+            notify_queue: job.notify_queue.as_deref().unwrap_or(""),
+            notify_attempts: job
+                .notify_queue
+                .as_deref()
+                .map(|q| s.max_attempts(q))
+                .unwrap_or(s.max_attempts),
+        };
+        let e = self.inner.transport.enqueue(self, prepared).await?;
         if let Some(m) = self.metrics() {
-            m.enqueued(&job.queue, created);
+            m.enqueued(&job.queue, e.created);
         }
-        Ok(Enqueued { id, created })
+        Ok(e)
     }
 
     /// The job, or `None` if it does not exist (or has expired).
@@ -272,66 +233,17 @@ impl Queue {
         Ok(())
     }
 
-    /// Creates the consumer group (and the stream) if missing. Starts at the beginning of the
-    /// stream, so jobs enqueued before any worker existed are delivered.
-    /// On RabbitMQ: declares the queue's exchange, queues and binding.
+    /// Creates what the queue needs on its broker if missing: on Redis the consumer group
+    /// (and the stream), reading from the start of the stream so jobs enqueued before any
+    /// worker existed are delivered; on RabbitMQ the queue's exchange, queues and binding.
     pub async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
-        if let Some(b) = &self.inner.broker {
-            let link = b.link().await.map_err(produce::broker_err)?;
-            return b.ensure(&link, queue).await.map_err(produce::broker_err);
-        }
-        let mut conn = self.inner.conn.clone();
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.inner.keys.stream(queue))
-            .arg(&self.inner.settings.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.inner.transport.ensure_queue(self, queue).await
     }
 
     /// Queue sizes (length, pending, lag, delayed, dead).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
         validate_queue_name(queue).map_err(QueueError::Invalid)?;
-        if let Some(b) = &self.inner.broker {
-            return produce::stats(self, b, queue).await;
-        }
-        let k = &self.inner.keys;
-        let mut conn = self.inner.conn.clone();
-        let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
-            .xlen(k.stream(queue))
-            .zcard(k.delayed(queue))
-            .xlen(k.dlq(queue))
-            .query_async(&mut conn)
-            .await?;
-        let pending = if length == 0 {
-            0
-        } else {
-            let r: redis::RedisResult<redis::streams::StreamPendingReply> = conn
-                .xpending(k.stream(queue), &self.inner.settings.group)
-                .await;
-            match r {
-                Ok(p) => p.count() as u64,
-                // No group yet: nothing was delivered.
-                Err(e) if e.code() == Some("NOGROUP") => 0,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // Acknowledged entries are deleted, so the stream holds only waiting + pending ones.
-        Ok(QueueStats {
-            queue: queue.to_string(),
-            length,
-            pending,
-            lag: length.saturating_sub(pending),
-            delayed,
-            dead,
-        })
+        self.inner.transport.stats(self, queue).await
     }
 }

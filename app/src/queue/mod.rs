@@ -1,17 +1,20 @@
-//! Durable job queue on Redis Streams with one consumer group shared by every instance.
+//! Durable job queue: job records in Redis, jobs carried by Redis Streams (default) or
+//! RabbitMQ.
 //!
 //! - [`Queue`] enqueues jobs (now, at a time, after a delay; with an idempotency key) and reads
 //!   their state; it also lists, replays and purges dead letters.
-//! - [`WorkerPool`] runs handlers: XREADGROUP, XAUTOCLAIM of entries whose worker vanished,
-//!   retries through a delayed sorted set, dead letters, per-queue concurrency, a global rate
-//!   limit and graceful shutdown.
+//! - [`WorkerPool`] runs handlers: redelivery of jobs whose worker vanished, retries with
+//!   backoff, dead letters, per-queue concurrency, a global rate limit and graceful shutdown.
 //!
-//! Every job state change is a Lua script (see `scripts`), so acknowledging an entry and
-//! recording what happened to its job are one atomic step. The design is in `app/docs/queue.md`.
+//! What depends on the broker is behind one seam, `transport::Transport`, implemented by
+//! `streams` (Redis Streams with one consumer group shared by every instance) and `rabbit`
+//! (`queue.backend = "rabbitmq"`); `transport::for_settings` picks one. Tasks, callbacks and
+//! the order saga do not know which broker carries their jobs. Every job state change is a
+//! Lua script, so acknowledging a delivery and recording what happened to its job are one
+//! atomic step. The design is in `app/docs/queue.md`.
 //!
-//! The same interface (`Queue`, `WorkerPool`, `Registry`) runs on RabbitMQ instead when
-//! `queue.backend = "rabbitmq"` (see `rabbit`): tasks, callbacks and the order saga do not
-//! know which broker carries their jobs.
+//! This module depends on no other module of the crate; `crate::wiring` connects it to the
+//! configuration, the services built on it and the server.
 
 pub mod api;
 pub(crate) mod api_error;
@@ -24,16 +27,14 @@ mod dlq;
 mod handler;
 mod job;
 pub mod keys;
-pub mod local_rabbit;
-pub mod local_redis;
-mod loops;
 pub(crate) mod lua;
 mod metrics;
-pub(crate) mod process;
+mod process;
 mod rabbit;
-pub mod runtime;
-mod scripts;
-pub(crate) mod worker;
+mod rate;
+mod streams;
+mod transport;
+mod worker;
 
 pub use api::routes;
 pub use api_error::ApiError;
@@ -68,19 +69,4 @@ impl QueueError {
             reason: reason.into(),
         }
     }
-}
-
-/// Validates the `[queue]`, `[tasks]` and `[orders]` tables; the error is (field, reason).
-pub fn validate_settings(
-    queue: &QueueSettings,
-    tasks: &crate::tasks::TaskSettings,
-    orders: &crate::orders::OrderSettings,
-) -> Result<(), (String, String)> {
-    let parts = |e: QueueError| match e {
-        QueueError::Config { field, reason } => (field, reason),
-        other => ("queue".to_string(), other.to_string()),
-    };
-    queue.validate().map_err(parts)?;
-    tasks.validate().map_err(parts)?;
-    orders.validate().map_err(parts)
 }

@@ -1,14 +1,12 @@
-//! One delivery of one job: rate permit, START, handler, then COMPLETE or FAIL, with a
-//! heartbeat that keeps the entry from being reclaimed while it runs.
+//! The part of a delivery every transport shares: running a granted attempt (its handler in
+//! a task of its own, counted and timed) and recording its outcome. Each transport wraps it
+//! in its own START, COMPLETE and FAIL scripts (`streams::deliver`, `rabbit::deliver`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
-use super::QueueError;
 use super::handler::{JobContext, JobError};
 use super::worker::{PoolStats, Shared};
 
@@ -19,180 +17,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Runs one delivery to its end, or leaves it un-acknowledged when the pool aborts.
-pub(super) async fn run(
-    sh: Arc<Shared>,
-    queue: Arc<str>,
-    entry: String,
-    job_id: String,
-    _permit: OwnedSemaphorePermit,
-) {
-    tokio::select! {
-        biased;
-        _ = sh.abort.cancelled() => {
-            PoolStats::inc(&sh.stats.abandoned);
-            tracing::warn!(queue = %queue, job = %job_id, "job abandoned at shutdown; another worker will reclaim it");
-        }
-        r = deliver(&sh, &queue, &entry, &job_id) => {
-            if let Err(e) = r {
-                // The entry is still pending: it is reclaimed and the job runs again.
-                tracing::warn!(queue = %queue, job = %job_id, error = %e, "job bookkeeping failed");
-            }
-        }
-        _ = heartbeat(&sh, &queue, &entry) => {}
-    }
-}
-
-/// Resets the entry's idle time every quarter of `claim_idle_ms` while this consumer owns it.
-async fn heartbeat(sh: &Shared, queue: &str, entry: &str) -> Infallible {
-    let every = Duration::from_millis((sh.queue.settings().claim_idle_ms / 4).max(50));
-    let stream = sh.queue.keys().stream(queue);
-    let mut conn = sh.queue.connection();
-    loop {
-        tokio::time::sleep(every).await;
-        let r: redis::RedisResult<i64> = sh
-            .queue
-            .inner
-            .scripts
-            .heartbeat
-            .key(&stream)
-            .arg(&sh.queue.settings().group)
-            .arg(&sh.consumer)
-            .arg(entry)
-            .invoke_async(&mut conn)
-            .await;
-        if let Err(e) = r {
-            tracing::debug!(entry, error = %e, "heartbeat failed");
-        }
-    }
-}
-
-/// Waits for a permit of the queue's global rate limit; returns the granting window.
-pub(crate) async fn rate_permit(sh: &Shared, queue: &str, limit: u32) -> Result<u64, QueueError> {
-    let prefix = sh.queue.keys().rate_prefix(queue);
-    let mut conn = sh.queue.connection();
-    loop {
-        let (granted, v): (i64, u64) = sh
-            .queue
-            .inner
-            .scripts
-            .rate
-            .arg(&prefix)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
-        if granted == 1 {
-            return Ok(v);
-        }
-        // Wait for the next window, spread a little so instances do not all wake at once.
-        let jitter = rand::random::<u64>() % 20;
-        tokio::time::sleep(Duration::from_millis(v.min(1_000) + jitter)).await;
-    }
-}
-
-async fn deliver(
-    sh: &Arc<Shared>,
-    queue: &Arc<str>,
-    entry: &str,
-    job_id: &str,
-) -> Result<(), QueueError> {
-    let s = sh.queue.settings();
-    let k = sh.queue.keys();
-    let scripts = &sh.queue.inner.scripts;
-    let mut conn = sh.queue.connection();
-    let (job_key, stream, dlq) = (k.job(job_id), k.stream(queue), k.dlq(queue));
-
-    let rate_window = match s.rate_limit(queue) {
-        Some(limit) => Some(rate_permit(sh, queue, limit).await?),
-        None => None,
-    };
-    let r: Vec<String> = scripts
-        .start
-        .key(&job_key)
-        .key(&stream)
-        .key(&dlq)
-        .arg(entry)
-        .arg(&s.group)
-        .arg(&sh.consumer)
-        .arg(k.prefix())
-        .invoke_async(&mut conn)
-        .await?;
-    let run = match r.as_slice() {
-        [tag, a, m, kind, payload] if tag == "run" => Run::from_reply(a, m, kind, payload),
-        [tag] if tag == "dead" => {
-            PoolStats::inc(&sh.stats.dead);
-            record(sh, queue, "dead", None);
-            tracing::warn!(queue = %queue, job = job_id, "job dead: its workers kept vanishing");
-            return Ok(());
-        }
-        _ => {
-            PoolStats::inc(&sh.stats.stale);
-            return Ok(());
-        }
-    };
-    let attempt = run.attempt;
-    let (result, took) = run_attempt(sh, queue, job_id, run, rate_window).await;
-    match result {
-        Ok(out) => {
-            let r: String = scripts
-                .complete
-                .key(&job_key)
-                .key(&stream)
-                .arg(entry)
-                .arg(&s.group)
-                .arg(out)
-                .arg(&sh.consumer)
-                .arg(k.prefix())
-                .arg(s.retention_s)
-                .invoke_async(&mut conn)
-                .await?;
-            if r == "ok" {
-                PoolStats::inc(&sh.stats.succeeded);
-                record(sh, queue, "succeeded", took);
-            } else {
-                PoolStats::inc(&sh.stats.stale);
-                record(sh, queue, "stale", took);
-            }
-        }
-        Err(e) => {
-            let permanent = matches!(e, JobError::Permanent(_));
-            let delay = sh.backoff.delay(attempt);
-            let r: Vec<String> = scripts
-                .fail
-                .key(&job_key)
-                .key(&stream)
-                .key(k.delayed(queue))
-                .key(&dlq)
-                .arg(entry)
-                .arg(&s.group)
-                .arg(e.to_string())
-                .arg(delay.as_millis() as u64)
-                .arg(if permanent { "1" } else { "0" })
-                .arg(&sh.consumer)
-                .arg(k.prefix())
-                .invoke_async(&mut conn)
-                .await?;
-            match r.first().map(String::as_str) {
-                Some("retry") => {
-                    PoolStats::inc(&sh.stats.retried);
-                    record(sh, queue, "retried", took);
-                    tracing::debug!(queue = %queue, job = job_id, attempt, error = %e, "attempt failed; retry scheduled");
-                }
-                Some("dead") => {
-                    PoolStats::inc(&sh.stats.dead);
-                    record(sh, queue, "dead", took);
-                    tracing::info!(queue = %queue, job = job_id, attempt, error = %e, "job moved to the dead-letter stream");
-                }
-                _ => {
-                    PoolStats::inc(&sh.stats.stale);
-                    record(sh, queue, "stale", took);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An attempt a start script granted (its `{'run', attempt, max_attempts, kind, payload}`
@@ -250,9 +74,48 @@ pub(crate) async fn run_attempt(
     (out, Some(started.elapsed()))
 }
 
-pub(crate) fn record(sh: &Shared, queue: &str, outcome: &str, took: Option<Duration>) {
+/// What an attempt (or a delivery that found its job's workers gone) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Succeeded,
+    /// Failed with attempts left: a retry is scheduled.
+    Retried,
+    /// Moved to the dead letters.
+    Dead,
+    /// The job had moved on meanwhile (finished elsewhere, replaced, purged).
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retried => "retried",
+            Outcome::Dead => "dead",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+/// The retry delay (ms) after attempt `attempt` failed with `e`, and whether the failure is
+/// permanent ("1") or may be retried ("0"): the arguments the FAIL scripts take.
+pub(crate) fn failure_args(sh: &Shared, attempt: u32, e: &JobError) -> (u64, &'static str) {
+    let delay = sh.backoff.delay(attempt).as_millis() as u64;
+    let permanent = matches!(e, JobError::Permanent(_));
+    (delay, if permanent { "1" } else { "0" })
+}
+
+/// Counts an outcome in the pool's stats and the queue's metrics.
+pub(crate) fn record(sh: &Shared, queue: &str, outcome: Outcome, took: Option<Duration>) {
+    let stats = &sh.stats;
+    PoolStats::inc(match outcome {
+        Outcome::Succeeded => &stats.succeeded,
+        Outcome::Retried => &stats.retried,
+        Outcome::Dead => &stats.dead,
+        Outcome::Stale => &stats.stale,
+    });
     if let Some(m) = sh.queue.metrics() {
-        m.outcome(queue, outcome, took);
+        m.outcome(queue, outcome.as_str(), took);
     }
 }
 

@@ -1,18 +1,19 @@
-//! The worker pool of one instance: per served queue a fetch loop, a reclaim loop and a
-//! mover loop, and one task per job in flight.
+//! The worker pool of one instance: the transport's loops that take jobs of every served
+//! queue, one task per job in flight, and a metrics sampler per queue.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
 use super::handler::Registry;
-use super::{Queue, QueueError, loops};
+use super::transport::{Held, Workers};
+use super::{Queue, QueueError};
 
 /// Counters of one pool (also handy for tests and the benchmark).
 #[derive(Debug, Default)]
@@ -63,16 +64,15 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub stats: Arc<PoolStats>,
     pub backoff: Backoff,
-    /// RabbitMQ channels of stopped consumers, kept open until running jobs acknowledged.
-    pub parked: std::sync::Mutex<Vec<lapin::Channel>>,
 }
 
 impl Shared {
-    pub(crate) fn park(&self, ch: lapin::Channel) {
-        self.parked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(ch);
+    /// Sleeps unless the pool stops first; false when it stopped.
+    pub(crate) async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
     }
 }
 
@@ -80,9 +80,8 @@ impl Shared {
 pub struct WorkerPool {
     shared: Arc<Shared>,
     loops: Vec<JoinHandle<()>>,
-    /// RabbitMQ: refreshes the pool's liveness key until the very end of shutdown (running
-    /// jobs still belong to this pool while they drain).
-    keepalive: Option<JoinHandle<()>>,
+    /// What the transport holds for running jobs until the very end of shutdown.
+    held: Option<Box<dyn Held>>,
 }
 
 impl WorkerPool {
@@ -103,58 +102,12 @@ impl WorkerPool {
         registry: Registry,
         consumer: String,
     ) -> Result<Self, QueueError> {
-        let s = queue.settings().clone();
         let queues = registry.queues();
-        if let Some(b) = queue.broker() {
-            return Self::start_rabbit(queue.clone(), registry, consumer, b).await;
-        }
-        for q in &queues {
-            // Redis may be down at start: the fetch loop creates the group once it is back.
-            if let Err(e) = queue.ensure_group(q).await {
-                tracing::warn!(queue = %q, error = %e, "cannot create the consumer group yet");
-            }
-        }
-        let shared = Self::shared(&queue, registry, consumer);
-        let mut handles = Vec::new();
-        for q in queues {
-            let q: Arc<str> = Arc::from(q.as_str());
-            let permits = Arc::new(Semaphore::new(s.concurrency(&q)));
-            // Blocking reads get a connection of their own: on the shared multiplexed one
-            // they would hold up every other command.
-            let read_conn = redis::aio::ConnectionManager::new_lazy_with_config(
-                queue.inner.client.clone(),
-                super::client::manager_config(std::time::Duration::from_millis(s.block_ms + 5_000)),
-            )?;
-            handles.push(tokio::spawn(loops::fetch(
-                shared.clone(),
-                q.clone(),
-                permits.clone(),
-                read_conn,
-            )));
-            handles.push(tokio::spawn(loops::reclaim(
-                shared.clone(),
-                q.clone(),
-                permits,
-            )));
-            handles.push(tokio::spawn(loops::mover(shared.clone(), q.clone())));
-            if queue.metrics().is_some() {
-                handles.push(tokio::spawn(loops::sampler(shared.clone(), q)));
-            }
-        }
-        tracing::info!(consumer = %shared.consumer, "worker pool started");
-        Ok(Self {
-            shared,
-            loops: handles,
-            keepalive: None,
-        })
-    }
-
-    fn shared(queue: &Queue, registry: Registry, consumer: String) -> Arc<Shared> {
         let s = queue.settings();
-        Arc::new(Shared {
+        let shared = Arc::new(Shared {
             backoff: Backoff {
-                base: std::time::Duration::from_millis(s.backoff_base_ms),
-                max: std::time::Duration::from_millis(s.backoff_max_ms),
+                base: Duration::from_millis(s.backoff_base_ms),
+                max: Duration::from_millis(s.backoff_max_ms),
             },
             queue: queue.clone(),
             registry,
@@ -163,45 +116,18 @@ impl WorkerPool {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             stats: Arc::new(PoolStats::default()),
-            parked: std::sync::Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The RabbitMQ pool: a consumer per queue (prefetch = the queue's concurrency), the
-    /// outbox loop and the metrics sampler. The broker may be down: consumers connect when
-    /// it is back.
-    async fn start_rabbit(
-        queue: Queue,
-        registry: Registry,
-        consumer: String,
-        b: Arc<super::rabbit::broker::Broker>,
-    ) -> Result<Self, QueueError> {
-        let queues = registry.queues();
-        let shared = Self::shared(&queue, registry, consumer);
-        let keepalive = tokio::spawn(super::rabbit::consume::alive(shared.clone()));
-        let mut handles = Vec::new();
-        for q in queues {
-            let prefetch = u16::try_from(queue.settings().concurrency(&q)).unwrap_or(u16::MAX);
-            let q: Arc<str> = Arc::from(q.as_str());
-            handles.push(tokio::spawn(super::rabbit::consume::consume(
-                shared.clone(),
-                b.clone(),
-                q.clone(),
-                prefetch,
-            )));
-            if queue.metrics().is_some() {
-                handles.push(tokio::spawn(loops::sampler(shared.clone(), q)));
+        });
+        let Workers { mut loops, held } = queue.transport().start_workers(&shared, &queues).await?;
+        if queue.metrics().is_some() {
+            for q in queues {
+                loops.push(tokio::spawn(sampler(shared.clone(), Arc::from(q.as_str()))));
             }
         }
-        handles.push(tokio::spawn(super::rabbit::consume::outbox(
-            shared.clone(),
-            b,
-        )));
-        tracing::info!(consumer = %shared.consumer, backend = "rabbitmq", "worker pool started");
+        tracing::info!(consumer = %shared.consumer, backend = %queue.backend(), "worker pool started");
         Ok(Self {
             shared,
-            loops: handles,
-            keepalive: Some(keepalive),
+            loops,
+            held,
         })
     }
 
@@ -228,24 +154,9 @@ impl WorkerPool {
             sh.abort.cancel();
             sh.tracker.wait().await;
         }
-        // RabbitMQ: every running job acknowledged (or was abandoned); closing the channels
-        // returns unstarted prefetched and abandoned deliveries to their queues.
-        let parked = std::mem::take(
-            &mut *sh
-                .parked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for ch in parked {
-            let _ = ch.close(200, "worker shutdown".into()).await;
-        }
-        if let Some(k) = self.keepalive.take() {
-            k.abort();
-            let _ = k.await;
-            // Nothing of ours runs any more: redeliveries of abandoned jobs may start now.
-            let mut c = sh.queue.connection();
-            let key = super::rabbit::consume::alive_key(&sh);
-            let _: redis::RedisResult<i64> = redis::AsyncCommands::del(&mut c, key).await;
+        // Every running job acknowledged or was abandoned: the transport may let go.
+        if let Some(held) = self.held.take() {
+            held.release(&sh).await;
         }
         let report = ShutdownReport {
             drained,
@@ -257,14 +168,26 @@ impl WorkerPool {
 }
 
 impl Drop for WorkerPool {
-    /// A pool dropped without `shutdown` stops at once; its running jobs stay pending.
+    /// A pool dropped without `shutdown` stops at once (so does what its transport held);
+    /// its running jobs stay pending.
     fn drop(&mut self) {
-        if let Some(k) = self.keepalive.take() {
-            k.abort();
-        }
         if !self.loops.is_empty() {
             self.shared.stop.cancel();
             self.shared.abort.cancel();
+        }
+    }
+}
+
+/// Samples queue sizes into the gauges.
+async fn sampler(sh: Arc<Shared>, queue: Arc<str>) {
+    while sh.pause(Duration::from_secs(5)).await {
+        match sh.queue.stats(&queue).await {
+            Ok(st) => {
+                if let Some(m) = sh.queue.metrics() {
+                    m.sizes(&st);
+                }
+            }
+            Err(e) => tracing::debug!(queue = %queue, error = %e, "queue stats failed"),
         }
     }
 }

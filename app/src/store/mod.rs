@@ -197,6 +197,15 @@ impl Store {
         Ok(ids)
     }
 
+    /// The `limit` highest ids (the Bloom keeper re-checks the newest records).
+    pub async fn newest_user_ids(&self, limit: u32) -> Result<Vec<i64>, StoreError> {
+        let ids = on_pool!(self, p => sqlx::query_scalar::<_, i64>("SELECT id FROM users ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?);
+        Ok(ids)
+    }
+
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await);
     }

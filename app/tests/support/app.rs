@@ -131,17 +131,50 @@ pub async fn wait_state(c: &reqwest::Client, url: &str, want: &str) -> serde_jso
     last
 }
 
-/// Runs `app dlq ARGS` with the given environment; returns (success, stdout, stderr).
-pub fn dlq_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+/// Runs the `app` binary with `args` and the given environment (no `APP_CONFIG` from the
+/// caller's); returns (success, stdout, stderr).
+pub fn app_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_app"))
-        .arg("dlq")
         .args(args)
+        .env_remove("APP_CONFIG")
         .envs(env.iter().copied())
         .output()
-        .expect("run app dlq");
+        .unwrap_or_else(|e| panic!("run app {args:?}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `app dlq ARGS` with the given environment; returns (success, stdout, stderr).
+pub fn dlq_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["dlq"];
+    all.extend_from_slice(args);
+    app_cli(env, &all)
+}
+
+/// Invalidation messages `app` received from other instances.
+pub fn invalidations_received(app: &RunningApp) -> u64 {
+    app.state
+        .metrics
+        .invalidations
+        .with_label_values(&["received"])
+        .get()
+}
+
+/// Waits (bounded, 60 s) until every instance listens on the invalidation channel.
+pub async fn wait_subscribed(apps: &[&RunningApp]) {
+    for a in apps {
+        let ok = super::wait_until_async(
+            Duration::from_secs(60),
+            Duration::from_millis(10),
+            || async { a.state.metrics.invalidation_subscribed.get() == 1 },
+        )
+        .await;
+        assert!(
+            ok,
+            "instance did not subscribe to the invalidation channel within 60 s"
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod conformance;
 pub mod orders;
 pub mod rabbit;
+pub mod redis_ha;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use app::queue::local_rabbit::{self, SERVER};
+use app_testkit::local_rabbit::{self, SERVER};
 
 use super::{START_TIMEOUT, free_port, port_open, require_binary, wait_until};
 

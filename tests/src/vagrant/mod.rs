@@ -137,8 +137,8 @@ fn step(progress: bool, msg: &str) {
     }
 }
 
-/// Stripped copies of the binaries in `to` (debug line tables make them several times larger,
-/// and every byte crosses an emulated SSH connection).
+/// Stripped, gzipped copies of the binaries in `to` (`NAME.gz`; debug line tables make them
+/// several times larger, and every byte crosses an emulated SSH connection).
 fn stripped_binaries(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)
         .map_err(|e| LabError::io(format!("creating {}", to.display()), e))?;
@@ -148,7 +148,7 @@ fn stripped_binaries(from: &Path, to: &Path) -> Result<()> {
             return Err(LabError::Option {
                 option: format!("binary {bin}"),
                 reason: format!(
-                    "{} is missing: build it with `cargo build --release -p lb-userspace --bins -p app --bin app`",
+                    "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bin app`",
                     src.display()
                 ),
             });
@@ -160,6 +160,7 @@ fn stripped_binaries(from: &Path, to: &Path) -> Result<()> {
                 .arg(&src)
                 .arg(&dst),
         )?;
+        exec::run(Command::new("gzip").arg("-f").arg(&dst))?;
     }
     Ok(())
 }
@@ -282,6 +283,9 @@ impl VmLab {
             .map_err(|e| LabError::io(format!("creating {}", self.work.display()), e))?;
         self.timed("box added to Vagrant", |_| image.ensure_added().map(|_| ()))?;
         libvirt::ensure_pool(&self.pool(), &self.work.join("pool"))?;
+        let volume = image.seed_pool(&self.work.join("pool"))?;
+        libvirt::run(["pool-refresh", self.pool().as_str()])?;
+        self.step(&format!("box image in pool {} as {volume}", self.pool()));
         // QEMU (user libvirt-qemu) reads the kernel and initrd: copies where it can.
         for (from, to) in [(image.kernel(), "vmlinuz"), (image.initrd(), "initrd.img")] {
             std::fs::copy(&from, self.work.join(to))
@@ -405,8 +409,14 @@ impl VmLab {
                 "LAB_CONSOLE_DIR",
                 self.work.join("console").display().to_string(),
             ),
-            ("LAB_KERNEL", self.work.join("vmlinuz").display().to_string()),
-            ("LAB_INITRD", self.work.join("initrd.img").display().to_string()),
+            (
+                "LAB_KERNEL",
+                self.work.join("vmlinuz").display().to_string(),
+            ),
+            (
+                "LAB_INITRD",
+                self.work.join("initrd.img").display().to_string(),
+            ),
             (
                 "LAB_BOOT_TIMEOUT",
                 self.scaled(Duration::from_secs(60)).as_secs().to_string(),

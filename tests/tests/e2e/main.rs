@@ -5,7 +5,7 @@
 //! the apps' logs (every request carries a unique `x-request-id`).
 //!
 //! Run as root: `cargo xtask test e2e` (builds the release binaries first), or
-//! `cargo build --release -p lb-userspace --bins -p app --bin app && cargo test -p tests --test e2e`.
+//! `cargo build --release -p lbd -p lbctl -p app --bins && cargo test -p tests --test e2e`.
 //! Each test starts its own lab under a unique name; a static lock runs one lab at a time.
 //! `E2E_PROGRESS=1` prints the provisioning steps. Figures (shares, gaps, counts) go to stderr:
 //! `-- --nocapture` shows them.

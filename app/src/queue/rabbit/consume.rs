@@ -13,26 +13,50 @@ use super::broker::{Broker, BrokerError};
 use super::{deliver, produce};
 use crate::queue::worker::Shared;
 
-/// Sleeps unless the pool stops first; false when it stopped.
-async fn pause(sh: &Shared, d: Duration) -> bool {
-    tokio::select! {
-        _ = sh.stop.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
+/// Channels of stopped consumers, kept open until the pool's running jobs acknowledged;
+/// closing them returns unstarted prefetched and abandoned deliveries to their queues.
+#[derive(Default)]
+pub(super) struct Parked(std::sync::Mutex<Vec<lapin::Channel>>);
+
+impl Parked {
+    fn park(&self, ch: lapin::Channel) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ch);
+    }
+
+    pub(super) async fn close_all(&self) {
+        let parked = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for ch in parked {
+            let _ = ch.close(200, "worker shutdown".into()).await;
+        }
     }
 }
 
-pub(crate) async fn consume(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, prefetch: u16) {
+pub(super) async fn consume(
+    sh: Arc<Shared>,
+    b: Arc<Broker>,
+    parked: Arc<Parked>,
+    queue: Arc<str>,
+    prefetch: u16,
+) {
     let mut wait = Duration::from_millis(200);
     while !sh.stop.is_cancelled() {
         let began = tokio::time::Instant::now();
-        match session(&sh, &b, &queue, prefetch).await {
+        match session(&sh, &b, &parked, &queue, prefetch).await {
             Ok(()) => return,
             Err(e) => {
                 if began.elapsed() > Duration::from_secs(10) {
                     wait = Duration::from_millis(200);
                 }
                 tracing::warn!(queue = %queue, error = %e, retry_in_ms = wait.as_millis() as u64, "consumer lost the broker; reconnecting");
-                if !pause(&sh, wait).await {
+                if !sh.pause(wait).await {
                     return;
                 }
                 wait = (wait * 2).min(Duration::from_secs(5));
@@ -46,6 +70,7 @@ pub(crate) async fn consume(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, pr
 async fn session(
     sh: &Arc<Shared>,
     b: &Arc<Broker>,
+    parked: &Parked,
     queue: &Arc<str>,
     prefetch: u16,
 ) -> Result<(), BrokerError> {
@@ -84,7 +109,7 @@ async fn session(
     .await;
     match r {
         Ok(()) => {
-            sh.park(ch);
+            parked.park(ch);
             Ok(())
         }
         Err(e) => {
@@ -99,7 +124,7 @@ async fn session(
 /// Keeps `{p}:alive:{consumer}` set while the pool lives (expiring after `claim_idle_ms`), so
 /// deliveries of its running jobs elsewhere wait instead of running them twice. Runs until
 /// the pool aborts it at the end of its shutdown.
-pub(crate) async fn alive(sh: Arc<Shared>) {
+pub(super) async fn alive(sh: Arc<Shared>) {
     let key = alive_key(&sh);
     let ttl = sh.queue.settings().claim_idle_ms;
     let every = Duration::from_millis((ttl / 3).max(50));
@@ -119,13 +144,13 @@ pub(crate) async fn alive(sh: Arc<Shared>) {
     }
 }
 
-pub(crate) fn alive_key(sh: &Shared) -> String {
+pub(super) fn alive_key(sh: &Shared) -> String {
     sh.queue.keys().scoped(&format!("alive:{}", sh.consumer))
 }
 
 /// Re-sends outbox entries every second while the pool runs.
-pub(crate) async fn outbox(sh: Arc<Shared>, b: Arc<Broker>) {
-    while pause(&sh, Duration::from_secs(1)).await {
+pub(super) async fn outbox(sh: Arc<Shared>, b: Arc<Broker>) {
+    while sh.pause(Duration::from_secs(1)).await {
         if let Err(e) = produce::flush_outbox(&sh.queue, &b).await {
             tracing::debug!(error = %e, "outbox flush failed");
         }

@@ -14,8 +14,8 @@ use super::produce::{Body, new_entry, publish_job, route_for};
 use super::scripts;
 use super::topology::level_for;
 use crate::queue::QueueError;
-use crate::queue::handler::JobError;
-use crate::queue::process::{Run, rate_permit, record, run_attempt};
+use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
+use crate::queue::rate;
 use crate::queue::worker::{PoolStats, Shared};
 
 /// Pause before handing a delivery back after a bookkeeping error (Redis or broker down),
@@ -31,7 +31,7 @@ enum Done {
     Requeue,
 }
 
-pub(crate) async fn run(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, d: Delivery) {
+pub(super) async fn run(sh: Arc<Shared>, b: Arc<Broker>, queue: Arc<str>, d: Delivery) {
     tokio::select! {
         biased;
         _ = sh.abort.cancelled() => {
@@ -90,7 +90,7 @@ async fn deliver(
     let (job_key, outbox, running) = (k.job(&body.job), k.scoped("outbox"), k.running(queue));
     let mut conn = q.connection();
     let rate_window = match s.rate_limit(queue) {
-        Some(limit) => Some(rate_permit(sh, queue, limit).await?),
+        Some(limit) => Some(rate::permit(q, queue, limit).await?),
         None => None,
     };
     let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
@@ -128,8 +128,7 @@ async fn deliver(
             )
             .await?;
             publish_notify(sh, b, nid, nq, &notify_entry).await?;
-            PoolStats::inc(&sh.stats.dead);
-            record(sh, queue, "dead", None);
+            record(sh, queue, Outcome::Dead, None);
             tracing::warn!(queue = %queue, job = %body.job, "job dead: its workers kept vanishing");
             return Ok(Done::Ack);
         }
@@ -157,18 +156,15 @@ async fn deliver(
             match r.as_slice() {
                 [tag, nid, nq] if tag == "ok" => {
                     publish_notify(sh, b, nid, nq, &notify_entry).await?;
-                    PoolStats::inc(&sh.stats.succeeded);
-                    record(sh, queue, "succeeded", took);
+                    record(sh, queue, Outcome::Succeeded, took);
                 }
                 _ => {
-                    PoolStats::inc(&sh.stats.stale);
-                    record(sh, queue, "stale", took);
+                    record(sh, queue, Outcome::Stale, took);
                 }
             }
         }
         Err(e) => {
-            let permanent = matches!(e, JobError::Permanent(_));
-            let delay = sh.backoff.delay(attempt);
+            let (delay_ms, permanent) = failure_args(sh, attempt, &e);
             let r: Vec<String> = scripts::FAIL_S
                 .key(&job_key)
                 .key(&outbox)
@@ -176,8 +172,8 @@ async fn deliver(
                 .arg(&body.entry)
                 .arg(&owner)
                 .arg(e.to_string())
-                .arg(delay.as_millis() as u64)
-                .arg(if permanent { "1" } else { "0" })
+                .arg(delay_ms)
+                .arg(permanent)
                 .arg(k.prefix())
                 .arg(&next_entry)
                 .arg(&notify_entry)
@@ -188,21 +184,18 @@ async fn deliver(
                     let wait: u64 = wait.parse().unwrap_or(0);
                     let route = route_for(b, queue, &kind, wait, false);
                     publish_job(q, b, queue, &route, &body.job, &next_entry).await?;
-                    PoolStats::inc(&sh.stats.retried);
-                    record(sh, queue, "retried", took);
+                    record(sh, queue, Outcome::Retried, took);
                     tracing::debug!(queue = %queue, job = %body.job, attempt, error = %e, "attempt failed; retry scheduled");
                 }
                 [tag, nid, nq] if tag == "dead" => {
                     let route = Route::Direct(b.names.dead(queue));
                     publish_job(q, b, queue, &route, &body.job, &next_entry).await?;
                     publish_notify(sh, b, nid, nq, &notify_entry).await?;
-                    PoolStats::inc(&sh.stats.dead);
-                    record(sh, queue, "dead", took);
+                    record(sh, queue, Outcome::Dead, took);
                     tracing::info!(queue = %queue, job = %body.job, attempt, error = %e, "job moved to the dead-letter queue");
                 }
                 _ => {
-                    PoolStats::inc(&sh.stats.stale);
-                    record(sh, queue, "stale", took);
+                    record(sh, queue, Outcome::Stale, took);
                 }
             }
         }

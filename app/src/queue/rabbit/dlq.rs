@@ -73,7 +73,7 @@ fn letter(j: JobRecord, queue: &str) -> DeadLetter {
     }
 }
 
-pub(crate) async fn list(
+pub(super) async fn list(
     q: &Queue,
     b: &Broker,
     queue: &str,
@@ -107,12 +107,17 @@ pub(crate) async fn list(
 }
 
 /// Replays the dead letter of one job; None when it is not in the dead-letter queue.
-pub(crate) async fn replay(
+pub(super) async fn replay(
     q: &Queue,
     b: &Broker,
     queue: &str,
     job_id: &str,
 ) -> Result<Option<String>, QueueError> {
+    if !is_job_id(job_id) {
+        return Err(QueueError::Invalid(format!(
+            "dead-letter entry {job_id:?} is not a job id"
+        )));
+    }
     let (_link, ch) = b.channel().await.map_err(broker_err)?;
     let r = async {
         for _ in 0..SCAN_MAX {
@@ -168,7 +173,7 @@ async fn replay_one(
 }
 
 /// Replays every dead letter; stale ones (their job moved on) are dropped.
-pub(crate) async fn replay_all(
+pub(super) async fn replay_all(
     q: &Queue,
     b: &Broker,
     queue: &str,
@@ -177,7 +182,7 @@ pub(crate) async fn replay_all(
 }
 
 /// Deletes every dead letter and its job record.
-pub(crate) async fn purge(q: &Queue, b: &Broker, queue: &str) -> Result<u64, QueueError> {
+pub(super) async fn purge(q: &Queue, b: &Broker, queue: &str) -> Result<u64, QueueError> {
     let ids = take_all(q, b, queue, Take::Purge).await?;
     Ok(ids.len() as u64)
 }
@@ -240,4 +245,9 @@ async fn take_all(
     };
     let _ = ch.close(200, reason.into()).await;
     r.map(|()| ids)
+}
+
+/// Job ids: 32 hex digits, `.nN` appended for notification jobs.
+fn is_job_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
 }

@@ -7,6 +7,7 @@ use super::broker::{Broker, Route};
 use super::scripts;
 use super::topology::{self, level_for};
 use crate::queue::client::QueueStats;
+use crate::queue::transport::Prepared;
 use crate::queue::{Enqueued, Queue, QueueError};
 
 /// The body of every message: which job, and which message of it (the fence).
@@ -72,24 +73,10 @@ pub(crate) async fn publish_job(
     Ok(())
 }
 
-/// What `Queue::enqueue` validated and computed, for the RabbitMQ path.
-pub(crate) struct EnqueueArgs<'a> {
-    pub id: String,
-    pub queue: &'a str,
-    pub kind: &'a str,
-    pub payload: String,
-    pub max_attempts: u32,
-    pub at_ms: u64,
-    pub after_ms: u64,
-    pub idem: &'a str,
-    pub notify_queue: &'a str,
-    pub notify_attempts: u32,
-}
-
-pub(crate) async fn enqueue(
+pub(super) async fn enqueue(
     q: &Queue,
     b: &Broker,
-    a: EnqueueArgs<'_>,
+    a: Prepared<'_>,
 ) -> Result<Enqueued, QueueError> {
     let k = q.keys();
     let mut conn = q.connection();
@@ -164,7 +151,7 @@ const STATS_CHECK_MAX: usize = 1_000;
 /// unacknowledged ones, so `pending` is the queue's running set in Redis (jobs START marked
 /// `running` and no COMPLETE or FAIL ended yet), and `length` = `lag` + `pending` like the
 /// stream's entries on Redis.
-pub(crate) async fn stats(q: &Queue, b: &Broker, queue: &str) -> Result<QueueStats, QueueError> {
+pub(super) async fn stats(q: &Queue, b: &Broker, queue: &str) -> Result<QueueStats, QueueError> {
     let (link, ch) = b.channel().await.map_err(broker_err)?;
     b.ensure(&link, queue).await.map_err(broker_err)?;
     let r = topology::ready_count(&ch, &b.names, queue).await;

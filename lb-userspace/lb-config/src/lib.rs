@@ -1,0 +1,555 @@
+//! The balancer's TOML configuration: parsed into types that cannot hold a wrong value, with
+//! every error naming the file, the line, the field and the reason.
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
+use serde::Deserialize;
+use toml::Spanned;
+
+mod daemon;
+mod vrrp;
+
+pub use daemon::{ApiConfig, CheckKind, HealthConfig, SweepConfig};
+pub use lb_dataplane::{MacAddr, pin::AttachMode};
+pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
+
+use lb_dataplane::{
+    BackendSpec, BackendState, VipSpec,
+    maglev::TableSize,
+    replay::{ReplaySetup, placeholder_mac},
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {field}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub dataplane: DataplaneConfig,
+    pub api: ApiConfig,
+    pub sweep: SweepConfig,
+    pub vips: Vec<VipConfig>,
+    /// VIP failover between balancers (VRRPv3), when configured.
+    pub vrrp: Option<VrrpConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    pub interfaces: Vec<String>,
+    pub conn_table_size: u32,
+    pub ipip_source_v4: Option<IpAddr>,
+    pub ipip_source_v6: Option<IpAddr>,
+    /// Largest encapsulated packet the backend path carries (0: unchecked). A larger `ipip`
+    /// packet is answered with ICMP "fragmentation needed" / "packet too big".
+    pub backend_mtu: u32,
+    /// LRU flood guard: new flows per second per CPU above which `maglev`/`ip-hash` flows are
+    /// not pinned in the connection table (0: off).
+    pub max_new_flows_per_cpu: u32,
+    pub xdp_mode: AttachMode,
+    /// bpffs directory for pins (maps and the XDP link), so a restart never stops forwarding.
+    pub pin_dir: PathBuf,
+    /// Detach and remove the pins when lbd stops (default: keep forwarding).
+    pub detach_on_exit: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub proto: u8,
+    pub algorithm: Algorithm,
+    pub mode: ForwardMode,
+    pub table_size: TableSize,
+    pub health: HealthConfig,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: IpAddr,
+    pub weight: u32,
+    /// Static MAC (else the control plane resolves it through the neighbour table).
+    pub mac: Option<MacAddr>,
+}
+
+impl VipConfig {
+    /// The data-plane view of this VIP, with MACs from `mac_of` (the resolver, or a static map).
+    pub fn to_spec(&self, mac_of: impl Fn(&BackendConfig) -> [u8; 6]) -> VipSpec {
+        VipSpec {
+            name: self.name.clone(),
+            addr: self.address,
+            port: self.port,
+            proto: self.proto,
+            algorithm: self.algorithm,
+            mode: self.mode,
+            table_size: self.table_size,
+            backends: self
+                .backends
+                .iter()
+                .map(|b| BackendSpec {
+                    addr: b.address,
+                    mac: mac_of(b),
+                    weight: b.weight,
+                    state: BackendState::Active,
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    dataplane: RawDataplane,
+    #[serde(default)]
+    api: daemon::RawApi,
+    #[serde(default)]
+    health: daemon::RawHealth,
+    #[serde(default)]
+    sweep: daemon::RawSweep,
+    #[serde(default)]
+    vips: Vec<RawVip>,
+    #[serde(default)]
+    vrrp: Option<vrrp::RawVrrp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    #[serde(default)]
+    interfaces: Vec<String>,
+    conn_table_size: Option<Spanned<u32>>,
+    ipip_source_v4: Option<Spanned<String>>,
+    ipip_source_v6: Option<Spanned<String>>,
+    backend_mtu: Option<Spanned<toml::Value>>,
+    max_new_flows_per_cpu: Option<Spanned<toml::Value>>,
+    xdp_mode: Option<Spanned<String>>,
+    pin_dir: Option<String>,
+    #[serde(default)]
+    detach_on_exit: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    port: u16,
+    #[serde(default = "default_protocol")]
+    protocol: Spanned<String>,
+    #[serde(default = "default_algorithm")]
+    algorithm: Spanned<String>,
+    #[serde(default = "default_mode")]
+    mode: Spanned<String>,
+    table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    health: daemon::RawHealth,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    address: Spanned<String>,
+    #[serde(default = "default_weight")]
+    weight: Spanned<u32>,
+    mac: Option<Spanned<String>>,
+}
+
+fn spanned(s: &str) -> Spanned<String> {
+    Spanned::new(0..0, s.to_string())
+}
+fn default_protocol() -> Spanned<String> {
+    spanned("tcp")
+}
+fn default_algorithm() -> Spanned<String> {
+    spanned("maglev")
+}
+fn default_mode() -> Spanned<String> {
+    spanned("dsr-l2")
+}
+fn default_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
+}
+
+/// Largest weight: keeps weight sums far from overflow in every algorithm.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+pub(crate) struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.into(),
+            line: self.line(span),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    match s {
+        "maglev" => Ok(Algorithm::Maglev),
+        "ip-hash" => Ok(Algorithm::IpHash),
+        "weighted-round-robin" | "wrr" => Ok(Algorithm::WeightedRoundRobin),
+        "least-connections" | "lc" => Ok(Algorithm::LeastConnections),
+        other => Err(format!(
+            "unknown algorithm {other:?} (maglev, ip-hash, weighted-round-robin, least-connections)"
+        )),
+    }
+}
+
+pub fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::Maglev => "maglev",
+        Algorithm::IpHash => "ip-hash",
+        Algorithm::WeightedRoundRobin => "weighted-round-robin",
+        Algorithm::LeastConnections => "least-connections",
+    }
+}
+
+pub fn parse_mode(s: &str) -> Result<ForwardMode, String> {
+    match s {
+        "dsr-l2" => Ok(ForwardMode::DsrL2),
+        "ipip" => Ok(ForwardMode::Ipip),
+        other => Err(format!("unknown forwarding mode {other:?} (dsr-l2, ipip)")),
+    }
+}
+
+pub fn mode_name(m: ForwardMode) -> &'static str {
+    match m {
+        ForwardMode::DsrL2 => "dsr-l2",
+        ForwardMode::Ipip => "ipip",
+    }
+}
+
+pub fn parse_protocol(s: &str) -> Result<u8, String> {
+    match s {
+        "tcp" => Ok(IPPROTO_TCP),
+        "udp" => Ok(IPPROTO_UDP),
+        other => Err(format!("unknown protocol {other:?} (tcp, udp)")),
+    }
+}
+
+pub fn protocol_name(p: u8) -> &'static str {
+    if p == IPPROTO_UDP { "udp" } else { "tcp" }
+}
+
+impl Config {
+    /// The maps `lbctl replay` programs for this config: its settings and VIPs, and a
+    /// placeholder MAC ([`placeholder_mac`]) for a backend without a static one.
+    pub fn replay_setup(&self) -> ReplaySetup {
+        let word = |a: Option<IpAddr>| a.map(lb_common::user::addr_words).unwrap_or_default();
+        let mac_of = |b: &BackendConfig| {
+            b.mac
+                .map(|m| m.0)
+                .unwrap_or_else(|| placeholder_mac(b.address))
+        };
+        ReplaySetup {
+            conn_table_size: self.dataplane.conn_table_size,
+            settings: lb_common::Settings {
+                ipip_src_v4: word(self.dataplane.ipip_source_v4)[0],
+                ipip_src_v6: word(self.dataplane.ipip_source_v6),
+                backend_mtu: self.dataplane.backend_mtu,
+                ..Default::default()
+            },
+            vips: self.vips.iter().map(|v| v.to_spec(mac_of)).collect(),
+            backend_names: self
+                .vips
+                .iter()
+                .flat_map(|v| {
+                    v.backends
+                        .iter()
+                        .map(move |b| (mac_of(b), format!("{}/{}", v.name, b.address)))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            field: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let ctx = Ctx { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ctx.err(&span, "toml", e.message().to_string())
+        })?;
+        let mtu_span = raw.dataplane.backend_mtu.as_ref().map(|s| s.span());
+        let dataplane = parse_dataplane(&ctx, raw.dataplane)?;
+        let api = daemon::parse_api(&ctx, raw.api)?;
+        let sweep = daemon::parse_sweep(&ctx, &raw.sweep)?;
+        daemon::parse_health(&ctx, "health", &raw.health)?;
+        let mut vips = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for (i, v) in raw.vips.into_iter().enumerate() {
+            let vip = parse_vip(&ctx, i, v, &raw.health, &mut names, &mut keys)?;
+            vips.push(vip);
+        }
+        for (i, v) in vips.iter().enumerate() {
+            let needs = match (v.mode, v.address.is_ipv4()) {
+                (ForwardMode::Ipip, true) if dataplane.ipip_source_v4.is_none() => {
+                    Some("ipip_source_v4")
+                }
+                (ForwardMode::Ipip, false) if dataplane.ipip_source_v6.is_none() => {
+                    Some("ipip_source_v6")
+                }
+                _ => None,
+            };
+            if let Some(field) = needs {
+                return Err(ctx.err(
+                    &(0..0),
+                    format!("vips[{i}].mode"),
+                    format!("ipip mode needs dataplane.{field} (the outer source address)"),
+                ));
+            }
+        }
+        daemon::check_backend_mtu_for_ipv6(&ctx, &dataplane, mtu_span, &vips)?;
+        if vips.len() > lb_common::MAX_VIPS as usize {
+            return Err(ctx.err(
+                &(0..0),
+                "vips",
+                format!("at most {} VIPs", lb_common::MAX_VIPS),
+            ));
+        }
+        let vrrp = match raw.vrrp {
+            Some(r) => {
+                let names: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+                Some(vrrp::parse_vrrp(&ctx, r, &names)?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            dataplane,
+            api,
+            sweep,
+            vips,
+            vrrp,
+        })
+    }
+}
+
+fn parse_ip(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
+    s.get_ref().parse().map_err(|_| {
+        ctx.err(
+            &s.span(),
+            field,
+            format!("{:?} is not an IP address", s.get_ref()),
+        )
+    })
+}
+
+fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, ConfigError> {
+    let conn_table_size = match d.conn_table_size {
+        Some(s) if *s.get_ref() < 1024 => {
+            return Err(ctx.err(
+                &s.span(),
+                "dataplane.conn_table_size",
+                "must be at least 1024",
+            ));
+        }
+        Some(s) => *s.get_ref(),
+        None => lb_common::CONN_TABLE_SIZE,
+    };
+    let v4 = d
+        .ipip_source_v4
+        .as_ref()
+        .map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v4"))
+        .transpose()?;
+    if let (Some(ip), Some(s)) = (v4, &d.ipip_source_v4)
+        && !ip.is_ipv4()
+    {
+        return Err(ctx.err(
+            &s.span(),
+            "dataplane.ipip_source_v4",
+            "must be an IPv4 address",
+        ));
+    }
+    let v6 = d
+        .ipip_source_v6
+        .as_ref()
+        .map(|s| parse_ip(ctx, s, "dataplane.ipip_source_v6"))
+        .transpose()?;
+    if let (Some(ip), Some(s)) = (v6, &d.ipip_source_v6)
+        && !ip.is_ipv6()
+    {
+        return Err(ctx.err(
+            &s.span(),
+            "dataplane.ipip_source_v6",
+            "must be an IPv6 address",
+        ));
+    }
+    Ok(DataplaneConfig {
+        interfaces: d.interfaces,
+        conn_table_size,
+        ipip_source_v4: v4,
+        ipip_source_v6: v6,
+        backend_mtu: daemon::parse_backend_mtu(ctx, &d.backend_mtu)?,
+        max_new_flows_per_cpu: daemon::parse_flood_limit(ctx, &d.max_new_flows_per_cpu)?,
+        xdp_mode: daemon::parse_attach_mode(ctx, &d.xdp_mode)?,
+        pin_dir: d
+            .pin_dir
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lbd")),
+        detach_on_exit: d.detach_on_exit,
+    })
+}
+
+fn parse_vip(
+    ctx: &Ctx,
+    i: usize,
+    v: RawVip,
+    global_health: &daemon::RawHealth,
+    names: &mut BTreeSet<String>,
+    keys: &mut BTreeSet<(IpAddr, u16, u8)>,
+) -> Result<VipConfig, ConfigError> {
+    let f = |name: &str| format!("vips[{i}].{name}");
+    let name = v.name.get_ref().clone();
+    let health = daemon::parse_health(
+        ctx,
+        &f("health"),
+        &daemon::merge_health(global_health, &v.health),
+    )?;
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return Err(ctx.err(
+            &v.name.span(),
+            f("name"),
+            "1-64 characters of a-z, 0-9, '-', '_'",
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.err(
+            &v.name.span(),
+            f("name"),
+            format!("duplicate VIP name {name:?}"),
+        ));
+    }
+    let address = parse_ip(ctx, &v.address, &f("address"))?;
+    let proto = parse_protocol(v.protocol.get_ref())
+        .map_err(|r| ctx.err(&v.protocol.span(), f("protocol"), r))?;
+    if !keys.insert((address, v.port, proto)) {
+        return Err(ctx.err(
+            &v.address.span(),
+            f("address"),
+            "another VIP has the same address, port and protocol",
+        ));
+    }
+    let algorithm = parse_algorithm(v.algorithm.get_ref())
+        .map_err(|r| ctx.err(&v.algorithm.span(), f("algorithm"), r))?;
+    let mode = parse_mode(v.mode.get_ref()).map_err(|r| ctx.err(&v.mode.span(), f("mode"), r))?;
+    let table_size = match &v.table_size {
+        Some(s) => TableSize::new(*s.get_ref())
+            .map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
+        None => TableSize::DEFAULT,
+    };
+    let mut backends = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (j, b) in v.backends.into_iter().enumerate() {
+        let bf = |name: &str| format!("vips[{i}].backends[{j}].{name}");
+        let addr = parse_ip(ctx, &b.address, &bf("address"))?;
+        if addr.is_ipv4() != address.is_ipv4() {
+            return Err(ctx.err(
+                &b.address.span(),
+                bf("address"),
+                "backend and VIP must be the same IP family",
+            ));
+        }
+        if !seen.insert(addr) {
+            return Err(ctx.err(
+                &b.address.span(),
+                bf("address"),
+                format!("duplicate backend {addr}"),
+            ));
+        }
+        let weight = *b.weight.get_ref();
+        if weight > MAX_WEIGHT {
+            return Err(ctx.err(
+                &b.weight.span(),
+                bf("weight"),
+                format!("at most {MAX_WEIGHT}"),
+            ));
+        }
+        let mac = b
+            .mac
+            .as_ref()
+            .map(|m| {
+                m.get_ref()
+                    .parse::<MacAddr>()
+                    .map_err(|r| ctx.err(&m.span(), bf("mac"), r))
+            })
+            .transpose()?;
+        backends.push(BackendConfig {
+            address: addr,
+            weight,
+            mac,
+        });
+    }
+    if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS {
+        return Err(ctx.err(
+            &v.algorithm.span(),
+            f("backends"),
+            format!(
+                "least-connections takes at most {} backends",
+                lb_common::MAX_LC_BACKENDS
+            ),
+        ));
+    }
+    Ok(VipConfig {
+        name,
+        address,
+        port: v.port,
+        proto,
+        algorithm,
+        mode,
+        table_size,
+        health,
+        backends,
+    })
+}

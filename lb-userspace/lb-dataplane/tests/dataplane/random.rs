@@ -1,0 +1,266 @@
+//! 100,000 random packets: random bytes of random lengths, and mutations of valid VIP
+//! packets. The program must only ever pass (untouched), drop, or transmit a well-formed frame.
+
+use std::net::IpAddr;
+
+use lb_common::{Algorithm, ForwardMode, IPPROTO_ICMPV6, IPPROTO_UDP, Reason};
+use lb_dataplane::XdpAction;
+use lb_dataplane::packet::{Frame, L4, TCP_SYN, checksum, ipv4_header_ok, l3_offset, pseudo_sum};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::fixture::*;
+
+/// Small enough that many mutated IPv4 `ipip` packets exceed it and are answered with ICMP
+/// "fragmentation needed" (IPv6 ones are then too short to quote and are dropped).
+const BACKEND_MTU: u32 = 120;
+
+fn fixture() -> Fixture {
+    let mut udp = vip(
+        "dns",
+        "10.77.0.101",
+        53,
+        Algorithm::IpHash,
+        ForwardMode::Ipip,
+        vec![backend("10.77.0.13", 1)],
+    );
+    udp.proto = IPPROTO_UDP;
+    let mut fx = Fixture::new(&[
+        vip(
+            "web",
+            "10.77.0.100",
+            80,
+            Algorithm::Maglev,
+            ForwardMode::DsrL2,
+            vec![backend("10.77.0.11", 1), backend("10.77.0.12", 2)],
+        ),
+        vip(
+            "any",
+            "10.77.0.100",
+            0,
+            Algorithm::WeightedRoundRobin,
+            ForwardMode::Ipip,
+            vec![backend("10.77.0.11", 1)],
+        ),
+        udp,
+        vip(
+            "web6",
+            "fd77::100",
+            80,
+            Algorithm::LeastConnections,
+            ForwardMode::Ipip,
+            vec![backend("fd77::11", 1), backend("fd77::12", 1)],
+        ),
+        vip(
+            "dsr6",
+            "fd77::101",
+            0,
+            Algorithm::Maglev,
+            ForwardMode::DsrL2,
+            vec![backend("fd77::13", 1)],
+        ),
+    ]);
+    fx.set_backend_mtu(BACKEND_MTU);
+    fx
+}
+
+fn seeds(rng: &mut StdRng) -> Frame {
+    let sport = rng.gen_range(1..65535u16);
+    let mut f = match rng.gen_range(0..7) {
+        0 => Frame::tcp(ip("10.9.9.9"), sport, ip("10.77.0.100"), 80, TCP_SYN),
+        1 => Frame::tcp(
+            ip("10.9.9.9"),
+            sport,
+            ip("10.77.0.100"),
+            rng.r#gen(),
+            TCP_SYN,
+        ),
+        // Around BACKEND_MTU: some fit, some are answered with "fragmentation needed".
+        2 => Frame::udp(ip("10.9.9.9"), sport, ip("10.77.0.101"), 53)
+            .with_payload(&vec![7; rng.gen_range(20..120)]),
+        3 => Frame::tcp(ip("fd00::9"), sport, ip("fd77::100"), 80, TCP_SYN),
+        4 => Frame::udp(ip("fd00::9"), sport, ip("fd77::101"), 9),
+        5 => Frame::new(
+            ip("10.9.9.9"),
+            ip("10.77.0.100"),
+            L4::EchoRequest { id: 1, seq: 2 },
+        ),
+        _ => Frame::new(
+            ip("10.77.0.1"),
+            ip("10.77.0.100"),
+            L4::Icmp {
+                kind: 3,
+                code: 4,
+                rest: [0, 0, 5, 0],
+                body: vec![0x45; 28],
+            },
+        ),
+    };
+    if rng.gen_bool(0.2) {
+        f.vlan = Some(rng.gen_range(1..4095));
+    }
+    if rng.gen_bool(0.2) && f.src.is_ipv4() {
+        f.ip_options = vec![1; rng.gen_range(1..40)];
+    }
+    f
+}
+
+fn well_formed_tx(fx: &Fixture, input: &[u8], out: &[u8]) -> Result<(), String> {
+    if out.len() < 14 {
+        return Err(format!("TX of {} bytes", out.len()));
+    }
+    let dst: [u8; 6] = out[0..6].try_into().map_err(|_| "mac")?;
+    let backend_macs: Vec<[u8; 6]> = fx.prog.backend_ids().map(|(_, a, _)| mac_of(a)).collect();
+    if input.len() >= 12 && dst == input[6..12] {
+        // An echo reply or a "too big", back to the sender.
+        return icmp_reply_ok(input, out);
+    }
+    if !backend_macs.contains(&dst) {
+        return Err(format!("TX to unknown MAC {dst:02x?}"));
+    }
+    let l3 = l3_offset(out).ok_or("no ethertype")?;
+    let ethertype = u16::from_be_bytes([out[l3 - 2], out[l3 - 1]]);
+    match (ethertype, out.get(l3 + 9), out.get(l3 + 6)) {
+        (0x0800, Some(4), _) => {
+            if !ipv4_header_ok(out, l3) {
+                return Err("outer IPv4 checksum".into());
+            }
+            let total = u16::from_be_bytes([out[l3 + 2], out[l3 + 3]]) as usize;
+            if total != out.len() - l3 {
+                return Err(format!("outer total length {total} != {}", out.len() - l3));
+            }
+        }
+        (0x86dd, _, Some(41)) => {
+            let payload = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]) as usize;
+            if payload != out.len() - l3 - 40 {
+                return Err("outer payload length".into());
+            }
+        }
+        _ => {
+            // dsr-l2: only the MACs may differ.
+            if out[12..] != input[12..] {
+                return Err("dsr-l2 changed more than the MACs".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A frame sent back to the sender must be a whole ICMP message: IP lengths inside the frame,
+/// a valid IPv4 header checksum, and a valid ICMP / ICMPv6 checksum. An echo reply is the
+/// request patched in place, so its ICMP checksum is valid exactly when the request's was
+/// (the balancer does not sum whole echo payloads, and never masks a corrupted one).
+fn icmp_reply_ok(input: &[u8], out: &[u8]) -> Result<(), String> {
+    let l3 = l3_offset(out).ok_or("reply: no ethertype")?;
+    let l4 = if out[l3] >> 4 == 4 {
+        l3 + (out[l3] & 0x0f) as usize * 4
+    } else {
+        l3 + 40
+    };
+    let echo = matches!(out.get(l4), Some(0) | Some(129));
+    let valid_icmp = |frame: &[u8]| icmp_checksum_ok(frame);
+    if echo && !valid_icmp(input)? {
+        return match valid_icmp(out)? {
+            true => Err("echo reply to a corrupted request has a valid checksum".into()),
+            false => Ok(()),
+        };
+    }
+    if !valid_icmp(out)? {
+        return Err("reply: ICMP checksum".into());
+    }
+    Ok(())
+}
+
+/// Checks lengths and the IPv4 header checksum (errors), and returns whether the ICMP /
+/// ICMPv6 checksum over the IP packet's payload verifies.
+fn icmp_checksum_ok(out: &[u8]) -> Result<bool, String> {
+    let l3 = l3_offset(out).ok_or("reply: no ethertype")?;
+    let ethertype = u16::from_be_bytes([out[l3 - 2], out[l3 - 1]]);
+    match ethertype {
+        0x0800 => {
+            if !ipv4_header_ok(out, l3) {
+                return Err("reply: IPv4 header checksum".into());
+            }
+            let ihl = (out[l3] & 0x0f) as usize * 4;
+            let total = u16::from_be_bytes([out[l3 + 2], out[l3 + 3]]) as usize;
+            if total > out.len() - l3 || total < ihl + 8 || out[l3 + 9] != 1 {
+                return Err(format!("reply: total length {total} or protocol"));
+            }
+            Ok(checksum(&out[l3 + ihl..l3 + total], 0) == 0)
+        }
+        0x86dd => {
+            let payload = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]) as usize;
+            if payload > out.len() - l3 - 40 || payload < 8 || out[l3 + 6] != IPPROTO_ICMPV6 {
+                return Err("reply: payload length or next header".into());
+            }
+            let addr = |at: usize| -> IpAddr {
+                let o: [u8; 16] = out[at..at + 16].try_into().expect("16 bytes");
+                IpAddr::from(o)
+            };
+            let sum = pseudo_sum(addr(l3 + 8), addr(l3 + 24), IPPROTO_ICMPV6, payload);
+            Ok(checksum(&out[l3 + 40..l3 + 40 + payload], sum) == 0)
+        }
+        other => Err(format!("reply with ethertype {other:#06x}")),
+    }
+}
+
+#[test]
+fn hundred_thousand_random_packets() {
+    let fx = fixture();
+    let mut rng = StdRng::seed_from_u64(0x005e_ed1b);
+    let (mut tx, mut pass, mut drop) = (0u32, 0u32, 0u32);
+    for i in 0..100_000u32 {
+        let pkt: Vec<u8> = match i % 3 {
+            0 => {
+                let len = rng.gen_range(0..160);
+                (0..len).map(|_| rng.r#gen()).collect()
+            }
+            _ => {
+                let mut p = seeds(&mut rng).build();
+                for _ in 0..rng.gen_range(1..4) {
+                    match rng.gen_range(0..4) {
+                        0 if !p.is_empty() => {
+                            let at = rng.gen_range(0..p.len());
+                            p[at] = rng.r#gen();
+                        }
+                        1 => p.truncate(rng.gen_range(0..=p.len())),
+                        2 => p.extend((0..rng.gen_range(1..20)).map(|_| rng.r#gen::<u8>())),
+                        _ => {}
+                    }
+                }
+                p
+            }
+        };
+        if pkt.len() < 14 {
+            // The kernel refuses test-run input shorter than an Ethernet header.
+            continue;
+        }
+        let out = fx.run(&pkt);
+        match out.action {
+            XdpAction::Pass => {
+                assert_eq!(
+                    out.packet, pkt,
+                    "packet {i}: PASS must leave the packet untouched"
+                );
+                pass += 1;
+            }
+            XdpAction::Drop => drop += 1,
+            XdpAction::Tx => {
+                if let Err(e) = well_formed_tx(&fx, &pkt, &out.packet) {
+                    panic!(
+                        "packet {i}: malformed TX: {e}\n in: {pkt:02x?}\nout: {:02x?}",
+                        out.packet
+                    );
+                }
+                tx += 1;
+            }
+            other => panic!("packet {i}: unexpected action {other:?}"),
+        }
+    }
+    let too_big = fx.reason(Reason::TxTooBig);
+    eprintln!("random packets: {tx} TX ({too_big} ICMP too big), {pass} PASS, {drop} DROP");
+    assert!(too_big > 1_000, "the too-big answer exercised: {too_big}");
+    assert!(
+        tx > 10_000 && pass > 10_000 && drop > 1_000,
+        "every outcome exercised: {tx} TX, {pass} PASS, {drop} DROP"
+    );
+}

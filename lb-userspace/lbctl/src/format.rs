@@ -1,0 +1,347 @@
+//! Human output of `lbctl`: one function per kind of answer, each returning the text to print.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lb_api::types::{AdminState, Backend, DrainedBy, HealthEntry, LastCheck, Stats, Status, Vip};
+
+use crate::rates::Rates;
+use crate::table::{Align, Table, key_values};
+
+use Align::{Left, Right};
+
+/// Milliseconds since the Unix epoch on this machine, for "checked 3s ago".
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn status(s: &Status) -> String {
+    let interfaces = if s.interfaces.is_empty() {
+        "none".to_string()
+    } else {
+        s.interfaces
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.mode))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    key_values(&[
+        ("version", s.version.clone()),
+        ("uptime", duration(s.uptime_s)),
+        ("interfaces", interfaces),
+        ("pinned", if s.pinned { "yes" } else { "no" }.to_string()),
+        ("vips", s.vips.to_string()),
+        (
+            "backends",
+            format!("{} ({} healthy)", s.backends, s.healthy_backends),
+        ),
+    ])
+}
+
+pub fn vips(vips: &[Vip]) -> String {
+    let mut t = Table::new(&[
+        ("NAME", Left),
+        ("ADDRESS", Left),
+        ("PORT", Right),
+        ("PROTO", Left),
+        ("ALGORITHM", Left),
+        ("MODE", Left),
+        ("TABLE", Right),
+        ("BACKENDS", Right),
+        ("SERVING", Right),
+    ]);
+    for v in vips {
+        let serving = v.backends.iter().filter(|b| b.effective_weight > 0).count();
+        t.row([
+            v.name.clone(),
+            v.address.to_string(),
+            v.port.to_string(),
+            v.protocol.clone(),
+            v.algorithm.clone(),
+            v.mode.clone(),
+            v.table_size.to_string(),
+            v.backends.len().to_string(),
+            serving.to_string(),
+        ]);
+    }
+    with_empty_note(t, "no VIPs")
+}
+
+pub fn backends(backends: &[Backend], now_ms: u64) -> String {
+    let mut t = Table::new(&[
+        ("ADDRESS", Left),
+        ("WEIGHT", Right),
+        ("EFFECTIVE", Right),
+        ("HEALTH", Left),
+        ("ADMIN", Left),
+        ("SOURCE", Left),
+        ("MAC", Left),
+        ("LATENCY", Right),
+        ("LAST CHECK", Left),
+    ]);
+    let mut notes = String::new();
+    for b in backends {
+        let mac = b.mac.clone().unwrap_or_else(|| "unresolved".to_string());
+        if let (None, Some(err)) = (&b.mac, &b.mac_error) {
+            notes.push_str(&format!("{}: MAC unresolved: {err}\n", b.address));
+        }
+        t.row([
+            b.address.to_string(),
+            b.weight.to_string(),
+            b.effective_weight.to_string(),
+            b.health.to_string(),
+            admin(b),
+            b.source.to_string(),
+            mac,
+            latency(b.last_check.as_ref()),
+            last_check(b.last_check.as_ref(), now_ms),
+        ]);
+    }
+    let mut out = with_empty_note(t, "no backends");
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    out
+}
+
+/// The admin state, with who drained it: "draining (operator)".
+pub fn admin(b: &Backend) -> String {
+    admin_label(b.admin, b.drained_by)
+}
+
+fn admin_label(admin: AdminState, by: Option<DrainedBy>) -> String {
+    match (admin, by) {
+        (AdminState::Draining, Some(by)) => format!("draining ({by})"),
+        (a, _) => a.to_string(),
+    }
+}
+
+/// One line saying what an add/weight/drain call left behind.
+pub fn backend_summary(b: &Backend) -> String {
+    format!(
+        "{}: weight {}, effective {}, {}, {}",
+        b.address,
+        b.weight,
+        b.effective_weight,
+        b.health,
+        admin(b)
+    )
+}
+
+pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
+    let mut t = Table::new(&[
+        ("VIP", Left),
+        ("ADDRESS", Left),
+        ("HEALTH", Left),
+        ("ADMIN", Left),
+        ("EFFECTIVE", Right),
+        ("LATENCY", Right),
+        ("LAST CHECK", Left),
+    ]);
+    for e in entries {
+        t.row([
+            e.vip.clone(),
+            e.address.to_string(),
+            e.health.to_string(),
+            admin_label(e.admin, e.drained_by),
+            e.effective_weight.to_string(),
+            latency(e.last_check.as_ref()),
+            last_check(e.last_check.as_ref(), now_ms),
+        ]);
+    }
+    with_empty_note(t, "no backends")
+}
+
+/// Totals since the data plane was loaded (`lbctl stats` without `--watch`).
+pub fn stats_totals(s: &Stats) -> String {
+    let mut t = Table::new(&[
+        ("VIP / BACKEND", Left),
+        ("PACKETS", Right),
+        ("BYTES", Right),
+        ("NEW CONNS", Right),
+        ("ACTIVE CONNS", Right),
+    ]);
+    for v in &s.vips {
+        let active: u64 = v.backends.iter().map(|b| b.active_conns).sum();
+        t.row([
+            v.name.clone(),
+            grouped(v.packets),
+            grouped(v.bytes),
+            grouped(v.new_conns),
+            grouped(active),
+        ]);
+        for b in &v.backends {
+            t.row([
+                format!("  {}", b.address),
+                grouped(b.packets),
+                grouped(b.bytes),
+                grouped(b.new_conns),
+                grouped(b.active_conns),
+            ]);
+        }
+    }
+    let mut out = with_empty_note(t, "no VIPs");
+    if !s.reasons.is_empty() {
+        let mut r = Table::new(&[("REASON", Left), ("PACKETS", Right)]);
+        for (k, v) in &s.reasons {
+            r.row([k.clone(), grouped(*v)]);
+        }
+        out.push('\n');
+        out.push_str(&r.render());
+    }
+    out
+}
+
+/// One screen of `lbctl stats --watch`.
+pub fn rates_frame(r: &Rates) -> String {
+    let mut t = Table::new(&[
+        ("VIP / BACKEND", Left),
+        ("PACKETS/S", Right),
+        ("BYTES/S", Right),
+        ("NEW CONNS/S", Right),
+        ("ACTIVE CONNS", Right),
+    ]);
+    let rate = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| si(v, unit));
+    for v in &r.vips {
+        t.row([
+            v.name.clone(),
+            rate(v.packets_per_s, ""),
+            rate(v.bytes_per_s, "B"),
+            rate(v.new_conns_per_s, ""),
+            grouped(v.active_conns),
+        ]);
+        for b in &v.backends {
+            t.row([
+                format!("  {}", b.address),
+                rate(b.packets_per_s, ""),
+                rate(b.bytes_per_s, "B"),
+                rate(b.new_conns_per_s, ""),
+                grouped(b.active_conns),
+            ]);
+        }
+    }
+    let mut out = format!(
+        "lbd rates over the last {:.1} s (Ctrl-C to stop)\n\n",
+        r.interval_s
+    );
+    out.push_str(&with_empty_note(t, "no VIPs"));
+    let busy: Vec<String> = r
+        .reasons_per_s
+        .iter()
+        .filter_map(|(k, v)| v.filter(|v| *v > 0.0).map(|v| format!("{k} {}", si(v, ""))))
+        .collect();
+    if !busy.is_empty() {
+        out.push_str(&format!("\nreasons/s: {}\n", busy.join("  ")));
+    }
+    out
+}
+
+fn with_empty_note(t: Table, what: &str) -> String {
+    let mut out = t.render();
+    if t.is_empty() {
+        out.push_str(&format!("({what})\n"));
+    }
+    out
+}
+
+fn latency(c: Option<&LastCheck>) -> String {
+    match c.and_then(|c| c.latency_ms) {
+        Some(ms) if ms < 10.0 => format!("{ms:.2} ms"),
+        Some(ms) => format!("{ms:.1} ms"),
+        None => "-".to_string(),
+    }
+}
+
+fn last_check(c: Option<&LastCheck>, now_ms: u64) -> String {
+    let Some(c) = c else {
+        return "never".to_string();
+    };
+    let ago = ago(c.at_unix_ms, now_ms);
+    match (&c.error, c.ok) {
+        (_, true) => format!("ok, {ago}"),
+        (Some(err), false) => format!("failed {ago}: {err}"),
+        (None, false) => format!("failed {ago}"),
+    }
+}
+
+fn ago(at_ms: u64, now_ms: u64) -> String {
+    if at_ms >= now_ms {
+        return "just now".to_string();
+    }
+    format!("{} ago", duration((now_ms - at_ms) as f64 / 1000.0))
+}
+
+/// `93784` -> `1d 2h 3m 4s`; the two largest units only.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let parts = [
+        (s / 86_400, "d"),
+        (s / 3_600 % 24, "h"),
+        (s / 60 % 60, "m"),
+        (s % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .take(2)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A rate with an SI prefix: `512.0`, `1.50k`, `12.34 MB`.
+pub fn si(v: f64, unit: &str) -> String {
+    let (scaled, prefix) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(f, _)| v >= *f)
+        .map_or((v, ""), |(f, p)| (v / f, p));
+    let decimals = if prefix.is_empty() { 1 } else { 2 };
+    if unit.is_empty() {
+        format!("{scaled:.decimals$}{prefix}")
+    } else {
+        format!("{scaled:.decimals$} {prefix}{unit}")
+    }
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(si(512.0, ""), "512.0");
+        assert_eq!(si(1_500.0, ""), "1.50k");
+        assert_eq!(si(750_000.0, "B"), "750.00 kB");
+        assert_eq!(si(20.0, "B"), "20.0 B");
+        assert_eq!(si(2.5e9, "B"), "2.50 GB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0.2), "0s");
+        assert_eq!(duration(59.0), "59s");
+        assert_eq!(duration(93_784.0), "1d 2h");
+        assert_eq!(duration(3_601.0), "1h 0m");
+        assert_eq!(ago(10_000, 13_500), "3s ago");
+        assert_eq!(ago(10_000, 9_000), "just now");
+    }
+}

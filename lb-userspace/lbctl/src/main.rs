@@ -1,0 +1,645 @@
+//! `lbctl`: the command-line tool of the XDP load balancer. It drives a running `lbd` through
+//! its JSON API (docs/api.md) and replays captures through the XDP program offline.
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use lb_api::types::{AdminState, NewBackend, NewVip};
+use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
+
+mod format;
+mod rates;
+mod table;
+mod vrrp_view;
+
+const AFTER_HELP: &str = "\
+Environment:
+  LBCTL_SOCKET      same as --socket
+  LBCTL_URL         same as --url
+  LBCTL_TOKEN_FILE  same as --token-file
+  LBCTL_TOKEN       the bearer token itself, used with --url when no token file is given
+
+Errors are printed on one line to stderr and the exit status is 1 (2 for bad usage).";
+
+#[derive(Parser)]
+#[command(
+    name = "lbctl",
+    version,
+    about = "Drive and debug the XDP load balancer",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Print lbd's JSON answer (pretty) instead of a table; `stats --watch` prints one JSON
+    /// object of rates per line; `replay` prints one JSON object per packet.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// lbd's unix socket.
+    #[arg(long, global = true, env = "LBCTL_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Talk to lbd over TCP at http://HOST:PORT instead of the unix socket (needs the token).
+    /// An explicit --socket wins over LBCTL_URL from the environment.
+    #[arg(long, global = true, env = "LBCTL_URL", value_name = "URL")]
+    url: Option<String>,
+    /// File whose first line is the bearer token for --url (lbd's `[api] token_file`).
+    #[arg(long, global = true, env = "LBCTL_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Seconds to wait for each answer of lbd.
+    #[arg(long, global = true, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show lbd's version, uptime, interfaces and VIP/backend counts.
+    Status,
+    /// List, add and delete VIPs.
+    Vip {
+        #[command(subcommand)]
+        cmd: VipCmd,
+    },
+    /// List, add, delete, re-weight, drain and undrain the backends of a VIP.
+    Backend {
+        #[command(subcommand)]
+        cmd: BackendCmd,
+    },
+    /// Packet, byte and connection counters per VIP and backend (totals, or live rates with --watch).
+    Stats {
+        /// Redraw a table of per-second rates until Ctrl-C (or --count refreshes).
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two samples with --watch.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+        interval: Duration,
+        /// Stop after this many refreshes with --watch (the first comes one interval after start).
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Health, admin state and last check of every backend of every VIP.
+    Health,
+    /// VRRP state, priority, current master, timers and counters of each virtual router (IPv4,
+    /// IPv6); needs `[vrrp]` in lbd's config.
+    Vrrp,
+    /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
+    Shutdown {
+        /// Also detach the XDP program and remove its pins, leaving nothing behind.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Run every packet of a pcap through the XDP program with the maps a config describes
+    /// (root; nothing is attached to any interface).
+    Replay {
+        /// Balancer config (TOML) whose VIPs and backends fill the maps. Backends without a
+        /// `mac` get 02:00 followed by the last four bytes of their address.
+        #[arg(long)]
+        config: PathBuf,
+        /// Input capture (classic pcap, Ethernet).
+        #[arg(long)]
+        pcap: PathBuf,
+        /// Where to write the packets the program transmitted or passed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Attach a helper XDP program through a pinned link (root; no lbd involved). XDP_TX on a
+    /// veth is dropped unless the peer end has an XDP program: `pass` on the bridge-side port
+    /// fixes that; `decap` strips IPIP addressed to --decap-address on a backend.
+    Xdp {
+        #[command(subcommand)]
+        cmd: XdpCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum XdpCmd {
+    /// Load the program and pin its link under --pin-dir, so it stays attached after lbctl exits.
+    Attach {
+        #[arg(long, value_enum)]
+        program: XdpProgram,
+        /// Interface to attach to (in the current network namespace).
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// bpffs directory for the pinned link (mounted if it is not a bpffs yet).
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
+        /// Outer destination the decap program accepts (repeatable; required by `decap`).
+        #[arg(long, value_name = "IP")]
+        decap_address: Vec<IpAddr>,
+    },
+    /// Detach every link pinned under --pin-dir and remove the pins.
+    Detach {
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdpProgram {
+    /// Passes every packet (makes XDP_TX from the peer veth work).
+    Pass,
+    /// Decapsulates IPIP addressed to --decap-address, passes the rest.
+    Decap,
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// List every VIP with its settings and backend counts.
+    List,
+    /// Add a VIP (options left out take lbd's defaults).
+    Add {
+        /// Unique name of the VIP.
+        name: String,
+        /// Virtual IP address (IPv4 or IPv6).
+        #[arg(long)]
+        address: IpAddr,
+        /// Port clients connect to.
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp or udp.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// maglev, ip-hash, weighted-round-robin or least-connections.
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// Forwarding mode: dsr-l2 or ipip.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Size of the lookup table (a prime for maglev).
+        #[arg(long, value_name = "N")]
+        table_size: Option<u32>,
+    },
+    /// Delete a VIP and its backends.
+    #[command(visible_alias = "delete")]
+    Del {
+        /// Name of the VIP.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCmd {
+    /// List the backends of a VIP: weights, health, admin state, MAC, last check.
+    List {
+        /// Name of the VIP.
+        vip: String,
+    },
+    /// Add a backend, or re-register it (a heartbeat: keeps an operator's drain and weight).
+    ///
+    /// This is the call a backend's own registration repeats every few seconds. Re-registering
+    /// an existing backend never undoes `drain` (only `undrain` or `del` does), and a weight set
+    /// with `weight` stays until the registrant declares a different weight than it declared
+    /// before.
+    Add {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+        /// The declared weight. Left out: 100 for a new backend, unchanged for an existing one.
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove a backend from a VIP.
+    #[command(visible_alias = "delete")]
+    Del {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+    /// Set the configured weight of a backend (kept across its re-registrations).
+    ///
+    /// The weight stays until the backend declares a different weight than it declared
+    /// before (its own config changed), or until it is deleted.
+    Weight {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+        /// New weight.
+        weight: u32,
+    },
+    /// Stop sending new flows to a backend; its existing flows go on. Sticks until `undrain`.
+    ///
+    /// The backend's periodic re-registration does not undo the drain; `undrain` or `del`
+    /// does.
+    Drain {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+    /// Let a drained backend take new flows again.
+    Undrain {
+        /// Name of the VIP.
+        vip: String,
+        /// Address of the backend.
+        address: IpAddr,
+    },
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbctl: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
+    let json = cli.json;
+    let cmd = match cli.cmd {
+        Cmd::Replay { config, pcap, out } => {
+            return lb_dataplane::replay::replay_file(
+                &lb_config::Config::load(&config)?.replay_setup(),
+                &pcap,
+                out.as_deref(),
+                json,
+            );
+        }
+        Cmd::Xdp { cmd } => return xdp_command(cmd),
+        cmd => cmd,
+    };
+    let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(api_command(&client, cmd, json))
+}
+
+fn xdp_command(cmd: XdpCmd) -> Result<()> {
+    use lb_dataplane::{Dataplane, LoadOptions, pin};
+    match cmd {
+        XdpCmd::Attach {
+            program,
+            iface,
+            pin_dir,
+            decap_address,
+        } => {
+            let name = match program {
+                XdpProgram::Pass => lb_common::names::PROG_PASS,
+                XdpProgram::Decap => lb_common::names::PROG_DECAP,
+            };
+            let decap = matches!(program, XdpProgram::Decap);
+            if decap && decap_address.is_empty() {
+                anyhow::bail!("--program decap needs at least one --decap-address");
+            }
+            let mut dp = Dataplane::load(LoadOptions {
+                balancer: false,
+                decap,
+                pass: !decap,
+                conn_table_size: 1024,
+                ..LoadOptions::default()
+            })
+            .context("loading the XDP object")?;
+            if decap {
+                let mut maps = dp.take_maps()?;
+                for addr in &decap_address {
+                    maps.add_decap_address(*addr)?;
+                }
+            }
+            pin::prepare(&pin_dir)?;
+            // The attach mode is recorded outside the bpffs (which holds no regular files).
+            let record = std::env::temp_dir().join("lbctl-xdp");
+            let attached =
+                dp.attach_pinned(name, &iface, pin::AttachMode::Auto, &pin_dir, &record)?;
+            println!(
+                "{name} attached to {iface} ({}{}), link pinned under {}",
+                attached.mode,
+                if attached.adopted { ", replaced" } else { "" },
+                pin_dir.display()
+            );
+            Ok(())
+        }
+        XdpCmd::Detach { pin_dir } => {
+            pin::remove_all(&pin_dir)?;
+            println!("detached the links pinned under {}", pin_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// The unix socket unless a URL is given; an explicit `--socket` beats `LBCTL_URL`.
+fn endpoint(conn: &ConnArgs, matches: &ArgMatches) -> Result<Endpoint> {
+    let from_cli = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let url = match &conn.url {
+        Some(_) if from_cli("socket") && from_cli("url") => {
+            anyhow::bail!("give either --socket or --url, not both")
+        }
+        Some(_) if from_cli("socket") => None,
+        url => url.as_deref(),
+    };
+    let Some(url) = url else {
+        return Ok(Endpoint::Unix(conn.socket.clone()));
+    };
+    let token = match &conn.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the token file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+        None => std::env::var("LBCTL_TOKEN").ok(),
+    };
+    Ok(Endpoint::from_url(url, token)?)
+}
+
+async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
+    let now = format::now_unix_ms();
+    match cmd {
+        Cmd::Status => {
+            let r = client.status().await?;
+            show(json, &r, || format::status(&r.value))
+        }
+        Cmd::Vip { cmd } => vip_command(client, cmd, json).await,
+        Cmd::Backend { cmd } => backend_command(client, cmd, json).await,
+        Cmd::Health => {
+            let r = client.health().await?;
+            show(json, &r, || format::health(&r.value, now))
+        }
+        Cmd::Vrrp => {
+            let r = client.vrrp().await?;
+            show(json, &r, || vrrp_view::render(&r.value))
+        }
+        Cmd::Stats { watch: false, .. } => {
+            let r = client.stats().await?;
+            show(json, &r, || format::stats_totals(&r.value))
+        }
+        Cmd::Stats {
+            watch: true,
+            interval,
+            count,
+        } => watch_stats(client, interval, count, json).await,
+        Cmd::Shutdown { detach } => {
+            let r = client.shutdown(detach).await?;
+            if json {
+                let raw = if r.raw.is_null() {
+                    serde_json::json!({})
+                } else {
+                    r.raw
+                };
+                return print(&pretty(&raw));
+            }
+            print(if detach {
+                "lbd is shutting down and detaching the XDP program\n"
+            } else {
+                "lbd is shutting down (the XDP program keeps forwarding)\n"
+            })
+        }
+        Cmd::Replay { .. } | Cmd::Xdp { .. } => {
+            unreachable!("handled before the API client is made")
+        }
+    }
+}
+
+async fn vip_command(client: &Client, cmd: VipCmd, json: bool) -> Result<()> {
+    match cmd {
+        VipCmd::List => {
+            let r = client.vips().await?;
+            show(json, &r, || format::vips(&r.value))
+        }
+        VipCmd::Add {
+            name,
+            address,
+            port,
+            protocol,
+            algorithm,
+            mode,
+            table_size,
+        } => {
+            let new = NewVip {
+                name,
+                address,
+                port,
+                protocol,
+                algorithm,
+                mode,
+                table_size,
+            };
+            let r = client.add_vip(&new).await?;
+            let v = &r.value;
+            show(json, &r, || {
+                format!(
+                    "added VIP {} {}:{}/{} ({}, {}, table {})\n",
+                    v.name, v.address, v.port, v.protocol, v.algorithm, v.mode, v.table_size
+                )
+            })
+        }
+        VipCmd::Del { name } => {
+            let r = client.delete_vip(&name).await?;
+            show(json, &r, || format!("deleted VIP {}\n", r.value.deleted))
+        }
+    }
+}
+
+async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result<()> {
+    match cmd {
+        BackendCmd::List { vip } => {
+            let r = client.backends(&vip).await?;
+            show(json, &r, || {
+                format::backends(&r.value, format::now_unix_ms())
+            })
+        }
+        BackendCmd::Add {
+            vip,
+            address,
+            weight,
+        } => {
+            let r = client
+                .add_backend(&vip, &NewBackend { address, weight })
+                .await?;
+            let verb = if r.status == 201 {
+                "added backend"
+            } else {
+                "re-registered backend"
+            };
+            show(json, &r, || {
+                let b = &r.value;
+                let mut out = format!("{verb} of {vip}: {}\n", format::backend_summary(b));
+                if b.admin == AdminState::Draining {
+                    out.push_str(&format!(
+                        "note: still draining (a re-registration never undrains); \
+                         to take new flows again: lbctl backend undrain {vip} {address}\n"
+                    ));
+                }
+                if let (Some(w), Some(d)) = (weight, b.declared_weight)
+                    && w == d
+                    && b.weight != w
+                {
+                    out.push_str(&format!(
+                        "note: weight {} set by an operator is kept (weight {w} was already \
+                         declared); to change it: lbctl backend weight {vip} {address} {w}\n",
+                        b.weight
+                    ));
+                }
+                out
+            })
+        }
+        BackendCmd::Del { vip, address } => {
+            let r = client.delete_backend(&vip, address).await?;
+            show(json, &r, || {
+                format!("deleted backend {} of {vip}\n", r.value.deleted)
+            })
+        }
+        BackendCmd::Weight {
+            vip,
+            address,
+            weight,
+        } => {
+            let r = client.set_weight(&vip, address, weight).await?;
+            show(json, &r, || {
+                format!(
+                    "weight set for {vip}: {}\n",
+                    format::backend_summary(&r.value)
+                )
+            })
+        }
+        BackendCmd::Drain { vip, address } => {
+            let r = client.drain(&vip, address).await?;
+            show(json, &r, || {
+                format!(
+                    "draining in {vip} (no new flows, existing flows go on): {}\n",
+                    format::backend_summary(&r.value)
+                )
+            })
+        }
+        BackendCmd::Undrain { vip, address } => {
+            let r = client.undrain(&vip, address).await?;
+            show(json, &r, || {
+                format!(
+                    "undrained in {vip}: {}\n",
+                    format::backend_summary(&r.value)
+                )
+            })
+        }
+    }
+}
+
+/// `lbctl stats --watch`: rates from the deltas of consecutive snapshots, redrawn in place on
+/// a terminal and appended (one frame or JSON line per refresh) otherwise.
+async fn watch_stats(
+    client: &Client,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let redraw = !json && std::io::stdout().is_terminal();
+    if redraw {
+        print("\x1b[H\x1b[2Jcollecting the first sample...\n")?;
+    }
+    // One listener for the whole run, so that a Ctrl-C between two polls is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut prev = tokio::select! {
+        r = client.stats() => r?,
+        _ = &mut ctrl_c => return Ok(()),
+    };
+    let mut prev_at = Instant::now();
+    let mut shown = 0u64;
+    while count.is_none_or(|c| shown < c) {
+        let next = async {
+            tokio::time::sleep(interval).await;
+            client.stats().await
+        };
+        let cur = tokio::select! {
+            r = next => r?,
+            _ = &mut ctrl_c => break,
+        };
+        let r = rates::rates(&prev.value, &cur.value, prev_at.elapsed());
+        prev_at = Instant::now();
+        prev = cur;
+        shown += 1;
+        if json {
+            print(&format!("{}\n", serde_json::to_string(&r)?))?;
+        } else if redraw {
+            print(&format!("\x1b[H\x1b[2J{}", format::rates_frame(&r)))?;
+        } else {
+            let sep = if shown > 1 { "\n" } else { "" };
+            print(&format!("{sep}{}", format::rates_frame(&r)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the raw JSON with `--json`, the human text otherwise.
+fn show<T>(json: bool, r: &Fetched<T>, human: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        print(&pretty(&r.raw))
+    } else {
+        print(&human())
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    s.push('\n');
+    s
+}
+
+fn print(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The error and its causes on one line, without repeating a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    if e.downcast_ref::<ClientError>()
+        .is_some_and(|c| c.code() == Some("unauthorized"))
+    {
+        out.push_str("; give the token with --token-file PATH or LBCTL_TOKEN");
+    }
+    out.replace(['\n', '\r'], " ")
+}

@@ -1,0 +1,162 @@
+//! `GET /metrics` in the Prometheus text format.
+
+use std::{fmt::Write, time::Instant};
+
+use axum::{extract::State as AxState, http::header, response::IntoResponse};
+
+use super::State;
+use crate::health::Health;
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
+    let inner = s.inner.lock().await;
+    let maps = inner.prog.maps();
+    let now = Instant::now();
+    let mut out = String::new();
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    head(
+        &mut out,
+        "lb_vip_packets_total",
+        "counter",
+        "Packets forwarded for a VIP.",
+    );
+    head(
+        &mut out,
+        "lb_vip_bytes_total",
+        "counter",
+        "Bytes forwarded for a VIP.",
+    );
+    head(
+        &mut out,
+        "lb_vip_new_connections_total",
+        "counter",
+        "New flows of a VIP.",
+    );
+    for v in inner.vips.values() {
+        let Some(id) = inner.prog.vip_id(&v.cfg.name) else {
+            continue;
+        };
+        if let Ok(t) = maps.vip_totals(id) {
+            let l = format!("vip=\"{}\"", esc(&v.cfg.name));
+            let _ = writeln!(out, "lb_vip_packets_total{{{l}}} {}", t.packets);
+            let _ = writeln!(out, "lb_vip_bytes_total{{{l}}} {}", t.bytes);
+            let _ = writeln!(out, "lb_vip_new_connections_total{{{l}}} {}", t.new_conns);
+        }
+    }
+    head(
+        &mut out,
+        "lb_backend_packets_total",
+        "counter",
+        "Packets forwarded to a backend.",
+    );
+    head(
+        &mut out,
+        "lb_backend_bytes_total",
+        "counter",
+        "Bytes forwarded to a backend.",
+    );
+    head(
+        &mut out,
+        "lb_backend_new_connections_total",
+        "counter",
+        "New flows sent to a backend.",
+    );
+    head(
+        &mut out,
+        "lb_backend_active_connections",
+        "gauge",
+        "Flows in the connection table (last sweep).",
+    );
+    head(
+        &mut out,
+        "lb_backend_up",
+        "gauge",
+        "1 healthy, 0 unhealthy, -1 unknown.",
+    );
+    head(
+        &mut out,
+        "lb_backend_effective_weight",
+        "gauge",
+        "Weight new flows see (0 draining/unhealthy).",
+    );
+    head(
+        &mut out,
+        "lb_backend_check_latency_seconds",
+        "gauge",
+        "Latency of the last health check.",
+    );
+    for v in inner.vips.values() {
+        for (addr, b) in &v.backends {
+            let l = format!("vip=\"{}\",backend=\"{addr}\"", esc(&v.cfg.name));
+            if let Some(bid) = inner.prog.backend_id(&v.cfg.name, *addr)
+                && let Ok(t) = maps.backend_totals(bid)
+            {
+                let _ = writeln!(out, "lb_backend_packets_total{{{l}}} {}", t.packets);
+                let _ = writeln!(out, "lb_backend_bytes_total{{{l}}} {}", t.bytes);
+                let _ = writeln!(
+                    out,
+                    "lb_backend_new_connections_total{{{l}}} {}",
+                    t.new_conns
+                );
+                let active = inner.active.get(&bid).copied().unwrap_or(0);
+                let _ = writeln!(out, "lb_backend_active_connections{{{l}}} {active}");
+            }
+            let up = match b.machine.state() {
+                Health::Healthy => 1,
+                Health::Unhealthy => 0,
+                Health::Unknown => -1,
+            };
+            let _ = writeln!(out, "lb_backend_up{{{l}}} {up}");
+            let _ = writeln!(
+                out,
+                "lb_backend_effective_weight{{{l}}} {}",
+                b.effective_weight(&v.cfg.health, now)
+            );
+            if let Some(c) = &b.last {
+                let _ = writeln!(
+                    out,
+                    "lb_backend_check_latency_seconds{{{l}}} {}",
+                    c.latency_ms / 1e3
+                );
+            }
+        }
+    }
+    head(
+        &mut out,
+        "lb_dataplane_packets_total",
+        "counter",
+        "Packets by data-plane decision (pass/tx/drop reason).",
+    );
+    if let Ok(reasons) = maps.reasons() {
+        for (r, n) in reasons {
+            let _ = writeln!(
+                out,
+                "lb_dataplane_packets_total{{reason=\"{}\"}} {n}",
+                r.name()
+            );
+        }
+    }
+    head(
+        &mut out,
+        "lb_table_swap_seconds",
+        "gauge",
+        "Duration of the last table recompute and swap.",
+    );
+    let _ = writeln!(
+        out,
+        "lb_table_swap_seconds {}",
+        inner
+            .last_table_swap
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    );
+    if let Some(v) = s.vrrp.get() {
+        out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

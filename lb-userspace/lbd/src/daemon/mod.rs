@@ -1,0 +1,521 @@
+//! `lbd`, the control-plane daemon: loads and attaches the data plane (adopting pinned state
+//! after a restart), keeps the maps equal to the model (config + API + health), health-checks
+//! the backends, follows their MACs in the kernel's neighbour table, sweeps the connection
+//! table and serves the API.
+
+pub mod api;
+mod macs;
+mod metrics;
+pub mod model;
+mod persist;
+mod sweep;
+mod track;
+mod vrrp_metrics;
+
+pub use sweep::sweep_loop;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use lb_common::{Settings, names, user::addr_words};
+use tokio::{
+    sync::{Mutex, mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+use self::model::{BackendRuntime, Source, VipRuntime};
+use lb_config::{Config, VipConfig};
+use lb_dataplane::{Dataplane, LoadOptions, Programmer, pin};
+
+use crate::{
+    health::{self, Health, ProbeEvent},
+    neighbours::Resolver,
+};
+
+/// Why a change to the model was refused or could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no VIP named {0}")]
+    NoVip(String),
+    #[error("backend and VIP must be the same IP family")]
+    FamilyMismatch,
+    /// The model changed but the maps could not be made to follow.
+    #[error("programming the data plane: {0:#}")]
+    Program(anyhow::Error),
+}
+
+/// Everything behind the daemon's lock.
+pub struct Inner {
+    pub prog: Programmer,
+    pub vips: BTreeMap<String, VipRuntime>,
+    checkers: HashMap<(String, IpAddr), JoinHandle<()>>,
+    pub attached: Vec<pin::Attached>,
+    /// Active connections per backend id, from the last sweep.
+    pub active: HashMap<u32, u64>,
+    pub last_table_swap: Option<Duration>,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub inner: Mutex<Inner>,
+    pub started: Instant,
+    probe_tx: mpsc::Sender<ProbeEvent>,
+    /// Set to Some(detach) to stop the daemon.
+    pub shutdown: watch::Sender<Option<bool>>,
+    /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
+    /// programs' handles for the daemon's lifetime).
+    dataplane: std::sync::Mutex<Option<Dataplane>>,
+    /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
+    pub vrrp: std::sync::OnceLock<lb_vrrp::Statuses>,
+    /// Keeps the MACs of backends without a static one resolved; its address set follows the
+    /// model at every `reconcile` (see `macs`).
+    neighbours: Resolver,
+}
+
+pub type State = Arc<Shared>;
+
+fn runtime_from_config(v: &VipConfig, source: Source, now: Instant) -> VipRuntime {
+    let backends = v
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.address,
+                BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now),
+            )
+        })
+        .collect();
+    VipRuntime {
+        cfg: v.clone(),
+        source,
+        backends,
+    }
+}
+
+/// Loads, adopts, programs and attaches; returns the running daemon and its probe receiver.
+pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)> {
+    let now = Instant::now();
+    let dp_cfg = &config.dataplane;
+    let pins_existed = pin::map_paths(&dp_cfg.pin_dir)
+        .iter()
+        .all(|(_, p)| p.exists());
+    let mut dp = Dataplane::load(LoadOptions {
+        conn_table_size: dp_cfg.conn_table_size,
+        pin_dir: Some(dp_cfg.pin_dir.clone()),
+        ..LoadOptions::default()
+    })
+    .context("loading the XDP object")?;
+    let mut maps = dp.take_maps()?;
+    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
+    maps.set_settings(&Settings {
+        ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
+        ipip_src_v6: word(dp_cfg.ipip_source_v6),
+        backend_mtu: dp_cfg.backend_mtu,
+        ifaces: iface_macs(&dp_cfg.interfaces)?,
+        max_new_flows_per_cpu: dp_cfg.max_new_flows_per_cpu,
+        ..Default::default()
+    })?;
+    let saved = persist::load(&config.api.state_file);
+    let prog = match (&saved, pins_existed) {
+        (Some(s), true) => {
+            info!("adopting pinned maps from a previous lbd");
+            Programmer::adopt(maps, &s.programmer)
+        }
+        (None, true) => {
+            warn!(
+                "pinned maps exist but no state file: programming them afresh (existing flows may re-hash)"
+            );
+            Programmer::new(maps)
+        }
+        _ => Programmer::new(maps),
+    };
+
+    let mut vips: BTreeMap<String, VipRuntime> = config
+        .vips
+        .iter()
+        .map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now)))
+        .collect();
+    if let Some(s) = &saved {
+        restore_dynamic(&config, s, &mut vips, now);
+    }
+    // The first MACs come from the resolver's first pass (all addresses concurrently, bounded
+    // by one ARP/ND wait), before the first reconcile and before the lock exists.
+    let neighbours = Resolver::new();
+    macs::sync(&neighbours, &vips);
+    let resolver_options = macs::options();
+    let (resolver_task, mut neighbour_events) = neighbours
+        .spawn(resolver_options)
+        .context("starting the neighbour resolver")?;
+    let first_wait = resolver_options.resolve.wait + Duration::from_secs(2);
+    macs::initial(&mut vips, &neighbours, &mut neighbour_events, first_wait).await;
+    let (probe_tx, probe_rx) = mpsc::channel(1024);
+    let (shutdown, _) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        inner: Mutex::new(Inner {
+            prog,
+            vips,
+            checkers: HashMap::new(),
+            attached: Vec::new(),
+            active: HashMap::new(),
+            last_table_swap: None,
+        }),
+        started: now,
+        probe_tx,
+        shutdown,
+        dataplane: std::sync::Mutex::new(None),
+        vrrp: std::sync::OnceLock::new(),
+        neighbours,
+    });
+    tokio::spawn(macs::event_loop(
+        shared.clone(),
+        resolver_task,
+        neighbour_events,
+    ));
+    {
+        let mut inner = shared.inner.lock().await;
+        reconcile(&shared, &mut inner).context("programming the maps")?;
+        for iface in &dp_cfg.interfaces {
+            let records = config
+                .api
+                .state_file
+                .parent()
+                .unwrap_or(std::path::Path::new("/var/lib/lbd"));
+            let a = dp.attach_pinned(
+                names::PROG_BALANCER,
+                iface,
+                dp_cfg.xdp_mode,
+                &dp_cfg.pin_dir,
+                records,
+            )?;
+            inner.attached.push(a);
+        }
+        sync_checkers(&shared, &mut inner);
+    }
+    if let Ok(mut slot) = shared.dataplane.lock() {
+        *slot = Some(dp);
+    }
+    Ok((shared, probe_rx))
+}
+
+/// Index and MAC of each interface (from /sys, which `ip netns exec` mounts per namespace).
+fn iface_macs(names: &[String]) -> Result<[lb_common::IfaceMac; lb_common::MAX_IFACES]> {
+    anyhow::ensure!(
+        names.len() <= lb_common::MAX_IFACES,
+        "at most {} interfaces",
+        lb_common::MAX_IFACES
+    );
+    let mut out = [lb_common::IfaceMac::default(); lb_common::MAX_IFACES];
+    for (slot, name) in out.iter_mut().zip(names) {
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/{f}"))
+                .with_context(|| format!("interface {name}: cannot read {f} (does it exist?)"))
+        };
+        slot.ifindex = read("ifindex")?
+            .trim()
+            .parse()
+            .with_context(|| format!("interface {name}: ifindex"))?;
+        let mac: lb_config::MacAddr = read("address")?
+            .trim()
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("interface {name}: {e}"))?;
+        slot.mac = mac.0;
+    }
+    Ok(out)
+}
+
+fn restore_dynamic(
+    config: &Config,
+    s: &persist::StateFile,
+    vips: &mut BTreeMap<String, VipRuntime>,
+    now: Instant,
+) {
+    let default_health = config
+        .vips
+        .first()
+        .map(|v| v.health.clone())
+        .unwrap_or_default();
+    for v in &s.api_vips {
+        let new = model::NewVip {
+            name: v.name.clone(),
+            address: v.address,
+            port: v.port,
+            protocol: v.protocol.clone(),
+            algorithm: v.algorithm.clone(),
+            mode: v.mode.clone(),
+            table_size: Some(v.table_size),
+        };
+        match new.into_config(default_health.clone()) {
+            Ok(cfg) if !vips.contains_key(&cfg.name) => {
+                vips.insert(
+                    cfg.name.clone(),
+                    runtime_from_config(&cfg, Source::Api, now),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(vip = %v.name, error = %e, "cannot restore a VIP from the state file"),
+        }
+    }
+    for b in &s.backends {
+        let Some(vip) = vips.get_mut(&b.vip) else {
+            continue;
+        };
+        let health = vip.cfg.health.clone();
+        let entry = vip
+            .backends
+            .entry(b.address)
+            .or_insert_with(|| BackendRuntime::new(b.weight, b.source, None, &health, now));
+        if b.source != Source::Config {
+            entry.weight = b.weight;
+        }
+        entry.declared_weight = b.declared_weight;
+        entry.admin = b.admin;
+        // Carry the last verdict over so a restart does not take healthy backends out while
+        // their first checks run (that would fail new connections during a hot restart).
+        if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
+            entry.machine = health::Machine::restored_healthy(health.rise, health.fall);
+        }
+    }
+}
+
+/// Makes the maps equal to the model, the neighbour resolver's address set equal to the
+/// model's backends, and saves the state file.
+pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    macs::sync(&shared.neighbours, &inner.vips);
+    let now = Instant::now();
+    let specs: Vec<_> = inner.vips.values().map(|v| v.spec(now)).collect();
+    let t = Instant::now();
+    let report = inner.prog.apply(&specs)?;
+    if report.tables_swapped > 0 {
+        inner.last_table_swap = Some(t.elapsed());
+        tracing::debug!(?report, "maps updated");
+    }
+    save_state(shared, inner);
+    Ok(())
+}
+
+fn save_state(shared: &Shared, inner: &Inner) {
+    let state = persist::StateFile {
+        programmer: inner.prog.snapshot(),
+        api_vips: inner
+            .vips
+            .values()
+            .filter(|v| v.source != Source::Config)
+            .map(|v| persist::ApiVip {
+                name: v.cfg.name.clone(),
+                address: v.cfg.address,
+                port: v.cfg.port,
+                protocol: lb_config::protocol_name(v.cfg.proto).into(),
+                algorithm: lb_config::algorithm_name(v.cfg.algorithm).into(),
+                mode: lb_config::mode_name(v.cfg.mode).into(),
+                table_size: v.cfg.table_size.get(),
+            })
+            .collect(),
+        backends: inner
+            .vips
+            .values()
+            .flat_map(|v| {
+                v.backends.iter().map(|(a, b)| persist::BackendState {
+                    vip: v.cfg.name.clone(),
+                    address: *a,
+                    weight: b.weight,
+                    declared_weight: b.declared_weight,
+                    admin: b.admin,
+                    source: b.source,
+                    health: b.machine.state(),
+                })
+            })
+            .collect(),
+    };
+    if let Err(e) = persist::save(&shared.config.api.state_file, &state) {
+        warn!(path = %shared.config.api.state_file.display(), error = %e, "cannot save the state file");
+    }
+}
+
+/// One checker task per (VIP, backend); stale ones stop.
+pub fn sync_checkers(shared: &Shared, inner: &mut Inner) {
+    let mut wanted = Vec::new();
+    for v in inner.vips.values() {
+        if v.cfg.health.kind == lb_config::CheckKind::None {
+            continue;
+        }
+        for addr in v.backends.keys() {
+            wanted.push((
+                (v.cfg.name.clone(), *addr),
+                v.check_port(),
+                v.cfg.health.clone(),
+            ));
+        }
+    }
+    let keys: Vec<_> = wanted.iter().map(|(k, _, _)| k.clone()).collect();
+    inner.checkers.retain(|k, h| {
+        let keep = keys.contains(k);
+        if !keep {
+            h.abort();
+        }
+        keep
+    });
+    for (key, port, cfg) in wanted {
+        if let std::collections::hash_map::Entry::Vacant(slot) = inner.checkers.entry(key) {
+            let (vip, addr) = slot.key().clone();
+            slot.insert(health::spawn_checker(
+                vip,
+                addr,
+                port,
+                cfg,
+                shared.probe_tx.clone(),
+            ));
+        }
+    }
+}
+
+/// Applies probe results; reconciles when a backend changes state.
+pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let mut inner = shared.inner.lock().await;
+        let Some(b) = inner
+            .vips
+            .get_mut(&ev.vip)
+            .and_then(|v| v.backends.get_mut(&ev.addr))
+        else {
+            continue;
+        };
+        b.record(&ev.result);
+        if let Some(state) = b.machine.observe(ev.result.ok, Instant::now()) {
+            info!(vip = %ev.vip, backend = %ev.addr, state = state.name(), error = ?ev.result.error, "health changed");
+            if let Err(e) = reconcile(&shared, &mut inner) {
+                warn!(error = %e, "reconcile after a health change failed");
+            }
+        }
+    }
+}
+
+/// Every second: slow-start ramps (the table follows each ramping backend's weight). MACs are
+/// not polled here: `macs::event_loop` applies the neighbour resolver's events as they come.
+pub async fn tick_loop(shared: State) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut inner = shared.inner.lock().await;
+        let now = Instant::now();
+        let ramping = inner
+            .vips
+            .values()
+            .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
+        if ramping && let Err(e) = reconcile(&shared, &mut inner) {
+            warn!(error = %e, "periodic reconcile failed");
+        }
+    }
+}
+
+impl Shared {
+    /// Adds a backend, or takes a re-registration of an existing one as a heartbeat (see
+    /// `BackendRuntime::reregister`); returns whether it was new.
+    ///
+    /// A new backend starts with the resolver's answer for its address when there is one
+    /// (another VIP has it); otherwise with one resolution made without holding the lock (up
+    /// to one ARP/ND wait), so it is usable as soon as it is added. Later changes come as
+    /// neighbour events.
+    pub async fn upsert_backend(
+        self: &Arc<Self>,
+        vip: &str,
+        addr: IpAddr,
+        declared: Option<u32>,
+        source: Source,
+    ) -> Result<bool, ModelError> {
+        let mut resolved: Option<Result<[u8; 6], String>> = None;
+        loop {
+            if let Some(new) = self
+                .upsert_locked(vip, addr, declared, source, &mut resolved)
+                .await?
+            {
+                return Ok(new);
+            }
+            // Without the lock; the model may change meanwhile, so the next try decides again.
+            resolved = Some(macs::mac_of(crate::neighbours::resolve(addr).await));
+        }
+    }
+
+    /// The part of `upsert_backend` under the lock; `None` when a new backend needs a MAC
+    /// resolved first.
+    async fn upsert_locked(
+        self: &Arc<Self>,
+        vip: &str,
+        addr: IpAddr,
+        declared: Option<u32>,
+        source: Source,
+        resolved: &mut Option<Result<[u8; 6], String>>,
+    ) -> Result<Option<bool>, ModelError> {
+        let mut inner = self.inner.lock().await;
+        let now = Instant::now();
+        let v = inner
+            .vips
+            .get_mut(vip)
+            .ok_or_else(|| ModelError::NoVip(vip.to_string()))?;
+        if addr.is_ipv4() != v.cfg.address.is_ipv4() {
+            return Err(ModelError::FamilyMismatch);
+        }
+        let health = v.cfg.health.clone();
+        let new = match v.backends.get_mut(&addr) {
+            Some(b) => {
+                let (before, declared_before) = (b.weight, b.declared_weight);
+                let changed = b.reregister(declared);
+                if changed.undrained {
+                    info!(%vip, backend = %addr, "re-registered after its own drain: active again");
+                }
+                if changed.weight_applied {
+                    info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
+                }
+                if !changed.undrained
+                    && !changed.weight_applied
+                    && b.declared_weight == declared_before
+                {
+                    // A heartbeat: nothing changed, nothing to program or save.
+                    return Ok(Some(false));
+                }
+                false
+            }
+            None => {
+                // The resolver's answer is the latest; any later change comes as an event,
+                // applied after this lock is released.
+                let Some(mac) = self
+                    .neighbours
+                    .current(addr)
+                    .map(macs::mac_of)
+                    .or_else(|| resolved.take())
+                else {
+                    return Ok(None);
+                };
+                if let Err(e) = &mac {
+                    warn!(%vip, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
+                }
+                let mut b = BackendRuntime::new(
+                    declared.unwrap_or(DEFAULT_WEIGHT),
+                    source,
+                    None,
+                    &health,
+                    now,
+                );
+                b.declared_weight = declared;
+                b.mac = mac;
+                v.backends.insert(addr, b);
+                true
+            }
+        };
+        if new {
+            sync_checkers(self, &mut inner);
+        }
+        // Also starts following the new backend's address (`macs::sync`).
+        reconcile(self, &mut inner).map_err(ModelError::Program)?;
+        Ok(Some(new))
+    }
+}
+
+/// The weight of a backend added without one.
+const DEFAULT_WEIGHT: u32 = 100;

@@ -1,0 +1,354 @@
+//! A small lab for the control plane: client, lb1 running the real `lbd`, and backends serving
+//! HTTP on the VIP (direct server return), all in network namespaces this test creates.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use lb_dataplane::Dataplane;
+use tests::{netns::Lab, process::Process, topology::Topology};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const INTERVAL_MS: u64 = 200;
+pub const RISE: u32 = 2;
+pub const FALL: u32 = 2;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "control-plane tests need root (namespaces, XDP): run `sudo cargo xtask test`"
+    );
+}
+
+/// An HTTP server on 0.0.0.0:80 in a backend's namespace answering with its name. Stopping it
+/// closes the listener (new connections are refused); open connections keep working.
+pub struct BackendServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn serve_conn(mut s: TcpStream, name: String) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(buf.len());
+        buf.drain(..end);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{name}",
+            name.len()
+        );
+        if s.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+impl BackendServer {
+    pub fn start(lab: &Lab, host: &str) -> Self {
+        let h = lab.host(host).expect("backend host");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = host.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = h
+            .spawn_thread(move || {
+                let l = TcpListener::bind("0.0.0.0:80").expect("bind :80 in the backend namespace");
+                l.set_nonblocking(true).expect("nonblocking");
+                let _ = ready_tx.send(());
+                while !flag.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            let _ = s.set_nonblocking(false);
+                            let n = name.clone();
+                            std::thread::spawn(move || serve_conn(s, n));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+            .expect("server thread");
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server listening");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BackendServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(dead_code)] // each user (tests, bench) takes what it needs
+pub struct ControlLab {
+    pub lab: Lab,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub lbd: Option<Process>,
+    pub servers: Vec<Option<BackendServer>>,
+    /// Keeps xdp_pass attached to the balancer's bridge port (XDP_TX on veth needs it).
+    _peer: Dataplane,
+}
+
+impl ControlLab {
+    pub fn new(backends: u8) -> Self {
+        Self::with_interval(backends, INTERVAL_MS)
+    }
+
+    pub fn with_interval(backends: u8, interval_ms: u64) -> Self {
+        Self::with_options(backends, interval_ms, &[])
+    }
+
+    /// `lb_sysctls` are set in lb1's namespace before `lbd` starts (e.g. neighbour timers).
+    pub fn with_options(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)]) -> Self {
+        require_root();
+        let topo = Topology::small(backends).expect("topology");
+        let lab = Lab::create(&topo).expect("lab");
+        for (k, v) in lb_sysctls {
+            lab.host("lb1")
+                .expect("lb1")
+                .sysctl(k, v)
+                .unwrap_or_else(|e| panic!("sysctl {k}={v} on lb1: {e}"));
+        }
+        let vip = VIP.to_string();
+        for i in 1..=backends {
+            let h = lab.host(&format!("be{i}")).expect("backend");
+            for (k, v) in [
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+                ("net.ipv4.conf.eth0.arp_ignore", "1"),
+                ("net.ipv4.conf.eth0.arp_announce", "2"),
+            ] {
+                h.sysctl(k, v).expect("sysctl");
+            }
+            h.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"])
+                .expect("VIP on lo");
+        }
+        let lb = lab.host("lb1").expect("lb1");
+        lb.exec(["ip", "addr", "add", &format!("{vip}/32"), "dev", "eth0"])
+            .expect("VIP on lb1");
+        let port = lb.bridge_port().expect("bridge port").to_string();
+        let peer = tests::setns::in_netns(lab.bridge_ns(), move || {
+            Dataplane::attach_pass(&port).expect("attach xdp_pass to the bridge port")
+        })
+        .expect("bridge namespace");
+        let servers = (1..=backends)
+            .map(|i| Some(BackendServer::start(&lab, &format!("be{i}"))))
+            .collect();
+        let dir = lab.dir().to_path_buf();
+        let pins = lab.bpffs().expect("bpffs").join("lb1");
+        std::fs::write(dir.join("token"), TOKEN).expect("token");
+        let socket = dir.join("lbd.sock");
+        let mut cfg = format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{}\"\n\n\
+             [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n\n\
+             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n\n\
+             [sweep]\ninterval_ms = 500\n\n\
+             [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n",
+            pins.display(),
+            socket.display(),
+            dir.join("token").display(),
+            dir.join("lbd-state.json").display()
+        );
+        for i in 1..=backends {
+            cfg.push_str(&format!(
+                "\n[[vips.backends]]\naddress = \"10.77.0.{}\"\nweight = 100\n",
+                10 + i
+            ));
+        }
+        let config = dir.join("lbd.toml");
+        std::fs::write(&config, cfg).expect("config");
+        let mut me = Self {
+            lab,
+            config,
+            socket,
+            lbd: None,
+            servers,
+            _peer: peer,
+        };
+        me.start_lbd();
+        me.wait_healthy(backends as usize);
+        me
+    }
+
+    pub fn start_lbd(&mut self) {
+        let lb = self.lab.host("lb1").expect("lb1");
+        let lbd = tests::bins::workspace_bin("lbd");
+        let mut p = lb
+            .spawn(
+                "lbd",
+                [
+                    lbd.to_str().expect("utf-8 path"),
+                    "--config",
+                    self.config.to_str().expect("utf-8 path"),
+                ],
+            )
+            .expect("spawn lbd");
+        let sock = self.socket.clone();
+        p.wait_for("lbd API socket", Duration::from_secs(20), |_| {
+            UnixStream::connect(&sock).is_ok()
+        })
+        .unwrap_or_else(|e| panic!("lbd did not come up: {e}\n{}", p.log()));
+        self.lbd = Some(p);
+    }
+
+    /// One API call over the unix socket: (status, body).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let mut s = UnixStream::connect(&self.socket).expect("connect to lbd");
+        http(&mut s, method, path, body, None)
+    }
+
+    /// The API's view of backend `addr` of VIP `vip` (`Null` when it is not there).
+    pub fn backend_view(&self, vip: &str, addr: &str) -> serde_json::Value {
+        let (st, list) = self.api("GET", &format!("/v1/vips/{vip}/backends"), None);
+        assert_eq!(st, 200, "{list}");
+        list.as_array()
+            .and_then(|a| a.iter().find(|b| b["address"] == addr))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn wait_healthy(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, h) = self.api("GET", "/v1/health", None);
+            let healthy = h
+                .as_array()
+                .map(|a| a.iter().filter(|b| b["health"] == "healthy").count())
+                .unwrap_or(0);
+            if healthy == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "backends not healthy in time: {h}\nlbd log:\n{}",
+                self.lbd_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn lbd_log(&self) -> String {
+        self.lbd.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+}
+
+/// Minimal HTTP/1.1 over any stream, `Connection: close`.
+pub fn http<S: Read + Write>(
+    s: &mut S,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read");
+    let text = String::from_utf8_lossy(&resp);
+    let status: u16 = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let payload = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+    )
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// From the client: opens a new connection to the VIP, sends one request, returns the
+/// backend's name (or the error).
+pub fn get_once(timeout: Duration) -> Result<String, String> {
+    let addr = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    request(&mut s)
+}
+
+/// One request on an open connection.
+pub fn request(s: &mut TcpStream) -> Result<String, String> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = s.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                return Ok(body[..len].to_string());
+            }
+        }
+    }
+}
