@@ -5,7 +5,8 @@
 //! both VIPs (the gap is reported). Everything the test made is removed, also on failure.
 //!
 //! Needs root, the box and the release binaries: `cargo xtask test vagrant` builds both and
-//! runs this. It boots the CI set of hosts (svc, lb1, lb2, be1, client); `LAB_VM_HOSTS=all`
+//! runs this (`--ignored`: it is not part of `cargo test --workspace`, it takes far longer than
+//! CI's budget on these machines; see vagrant/README.md for the figures). It boots the CI set of hosts (svc, lb1, lb2, be1, client); `LAB_VM_HOSTS=all`
 //! (or a comma-separated list) boots others; `cargo xtask vagrant test --full` is the whole lab.
 
 use std::time::Instant;
@@ -14,6 +15,7 @@ use anyhow::{Context, Result};
 use tests::vagrant::{CI_HOSTS, VmLab, VmOptions, smoke};
 
 #[test]
+#[ignore = "boots five VMs (about 50 min under emulation on a busy 2-core machine): `cargo xtask test vagrant` runs it"]
 fn vms_boot_and_serve_the_vip_on_both_families_with_failover() -> Result<()> {
     tests::exec::require_root()
         .context("the VM lab uses libvirt's system connection: run as root")?;

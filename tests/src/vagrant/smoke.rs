@@ -158,17 +158,24 @@ fn xdp_modes(lab: &VmLab) -> Result<Vec<XdpAttach>> {
     Ok(out)
 }
 
-/// `curl` as the smoke test runs it: quiet, bounded, IPv6 literals not taken for globs.
-const CURL: &str = "curl -s -g --max-time 5";
+/// `curl` as the smoke test runs it: quiet, IPv6 literals not taken for globs, bounded by 5 s
+/// (scaled for emulation: on a busy 2-core machine one emulated request took longer).
+fn curl(lab: &VmLab) -> String {
+    format!(
+        "curl -s -g --max-time {}",
+        lab.scaled(Duration::from_secs(5)).as_secs().min(60)
+    )
+}
 
 fn spread(lab: &VmLab, client: &str, url: &str) -> Result<Spread> {
+    let curl = curl(lab);
     let script = format!(
         "for i in $(seq 1 {SPREAD_REQUESTS}); do \
-           {CURL} -o /dev/null -D - '{url}' | tr -d '\\r' | \
+           {curl} -o /dev/null -D - '{url}' | tr -d '\\r' | \
            awk -F': ' 'tolower($1) == \"x-served-by\" {{ print $2; found = 1 }} END {{ if (!found) print \"FAIL\" }}'; \
          done"
     );
-    let out = lab.ssh(client, &script, lab.scaled(Duration::from_secs(30)))?;
+    let out = lab.ssh(client, &script, lab.scaled(Duration::from_secs(60)))?;
     let mut by_backend = BTreeMap::new();
     for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
         *by_backend.entry(line.to_string()).or_insert(0usize) += 1;
@@ -209,7 +216,7 @@ fn cache_counters(lab: &VmLab, client: &str) -> Result<(f64, f64)> {
             .ok_or_else(|| fail("cache", format!("no node {be}")))?;
         let text = lab.ssh(
             client,
-            &format!("{CURL} -f http://{}:{port}/metrics", node.ipv4()),
+            &format!("{} -f http://{}:{port}/metrics", curl(lab), node.ipv4()),
             lab.scaled(Duration::from_secs(5)),
         )?;
         let (h, l) = crate::metrics::user_cache(&text);
@@ -248,7 +255,10 @@ fn cache(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<CacheCheck> {
     let body = format!(r#"{{"name":"VM smoke","email":"{email}"}}"#);
     let out = lab.ssh(
         client,
-        &format!("{CURL} -D - -H 'content-type: application/json' -d '{body}' '{v4}/users'"),
+        &format!(
+            "{} -D - -H 'content-type: application/json' -d '{body}' '{v4}/users'",
+            curl(lab)
+        ),
         lab.scaled(Duration::from_secs(5)),
     )?;
     let (status, _, created) = parse_response(&out);
@@ -270,7 +280,7 @@ fn cache(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<CacheCheck> {
     for i in 0..READS {
         let out = lab.ssh(
             client,
-            &format!("{CURL} -D - '{v6}/users/{id}'"),
+            &format!("{} -D - '{v6}/users/{id}'", curl(lab)),
             lab.scaled(Duration::from_secs(5)),
         )?;
         let (status, served, text) = parse_response(&out);
@@ -346,12 +356,13 @@ fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -
     }
 }
 
-/// The client's request loop for one family: one request at a time, each line `ok|fail NS`.
-fn loop_script(url: &str, log: &str, limit_s: u64) -> String {
+/// The client's request loop for one family: one request at a time (each bounded by
+/// `timeout_s`), each line `ok|fail NS`.
+fn loop_script(url: &str, log: &str, limit_s: u64, timeout_s: u64) -> String {
     format!(
         "nohup sh -c 'end=$(( $(date +%s) + {limit_s} )); \
            while [ ! -e /tmp/lab-smoke.stop ] && [ \"$(date +%s)\" -lt \"$end\" ]; do \
-             if curl -s -g -f --max-time 1 -o /dev/null \"{url}\"; then r=ok; else r=fail; fi; \
+             if curl -s -g -f --max-time {timeout_s} -o /dev/null \"{url}\"; then r=ok; else r=fail; fi; \
              echo \"$r $(date +%s%N)\"; sleep 0.1; \
            done' >{log} 2>&1 </dev/null &"
     )
@@ -423,7 +434,9 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
     let limit = lab.scaled(Duration::from_secs(30)).as_secs();
     let mut start = String::from("rm -f /tmp/lab-smoke.stop; ");
     for (_, log, base) in logs {
-        start.push_str(&loop_script(&format!("{base}/ping"), log, limit));
+        // 1 s under KVM (as the e2e tests), 5 s under emulation.
+        let timeout = lab.scaled(Duration::from_millis(250)).as_secs().max(1);
+        start.push_str(&loop_script(&format!("{base}/ping"), log, limit, timeout));
         start.push(' ');
     }
     lab.ssh(client, &start, lab.scaled(Duration::from_secs(5)))?;
