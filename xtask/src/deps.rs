@@ -251,3 +251,24 @@ pub fn vm_packages() -> Result<()> {
     }
     apt_install(VM_PACKAGES)
 }
+/// cargo-fuzz (the `cargo fuzz` subcommand; it drives libFuzzer with the nightly toolchain).
+pub fn cargo_fuzz() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    step("installing cargo-fuzz (about 2 minutes)");
+    let install = |locked: bool| {
+        let mut c = Command::new("cargo");
+        c.args(["install", "cargo-fuzz"]);
+        if locked {
+            c.arg("--locked");
+        }
+        c.env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
+        run(&mut c)
+    };
+    if install(true).is_err() {
+        install(false)?;
+    }
+    Ok(())
+}

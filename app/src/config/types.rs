@@ -134,6 +134,9 @@ pub struct CacheConfig {
     pub l1_enabled: bool,
     pub l1_ttl_ms: u64,
     pub l1_max_entries: u64,
+    /// After its TTL an L1 value is kept this long more and served only when both Redis and
+    /// the database fail (stale-if-error); a write or an invalidation drops it. 0: never.
+    pub l1_stale_ms: u64,
     /// L2: Redis.
     pub l2_enabled: bool,
     pub l2_ttl_ms: u64,
@@ -176,6 +179,7 @@ impl Default for CacheConfig {
             l1_enabled: true,
             l1_ttl_ms: 5_000,
             l1_max_entries: 100_000,
+            l1_stale_ms: 30_000,
             l2_enabled: true,
             l2_ttl_ms: 300_000,
             l2_stale_ms: 30_000,

@@ -29,6 +29,7 @@ pub(crate) fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Respon
                 body: b.as_deref(),
                 id: &id,
                 close: true,
+                idempotency_key: None,
             };
             http::once(addr, &req, TIMEOUT)
         })?

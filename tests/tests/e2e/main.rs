@@ -13,8 +13,8 @@
 mod api;
 mod backend_failure;
 mod balancer_failure;
+mod chaos;
 mod drain;
-mod http;
 mod ipv6;
 mod load;
 mod restart;
@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tests::{Host, System, SystemOptions};
+use tests::{Host, System, SystemOptions, http};
 
 use crate::load::Report;
 use crate::served::Ledger;
