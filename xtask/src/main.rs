@@ -10,6 +10,7 @@ mod lab;
 mod package;
 mod test;
 mod util;
+mod vagrant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ enum Cmd {
     /// binaries, systemd units, example configs, man pages. `cargo xtask test package`
     /// checks and installs them into a fresh root.
     Package,
+    /// The lab as VMs (Vagrant, libvirt): `vagrant box|up|down|status|smoke|test`. Needs root.
+    Vagrant(vagrant::VagrantArgs),
     /// Fuzz the parsers with libFuzzer (cargo-fuzz, nightly): every target, or TARGET, for S
     /// seconds each, from its committed corpus (fuzz/corpus/TARGET).
     Fuzz {
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
         Cmd::Setup => {
             deps::apt_packages()?;
+            deps::vm_packages()?;
             deps::toolchain()?;
             deps::cargo_fuzz()
         }
@@ -93,6 +97,7 @@ fn main() -> Result<()> {
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
         Cmd::Package => package::run().map(|_| ()),
+        Cmd::Vagrant(args) => vagrant::run(args),
         Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time, fuzz::Build::Release),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;

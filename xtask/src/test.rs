@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, disk, fuzz, lab, util};
+use crate::{build_ebpf, deps, disk, fuzz, lab, util, vagrant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -28,6 +28,10 @@ pub enum Group {
     E2e,
     /// The Debian packages: contents, systemd units, install and purge in a fresh root (root).
     Package,
+    /// The lab as VMs (Vagrant, libvirt): boot the CI set of hosts from the project's box, smoke
+    /// test from the client VM, remove everything (root; builds the box first, cached). Not
+    /// part of `all`: under software emulation it takes far longer than CI allows.
+    Vagrant,
     /// Chaos in the lab under a mixed load, with a ledger of every request: Redis, PostgreSQL
     /// and the services link fail and return, a backend flaps, both lbd are SIGKILLed (root).
     Chaos,
@@ -48,6 +52,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             | Group::Lab
             | Group::E2e
             | Group::Package
+            | Group::Vagrant
             | Group::Chaos
     ) && !util::is_root()
     {
@@ -58,9 +63,16 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
-    if matches!(group, Group::All | Group::E2e | Group::Chaos) {
+    if matches!(
+        group,
+        Group::All | Group::E2e | Group::Chaos | Group::Vagrant
+    ) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
+    }
+    if group == Group::Vagrant {
+        // The VM test boots the project's box (built once, then cached).
+        vagrant::build_box(false)?;
     }
     let mut profile: Vec<&str> = if release { vec!["--release"] } else { vec![] };
     if !test_args.is_empty() {
@@ -158,6 +170,17 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                     .args(&profile),
             )
         }
+        Group::Vagrant => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "vagrant_lab"])
+                .args(&profile)
+                .args(if test_args.is_empty() {
+                    &["--"][..]
+                } else {
+                    &[][..]
+                })
+                .args(["--ignored", "--nocapture"]),
+        ),
     }
 }
 
