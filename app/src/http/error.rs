@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::store::{FieldError, StoreError};
 
-/// `Retry-After` of a 503 (database or a dependency unavailable, request timed out).
-pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+/// `Retry-After` of a 503: one value for the whole service, defined by the queue (which must
+/// stand alone, so it cannot use this module).
+pub use crate::queue::UNAVAILABLE_RETRY_AFTER_S;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -31,6 +31,10 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a 503 (storage or a dependency unavailable, request timed out); the HTTP
+/// layer uses the same value.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
@@ -40,7 +44,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(crate::http::UNAVAILABLE_RETRY_AFTER_S),
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER_S),
             );
         }
         resp
