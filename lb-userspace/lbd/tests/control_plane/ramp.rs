@@ -12,14 +12,15 @@ use super::{lab::*, maps};
 
 const SLOW_START_MS: u64 = 6000;
 
-/// Two VIPs whose backends stay unknown for minutes (rise 100, 1 s apart): `obs` gives them
+/// Two VIPs whose backends stay unknown for minutes (rise 100, 10 s apart; a 5 s timeout so
+/// that a loaded machine does not fail a check, which would make them unhealthy): `obs` gives them
 /// half their weight, `strict` (the default, 0) none.
 const UNKNOWN_VIPS: &str = "\n[[vips]]\nname = \"obs\"\naddress = \"10.77.0.101\"\nport = 80\n\
-    health = { interval_ms = 1000, timeout_ms = 500, rise = 100, unknown_weight_percent = 50 }\n\
+    health = { interval_ms = 10000, timeout_ms = 5000, rise = 100, unknown_weight_percent = 50 }\n\
     [[vips.backends]]\naddress = \"10.77.0.11\"\nweight = 100\n\
     [[vips.backends]]\naddress = \"10.77.0.12\"\nweight = 50\n\
     [[vips]]\nname = \"strict\"\naddress = \"10.77.0.102\"\nport = 80\n\
-    health = { interval_ms = 1000, timeout_ms = 500, rise = 100 }\n\
+    health = { interval_ms = 10000, timeout_ms = 5000, rise = 100 }\n\
     [[vips.backends]]\naddress = \"10.77.0.11\"\n";
 
 fn ip(s: &str) -> IpAddr {
