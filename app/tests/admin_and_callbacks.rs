@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use app::queue::{Queue, QueueSettings, WorkerPool};
+use app::queue::{Queue, WorkerPool};
 use app::tasks::{TaskService, TaskSettings};
 use axum::Router;
 use axum::routing::post;
@@ -87,15 +87,9 @@ async fn admin_routes_need_the_admin_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_refuse_local_and_balancer_targets() {
     let r = support::RedisServer::start();
-    let settings = QueueSettings {
-        block_ms: 200,
-        mover_interval_ms: 20,
-        backoff_base_ms: 50,
-        backoff_max_ms: 200,
-        max_attempts: 3,
-        ..Default::default()
-    };
-    let q = Queue::connect(&r.url(), settings).await.unwrap();
+    let q = Queue::connect(&r.url(), support::fast_callback_queue())
+        .await
+        .unwrap();
     // A balancer at 10.77.0.2 (a control plane's host) and a listed network.
     let svc = TaskService::with_refused_hosts(
         q.clone(),
