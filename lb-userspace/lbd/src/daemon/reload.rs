@@ -125,7 +125,7 @@ fn plan(
                 changes.push(change(
                     "vips",
                     format!(
-                        "remove VIP {name} (added by the {}; --prune)",
+                        "remove VIP {name} (source {}; --prune)",
                         v.source.name()
                     ),
                 ));
@@ -184,7 +184,7 @@ fn plan(
                     changes.push(change(
                         "vips",
                         format!(
-                            "VIP {} passes to the file (was added by the {})",
+                            "VIP {} passes to the file (source was {})",
                             want.name,
                             have.source.name()
                         ),
@@ -276,7 +276,7 @@ fn backend_steps(
             let why = if b.source == Source::Config {
                 "its flows re-hash".to_string()
             } else {
-                format!("added by the {}; --prune", b.source.name())
+                format!("source {}; --prune", b.source.name())
             };
             changes.push(change("backends", format!("remove {name}/{addr} ({why})")));
             steps.push(Step::RemoveBackend(name.clone(), *addr));
@@ -633,9 +633,9 @@ mod tests {
         );
         let (changes, _) = plan(&old, &new, &m, true).unwrap();
         let l = lines(&changes);
-        assert!(l.contains(&"vips: remove VIP api1 (added by the api; --prune)".to_string()));
+        assert!(l.contains(&"vips: remove VIP api1 (source api; --prune)".to_string()));
         assert!(l.contains(
-            &"backends: remove web/10.0.0.13 (added by the registered; --prune)".to_string()
+            &"backends: remove web/10.0.0.13 (source registered; --prune)".to_string()
         ));
     }
 
