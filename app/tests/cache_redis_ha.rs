@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use app::cache::Key;
-use app::redis_conn::{RedisConn, RedisTarget, Timeouts, slot};
 use app::server::RunningApp;
+use app_redis::{RedisConn, RedisTarget, Timeouts, slot};
 use redis::AsyncCommands;
 use support::app as tapp;
 use support::redis_ha::{MigrationStep, RedisCluster, RedisSentinel};

@@ -14,6 +14,11 @@ end
 /// Job-hash helpers (both queue backends keep the same job hash): append a history record
 /// (any, or an attempt's end), read a numeric field, write a new job, create a job's
 /// notification job (its backend then hands it to a stream or to the broker).
+///
+/// Every key a script touches is declared in its KEYS, also keys it creates: Redis Cluster
+/// checks declared keys before a script runs (a slot being migrated answers `ASK` or
+/// `TRYAGAIN`, and nothing happens), while an undeclared key missing from a migrating slot
+/// would stop the script half-way with its first writes done.
 pub(crate) const JOB_HASH: &str = r#"
 local function push_history(jk, rec)
   local h = redis.call('HGET', jk, 'history')
@@ -44,20 +49,22 @@ local function new_job(jk, now)
   if after > 0 then return now + after end
   return tonumber(ARGV[6])
 end
--- When a job ends, create the hash of its notification job (once per run of the job).
--- Returns the notify job's id, queue and key; nil when the job notifies no queue or this
--- run's notification exists already.
-local function new_notify(jk, id, now, prefix)
+-- When a job ends, create the hash of its notification job `nid` at key `nk` (once per run
+-- of the job: `nid` extends the job's id with its replay count, so it keeps the job's
+-- partition tag and `nk` shares the job's hash slot). The caller declares `nk` in KEYS, or
+-- passes nil when the job notifies no queue. Returns the notify queue, or nil when there is
+-- nothing to create (no notify queue, or this run's notification exists already).
+local function new_notify(jk, now, nid, nk)
+  if not nk then return nil end
   local nq = redis.call('HGET', jk, 'notify_queue')
   if not nq or nq == '' then return nil end
-  local nid = id .. '.n' .. hnum(jk, 'replays', 0)
-  local nk = prefix .. ':job:' .. nid
   if redis.call('EXISTS', nk) == 1 then return nil end
   local maxa = redis.call('HGET', jk, 'notify_max_attempts') or '8'
   redis.call('HSET', nk, 'id', nid, 'queue', nq, 'kind', 'notify',
-    'payload', cjson.encode({job_id = id}), 'state', 'queued', 'attempts', 0,
-    'max_attempts', maxa, 'created_ms', now, 'updated_ms', now, 'history', '[]')
-  return nid, nq, nk
+    'payload', cjson.encode({job_id = redis.call('HGET', jk, 'id')}), 'state', 'queued',
+    'attempts', 0, 'max_attempts', maxa, 'created_ms', now, 'updated_ms', now,
+    'history', '[]')
+  return nq
 end
 "#;
 

@@ -18,7 +18,10 @@ use super::{DeadLetter, Enqueued, Queue, QueueBackend, QueueError, QueueSettings
 
 /// A job [`Queue::enqueue`] validated, with everything a backend's ENQUEUE script needs.
 pub(crate) struct Prepared<'a> {
+    /// The job id; it starts with `tag`.
     pub id: String,
+    /// The job's partition (see `super::keys`).
+    pub tag: &'a str,
     pub queue: &'a str,
     pub kind: &'a str,
     /// The payload as JSON text.
