@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use app_redis::{RedisConn, RedisTarget, Timeouts};
@@ -33,6 +33,8 @@ struct Inner {
     transport: Box<dyn Transport>,
     /// Round robin over the partitions for jobs without a routing key.
     next_partition: AtomicUsize,
+    /// This instance's partition count is recorded in `{p}:partition-counts`.
+    registered: AtomicBool,
 }
 
 /// Sizes of one queue, as the metrics report them.
@@ -107,6 +109,7 @@ impl Queue {
                 settings,
                 metrics,
                 next_partition: AtomicUsize::new(rand::random::<u16>().into()),
+                registered: AtomicBool::new(false),
             }),
         })
     }
@@ -155,6 +158,46 @@ impl Queue {
 
     pub(super) fn metrics(&self) -> Option<&QueueMetrics> {
         self.inner.metrics.as_ref()
+    }
+
+    /// Records this instance's partition count in `{p}:partition-counts` (once per process;
+    /// before its first enqueue, so no job lands in a partition the pools do not know).
+    async fn register_partitions(&self) -> Result<(), QueueError> {
+        if self.inner.registered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let key = self.inner.keys.partition_counts();
+        let n = self.inner.settings.partitions;
+        let _: i64 = retry::redis(self, "partitions", |mut c| {
+            let key = &key;
+            async move { c.sadd(key, n).await }
+        })
+        .await?;
+        self.inner.registered.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The tags of every partition an instance of this prefix may have written to: this
+    /// instance's first, then those of the other counts in `{p}:partition-counts` (an
+    /// instance that ran with another `queue.partitions`). Pools read them all; stats and dead
+    /// letters cover them all.
+    pub(crate) async fn partition_tags(&self) -> Result<Vec<String>, QueueError> {
+        self.register_partitions().await?;
+        let key = self.inner.keys.partition_counts();
+        let counts: Vec<String> = retry::redis(self, "partitions", |mut c| {
+            let key = &key;
+            async move { c.smembers(key).await }
+        })
+        .await?;
+        // Anything else in the set (written by hand) is not a count of ours.
+        let counts = counts
+            .iter()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .filter(|c| (1..=1024).contains(c));
+        Ok(super::keys::tags_of_counts(
+            self.inner.settings.partitions,
+            counts,
+        ))
     }
 
     /// Adds a job. With an idempotency key that was seen before (within
@@ -225,6 +268,7 @@ impl Queue {
                 .map(|q| s.max_attempts(q))
                 .unwrap_or(s.max_attempts),
         };
+        self.register_partitions().await?;
         let e = self.inner.transport.enqueue(self, prepared).await?;
         if let Some(m) = self.metrics() {
             m.enqueued(&job.queue, e.created);

@@ -43,11 +43,17 @@ pub struct Partition<'a> {
 impl Keys {
     /// Keys under `prefix` with `partitions` partitions (at least one).
     pub fn new(prefix: &str, partitions: u32) -> Self {
-        let n = partitions.max(1);
         Self {
             prefix: prefix.to_string(),
-            tags: (0..n).map(|i| slot::spread_tag("p", i, n)).collect(),
+            tags: tags_of_count(partitions),
         }
+    }
+
+    /// The partition counts every producer and pool of this prefix has used (a set): pools
+    /// read the partitions of all of them, so a changed `queue.partitions` leaves no job in a
+    /// partition nobody reads.
+    pub fn partition_counts(&self) -> String {
+        format!("{}:partition-counts", self.prefix)
     }
 
     pub fn prefix(&self) -> &str {
@@ -148,6 +154,29 @@ impl Keys {
     }
 }
 
+/// The tags of the partitions of a queue split `count` ways (partition `i` in the `i`-th of
+/// `count` equal slot ranges).
+pub fn tags_of_count(count: u32) -> Vec<String> {
+    let n = count.max(1);
+    (0..n).map(|i| slot::spread_tag("p", i, n)).collect()
+}
+
+/// The tags of every partition of the given counts, those of `first` first, without repeats.
+pub fn tags_of_counts(first: u32, others: impl IntoIterator<Item = u32>) -> Vec<String> {
+    let mut counts: Vec<u32> = others.into_iter().filter(|&c| c != first).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut tags = Vec::new();
+    for c in std::iter::once(first).chain(counts) {
+        for t in tags_of_count(c) {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+    }
+    tags
+}
+
 /// The partition tag a job id starts with, if it is a well-formed id of ours.
 pub fn job_tag(id: &str) -> Option<&str> {
     let (tag, rest) = id.split_once('.')?;
@@ -230,6 +259,18 @@ mod tests {
             .map(|p| slot::slot_part(slot::key_slot(p.tag.as_bytes()), 3))
             .collect();
         assert_eq!(parts, [0, 1, 2]);
+    }
+
+    #[test]
+    fn tags_of_several_counts() {
+        let t = tags_of_counts(3, [4, 3, 1]);
+        assert_eq!(&t[..3], tags_of_count(3).as_slice());
+        for x in tags_of_count(4).iter().chain(&tags_of_count(1)) {
+            assert!(t.contains(x), "{x}");
+        }
+        let mut d = t.clone();
+        d.dedup();
+        assert_eq!(d.len(), t.len());
     }
 
     #[test]

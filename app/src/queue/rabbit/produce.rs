@@ -124,8 +124,8 @@ const OUTBOX_AGE_MS: u64 = 5_000;
 /// sent.
 pub(crate) async fn flush_outbox(q: &Queue, b: &Broker) -> Result<usize, QueueError> {
     let mut sent = 0;
-    for p in q.keys().partitions() {
-        sent += flush_partition(q, b, p.tag).await?;
+    for tag in q.partition_tags().await? {
+        sent += flush_partition(q, b, &tag).await?;
     }
     if sent > 0 {
         tracing::info!(sent, "re-sent unconfirmed messages from the outbox");
@@ -215,8 +215,8 @@ pub(super) async fn stats(q: &Queue, b: &Broker, queue: &str) -> Result<QueueSta
     let _ = ch.close(200, "stats".into()).await;
     let (work, delayed, dead) = r.map_err(|e| QueueError::Broker(e.to_string()))?;
     let mut pending = 0;
-    for p in q.keys().partitions() {
-        pending += running_count(q, p.tag, queue).await?;
+    for tag in q.partition_tags().await? {
+        pending += running_count(q, &tag, queue).await?;
     }
     Ok(QueueStats {
         queue: queue.to_string(),

@@ -5,36 +5,33 @@
 use redis::streams::{StreamId, StreamRangeReply};
 
 use super::scripts;
-use crate::queue::keys::Partition;
 use crate::queue::{DeadLetter, Queue, QueueError, retry};
 
-/// A dead-letter entry: its partition and its id in that partition's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A dead-letter entry: its id in its partition's stream, and the partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
-    /// (ms, seq) of the stream id, then the partition: the order lists follow.
+    /// (ms, seq) of the stream id, then the partition's tag: the order lists follow.
     ms: u64,
     seq: u64,
-    index: usize,
+    tag: String,
 }
 
 impl Entry {
-    fn parse(q: &Queue, s: &str) -> Result<Self, QueueError> {
+    fn parse(tags: &[String], s: &str) -> Result<Self, QueueError> {
         let bad = || {
             QueueError::Invalid(format!(
                 "dead-letter entry {s:?} is not a partition tag and a stream id like p-0-0.1700000000000-0"
             ))
         };
         let (tag, id) = s.split_once('.').ok_or_else(bad)?;
-        let p = q
-            .keys()
-            .partitions()
-            .find(|p| p.tag == tag)
-            .ok_or_else(bad)?;
+        if !tags.iter().any(|t| t == tag) {
+            return Err(bad());
+        }
         let (ms, seq) = stream_id(id).ok_or_else(bad)?;
         Ok(Self {
             ms,
             seq,
-            index: p.index,
+            tag: tag.to_string(),
         })
     }
 
@@ -42,8 +39,8 @@ impl Entry {
         format!("{}-{}", self.ms, self.seq)
     }
 
-    fn name(&self, q: &Queue) -> String {
-        format!("{}.{}", q.keys().partition(self.index).tag, self.id())
+    fn name(&self) -> String {
+        format!("{}.{}", self.tag, self.id())
     }
 }
 
@@ -57,15 +54,15 @@ fn stream_id(s: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// Up to `count` entries of one partition's dead-letter stream from `start` (XRANGE syntax).
+/// Up to `count` entries of partition `tag`'s dead-letter stream from `start` (XRANGE syntax).
 async fn range(
     q: &Queue,
-    p: Partition<'_>,
+    tag: &str,
     queue: &str,
     start: &str,
     count: usize,
 ) -> Result<Vec<(Entry, StreamId)>, QueueError> {
-    let dlq = q.keys().dlq(p.tag, queue);
+    let dlq = q.keys().dlq(tag, queue);
     let r: StreamRangeReply = retry::redis(q, "dlq", |mut c| {
         let dlq = &dlq;
         async move {
@@ -88,7 +85,7 @@ async fn range(
                 Entry {
                     ms,
                     seq,
-                    index: p.index,
+                    tag: tag.to_string(),
                 },
                 e,
             ))
@@ -96,7 +93,7 @@ async fn range(
         .collect())
 }
 
-fn letter(q: &Queue, entry: Entry, e: &StreamId) -> DeadLetter {
+fn letter(entry: &Entry, e: &StreamId) -> DeadLetter {
     let s = |k: &str| e.get::<String>(k).unwrap_or_default();
     DeadLetter {
         job_id: s("job"),
@@ -106,7 +103,7 @@ fn letter(q: &Queue, entry: Entry, e: &StreamId) -> DeadLetter {
         attempts: s("attempts").parse().unwrap_or(0),
         dead_ms: s("dead_ms").parse().unwrap_or(0),
         history: serde_json::from_str(&s("history")).unwrap_or_default(),
-        entry: entry.name(q),
+        entry: entry.name(),
     }
 }
 
@@ -116,23 +113,24 @@ pub(super) async fn list(
     after: Option<&str>,
     count: usize,
 ) -> Result<Vec<DeadLetter>, QueueError> {
-    let after = after.map(|a| Entry::parse(q, a)).transpose()?;
+    let tags = q.partition_tags().await?;
+    let after = after.map(|a| Entry::parse(&tags, a)).transpose()?;
     let mut all = Vec::new();
-    for p in q.keys().partitions() {
-        // Entries after the cursor in the merged order: in partitions up to the cursor's,
-        // strictly after its stream id; in later ones, from it.
-        let start = match after {
-            Some(a) if p.index <= a.index => format!("({}", a.id()),
+    for tag in &tags {
+        // Entries after the cursor in the merged order: in partitions whose tag sorts up to
+        // the cursor's, strictly after its stream id; in the others, from it.
+        let start = match &after {
+            Some(a) if *tag <= a.tag => format!("({}", a.id()),
             Some(a) => a.id(),
             None => "-".to_string(),
         };
-        all.extend(range(q, p, queue, &start, count).await?);
+        all.extend(range(q, tag, queue, &start, count).await?);
     }
-    all.sort_by_key(|(entry, _)| *entry);
+    all.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(all
         .iter()
         .take(count.max(1))
-        .map(|(entry, e)| letter(q, *entry, e))
+        .map(|(entry, e)| letter(entry, e))
         .collect())
 }
 
@@ -141,24 +139,24 @@ pub(super) async fn replay(
     queue: &str,
     entry: &str,
 ) -> Result<Option<String>, QueueError> {
-    let entry = Entry::parse(q, entry)?;
-    replay_entry(q, queue, entry).await
+    let entry = Entry::parse(&q.partition_tags().await?, entry)?;
+    replay_entry(q, queue, &entry).await
 }
 
-async fn replay_entry(q: &Queue, queue: &str, entry: Entry) -> Result<Option<String>, QueueError> {
-    let p = q.keys().partition(entry.index);
-    let found = range(q, p, queue, &entry.id(), 1).await?;
+async fn replay_entry(q: &Queue, queue: &str, entry: &Entry) -> Result<Option<String>, QueueError> {
+    let tag = &entry.tag;
+    let found = range(q, tag, queue, &entry.id(), 1).await?;
     let Some(job) = found
         .first()
-        .filter(|(e, _)| *e == entry)
+        .filter(|(e, _)| e == entry)
         .and_then(|(_, e)| e.get::<String>("job"))
     else {
         return Ok(None);
     };
     let k = q.keys();
-    let mut inv = scripts::REPLAY_S.key(k.dlq(p.tag, queue));
-    inv.key(k.job_in(p.tag, &job))
-        .key(k.stream(p.tag, queue))
+    let mut inv = scripts::REPLAY_S.key(k.dlq(tag, queue));
+    inv.key(k.job_in(tag, &job))
+        .key(k.stream(tag, queue))
         .arg(entry.id())
         .arg(&job);
     let id: String = retry::redis(q, "replay", |mut c| {
@@ -173,8 +171,8 @@ async fn replay_entry(q: &Queue, queue: &str, entry: Entry) -> Result<Option<Str
 /// with a newer entry id and is left for the next replay.
 pub(super) async fn replay_all(q: &Queue, queue: &str) -> Result<Vec<String>, QueueError> {
     let mut replayed = Vec::new();
-    for p in q.keys().partitions() {
-        let dlq = q.keys().dlq(p.tag, queue);
+    for tag in q.partition_tags().await? {
+        let dlq = q.keys().dlq(&tag, queue);
         let last: StreamRangeReply = retry::redis(q, "dlq", |mut c| {
             let dlq = &dlq;
             async move {
@@ -194,7 +192,7 @@ pub(super) async fn replay_all(q: &Queue, queue: &str) -> Result<Vec<String>, Qu
         };
         let mut start = "-".to_string();
         'partition: loop {
-            let batch = range(q, p, queue, &start, 500).await?;
+            let batch = range(q, &tag, queue, &start, 500).await?;
             let Some((tail, _)) = batch.last() else {
                 break;
             };
@@ -203,7 +201,7 @@ pub(super) async fn replay_all(q: &Queue, queue: &str) -> Result<Vec<String>, Qu
                 if (entry.ms, entry.seq) > end {
                     break 'partition;
                 }
-                if let Some(id) = replay_entry(q, queue, *entry).await? {
+                if let Some(id) = replay_entry(q, queue, entry).await? {
                     replayed.push(id);
                 }
             }
@@ -215,15 +213,15 @@ pub(super) async fn replay_all(q: &Queue, queue: &str) -> Result<Vec<String>, Qu
 pub(super) async fn purge(q: &Queue, queue: &str) -> Result<u64, QueueError> {
     let k = q.keys();
     let mut total = 0u64;
-    for p in k.partitions() {
+    for tag in q.partition_tags().await? {
         loop {
-            let batch = range(q, p, queue, "-", 200).await?;
+            let batch = range(q, &tag, queue, "-", 200).await?;
             if batch.is_empty() {
                 break;
             }
-            let mut inv = scripts::PURGE_S.key(k.dlq(p.tag, queue));
+            let mut inv = scripts::PURGE_S.key(k.dlq(&tag, queue));
             for (_, e) in &batch {
-                inv.key(k.job_in(p.tag, &e.get::<String>("job").unwrap_or_default()));
+                inv.key(k.job_in(&tag, &e.get::<String>("job").unwrap_or_default()));
             }
             for (_, e) in &batch {
                 inv.arg(&e.id);

@@ -9,6 +9,7 @@
 //! so the loop reads each partition without blocking, in turn, starting one further each
 //! round, and pauses (up to `idle_poll_ms`) after a round that found nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,15 +76,6 @@ fn dispatch(
     }
 }
 
-/// The partitions' tags, shared by the loops of one queue.
-fn tags(sh: &Shared) -> Vec<Arc<str>> {
-    sh.queue
-        .keys()
-        .partitions()
-        .map(|p| Arc::from(p.tag))
-        .collect()
-}
-
 /// Reads new entries for this consumer while permits are free. `blocking` is a connection
 /// of the loop's own, used when the queue has one partition.
 pub(super) async fn fetch(
@@ -93,8 +85,6 @@ pub(super) async fn fetch(
     mut blocking: RedisConn,
 ) {
     let s = sh.queue.settings().clone();
-    let tags = tags(&sh);
-    let single = tags.len() == 1;
     let mut shared = sh.queue.connection();
     let mut first = 0usize;
     let mut idle = Duration::from_millis(1);
@@ -102,6 +92,8 @@ pub(super) async fn fetch(
         let Some(mut got) = wait_permits(&sh, &permits, 256).await else {
             return;
         };
+        let tags = sh.partitions();
+        let single = tags.len() == 1;
         let mut found = false;
         let mut failed = false;
         for i in 0..tags.len() {
@@ -169,14 +161,16 @@ pub(super) async fn fetch(
 /// their worker was killed, crashed or lost Redis.
 pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semaphore>) {
     let s = sh.queue.settings().clone();
-    let tags = tags(&sh);
     let every = Duration::from_millis((s.claim_idle_ms / 2).max(100));
-    let mut cursors = vec!["0-0".to_string(); tags.len()];
+    let mut cursors: HashMap<Arc<str>, String> = HashMap::new();
     let mut conn = sh.queue.connection();
     let mut rounds = 0u64;
     while sh.pause(every).await {
         rounds += 1;
-        for (tag, cursor) in tags.iter().zip(cursors.iter_mut()) {
+        for tag in sh.partitions().iter() {
+            let cursor = cursors
+                .entry(tag.clone())
+                .or_insert_with(|| "0-0".to_string());
             let stream = sh.queue.keys().stream(tag, &queue);
             if rounds.is_multiple_of(120)
                 && let Err(e) = forget_idle_consumers(&sh, &stream).await
@@ -254,10 +248,9 @@ const MOVE_BATCH: isize = 200;
 /// the earliest ids, then lets MOVE_DUE (which declares their keys) move those that are due.
 pub(super) async fn mover(sh: Arc<Shared>, queue: Arc<str>) {
     let s = sh.queue.settings().clone();
-    let tags = tags(&sh);
     let mut conn = sh.queue.connection();
     while sh.pause(Duration::from_millis(s.mover_interval_ms)).await {
-        for tag in &tags {
+        for tag in sh.partitions().iter() {
             loop {
                 match move_due(&sh, &mut conn, tag, &queue).await {
                     Ok(n) if n >= MOVE_BATCH as u64 => continue,

@@ -127,8 +127,8 @@ impl Transport for Streams {
     /// at the beginning of the stream, so jobs enqueued before any worker existed are
     /// delivered.
     async fn ensure_queue(&self, q: &Queue, queue: &str) -> Result<(), QueueError> {
-        for p in q.keys().partitions() {
-            ensure_group(q, p.tag, queue).await?;
+        for tag in q.partition_tags().await? {
+            ensure_group(q, &tag, queue).await?;
         }
         Ok(())
     }
@@ -140,8 +140,8 @@ impl Transport for Streams {
             queue: queue.to_string(),
             ..Default::default()
         };
-        for p in q.keys().partitions() {
-            let (length, pending, delayed, dead) = partition_sizes(q, p.tag, queue).await?;
+        for tag in q.partition_tags().await? {
+            let (length, pending, delayed, dead) = partition_sizes(q, &tag, queue).await?;
             total.length += length;
             total.pending += pending;
             total.delayed += delayed;
