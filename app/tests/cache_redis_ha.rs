@@ -456,15 +456,12 @@ async fn failover_under_load(mut ha: Ha, fault: Fault) {
     let victim_key = value_key(ids[0]);
     let victim = ha.master_of(&victim_key);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let t0 = Instant::now();
-    let prober = tokio::spawn(probe::run(
-        ha.url(),
-        format!("{victim_key}:probe"),
-        stop.clone(),
-        MAX_LOAD_TIME,
-    ));
+    let prober = probe::spawn(ha.url(), &victim_key, stop.clone(), MAX_LOAD_TIME);
     let runner = tokio::spawn(load(
         [tapp::base(&a), tapp::base(&b)],
         Arc::new(ids.clone()),

@@ -79,20 +79,75 @@ struct LoadReport {
     failures: Vec<String>,
 }
 
+impl LoadReport {
+    fn absorb(&mut self, r: LoadReport) {
+        self.requests += r.requests;
+        self.reads += r.reads;
+        self.slow += r.slow;
+        self.accepted.extend(r.accepted);
+        self.failures.extend(r.failures);
+    }
+
+    /// Prints what the load did (after the fault's own line) and fails the test if a
+    /// request failed during `what`.
+    fn check(&self, what: &str, retried: &BTreeMap<String, u64>) {
+        println!(
+            "  HTTP: {} requests ({} task reads, {} tasks accepted), {} failed, {} waited > 1 s; \
+             queue commands repeated after transient errors: {retried:?}",
+            self.requests,
+            self.reads,
+            self.accepted.len(),
+            self.failures.len(),
+            self.slow,
+        );
+        assert!(
+            self.failures.is_empty(),
+            "requests failed during {what}: {:?}",
+            &self.failures[..self.failures.len().min(10)]
+        );
+    }
+}
+
+/// The load's stop flag and its count of answered requests.
+#[derive(Default)]
+struct Progress {
+    /// Shared with the probe.
+    stop: Arc<AtomicBool>,
+    done: AtomicU64,
+}
+
+impl Progress {
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (bounded) until `n` more requests were answered.
+    async fn wait_more(&self, n: u64, what: &str) {
+        let want = self.done() + n;
+        let ok = support::wait_until_async(
+            Duration::from_secs(120),
+            Duration::from_millis(10),
+            || async { self.done() >= want },
+        )
+        .await;
+        assert!(ok, "the load did not progress {what}");
+    }
+}
+
 /// Submits `increment` tasks (a counter of their own each) and reads back earlier ones,
 /// over both instances, until `stop`; every answer must be 202 or 200.
-async fn load(
-    bases: [String; 2],
-    run: &'static str,
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicU64>,
-) -> LoadReport {
+async fn load(bases: [String; 2], run: &'static str, progress: Arc<Progress>) -> LoadReport {
     let c = tapp::client();
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|w| {
-            let (c, bases, stop, done) = (c.clone(), bases.clone(), stop.clone(), done.clone());
+            let (c, bases, progress) = (c.clone(), bases.clone(), progress.clone());
             tokio::spawn(async move {
+                let (stop, done) = (&progress.stop, &progress.done);
                 let mut rep = LoadReport::default();
                 let mut mine: Vec<String> = Vec::new();
                 for i in 0..MAX_REQUESTS_PER_CLIENT {
@@ -160,24 +215,9 @@ async fn load(
         .collect();
     let mut all = LoadReport::default();
     for t in clients {
-        let r = t.await.expect("load client");
-        all.requests += r.requests;
-        all.reads += r.reads;
-        all.slow += r.slow;
-        all.accepted.extend(r.accepted);
-        all.failures.extend(r.failures);
+        all.absorb(t.await.expect("load client"));
     }
     all
-}
-
-async fn wait_done(done: &AtomicU64, n: u64, what: &str) {
-    let ok = support::wait_until_async(
-        Duration::from_secs(120),
-        Duration::from_millis(10),
-        || async { done.load(Ordering::SeqCst) >= n },
-    )
-    .await;
-    assert!(ok, "the load did not progress {what}");
 }
 
 /// Every accepted task ends succeeded, with one success in its history, and its counter
@@ -224,12 +264,7 @@ async fn check_exactly_once(q: &Queue, accepted: &BTreeMap<String, String>) {
             .expect("read counter");
         assert_eq!(v, Some(1), "task {id} had its effect {v:?} times");
         let j = q.get(id).await.expect("read task").expect("task record");
-        let successes = j
-            .history
-            .iter()
-            .filter(|a| a.outcome == "succeeded")
-            .count();
-        assert_eq!(successes, 1, "task {id}: {:?}", j.history);
+        assert_eq!(support::successes(&j), 1, "task {id}: {:?}", j.history);
     }
 }
 
@@ -263,32 +298,26 @@ async fn master_killed_under_load(mut ha: Ha, partitions: u32, run: &'static str
     let victim_key = q.keys().stream(q.keys().partition(0).tag, "tasks");
     let victim = tokio::task::block_in_place(|| ha.master_of(&victim_key));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let t0 = Instant::now();
-    let prober = tokio::spawn(probe::run(
-        ha.url(),
-        format!("{victim_key}:probe"),
-        stop.clone(),
-        MAX_LOAD_TIME,
-    ));
+    let prober = probe::spawn(ha.url(), &victim_key, progress.stop.clone(), MAX_LOAD_TIME);
     let runner = tokio::spawn(load(
         [tapp::base(&apps[0]), tapp::base(&apps[1])],
         run,
-        stop.clone(),
-        done.clone(),
+        progress.clone(),
     ));
-    wait_done(&done, REQUESTS_AROUND, "before the kill").await;
-    let before = done.load(Ordering::SeqCst);
+    progress.wait_more(REQUESTS_AROUND, "before the kill").await;
+    let before = progress.done();
     let killed_at = t0.elapsed();
     let promoted = tokio::task::block_in_place(|| {
         ha.node_mut(victim).kill();
         ha.wait_promoted(victim, &victim_key)
     });
     let promoted_at = t0.elapsed();
-    let after = done.load(Ordering::SeqCst);
-    wait_done(&done, after + REQUESTS_AROUND, "after the failover").await;
-    stop.store(true, Ordering::SeqCst);
+    progress
+        .wait_more(REQUESTS_AROUND, "after the failover")
+        .await;
+    progress.stop();
     let rep = runner.await.unwrap();
     let samples = prober.await.unwrap();
     let c = tapp::client();
@@ -304,20 +333,7 @@ async fn master_killed_under_load(mut ha: Ha, partitions: u32, run: &'static str
         },
         probe::failures(&samples),
     );
-    println!(
-        "  HTTP: {} requests ({} task reads, {} tasks accepted), {} failed, {} waited > 1 s; \
-         queue commands repeated after transient errors: {retried:?}",
-        rep.requests,
-        rep.reads,
-        rep.accepted.len(),
-        rep.failures.len(),
-        rep.slow,
-    );
-    assert!(
-        rep.failures.is_empty(),
-        "requests failed during the failover: {:?}",
-        &rep.failures[..rep.failures.len().min(10)]
-    );
+    rep.check("the failover", &retried);
     assert!(
         probe::failures(&samples) > 0,
         "the kill did not interrupt the victim's slot: the test proves nothing"
@@ -341,6 +357,27 @@ async fn cluster_master_killed_under_task_load() {
 async fn sentinel_master_killed_under_task_load() {
     let ha = Ha::Sentinel(tokio::task::block_in_place(|| RedisSentinel::start(2, 3)));
     master_killed_under_load(ha, 1, "sk").await;
+}
+
+/// `redis-cli --cluster reshard` of `count` slots from `from` to `to`; checks that `slot`
+/// moved and returns how long it took.
+fn reshard(
+    cluster: &mut RedisCluster,
+    (from, to): (u16, u16),
+    count: usize,
+    slot: u16,
+) -> Duration {
+    tokio::task::block_in_place(|| {
+        let t = Instant::now();
+        cluster.reshard(from, to, count);
+        let took = t.elapsed();
+        assert_eq!(
+            cluster.master_of_slot(slot),
+            to,
+            "the reshard from {from} to {to} did not move slot {slot}"
+        );
+        took
+    })
 }
 
 /// `redis-cli --cluster reshard` moves the first partition's slot (and the slots below it
@@ -387,33 +424,20 @@ async fn cluster_reshard_under_task_load() {
         "partition slot {moving} is too far into its master's range"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let runner = tokio::spawn(load(
         [tapp::base(&apps[0]), tapp::base(&apps[1])],
         "rs",
-        stop.clone(),
-        done.clone(),
+        progress.clone(),
     ));
-    wait_done(&done, REQUESTS_AROUND, "before the reshard").await;
-    let t = Instant::now();
-    tokio::task::block_in_place(|| cluster.reshard(from, to, count));
-    let there = t.elapsed();
-    assert_eq!(
-        tokio::task::block_in_place(|| cluster.master_of_slot(moving)),
-        to,
-        "the reshard did not move slot {moving}"
-    );
-    let n = done.load(Ordering::SeqCst);
-    wait_done(&done, n + REQUESTS_AROUND / 2, "between the reshards").await;
-    let t = Instant::now();
-    tokio::task::block_in_place(|| cluster.reshard(to, from, count));
-    let back = t.elapsed();
-    assert_eq!(
-        tokio::task::block_in_place(|| cluster.master_of_slot(moving)),
-        from,
-        "the reshard did not move slot {moving} back"
-    );
+    progress
+        .wait_more(REQUESTS_AROUND, "before the reshard")
+        .await;
+    let there = reshard(&mut cluster, (from, to), count, moving);
+    progress
+        .wait_more(REQUESTS_AROUND / 2, "between the reshards")
+        .await;
+    let back = reshard(&mut cluster, (to, from), count, moving);
     // The same move held half-way under load for a while: the slot's keys are on the target
     // while the slot is still the source's (clients get ASK; a script whose keys are split
     // between the two, like an enqueue that creates a job, gets TRYAGAIN and is repeated,
@@ -421,28 +445,18 @@ async fn cluster_reshard_under_task_load() {
     tokio::task::block_in_place(|| cluster.migrate_slot(moving, to, MigrationStep::Started));
     tokio::time::sleep(HALF_MOVED_FOR).await;
     tokio::task::block_in_place(|| cluster.migrate_slot(moving, to, MigrationStep::Finished));
-    let n = done.load(Ordering::SeqCst);
-    wait_done(&done, n + REQUESTS_AROUND / 2, "after the moves").await;
-    stop.store(true, Ordering::SeqCst);
+    progress
+        .wait_more(REQUESTS_AROUND / 2, "after the moves")
+        .await;
+    progress.stop();
     let rep = runner.await.unwrap();
     let c = tapp::client();
     let retried = retries(&c, &apps).await;
     println!(
         "reshard: {count} slots (up to {moving}, partition {tag}) from {from} to {to} in {there:.1?} \
-         and back in {back:.1?}, then slot {moving} moved again held half-way; HTTP: {} requests \
-         ({} task reads, {} tasks accepted), {} failed, {} waited > 1 s; queue commands \
-         repeated: {retried:?}",
-        rep.requests,
-        rep.reads,
-        rep.accepted.len(),
-        rep.failures.len(),
-        rep.slow,
+         and back in {back:.1?}, then slot {moving} moved again held half-way"
     );
-    assert!(
-        rep.failures.is_empty(),
-        "requests failed during the reshard: {:?}",
-        &rep.failures[..rep.failures.len().min(10)]
-    );
+    rep.check("the reshard", &retried);
     check_exactly_once(&q, &rep.accepted).await;
     for a in &apps {
         a.shutdown();

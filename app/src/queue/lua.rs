@@ -37,6 +37,19 @@ local function end_attempt(jk, attempt, consumer, now, outcome, err)
   push_history(jk, {attempt = attempt, consumer = consumer,
     started_ms = hnum(jk, 'started_ms', 0), finished_ms = now, outcome = outcome, error = err})
 end
+-- What a job's end needs to create its notification job: its notify queue ('' for none)
+-- and how often it was replayed (the notification's id names the run).
+local function notify_of(jk)
+  return redis.call('HGET', jk, 'notify_queue') or '', tostring(hnum(jk, 'replays', 0))
+end
+-- The answer of a START that grants attempt `a` (both backends):
+-- {'run', attempt, max_attempts, kind, payload, notify_queue, replays}.
+local function run_reply(jk, a)
+  local nq, replays = notify_of(jk)
+  return {'run', tostring(a), tostring(hnum(jk, 'max_attempts', 1)),
+    redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null', nq,
+    replays}
+end
 -- Writes a new job's hash from the ENQUEUE arguments both backends share (ARGV: id, queue,
 -- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts);
 -- returns when the job is due.

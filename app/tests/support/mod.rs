@@ -38,6 +38,14 @@ where
     }
 }
 
+/// How many attempts in a job's history succeeded (one for a job run once in effect).
+pub fn successes(j: &app::queue::JobRecord) -> usize {
+    j.history
+        .iter()
+        .filter(|a| a.outcome == "succeeded")
+        .count()
+}
+
 /// Raises the soft open-files limit to the hard limit (tests with many connections).
 pub fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.

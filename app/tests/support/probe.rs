@@ -38,6 +38,16 @@ pub async fn run(ha_url: String, key: String, stop: Arc<AtomicBool>, max: Durati
     samples
 }
 
+/// Starts [`run`] on a key of its own in the slot of `victim_key` (same hash tag).
+pub fn spawn(
+    ha_url: String,
+    victim_key: &str,
+    stop: Arc<AtomicBool>,
+    max: Duration,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    tokio::spawn(run(ha_url, format!("{victim_key}:probe"), stop, max))
+}
+
 /// When writes worked again: the first success after the last failure (None without one).
 pub fn recovered_at(samples: &[Sample]) -> Option<Duration> {
     let last_fail = samples.iter().rev().find(|s| !s.1).map(|s| s.0)?;

@@ -87,19 +87,9 @@ pub(super) async fn enqueue(
     let k = q.keys();
     let mut inv = scripts::ENQUEUE_S.key(k.job(&a.id));
     inv.key(k.idempotency(a.tag, a.queue, a.idem))
-        .key(k.outbox(a.tag))
-        .arg(&a.id)
-        .arg(a.queue)
-        .arg(a.kind)
-        .arg(&a.payload)
-        .arg(a.max_attempts)
-        .arg(a.at_ms)
-        .arg(a.after_ms)
-        .arg(if a.idem.is_empty() { "0" } else { "1" })
-        .arg(q.settings().idempotency_ttl_s)
-        .arg(a.notify_queue)
-        .arg(a.notify_attempts)
-        .arg(new_entry());
+        .key(k.outbox(a.tag));
+    a.push_args(&mut inv, q.settings().idempotency_ttl_s);
+    inv.arg(new_entry());
     let (id, created, must_publish, entry, wait): (String, i64, i64, String, u64) =
         retry::redis(q, "enqueue", |mut c| {
             let inv = &inv;

@@ -134,25 +134,18 @@ local st = redis.call('HGET', jk, 'state')
 if not st or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return {'skip'} end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
-local maxa = hnum(jk, 'max_attempts', 1)
-local nq = redis.call('HGET', jk, 'notify_queue') or ''
-local replays = tostring(hnum(jk, 'replays', 0))
-local function run_reply(a)
-  return {'run', tostring(a), tostring(maxa), redis.call('HGET', jk, 'kind') or '',
-    redis.call('HGET', jk, 'payload') or 'null', nq, replays}
-end
 if st == 'scheduled' or st == 'failed' then
   local due = hnum(jk, 'run_at_ms', 0)
   if due > now then return {'early', tostring(due - now)} end
 elseif st == 'running' then
   -- A repeat by this very delivery (its answer was lost in a failover).
-  if redis.call('HGET', jk, 'owner') == ARGV[3] then return run_reply(attempts) end
+  if redis.call('HGET', jk, 'owner') == ARGV[3] then return run_reply(jk, attempts) end
   -- A duplicate copy, or a redelivery after the broker restarted under a job that still
   -- runs: the caller hands it back while that pool lives; the running attempt decides.
   local holder = redis.call('HGET', jk, 'consumer') or ''
   if holder ~= ARGV[4] then return {'held', holder} end
   -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
-  if attempts >= maxa then return {'lost', nq, replays} end
+  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
   end_attempt(jk, attempts, holder, now, 'reclaimed', 'worker lost')
 elseif st ~= 'queued' then
   return {'skip'}
@@ -162,7 +155,7 @@ redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[2], 'owner', ARGV[3]
   'started_ms', now, 'updated_ms', now)
 -- A reclaimed job re-run is in the set already (SADD is a no-op then).
 redis.call('SADD', KEYS[3], redis.call('HGET', jk, 'id'))
-return run_reply(attempts)
+return run_reply(jk, attempts)
 "#;
 
 /// A job whose pool vanished during its last attempt goes dead.

@@ -100,18 +100,8 @@ impl Transport for Streams {
         let mut inv = scripts::ENQUEUE_S.key(k.job(&job.id));
         inv.key(k.stream(job.tag, job.queue))
             .key(k.delayed(job.tag, job.queue))
-            .key(k.idempotency(job.tag, job.queue, job.idem))
-            .arg(&job.id)
-            .arg(job.queue)
-            .arg(job.kind)
-            .arg(&job.payload)
-            .arg(job.max_attempts)
-            .arg(job.at_ms)
-            .arg(job.after_ms)
-            .arg(if job.idem.is_empty() { "0" } else { "1" })
-            .arg(q.settings().idempotency_ttl_s)
-            .arg(job.notify_queue)
-            .arg(job.notify_attempts);
+            .key(k.idempotency(job.tag, job.queue, job.idem));
+        job.push_args(&mut inv, q.settings().idempotency_ttl_s);
         let (id, created): (String, i64) = retry::redis(q, "enqueue", |mut c| {
             let inv = &inv;
             async move { inv.invoke_async(&mut c).await }

@@ -83,26 +83,19 @@ if entry ~= ARGV[1] or (st ~= 'queued' and st ~= 'running') then
 end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
-local maxa = hnum(jk, 'max_attempts', 1)
-local nq = redis.call('HGET', jk, 'notify_queue') or ''
-local replays = tostring(hnum(jk, 'replays', 0))
-local function run_reply(a)
-  return {'run', tostring(a), tostring(maxa), redis.call('HGET', jk, 'kind') or '',
-    redis.call('HGET', jk, 'payload') or 'null', nq, replays}
-end
 if st == 'running' and redis.call('HGET', jk, 'owner') == ARGV[4] then
-  return run_reply(attempts)
+  return run_reply(jk, attempts)
 end
 if st == 'running' then
   -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
-  if attempts >= maxa then return {'lost', nq, replays} end
+  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
   end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
     'worker lost')
 end
 attempts = redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'owner', ARGV[4],
   'started_ms', now, 'updated_ms', now)
-return run_reply(attempts)
+return run_reply(jk, attempts)
 "#;
 
 /// A reclaimed job whose worker vanished during its last attempt goes dead.
