@@ -27,6 +27,8 @@ pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// One redis-server (data node or sentinel).
 pub struct Node {
     pub port: u16,
+    /// The cluster bus port chosen for it (cluster nodes only use it).
+    pub bus_port: u16,
     pub name: String,
     dir: PathBuf,
     guard: Option<ChildGuard>,
@@ -76,6 +78,7 @@ impl Node {
             if up && guard.is_running() {
                 return Self {
                     port,
+                    bus_port: bus,
                     name: name.to_string(),
                     dir,
                     guard: Some(guard),
@@ -300,10 +303,14 @@ impl RedisCluster {
                 "CLUSTER ADDSLOTSRANGE",
             );
         }
-        let first = self.nodes[0].port.to_string();
+        // The bus port is not port + 10000 here: MEET must name it.
+        let (first, bus) = (
+            self.nodes[0].port.to_string(),
+            self.nodes[0].bus_port.to_string(),
+        );
         for n in &self.nodes[1..] {
             ok(
-                n.cli(&["CLUSTER", "MEET", "127.0.0.1", &first]),
+                n.cli(&["CLUSTER", "MEET", "127.0.0.1", &first, &bus]),
                 "CLUSTER MEET",
             );
         }
