@@ -7,6 +7,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::QueueError;
 
+/// Seconds a client waits before retrying a 503. The same value as the users API's
+/// `http::UNAVAILABLE_RETRY_AFTER_S`, held here because the queue uses no other module of
+/// the app (xtask's cycle check enforces it).
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
 /// An HTTP error answered as `{"error": "...", "status": N}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -40,7 +45,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(crate::http::UNAVAILABLE_RETRY_AFTER_S),
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER_S),
             );
         }
         resp
