@@ -39,7 +39,7 @@ where
 }
 
 /// How many attempts in a job's history succeeded (one for a job run once in effect).
-pub fn successes(j: &app::queue::JobRecord) -> usize {
+pub fn successes(j: &::app::queue::JobRecord) -> usize {
     j.history
         .iter()
         .filter(|a| a.outcome == "succeeded")
