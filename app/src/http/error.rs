@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::store::{FieldError, StoreError};
 
-/// `Retry-After` of a 503: one value for the whole service, defined by the queue (which must
-/// stand alone, so it cannot use this module).
+/// `Retry-After` of a 503 (database or a dependency unavailable, request timed out).
+/// Defined by the queue, which stands alone, so both error types answer alike.
 pub use crate::queue::UNAVAILABLE_RETRY_AFTER_S;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::QueueError;
 
+/// `Retry-After` of a 503: how long a client waits before sending the request again.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
 /// An HTTP error answered as `{"error": "...", "status": N}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -30,10 +33,6 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, msg)
     }
 }
-
-/// `Retry-After` of a 503 (storage or a dependency unavailable, request timed out); the HTTP
-/// layer uses the same value.
-pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
