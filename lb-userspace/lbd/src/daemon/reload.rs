@@ -124,10 +124,7 @@ fn plan(
             _ if prune => {
                 changes.push(change(
                     "vips",
-                    format!(
-                        "remove VIP {name} (source {}; --prune)",
-                        v.source.name()
-                    ),
+                    format!("remove VIP {name} (source {}; --prune)", v.source.name()),
                 ));
                 steps.push(Step::RemoveVip(name.clone()));
             }
@@ -634,9 +631,9 @@ mod tests {
         let (changes, _) = plan(&old, &new, &m, true).unwrap();
         let l = lines(&changes);
         assert!(l.contains(&"vips: remove VIP api1 (source api; --prune)".to_string()));
-        assert!(l.contains(
-            &"backends: remove web/10.0.0.13 (source registered; --prune)".to_string()
-        ));
+        assert!(
+            l.contains(&"backends: remove web/10.0.0.13 (source registered; --prune)".to_string())
+        );
     }
 
     #[test]
