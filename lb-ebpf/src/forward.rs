@@ -45,7 +45,7 @@ pub fn to_backend(ctx: &XdpContext, ip: &Ip, mode: u8, b: &Backend, flow: &FlowK
 
 /// Destination MAC := backend, source MAC := the frame's old destination (our interface).
 #[inline(always)]
-fn rewrite_macs(eth: usize, b: &Backend) {
+pub fn rewrite_macs(eth: usize, b: &Backend) {
     // `Backend` is 4-byte aligned and `mac` sits at offset 16, so the MAC reads as one u32 and
     // one u16 (as `[u8; 6]` it would be six byte loads and six byte stores).
     const MAC_OFF: usize = core::mem::offset_of!(Backend, mac);
@@ -74,7 +74,7 @@ fn dsr_l2(ctx: &XdpContext, b: &Backend) -> Forwarded {
 
 /// The backend MTU when an encapsulated packet of `inner_len + overhead` bytes exceeds it.
 #[inline(always)]
-fn too_big(inner_len: usize, overhead: usize) -> Option<u32> {
+pub fn too_big(inner_len: usize, overhead: usize) -> Option<u32> {
     let mtu = SETTINGS.get(0)?.backend_mtu;
     (mtu != 0 && inner_len + overhead > mtu as usize).then_some(mtu)
 }

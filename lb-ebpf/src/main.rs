@@ -19,6 +19,8 @@ mod hdr;
 mod icmp;
 mod maps;
 mod parse;
+mod sc_decap;
+mod second_chance;
 mod select;
 mod stats;
 mod toobig;
@@ -150,6 +152,9 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
         return pass(Reason::PassNotVip);
     };
+    if let Some(c) = second_chance::choices(&flow, &meta, ports.tcp_flags) {
+        return second_chance::forward(&ctx, &ip, &flow, &meta, &c);
+    }
     let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
         return drop(Reason::DropNoBackend);
     };
@@ -168,7 +173,8 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
 
 /// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the
 /// addresses in `DECAP_ADDRS`, then lets the kernel deliver the inner packet (the VIP is on
-/// `lo`). Everything else passes untouched.
+/// `lo`). GUE packets that carry a second choice go to `sc_decap`. Everything else passes
+/// untouched.
 #[xdp]
 #[inline(always)]
 pub fn xdp_decap(ctx: XdpContext) -> u32 {
@@ -179,6 +185,8 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     let (outer_len, inner_version) = match (ip.family, ip.proto) {
         (AF_INET, IPPROTO_IPIP) if ip.l4_off == ip.l3_off + IPV4_LEN => (IPV4_LEN, 4u8),
         (AF_INET6, IPPROTO_IPV6) if ip.l4_off == ip.l3_off + IPV6_LEN => (IPV6_LEN, 6u8),
+        // Maybe GUE carrying a second choice (sc_decap.rs), once the address is known ours.
+        (_, IPPROTO_UDP) => (0, 0),
         _ => return xdp_action::XDP_PASS,
     };
     let key = VipKey {
@@ -191,6 +199,9 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     };
     if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
         return xdp_action::XDP_PASS;
+    }
+    if outer_len == 0 {
+        return sc_decap::handle(&ctx, &ip);
     }
     // A whole inner header must be there (a one-byte check is also one the verifier cannot use).
     let inner_min = if inner_version == 4 {

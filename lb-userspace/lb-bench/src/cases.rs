@@ -40,6 +40,7 @@ pub fn vip(name: &str, addr: &str, algorithm: Algorithm, mode: ForwardMode) -> V
         mode,
         table_size: TableSize::DEFAULT,
         backends: backends(prefix),
+        second_chance: Default::default(),
     }
 }
 
