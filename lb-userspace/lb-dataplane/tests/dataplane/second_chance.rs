@@ -185,3 +185,134 @@ fn off_or_past_the_window_the_flow_is_simply_rehashed() {
         assert_eq!(fx.reason(Reason::TxSecondChance), 0, "{sc:?}");
     }
 }
+
+/// A GUE frame as the balancer sends it, for a flow from `client:sport` to `vipa:dport`.
+fn gue_frame(
+    client: &str,
+    sport: u16,
+    vipa: &str,
+    dport: u16,
+    flags: u8,
+    current: IpAddr,
+    previous: IpAddr,
+) -> (Vec<u8>, Vec<u8>) {
+    let input = Frame::tcp(ip(client), sport, ip(vipa), dport, flags)
+        .with_payload(b"ping")
+        .build();
+    let flow = FlowKey::new(ip(client), sport, ip(vipa), dport, IPPROTO_TCP);
+    let gue = expected(&input, &flow, current, previous);
+    (input, gue)
+}
+
+/// A decap fixture: this host is `here`, `previous` is the other backend's address.
+fn backend_host(here: IpAddr, previous: IpAddr) -> Fixture {
+    let mut fx = Fixture::new(&[]);
+    for a in [here, previous] {
+        fx.prog
+            .maps_mut()
+            .add_decap_address(a)
+            .expect("decap address");
+    }
+    fx
+}
+
+/// The inner frame as `xdp_decap` passes it up: the GUE frame's link header, the client's
+/// IP packet byte for byte.
+fn delivered(gue: &[u8], input: &[u8]) -> Vec<u8> {
+    let mut want = gue[0..14].to_vec();
+    want.extend_from_slice(&input[14..]);
+    want
+}
+
+#[test]
+fn decap_delivers_a_flow_with_a_local_socket() {
+    // A real connection on loopback in the test's network namespace: the kernel's TCP state
+    // is what the decap program asks.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let (_server, _) = listener.accept().expect("accept");
+    let cport = client.local_addr().expect("client addr").port();
+    let (here, prev) = (ip("10.77.0.11"), ip("10.77.0.12"));
+    let fx = backend_host(here, prev);
+    let (input, gue) = gue_frame("127.0.0.1", cport, "127.0.0.1", port, TCP_ACK, here, prev);
+    let out = fx.decap(&gue);
+    assert_eq!(out.action, XdpAction::Pass, "a known flow is delivered");
+    assert_eq!(out.packet, delivered(&gue, &input));
+    assert_eq!(fx.reason(Reason::PassSecondChance), 1);
+    // A bare SYN needs no socket: a new connection belongs to the current choice.
+    let (input, gue) = gue_frame("10.77.0.10", 1234, "10.77.0.100", 80, TCP_SYN, here, prev);
+    let out = fx.decap(&gue);
+    assert_eq!(
+        (out.action, out.packet),
+        (XdpAction::Pass, delivered(&gue, &input))
+    );
+    assert_eq!(fx.reason(Reason::PassSecondChance), 2);
+    assert_eq!(fx.reason(Reason::TxSecondChanceRedirect), 0);
+}
+
+/// The frame the decap program must send on to `previous`: MACs swapped (back to the
+/// neighbour that delivered it), outer source := this host, destination := previous, no hop
+/// left.
+fn redirected(gue: &[u8], here: IpAddr, previous: IpAddr) -> Vec<u8> {
+    let mut want = gue.to_vec();
+    want[0..6].copy_from_slice(&gue[6..12]);
+    want[6..12].copy_from_slice(&gue[0..6]);
+    if here.is_ipv4() {
+        let mut outer = vec![0x45, 0, gue[16], gue[17], 0, 0, 0, 0, 64, 17, 0, 0];
+        outer.extend_from_slice(&addr_bytes(here));
+        outer.extend_from_slice(&addr_bytes(previous));
+        let c = checksum(&outer, 0);
+        outer[10..12].copy_from_slice(&c.to_be_bytes());
+        want[14..34].copy_from_slice(&outer);
+        want[14 + 20 + 8 + 4 + 1] = 0;
+    } else {
+        want[14 + 8..14 + 24].copy_from_slice(&addr_bytes(here));
+        want[14 + 24..14 + 40].copy_from_slice(&addr_bytes(previous));
+        want[14 + 40 + 8 + 4 + 1] = 0;
+    }
+    want
+}
+
+#[test]
+fn decap_redirects_an_unknown_flow_and_drops_at_the_hop_limit() {
+    // A listener alone does not make a flow known: an ACK for a port that is only listened
+    // on belongs to a connection elsewhere.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let lport = listener.local_addr().expect("addr").port();
+    for (client, vipa, dport, here, prev) in [
+        ("10.77.0.10", "10.77.0.100", 80, "10.77.0.11", "10.77.0.12"),
+        ("127.0.0.1", "127.0.0.1", lport, "10.77.0.11", "10.77.0.12"),
+        ("fd77::10", "fd77::100", 80, "fd77::11", "fd77::12"),
+    ] {
+        let (here, prev) = (ip(here), ip(prev));
+        let fx = backend_host(here, prev);
+        let (_, gue) = gue_frame(client, 4321, vipa, dport, TCP_ACK, here, prev);
+        let out = fx.decap(&gue);
+        assert_eq!(out.action, XdpAction::Tx, "{client} -> {vipa}:{dport}");
+        assert_eq!(out.packet, redirected(&gue, here, prev));
+        if here.is_ipv4() {
+            assert!(ipv4_header_ok(&out.packet, 14));
+        }
+        assert_eq!(fx.reason(Reason::TxSecondChanceRedirect), 1);
+        // At the previous backend (no socket there either): no hop left, dropped.
+        let last = fx.decap(&out.packet);
+        assert_eq!(last.action, XdpAction::Drop);
+        assert_eq!(fx.reason(Reason::DropHopLimit), 1);
+        assert_eq!(fx.reason(Reason::PassSecondChance), 0);
+    }
+}
+
+#[test]
+fn decap_leaves_other_udp_alone() {
+    let (here, prev) = (ip("10.77.0.11"), ip("10.77.0.12"));
+    let fx = backend_host(here, prev);
+    // Plain UDP to this host, and GUE to a port that is not ours: the kernel's business.
+    let dns = Frame::udp(ip("10.77.0.10"), 5353, here, 53).build();
+    let (_, mut other) = gue_frame("10.77.0.10", 1, "10.77.0.100", 80, TCP_ACK, here, prev);
+    other[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&6081u16.to_be_bytes());
+    for f in [dns, other] {
+        let out = fx.decap(&f);
+        assert_eq!((out.action, &out.packet), (XdpAction::Pass, &f));
+    }
+}
