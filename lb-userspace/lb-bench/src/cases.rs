@@ -54,6 +54,8 @@ pub enum Kind {
     Hit,
     /// The balancer through the harness, a new source address every run.
     NewFlow,
+    /// The backend's decap program through the harness (it strips the outer headers).
+    Decap,
 }
 
 pub struct Case {
