@@ -38,7 +38,10 @@ use lb_common::{
 };
 
 use crate::{
-    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, swap_macs},
+    hdr::{
+        ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, strip_outer,
+        swap_macs,
+    },
     maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS, SETTINGS},
     parse::{Ip, L3, Shape},
 };
@@ -224,29 +227,6 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
         return drop(Reason::DropInternal);
     }
     pass(Reason::PassDecap)
-}
-
-/// Moves the `L2`-byte link header (with its VLAN tag) forward over the `OUTER`-byte outer IP
-/// header, then drops the bytes in front of it. At most 18 bytes move by at least 20: no
-/// overlap. Both lengths are constants so the verifier can follow the bounds check.
-#[inline(always)]
-fn strip_outer<const L2: usize, const OUTER: usize>(ctx: &XdpContext) -> bool {
-    let Some(start) = check(ctx, 0, L2 + OUTER) else {
-        return false;
-    };
-    unsafe {
-        let a: u64 = load(start);
-        let b: u32 = load(start + 8);
-        let c: u16 = load(start + 12);
-        if L2 > ETH_LEN {
-            let tag: u32 = load(start + ETH_LEN);
-            store(start + OUTER + ETH_LEN, tag);
-        }
-        store(start + OUTER, a);
-        store(start + OUTER + 8, b);
-        store(start + OUTER + 12, c);
-        bpf_xdp_adjust_head(ctx.ctx, OUTER as i32) == 0
-    }
 }
 
 /// Attached to the far end of veth pairs: XDP_TX on a veth needs a program on its peer.

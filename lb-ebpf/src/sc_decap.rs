@@ -16,11 +16,13 @@ use lb_common::{
 
 use crate::{
     forward::write_ipv4_header,
-    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, TCP_LEN, UDP_LEN, VLAN_LEN, check, load, store, swap_macs},
+    hdr::{
+        ETH_LEN, IPV4_LEN, IPV6_LEN, TCP_LEN, UDP_LEN, VLAN_LEN, check, load, store, strip_outer,
+        swap_macs,
+    },
     parse::{Ip, TCP_ACK, TCP_SYN},
     second_chance::{OVERHEAD4, OVERHEAD6},
     stats::{drop, pass},
-    strip_outer,
 };
 
 /// `TCP_LISTEN` in `bpf_sock::state`: a listener only says the port is served, not that this

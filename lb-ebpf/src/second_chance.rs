@@ -140,7 +140,13 @@ fn gue4(ctx: &XdpContext, ip: &Ip, c: &Choices, entropy: u32) -> Forwarded {
     let total = inner_len + OVERHEAD4;
     write_ipv4_header(outer, tos, total, IPPROTO_UDP, src, c.current.addr[0]);
     let hlen = ((PRIV_HEAD + 4) / 4) as u8;
-    write_udp_gue(outer + IPV4_LEN, entropy, total - IPV4_LEN, hlen, IPPROTO_IPIP);
+    write_udp_gue(
+        outer + IPV4_LEN,
+        entropy,
+        total - IPV4_LEN,
+        hlen,
+        IPPROTO_IPIP,
+    );
     unsafe { store(outer + OVERHEAD4 - 4, c.previous.addr[0]) };
     Forwarded::Tx
 }

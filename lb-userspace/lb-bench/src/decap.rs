@@ -55,7 +55,9 @@ fn encapsulated(inner: &[u8], gue: bool) -> Vec<u8> {
         let mut h = 0xc001u16.to_be_bytes().to_vec();
         h.extend_from_slice(&SECOND_CHANCE_PORT.to_be_bytes());
         h.extend_from_slice(&udp_len.to_be_bytes());
-        h.extend_from_slice(&[0, 0, 2, 4, 0, 1, SECOND_CHANCE_TYPE, SECOND_CHANCE_HOPS, 0, 0]);
+        // UDP checksum 0; GUE: version 0, 2 words of private data, IPv4 inside, flag P.
+        h.extend_from_slice(&[0, 0, 2, 4, 0, 1]);
+        h.extend_from_slice(&[SECOND_CHANCE_TYPE, SECOND_CHANCE_HOPS, 0, 0]);
         h.extend_from_slice(&octets(PREVIOUS));
         h
     } else {
@@ -87,7 +89,11 @@ pub fn cases(lo: &Loopback) -> Vec<Case> {
     )
     .build();
     [
-        ("decap, ipip (today)", encapsulated(&away, false), XdpAction::Pass),
+        (
+            "decap, ipip (today)",
+            encapsulated(&away, false),
+            XdpAction::Pass,
+        ),
         (
             "decap, second chance, local socket",
             encapsulated(&local, true),
