@@ -13,11 +13,11 @@ use lb_common::{
 };
 
 use crate::{
-    forward::{self, Forwarded, grow_head, rewrite_macs, too_big, write_ipv4_header},
-    hdr::{IPV4_LEN, IPV6_LEN, UDP_LEN, check, load, packet_len, store},
+    forward::{self, Forwarded, make_room, write_ipv4_header},
+    hdr::{IPV4_LEN, IPV6_LEN, UDP_LEN, packet_len, store},
     maps::{BACKENDS, SETTINGS},
     parse::{Ip, TCP_ACK, TCP_SYN},
-    select, stats, toobig,
+    select, stats,
 };
 
 /// GUE base header: version 0, C 0, header length, inner protocol, flags.
@@ -118,25 +118,13 @@ fn write_udp_gue(at: usize, entropy: u32, udp_len: usize, hlen_words: u8, inner_
 
 #[inline(always)]
 fn gue4(ctx: &XdpContext, ip: &Ip, c: &Choices, entropy: u32) -> Forwarded {
-    let l3_off = ip.l3_off;
-    let inner_len = packet_len(ctx) - l3_off;
-    if let Some(mtu) = too_big(inner_len, OVERHEAD4) {
-        return toobig::answer(ctx, ip, mtu);
-    }
-    let Some(inner) = check(ctx, l3_off, IPV4_LEN) else {
+    let Some((tos, src)) = forward::tos_and_src4(ctx, ip) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    let tos: u8 = unsafe { load(inner + 1) };
-    let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v4) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let (outer, inner_len) = match make_room::<OVERHEAD4>(ctx, ip, &c.current) {
+        Ok(r) => r,
+        Err(f) => return f,
     };
-    let Some(start) = grow_head::<OVERHEAD4>(ctx, l3_off) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    let Some(outer) = check(ctx, l3_off, OVERHEAD4) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    rewrite_macs(start, &c.current);
     let total = inner_len + OVERHEAD4;
     write_ipv4_header(outer, tos, total, IPPROTO_UDP, src, c.current.addr[0]);
     let hlen = ((PRIV_HEAD + 4) / 4) as u8;
@@ -153,23 +141,15 @@ fn gue4(ctx: &XdpContext, ip: &Ip, c: &Choices, entropy: u32) -> Forwarded {
 
 #[inline(always)]
 fn gue6(ctx: &XdpContext, ip: &Ip, c: &Choices, entropy: u32) -> Forwarded {
-    let l3_off = ip.l3_off;
-    let inner_len = packet_len(ctx) - l3_off;
-    if let Some(mtu) = too_big(inner_len, OVERHEAD6) {
-        return toobig::answer(ctx, ip, mtu);
-    }
     let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v6) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    let Some(start) = grow_head::<OVERHEAD6>(ctx, l3_off) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let (outer, inner_len) = match make_room::<OVERHEAD6>(ctx, ip, &c.current) {
+        Ok(r) => r,
+        Err(f) => return f,
     };
-    let Some(outer) = check(ctx, l3_off, OVERHEAD6) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    rewrite_macs(start, &c.current);
-    let first = (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be();
     let payload = inner_len + OVERHEAD6 - IPV6_LEN;
+    let first = forward::flow_label(entropy);
     forward::write_ipv6_header(outer, first, payload, IPPROTO_UDP, src, c.current.addr);
     let hlen = ((PRIV_HEAD + 16) / 4) as u8;
     write_udp_gue(outer + IPV6_LEN, entropy, payload, hlen, IPPROTO_IPV6);
