@@ -208,6 +208,11 @@ pub struct VipInput {
     pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_size: Option<u32>,
+    /// docs/dataplane.md, "Second chance" (`ipip` with maglev or ip-hash only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_chance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_chance_window_s: Option<u32>,
     /// Overrides of the global `[health]` (absent keys take the global values).
     #[serde(default, skip_serializing_if = "HealthInput::is_empty")]
     pub health: HealthInput,
@@ -266,6 +271,13 @@ impl VipInput {
             None => TableSize::DEFAULT,
         };
         check_mode(&self.name, address, mode, env)?;
+        let second_chance = crate::second_chance::parse(
+            self.second_chance.unwrap_or(false),
+            self.second_chance_window_s,
+            algorithm,
+            mode,
+        )
+        .map_err(|(field, reason)| FieldError::new(field, reason))?;
         let health = self
             .health
             .over(env.health)
@@ -304,6 +316,7 @@ impl VipInput {
             table_size,
             health,
             backends,
+            second_chance,
         })
     }
 }
@@ -430,6 +443,16 @@ impl VipConfig {
             algorithm: Some(super::algorithm_name(self.algorithm).into()),
             mode: Some(super::mode_name(self.mode).into()),
             table_size: Some(self.table_size.get()),
+            second_chance: match self.second_chance {
+                lb_dataplane::SecondChance::Off => None,
+                lb_dataplane::SecondChance::On { .. } => Some(true),
+            },
+            second_chance_window_s: match self.second_chance {
+                lb_dataplane::SecondChance::Off => None,
+                lb_dataplane::SecondChance::On { window } => {
+                    Some(u32::try_from(window.as_secs()).unwrap_or(u32::MAX))
+                }
+            },
             health: HealthInput::default(),
             backends: self
                 .backends

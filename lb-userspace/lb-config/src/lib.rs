@@ -15,6 +15,7 @@ use toml::Spanned;
 mod access;
 mod check;
 mod daemon;
+pub mod second_chance;
 mod vrrp;
 
 pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
@@ -27,7 +28,7 @@ pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
 
 use lb_dataplane::{
-    BackendSpec, BackendState, VipSpec,
+    BackendSpec, BackendState, SecondChance, VipSpec,
     maglev::TableSize,
     replay::{ReplaySetup, placeholder_mac},
 };
@@ -84,6 +85,7 @@ pub struct VipConfig {
     pub table_size: TableSize,
     pub health: HealthConfig,
     pub backends: Vec<BackendConfig>,
+    pub second_chance: SecondChance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +117,7 @@ impl VipConfig {
                     state: BackendState::Active,
                 })
                 .collect(),
+            second_chance: self.second_chance,
         }
     }
 }
@@ -164,6 +167,8 @@ struct RawVip {
     algorithm: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
     table_size: Option<Spanned<u32>>,
+    second_chance: Option<Spanned<bool>>,
+    second_chance_window_s: Option<Spanned<u32>>,
     #[serde(default)]
     health: daemon::RawHealth,
     #[serde(default)]
@@ -223,6 +228,12 @@ impl RawVip {
             algorithm: value(&mut spans, "algorithm", &self.algorithm),
             mode: value(&mut spans, "mode", &self.mode),
             table_size: value(&mut spans, "table_size", &self.table_size),
+            second_chance: value(&mut spans, "second_chance", &self.second_chance),
+            second_chance_window_s: value(
+                &mut spans,
+                "second_chance_window_s",
+                &self.second_chance_window_s,
+            ),
             health,
             backends,
         };

@@ -251,6 +251,7 @@ impl VipRuntime {
                     state: b.state(),
                 })
                 .collect(),
+            second_chance: self.cfg.second_chance,
         }
     }
 

@@ -253,6 +253,12 @@ fn vip_setting_changes(a: &VipConfig, b: &VipConfig) -> Vec<String> {
     if a.health != b.health {
         out.push(format!("health {:?} -> {:?}", a.health, b.health));
     }
+    if a.second_chance != b.second_chance {
+        out.push(format!(
+            "second_chance {:?} -> {:?}",
+            a.second_chance, b.second_chance
+        ));
+    }
     out
 }
 
