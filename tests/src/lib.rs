@@ -10,6 +10,7 @@
 //! - [`bins`]: the workspace's programs (lbd, lbctl, app) for tests of another package.
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
+//! - [`openapi`]: the API docs' tables rendered from an OpenAPI document, and checked.
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,6 +33,7 @@ pub mod bpffs;
 pub mod error;
 pub mod exec;
 pub mod netns;
+pub mod openapi;
 pub mod process;
 pub mod setns;
 pub mod system;

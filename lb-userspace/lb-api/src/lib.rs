@@ -9,6 +9,7 @@ pub mod schema;
 mod transport;
 pub mod types;
 pub mod vrrp;
+mod whole;
 
 pub use client::{Client, Fetched};
 pub use error::ClientError;

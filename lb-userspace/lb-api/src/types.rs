@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::schema::IpAddress;
+use crate::whole;
 
 /// Display, `FromStr` (the wire names and their aliases) and `name()` of a unit-only enum,
 /// from one list of its wire names.
@@ -218,7 +219,11 @@ pub struct NewVip {
     #[schema(value_type = IpAddress)]
     pub address: IpAddr,
     /// Port clients connect to; 0 (the default) is every port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
     #[schema(maximum = 65535)]
     pub port: Option<u16>,
     /// Default `tcp`.
@@ -230,8 +235,13 @@ pub struct NewVip {
     /// Default `dsr-l2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// Entries of the lookup table (a prime for `maglev` and `ip-hash`); default 65537.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Entries of the lookup table: a prime (422 otherwise), 65537 by default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[schema(minimum = 2, maximum = 65537)]
     pub table_size: Option<u32>,
 }
 
@@ -243,7 +253,11 @@ pub struct NewBackend {
     pub address: IpAddr,
     /// The declared weight (0-1000000); left out: 100 for a new backend, unchanged for an
     /// existing one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
     #[schema(maximum = 1_000_000)]
     pub weight: Option<u32>,
 }
@@ -252,6 +266,7 @@ pub struct NewBackend {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetWeight {
+    #[serde(deserialize_with = "whole::number")]
     #[schema(maximum = 1_000_000)]
     pub weight: u32,
 }
@@ -287,27 +302,19 @@ pub struct Deleted {
     pub deleted: String,
 }
 
-/// The `code` of an error answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// The `code` of an error answer; each has one HTTP status ([`ErrorCode::status`]) and one
+/// meaning ([`ErrorCode::meaning`]), which the OpenAPI document and docs/api.md list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
-    /// 400: malformed JSON, wrong types, an invalid address, weight or path.
     BadRequest,
-    /// 401: a TCP request without the right bearer token.
     Unauthorized,
-    /// 404: unknown VIP, backend or endpoint.
     NotFound,
-    /// 405: the path exists, the method does not.
     MethodNotAllowed,
-    /// 409: a VIP name or (address, port, protocol) that already exists.
     Conflict,
-    /// 413: the body is larger than lbd accepts.
     PayloadTooLarge,
-    /// 415: a body without `Content-Type: application/json`.
     UnsupportedMediaType,
-    /// 422: well-formed but not acceptable (a table size that is not prime, the VIP limit).
     Invalid,
-    /// 500: a map update failed (the message says which).
     Internal,
 }
 wire_names!(ErrorCode {
@@ -321,6 +328,64 @@ wire_names!(ErrorCode {
     Invalid => "invalid",
     Internal => "internal",
 });
+
+impl ErrorCode {
+    /// The HTTP status lbd answers this code with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Invalid => 422,
+            Self::Internal => 500,
+        }
+    }
+
+    /// When lbd answers it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::BadRequest => {
+                "malformed JSON, wrong types, a value outside the schema's range, an invalid address"
+            }
+            Self::Unauthorized => "a TCP request without the right bearer token",
+            Self::NotFound => "unknown VIP, backend or endpoint",
+            Self::MethodNotAllowed => "the path exists, the method does not",
+            Self::Conflict => "a VIP name or (address, port, protocol) that already exists",
+            Self::PayloadTooLarge => "a body larger than lbd accepts",
+            Self::UnsupportedMediaType => "a body without `Content-Type: application/json`",
+            Self::Invalid => {
+                "as the schema says, but not acceptable for a reason no schema can state: a table \
+                 size that is not prime, a backend of the other IP family than its VIP's, the VIP \
+                 limit"
+            }
+            Self::Internal => "a map update failed (the message says which)",
+        }
+    }
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let list: Vec<String> = Self::ALL
+            .iter()
+            .map(|c| format!("- `{c}` ({}): {}", c.status(), c.meaning()))
+            .collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Self::ALL.iter().map(|c| c.name())))
+            .description(Some(format!(
+                "What went wrong, for a program; each code has one status:\n\n{}",
+                list.join("\n")
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {}
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -426,6 +491,29 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&ErrorCode::UnsupportedMediaType).unwrap(),
             "\"unsupported_media_type\""
+        );
+    }
+
+    #[test]
+    fn integers_may_be_written_as_whole_floats() {
+        let w: SetWeight = serde_json::from_str(r#"{"weight": 244.0}"#).expect("whole float");
+        assert_eq!(w.weight, 244);
+        for bad in [
+            r#"{"weight": 2.5}"#,
+            r#"{"weight": -1}"#,
+            r#"{"weight": 5e10}"#,
+        ] {
+            assert!(serde_json::from_str::<SetWeight>(bad).is_err(), "{bad}");
+        }
+        let b: NewBackend =
+            serde_json::from_str(r#"{"address": "::1", "weight": null}"#).expect("null weight");
+        assert_eq!(b.weight, None);
+        let v: NewVip =
+            serde_json::from_str(r#"{"name": "a", "address": "::1", "port": 80.0}"#).expect("port");
+        assert_eq!((v.port, v.table_size), (Some(80), None));
+        assert!(
+            serde_json::from_str::<NewVip>(r#"{"name": "a", "address": "::1", "port": 65536}"#)
+                .is_err()
         );
     }
 

@@ -36,21 +36,6 @@ impl ApiError {
         Self::new(ErrorCode::Internal, e.to_string())
     }
 
-    /// The status every code answers with (docs/api.md's error table).
-    pub fn status(code: ErrorCode) -> StatusCode {
-        match code {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// An axum rejection (body, path) as ours: its status decides the code.
     fn rejected(status: StatusCode, text: String) -> Self {
         let code = match status {
@@ -67,7 +52,7 @@ impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
         match e {
             ModelError::NoVip(_) => Self::not_found(e.to_string()),
-            ModelError::FamilyMismatch => Self::bad_request(e.to_string()),
+            ModelError::FamilyMismatch => Self::new(ErrorCode::Invalid, e.to_string()),
             ModelError::Program(_) => Self::internal(e),
         }
     }
@@ -79,7 +64,9 @@ impl IntoResponse for ApiError {
             error: self.message,
             code: self.code,
         };
-        (Self::status(self.code), Json(body)).into_response()
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
     }
 }
 

@@ -145,8 +145,8 @@ pub async fn list_backends(
     responses(
         (status = CREATED, description = "a new backend (weight 100 if left out)", body = Backend),
         (status = OK, description = "an existing backend, re-registered", body = Backend),
-        (status = BAD_REQUEST, description = "a weight over 1000000, or an address of the other IP family", body = lb_api::types::ErrorBody),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "an address of the other IP family than the VIP's", body = lb_api::types::ErrorBody),
     ))]
 pub async fn add_backend(
     AxState(s): AxState<State>,
@@ -202,7 +202,6 @@ pub async fn del_backend(
     ),
     responses(
         (status = OK, description = "the backend with its new weight", body = Backend),
-        (status = BAD_REQUEST, description = "a weight over 1000000", body = lb_api::types::ErrorBody),
         (status = NOT_FOUND, description = "no such VIP or backend", body = lb_api::types::ErrorBody),
     ))]
 pub async fn set_weight(
