@@ -11,6 +11,7 @@
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
 //! - [`openapi`]: the API docs' tables rendered from an OpenAPI document, and checked.
+//! - [`schemathesis`]: bounded Schemathesis runs against a service's document, and their reports.
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +36,7 @@ pub mod exec;
 pub mod netns;
 pub mod openapi;
 pub mod process;
+pub mod schemathesis;
 pub mod setns;
 pub mod system;
 pub mod topology;

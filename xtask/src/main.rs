@@ -8,6 +8,7 @@ mod disk;
 mod lab;
 mod test;
 mod util;
+mod venv;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -30,7 +31,8 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Install everything the project needs (Debian packages, rust-src, bpf-linker). Idempotent.
+    /// Install everything the project needs (Debian packages, rust-src, bpf-linker,
+    /// schemathesis). Idempotent.
     Setup,
     /// Run the tests (as root): every group by default. Arguments after `--` go to the test
     /// binaries, e.g. `cargo xtask test e2e -- --nocapture` prints the measured figures.
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
         Cmd::Setup => {
             deps::apt_packages()?;
+            venv::schemathesis()?;
             deps::toolchain()
         }
         Cmd::Test {

@@ -3,6 +3,7 @@
 mod lab;
 mod maps;
 mod neighbours;
+mod openapi;
 mod reregister;
 mod sweep;
 
