@@ -18,6 +18,7 @@ const COMMON: [&str; 2] = ["401", "default"];
 
 /// `| method | path | body | answers | what |`, one row per operation, in the document's
 /// order. Answers are `STATUS Schema` for bodies, a bare status for errors (`ErrorBody`),
+/// `STATUS (no body)` for an empty answer,
 /// leaving out the statuses every operation has (401 without the token, `default`).
 pub fn endpoints(doc: &Value) -> String {
     let mut out =
@@ -73,6 +74,8 @@ fn answers(op: &Value) -> String {
             .unwrap_or_default();
         if body == "`ErrorBody`" {
             parts.push(status.clone());
+        } else if body.is_empty() {
+            parts.push(format!("{status} (no body)"));
         } else {
             parts.push(format!("{status} {body}").trim().to_string());
         }
@@ -205,6 +208,38 @@ fn cell(s: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .replace('|', "\\|")
+}
+
+/// `| status | code | when |` from `(status, code, meaning)` rows: a service's error table.
+pub fn error_table<'a>(rows: impl IntoIterator<Item = (u16, String, &'a str)>) -> String {
+    let mut t = String::from("| status | code | when |\n|---|---|---|\n");
+    for (status, code, when) in rows {
+        let _ = writeln!(t, "| {status} | `{code}` | {} |", cell(when));
+    }
+    t
+}
+
+/// Holds a service's API page equal to its document: the blocks `errors` (`errors`, from
+/// [`error_table`]), `endpoints` and `schemas` (every schema of the document).
+pub fn check_page(page: &Path, doc: &Value, errors: &str) -> Result<(), String> {
+    let names: Vec<&str> = doc["components"]["schemas"]
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let blocks = [
+        ("errors", errors.to_string()),
+        ("endpoints", endpoints(doc)),
+        ("schemas", schemas(doc, &names)),
+    ];
+    let problems: Vec<String> = blocks
+        .iter()
+        .filter_map(|(name, md)| check_block(page, name, md).err())
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n\n"))
+    }
 }
 
 /// Holds the block `name` of the markdown file `page` equal to `content`: returns an error

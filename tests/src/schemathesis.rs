@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -59,8 +61,9 @@ impl Schemathesis {
         }
     }
 
-    /// The command line of `run` (program first), to run directly or inside a namespace.
-    /// Run it in `run.reports` (it keeps its example database in the working directory).
+    /// The command line of `run` (program first), to run directly or inside a namespace;
+    /// [`finish`] runs it in `run.reports` (schemathesis keeps its example database in the
+    /// working directory).
     pub fn command_line(&self, run: &Run<'_>) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![self.exe.clone().into()];
         args.extend(["--config-file".into(), run.config.as_os_str().to_owned()]);
@@ -69,6 +72,32 @@ impl Schemathesis {
         args.extend(["--no-color".into(), "--report".into(), "json,ndjson".into()]);
         args.extend(["--report-dir".into(), run.reports.as_os_str().to_owned()]);
         args
+    }
+}
+
+/// Runs `cmd` (a [`Schemathesis::command_line`], perhaps inside a namespace) to its end,
+/// bounded by `limit`, and reads its reports from `reports`. An error holds everything
+/// needed to see why: the run's output (its failures, each with a `curl` line that
+/// reproduces it) and the report's summary.
+pub fn finish(
+    cmd: &mut Command,
+    reports: &Path,
+    limit: Duration,
+    service: &str,
+) -> Result<Report, String> {
+    let out = crate::exec::output(cmd.current_dir(reports), limit)
+        .map_err(|e| format!("schemathesis did not finish: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = Report::read(reports).map_err(|e| format!("{e}\n{stdout}"))?;
+    if out.status.success() && report.failures == 0 && report.errors == 0 {
+        Ok(report)
+    } else {
+        Err(format!(
+            "{}\nschemathesis found problems ({}):\n{stdout}\n{}",
+            report.summary(service),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 

@@ -21,7 +21,8 @@ pub enum Group {
     ControlPlane,
     /// VRRPv3 between lbd nodes and with keepalived (root).
     Vrrp,
-    /// The backend service against real Redis and databases.
+    /// The backend service against real Redis and databases (and schemathesis against its
+    /// OpenAPI document).
     App,
     /// The network-namespace lab helper (root).
     Lab,

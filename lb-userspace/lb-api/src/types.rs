@@ -302,9 +302,9 @@ pub struct Deleted {
     pub deleted: String,
 }
 
-/// The `code` of an error answer; each has one HTTP status ([`ErrorCode::status`]) and one
-/// meaning ([`ErrorCode::meaning`]), which the OpenAPI document and docs/api.md list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What went wrong, for a program: each code has one HTTP status and one meaning (the error
+/// table of docs/api.md lists them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -366,26 +366,6 @@ impl ErrorCode {
         }
     }
 }
-
-impl utoipa::PartialSchema for ErrorCode {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        let list: Vec<String> = Self::ALL
-            .iter()
-            .map(|c| format!("- `{c}` ({}): {}", c.status(), c.meaning()))
-            .collect();
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(Self::ALL.iter().map(|c| c.name())))
-            .description(Some(format!(
-                "What went wrong, for a program; each code has one status:\n\n{}",
-                list.join("\n")
-            )))
-            .into()
-    }
-}
-
-impl ToSchema for ErrorCode {}
 
 /// The body of every error answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

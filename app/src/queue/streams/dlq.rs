@@ -13,7 +13,12 @@ pub(super) async fn list(
     count: usize,
 ) -> Result<Vec<DeadLetter>, QueueError> {
     let start = match after {
-        Some(a) => format!("({a}"),
+        Some(a) if is_stream_id(a) => format!("({a}"),
+        Some(a) => {
+            return Err(QueueError::Invalid(format!(
+                "after {a:?} is not a dead-letter entry id like 1700000000000-0"
+            )));
+        }
         None => "-".to_string(),
     };
     let mut conn = q.connection();

@@ -8,6 +8,8 @@ use lb_api::types::{
     Backend, Deleted, Drain, DrainedBy, ErrorCode, NewBackend, NewVip, SetWeight, Vip,
 };
 use lb_config::MAX_WEIGHT;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ApiPath, ApiResult, JsonBody, OptionalJson};
 use crate::daemon::{
@@ -15,6 +17,25 @@ use crate::daemon::{
     model::{self, Source, VipRuntime, backend_view, vip_view},
     reconcile, sync_checkers,
 };
+
+/// The path of a VIP's endpoints.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct VipPath {
+    /// The VIP's name.
+    vip: String,
+}
+
+/// The path of one backend's endpoints.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BackendPath {
+    /// The VIP's name.
+    vip: String,
+    /// The backend's address.
+    #[param(value_type = lb_api::schema::IpAddress)]
+    address: String,
+}
 
 /// Every VIP with its settings and backends.
 #[utoipa::path(get, path = "/v1/vips", tag = "vips",
@@ -86,14 +107,14 @@ pub async fn add_vip(
 
 /// One VIP with its backends.
 #[utoipa::path(get, path = "/v1/vips/{vip}", tag = "vips",
-    params(("vip" = String, Path, description = "the VIP's name")),
+    params(VipPath),
     responses(
         (status = OK, description = "the VIP", body = Vip),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
     ))]
 pub async fn get_vip(
     AxState(s): AxState<State>,
-    ApiPath(vip): ApiPath<String>,
+    ApiPath(VipPath { vip }): ApiPath<VipPath>,
 ) -> ApiResult<Json<Vip>> {
     let inner = s.inner.lock().await;
     let v = inner.vips.get(&vip).ok_or_else(|| no_vip(&vip))?;
@@ -102,14 +123,14 @@ pub async fn get_vip(
 
 /// Deletes a VIP and its backends.
 #[utoipa::path(delete, path = "/v1/vips/{vip}", tag = "vips",
-    params(("vip" = String, Path, description = "the VIP's name")),
+    params(VipPath),
     responses(
         (status = OK, description = "the name of the deleted VIP", body = Deleted),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
     ))]
 pub async fn del_vip(
     AxState(s): AxState<State>,
-    ApiPath(vip): ApiPath<String>,
+    ApiPath(VipPath { vip }): ApiPath<VipPath>,
 ) -> ApiResult<Json<Deleted>> {
     let mut inner = s.inner.lock().await;
     let removed = inner.vips.remove(&vip).ok_or_else(|| no_vip(&vip))?;
@@ -123,14 +144,14 @@ pub async fn del_vip(
 
 /// The backends of a VIP.
 #[utoipa::path(get, path = "/v1/vips/{vip}/backends", tag = "backends",
-    params(("vip" = String, Path, description = "the VIP's name")),
+    params(VipPath),
     responses(
         (status = OK, description = "the VIP's backends", body = [Backend]),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
     ))]
 pub async fn list_backends(
     AxState(s): AxState<State>,
-    ApiPath(vip): ApiPath<String>,
+    ApiPath(VipPath { vip }): ApiPath<VipPath>,
 ) -> ApiResult<Json<Vec<Backend>>> {
     let inner = s.inner.lock().await;
     let v = inner.vips.get(&vip).ok_or_else(|| no_vip(&vip))?;
@@ -141,7 +162,7 @@ pub async fn list_backends(
 /// re-registration is a heartbeat: it keeps an operator's drain and weight (see "Re-registration,
 /// drain and weight").
 #[utoipa::path(post, path = "/v1/vips/{vip}/backends", tag = "backends", request_body = NewBackend,
-    params(("vip" = String, Path, description = "the VIP's name")),
+    params(VipPath),
     responses(
         (status = CREATED, description = "a new backend (weight 100 if left out)", body = Backend),
         (status = OK, description = "an existing backend, re-registered", body = Backend),
@@ -150,7 +171,7 @@ pub async fn list_backends(
     ))]
 pub async fn add_backend(
     AxState(s): AxState<State>,
-    ApiPath(vip): ApiPath<String>,
+    ApiPath(VipPath { vip }): ApiPath<VipPath>,
     JsonBody(b): JsonBody<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Backend>)> {
     if let Some(w) = b.weight {
@@ -170,17 +191,14 @@ pub async fn add_backend(
 
 /// Deletes a backend (a backend service's deregistration).
 #[utoipa::path(delete, path = "/v1/vips/{vip}/backends/{address}", tag = "backends",
-    params(
-        ("vip" = String, Path, description = "the VIP's name"),
-        ("address" = lb_api::schema::IpAddress, Path, description = "the backend's address"),
-    ),
+    params(BackendPath),
     responses(
         (status = OK, description = "the address of the deleted backend", body = Deleted),
         (status = NOT_FOUND, description = "no such VIP or backend", body = lb_api::types::ErrorBody),
     ))]
 pub async fn del_backend(
     AxState(s): AxState<State>,
-    ApiPath((vip, addr)): ApiPath<(String, String)>,
+    ApiPath(BackendPath { vip, address: addr }): ApiPath<BackendPath>,
 ) -> ApiResult<Json<Deleted>> {
     let a = parse_addr(&addr)?;
     let mut inner = s.inner.lock().await;
@@ -196,17 +214,14 @@ pub async fn del_backend(
 /// Sets a backend's configured weight.
 #[utoipa::path(post, path = "/v1/vips/{vip}/backends/{address}/weight", tag = "backends",
     request_body = SetWeight,
-    params(
-        ("vip" = String, Path, description = "the VIP's name"),
-        ("address" = lb_api::schema::IpAddress, Path, description = "the backend's address"),
-    ),
+    params(BackendPath),
     responses(
         (status = OK, description = "the backend with its new weight", body = Backend),
         (status = NOT_FOUND, description = "no such VIP or backend", body = lb_api::types::ErrorBody),
     ))]
 pub async fn set_weight(
     AxState(s): AxState<State>,
-    ApiPath((vip, addr)): ApiPath<(String, String)>,
+    ApiPath(BackendPath { vip, address: addr }): ApiPath<BackendPath>,
     JsonBody(w): JsonBody<SetWeight>,
 ) -> ApiResult<Json<Backend>> {
     check_weight(w.weight)?;
@@ -217,17 +232,14 @@ pub async fn set_weight(
 /// (it sticks until undrain); `{"by": "registrant"}` is the backend's own, at its shutdown.
 #[utoipa::path(post, path = "/v1/vips/{vip}/backends/{address}/drain", tag = "backends",
     request_body(content = Option<Drain>, description = "left out: an operator's drain"),
-    params(
-        ("vip" = String, Path, description = "the VIP's name"),
-        ("address" = lb_api::schema::IpAddress, Path, description = "the backend's address"),
-    ),
+    params(BackendPath),
     responses(
         (status = OK, description = "the drained backend", body = Backend),
         (status = NOT_FOUND, description = "no such VIP or backend", body = lb_api::types::ErrorBody),
     ))]
 pub async fn drain(
     AxState(s): AxState<State>,
-    ApiPath((vip, addr)): ApiPath<(String, String)>,
+    ApiPath(BackendPath { vip, address: addr }): ApiPath<BackendPath>,
     OptionalJson(body): OptionalJson<Drain>,
 ) -> ApiResult<Json<Backend>> {
     let by = body.map_or(DrainedBy::Operator, |d| d.by);
@@ -236,17 +248,14 @@ pub async fn drain(
 
 /// Ends any drain of a backend.
 #[utoipa::path(post, path = "/v1/vips/{vip}/backends/{address}/undrain", tag = "backends",
-    params(
-        ("vip" = String, Path, description = "the VIP's name"),
-        ("address" = lb_api::schema::IpAddress, Path, description = "the backend's address"),
-    ),
+    params(BackendPath),
     responses(
         (status = OK, description = "the backend, active again", body = Backend),
         (status = NOT_FOUND, description = "no such VIP or backend", body = lb_api::types::ErrorBody),
     ))]
 pub async fn undrain(
     AxState(s): AxState<State>,
-    ApiPath((vip, addr)): ApiPath<(String, String)>,
+    ApiPath(BackendPath { vip, address: addr }): ApiPath<BackendPath>,
 ) -> ApiResult<Json<Backend>> {
     with_backend(&s, &vip, &addr, |b| b.undrain()).await
 }
