@@ -12,6 +12,12 @@
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
 //! - [`openapi`]: the API docs' tables rendered from an OpenAPI document, and checked.
 //! - [`schemathesis`]: bounded Schemathesis runs against a service's document, and their reports.
+//! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
+//! - [`metrics`]: reading the apps' Prometheus metrics.
+//! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
+//! - [`mixed`]: a mixed load through the VIP (user reads and writes, tasks, orders) with a
+//!   ledger of every request (the chaos tests and the soak).
+//! - [`observe`]: a running system's vital signs (daemons' memory, lbd's metrics, Redis).
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,13 +39,18 @@ pub mod bins;
 pub mod bpffs;
 pub mod error;
 pub mod exec;
+pub mod http;
+pub mod metrics;
+pub mod mixed;
 pub mod netns;
 pub mod openapi;
+pub mod observe;
 pub mod process;
 pub mod schemathesis;
 pub mod setns;
 pub mod system;
 pub mod topology;
+pub mod vagrant;
 
 pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr, SegmentKind};
