@@ -9,8 +9,8 @@ mod fuzz;
 mod lab;
 mod test;
 mod util;
-mod venv;
 mod vagrant;
+mod venv;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
