@@ -211,6 +211,7 @@ impl VipRuntime {
                     state: b.state(),
                 })
                 .collect(),
+            second_chance: self.cfg.second_chance,
         }
     }
 
@@ -285,6 +286,8 @@ pub fn vip_config(new: NewVip, health: HealthConfig) -> Result<VipConfig, String
         table_size,
         health,
         backends: Vec::new(),
+        // Not in the API's VIP type yet: API-created VIPs run without it.
+        second_chance: lb_dataplane::SecondChance::Off,
     })
 }
 
