@@ -106,9 +106,12 @@ async fn callbacks_refuse_local_and_balancer_targets() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        axum::serve(listener, app::tasks::routes(svc.clone()))
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            axum::Router::from(app::tasks::routes(svc.clone())),
+        )
+        .await
+        .unwrap();
     });
     // A receiver on loopback that must never be called.
     let hits = Arc::new(AtomicUsize::new(0));

@@ -16,8 +16,8 @@ use axum::{
     http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use lb_api::types::{ErrorBody, ErrorCode};
 use lb_config::{AccessConfig, Scope};
-use serde_json::json;
 
 use crate::{
     audit::{self, Who},
@@ -216,6 +216,7 @@ pub const ROUTES: &[Route] = routes![
     POST "/v1/reload" => Admin,
     POST "/v1/shutdown" => Admin,
     GET "/metrics" => Read,
+    GET "/v1/openapi.json" => Read,
 ];
 
 /// The route `path` matches, with its `{vip}` and `{addr}` segments.
@@ -298,8 +299,12 @@ fn canonical(a: IpAddr) -> IpAddr {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error: message.into(),
+        code,
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The principal of a request: the unix socket's administrator, or a TCP client by token
@@ -360,7 +365,7 @@ pub async fn guard(access: Arc<Access>, req: Request, next: axum::middleware::Ne
     let principal = match identify(&access, &req) {
         Ok(p) => p,
         Err(why) => {
-            let resp = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+            let resp = error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, why);
             if action.changes() {
                 let from = req
                     .extensions()
@@ -389,14 +394,18 @@ pub async fn guard(access: Arc<Access>, req: Request, next: axum::middleware::Ne
         let bytes = match axum::body::to_bytes(body, MAX_CHECKED_BODY).await {
             Ok(b) => b,
             Err(_) => {
-                return error(StatusCode::BAD_REQUEST, "bad_request", "body too large");
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    "body too large",
+                );
             }
         };
         addr = body_address(&bytes);
         req = Request::from_parts(parts, Body::from(bytes));
     }
     if let Err(reason) = permit(&principal, action, vip.as_deref(), addr) {
-        let resp = error(StatusCode::FORBIDDEN, "forbidden", reason.clone());
+        let resp = error(StatusCode::FORBIDDEN, ErrorCode::Forbidden, reason.clone());
         audit::refused(&principal.who(), &method, &path, resp.status(), &reason);
         return resp;
     }

@@ -33,6 +33,10 @@ struct Cli {
     /// Write lbd's man page (lbd.8) into DIR and exit (used by `cargo xtask package`).
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
+    /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves) and exit.
+    /// Touches nothing.
+    #[arg(long)]
+    openapi: bool,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lbd: writing the man page into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if cli.openapi {
+        return match serde_json::to_string_pretty(&api::openapi()) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the OpenAPI document: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -12,6 +12,7 @@ pub mod reload;
 mod sweep;
 mod track;
 mod vrrp_metrics;
+mod wire;
 
 pub use sweep::sweep_loop;
 

@@ -7,17 +7,18 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use serde::{Deserialize, Serialize};
-
-use lb_config::{self as config, CheckKind, HealthConfig, MacAddr, VipConfig, VipInput};
+use lb_api::types::{self as api, AdminState, Backend, NewVip, Vip, VipHealth};
+pub use lb_api::types::{DrainedBy, LastCheck, Source};
+use lb_config::{CheckKind, HealthConfig, HealthInput, MacAddr, VipConfig, VipInput};
 use lb_dataplane::{BackendSpec, BackendState, VipSpec};
 
+use super::wire;
 use crate::health::{Health, Machine, ProbeResult, slow_start_weight};
 
 /// Operator (or backend) intent, independent of health.
 ///
 /// Deliberately not `Serialize`/`Deserialize`: the API and the state file both spell it as
-/// two fields (`admin` and `drained_by`), see `BackendView` and `persist`.
+/// two fields (`admin` and `drained_by`), see `backend_view` and `persist`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admin {
     Active,
@@ -27,10 +28,10 @@ pub enum Admin {
 
 impl Admin {
     /// The `admin` field of the API and the state file.
-    pub fn name(self) -> &'static str {
+    pub fn state(self) -> AdminState {
         match self {
-            Admin::Active => "active",
-            Admin::Draining(_) => "draining",
+            Admin::Active => AdminState::Active,
+            Admin::Draining(_) => AdminState::Draining,
         }
     }
 
@@ -41,46 +42,16 @@ impl Admin {
             Admin::Draining(by) => Some(by),
         }
     }
-}
 
-/// Who drained a backend. An operator's drain sticks until an operator undrains (or the
-/// backend is deleted); a registrant's own drain (the app's graceful shutdown) is undone by
-/// its next registration, so an app that died between drain and deregister comes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrainedBy {
-    Operator,
-    Registrant,
-}
-
-/// Where a backend came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// lbd.toml: a reload changes and removes it; it never expires.
-    Config,
-    /// An administrator through the API (`lbctl vip add`, `lbctl backend add`).
-    Api,
-    /// A registrant client (a backend registering itself): it expires when its lease does.
-    Registered,
-}
-
-impl Source {
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Config => "config",
-            Source::Api => "api",
-            Source::Registered => "registered",
+    /// Back from the two fields; a drain without `drained_by` (written by an lbd from before
+    /// it) reads as an operator's, the sticky reading: `lbctl backend undrain` ends it.
+    pub fn from_parts(state: AdminState, by: Option<DrainedBy>) -> Self {
+        match state {
+            AdminState::Draining => Admin::Draining(by.unwrap_or(DrainedBy::Operator)),
+            // A `drained_by` beside "active" means nothing; no lbd ever wrote one.
+            AdminState::Active => Admin::Active,
         }
     }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastCheck {
-    pub ok: bool,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub at_unix_ms: u64,
 }
 
 pub fn unix_ms() -> u64 {
@@ -202,7 +173,8 @@ impl BackendRuntime {
     pub fn record(&mut self, r: &ProbeResult) {
         self.last = Some(LastCheck {
             ok: r.ok,
-            latency_ms: r.latency.as_secs_f64() * 1e3,
+            // The time a failed check took (a refusal, a timeout) is not a latency.
+            latency_ms: r.ok.then_some(r.latency.as_secs_f64() * 1e3),
             error: r.error.clone(),
             at_unix_ms: unix_ms(),
         });
@@ -265,69 +237,58 @@ impl VipRuntime {
     }
 }
 
-// ---- JSON views (docs/api.md) ----
+// ---- the API's views (lb-api's types) ----
 
-#[derive(Clone, Debug, Serialize)]
-pub struct BackendView {
-    pub address: IpAddr,
-    pub weight: u32,
-    /// The weight the registrant last declared (null if none did).
-    pub declared_weight: Option<u32>,
-    pub effective_weight: u32,
-    pub health: &'static str,
-    /// `active` or `draining`.
-    pub admin: &'static str,
-    /// Who drained it (null while active).
-    pub drained_by: Option<DrainedBy>,
-    pub source: Source,
-    pub mac: Option<String>,
-    pub mac_error: Option<String>,
-    pub last_check: Option<LastCheck>,
+pub fn backend_view(vip: &VipRuntime, addr: IpAddr, b: &BackendRuntime, now: Instant) -> Backend {
+    Backend {
+        address: addr,
+        weight: b.weight,
+        declared_weight: b.declared_weight,
+        effective_weight: b.effective_weight(&vip.cfg.health, now),
+        health: b.machine.state(),
+        admin: b.admin.state(),
+        drained_by: b.admin.drained_by(),
+        source: b.source,
+        mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
+        mac_error: b.mac.as_ref().err().cloned(),
+        last_check: b.last.clone(),
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct VipView {
-    pub name: String,
-    /// Who owns it: `config` (the file), `api`.
-    pub source: Source,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: &'static str,
-    pub algorithm: &'static str,
-    pub mode: &'static str,
-    pub table_size: u32,
-    /// The health checks in force: the global `[health]` under the VIP's own keys.
-    pub health: HealthView,
-    pub backends: Vec<BackendView>,
+pub fn vip_view(v: &VipRuntime, now: Instant) -> Vip {
+    Vip {
+        name: v.cfg.name.clone(),
+        source: Some(v.source),
+        address: v.cfg.address,
+        port: v.cfg.port,
+        protocol: wire::protocol(v.cfg.proto),
+        algorithm: wire::algorithm(v.cfg.algorithm),
+        mode: wire::mode(v.cfg.mode),
+        table_size: v.cfg.table_size.get(),
+        health: Some(health_view(&v.cfg.health)),
+        backends: v
+            .backends
+            .iter()
+            .map(|(a, b)| backend_view(v, *a, b, now))
+            .collect(),
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct HealthView {
-    /// `tcp`, `http` or `none`.
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expect_status: Option<u16>,
-    pub port: u16,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
-    pub slow_start_ms: u64,
-    pub unknown_weight_percent: u32,
-}
-
-pub fn health_view(h: &HealthConfig) -> HealthView {
+/// The health checks in force, as the API shows them.
+pub fn health_view(h: &HealthConfig) -> VipHealth {
     let (kind, path, expect_status) = match &h.kind {
-        CheckKind::None => ("none", None, None),
-        CheckKind::Tcp => ("tcp", None, None),
+        CheckKind::None => (api::CheckKind::None, None, None),
+        CheckKind::Tcp => (api::CheckKind::Tcp, None, None),
         CheckKind::Http {
             path,
             expect_status,
-        } => ("http", Some(path.clone()), Some(*expect_status)),
+        } => (
+            api::CheckKind::Http,
+            Some(path.clone()),
+            Some(*expect_status),
+        ),
     };
-    HealthView {
+    VipHealth {
         kind,
         path,
         expect_status,
@@ -341,43 +302,33 @@ pub fn health_view(h: &HealthConfig) -> HealthView {
     }
 }
 
-pub fn backend_view(
-    vip: &VipRuntime,
-    addr: IpAddr,
-    b: &BackendRuntime,
-    now: Instant,
-) -> BackendView {
-    BackendView {
-        address: addr,
-        weight: b.weight,
-        declared_weight: b.declared_weight,
-        effective_weight: b.effective_weight(&vip.cfg.health, now),
-        health: b.machine.state().name(),
-        admin: b.admin.name(),
-        drained_by: b.admin.drained_by(),
-        source: b.source,
-        mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
-        mac_error: b.mac.as_ref().err().cloned(),
-        last_check: b.last.clone(),
-    }
-}
-
-pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
-    VipView {
-        name: v.cfg.name.clone(),
-        source: v.source,
-        address: v.cfg.address,
-        port: v.cfg.port,
-        protocol: config::protocol_name(v.cfg.proto),
-        algorithm: config::algorithm_name(v.cfg.algorithm),
-        mode: config::mode_name(v.cfg.mode),
-        table_size: v.cfg.table_size.get(),
-        health: health_view(&v.cfg.health),
-        backends: v
-            .backends
-            .iter()
-            .map(|(a, b)| backend_view(v, *a, b, now))
-            .collect(),
+/// lb-api's `NewVip` (`POST /v1/vips`) as the one VIP check path takes it: the file, the API
+/// and the state file all go through [`VipInput::check`].
+pub fn vip_input(new: NewVip) -> VipInput {
+    let h = new.health.unwrap_or_default();
+    VipInput {
+        name: new.name,
+        address: new.address.to_string(),
+        port: new.port.unwrap_or(0),
+        protocol: new.protocol.map(|p| p.name().to_string()),
+        algorithm: new.algorithm.map(|a| a.name().to_string()),
+        mode: new.mode.map(|m| m.name().to_string()),
+        table_size: new.table_size,
+        second_chance: new.second_chance,
+        second_chance_window_s: new.second_chance_window_s,
+        health: HealthInput {
+            kind: h.kind.map(|k| k.name().to_string()),
+            port: h.port,
+            path: h.path,
+            expect_status: h.expect_status,
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            rise: h.rise,
+            fall: h.fall,
+            slow_start_ms: h.slow_start_ms,
+            unknown_weight_percent: h.unknown_weight_percent,
+        },
+        backends: Vec::new(),
     }
 }
 

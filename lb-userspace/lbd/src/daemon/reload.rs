@@ -48,6 +48,26 @@ pub struct Report {
     pub applied: bool,
 }
 
+impl Report {
+    /// The answer of `POST /v1/reload` (lb-api's type).
+    pub fn wire(self) -> lb_api::types::ReloadReport {
+        lb_api::types::ReloadReport {
+            file: self.file.display().to_string(),
+            dry_run: self.dry_run,
+            changes: self
+                .changes
+                .into_iter()
+                .map(|c| lb_api::types::ReloadChange {
+                    section: c.section.to_string(),
+                    change: c.change,
+                })
+                .collect(),
+            needs_restart: self.needs_restart,
+            applied: self.applied,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Change {
     /// `vips`, `backends`, `health`, `dataplane`, `api`, `sweep`, `vrrp`, ...

@@ -180,6 +180,15 @@ impl ControlLab {
         })
     }
 
+    /// `extra` is appended to lbd's config (whole TOML tables, e.g. a `[vrrp]` section).
+    pub fn with_extra_config(backends: u8, extra: &str) -> Self {
+        Self::build(&LabOptions {
+            backends,
+            tail: extra,
+            ..LabOptions::default()
+        })
+    }
+
     pub fn build(o: &LabOptions) -> Self {
         let (backends, interval_ms, lb_sysctls) = (o.backends, o.interval_ms, o.lb_sysctls);
         require_root();
@@ -240,6 +249,7 @@ impl ControlLab {
                 10 + i
             ));
         }
+        cfg.push('\n');
         cfg.push_str(o.tail);
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
