@@ -2,7 +2,7 @@
 //! algorithm and mode by enum; the maps hold numbers and `lb_common`'s enums.
 
 use lb_api::types::{Algorithm, Mode, Protocol};
-use lb_common::{Algorithm as DpAlgorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::{Algorithm as DpAlgorithm, ForwardMode, IPPROTO_UDP};
 
 pub fn protocol(p: u8) -> Protocol {
     if p == IPPROTO_UDP {
@@ -16,7 +16,7 @@ pub fn protocol(p: u8) -> Protocol {
 #[cfg(test)]
 pub fn ip_protocol(p: Protocol) -> u8 {
     match p {
-        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Tcp => lb_common::IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
     }
 }
