@@ -302,9 +302,8 @@ impl VmLab {
         std::fs::create_dir_all(self.work.join("console"))
             .map_err(|e| LabError::io(format!("creating {}", self.work.display()), e))?;
         // The Vagrantfile defines exactly the booted hosts (LAB_TOPOLOGY).
-        std::fs::write(self.topology_file(), self.topology.to_json()).map_err(|e| {
-            LabError::io(format!("writing {}", self.topology_file().display()), e)
-        })?;
+        std::fs::write(self.topology_file(), self.topology.to_json())
+            .map_err(|e| LabError::io(format!("writing {}", self.topology_file().display()), e))?;
         self.timed("box added to Vagrant", |_| image.ensure_added().map(|_| ()))?;
         libvirt::ensure_pool(&self.pool(), &self.work.join("pool"))?;
         let volume = image.seed_pool(&self.work.join("pool"))?;
