@@ -173,7 +173,7 @@ fn stripped_binaries(from: &Path, to: &Path) -> Result<()> {
             return Err(LabError::Option {
                 option: format!("binary {bin}"),
                 reason: format!(
-                    "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bin app`",
+                    "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bin lbd --bin lbctl --bin app`",
                     src.display()
                 ),
             });
