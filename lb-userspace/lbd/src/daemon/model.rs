@@ -227,6 +227,7 @@ impl VipRuntime {
                     state: b.state(),
                 })
                 .collect(),
+            second_chance: self.cfg.second_chance,
         }
     }
 
@@ -367,6 +368,8 @@ impl NewVip {
             table_size,
             health,
             backends: Vec::new(),
+            // Not in the API's VIP type yet: API-created VIPs run without it.
+            second_chance: lb_dataplane::SecondChance::Off,
         })
     }
 }
