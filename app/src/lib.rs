@@ -20,6 +20,7 @@
 //! Redis is reached through `redis_conn` in any of three modes (one server, a Sentinel set,
 //! a Redis Cluster), chosen by the form of `redis.url`.
 
+pub mod alloc;
 pub mod cache;
 pub mod config;
 pub mod http;

@@ -7,8 +7,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use app::alloc::{Allocator, Selectable};
 use app::config::Config;
 use app::server;
+
+/// glibc's malloc, jemalloc or mimalloc, as `APP_ALLOCATOR` says (see `app::alloc`).
+#[global_allocator]
+static GLOBAL: Selectable = Selectable;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -104,6 +109,9 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The process already runs on the default when the variable names no allocator: refuse
+    // to go on rather than run on something the operator did not ask for.
+    let allocator = Allocator::from_env().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => {
@@ -143,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             init_logs(cli.log_format);
+            tracing::info!(%allocator, "memory allocator");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

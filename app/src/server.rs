@@ -25,7 +25,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::registration::Registrar;
 use crate::state::{AppState, Readiness};
-use crate::store::Store;
+use crate::store::{PoolMetrics, Store};
 
 /// What other modules (the queue, tasks, orders) add to an instance.
 #[derive(Default)]
@@ -76,7 +76,9 @@ impl RunningApp {
 /// Connects the database and builds the shared state (no sockets, no tasks yet).
 pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("creating metrics")?;
-    let store = Store::connect(&cfg.database).await.with_context(|| {
+    let pool_metrics =
+        PoolMetrics::register(&metrics.registry).context("registering the pool metrics")?;
+    let store = Store::connect(&cfg.database, pool_metrics).await.with_context(|| {
         format!(
             "connecting to the database ({})",
             crate::config::redact_url(&cfg.database.url)
