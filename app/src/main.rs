@@ -1,6 +1,7 @@
 //! The `app` binary: `app serve --config FILE` runs the service; `app check-config` prints
 //! the effective configuration (file plus `APP_*` overrides) or the first error.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -74,7 +75,10 @@ fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_env("APP_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only on a terminal: in a log file they are bytes to write and to strip.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

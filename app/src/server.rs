@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registration::Registrar;
-use crate::state::{AppState, Readiness};
+use crate::state::{AppState, Readiness, Shared};
 use crate::store::{PoolMetrics, Store};
 
 /// What other modules (the queue, tasks, orders) add to an instance.
@@ -87,7 +88,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let instance = cfg.instance_name();
     let cache = Cache::new(&cfg.cache, &cfg.redis, &instance, metrics.clone())
         .context("creating the cache")?;
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         config: Arc::new(cfg),
         instance: instance.into(),
         store,
@@ -95,7 +96,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         metrics,
         readiness: Arc::new(Readiness::default()),
         shutdown: CancellationToken::new(),
-    })
+    }))
 }
 
 /// Starts an instance with no extensions.
@@ -136,6 +137,13 @@ where
         let stop = http_stop.clone();
         tokio::spawn(async move {
             let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+            // Answers leave at once instead of waiting for the client's ACK of the last
+            // segment (Nagle); Go's net/http, HAProxy and nginx do the same.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             if let Err(e) = axum::serve(listener, svc)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await

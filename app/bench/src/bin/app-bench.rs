@@ -94,6 +94,10 @@ struct Args {
     /// The `app` binary to measure (default: the one built next to this bench).
     #[arg(long)]
     app_bin: Option<PathBuf>,
+    /// `APP_LOG` of our servers: `info` logs one line per request (as Gin's gin.Default()
+    /// does), `warn` none.
+    #[arg(long, default_value = "info")]
+    app_log: String,
 }
 
 fn progress(args: &Args, msg: &str) {
@@ -252,6 +256,7 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
         db_url: &db_url,
         redis_url: &redis_url,
         cpus: args.cpus.as_deref(),
+        log: &args.app_log,
     };
 
     progress(args, &format!("starting app instances on {} allocator(s)", allocators.len()));

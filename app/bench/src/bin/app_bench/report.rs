@@ -12,6 +12,7 @@ use super::servers::Levels;
 
 /// A row of the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Kind {
     Ping,
     L1Hit,

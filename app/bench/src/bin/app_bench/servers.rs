@@ -49,6 +49,8 @@ pub struct Shared<'a> {
     pub db_url: &'a str,
     pub redis_url: &'a str,
     pub cpus: Option<&'a str>,
+    /// `APP_LOG` of the app servers.
+    pub log: &'a str,
 }
 
 fn config(s: &Shared, listen: SocketAddr, levels: Levels) -> Config {
@@ -95,7 +97,7 @@ pub fn start_app(s: &Shared, levels: Levels, allocator: Allocator) -> anyhow::Re
             }
         }
         cmd.env("APP_ALLOCATOR", allocator.as_str())
-            .env("APP_LOG", "info");
+            .env("APP_LOG", s.log);
         match Server::spawn(&name, cmd, addr, s.dir.join(format!("{name}.log")), "/ping") {
             Ok(srv) => return Ok(srv),
             Err(e) => last = Some(e),
