@@ -21,6 +21,9 @@ pub enum What {
     Queue,
     /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
     Lab,
+    /// The lab under a mixed load for `--minutes N`: p99 over time, memory of lbd and each app,
+    /// connection table, Redis memory, dead letters (not part of CI).
+    Soak,
 }
 
 pub fn run(what: What, args: &[String]) -> Result<()> {
@@ -33,7 +36,7 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         What::ControlPlane => return cargo_bench("control_plane", args),
         What::Failover => return cargo_bench("failover", args),
         What::App => {
-            deps::install_missing(deps::APP_BENCH_PACKAGES)?;
+            deps::apt_install(deps::APP_BENCH_PACKAGES)?;
             // The bench runs the shipped binary, on each allocator it measures.
             util::run(util::cargo().args(["build", "--release", "-p", "app", "--bin", "app"]))?;
             ("app-bench", "app-bench", &[])
@@ -45,6 +48,10 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         What::Lab => {
             lab::up::build()?;
             ("tests", "lab-bench", &[])
+        }
+        What::Soak => {
+            lab::up::build()?;
+            ("tests", "soak", &[])
         }
     };
     util::run(
