@@ -72,9 +72,8 @@ impl Allocator {
 impl std::str::FromStr for Allocator {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s.as_bytes()).ok_or_else(|| {
-            format!("{ENV}: unknown allocator {s:?} (system, jemalloc or mimalloc)")
-        })
+        Self::parse(s.as_bytes())
+            .ok_or_else(|| format!("{ENV}: unknown allocator {s:?} (system, jemalloc or mimalloc)"))
     }
 }
 

@@ -79,12 +79,14 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("creating metrics")?;
     let pool_metrics =
         PoolMetrics::register(&metrics.registry).context("registering the pool metrics")?;
-    let store = Store::connect(&cfg.database, pool_metrics).await.with_context(|| {
-        format!(
-            "connecting to the database ({})",
-            crate::config::redact_url(&cfg.database.url)
-        )
-    })?;
+    let store = Store::connect(&cfg.database, pool_metrics)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the database ({})",
+                crate::config::redact_url(&cfg.database.url)
+            )
+        })?;
     let instance = cfg.instance_name();
     let cache = Cache::new(&cfg.cache, &cfg.redis, &instance, metrics.clone())
         .context("creating the cache")?;

@@ -34,7 +34,11 @@ async fn pool_saturation_is_in_metrics() {
         ids.push(a::create_user(&c, &base, &format!("p{i}"), &format!("p{i}@example.org")).await);
     }
     let m0 = metrics(&c, &base).await;
-    assert_eq!(series(&m0, "app_db_pool_max_connections"), Some(2.0), "{m0}");
+    assert_eq!(
+        series(&m0, "app_db_pool_max_connections"),
+        Some(2.0),
+        "{m0}"
+    );
     let acquired0 = series(&m0, "app_db_pool_acquire_wait_seconds_count").unwrap_or(0.0);
 
     let pool = app.state.store.pool_metrics().clone();
@@ -64,8 +68,15 @@ async fn pool_saturation_is_in_metrics() {
 
     let m1 = metrics(&c, &base).await;
     let acquired = series(&m1, "app_db_pool_acquire_wait_seconds_count").unwrap_or(0.0) - acquired0;
-    assert!(acquired >= 640.0, "{acquired} acquires for 640 database reads");
-    assert_eq!(series(&m1, "app_db_pool_connections_in_use"), Some(0.0), "{m1}");
+    assert!(
+        acquired >= 640.0,
+        "{acquired} acquires for 640 database reads"
+    );
+    assert_eq!(
+        series(&m1, "app_db_pool_connections_in_use"),
+        Some(0.0),
+        "{m1}"
+    );
     assert!(
         m1.contains("app_db_pool_acquire_wait_seconds_bucket{le=\"0.001\"}"),
         "{m1}"

@@ -96,7 +96,9 @@ pub fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
 /// `node_modules` is missing or older than the lock file; Node.js and npm from Debian when
 /// the machine has none.
 pub fn npm_ci(dir: &std::path::Path) -> Result<()> {
-    if !succeeds(Command::new("node").arg("--version")) || !succeeds(Command::new("npm").arg("--version")) {
+    if !succeeds(Command::new("node").arg("--version"))
+        || !succeeds(Command::new("npm").arg("--version"))
+    {
         apt_install(&[("nodejs", "/usr/bin/node"), ("npm", "/usr/bin/npm")])?;
     }
     let modified = |p: &std::path::Path| fs::metadata(p).and_then(|m| m.modified()).ok();

@@ -22,11 +22,16 @@ pub fn gin_peer(progress: &dyn Fn(&str)) -> anyhow::Result<PathBuf> {
     let main = src.join("main.go");
     crate::procs::need("go", "golang-go")?;
     for (pkg, dir) in [
-        ("golang-github-gin-gonic-gin-dev", "github.com/gin-gonic/gin"),
+        (
+            "golang-github-gin-gonic-gin-dev",
+            "github.com/gin-gonic/gin",
+        ),
         ("golang-gopkg-redis.v5-dev", "gopkg.in/redis.v5"),
     ] {
         if !Path::new(GOPATH).join("src").join(dir).is_dir() {
-            bail!("{GOPATH}/src/{dir} not found: install the apt package `{pkg}` (`cargo xtask bench app` does)");
+            bail!(
+                "{GOPATH}/src/{dir} not found: install the apt package `{pkg}` (`cargo xtask bench app` does)"
+            );
         }
     }
     let out_dir = std::env::current_exe()?

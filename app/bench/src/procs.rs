@@ -111,8 +111,8 @@ impl Server {
         log: PathBuf,
         ready_path: &str,
     ) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -96,7 +96,8 @@ pub struct HistogramDelta {
 }
 
 pub fn histogram_delta(before: &Metrics, after: &Metrics, name: &str) -> HistogramDelta {
-    let count = after.sum(&format!("{name}_count"), &[]) - before.sum(&format!("{name}_count"), &[]);
+    let count =
+        after.sum(&format!("{name}_count"), &[]) - before.sum(&format!("{name}_count"), &[]);
     let sum = after.sum(&format!("{name}_sum"), &[]) - before.sum(&format!("{name}_sum"), &[]);
     let (b0, b1) = (before.buckets(name), after.buckets(name));
     let mut p99 = 0.0;
@@ -135,7 +136,10 @@ mod tests {
         let m = Metrics::parse(TEXT);
         assert_eq!(m.sum("app_cache_lookups_total", &[("result", "hit")]), 10.0);
         assert_eq!(
-            m.sum("app_cache_lookups_total", &[("level", "l2"), ("result", "hit")]),
+            m.sum(
+                "app_cache_lookups_total",
+                &[("level", "l2"), ("result", "hit")]
+            ),
             3.0
         );
         assert_eq!(m.sum("app_db_pool_connections_in_use", &[]), 2.0);

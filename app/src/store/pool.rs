@@ -34,8 +34,8 @@ impl PoolMetrics {
                 "Time a query waited for a database connection",
             )
             .buckets(vec![
-                0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-                0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
         )?;
         registry.register(Box::new(in_use.clone()))?;
@@ -101,7 +101,11 @@ mod tests {
             async move { m.acquire(async { rx.await }).await.map(|g| g.conn) }
         });
         tokio::task::yield_now().await;
-        assert_eq!((m.in_use(), m.acquires()), (0, 0), "nothing held while waiting");
+        assert_eq!(
+            (m.in_use(), m.acquires()),
+            (0, 0),
+            "nothing held while waiting"
+        );
         tx.send(7).unwrap();
         assert_eq!(waiting.await.unwrap(), Ok(7));
         assert_eq!(m.acquires(), 1);

@@ -134,7 +134,16 @@ fn scrape(addr: SocketAddr) -> anyhow::Result<Metrics> {
 fn start_perf(dir: &Path, name: &str, pid: u32, secs: u64) -> anyhow::Result<Child> {
     std::fs::create_dir_all(dir)?;
     Command::new("perf")
-        .args(["record", "-q", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "999",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
         .arg(dir.join(format!("{name}.data")))
         .args(["--", "sleep", &secs.to_string()])
         .stdout(std::process::Stdio::null())
@@ -158,7 +167,11 @@ fn measure(
         return Ok(RunOut::plain(sample));
     };
     let is_app = case.kind.levels().is_some();
-    let before = if is_app { Some(scrape(srv.addr)?) } else { None };
+    let before = if is_app {
+        Some(scrape(srv.addr)?)
+    } else {
+        None
+    };
     let pid = srv.pid();
     let rss = Sampler::start(Duration::from_millis(100), move || procs::rss_kib(pid));
     let pool = (case.kind == report::Kind::DbRead).then(|| {
@@ -259,7 +272,13 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
         log: &args.app_log,
     };
 
-    progress(args, &format!("starting app instances on {} allocator(s)", allocators.len()));
+    progress(
+        args,
+        &format!(
+            "starting app instances on {} allocator(s)",
+            allocators.len()
+        ),
+    );
     let mut apps = HashMap::new();
     for &a in &allocators {
         for levels in Levels::ALL {
@@ -315,7 +334,15 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
     let warm_load = WrkLoad { secs: 1, ..load };
     for case in &cases {
         progress(args, &format!("warm-up: {} (1 s)", case.label()));
-        measure(args, case, &servers, &scripts, warm_load, (redis.port(), redis_requests / 10), false)?;
+        measure(
+            args,
+            case,
+            &servers,
+            &scripts,
+            warm_load,
+            (redis.port(), redis_requests / 10),
+            false,
+        )?;
     }
     let n = cases.len();
     for run in 0..args.runs as usize {
@@ -323,9 +350,24 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
             let case = &mut cases[(i + run) % n];
             progress(
                 args,
-                &format!("run {}/{}: {} ({secs} s, wrk -t{} -c{})", run + 1, args.runs, case.label(), args.threads, args.connections),
+                &format!(
+                    "run {}/{}: {} ({secs} s, wrk -t{} -c{})",
+                    run + 1,
+                    args.runs,
+                    case.label(),
+                    args.threads,
+                    args.connections
+                ),
             );
-            let out = measure(args, case, &servers, &scripts, load, (redis.port(), redis_requests), run == 0)?;
+            let out = measure(
+                args,
+                case,
+                &servers,
+                &scripts,
+                load,
+                (redis.port(), redis_requests),
+                run == 0,
+            )?;
             case.runs.push(out);
         }
     }
@@ -338,7 +380,9 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
             redis_benchmark_requests: redis_requests,
             users,
             cpus: args.cpus.clone(),
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             default_allocator: Allocator::DEFAULT.as_str(),
         },
         cases,

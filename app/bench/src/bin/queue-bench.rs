@@ -89,6 +89,19 @@ pub struct Meter {
     start: Instant,
 }
 
+/// A connection for the bench's own commands. redis-rs gives up on an answer after 500 ms
+/// by default; a FLUSHALL of a run's 20,000 jobs on a loaded machine takes longer, and a bench
+/// must not fail for it (it still stops by itself: 30 s).
+pub async fn bench_conn(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
 async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
     let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
     let field = |k: &str| {
@@ -102,7 +115,7 @@ async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Resu
 
 impl Meter {
     pub async fn start(client: &redis::Client) -> anyhow::Result<Self> {
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = bench_conn(client).await?;
         let cpu0 = redis_cpu(&mut conn).await?;
         Ok(Self {
             conn,
@@ -129,8 +142,11 @@ impl Meter {
 
 async fn flush(url: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await?;
+    let mut c = bench_conn(&client).await?;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut c)
+        .await
+        .context("FLUSHALL between runs")?;
     Ok(())
 }
 
@@ -287,7 +303,15 @@ async fn main() -> anyhow::Result<()> {
     // declarations and page faults (BullMQ warms up inside each of its runs).
     for b in args.systems.iter().filter_map(|s| s.backend()) {
         flush(&url).await?;
-        queue_run(&url, (b, &rabbit_url), &args, 1, args.jobs.min(1_000), limit).await?;
+        queue_run(
+            &url,
+            (b, &rabbit_url),
+            &args,
+            1,
+            args.jobs.min(1_000),
+            limit,
+        )
+        .await?;
     }
 
     let max_workers = args.workers.iter().copied().max().unwrap_or(1);
@@ -316,11 +340,20 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Kind::RawRabbit { prefetch } => {
                     let prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
-                    raw::raw_rabbit(&rabbit_url, &url, args.producers, prefetch, args.jobs, limit)
-                        .await?
+                    raw::raw_rabbit(
+                        &rabbit_url,
+                        &url,
+                        args.producers,
+                        prefetch,
+                        args.jobs,
+                        limit,
+                    )
+                    .await?
                 }
                 Kind::System(s, w) => match s.backend() {
-                    Some(b) => queue_run(&url, (b, &rabbit_url), &args, w, args.jobs, limit).await?,
+                    Some(b) => {
+                        queue_run(&url, (b, &rabbit_url), &args, w, args.jobs, limit).await?
+                    }
                     None => {
                         let load = bullmq::Load {
                             port: redis.port(),

@@ -127,7 +127,11 @@ fn parse_redis_benchmark(text: &str, requests: u64) -> anyhow::Result<Sample> {
         .context("no latency summary in redis-benchmark output")?;
     let values: Vec<f64> = lines
         .get(at + 2)
-        .map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     if values.len() < 6 {
         bail!("unexpected redis-benchmark latency summary:\n{text}");
@@ -156,7 +160,9 @@ mod tests {
         let s = parse_wrk("Running 1s test\nBENCH requests=5000 duration_us=1000000 p50_us=400 p99_us=2000 p999_us=5000 errors=0 non2xx=0\n").unwrap();
         assert_eq!(s.requests_per_sec, 5000.0);
         assert_eq!((s.p50_ms, s.p99_ms, s.p999_ms), (0.4, 2.0, Some(5.0)));
-        let e = parse_wrk("BENCH requests=5 duration_us=1000000 p50_us=1 p99_us=1 p999_us=1 errors=0 non2xx=3\n");
+        let e = parse_wrk(
+            "BENCH requests=5 duration_us=1000000 p50_us=1 p99_us=1 p999_us=1 errors=0 non2xx=3\n",
+        );
         assert!(e.unwrap_err().to_string().contains("non-2xx"));
         assert!(parse_wrk("garbage").is_err());
     }

@@ -169,7 +169,13 @@ impl Case {
     }
 
     fn rps(&self) -> f64 {
-        median(&self.runs.iter().map(|r| r.sample.requests_per_sec).collect::<Vec<_>>())
+        median(
+            &self
+                .runs
+                .iter()
+                .map(|r| r.sample.requests_per_sec)
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -396,12 +402,7 @@ impl Report {
                         .map(|s| ratio(m, s)),
                     level_hit_ratio: (!hits.is_empty())
                         .then(|| ratio(hits.iter().sum(), requests).min(1.0)),
-                    rss_peak_mib: c
-                        .runs
-                        .iter()
-                        .filter_map(|r| r.rss_peak_kib)
-                        .max()
-                        .map(mib),
+                    rss_peak_mib: c.runs.iter().filter_map(|r| r.rss_peak_kib).max().map(mib),
                     pool: pool_report(&c.runs),
                     runs: c.runs.iter().map(|r| r.sample).collect(),
                 }
@@ -451,7 +452,18 @@ impl Report {
         );
         println!(
             "{:<11} {:<9} {:>9} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}  what",
-            "row", "alloc", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "spread", "x ping", "x gin", "level", "RSS MiB", "x system"
+            "row",
+            "alloc",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "spread",
+            "x ping",
+            "x gin",
+            "level",
+            "RSS MiB",
+            "x system"
         );
         let opt = |v: Option<f64>, prec: usize| match v {
             Some(v) => format!("{v:.prec$}"),

@@ -29,8 +29,8 @@ async fn create_group(
 pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<Measured> {
     const BATCH: usize = 100;
     let client = redis::Client::open(url)?;
-    let mut prod = client.get_multiplexed_async_connection().await?;
-    let mut cons = client.get_multiplexed_async_connection().await?;
+    let mut prod = super::bench_conn(&client).await?;
+    let mut cons = super::bench_conn(&client).await?;
     let stream = "raw:stream";
     create_group(&mut prod, stream).await?;
     let meter = Meter::start(&client).await?;
@@ -104,7 +104,7 @@ pub async fn raw_per_entry(
     limit: Duration,
 ) -> anyhow::Result<Measured> {
     let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = super::bench_conn(&client).await?;
     let stream = "raw1:stream";
     create_group(&mut conn, stream).await?;
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -113,7 +113,7 @@ pub async fn raw_per_entry(
     let mut tasks = Vec::new();
     for c in 0..consumers {
         // A blocking read holds its connection: one connection per consumer.
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = super::bench_conn(&client).await?;
         let (acked, stop) = (acked.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -68,11 +68,9 @@ impl Case {
             Kind::RawBatched => "raw redis, batches of 100".into(),
             Kind::RawPerEntry { readers } => format!("raw redis, per entry ({readers} readers)"),
             Kind::RawRabbit { prefetch } => format!("raw rabbitmq (prefetch {prefetch})"),
-            Kind::System(s, w) => format!(
-                "{}, {w} worker{}",
-                s.label(),
-                if w == 1 { "" } else { "s" }
-            ),
+            Kind::System(s, w) => {
+                format!("{}, {w} worker{}", s.label(), if w == 1 { "" } else { "s" })
+            }
         }
     }
 
@@ -227,7 +225,16 @@ impl Report {
         );
         println!(
             "{:<36} {:>9} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11} {:>9} {:>9}",
-            "case", "jobs/s", "min", "max", "p50 ms", "p99 ms", "p99.9 ms", "redis us/job", "vs raw", "vs bullmq"
+            "case",
+            "jobs/s",
+            "min",
+            "max",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "redis us/job",
+            "vs raw",
+            "vs bullmq"
         );
         let x = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into());
         for r in &self.rows {
