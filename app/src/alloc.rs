@@ -201,7 +201,7 @@ mod tests {
                 ("mimalloc", &MiMalloc),
             ] {
                 let p = a.alloc_zeroed(layout);
-                assert!(!p.is_null() && p as usize % 64 == 0, "{name}");
+                assert!(!p.is_null() && (p as usize).is_multiple_of(64), "{name}");
                 assert!(std::slice::from_raw_parts(p, 100).iter().all(|b| *b == 0));
                 let q = a.realloc(p, layout, 4000);
                 assert!(!q.is_null(), "{name}");

@@ -98,7 +98,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
         let waiting = tokio::spawn({
             let m = m.clone();
-            async move { m.acquire(async { rx.await }).await.map(|g| g.conn) }
+            async move { m.acquire(rx).await.map(|g| g.conn) }
         });
         tokio::task::yield_now().await;
         assert_eq!(

@@ -1,8 +1,8 @@
 //! Queue throughput, end to end (enqueue to acknowledged), with 1, 2 and 4 workers on each
 //! backend (Redis Streams and RabbitMQ) and on BullMQ, the most used Redis job queue, all
 //! with the same workload in the same run, beside the raw bounds of both brokers: Redis
-//! Streams (XADD + XREADGROUP + XACK) and RabbitMQ (confirmed persistent publish + consume
-//! + ack), both without job logic. Starts its own redis-server and rabbitmq-server on free
+//! Streams (XADD, XREADGROUP, XACK) and RabbitMQ (confirmed persistent publish, consume,
+//! ack), both without job logic. Starts its own redis-server and rabbitmq-server on free
 //! loopback ports.
 //!
 //! Every case also reports the time from enqueue to done of each job as the system itself
