@@ -17,7 +17,8 @@ pub enum What {
     /// and redis-benchmark GET (`-- --allocators system,jemalloc,mimalloc` for the allocator study).
     App,
     /// Queue throughput with 1, 2 and 4 workers on Redis Streams, RabbitMQ and BullMQ, beside
-    /// the raw broker loops.
+    /// the raw broker loops (`-- --redis cluster`: on Redis Clusters of 1, 2 and 3 masters
+    /// beside one server).
     Queue,
     /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
     Lab,

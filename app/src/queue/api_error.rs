@@ -7,9 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::QueueError;
 
-/// Seconds a client waits before retrying a 503. The same value as the users API's
-/// `http::UNAVAILABLE_RETRY_AFTER_S`, held here because the queue uses no other module of
-/// the app (xtask's cycle check enforces it).
+/// `Retry-After` of a 503: how long a client waits before sending the request again.
 pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
 
 /// An HTTP error answered as `{"error": "...", "status": N}`.

@@ -26,6 +26,8 @@ use serde_json::json;
 
 #[path = "queue_bench/bullmq.rs"]
 mod bullmq;
+#[path = "queue_bench/cluster.rs"]
+mod cluster;
 #[path = "queue_bench/raw.rs"]
 mod raw;
 #[path = "queue_bench/report.rs"]
@@ -33,7 +35,16 @@ mod report;
 
 use report::{Case, Kind};
 
-#[derive(Parser, Debug)]
+/// Where the Redis of the queue cases runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RedisSetup {
+    /// One redis-server (with the raw baselines and, optionally, RabbitMQ).
+    Single,
+    /// Redis Clusters of 1, 2 and 3 masters beside one redis-server (Redis Streams only).
+    Cluster,
+}
+
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "queue-bench",
     about = "Jobs per second of the queue (enqueue to acknowledged) with 1, 2 and 4 workers on \
@@ -71,6 +82,14 @@ struct Args {
     /// Give up on a run after this many seconds (a bench must stop by itself).
     #[arg(long, default_value_t = 300)]
     run_timeout_s: u64,
+    /// `single`: one redis-server; `cluster`: the Redis Streams queue (`--backends` is
+    /// ignored) on Redis Clusters of 1, 2 and 3 masters (one partition per master) beside one
+    /// redis-server, same run.
+    #[arg(long, value_enum, default_value_t = RedisSetup::Single)]
+    redis: RedisSetup,
+    /// `queue.partitions` of the queue cases on one server (cluster cases use one per master).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
 }
 
 /// What one run measured.
@@ -196,6 +215,7 @@ async fn queue_run(
         backend: backend.0,
         rabbitmq_url: backend.1.to_string(),
         default_concurrency: args.concurrency,
+        partitions: args.partitions,
         block_ms: 100,
         ..Default::default()
     };
@@ -279,6 +299,12 @@ async fn main() -> anyhow::Result<()> {
     let with_rabbit = args.systems.contains(&report::System::Rabbitmq);
     if args.systems.contains(&report::System::Bullmq) {
         app_bench::peers::bullmq_dir()?;
+    }
+    if !(1..=64).contains(&args.partitions) {
+        bail!("--partitions takes a count between 1 and 64");
+    }
+    if args.redis == RedisSetup::Cluster {
+        return cluster::run(&args).await;
     }
     let limit = Duration::from_secs(args.run_timeout_s);
     let redis = LocalRedis::start()?;
