@@ -30,6 +30,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("haproxy", "/usr/sbin/haproxy"),
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
+    // The virtualenv of the Python tools (xtask/src/venv.rs).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 /// What `cargo xtask bench app` adds: the seed's Gin service and its Redis client, built
