@@ -1,14 +1,21 @@
 //! The `app` binary: `app serve --config FILE` runs the service; `app check-config` prints
-//! the effective configuration (file plus `APP_*` overrides) or the first error.
+//! the effective configuration (file plus `APP_*` overrides) or the first error; `app
+//! openapi` prints the API's OpenAPI document.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use app::alloc::{Allocator, Selectable};
 use app::config::Config;
 use app::server;
+
+/// glibc's malloc, jemalloc or mimalloc, as `APP_ALLOCATOR` says (see `app::alloc`).
+#[global_allocator]
+static GLOBAL: Selectable = Selectable;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: app::queue::cli::DlqCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves) and exit.
+    /// Needs no configuration, database or Redis.
+    Openapi,
     /// Load and validate the configuration, print it as TOML (passwords hidden) after a
     /// comment naming the Redis mode (`single`, `sentinel` or `cluster`), and exit.
     CheckConfig {
@@ -69,7 +79,10 @@ fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_env("APP_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only on a terminal: in a log file they are bytes to write and to strip.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -104,8 +117,17 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The process already runs on the default when the variable names no allocator: refuse
+    // to go on rather than run on something the operator did not ask for.
+    let allocator = Allocator::from_env().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     match cli.command {
+        Command::Openapi => {
+            let doc = serde_json::to_string_pretty(&app::wiring::openapi())
+                .context("printing the OpenAPI document")?;
+            println!("{doc}");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let mut cfg = load_config(config.as_deref())?;
             if cfg.registration.token.is_some() {
@@ -149,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             init_logs(cli.log_format);
+            tracing::info!(%allocator, "memory allocator");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
