@@ -353,7 +353,11 @@ pub struct NewVip {
     )]
     pub second_chance_window_s: Option<u32>,
     /// Overrides of the global `[health]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_object"
+    )]
     pub health: Option<HealthSettings>,
 }
 
@@ -653,5 +657,13 @@ mod tests {
         assert!(e.to_string().contains("wieght"), "{e}");
         let d: Deleted = serde_json::from_str(r#"{"deleted": "web", "more": 1}"#).expect("read");
         assert_eq!(d.deleted, "web");
+        let v = r#"{"name": "a", "address": "::1", "health": []}"#;
+        assert!(
+            serde_json::from_str::<NewVip>(v).is_err(),
+            "health is an object"
+        );
+        let v = r#"{"name": "a", "address": "::1", "health": {"rise": 3}}"#;
+        let v: NewVip = serde_json::from_str(v).expect("health object");
+        assert_eq!(v.health.and_then(|h| h.rise), Some(3));
     }
 }
