@@ -2,7 +2,9 @@
 //!
 //! `xdp_balancer` is a short pipeline, in the spirit of Katran's balancer:
 //! parse -> VIP lookup -> connection table / algorithm -> forward. Everything that is not for a
-//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic).
+//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic). Its
+//! verdicts can be captured (`capture.rs`); `xdp_balancer_unhooked` is the same pipeline
+//! without that hook, the benchmark's baseline for what the hook costs while off.
 //! `xdp_decap` runs on backends and removes the IPIP / IP6IP6 header the balancer added.
 //! `xdp_pass`, `xdp_floor` and `xdp_harness` serve veth peers, tests and benchmarks.
 #![no_std]
@@ -13,6 +15,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 #![feature(core_intrinsics)]
 
+mod capture;
 mod csum;
 mod forward;
 mod hdr;
@@ -32,7 +35,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     AF_INET, AF_INET6, FlowKey, HARNESS_MAX_PACKET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
-    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey,
+    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey, capture::CAPTURE_NONE,
 };
 
 use crate::{
@@ -41,13 +44,13 @@ use crate::{
     parse::{Ip, L3},
 };
 
-use crate::stats::{drop, pass};
+use crate::stats::{Verdict, drop, pass};
 
 /// A packet we cannot use: dropped when it is addressed to a VIP address (so a malformed
 /// packet never reaches a backend or the balancer's own stack as VIP traffic), passed
 /// otherwise (not ours to judge).
 #[inline(always)]
-fn unusable(ip: &Ip, vip_reason: Reason) -> u32 {
+fn unusable(ip: &Ip, vip_reason: Reason) -> Verdict {
     if vip::is_vip_address(ip) {
         drop(vip_reason)
     } else {
@@ -88,6 +91,38 @@ fn for_us(ctx: &XdpContext) -> bool {
 #[xdp]
 #[inline(always)]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
+    observed::<true>(ctx)
+}
+
+/// `xdp_balancer` without the capture hook (benchmarks only).
+#[xdp]
+#[inline(always)]
+pub fn xdp_balancer_unhooked(ctx: XdpContext) -> u32 {
+    observed::<false>(ctx)
+}
+
+/// The pipeline under the capture hook: one map lookup per packet for the flag; a running
+/// capture keeps the packet as it arrived, then records the verdict.
+#[inline(always)]
+fn observed<const HOOK: bool>(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    let flag = if HOOK { capture::flag() } else { None };
+    if let Some(f) = flag
+        && capture::on(f)
+    {
+        capture::begin(raw);
+    }
+    let v = balance(ctx);
+    if let Some(f) = flag
+        && capture::on(f)
+    {
+        return capture::finish(raw, &v);
+    }
+    v.action
+}
+
+#[inline(always)]
+fn balance(ctx: XdpContext) -> Verdict {
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) => ip,
         L3::NotIp => return pass(Reason::PassNonIp),
@@ -147,13 +182,13 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         if out.is_tx() {
             stats::forwarded(e.vip_id, e.choice.id, bytes, false);
         }
-        return forward::action(out, Reason::TxForward);
+        return forward::action(out, Reason::TxForward).of(e.vip_id, e.choice.id);
     }
     let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
         return pass(Reason::PassNotVip);
     };
     let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
-        return drop(Reason::DropNoBackend);
+        return drop(Reason::DropNoBackend).of(meta.id, CAPTURE_NONE);
     };
     let bytes = packet_len(&ctx);
     let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, &flow);
@@ -165,7 +200,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     } else {
         Reason::TxForward
     };
-    forward::action(out, reason)
+    forward::action(out, reason).of(meta.id, choice.id)
 }
 
 /// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the
@@ -212,9 +247,9 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
         (false, true) => strip_outer::<TAGGED, IPV6_LEN>(&ctx),
     };
     if !stripped {
-        return drop(Reason::DropInternal);
+        return drop(Reason::DropInternal).action;
     }
-    pass(Reason::PassDecap)
+    pass(Reason::PassDecap).action
 }
 
 /// Moves the `L2`-byte link header (with its VLAN tag) forward over the `OUTER`-byte outer IP

@@ -1,13 +1,14 @@
-//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`]) and the
+//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`], [`diag`]) and the
 //! typed client ([`Client`]) over HTTP/1.1 on the unix socket or TCP. lbd serves these types,
 //! lbctl and the tests read them.
 
 mod client;
+pub mod diag;
 mod error;
 mod transport;
 pub mod types;
 pub mod vrrp;
 
-pub use client::{Client, Fetched};
+pub use client::{CaptureStream, Client, Fetched};
 pub use error::ClientError;
 pub use transport::{DEFAULT_SOCKET, Endpoint};

@@ -1,19 +1,23 @@
 //! The XDP data plane seen from userspace: the object (embedded at build time), loading,
 //! pinning and attaching its programs, running them on crafted packets, the maps and the
 //! programmer that keeps them equal to a model, the Maglev and weighted round-robin tables, a
-//! packet builder and describer, pcap files, and the replay tool built on all of them.
+//! packet builder and describer, pcap and pcapng files, the replay tool built on all of them,
+//! and the capture inside the data plane.
 
 mod batch;
+pub mod capture;
 mod mac;
 pub mod maglev;
 mod maps;
 pub mod object;
 pub mod packet;
 pub mod pcap;
+pub mod pcapng;
 pub mod pin;
 mod programmer;
 pub mod replay;
 mod snapshot;
+pub mod trace;
 pub mod wrr;
 
 pub use mac::MacAddr;
@@ -169,6 +173,7 @@ impl Dataplane {
             (opts.pass, names::PROG_PASS),
             (opts.bench, names::PROG_FLOOR),
             (opts.bench, names::PROG_HARNESS),
+            (opts.bench, names::PROG_BALANCER_UNHOOKED),
         ];
         for (want, name) in wanted {
             if want {
@@ -217,6 +222,11 @@ impl Dataplane {
     /// Takes the maps out of the object (call once).
     pub fn take_maps(&mut self) -> Result<Maps, DataplaneError> {
         Maps::take(&mut self.ebpf)
+    }
+
+    /// Takes the capture's maps out of the object (call once: the ring has one reader).
+    pub fn take_capture(&mut self) -> Result<capture::CaptureMaps, DataplaneError> {
+        capture::CaptureMaps::take(&mut self.ebpf)
     }
 
     /// Attaches a loaded program to an interface.

@@ -4,6 +4,7 @@
 mod fixture;
 
 mod algorithms;
+mod capture;
 mod conns;
 mod decap;
 mod filter;
@@ -17,3 +18,4 @@ mod random;
 mod replay;
 mod stickiness;
 mod toobig;
+mod trace;
