@@ -30,6 +30,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("haproxy", "/usr/sbin/haproxy"),
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
+    // Reads the pcapng files `lbctl capture` writes (the capture tests check what it sees).
+    ("tshark", "/usr/bin/tshark"),
 ];
 
 pub fn apt_packages() -> Result<()> {

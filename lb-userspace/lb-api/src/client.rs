@@ -227,7 +227,10 @@ impl CaptureStream {
                 ClientError::bad(status, format!("not JSON ({e}): {}", snippet(&line)))
             })?;
             let event = crate::diag::CaptureEvent::deserialize(&raw).map_err(|e| {
-                ClientError::bad(status, format!("unexpected event ({e}): {}", snippet(&line)))
+                ClientError::bad(
+                    status,
+                    format!("unexpected event ({e}): {}", snippet(&line)),
+                )
             })?;
             return Ok(Some((event, raw)));
         }

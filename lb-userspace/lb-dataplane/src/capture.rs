@@ -14,9 +14,9 @@ use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use lb_common::{
     AF_INET, AF_INET6, Reason,
     capture::{
-        CAPTURE_F_OUTPUT, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE,
-        CAPTURE_POINT_OUTPUT, CAPTURE_STAT_COUNT, CAPTURE_STAT_LOST, CAPTURE_STAT_MATCHED,
-        CAPTURE_STAT_WRITTEN, CaptureConfig, CaptureHeader, CaptureRecord,
+        CAPTURE_F_OUTPUT, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE, CAPTURE_POINT_OUTPUT,
+        CAPTURE_STAT_COUNT, CAPTURE_STAT_LOST, CAPTURE_STAT_MATCHED, CAPTURE_STAT_WRITTEN,
+        CaptureConfig, CaptureHeader, CaptureRecord,
     },
     names,
     user::addr_words,
@@ -94,7 +94,8 @@ impl fmt::Display for Prefix {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureFilter {
     pub vip_id: Option<u32>,
-    pub backend_id: Option<u32>,
+    /// Any of these backend slots (one address can be a backend of several VIPs).
+    pub backend_ids: Vec<u32>,
     pub client: Option<Prefix>,
     pub reasons: Vec<Reason>,
     /// Keep one matching packet in this many (1: all).
@@ -109,7 +110,7 @@ impl Default for CaptureFilter {
     fn default() -> Self {
         Self {
             vip_id: None,
-            backend_id: None,
+            backend_ids: Vec::new(),
             client: None,
             reasons: Vec::new(),
             sample_every: 1,
@@ -128,7 +129,11 @@ impl CaptureFilter {
             snap_len: self.snap_len.clamp(1, CAPTURE_MAX_SNAP),
             sample_every: self.sample_every.max(1),
             vip_id: self.vip_id.unwrap_or(CAPTURE_NONE),
-            backend_id: self.backend_id.unwrap_or(CAPTURE_NONE),
+            // The kernel compares one slot; more are told apart in userspace.
+            backend_id: match self.backend_ids.as_slice() {
+                [one] => *one,
+                _ => CAPTURE_NONE,
+            },
             reasons: self.reasons.iter().fold(0, |m, r| m | 1u64 << (*r as u32)),
             ..Default::default()
         };
@@ -154,15 +159,22 @@ impl CaptureFilter {
         let same = |f: &dyn Fn(&CaptureFilter) -> bool| filters.iter().all(|x| f(x));
         CaptureFilter {
             vip_id: first.vip_id.filter(|v| same(&|f| f.vip_id == Some(*v))),
-            backend_id: first
-                .backend_id
-                .filter(|b| same(&|f| f.backend_id == Some(*b))),
+            backend_ids: if same(&|f| f.backend_ids == first.backend_ids) {
+                first.backend_ids.clone()
+            } else if filters.iter().any(|f| f.backend_ids.is_empty()) {
+                Vec::new()
+            } else {
+                let mut all: Vec<u32> =
+                    filters.iter().flat_map(|f| f.backend_ids.clone()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            },
             client: first.client.filter(|c| same(&|f| f.client == Some(*c))),
             reasons: if filters.iter().any(|f| f.reasons.is_empty()) {
                 Vec::new()
             } else {
-                let mut all: Vec<Reason> =
-                    filters.iter().flat_map(|f| f.reasons.clone()).collect();
+                let mut all: Vec<Reason> = filters.iter().flat_map(|f| f.reasons.clone()).collect();
                 all.sort_by_key(|r| *r as u32);
                 all.dedup();
                 all
@@ -181,7 +193,9 @@ impl CaptureFilter {
         if self.vip_id.is_some_and(|v| p.vip_id != Some(v)) {
             return false;
         }
-        if self.backend_id.is_some_and(|b| p.backend_id != Some(b)) {
+        if !self.backend_ids.is_empty()
+            && !p.backend_id.is_some_and(|b| self.backend_ids.contains(&b))
+        {
             return false;
         }
         if !self.reasons.is_empty() && !p.reason.is_some_and(|r| self.reasons.contains(&r)) {
@@ -486,10 +500,7 @@ mod tests {
 
     #[test]
     fn records_are_checked_before_use() {
-        assert_eq!(
-            CapturedPacket::parse(&[0; 10]),
-            Err(RecordError::Short(10))
-        );
+        assert_eq!(CapturedPacket::parse(&[0; 10]), Err(RecordError::Short(10)));
         let mut r = vec![0u8; CAPTURE_HEADER_LEN + 4];
         r[12..16].copy_from_slice(&9u32.to_ne_bytes()); // cap_len
         assert!(matches!(

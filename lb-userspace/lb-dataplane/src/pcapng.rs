@@ -449,7 +449,8 @@ mod tests {
             Err(PcapngError::NotPcapng(_))
         ));
         let mut unknown_iface = bytes.clone();
-        let len_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap());
+        let len_at =
+            |b: &[u8], at: usize| u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap());
         let idb = len_at(&bytes, 0) as usize;
         let epb = idb + len_at(&bytes, idb) as usize;
         unknown_iface[epb + 8] = 7; // the first packet names interface 7

@@ -88,7 +88,9 @@ pub enum Decision {
     /// The algorithm's choice (and a new entry for it).
     Algorithm { backend_id: u32 },
     /// The algorithm's choice depends on the CPU the packet lands on.
-    PerCpu { backend_ids: Vec<(u32, Option<u32>)> },
+    PerCpu {
+        backend_ids: Vec<(u32, Option<u32>)>,
+    },
     /// Dropped as `drop_no_backend`.
     NoBackend,
     /// No VIP at all takes the flow: it is passed to the kernel untouched.
@@ -299,14 +301,12 @@ impl Maps {
         let mut outcome = Vec::new();
         for (cpu, id) in picked {
             let chosen = match id {
-                Some(id) if self.active(id)? => {
-                    match &entry {
-                        Some(e) if first == FirstPacket::Syn && !e.closing && e.backend_usable => {
-                            Some((true, e.backend_id))
-                        }
-                        _ => Some((false, id)),
+                Some(id) if self.active(id)? => match &entry {
+                    Some(e) if first == FirstPacket::Syn && !e.closing && e.backend_usable => {
+                        Some((true, e.backend_id))
                     }
-                }
+                    _ => Some((false, id)),
+                },
                 _ => None,
             };
             outcome.push((cpu, chosen));

@@ -173,6 +173,8 @@ async fn run(config: Config) -> Result<()> {
             requested || detach_default
         }
     };
+    // Running captures get their last line before the API goes away.
+    state.captures.stop_all().await;
     if let Some(handle) = vrrp {
         // Priority-0 advert and VIPs removed: the backup takes over at once.
         handle.stop().await;

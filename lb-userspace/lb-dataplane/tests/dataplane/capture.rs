@@ -107,7 +107,10 @@ fn off_records_nothing() {
     assert_eq!(drain(&mut cap).len(), 6);
     cap.stop().expect("stop");
     traffic(&fx);
-    assert!(drain(&mut cap).is_empty(), "a stopped capture wrote records");
+    assert!(
+        drain(&mut cap).is_empty(),
+        "a stopped capture wrote records"
+    );
 }
 
 #[test]
@@ -140,7 +143,12 @@ fn records_hold_the_packet_as_received_and_the_verdict() {
         vec![
             (XdpAction::Tx, Some(Reason::TxForward), Some(web), true),
             (XdpAction::Tx, Some(Reason::TxForward), Some(tunnel), true),
-            (XdpAction::Drop, Some(Reason::DropNoBackend), Some(empty), false),
+            (
+                XdpAction::Drop,
+                Some(Reason::DropNoBackend),
+                Some(empty),
+                false
+            ),
             (XdpAction::Pass, Some(Reason::PassNotVip), None, false),
             (XdpAction::Tx, Some(Reason::TxForward), Some(web6), true),
             (XdpAction::Tx, Some(Reason::TxForward), Some(web), true),
@@ -181,7 +189,7 @@ fn filters_sampling_snap_length_and_output_hold() {
     let got = run(
         &mut cap,
         CaptureFilter {
-            backend_id: Some(be),
+            backend_ids: vec![be],
             ..Default::default()
         },
     );

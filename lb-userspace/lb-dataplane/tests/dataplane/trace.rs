@@ -68,8 +68,7 @@ fn check(fx: &Fixture, flow: &FlowKey, flags: u8, what: &str) {
         flags,
     );
     let out = fx.run_frame(&frame);
-    let got = (out.action == XdpAction::Tx)
-        .then(|| id_of(fx, fx.backend_of(&out, &BES.map(ip))));
+    let got = (out.action == XdpAction::Tx).then(|| id_of(fx, fx.backend_of(&out, &BES.map(ip))));
     assert_eq!(
         got,
         want,
@@ -79,8 +78,19 @@ fn check(fx: &Fixture, flow: &FlowKey, flags: u8, what: &str) {
 }
 
 fn random_flow(rng: &mut StdRng) -> FlowKey {
-    let client = IpAddr::from([10, rng.gen_range(1..=20), rng.r#gen(), rng.gen_range(1..=254)]);
-    FlowKey::new(client, rng.gen_range(1024..=65535), ip(VIP), 80, IPPROTO_TCP)
+    let client = IpAddr::from([
+        10,
+        rng.gen_range(1..=20),
+        rng.r#gen(),
+        rng.gen_range(1..=254),
+    ]);
+    FlowKey::new(
+        client,
+        rng.gen_range(1024..=65535),
+        ip(VIP),
+        80,
+        IPPROTO_TCP,
+    )
 }
 
 fn thousand_flows(algorithm: Algorithm) {
@@ -151,7 +161,11 @@ fn trace_names_what_it_read() {
     use lb_dataplane::trace::AlgorithmTrace;
     let fx = Fixture::new(&[spec(Algorithm::Maglev, None)]);
     let flow = FlowKey::new(ip("10.9.0.1"), 4000, ip(VIP), 80, IPPROTO_TCP);
-    let t = fx.prog.maps().trace(&flow, FirstPacket::Syn).expect("trace");
+    let t = fx
+        .prog
+        .maps()
+        .trace(&flow, FirstPacket::Syn)
+        .expect("trace");
     let meta = fx.prog.vip_meta("web").expect("meta");
     assert_eq!(t.vip, Some(meta));
     assert_eq!((t.slot, t.table_len), (meta.slot & 1, meta.table_len));
@@ -166,18 +180,28 @@ fn trace_names_what_it_read() {
     };
     assert_eq!(hash, lb_common::hash::flow_hash(&flow));
     assert_eq!(position, hash % meta.table_len);
-    assert_eq!(
-        Some(id_of(&fx, fx.table_choice("web", hash))),
-        backend_id
-    );
+    assert_eq!(Some(id_of(&fx, fx.table_choice("web", hash))), backend_id);
     // Once sent, the flow has an entry pointing there.
     fx.run_frame(&Frame::tcp(ip("10.9.0.1"), 4000, ip(VIP), 80, TCP_SYN));
-    let t = fx.prog.maps().trace(&flow, FirstPacket::Other).expect("trace");
+    let t = fx
+        .prog
+        .maps()
+        .trace(&flow, FirstPacket::Other)
+        .expect("trace");
     let e = t.entry.expect("an entry");
     assert!(e.vip_valid && e.backend_usable && !e.closing);
-    assert_eq!(t.decision, Decision::Entry { backend_id: e.backend_id });
+    assert_eq!(
+        t.decision,
+        Decision::Entry {
+            backend_id: e.backend_id
+        }
+    );
     // Another port of the VIP address is no VIP: the kernel gets it.
     let other = FlowKey::new(ip("10.9.0.1"), 4000, ip(VIP), 81, IPPROTO_TCP);
-    let t = fx.prog.maps().trace(&other, FirstPacket::Syn).expect("trace");
+    let t = fx
+        .prog
+        .maps()
+        .trace(&other, FirstPacket::Syn)
+        .expect("trace");
     assert_eq!(t.decision, Decision::NotAVip);
 }

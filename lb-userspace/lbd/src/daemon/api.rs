@@ -110,6 +110,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/vrrp", get(vrrp_status))
+        .route("/v1/capture", post(super::diag::capture))
+        .route("/v1/vips/{vip}/trace", get(super::diag::trace))
         .route("/metrics", get(metrics::handler))
         .fallback(|| async { ApiError::not_found("no such endpoint (see docs/api.md)") })
         .with_state(state)

@@ -155,6 +155,13 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     );
+    head(
+        &mut out,
+        "lb_captures_running",
+        "gauge",
+        "Captures inside the data plane running now (lbctl capture).",
+    );
+    let _ = writeln!(out, "lb_captures_running {}", s.captures.running());
     if let Some(v) = s.vrrp.get() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }

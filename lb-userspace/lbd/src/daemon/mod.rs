@@ -4,6 +4,8 @@
 //! table and serves the API.
 
 pub mod api;
+pub mod capture;
+mod diag;
 mod macs;
 mod metrics;
 pub mod model;
@@ -76,6 +78,8 @@ pub struct Shared {
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
+    /// Captures inside the data plane (`POST /v1/capture`).
+    pub captures: capture::Captures,
 }
 
 pub type State = Arc<Shared>;
@@ -112,6 +116,17 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     })
     .context("loading the XDP object")?;
     let mut maps = dp.take_maps()?;
+    let (captures, capture_runner) = match dp
+        .take_capture()
+        .map_err(anyhow::Error::from)
+        .and_then(|m| capture::Captures::new(m).context("watching the capture ring"))
+    {
+        Ok((c, r)) => (c, Some(r)),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "capture is unavailable");
+            (capture::Captures::unavailable(), None)
+        }
+    };
     let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
     maps.set_settings(&Settings {
         ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
@@ -172,7 +187,11 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         dataplane: std::sync::Mutex::new(None),
         vrrp: std::sync::OnceLock::new(),
         neighbours,
+        captures,
     });
+    if let Some(runner) = capture_runner {
+        tokio::spawn(runner.run(shared.clone()));
+    }
     tokio::spawn(macs::event_loop(
         shared.clone(),
         resolver_task,

@@ -293,6 +293,35 @@ pub fn backend_view(
     }
 }
 
+/// Why a backend gets no new flows now (`None` when it gets some).
+pub fn no_new_flows(vip: &VipRuntime, b: &BackendRuntime, now: Instant) -> Option<String> {
+    if let Admin::Draining(by) = b.admin {
+        return Some(match by {
+            DrainedBy::Operator => "drained by an operator".into(),
+            DrainedBy::Registrant => "drained by itself (shutting down)".into(),
+        });
+    }
+    match b.machine.state() {
+        Health::Healthy => {}
+        Health::Unknown => return Some("health not known yet (checks have not passed)".into()),
+        Health::Unhealthy => {
+            let why = b
+                .last
+                .as_ref()
+                .and_then(|c| c.error.clone())
+                .unwrap_or_else(|| "checks fail".into());
+            return Some(format!("unhealthy: {why}"));
+        }
+    }
+    if let Err(e) = &b.mac {
+        return Some(format!("MAC unresolved: {e}"));
+    }
+    if b.effective_weight(&vip.cfg.health, now) == 0 {
+        return Some("weight 0".into());
+    }
+    None
+}
+
 pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
     VipView {
         name: v.cfg.name.clone(),

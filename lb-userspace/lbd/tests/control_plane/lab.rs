@@ -262,6 +262,20 @@ impl ControlLab {
         }
     }
 
+    /// Runs the real lbctl against this lab's lbd (its unix socket).
+    pub fn lbctl(&self, args: &[&str]) -> std::process::Output {
+        self.lbctl_command(args)
+            .output()
+            .expect("run lbctl (built by `cargo xtask test control-plane`)")
+    }
+
+    /// The lbctl command line for `args`, to spawn (e.g. a capture running beside traffic).
+    pub fn lbctl_command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(tests::bins::workspace_bin("lbctl"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
+    }
+
     pub fn lbd_log(&self) -> String {
         self.lbd.as_ref().map(|p| p.log()).unwrap_or_default()
     }

@@ -1,5 +1,6 @@
 //! Control-plane tests: the real `lbd` in a network-namespace lab (root).
 
+mod diag;
 mod lab;
 mod maps;
 mod neighbours;

@@ -32,12 +32,7 @@ fn admin_of(b: &Value) -> (String, Value, u64, Value) {
 }
 
 fn lbctl(cl: &ControlLab, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(tests::bins::workspace_bin("lbctl"))
-        .arg("--socket")
-        .arg(&cl.socket)
-        .args(args)
-        .output()
-        .expect("run lbctl");
+    let out = cl.lbctl(args);
     (
         out.status.success(),
         format!(
