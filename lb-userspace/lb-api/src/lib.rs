@@ -5,6 +5,7 @@
 mod client;
 pub mod diag;
 mod error;
+pub mod selfcheck;
 mod transport;
 pub mod types;
 pub mod vrrp;

@@ -89,6 +89,15 @@ pub struct Backend {
     pub mac_error: Option<String>,
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's report on its own setup (from its registrations; `None`: none sent).
+    #[serde(default)]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
+    /// Why it gets no new flows now (`None` while it gets some).
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
+    /// In the answer to a registration: how the VIP's packets reach this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<crate::selfcheck::Forwarding>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,11 +131,16 @@ pub struct NewVip {
 }
 
 /// Body of `POST /v1/vips/{vip}/backends`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewBackend {
     pub address: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The declared weight; left out: 100 for a new backend, unchanged for an existing one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// The registrant's check of its own setup (the app sends one; others may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -185,6 +199,13 @@ pub struct HealthEntry {
     pub effective_weight: u32,
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's self-check summary (`ok`, `1 warning`, `FAIL arp_ignore`); `None`: it
+    /// sends none.
+    #[serde(default)]
+    pub self_check: Option<String>,
+    /// Why it gets no new flows now.
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
 }
 
 /// `GET /v1/stats`: counters are totals since the data plane was loaded.

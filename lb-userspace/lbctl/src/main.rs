@@ -593,7 +593,14 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
             weight,
         } => {
             let r = client
-                .add_backend(&vip, &NewBackend { address, weight })
+                .add_backend(
+                    &vip,
+                    &NewBackend {
+                        address,
+                        weight,
+                        self_check: None,
+                    },
+                )
                 .await?;
             let verb = if r.status == 201 {
                 "added backend"

@@ -290,15 +290,6 @@ async fn list_backends(
     Ok(Json(json!(vip_view(v, Instant::now()).backends)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewBackend {
-    address: IpAddr,
-    /// The declared weight; left out: 100 for a new backend, unchanged for an existing one.
-    #[serde(default)]
-    weight: Option<u32>,
-}
-
 fn check_weight(w: u32) -> ApiResult<()> {
     if w > MAX_WEIGHT {
         return Err(ApiError::bad_request(format!(
@@ -314,6 +305,16 @@ fn parse_addr(a: &str) -> ApiResult<IpAddr> {
 }
 
 async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Value>> {
+    backend_answer(s, vip, addr, false).await
+}
+
+/// The backend's view; `forwarding`: with how the VIP's packets reach it (for registrants).
+async fn backend_answer(
+    s: &State,
+    vip: &str,
+    addr: IpAddr,
+    forwarding: bool,
+) -> ApiResult<Json<Value>> {
     let inner = s.inner.lock().await;
     let v = inner
         .vips
@@ -323,21 +324,34 @@ async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Valu
         .backends
         .get(&addr)
         .ok_or_else(|| ApiError::not_found(format!("{addr} is not a backend of VIP {vip}")))?;
-    Ok(Json(json!(backend_view(v, addr, b, Instant::now()))))
+    let mut view = backend_view(v, addr, b, Instant::now());
+    if forwarding {
+        view.forwarding = Some(model::forwarding(v, s.config.dataplane.backend_mtu));
+    }
+    Ok(Json(json!(view)))
 }
 
 async fn add_backend(
     AxState(s): AxState<State>,
     Path(vip): Path<String>,
-    JsonBody(b): JsonBody<NewBackend>,
+    JsonBody(b): JsonBody<lb_api::types::NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if let Some(w) = b.weight {
         check_weight(w)?;
     }
-    let new = s
-        .upsert_backend(&vip, b.address, b.weight, Source::Registered)
-        .await?;
-    let body = backend_json(&s, &vip, b.address).await?;
+    if let Some(r) = &b.self_check {
+        r.validate()
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
+    }
+    let addr = b.address;
+    let reg = super::Registration {
+        declared: b.weight,
+        self_check: b.self_check,
+    };
+    let new = s.upsert_backend(&vip, addr, reg, Source::Registered).await?;
+    // The answer tells the registrant how the VIP's packets will reach it (what its
+    // self-check checks against).
+    let body = backend_answer(&s, &vip, addr, true).await?;
     Ok((
         if new {
             StatusCode::CREATED
@@ -445,7 +459,8 @@ async fn health(AxState(s): AxState<State>) -> Json<Value> {
             v.backends.iter().map(move |(a, b)| {
                 let view = backend_view(v, *a, b, now);
                 json!({"vip": v.cfg.name, "address": a, "health": view.health, "admin": view.admin,
-                       "drained_by": view.drained_by, "effective_weight": view.effective_weight, "last_check": view.last_check})
+                       "drained_by": view.drained_by, "effective_weight": view.effective_weight, "last_check": view.last_check,
+                       "self_check": view.self_check.as_ref().map(|r| r.summary()), "no_new_flows": view.no_new_flows})
             })
         })
         .collect();

@@ -295,6 +295,7 @@ fn restore_dynamic(
         }
         entry.declared_weight = b.declared_weight;
         entry.admin = b.admin;
+        entry.self_check = b.self_check.clone();
         // Carry the last verdict over so a restart does not take healthy backends out while
         // their first checks run (that would fail new connections during a hot restart).
         if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
@@ -348,6 +349,7 @@ fn save_state(shared: &Shared, inner: &Inner) {
                     admin: b.admin,
                     source: b.source,
                     health: b.machine.state(),
+                    self_check: b.self_check.clone(),
                 })
             })
             .collect(),
@@ -445,13 +447,13 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: Registration,
         source: Source,
     ) -> Result<bool, ModelError> {
         let mut resolved: Option<Result<[u8; 6], String>> = None;
         loop {
             if let Some(new) = self
-                .upsert_locked(vip, addr, declared, source, &mut resolved)
+                .upsert_locked(vip, addr, &reg, source, &mut resolved)
                 .await?
             {
                 return Ok(new);
@@ -467,10 +469,11 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: &Registration,
         source: Source,
         resolved: &mut Option<Result<[u8; 6], String>>,
     ) -> Result<Option<bool>, ModelError> {
+        let declared = reg.declared;
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
         let v = inner
@@ -484,18 +487,31 @@ impl Shared {
         let new = match v.backends.get_mut(&addr) {
             Some(b) => {
                 let (before, declared_before) = (b.weight, b.declared_weight);
-                let changed = b.reregister(declared);
+                let changed = b.reregister(declared, reg.self_check.clone());
                 if changed.undrained {
                     info!(%vip, backend = %addr, "re-registered after its own drain: active again");
                 }
                 if changed.weight_applied {
                     info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
                 }
+                if changed.blocked {
+                    let why = b.self_check.as_ref().and_then(|r| r.blocking_reason());
+                    warn!(%vip, backend = %addr, reason = why.as_deref().unwrap_or(""), "the backend's self-check fails: no new flows");
+                }
+                if changed.unblocked {
+                    info!(%vip, backend = %addr, "the backend's self-check passes again: new flows resume");
+                }
                 if !changed.undrained
                     && !changed.weight_applied
+                    && !changed.blocked
+                    && !changed.unblocked
                     && b.declared_weight == declared_before
                 {
-                    // A heartbeat: nothing changed, nothing to program or save.
+                    if changed.self_check_changed {
+                        // New findings, same verdict: shown and saved, no table change.
+                        save_state(self, &inner);
+                    }
+                    // A heartbeat: nothing changed, nothing to program.
                     return Ok(Some(false));
                 }
                 false
@@ -523,6 +539,10 @@ impl Shared {
                 );
                 b.declared_weight = declared;
                 b.mac = mac;
+                b.self_check = reg.self_check.clone();
+                if let Some(why) = b.self_check.as_ref().and_then(|r| r.blocking_reason()) {
+                    warn!(%vip, backend = %addr, reason = %why, "the backend's self-check fails: no new flows");
+                }
                 v.backends.insert(addr, b);
                 true
             }
@@ -538,3 +558,10 @@ impl Shared {
 
 /// The weight of a backend added without one.
 const DEFAULT_WEIGHT: u32 = 100;
+
+/// What a registration declares beside the address.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    pub declared: Option<u32>,
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
+}

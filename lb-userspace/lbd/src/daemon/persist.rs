@@ -41,6 +41,9 @@ pub struct BackendState {
     pub admin: Admin,
     pub source: Source,
     pub health: Health,
+    /// The registrant's last self-check, so that a restart does not give new flows to a
+    /// backend whose setup fails until it registers again.
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 /// `BackendState` as the file spells it: `admin` and `drained_by` side by side, as every
@@ -60,6 +63,9 @@ struct BackendStateWire {
     drained_by: Option<DrainedBy>,
     source: Source,
     health: Health,
+    /// Added later: absent from older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -86,6 +92,7 @@ impl From<BackendStateWire> for BackendState {
             admin,
             source: w.source,
             health: w.health,
+            self_check: w.self_check,
         }
     }
 }
@@ -104,6 +111,7 @@ impl From<BackendState> for BackendStateWire {
             drained_by: b.admin.drained_by(),
             source: b.source,
             health: b.health,
+            self_check: b.self_check,
         }
     }
 }
