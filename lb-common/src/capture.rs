@@ -1,8 +1,8 @@
 //! Capture inside the data plane (`lbctl capture`): what `xdp_balancer` saw and did, written to
-//! a ring buffer while a capture runs. Off, it costs every packet one array load
-//! (`CaptureConfig::enabled`); on, the packet's first bytes are copied as received, and at the
-//! verdict the record gets the action, reason, VIP and backend, passes the filters and the
-//! sampling, and goes to the ring.
+//! a ring buffer while a capture runs. Off, it costs every packet two loads of one global
+//! variable (`CAPTURE_ON`, in the object's `.bss`: see [`CAPTURE_FLAG`]); on, the packet's
+//! first bytes are copied as received, and at the verdict the record gets the action, reason,
+//! VIP and backend, passes the filters (`CAPTURE_CONF`) and the sampling, and goes to the ring.
 //!
 //! These maps are not pinned: a restarted daemon loads fresh ones, so a capture never outlives
 //! the process that started it.
@@ -36,13 +36,14 @@ pub const CAPTURE_STAT_WRITTEN: u32 = 1;
 pub const CAPTURE_STAT_LOST: u32 = 2;
 pub const CAPTURE_STAT_COUNT: u32 = 3;
 
-/// `CAPTURE_CONF[0]`: whether a capture runs, and its filters. Every field but `enabled` is
-/// read only while a capture runs.
+/// The map holding the capture flag: the object's global variables (`.bss`, one entry of
+/// one u32, `CAPTURE_ON`: 0 no capture). Userspace writes the filters first, then the flag.
+pub const CAPTURE_FLAG: &str = ".bss";
+
+/// `CAPTURE_CONF[0]`: the running capture's filters, read only while the flag is set.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureConfig {
-    /// 0: no capture (the one word every packet reads).
-    pub enabled: u32,
     /// `CAPTURE_F_*`.
     pub flags: u32,
     /// Bytes of each packet to keep (1..=`CAPTURE_MAX_SNAP`).
@@ -61,7 +62,6 @@ pub struct CaptureConfig {
     pub client_mask: [u32; 4],
     /// `AF_INET`, `AF_INET6`, or 0 for any source (non-IP packets included).
     pub client_family: u32,
-    pub _pad: u32,
 }
 
 /// The head of every record in the ring, followed by `cap_len` bytes of the packet.

@@ -24,20 +24,18 @@ use crate::{
     stats::Verdict,
 };
 
-/// The address of the capture flag: the one map lookup every packet makes.
-#[inline(always)]
-pub fn flag() -> Option<*const u32> {
-    CAPTURE_CONF
-        .get_ptr(0)
-        .map(|c| unsafe { &raw const (*c).enabled })
-}
+/// The capture flag: a global variable (the object's `.bss`, which the loader makes a
+/// one-entry array). Reading it is one load from an address the verifier knows: no map
+/// lookup, no helper call. Userspace sets it after the filters and clears it to stop.
+#[unsafe(no_mangle)]
+static mut CAPTURE_ON: u32 = 0;
 
-/// Whether a capture runs now. A volatile read: the flag is read again at the verdict rather
-/// than carried through the pipeline as a known constant, which would make the verifier walk
+/// Whether a capture runs now. A volatile load: the flag is read again at the verdict rather
+/// than carried through the pipeline as a value the verifier knows, which would make it walk
 /// every path twice (once per value).
 #[inline(always)]
-pub fn on(flag: *const u32) -> bool {
-    unsafe { core::ptr::read_volatile(flag) != 0 }
+pub fn on() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const CAPTURE_ON) != 0 }
 }
 
 /// Copies the first bytes of the packet into `rec.data`; returns how many (0: none).

@@ -101,21 +101,17 @@ pub fn xdp_balancer_unhooked(ctx: XdpContext) -> u32 {
     observed::<false>(ctx)
 }
 
-/// The pipeline under the capture hook: one map lookup per packet for the flag; a running
-/// capture keeps the packet as it arrived, then records the verdict.
+/// The pipeline under the capture hook: the capture flag is read at the start and at the
+/// verdict (a global's load each, see `capture::on`); a running capture keeps the packet as it
+/// arrived, then records the verdict.
 #[inline(always)]
 fn observed<const HOOK: bool>(ctx: XdpContext) -> u32 {
     let raw = ctx.ctx;
-    let flag = if HOOK { capture::flag() } else { None };
-    if let Some(f) = flag
-        && capture::on(f)
-    {
+    if HOOK && capture::on() {
         capture::begin(raw);
     }
     let v = balance(ctx);
-    if let Some(f) = flag
-        && capture::on(f)
-    {
+    if HOOK && capture::on() {
         return capture::finish(raw, &v);
     }
     v.action

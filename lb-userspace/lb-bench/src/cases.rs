@@ -2,10 +2,10 @@
 
 use std::net::IpAddr;
 
+use lb_common::names;
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP};
 use lb_dataplane::maglev::TableSize;
 use lb_dataplane::packet::{Frame, TCP_ACK, TCP_SYN};
-use lb_common::names;
 use lb_dataplane::{BackendSpec, BackendState, VipSpec, XdpAction};
 
 pub fn ip(s: &str) -> IpAddr {

@@ -173,8 +173,14 @@ fn main() -> Result<()> {
     };
     let hook_cost: Vec<(&str, f64)> = [
         ("non-VIP pass", "non-VIP pass, no capture hook"),
-        ("conn-table hit, dsr-l2", "conn-table hit, dsr-l2, no capture hook"),
-        ("conn-table hit, ipip", "conn-table hit, ipip, no capture hook"),
+        (
+            "conn-table hit, dsr-l2",
+            "conn-table hit, dsr-l2, no capture hook",
+        ),
+        (
+            "conn-table hit, ipip",
+            "conn-table hit, ipip, no capture hook",
+        ),
     ]
     .iter()
     .filter_map(|(hooked, bare)| Some((*hooked, median_of(hooked)? - median_of(bare)?)))
@@ -230,7 +236,7 @@ fn main() -> Result<()> {
         opts.rounds, opts.repeat, opts.conn_table_size
     );
     println!(
-        "{:<32} {:>8} {:>8} {:>7} {:>12} {:>8} {:>9}",
+        "{:<44} {:>8} {:>8} {:>7} {:>12} {:>8} {:>9}",
         "path", "ns/pkt", "x floor", "action", "katran ns", "x floor", "x katran"
     );
     for (c, (m, k)) in cases.iter().zip(medians.iter().zip(&k_medians)) {
@@ -246,7 +252,7 @@ fn main() -> Result<()> {
             None => ("-".into(), "".into(), "".into()),
         };
         println!(
-            "{:<32} {:>8.1} {:>8.2} {:>7} {:>12} {:>8} {:>9}",
+            "{:<44} {:>8.1} {:>8.2} {:>7} {:>12} {:>8} {:>9}",
             c.name,
             m,
             m / floor,
@@ -257,7 +263,7 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "{:<32} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
+        "{:<44} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
         "Maglev build, M=65537, 1000 backends", build
     );
     if !hook_cost.is_empty() {

@@ -14,9 +14,9 @@ use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
 use lb_common::{
     AF_INET, AF_INET6, Reason,
     capture::{
-        CAPTURE_F_OUTPUT, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE, CAPTURE_POINT_OUTPUT,
-        CAPTURE_STAT_COUNT, CAPTURE_STAT_LOST, CAPTURE_STAT_MATCHED, CAPTURE_STAT_WRITTEN,
-        CaptureConfig, CaptureHeader, CaptureRecord,
+        CAPTURE_F_OUTPUT, CAPTURE_FLAG, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE,
+        CAPTURE_POINT_OUTPUT, CAPTURE_STAT_COUNT, CAPTURE_STAT_LOST, CAPTURE_STAT_MATCHED,
+        CAPTURE_STAT_WRITTEN, CaptureConfig, CaptureHeader, CaptureRecord,
     },
     names,
     user::addr_words,
@@ -124,7 +124,6 @@ impl CaptureFilter {
     /// The kernel's configuration for this filter alone (capture on).
     pub fn config(&self) -> CaptureConfig {
         let mut c = CaptureConfig {
-            enabled: 1,
             flags: if self.output { CAPTURE_F_OUTPUT } else { 0 },
             snap_len: self.snap_len.clamp(1, CAPTURE_MAX_SNAP),
             sample_every: self.sample_every.max(1),
@@ -315,6 +314,8 @@ pub struct CaptureCounters {
 /// the ring (the consumer position lives in the map itself), so this is taken out of
 /// [`crate::Maps`] once.
 pub struct CaptureMaps {
+    /// The object's globals: `CAPTURE_ON` alone.
+    flag: Array<MapData, u32>,
     conf: Array<MapData, CaptureConfig>,
     stats: PerCpuArray<MapData, u64>,
     scratch: PerCpuArray<MapData, CaptureRecord>,
@@ -328,6 +329,7 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError
 impl CaptureMaps {
     pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
         Ok(Self {
+            flag: crate::maps::take(ebpf, CAPTURE_FLAG)?,
             conf: crate::maps::take(ebpf, names::MAP_CAPTURE_CONF)?,
             stats: crate::maps::take(ebpf, names::MAP_CAPTURE_STATS)?,
             scratch: crate::maps::take(ebpf, names::MAP_CAPTURE_SCRATCH)?,
@@ -338,7 +340,7 @@ impl CaptureMaps {
     /// Turns the capture on with `filter`: counters (and the sampling count) start from
     /// zero, records left in the ring by an earlier capture are discarded.
     pub fn start(&mut self, filter: &CaptureFilter) -> Result<(), DataplaneError> {
-        self.set_config(&CaptureConfig::default())?;
+        self.set_flag(false)?;
         while self.ring.next().is_some() {}
         for i in 0..CAPTURE_STAT_COUNT {
             zero_per_cpu(&mut self.stats, i, 0u64, names::MAP_CAPTURE_STATS)?;
@@ -348,32 +350,30 @@ impl CaptureMaps {
         // SAFETY: CaptureRecord is plain old data; all zeroes is a valid value.
         let empty: CaptureRecord = unsafe { std::mem::zeroed() };
         zero_per_cpu(&mut self.scratch, 0, empty, names::MAP_CAPTURE_SCRATCH)?;
-        self.set_config(&filter.config())
+        self.refilter(filter)?;
+        self.set_flag(true)
     }
 
     /// Changes the filter of a running capture (counters and ring kept).
     pub fn refilter(&mut self, filter: &CaptureFilter) -> Result<(), DataplaneError> {
-        self.set_config(&filter.config())
+        self.conf
+            .set(0, filter.config(), 0)
+            .map_err(map_err(names::MAP_CAPTURE_CONF))
     }
 
     /// Turns the capture off: from the next packet on, nothing is recorded.
     pub fn stop(&mut self) -> Result<(), DataplaneError> {
-        self.set_config(&CaptureConfig::default())
+        self.set_flag(false)
     }
 
     pub fn running(&self) -> Result<bool, DataplaneError> {
-        Ok(self
-            .conf
-            .get(&0, 0)
-            .map_err(map_err(names::MAP_CAPTURE_CONF))?
-            .enabled
-            != 0)
+        Ok(self.flag.get(&0, 0).map_err(map_err(CAPTURE_FLAG))? != 0)
     }
 
-    fn set_config(&mut self, c: &CaptureConfig) -> Result<(), DataplaneError> {
-        self.conf
-            .set(0, c, 0)
-            .map_err(map_err(names::MAP_CAPTURE_CONF))
+    fn set_flag(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.flag
+            .set(0, u32::from(on), 0)
+            .map_err(map_err(CAPTURE_FLAG))
     }
 
     /// The counters since the capture started.

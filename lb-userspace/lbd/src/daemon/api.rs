@@ -348,7 +348,9 @@ async fn add_backend(
         declared: b.weight,
         self_check: b.self_check,
     };
-    let new = s.upsert_backend(&vip, addr, reg, Source::Registered).await?;
+    let new = s
+        .upsert_backend(&vip, addr, reg, Source::Registered)
+        .await?;
     // The answer tells the registrant how the VIP's packets will reach it (what its
     // self-check checks against).
     let body = backend_answer(&s, &vip, addr, true).await?;

@@ -138,7 +138,11 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             }
             if let Some(r) = &b.self_check {
                 use lb_api::selfcheck::Status;
-                for (status, name) in [(Status::Ok, "ok"), (Status::Warn, "warn"), (Status::Fail, "fail")] {
+                for (status, name) in [
+                    (Status::Ok, "ok"),
+                    (Status::Warn, "warn"),
+                    (Status::Fail, "fail"),
+                ] {
                     let n = r.findings.iter().filter(|f| f.status == status).count();
                     let _ = writeln!(
                         out,
