@@ -1,8 +1,10 @@
 //! Capture inside the data plane (`lbctl capture`): what `xdp_balancer` saw and did, written to
-//! a ring buffer while a capture runs. Off, it costs every packet two loads of one global
-//! variable (`CAPTURE_ON`, in the object's `.bss`: see [`CAPTURE_FLAG`]); on, the packet's
-//! first bytes are copied as received, and at the verdict the record gets the action, reason,
-//! VIP and backend, passes the filters (`CAPTURE_CONF`) and the sampling, and goes to the ring.
+//! a ring buffer while a capture runs. Off, it costs every packet one load of one global
+//! variable (`CAPTURE_ON`, in the object's `.bss`: see [`CAPTURE_FLAG`]); on, `xdp_balancer`
+//! tail-calls `xdp_balancer_captured` (`CAPTURE_PROGS`), the same pipeline that copies the
+//! packet's first bytes as received and, at the verdict, gives the record the action, reason,
+//! VIP and backend, applies the filters (`CAPTURE_CONF`) and the sampling, and writes it to the
+//! ring.
 //!
 //! These maps are not pinned: a restarted daemon loads fresh ones, so a capture never outlives
 //! the process that started it.
@@ -99,8 +101,8 @@ pub const CAPTURE_HEADER_LEN: usize = core::mem::size_of::<CaptureHeader>();
 pub struct CaptureRecord {
     pub hdr: CaptureHeader,
     pub data: [u8; CAPTURE_MAX_SNAP as usize],
-    /// 1 from the start of a packet the capture kept until its verdict is recorded: a
-    /// capture turned on while a packet was on its way records nothing for it.
+    /// 1 from the start of a packet the capture kept until its verdict is recorded (a packet
+    /// whose start could not be kept gets no record).
     pub armed: u32,
     pub _pad: u32,
 }

@@ -361,7 +361,9 @@ pub mod names {
     pub const PROG_PASS: &str = "xdp_pass";
     pub const PROG_FLOOR: &str = "xdp_floor";
     pub const PROG_HARNESS: &str = "xdp_harness";
-    /// `xdp_balancer` without the capture hook: the benchmark's baseline for the hook's cost.
+    /// `xdp_balancer` while a capture runs (its tail call, loaded for the first capture).
+    pub const PROG_BALANCER_CAPTURED: &str = "xdp_balancer_captured";
+    /// `xdp_balancer` without the capture flag: the benchmark's baseline for the flag's cost.
     pub const PROG_BALANCER_UNHOOKED: &str = "xdp_balancer_unhooked";
 
     pub const MAP_VIPS: &str = "VIPS";
@@ -385,6 +387,7 @@ pub mod names {
     pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
     pub const MAP_CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
     pub const MAP_CAPTURE_STATS: &str = "CAPTURE_STATS";
+    pub const MAP_CAPTURE_PROGS: &str = "CAPTURE_PROGS";
 }
 
 /// The packet the benchmark harness restores before every repeat.

@@ -1,11 +1,13 @@
 //! The capture hook (`lbctl capture`, `lb_common::capture`). Every packet reads one flag
-//! ([`on`]); only while a capture runs does a packet pay for the rest, in two out-of-line
-//! functions: [`begin`] copies its first bytes as received into this CPU's scratch record,
-//! [`record`] adds the verdict, applies the filters and the sampling, and writes the record
-//! (and, when asked, a second one with the packet as sent) to the ring.
+//! ([`on`]); only while a capture runs does a packet pay for the rest: a tail call
+//! ([`divert`]) to `xdp_balancer_captured`, where [`begin`] copies its first bytes as received
+//! into this CPU's scratch record and [`finish`] adds the verdict, applies the filters and the
+//! sampling, and writes the record (and, when asked, a second one with the packet as sent) to
+//! the ring.
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
     helpers::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_output, bpf_xdp_load_bytes,
     },
@@ -20,7 +22,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{CAPTURE_CONF, CAPTURE_RING, CAPTURE_SCRATCH, CAPTURE_STATS},
+    maps::{CAPTURE_CONF, CAPTURE_PROGS, CAPTURE_RING, CAPTURE_SCRATCH, CAPTURE_STATS},
     stats::Verdict,
 };
 
@@ -30,12 +32,17 @@ use crate::{
 #[unsafe(no_mangle)]
 static mut CAPTURE_ON: u32 = 0;
 
-/// Whether a capture runs now. A volatile load: the flag is read again at the verdict rather
-/// than carried through the pipeline as a value the verifier knows, which would make it walk
-/// every path twice (once per value).
+/// Whether a capture runs now (a volatile load: userspace changes it under the program).
 #[inline(always)]
 pub fn on() -> bool {
     unsafe { core::ptr::read_volatile(&raw const CAPTURE_ON) != 0 }
+}
+
+/// Hands the packet to `xdp_balancer_captured`. Returns only if that program is not loaded
+/// (the packet then goes on uncaptured).
+#[inline(always)]
+pub fn divert(ctx: &XdpContext) {
+    let _ = unsafe { CAPTURE_PROGS.tail_call(ctx, 0) };
 }
 
 /// Copies the first bytes of the packet into `rec.data`; returns how many (0: none).
@@ -72,8 +79,8 @@ fn wanted(conf: &CaptureConfig) -> u32 {
     }
 }
 
-/// A capture runs: keeps the packet as it arrived, and arms this CPU's record.
-#[inline(never)]
+/// Keeps the packet as it arrived, and arms this CPU's record.
+#[inline(always)]
 pub fn begin(ctx: *mut xdp_md) {
     let (Some(conf), Some(rec)) = (CAPTURE_CONF.get(0), CAPTURE_SCRATCH.get_ptr_mut(0)) else {
         return;

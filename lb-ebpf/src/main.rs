@@ -2,9 +2,10 @@
 //!
 //! `xdp_balancer` is a short pipeline, in the spirit of Katran's balancer:
 //! parse -> VIP lookup -> connection table / algorithm -> forward. Everything that is not for a
-//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic). Its
-//! verdicts can be captured (`capture.rs`); `xdp_balancer_unhooked` is the same pipeline
-//! without that hook, the benchmark's baseline for what the hook costs while off.
+//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic). While a
+//! capture runs, it hands packets to `xdp_balancer_captured`, the same pipeline recording what
+//! it saw and did (`capture.rs`); `xdp_balancer_unhooked` is the pipeline without even the
+//! capture flag, the benchmark's baseline for what the flag costs.
 //! `xdp_decap` runs on backends and removes the IPIP / IP6IP6 header the balancer added.
 //! `xdp_pass`, `xdp_floor` and `xdp_harness` serve veth peers, tests and benchmarks.
 #![no_std]
@@ -91,30 +92,30 @@ fn for_us(ctx: &XdpContext) -> bool {
 #[xdp]
 #[inline(always)]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
-    observed::<true>(ctx)
+    // A running capture takes the packet to the same pipeline under the capture hook: one
+    // global flag, read once; nothing else on the way when off.
+    if capture::on() {
+        capture::divert(&ctx);
+    }
+    balance(ctx).action
 }
 
-/// `xdp_balancer` without the capture hook (benchmarks only).
+/// `xdp_balancer` while a capture runs (reached by a tail call, loaded only for captures):
+/// keeps the packet as it arrived, then records the verdict.
+#[xdp]
+#[inline(always)]
+pub fn xdp_balancer_captured(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    capture::begin(raw);
+    let v = balance(ctx);
+    capture::finish(raw, &v)
+}
+
+/// `xdp_balancer` without the capture flag (benchmarks: the flag's cost, in the same run).
 #[xdp]
 #[inline(always)]
 pub fn xdp_balancer_unhooked(ctx: XdpContext) -> u32 {
-    observed::<false>(ctx)
-}
-
-/// The pipeline under the capture hook: the capture flag is read at the start and at the
-/// verdict (a global's load each, see `capture::on`); a running capture keeps the packet as it
-/// arrived, then records the verdict.
-#[inline(always)]
-fn observed<const HOOK: bool>(ctx: XdpContext) -> u32 {
-    let raw = ctx.ctx;
-    if HOOK && capture::on() {
-        capture::begin(raw);
-    }
-    let v = balance(ctx);
-    if HOOK && capture::on() {
-        return capture::finish(raw, &v);
-    }
-    v.action
+    balance(ctx).action
 }
 
 #[inline(always)]

@@ -93,5 +93,10 @@ pub static CAPTURE_RING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0
 #[map(name = "CAPTURE_SCRATCH")]
 pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(1, 0);
 
+/// `xdp_balancer_captured`, the tail call `xdp_balancer` makes while a capture runs (set when
+/// the first capture starts).
+#[map(name = "CAPTURE_PROGS")]
+pub static CAPTURE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[map(name = "CAPTURE_STATS")]
 pub static CAPTURE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CAPTURE_STAT_COUNT, 0);

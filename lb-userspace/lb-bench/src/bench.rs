@@ -52,7 +52,8 @@ impl Bench {
         })
         .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
         let mut maps = dp.take_maps()?;
-        let capture = dp.take_capture()?;
+        let mut capture = dp.take_capture()?;
+        dp.enable_capture(&mut capture)?;
         // The flood guard is off except in the cases that measure it (`set_guard`).
         let settings = Settings {
             ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],

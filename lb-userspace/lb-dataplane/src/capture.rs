@@ -10,7 +10,7 @@ use std::{
     str::FromStr,
 };
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues, ProgramArray, RingBuf};
 use lb_common::{
     AF_INET, AF_INET6, Reason,
     capture::{
@@ -316,6 +316,9 @@ pub struct CaptureCounters {
 pub struct CaptureMaps {
     /// The object's globals: `CAPTURE_ON` alone.
     flag: Array<MapData, u32>,
+    /// `xdp_balancer_captured`, the balancer's tail call while a capture runs.
+    progs: ProgramArray<MapData>,
+    program_set: bool,
     conf: Array<MapData, CaptureConfig>,
     stats: PerCpuArray<MapData, u64>,
     scratch: PerCpuArray<MapData, CaptureRecord>,
@@ -330,6 +333,8 @@ impl CaptureMaps {
     pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, DataplaneError> {
         Ok(Self {
             flag: crate::maps::take(ebpf, CAPTURE_FLAG)?,
+            progs: crate::maps::take(ebpf, names::MAP_CAPTURE_PROGS)?,
+            program_set: false,
             conf: crate::maps::take(ebpf, names::MAP_CAPTURE_CONF)?,
             stats: crate::maps::take(ebpf, names::MAP_CAPTURE_STATS)?,
             scratch: crate::maps::take(ebpf, names::MAP_CAPTURE_SCRATCH)?,
@@ -340,18 +345,37 @@ impl CaptureMaps {
     /// Turns the capture on with `filter`: counters (and the sampling count) start from
     /// zero, records left in the ring by an earlier capture are discarded.
     pub fn start(&mut self, filter: &CaptureFilter) -> Result<(), DataplaneError> {
+        if !self.program_set {
+            return Err(DataplaneError::CaptureProgram);
+        }
         self.set_flag(false)?;
         while self.ring.next().is_some() {}
         for i in 0..CAPTURE_STAT_COUNT {
             zero_per_cpu(&mut self.stats, i, 0u64, names::MAP_CAPTURE_STATS)?;
         }
-        // Disarms every CPU's record: one kept under an earlier capture that stopped before
-        // its verdict must not be taken for a packet of this one.
+        // Disarms every CPU's record (an earlier capture may have stopped between a packet's
+        // start and its verdict).
         // SAFETY: CaptureRecord is plain old data; all zeroes is a valid value.
         let empty: CaptureRecord = unsafe { std::mem::zeroed() };
         zero_per_cpu(&mut self.scratch, 0, empty, names::MAP_CAPTURE_SCRATCH)?;
         self.refilter(filter)?;
         self.set_flag(true)
+    }
+
+    /// Whether [`crate::Dataplane::enable_capture`] installed the capture program.
+    pub fn ready(&self) -> bool {
+        self.program_set
+    }
+
+    pub(crate) fn set_program(
+        &mut self,
+        fd: &aya::programs::ProgramFd,
+    ) -> Result<(), DataplaneError> {
+        self.progs
+            .set(0, fd, 0)
+            .map_err(map_err(names::MAP_CAPTURE_PROGS))?;
+        self.program_set = true;
+        Ok(())
     }
 
     /// Changes the filter of a running capture (counters and ring kept).

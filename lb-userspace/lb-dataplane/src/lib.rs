@@ -59,6 +59,8 @@ pub enum DataplaneError {
     Pin { path: PathBuf, reason: String },
     #[error("test run: output buffer too small or program error: {0}")]
     TestRun(ProgramError),
+    #[error("the capture program is not loaded (Dataplane::enable_capture)")]
+    CaptureProgram,
 }
 
 /// The action an XDP program returned.
@@ -227,6 +229,27 @@ impl Dataplane {
     /// Takes the capture's maps out of the object (call once: the ring has one reader).
     pub fn take_capture(&mut self) -> Result<capture::CaptureMaps, DataplaneError> {
         capture::CaptureMaps::take(&mut self.ebpf)
+    }
+
+    /// Loads `xdp_balancer_captured` (once; the verifier takes about as long as for the
+    /// balancer itself, which is why it waits for the first capture) and makes it the
+    /// balancer's tail call while a capture runs.
+    pub fn enable_capture(
+        &mut self,
+        maps: &mut capture::CaptureMaps,
+    ) -> Result<(), DataplaneError> {
+        let name = names::PROG_BALANCER_CAPTURED;
+        if !self.loaded.contains(&name) {
+            self.xdp_mut(name)?
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            self.loaded.push(name);
+        }
+        let fd = self
+            .xdp(name)?
+            .fd()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+        maps.set_program(fd)
     }
 
     /// Attaches a loaded program to an interface.

@@ -51,7 +51,10 @@ fn fixture() -> (Fixture, CaptureMaps) {
             vec![backend("fd77::11", 100)],
         ),
     ]);
-    let cap = fx.dp.take_capture().expect("the capture maps");
+    let mut cap = fx.dp.take_capture().expect("the capture maps");
+    fx.dp
+        .enable_capture(&mut cap)
+        .expect("load the capture program");
     (fx, cap)
 }
 

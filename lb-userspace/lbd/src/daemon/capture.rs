@@ -258,6 +258,13 @@ impl Runner {
         }
         self.refresh_names(shared).await;
         let first = self.sessions.is_empty();
+        if !self.fd.get_ref().ready() {
+            // The capture program is loaded on first use: its verification takes a moment,
+            // which no lbd start and no packet should wait for.
+            let maps = self.fd.get_mut();
+            tokio::task::block_in_place(|| shared.enable_capture(maps))
+                .map_err(|e| StartError::Dataplane(format!("{e:#}")))?;
+        }
         let lost_at_start = if first {
             let filter = plan.filter.clone();
             self.fd

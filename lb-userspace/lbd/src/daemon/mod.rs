@@ -304,6 +304,19 @@ fn restore_dynamic(
     }
 }
 
+impl Shared {
+    /// Loads the capture program into the data plane (once) and installs it in `maps`.
+    pub fn enable_capture(&self, maps: &mut lb_dataplane::capture::CaptureMaps) -> Result<()> {
+        let mut slot = self
+            .dataplane
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the data plane's lock is poisoned"))?;
+        let dp = slot.as_mut().context("the data plane is not loaded yet")?;
+        dp.enable_capture(maps)?;
+        Ok(())
+    }
+}
+
 /// Makes the maps equal to the model, the neighbour resolver's address set equal to the
 /// model's backends, and saves the state file.
 pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {

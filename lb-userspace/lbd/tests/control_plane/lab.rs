@@ -68,6 +68,11 @@ fn serve_conn(mut s: TcpStream, name: String) {
 
 impl BackendServer {
     pub fn start(lab: &Lab, host: &str) -> Self {
+        Self::start_on(lab, host, 80)
+    }
+
+    /// The server on another port of 0.0.0.0.
+    pub fn start_on(lab: &Lab, host: &str, port: u16) -> Self {
         let h = lab.host(host).expect("backend host");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -75,7 +80,8 @@ impl BackendServer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = h
             .spawn_thread(move || {
-                let l = TcpListener::bind("0.0.0.0:80").expect("bind :80 in the backend namespace");
+                let l = TcpListener::bind(("0.0.0.0", port))
+                    .expect("bind the port in the backend namespace");
                 l.set_nonblocking(true).expect("nonblocking");
                 let _ = ready_tx.send(());
                 while !flag.load(Ordering::Relaxed) {

@@ -5,6 +5,7 @@ mod lab;
 mod maps;
 mod neighbours;
 mod reregister;
+mod selfcheck;
 mod sweep;
 
 use std::{
