@@ -39,11 +39,48 @@ fn vagrantfile_is_valid_ruby() -> Result<()> {
     Ok(())
 }
 
+/// What the Vagrantfile defines (list-hosts.rb), with binaries in `bins` and the token made
+/// in `state`.
+fn listed(dir: &Path, bins: &Path, state: &Path) -> Result<Value> {
+    let mut cmd = ruby()?;
+    cmd.arg(dir.join("list-hosts.rb"))
+        .env("LAB_HOST_BIN_DIR", bins)
+        .env("LAB_STATE_DIR", state);
+    Ok(serde_json::from_str(&run(&mut cmd)?)?)
+}
+
+/// A scratch folder removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("lbt-vagrant-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
     let dir = vagrant_dir()?;
     let topo = Topology::load(dir.join("topology.json"))?;
-    let listed: Value = serde_json::from_str(&run(ruby()?.arg(dir.join("list-hosts.rb")))?)?;
+    let scratch = Scratch::new("list")?;
+    let bins = scratch.0.join("bin");
+    std::fs::create_dir_all(&bins)?;
+    for bin in ["lbd", "lbctl", "app"] {
+        std::fs::write(bins.join(bin), "")?;
+    }
+    let state = scratch.0.join("state");
+    let listed = listed(&dir, &bins, &state)?;
+    let token = std::fs::read_to_string(state.join("token"))
+        .context("the Vagrantfile makes the API token in LAB_STATE_DIR")?;
+    ensure!(token.len() >= 16, "token {token:?}");
     ensure!(
         listed["box"] == "debian/bookworm64",
         "box: {}",
@@ -89,8 +126,60 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
             net["virtualbox__intnet"] == topo.segment().bridge(),
             "{name}: {net}"
         );
+        // libvirt: one isolated network (no host address on the lab segment) carrying IPv6.
+        ensure!(
+            net["libvirt__network_name"] == format!("lb-xdp-{}", topo.segment().bridge()).as_str()
+                && net["libvirt__forward_mode"] == "veryisolated"
+                && net["libvirt__dhcp_enabled"] == false
+                && net["libvirt__guest_ipv6"] == "yes",
+            "{name}: {net}"
+        );
+        let folders = host["synced_folders"]
+            .as_array()
+            .context("synced_folders")?;
+        ensure!(
+            !folders.is_empty() && folders.iter().all(|f| f["disabled"] == true),
+            "{name}: nothing may depend on a synced folder: {folders:?}"
+        );
 
         let provs = host["provision"].as_array().context("provision")?;
+        // What reaches the VM through the file provisioner: the scripts, the role's binaries,
+        // the token where the role needs it.
+        let uploads: Vec<(&str, &str)> = provs
+            .iter()
+            .filter(|p| p["type"] == "file")
+            .filter_map(|p| Some((p["source"].as_str()?, p["destination"].as_str()?)))
+            .collect();
+        let mut want_uploads = vec![(
+            dir.join("provision").display().to_string(),
+            "/home/vagrant/lab-upload/provision".to_string(),
+        )];
+        let bins_of_role: &[&str] = match node.role() {
+            Role::Balancer => &["lbd", "lbctl"],
+            Role::Backend => &["app"],
+            _ => &[],
+        };
+        for bin in bins_of_role {
+            want_uploads.push((
+                bins.join(bin).display().to_string(),
+                format!("/home/vagrant/lab-upload/bin/{bin}"),
+            ));
+        }
+        if matches!(node.role(), Role::Balancer | Role::Backend) {
+            want_uploads.push((
+                state.join("token").display().to_string(),
+                "/home/vagrant/lab-upload/token".to_string(),
+            ));
+        }
+        let got_uploads: Vec<(String, String)> = uploads
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        ensure!(
+            got_uploads == want_uploads,
+            "{name}: uploads {got_uploads:#?}, want {want_uploads:#?}"
+        );
+        let provs: Vec<&Value> = provs.iter().filter(|p| p["path"].is_string()).collect();
         let paths: Vec<&str> = provs.iter().filter_map(|p| p["path"].as_str()).collect();
         let want = [
             dir.join("provision/common.sh"),
@@ -102,7 +191,7 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
         );
         let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
         env.insert("LAB_MODE".into(), "vagrant".into());
-        for p in provs {
+        for p in &provs {
             ensure!(p["type"] == "shell", "{name}: {p}");
             let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
             ensure!(
@@ -111,6 +200,43 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Every package a provisioning script asks for (`packages a b c`) is in the box's list, so
+/// provisioning a VM made from the box never runs apt.
+#[test]
+fn the_box_has_every_package_the_scripts_ask_for() -> Result<()> {
+    let dir = vagrant_dir()?;
+    let listed = std::fs::read_to_string(dir.join("box/packages"))?;
+    let in_box: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut asked = Vec::new();
+    for entry in std::fs::read_dir(dir.join("provision"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines().map(str::trim) {
+            if let Some(list) = line.strip_prefix("packages ") {
+                asked.extend(
+                    list.split_whitespace()
+                        .map(|p| (p.to_string(), path.clone())),
+                );
+            }
+        }
+    }
+    ensure!(asked.len() >= 10, "found only {asked:?}");
+    let missing: Vec<String> = asked
+        .iter()
+        .filter(|(p, _)| !in_box.contains(&p.as_str()))
+        .map(|(p, f)| format!("{p} ({})", f.display()))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "packages the scripts install but vagrant/box/packages lacks: {missing:?}"
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Self-registration with the balancer's control planes (usually an active/backup pair).
 //!
-//! On start, one background task per control plane registers with exponential backoff
+//! On start, one background task per control plane and VIP (a dual-stack service is one VIP
+//! per family, see `extra_vips`) registers with exponential backoff
 //! until it succeeds (an unreachable control plane never blocks start-up), then
 //! re-registers every `refresh_ms` so a restarted control plane learns about us again.
 //! A re-registration is a heartbeat: it never undoes an operator's drain (`lbctl backend
@@ -11,10 +12,11 @@
 //! our next registration undoes should we die before deregistering), then (after in-flight
 //! requests finished) [`Registrar::deregister`].
 //!
-//! lbd's answer says how the VIP's packets reach us (mode, VIP address, backend MTU); from
-//! then on the host's DSR setup is checked (`hostcheck`) at once and every
-//! `self_check_interval_ms`, and the report goes with every registration. A report whose
-//! findings changed is sent at once, so lbd stops (or resumes) new flows within one check.
+//! lbd's answer says how a VIP's packets reach us (mode, VIP address, backend MTU); from
+//! then on the host's DSR setup for that VIP is checked (`hostcheck`) at once and every
+//! `self_check_interval_ms`, and the report goes with every registration for the VIP. A
+//! report whose findings changed is sent at once, so lbd stops (or resumes) new flows within
+//! one check.
 
 mod client;
 
@@ -28,28 +30,34 @@ use tokio_util::task::TaskTracker;
 
 pub use client::{ControlPlane, Registered, RegistrationError};
 
-use crate::config::RegistrationConfig;
+use crate::config::{RegistrationConfig, VipMembership};
 use crate::hostcheck::{self, Forwarding, SelfCheck, Status, Target};
 use crate::metrics::Metrics;
 
 pub struct Registrar {
     planes: Vec<ControlPlane>,
-    vip: String,
-    address: String,
+    /// The VIPs this backend serves, each with its address for that VIP.
+    members: Vec<VipMembership>,
+    /// The self-check of each member (same index).
+    checks: Vec<MemberCheck>,
+    /// How often the host's DSR setup is checked (`None`: never).
+    self_check: Option<Duration>,
     weight: u32,
     retry_initial: Duration,
     retry_max: Duration,
     refresh: Option<Duration>,
-    /// How often the host's DSR setup is checked (`None`: never).
-    self_check: Option<Duration>,
-    /// The latest report (sent with every registration).
-    report: watch::Sender<Option<SelfCheck>>,
-    /// How lbd forwards the VIP's packets to us, from its latest answer.
-    forwarding: watch::Sender<Option<Forwarding>>,
     metrics: Metrics,
     /// Stops the register/refresh loops before draining, so a refresh cannot undrain us.
     loops: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// One VIP's self-check state.
+struct MemberCheck {
+    /// The latest report (sent with every registration for the VIP).
+    report: watch::Sender<Option<SelfCheck>>,
+    /// How lbd forwards the VIP's packets to us, from its latest answer.
+    forwarding: watch::Sender<Option<Forwarding>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +86,21 @@ impl Registrar {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Self {
             planes,
-            vip: cfg.vip.clone(),
-            address: cfg.address.clone(),
+            members: cfg.memberships(),
+            checks: cfg
+                .memberships()
+                .iter()
+                .map(|_| MemberCheck {
+                    report: watch::channel(None).0,
+                    forwarding: watch::channel(None).0,
+                })
+                .collect(),
+            self_check: (cfg.self_check_interval_ms > 0)
+                .then(|| Duration::from_millis(cfg.self_check_interval_ms)),
             weight: cfg.weight,
             retry_initial: Duration::from_millis(cfg.retry_initial_ms.max(1)),
             retry_max: Duration::from_millis(cfg.retry_max_ms.max(cfg.retry_initial_ms).max(1)),
             refresh: (cfg.refresh_ms > 0).then(|| Duration::from_millis(cfg.refresh_ms)),
-            self_check: (cfg.self_check_interval_ms > 0)
-                .then(|| Duration::from_millis(cfg.self_check_interval_ms)),
-            report: watch::channel(None).0,
-            forwarding: watch::channel(None).0,
             metrics,
             loops: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -104,32 +117,38 @@ impl Registrar {
     /// Starts the background register loops (returns at once).
     pub fn start(self: &std::sync::Arc<Self>) {
         for i in 0..self.planes.len() {
-            let me = self.clone();
-            self.tracker.spawn(async move { me.register_loop(i).await });
+            for m in 0..self.members.len() {
+                let me = self.clone();
+                self.tracker
+                    .spawn(async move { me.register_loop(i, m).await });
+            }
         }
         if self.self_check.is_some() {
-            let me = self.clone();
-            self.tracker.spawn(async move { me.check_loop().await });
+            for m in 0..self.members.len() {
+                let me = self.clone();
+                self.tracker.spawn(async move { me.check_loop(m).await });
+            }
         }
     }
 
     /// Checks the host whenever lbd's forwarding facts change and every interval; publishes
     /// the report (the register loops send it, at once when its findings changed).
-    async fn check_loop(&self) {
+    async fn check_loop(&self, m: usize) {
         let Some(every) = self.self_check else {
             return;
         };
-        let Ok(address) = self.address.parse() else {
+        let vip = &self.members[m].vip;
+        let Ok(address) = self.members[m].address.parse() else {
             return;
         };
-        let mut facts = self.forwarding.subscribe();
+        let mut facts = self.checks[m].forwarding.subscribe();
         loop {
             let known = facts.borrow_and_update().clone();
             if let Some(f) = known {
                 match Target::from_forwarding(&f, address) {
-                    Ok(t) => self.publish(hostcheck::check(&t).await),
+                    Ok(t) => self.publish(m, hostcheck::check(&t).await),
                     Err(e) => {
-                        tracing::warn!(vip = %self.vip, error = %e, "cannot check this host's setup for the VIP")
+                        tracing::warn!(%vip, error = %e, "cannot check this host's setup for the VIP")
                     }
                 }
             }
@@ -142,7 +161,8 @@ impl Registrar {
     }
 
     /// Logs what changed and makes `r` the report the registrations carry.
-    fn publish(&self, r: SelfCheck) {
+    fn publish(&self, m: usize, r: SelfCheck) {
+        let vip = &self.members[m].vip;
         for f in &r.findings {
             let level = match f.status {
                 Status::Ok => 0,
@@ -154,7 +174,7 @@ impl Registrar {
                 .with_label_values(&[f.check.name()])
                 .set(level);
         }
-        self.report.send_if_modified(|cur| {
+        self.checks[m].report.send_if_modified(|cur| {
             let changed = !cur
                 .as_ref()
                 .is_some_and(|c| hostcheck::same_findings(c, &r));
@@ -162,15 +182,15 @@ impl Registrar {
                 for f in r.findings.iter().filter(|f| f.status != Status::Ok) {
                     let fix = f.fix.as_deref().unwrap_or("-");
                     if f.status == Status::Fail {
-                        tracing::error!(vip = %self.vip, check = %f.check, detail = %f.detail, fix, "self-check fails: the balancer gives this backend no new flows");
+                        tracing::error!(%vip, check = %f.check, detail = %f.detail, fix, "self-check fails: the balancer gives this backend no new flows");
                     } else {
-                        tracing::warn!(vip = %self.vip, check = %f.check, detail = %f.detail, fix, "self-check warning");
+                        tracing::warn!(%vip, check = %f.check, detail = %f.detail, fix, "self-check warning");
                     }
                 }
                 if r.failing().next().is_none()
                     && cur.as_ref().is_some_and(|c| c.failing().next().is_some())
                 {
-                    tracing::info!(vip = %self.vip, "self-check passes again");
+                    tracing::info!(%vip, "self-check passes again");
                 }
             }
             *cur = Some(r);
@@ -178,27 +198,29 @@ impl Registrar {
         });
     }
 
-    async fn register_loop(&self, i: usize) {
+
+    async fn register_loop(&self, i: usize, m: usize) {
         let cp = &self.planes[i];
+        let VipMembership { vip, address } = &self.members[m];
         let mut delay = self.retry_initial;
         let mut registered = false;
         let mut seen = Overrides::default();
-        let mut reports = self.report.subscribe();
+        let mut reports = self.checks[m].report.subscribe();
         loop {
             let report = reports.borrow_and_update().clone();
             match cp
-                .register(&self.vip, &self.address, self.weight, report.as_ref())
+                .register(vip, address, self.weight, report.as_ref())
                 .await
             {
                 Ok(answer) => {
                     self.count("register", true);
                     if !registered {
-                        tracing::info!(control_plane = cp.url(), vip = %self.vip, address = %self.address, "registered");
+                        tracing::info!(control_plane = cp.url(), %vip, %address, "registered");
                     }
                     registered = true;
-                    seen.observe(&answer, self.weight, cp.url(), &self.vip, &self.address);
+                    seen.observe(&answer, self.weight, cp.url(), vip, address);
                     if let Some(f) = answer.forwarding {
-                        self.forwarding.send_if_modified(|cur| {
+                        self.checks[m].forwarding.send_if_modified(|cur| {
                             let changed = cur.as_ref() != Some(&f);
                             *cur = Some(f);
                             changed
@@ -208,7 +230,7 @@ impl Registrar {
                 }
                 Err(e) => {
                     self.count("register", false);
-                    tracing::warn!(control_plane = cp.url(), error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
+                    tracing::warn!(control_plane = cp.url(), %vip, error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
                 }
             }
             let wait = if registered {
@@ -240,41 +262,50 @@ impl Registrar {
         self.tracker.wait().await;
     }
 
-    /// Drains on every control plane at once, each bounded by `timeout`. Returns how many
-    /// acknowledged.
+    /// Drains on every control plane at once, each call bounded by `timeout`. Returns how
+    /// many control planes acknowledged for every VIP.
     pub async fn drain(&self, timeout: Duration) -> usize {
         self.stop_loops().await;
-        let calls = self.planes.iter().map(|cp| async move {
-            let r = tokio::time::timeout(timeout, cp.drain(&self.vip, &self.address)).await;
-            let ok = matches!(r, Ok(Ok(())));
-            self.count("drain", ok);
-            match r {
-                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "drained"),
-                Ok(Err(e)) => tracing::warn!(control_plane = cp.url(), error = %e, "drain failed"),
-                Err(_) => tracing::warn!(control_plane = cp.url(), "drain timed out"),
-            }
-            ok
-        });
-        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+        self.on_every_plane("drain", timeout, |cp, vip, address| {
+            Box::pin(cp.drain(vip, address))
+        })
+        .await
     }
 
-    /// Deregisters from every control plane at once, each bounded by `timeout`.
+    /// Deregisters from every control plane at once, each call bounded by `timeout`.
     pub async fn deregister(&self, timeout: Duration) -> usize {
         self.stop_loops().await;
-        let calls = self.planes.iter().map(|cp| async move {
-            let r = tokio::time::timeout(timeout, cp.deregister(&self.vip, &self.address)).await;
-            let ok = matches!(r, Ok(Ok(())));
-            self.count("deregister", ok);
-            match r {
-                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "deregistered"),
-                Ok(Err(e)) => {
-                    tracing::warn!(control_plane = cp.url(), error = %e, "deregister failed")
+        self.on_every_plane("deregister", timeout, |cp, vip, address| {
+            Box::pin(cp.deregister(vip, address))
+        })
+        .await
+    }
+
+    /// Runs `call` for every VIP on every control plane at once; returns the number of control
+    /// planes where every call succeeded.
+    async fn on_every_plane<'a, F>(&'a self, op: &'static str, timeout: Duration, call: F) -> usize
+    where
+        F: Fn(&'a ControlPlane, &'a str, &'a str) -> CallFuture<'a>,
+    {
+        let call = &call;
+        let planes = self.planes.iter().map(|cp| async move {
+            let calls = self.members.iter().map(|m| async move {
+                let r = tokio::time::timeout(timeout, call(cp, &m.vip, &m.address)).await;
+                let ok = matches!(r, Ok(Ok(())));
+                self.count(op, ok);
+                let (vip, address) = (&m.vip, &m.address);
+                match r {
+                    Ok(Ok(())) => tracing::info!(control_plane = cp.url(), %vip, %address, "{op} done"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(control_plane = cp.url(), %vip, %address, error = %e, "{op} failed")
+                    }
+                    Err(_) => tracing::warn!(control_plane = cp.url(), %vip, %address, "{op} timed out"),
                 }
-                Err(_) => tracing::warn!(control_plane = cp.url(), "deregister timed out"),
-            }
-            ok
+                ok
+            });
+            join_all(calls).await.into_iter().all(|ok| ok)
         });
-        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+        join_all(planes).await.into_iter().filter(|ok| *ok).count()
     }
 }
 
@@ -307,6 +338,9 @@ pub async fn vip_facts(cfg: &RegistrationConfig) -> Result<lb_api::types::Vip, R
         .map(RegistrarError::Client)
         .unwrap_or_else(|| RegistrarError::Client(RegistrationError::BadUrl("none".into()))))
 }
+
+type CallFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistrationError>> + Send + 'a>>;
 
 /// What an operator overrode on one control plane, so each change is logged once (not on
 /// every refresh).

@@ -193,6 +193,13 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
         "Captures inside the data plane running now (lbctl capture).",
     );
     let _ = writeln!(out, "lb_captures_running {}", s.captures.running());
+    head(
+        &mut out,
+        "lb_table_swaps_total",
+        "counter",
+        "Lookup tables swapped (a backend joining or leaving a VIP swaps its table).",
+    );
+    let _ = writeln!(out, "lb_table_swaps_total {}", inner.table_swaps);
     if let Some(v) = s.vrrp.get() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }
