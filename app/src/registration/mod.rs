@@ -198,7 +198,6 @@ impl Registrar {
         });
     }
 
-
     async fn register_loop(&self, i: usize, m: usize) {
         let cp = &self.planes[i];
         let VipMembership { vip, address } = &self.members[m];

@@ -48,14 +48,7 @@ pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
         m if m.swap_bytes() == MAGIC_US || m.swap_bytes() == MAGIC_NS => false,
         m => return Err(PcapError::BadMagic(m)),
     };
-    let u32_at = |b: &[u8], i: usize| {
-        let a = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
+    let u32_at = |b: &[u8], i: usize| crate::pcapng::u32_at(b, i, little);
     let snaplen = u32_at(&hdr, 16).max(65535);
     let link = u32_at(&hdr, 20);
     if link != LINKTYPE_ETHERNET {

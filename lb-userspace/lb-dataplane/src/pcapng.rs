@@ -138,14 +138,7 @@ pub fn parse(bytes: &[u8]) -> Result<Capture, PcapngError> {
             };
             section_base = out.interfaces.len() as u32;
         }
-        let u32_at = |b: &[u8], i: usize| {
-            let a = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-            if little {
-                u32::from_le_bytes(a)
-            } else {
-                u32::from_be_bytes(a)
-            }
-        };
+        let u32_at = |b: &[u8], i: usize| u32_at(b, i, little);
         let kind = u32_at(rest, 0);
         let len = u32_at(rest, 4) as usize;
         if len < 12 || !len.is_multiple_of(4) || len > MAX_BLOCK || len > rest.len() {
@@ -265,6 +258,16 @@ pub fn parse(bytes: &[u8]) -> Result<Capture, PcapngError> {
         index += 1;
     }
     Ok(out)
+}
+
+/// The 32-bit word at `b[i..i + 4]` in the file's byte order (the caller checked the length).
+pub(crate) fn u32_at(b: &[u8], i: usize, little: bool) -> u32 {
+    let a = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+    if little {
+        u32::from_le_bytes(a)
+    } else {
+        u32::from_be_bytes(a)
+    }
 }
 
 /// The options of a block: (code, value) up to the end option.
