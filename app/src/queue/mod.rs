@@ -37,7 +37,7 @@ mod transport;
 mod worker;
 
 pub use api::routes;
-pub use api_error::ApiError;
+pub use api_error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
 pub use backoff::Backoff;
 pub use client::{Queue, QueueStats};
 pub use config::{QueueOverride, QueueSettings};
