@@ -7,17 +7,15 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_output, bpf_xdp_load_bytes},
     programs::XdpContext,
-    helpers::{
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_ringbuf_output, bpf_xdp_load_bytes,
-    },
 };
 use lb_common::{
     AF_INET, AF_INET6, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6,
     capture::{
-        CAPTURE_F_OUTPUT, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE,
-        CAPTURE_PARSE_BYTES, CAPTURE_POINT_INPUT, CAPTURE_POINT_OUTPUT, CAPTURE_STAT_LOST,
-        CAPTURE_STAT_MATCHED, CAPTURE_STAT_WRITTEN, CaptureConfig, CaptureRecord,
+        CAPTURE_F_OUTPUT, CAPTURE_HEADER_LEN, CAPTURE_MAX_SNAP, CAPTURE_NONE, CAPTURE_PARSE_BYTES,
+        CAPTURE_POINT_INPUT, CAPTURE_POINT_OUTPUT, CAPTURE_STAT_LOST, CAPTURE_STAT_MATCHED,
+        CAPTURE_STAT_WRITTEN, CaptureConfig, CaptureRecord,
     },
 };
 
@@ -221,7 +219,13 @@ fn record(ctx: *mut xdp_md) -> u32 {
     let Some(conf) = CAPTURE_CONF.get(0) else {
         return action;
     };
-    if !matches(conf, rec, rec.hdr.reason, rec.hdr.vip_id, rec.hdr.backend_id) {
+    if !matches(
+        conf,
+        rec,
+        rec.hdr.reason,
+        rec.hdr.vip_id,
+        rec.hdr.backend_id,
+    ) {
         return action;
     }
     let seen = count(CAPTURE_STAT_MATCHED);

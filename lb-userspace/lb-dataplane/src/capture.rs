@@ -418,7 +418,7 @@ impl CaptureMaps {
     }
 
     /// The next record in the ring, if any (poll the descriptor for more).
-    pub fn next(&mut self) -> Option<Result<CapturedPacket, RecordError>> {
+    pub fn next_record(&mut self) -> Option<Result<CapturedPacket, RecordError>> {
         self.ring.next().map(|item| CapturedPacket::parse(&item))
     }
 }

@@ -60,7 +60,7 @@ fn fixture() -> (Fixture, CaptureMaps) {
 
 fn drain(cap: &mut CaptureMaps) -> Vec<CapturedPacket> {
     let mut out = Vec::new();
-    while let Some(r) = cap.next() {
+    while let Some(r) = cap.next_record() {
         out.push(r.expect("a well-formed record"));
     }
     out

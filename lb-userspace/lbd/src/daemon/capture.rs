@@ -329,7 +329,7 @@ impl Runner {
     fn drain_ring(&mut self) {
         let shared = self.sessions.len() > 1;
         for _ in 0..BATCH {
-            let Some(rec) = self.fd.get_mut().next() else {
+            let Some(rec) = self.fd.get_mut().next_record() else {
                 break;
             };
             let rec = match rec {
