@@ -40,7 +40,7 @@ pub fn on() -> bool {
 /// (the packet then goes on uncaptured).
 #[inline(always)]
 pub fn divert(ctx: &XdpContext) {
-    let _ = unsafe { CAPTURE_PROGS.tail_call(ctx, 0) };
+    unsafe { CAPTURE_PROGS.tail_call(ctx, 0) };
 }
 
 /// Copies the first bytes of the packet into `rec.data`; returns how many (0: none).
@@ -143,6 +143,8 @@ fn matches(conf: &CaptureConfig, rec: &CaptureRecord, reason: u32, vip: u32, bac
         if family != conf.client_family {
             return false;
         }
+        // Indexes, not zipped iterators: a plain bounded loop for the verifier.
+        #[allow(clippy::needless_range_loop)]
         for i in 0..4 {
             if src[i] & conf.client_mask[i] != conf.client[i] {
                 return false;
@@ -229,7 +231,7 @@ fn record(ctx: *mut xdp_md) -> u32 {
         return action;
     }
     let seen = count(CAPTURE_STAT_MATCHED);
-    if conf.sample_every > 1 && seen % conf.sample_every as u64 != 0 {
+    if conf.sample_every > 1 && !seen.is_multiple_of(conf.sample_every as u64) {
         return action;
     }
     let snap = wanted(conf);

@@ -59,7 +59,8 @@ pub enum StartError {
 
 enum Command {
     Start {
-        plan: Plan,
+        // Boxed: a plan is far larger than the other commands.
+        plan: Box<Plan>,
         events: mpsc::Sender<CaptureEvent>,
         done: oneshot::Sender<Result<(), StartError>>,
     },
@@ -116,9 +117,13 @@ impl Captures {
         let cmd = self.cmd.as_ref().ok_or(StartError::Unavailable)?;
         let (events, rx) = mpsc::channel(QUEUE);
         let (done, answer) = oneshot::channel();
-        cmd.send(Command::Start { plan, events, done })
-            .await
-            .map_err(|_| StartError::Unavailable)?;
+        cmd.send(Command::Start {
+            plan: Box::new(plan),
+            events,
+            done,
+        })
+        .await
+        .map_err(|_| StartError::Unavailable)?;
         answer.await.map_err(|_| StartError::Unavailable)??;
         Ok(rx)
     }
@@ -184,7 +189,7 @@ impl Runner {
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(Command::Start { plan, events, done }) => {
-                        let r = self.add(&shared, plan, events).await;
+                        let r = self.add(&shared, *plan, events).await;
                         let _ = done.send(r);
                     }
                     Some(Command::StopAll { done }) => {
