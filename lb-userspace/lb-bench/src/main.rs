@@ -17,6 +17,7 @@
 
 mod bench;
 mod cases;
+mod decap;
 
 use std::path::PathBuf;
 
@@ -108,8 +109,10 @@ fn main() -> Result<()> {
     )?;
     let with_katran = bench.katran.is_some();
     let with_katran_default = bench.katran_default.is_some();
+    let loopback = decap::Loopback::open()?;
     let cases: Vec<Case> = cases()
         .into_iter()
+        .chain(decap::cases(&loopback))
         .filter(|c| {
             c.kind == Kind::Floor || opts.only.as_deref().is_none_or(|t| c.name.contains(t))
         })

@@ -17,6 +17,7 @@ mod object;
 mod pmtu;
 mod random;
 mod replay;
+mod second_chance;
 mod stickiness;
 mod toobig;
 mod trace;
