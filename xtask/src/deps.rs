@@ -32,6 +32,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
     // Reads the pcapng files `lbctl capture` writes (the capture tests check what it sees).
     ("tshark", "/usr/bin/tshark"),
+    // The virtualenv of the Python tools (xtask/src/venv.rs).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 pub fn apt_packages() -> Result<()> {

@@ -5,6 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::schema::IpAddress;
 
 /// Most packets one capture may ask for.
 pub const MAX_CAPTURE_COUNT: u64 = 1_000_000;
@@ -17,7 +20,7 @@ pub const DEFAULT_CAPTURE_SECONDS: f64 = 30.0;
 
 /// Body of `POST /v1/capture`. Every filter is optional; a capture always stops after `count`
 /// packets or `duration_s` seconds, whichever comes first.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// Only packets of this VIP (its name).
@@ -25,6 +28,7 @@ pub struct CaptureRequest {
     pub vip: Option<String>,
     /// Only packets sent to (or decided for) this backend address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IpAddress>)]
     pub backend: Option<IpAddr>,
     /// Only packets whose source is in this prefix (`10.0.0.0/8`, `2001:db8::/32`, an address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,14 +54,14 @@ pub struct CaptureRequest {
 }
 
 /// An interface the data plane is attached to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CaptureInterface {
     pub ifindex: u32,
     pub name: String,
 }
 
 /// One line of the `POST /v1/capture` answer (`application/x-ndjson`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CaptureEvent {
     /// First line: the capture runs.
@@ -75,7 +79,7 @@ pub enum CaptureEvent {
 }
 
 /// Where in the program a packet was recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CapturePoint {
     /// As it arrived.
@@ -84,7 +88,7 @@ pub enum CapturePoint {
     Output,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CapturedPacket {
     /// Nanoseconds since the Unix epoch when the program started on the packet.
     pub ts_unix_ns: u64,
@@ -102,6 +106,7 @@ pub struct CapturedPacket {
     pub vip: Option<String>,
     /// The backend chosen (none: no backend was).
     #[serde(default)]
+    #[schema(value_type = Option<IpAddress>)]
     pub backend: Option<IpAddr>,
     /// The packet's length at this point; `data_hex` holds its first bytes.
     pub len: u32,
@@ -131,7 +136,7 @@ impl CapturedPacket {
 }
 
 /// Why a capture stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureStop {
     /// `count` packets were captured.
@@ -142,7 +147,7 @@ pub enum CaptureStop {
     Shutdown,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CaptureEnd {
     pub stopped_by: CaptureStop,
     /// Packets sent on this stream.
@@ -155,8 +160,10 @@ pub struct CaptureEnd {
 }
 
 /// `GET /v1/vips/{vip}/trace?client=ADDR:PORT[&protocol=tcp|udp][&port=N][&first=syn|other]`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TraceQuery {
+    /// `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+    #[schema(value_type = String)]
     pub client: SocketAddr,
     /// Defaults to the VIP's protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,11 +178,12 @@ pub struct TraceQuery {
 }
 
 /// A backend as the trace found it: in the data plane and in lbd's model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TraceBackend {
     pub id: u32,
     /// `None` when the slot belongs to no backend lbd knows (a stale entry).
     #[serde(default)]
+    #[schema(value_type = Option<IpAddress>)]
     pub address: Option<IpAddr>,
     /// The VIP whose backend it is.
     #[serde(default)]
@@ -196,7 +204,7 @@ pub struct TraceBackend {
 }
 
 /// The flow's connection-table entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TraceEntry {
     pub backend: TraceBackend,
     /// A FIN or RST was seen (a new SYN on these ports starts over).
@@ -211,7 +219,7 @@ pub struct TraceEntry {
 }
 
 /// One CPU's next pick of a weighted-round-robin VIP.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TraceCpu {
     pub cpu: u32,
     pub cursor: u32,
@@ -221,7 +229,7 @@ pub struct TraceCpu {
 }
 
 /// A least-connections candidate, in walking order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TraceCandidate {
     pub backend: TraceBackend,
     pub weight: u32,
@@ -229,7 +237,7 @@ pub struct TraceCandidate {
 }
 
 /// What the algorithm read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TracePick {
     Hashed {
@@ -252,7 +260,7 @@ pub enum TracePick {
 }
 
 /// Where the packet goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum TraceDecision {
     /// Its connection-table entry keeps it on this backend.
@@ -270,10 +278,14 @@ pub enum TraceDecision {
 }
 
 /// Answer of `GET /v1/vips/{vip}/trace`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Trace {
     pub vip: String,
+    /// `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+    #[schema(value_type = String)]
     pub client: SocketAddr,
+    /// `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+    #[schema(value_type = String)]
     pub destination: SocketAddr,
     pub protocol: String,
     /// `syn` or `other`.

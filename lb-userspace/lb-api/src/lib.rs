@@ -1,14 +1,17 @@
-//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`], [`diag`]) and the
-//! typed client ([`Client`]) over HTTP/1.1 on the unix socket or TCP. lbd serves these types,
-//! lbctl and the tests read them.
+//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`],
+//! [`diag`], [`selfcheck`]), with their OpenAPI schemas, and the typed client ([`Client`])
+//! over HTTP/1.1 on the unix socket or TCP. lbd serves these types and generates its OpenAPI document from them; lbctl, the
+//! tests and lbd's state file read them.
 
 mod client;
 pub mod diag;
 mod error;
+pub mod schema;
 pub mod selfcheck;
 mod transport;
 pub mod types;
 pub mod vrrp;
+mod whole;
 
 pub use client::{CaptureStream, Client, Fetched};
 pub use error::ClientError;

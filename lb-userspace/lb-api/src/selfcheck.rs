@@ -10,6 +10,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::schema::IpAddress;
 
 /// Findings one report may carry, at most.
 pub const MAX_FINDINGS: usize = 32;
@@ -17,7 +20,9 @@ pub const MAX_FINDINGS: usize = 32;
 pub const MAX_TEXT: usize = 1024;
 
 /// What was checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     /// The VIP is an address of a local interface (else the kernel drops its packets).
@@ -61,8 +66,9 @@ impl fmt::Display for Check {
 }
 
 /// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CheckStatus)]
 pub enum Status {
     Ok,
     /// Works here, but fragile or not verifiable (e.g. unreadable without privileges).
@@ -81,8 +87,11 @@ impl fmt::Display for Status {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Finding {
+    /// What was checked: `vip_local`, `address`, `arp_ignore`, `arp_announce`, `rp_filter`,
+    /// `decap`, `mtu`, or a name a newer backend knows (kept as `other`).
+    #[schema(value_type = String, example = "arp_ignore")]
     pub check: Check,
     pub status: Status,
     /// What was found.
@@ -93,14 +102,23 @@ pub struct Finding {
 }
 
 /// A backend's report on its setup for one VIP.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SelfCheck {
     /// The VIP address and forwarding mode checked against.
+    #[schema(value_type = IpAddress)]
     pub vip: IpAddr,
+    #[schema(max_length = 32)]
     pub mode: String,
+    /// Whole milliseconds (`1.0e3` is `1000`); at most 2^53 - 1, as JSON numbers are exact.
+    #[serde(deserialize_with = "crate::whole::number")]
+    #[schema(maximum = 9_007_199_254_740_991_u64)]
     pub checked_at_unix_ms: u64,
+    #[schema(max_items = 32)]
     pub findings: Vec<Finding>,
 }
+
+/// The largest `checked_at_unix_ms`: JSON numbers are exact up to 2^53 - 1.
+pub const MAX_UNIX_MS: u64 = (1 << 53) - 1;
 
 impl SelfCheck {
     /// The findings that would black-hole traffic.
@@ -131,6 +149,11 @@ impl SelfCheck {
             return Err(format!(
                 "self_check.findings: {} findings, at most {MAX_FINDINGS}",
                 self.findings.len()
+            ));
+        }
+        if self.checked_at_unix_ms > MAX_UNIX_MS {
+            return Err(format!(
+                "self_check.checked_at_unix_ms: at most {MAX_UNIX_MS}"
             ));
         }
         if self.mode.len() > 32 {
@@ -167,8 +190,9 @@ impl SelfCheck {
 
 /// How the balancer will send a VIP's packets to a backend (in lbd's answer to a
 /// registration): what the backend checks its setup against.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Forwarding {
+    #[schema(value_type = IpAddress)]
     pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,

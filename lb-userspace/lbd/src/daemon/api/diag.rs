@@ -10,9 +10,10 @@ use std::{
 };
 
 use axum::{
+    Json,
     body::{Body, Bytes},
-    extract::{Path, Query, State as AxState},
-    http::{StatusCode, header},
+    extract::{Query, State as AxState},
+    http::header,
     response::{IntoResponse, Response},
 };
 use lb_api::diag::{
@@ -27,15 +28,22 @@ use lb_dataplane::{
     trace::{AlgorithmTrace, Decision, FirstPacket},
 };
 
+use lb_api::types::ErrorCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
 use super::{
+    error::{ApiError, ApiPath, JsonBody},
+    vips::VipPath,
+};
+use crate::daemon::{
     Inner, State,
-    api::{ApiError, JsonBody},
     capture::{Plan, StartError},
     model::{self, VipRuntime},
 };
 
 fn invalid(m: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m)
+    ApiError::new(ErrorCode::Invalid, m)
 }
 
 /// Checks a capture request and resolves its names to data-plane ids.
@@ -47,8 +55,7 @@ fn plan(inner: &Inner, mut req: CaptureRequest) -> Result<Plan, ApiError> {
         }
         filter.vip_id = Some(inner.prog.vip_id(name).ok_or_else(|| {
             ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 format!("VIP {name} is not in the data plane yet"),
             )
         })?);
@@ -119,7 +126,19 @@ fn plan(inner: &Inner, mut req: CaptureRequest) -> Result<Plan, ApiError> {
     })
 }
 
-/// `POST /v1/capture`: one JSON event per line until the capture ends (`application/x-ndjson`).
+/// Captures packets inside the data plane, each with its verdict: one JSON `CaptureEvent`
+/// per line (`application/x-ndjson`): `started`, a `packet` per record, `end` (why, counts).
+/// The capture ends at `count` packets, after `duration_s`, or when the client closes the
+/// connection (`lbctl capture`, docs/troubleshooting.md).
+#[utoipa::path(post, path = "/v1/capture", tag = "diagnostics", request_body = CaptureRequest,
+    responses(
+        (status = OK, description = "the capture, one event per line until it ends", body = lb_api::diag::CaptureEvent, content_type = "application/x-ndjson"),
+        (status = NOT_FOUND, description = "no such VIP, or the address is not its backend", body = lb_api::types::ErrorBody),
+        (status = CONFLICT, description = "the VIP is not in the data plane yet", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "a filter out of range (sample, snap_len, count, duration_s, a reason's name, a client prefix)", body = lb_api::types::ErrorBody),
+        (status = TOO_MANY_REQUESTS, description = "as many captures run as lbd allows", body = lb_api::types::ErrorBody),
+        (status = SERVICE_UNAVAILABLE, description = "the data plane has no capture program", body = lb_api::types::ErrorBody),
+    ))]
 pub async fn capture(
     AxState(s): AxState<State>,
     JsonBody(req): JsonBody<CaptureRequest>,
@@ -129,12 +148,8 @@ pub async fn capture(
         plan(&inner, req)?
     };
     let rx = s.captures.start(plan).await.map_err(|e| match e {
-        StartError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
-        StartError::Unavailable => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
+        StartError::Busy => ApiError::new(ErrorCode::Busy, e.to_string()),
+        StartError::Unavailable => ApiError::new(ErrorCode::Unavailable, e.to_string()),
         StartError::Dataplane(_) => ApiError::internal(e),
     })?;
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -150,13 +165,23 @@ pub async fn capture(
         .into_response())
 }
 
-/// The query of `GET /v1/vips/{vip}/trace`, as strings so that a bad value gets our error.
-#[derive(serde::Deserialize)]
+/// The query of `GET /v1/vips/{vip}/trace`, as strings so that a bad value gets our error
+/// (the document gives each its type).
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RawTraceQuery {
+    /// The client's `ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+    #[param(required = true, value_type = String, example = "10.77.0.100:40000")]
     client: Option<String>,
+    /// The flow's protocol; left out: the VIP's.
+    #[param(value_type = Option<lb_api::types::Protocol>)]
     protocol: Option<String>,
+    /// The destination port; required for a VIP on every port (port 0).
+    #[param(value_type = Option<u16>, minimum = 0, maximum = 65535)]
     port: Option<String>,
+    /// The packet traced: `syn` (a new connection, the default) or `other`.
+    #[param(value_type = Option<String>, pattern = "^(syn|other)$")]
     first: Option<String>,
 }
 
@@ -164,8 +189,9 @@ fn trace_query(q: RawTraceQuery) -> Result<TraceQuery, ApiError> {
     let client = q
         .client
         .ok_or_else(|| ApiError::bad_request("client: required (ADDR:PORT)"))?;
+    // 422: any text is a string by the schema; which texts are addresses, it cannot say.
     let client: SocketAddr = client.parse().map_err(|_| {
-        ApiError::bad_request(format!(
+        invalid(format!(
             "client: {client:?} is not ADDR:PORT (IPv6 as [ADDR]:PORT)"
         ))
     })?;
@@ -184,12 +210,20 @@ fn trace_query(q: RawTraceQuery) -> Result<TraceQuery, ApiError> {
     })
 }
 
-/// `GET /v1/vips/{vip}/trace?client=ADDR:PORT`.
+/// Where a client's flow to a VIP goes and why, from the live maps: its connection-table
+/// entry, the algorithm's table slot, the backend's state and weight (`lbctl trace`).
+#[utoipa::path(get, path = "/v1/vips/{vip}/trace", tag = "diagnostics",
+    params(VipPath, RawTraceQuery),
+    responses(
+        (status = OK, description = "the flow's path through the data plane", body = Trace),
+        (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "a client that is not ADDR:PORT or of the other family than the VIP's, a protocol the VIP lacks, no port for a VIP on every port", body = lb_api::types::ErrorBody),
+    ))]
 pub async fn trace(
     AxState(s): AxState<State>,
-    Path(vip): Path<String>,
+    ApiPath(VipPath { vip }): ApiPath<VipPath>,
     q: Result<Query<RawTraceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<Trace>, ApiError> {
+) -> Result<Json<Trace>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let q = trace_query(q)?;
     let inner = s.inner.lock().await;
@@ -328,7 +362,7 @@ pub async fn trace(
         explanation: Vec::new(),
     };
     trace.explanation = explain(&trace, v);
-    Ok(axum::Json(trace))
+    Ok(Json(trace))
 }
 
 /// Seconds since `jiffies`, placed on the monotonic clock with the data plane's anchor.
