@@ -21,6 +21,11 @@ pub fn build() -> Result<()> {
         "lbctl",
         "-p",
         "app",
+        // `--bin` selects among every package given: name each binary, or only app is built.
+        "--bin",
+        "lbd",
+        "--bin",
+        "lbctl",
         "--bin",
         "app",
     ]))
