@@ -126,8 +126,9 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             config_tests(&profile)
         }
         Group::ControlPlane => {
-            // lbd's tests drive the real lbctl too; cargo builds only the package's own binaries.
-            build_bins(release, &["lbd", "lbctl"])?;
+            // lbd's tests drive the real lbctl (and the self-check test the real app) too; cargo
+            // builds only the package's own binaries.
+            build_bins(release, &["lbd", "lbctl", "app"])?;
             util::run(
                 util::cargo()
                     .args(["test", "-p", "lbd"])

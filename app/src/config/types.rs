@@ -282,6 +282,10 @@ pub struct RegistrationConfig {
     pub request_timeout_ms: u64,
     /// Re-register this often (0: never) so a restarted control plane learns about us again.
     pub refresh_ms: u64,
+    /// Check this host's direct-server-return setup for the VIP this often (on start too;
+    /// 0: never) and send the findings with the registrations: lbd gives no new flows to a
+    /// backend whose setup would black-hole them (docs/troubleshooting.md).
+    pub self_check_interval_ms: u64,
 }
 
 /// One VIP this backend registers with, and its own address for that VIP.
@@ -306,6 +310,7 @@ impl Default for RegistrationConfig {
             retry_max_ms: 30_000,
             request_timeout_ms: 2_000,
             refresh_ms: 30_000,
+            self_check_interval_ms: 60_000,
         }
     }
 }

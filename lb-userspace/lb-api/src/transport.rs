@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -216,6 +217,83 @@ pub(crate) async fn exchange(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<RawResponse, ClientError> {
+    let mut open = open(endpoint, method, path, body).await?;
+    let status = open.status;
+    let body = Limited::new(&mut open.body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ClientError::bad(status, format!("cannot read the answer: {e}")))?
+        .to_bytes();
+    Ok(RawResponse { status, body })
+}
+
+/// An answer whose body is still coming (a stream of lines, such as a capture's).
+pub(crate) struct Streaming {
+    pub status: u16,
+    body: Incoming,
+    buf: Vec<u8>,
+    /// Drives the connection; stopped when the answer is dropped.
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Streaming {
+    /// The next line of the body (without its newline), `None` at its end. A last line
+    /// without a newline is returned too.
+    pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=at).take(at).collect();
+                return Ok(Some(line));
+            }
+            if self.buf.len() > MAX_BODY {
+                return Err(ClientError::bad(self.status, "a line longer than 64 MiB"));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ClientError::bad(
+                        self.status,
+                        format!("the answer broke off: {e}"),
+                    ));
+                }
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buf))),
+            }
+        }
+    }
+
+    /// The rest of the body (for an error answer).
+    pub async fn rest(mut self) -> Bytes {
+        let mut out = std::mem::take(&mut self.buf);
+        while let Some(Ok(frame)) = self.body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                out.extend_from_slice(&data);
+            }
+            if out.len() > MAX_BODY {
+                break;
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Sends one request; the answer's body is read by the caller.
+pub(crate) async fn open(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Streaming, ClientError> {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -277,7 +355,7 @@ async fn send<S>(
     endpoint: &Endpoint,
     stream: S,
     req: Request<Full<Bytes>>,
-) -> Result<RawResponse, ClientError>
+) -> Result<Streaming, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -289,17 +367,22 @@ where
         .await
         .map_err(http_err)?;
     // The connection task only drives I/O; its own error surfaces through `send_request`.
-    let driver = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(http_err)?;
-    let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ClientError::bad(status, format!("cannot read the answer: {e}")))?
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok(RawResponse { status, body })
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            driver.abort();
+            return Err(http_err(e));
+        }
+    };
+    Ok(Streaming {
+        status: resp.status().as_u16(),
+        body: resp.into_body(),
+        buf: Vec::new(),
+        driver,
+    })
 }
 
 #[cfg(test)]

@@ -190,6 +190,15 @@ pub struct Backend {
     /// `null` before the first check.
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's report on its own setup (from its registrations; `None`: none sent).
+    #[serde(default)]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
+    /// Why it gets no new flows now (`None` while it gets some).
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
+    /// In the answer to a registration: how the VIP's packets reach this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<crate::selfcheck::Forwarding>,
 }
 
 /// A VIP with its settings and backends.
@@ -376,6 +385,9 @@ pub struct NewBackend {
     )]
     #[schema(maximum = 1_000_000)]
     pub weight: Option<u32>,
+    /// The registrant's check of its own setup (the app sends one; others may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
 }
 
 /// Body of `POST .../backends/{address}/weight`.
@@ -432,7 +444,11 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     Invalid,
+    /// Too many captures at once.
+    Busy,
     Internal,
+    /// The data plane cannot do it (capture without its program).
+    Unavailable,
 }
 wire_names!(ErrorCode {
     BadRequest => "bad_request",
@@ -444,7 +460,9 @@ wire_names!(ErrorCode {
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
     Invalid => "invalid",
+    Busy => "busy",
     Internal => "internal",
+    Unavailable => "unavailable",
 });
 
 impl ErrorCode {
@@ -460,7 +478,9 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::Invalid => 422,
+            Self::Busy => 429,
             Self::Internal => 500,
+            Self::Unavailable => 503,
         }
     }
 
@@ -481,9 +501,12 @@ impl ErrorCode {
                 "well-formed but not acceptable, as `field: reason`: the config file's checks and \
                  words (a table size that is not prime, `ipip` without an outer source, a \
                  health key out of range), a backend of the other IP family than its VIP's, the \
-                 VIP limit, or a reload's `FILE:LINE: field: reason`"
+                 VIP limit, a capture filter naming no reason, or a reload's \
+                 `FILE:LINE: field: reason`"
             }
+            Self::Busy => "as many captures run as lbd allows at once",
             Self::Internal => "a map update failed (the message says which)",
+            Self::Unavailable => "the data plane has no capture program (the message says why)",
         }
     }
 }
@@ -536,6 +559,13 @@ pub struct HealthEntry {
     pub effective_weight: u32,
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's self-check summary (`ok`, `1 warning`, `FAIL arp_ignore`); `None`: it
+    /// sends none.
+    #[serde(default)]
+    pub self_check: Option<String>,
+    /// Why it gets no new flows now.
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
 }
 
 /// `GET /v1/stats`: counters are totals since the data plane was loaded (`lbctl stats

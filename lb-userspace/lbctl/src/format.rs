@@ -86,6 +86,7 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
         ("MAC", Left),
         ("LATENCY", Right),
         ("LAST CHECK", Left),
+        ("SELF-CHECK", Left),
     ]);
     let mut notes = String::new();
     for b in backends {
@@ -93,6 +94,7 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
         if let (None, Some(err)) = (&b.mac, &b.mac_error) {
             notes.push_str(&format!("{}: MAC unresolved: {err}\n", b.address));
         }
+        notes.push_str(&self_check_notes(b));
         t.row([
             b.address.to_string(),
             b.weight.to_string(),
@@ -103,12 +105,38 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
             mac,
             latency(b.last_check.as_ref()),
             last_check(b.last_check.as_ref(), now_ms),
+            b.self_check
+                .as_ref()
+                .map(|r| r.summary())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut out = with_empty_note(t, "no backends");
     if !notes.is_empty() {
         out.push('\n');
         out.push_str(&notes);
+    }
+    out
+}
+
+/// Why a backend gets no new flows, and the findings of its self-check that are not ok,
+/// each with its fix.
+fn self_check_notes(b: &Backend) -> String {
+    use lb_api::selfcheck::Status;
+    let mut out = String::new();
+    if let Some(why) = &b.no_new_flows {
+        out.push_str(&format!("{}: no new flows: {why}\n", b.address));
+    }
+    if let Some(r) = &b.self_check {
+        for f in r.findings.iter().filter(|f| f.status != Status::Ok) {
+            out.push_str(&format!(
+                "{}: self-check {} {}: {}\n",
+                b.address, f.status, f.check, f.detail
+            ));
+            if let Some(fix) = &f.fix {
+                out.push_str(&format!("    fix: {fix}\n"));
+            }
+        }
     }
     out
 }
@@ -170,8 +198,13 @@ pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
         ("EFFECTIVE", Right),
         ("LATENCY", Right),
         ("LAST CHECK", Left),
+        ("SELF-CHECK", Left),
     ]);
+    let mut notes = String::new();
     for e in entries {
+        if let Some(why) = &e.no_new_flows {
+            notes.push_str(&format!("{} {}: no new flows: {why}\n", e.vip, e.address));
+        }
         t.row([
             e.vip.clone(),
             e.address.to_string(),
@@ -180,9 +213,15 @@ pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
             e.effective_weight.to_string(),
             latency(e.last_check.as_ref()),
             last_check(e.last_check.as_ref(), now_ms),
+            e.self_check.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    with_empty_note(t, "no backends")
+    let mut out = with_empty_note(t, "no backends");
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    out
 }
 
 /// Totals since the data plane was loaded (`lbctl stats` without `--watch`).

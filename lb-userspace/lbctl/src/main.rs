@@ -2,7 +2,7 @@
 //! its JSON API (docs/api.md) and replays captures through the XDP program offline.
 
 use std::io::{IsTerminal, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use lb_api::types::{AdminState, Algorithm, Mode, NewBackend, NewVip, Protocol};
 use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
 
+mod diag;
 mod format;
 mod rates;
 mod table;
@@ -41,7 +42,8 @@ struct Cli {
     #[command(flatten)]
     conn: ConnArgs,
     /// Print lbd's JSON answer (pretty) instead of a table; `stats --watch` prints one JSON
-    /// object of rates per line; `replay` prints one JSON object per packet.
+    /// object of rates per line; `replay` prints one JSON object per packet; `capture` prints
+    /// lbd's events, one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -134,6 +136,70 @@ enum Cmd {
         #[arg(long)]
         prune: bool,
     },
+    /// Record what the XDP program sees and does, inside the data plane (lbd runs the capture):
+    /// one line per packet, and with -w a pcapng file whose packet comments carry the verdict
+    /// (action, reason, VIP, backend). Stops after --count packets or --duration seconds, or
+    /// at Ctrl-C. Filters combine (all must match).
+    Capture {
+        /// Only packets of this VIP.
+        #[arg(long, value_name = "NAME")]
+        vip: Option<String>,
+        /// Only packets for this backend (of --vip, or of any VIP).
+        #[arg(long, value_name = "ADDR")]
+        backend: Option<IpAddr>,
+        /// Only packets whose source is in this prefix (10.0.0.0/8, 2001:db8::/32, an address).
+        #[arg(long, value_name = "PREFIX")]
+        client: Option<String>,
+        /// Only packets counted under this reason (repeatable): tx_forward, drop_no_backend,
+        /// pass_not_vip... (the names of `lbctl stats`).
+        #[arg(long = "reason", value_name = "NAME")]
+        reasons: Vec<String>,
+        /// Only dropped packets (every drop_* reason).
+        #[arg(long)]
+        drops: bool,
+        /// Keep one matching packet in N.
+        #[arg(long, value_name = "N")]
+        sample: Option<u32>,
+        /// Bytes kept of each packet (1-2048; default 256).
+        #[arg(long, value_name = "BYTES")]
+        snap_len: Option<u32>,
+        /// Stop after this many packets (default 1000, at most 1000000).
+        #[arg(long, short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this many seconds (default 30, at most 3600).
+        #[arg(long, value_name = "SECS", value_parser = seconds)]
+        duration: Option<Duration>,
+        /// Also record each transmitted packet as it left (rewritten or encapsulated).
+        #[arg(long)]
+        output: bool,
+        /// Write the packets to this pcapng file (Wireshark shows each verdict as the
+        /// packet's comment; `tshark -r FILE -T fields -e frame.comment` prints them).
+        #[arg(long, short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// No line per packet (only the summary, on stderr).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Where a new flow from a client goes, and why: the connection-table entry, the
+    /// algorithm's table slot (or per-CPU cursor, or least-connections candidates) and the
+    /// backend's state and weight, read from the live maps by lbd.
+    Trace {
+        /// The VIP.
+        #[arg(long, value_name = "NAME")]
+        vip: String,
+        /// The client's address and source port (IPv6 as [ADDR]:PORT).
+        #[arg(long, value_name = "ADDR:PORT")]
+        client: SocketAddr,
+        /// tcp or udp (default: the VIP's protocol).
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        /// Destination port (default: the VIP's; required for a VIP of every port).
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        /// Trace a later packet of the flow instead of its opening SYN (TCP).
+        #[arg(long)]
+        established: bool,
+    },
     /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
@@ -147,7 +213,7 @@ enum Cmd {
         /// `mac` get 02:00 followed by the last four bytes of their address.
         #[arg(long)]
         config: PathBuf,
-        /// Input capture (classic pcap, Ethernet).
+        /// Input capture (pcap or pcapng, Ethernet; e.g. a file `lbctl capture -w` wrote).
         #[arg(long)]
         pcap: PathBuf,
         /// Where to write the packets the program transmitted or passed.
@@ -483,6 +549,52 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
                 "lbd is shutting down (the XDP program keeps forwarding)\n"
             })
         }
+        Cmd::Capture {
+            vip,
+            backend,
+            client: source,
+            mut reasons,
+            drops,
+            sample,
+            snap_len,
+            count,
+            duration,
+            output,
+            write,
+            quiet,
+        } => {
+            if drops {
+                reasons.extend(diag::drop_reasons());
+            }
+            let request = lb_api::diag::CaptureRequest {
+                vip,
+                backend,
+                client: source,
+                reasons,
+                sample,
+                snap_len,
+                count,
+                duration_s: diag::duration_s(duration),
+                output,
+            };
+            diag::capture(
+                client,
+                diag::CaptureArgs {
+                    request,
+                    write,
+                    quiet,
+                    json,
+                },
+            )
+            .await
+        }
+        Cmd::Trace {
+            vip,
+            client: flow,
+            proto,
+            port,
+            established,
+        } => diag::trace(client, &vip, flow, proto, port, established, json).await,
         Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::GenerateMan { .. } => {
             unreachable!("handled before the API client is made")
         }
@@ -546,7 +658,14 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
             weight,
         } => {
             let r = client
-                .add_backend(&vip, &NewBackend { address, weight })
+                .add_backend(
+                    &vip,
+                    &NewBackend {
+                        address,
+                        weight,
+                        self_check: None,
+                    },
+                )
                 .await?;
             let verb = if r.status == 201 {
                 "added backend"

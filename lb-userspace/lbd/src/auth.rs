@@ -2,7 +2,8 @@
 //!
 //! The unix socket is an administrator's (its file mode guards it). On TCP a client is known
 //! by its bearer token or its client certificate, and its scope decides, route by route
-//! ([`ROUTES`]): `admin` everything, `read-only` every GET, `registrant` only registering,
+//! ([`ROUTES`]): `admin` everything, `read-only` every GET (a trace too, not a capture: it
+//! shows packets' contents), `registrant` only registering (with its self-check report),
 //! refreshing, draining and deregistering backends of its VIPs at its own address (or its
 //! listed ones). Anything else is 403 before a handler runs, so a refused call changes nothing.
 
@@ -24,8 +25,11 @@ use crate::{
     tls::Peer,
 };
 
-/// Bodies the registrant check reads are small; anything larger is not a registration.
-const MAX_CHECKED_BODY: usize = 64 * 1024;
+/// The largest body the registrant check reads: a registration with the largest self-check
+/// report lb-api accepts (its findings' texts JSON-escaped at worst) fits; anything larger is
+/// not a registration.
+const MAX_CHECKED_BODY: usize =
+    1024 + lb_api::selfcheck::MAX_FINDINGS * (2 * 6 * lb_api::selfcheck::MAX_TEXT + 256);
 
 /// One client of the TCP API, its token read from its file.
 struct Client {
@@ -175,6 +179,10 @@ pub enum Action {
     Drain,
     /// Every other change: admin only.
     Admin,
+    /// `POST /v1/capture`: changes nothing, but shows packets' contents (clients' addresses
+    /// and payloads): admin only, and audited like a change (who saw which packets). A trace
+    /// reads only lbd's own maps and is `Read`.
+    Inspect,
 }
 
 impl Action {
@@ -213,6 +221,8 @@ pub const ROUTES: &[Route] = routes![
     GET "/v1/health" => Read,
     GET "/v1/stats" => Read,
     GET "/v1/vrrp" => Read,
+    GET "/v1/vips/{vip}/trace" => Read,
+    POST "/v1/capture" => Inspect,
     POST "/v1/reload" => Admin,
     POST "/v1/shutdown" => Admin,
     GET "/metrics" => Read,
@@ -255,8 +265,12 @@ pub fn permit(
 ) -> Result<(), String> {
     match (&p.scope, action) {
         (Scope::Admin, _) | (Scope::ReadOnly, Action::Read) => Ok(()),
+        (Scope::ReadOnly, Action::Inspect) => Err(format!(
+            "client {} is read-only; a capture shows packet contents and needs the admin scope",
+            p.name
+        )),
         (Scope::ReadOnly, _) => Err(format!("client {} is read-only", p.name)),
-        (Scope::Registrant { .. }, Action::Read | Action::Admin) => Err(format!(
+        (Scope::Registrant { .. }, Action::Read | Action::Admin | Action::Inspect) => Err(format!(
             "client {} may only register, drain and deregister its own backends",
             p.name
         )),
@@ -454,6 +468,7 @@ mod tests {
         assert!(permit(&own, Action::Register, Some("api"), ip("10.0.0.11")).is_err());
         assert!(permit(&own, Action::Read, None, None).is_err());
         assert!(permit(&own, Action::Admin, Some("web"), ip("10.0.0.11")).is_err());
+        assert!(permit(&own, Action::Inspect, None, None).is_err());
         let listed = registrant(&["10.0.0.12"]);
         assert!(permit(&listed, Action::Deregister, Some("web"), ip("10.0.0.12")).is_ok());
         assert!(permit(&listed, Action::Drain, Some("web"), ip("10.0.0.11")).is_err());

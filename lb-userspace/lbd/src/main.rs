@@ -192,6 +192,8 @@ async fn run(config: Config, path: PathBuf) -> Result<()> {
             }
         }
     };
+    // Running captures get their last line before the API goes away.
+    state.captures.stop_all().await;
     // Priority-0 advert and VIPs removed: the backup takes over at once.
     let _ = vrrp_stop.send(());
     let _ = vrrp.await;

@@ -186,6 +186,9 @@ fn backend(address: &str, weight: u32, source: Source) -> Backend {
             error: None,
             at_unix_ms: AT_UNIX_MS,
         }),
+        self_check: None,
+        no_new_flows: None,
+        forwarding: None,
     }
 }
 
@@ -317,6 +320,8 @@ fn health(vips: &[Vip]) -> Vec<HealthEntry> {
                 drained_by: b.drained_by,
                 effective_weight: b.effective_weight,
                 last_check: b.last_check.clone(),
+                self_check: b.self_check.as_ref().map(|r| r.summary()),
+                no_new_flows: b.no_new_flows.clone(),
             })
         })
         .collect()

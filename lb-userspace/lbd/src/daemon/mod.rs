@@ -4,6 +4,7 @@
 //! table and serves the API.
 
 pub mod api;
+pub mod capture;
 mod macs;
 mod metrics;
 pub mod model;
@@ -94,6 +95,8 @@ pub struct Shared {
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
+    /// Captures inside the data plane (`POST /v1/capture`).
+    pub captures: capture::Captures,
 }
 
 pub type State = Arc<Shared>;
@@ -137,6 +140,17 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     })
     .context("loading the XDP object")?;
     let mut maps = dp.take_maps()?;
+    let (captures, capture_runner) = match dp
+        .take_capture()
+        .map_err(anyhow::Error::from)
+        .and_then(|m| capture::Captures::new(m).context("watching the capture ring"))
+    {
+        Ok((c, r)) => (c, Some(r)),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "capture is unavailable");
+            (capture::Captures::unavailable(), None)
+        }
+    };
     let settings = live_settings(
         &Settings {
             ifaces: iface_macs(&dp_cfg.interfaces)?,
@@ -206,7 +220,11 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         access: std::sync::RwLock::new(Arc::new(access)),
         config_path: std::sync::Mutex::new(None),
         neighbours,
+        captures,
     });
+    if let Some(runner) = capture_runner {
+        tokio::spawn(runner.run(shared.clone()));
+    }
     tokio::spawn(macs::event_loop(
         shared.clone(),
         resolver_task,
@@ -323,11 +341,25 @@ fn restore_dynamic(
         }
         entry.declared_weight = b.declared_weight;
         entry.admin = b.admin;
+        entry.self_check = b.self_check.clone();
         // Carry the last verdict over so a restart does not take healthy backends out while
         // their first checks run (that would fail new connections during a hot restart).
         if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
             entry.machine = health::Machine::restored_healthy(health.rise, health.fall);
         }
+    }
+}
+
+impl Shared {
+    /// Loads the capture program into the data plane (once) and installs it in `maps`.
+    pub fn enable_capture(&self, maps: &mut lb_dataplane::capture::CaptureMaps) -> Result<()> {
+        let mut slot = self
+            .dataplane
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the data plane's lock is poisoned"))?;
+        let dp = slot.as_mut().context("the data plane is not loaded yet")?;
+        dp.enable_capture(maps)?;
+        Ok(())
     }
 }
 
@@ -374,6 +406,7 @@ fn save_state(shared: &Shared, inner: &Inner) {
                     admin: b.admin,
                     source: b.source,
                     health: b.machine.state(),
+                    self_check: b.self_check.clone(),
                 })
             })
             .collect(),
@@ -578,13 +611,13 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: Registration,
         source: Source,
     ) -> Result<bool, ModelError> {
         let mut resolved: Option<Result<[u8; 6], String>> = None;
         loop {
             if let Some(new) = self
-                .upsert_locked(vip, addr, declared, source, &mut resolved)
+                .upsert_locked(vip, addr, &reg, source, &mut resolved)
                 .await?
             {
                 return Ok(new);
@@ -600,10 +633,11 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: &Registration,
         source: Source,
         resolved: &mut Option<Result<[u8; 6], String>>,
     ) -> Result<Option<bool>, ModelError> {
+        let declared = reg.declared;
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
         let v = inner
@@ -620,18 +654,31 @@ impl Shared {
                     b.lease = Some(now);
                 }
                 let (before, declared_before) = (b.weight, b.declared_weight);
-                let changed = b.reregister(declared);
+                let changed = b.reregister(declared, reg.self_check.clone());
                 if changed.undrained {
                     info!(%vip, backend = %addr, "re-registered after its own drain: active again");
                 }
                 if changed.weight_applied {
                     info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
                 }
+                if changed.blocked {
+                    let why = b.self_check.as_ref().and_then(|r| r.blocking_reason());
+                    warn!(%vip, backend = %addr, reason = why.as_deref().unwrap_or(""), "the backend's self-check fails: no new flows");
+                }
+                if changed.unblocked {
+                    info!(%vip, backend = %addr, "the backend's self-check passes again: new flows resume");
+                }
                 if !changed.undrained
                     && !changed.weight_applied
+                    && !changed.blocked
+                    && !changed.unblocked
                     && b.declared_weight == declared_before
                 {
-                    // A heartbeat: nothing changed, nothing to program or save.
+                    if changed.self_check_changed {
+                        // New findings, same verdict: shown and saved, no table change.
+                        save_state(self, &inner);
+                    }
+                    // A heartbeat: nothing changed, nothing to program.
                     return Ok(Some(false));
                 }
                 false
@@ -659,6 +706,10 @@ impl Shared {
                 );
                 b.declared_weight = declared;
                 b.mac = mac;
+                b.self_check = reg.self_check.clone();
+                if let Some(why) = b.self_check.as_ref().and_then(|r| r.blocking_reason()) {
+                    warn!(%vip, backend = %addr, reason = %why, "the backend's self-check fails: no new flows");
+                }
                 v.backends.insert(addr, b);
                 true
             }
@@ -670,4 +721,11 @@ impl Shared {
         reconcile(self, &mut inner).map_err(ModelError::Program)?;
         Ok(Some(new))
     }
+}
+
+/// What a registration declares beside the address.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    pub declared: Option<u32>,
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
 }

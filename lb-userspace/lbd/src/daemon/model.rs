@@ -7,9 +7,12 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use lb_api::selfcheck::{Forwarding, SelfCheck};
 use lb_api::types::{self as api, AdminState, Backend, NewVip, Vip, VipHealth};
 pub use lb_api::types::{DrainedBy, LastCheck, Source};
-use lb_config::{CheckKind, HealthConfig, HealthInput, MacAddr, VipConfig, VipInput};
+use lb_config::{
+    self as config, CheckKind, HealthConfig, HealthInput, MacAddr, VipConfig, VipInput,
+};
 use lb_dataplane::{BackendSpec, BackendState, VipSpec};
 
 use super::wire;
@@ -79,6 +82,9 @@ pub struct BackendRuntime {
     /// A registered backend's last registration: it is removed when that is older than the
     /// registration lease. `None` for every other source (they never expire).
     pub lease: Option<Instant>,
+    /// The registrant's last report on its own setup (each registration replaces it; a
+    /// failing finding means no new flows).
+    pub self_check: Option<SelfCheck>,
 }
 
 impl BackendRuntime {
@@ -104,7 +110,15 @@ impl BackendRuntime {
             static_mac,
             mac: static_mac.ok_or_else(|| "not resolved yet".to_string()),
             lease: (source == Source::Registered).then_some(now),
+            self_check: None,
         }
+    }
+
+    /// Whether the registrant's own check says its setup would black-hole new flows.
+    pub fn self_check_blocks(&self) -> bool {
+        self.self_check
+            .as_ref()
+            .is_some_and(|r| r.failing().next().is_some())
     }
 
     /// A drain by an operator wins over (and is never downgraded to) a registrant's.
@@ -121,8 +135,17 @@ impl BackendRuntime {
     /// A registration of this (existing) backend: a heartbeat. It undoes only the
     /// registrant's own drain, and applies a declared weight only when the declaration
     /// changed (so an operator's `weight` survives refreshes). Returns what it changed.
-    pub fn reregister(&mut self, declared: Option<u32>) -> Reregistered {
+    pub fn reregister(
+        &mut self,
+        declared: Option<u32>,
+        self_check: Option<SelfCheck>,
+    ) -> Reregistered {
         let mut out = Reregistered::default();
+        let blocked = self.self_check_blocks();
+        out.self_check_changed = self.self_check != self_check;
+        self.self_check = self_check;
+        out.unblocked = blocked && !self.self_check_blocks();
+        out.blocked = !blocked && self.self_check_blocks();
         if self.admin == Admin::Draining(DrainedBy::Registrant) {
             self.undrain();
             out.undrained = true;
@@ -141,7 +164,8 @@ impl BackendRuntime {
     /// configured share while unknown (`unknown_weight_percent`); during slow start a ramp
     /// from that share to the full weight.
     pub fn effective_weight(&self, health: &HealthConfig, now: Instant) -> u32 {
-        if matches!(self.admin, Admin::Draining(_)) || self.mac.is_err() {
+        if matches!(self.admin, Admin::Draining(_)) || self.mac.is_err() || self.self_check_blocks()
+        {
             return 0;
         }
         let unknown = unknown_weight(self.weight, health.unknown_weight_percent);
@@ -191,6 +215,12 @@ pub fn unknown_weight(weight: u32, percent: u32) -> u32 {
 pub struct Reregistered {
     pub undrained: bool,
     pub weight_applied: bool,
+    /// The report differs from the last one (saved; shown).
+    pub self_check_changed: bool,
+    /// A failing finding appeared: no new flows from now on.
+    pub blocked: bool,
+    /// The last failing finding went: new flows again.
+    pub unblocked: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -252,7 +282,53 @@ pub fn backend_view(vip: &VipRuntime, addr: IpAddr, b: &BackendRuntime, now: Ins
         mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
         mac_error: b.mac.as_ref().err().cloned(),
         last_check: b.last.clone(),
+        self_check: b.self_check.clone(),
+        no_new_flows: no_new_flows(vip, b, now),
+        forwarding: None,
     }
+}
+
+/// How the VIP's packets reach its backends (the answer to a registration).
+pub fn forwarding(vip: &VipRuntime, backend_mtu: u32) -> Forwarding {
+    Forwarding {
+        vip: vip.cfg.address,
+        port: vip.cfg.port,
+        protocol: config::protocol_name(vip.cfg.proto).into(),
+        mode: config::mode_name(vip.cfg.mode).into(),
+        backend_mtu: (backend_mtu != 0).then_some(backend_mtu),
+    }
+}
+
+/// Why a backend gets no new flows now (`None` when it gets some).
+pub fn no_new_flows(vip: &VipRuntime, b: &BackendRuntime, now: Instant) -> Option<String> {
+    if let Admin::Draining(by) = b.admin {
+        return Some(match by {
+            DrainedBy::Operator => "drained by an operator".into(),
+            DrainedBy::Registrant => "drained by itself (shutting down)".into(),
+        });
+    }
+    match b.machine.state() {
+        Health::Healthy => {}
+        Health::Unknown => return Some("health not known yet (checks have not passed)".into()),
+        Health::Unhealthy => {
+            let why = b
+                .last
+                .as_ref()
+                .and_then(|c| c.error.clone())
+                .unwrap_or_else(|| "checks fail".into());
+            return Some(format!("unhealthy: {why}"));
+        }
+    }
+    if let Err(e) = &b.mac {
+        return Some(format!("MAC unresolved: {e}"));
+    }
+    if let Some(why) = b.self_check.as_ref().and_then(|r| r.blocking_reason()) {
+        return Some(why);
+    }
+    if b.effective_weight(&vip.cfg.health, now) == 0 {
+        return Some("weight 0".into());
+    }
+    None
 }
 
 pub fn vip_view(v: &VipRuntime, now: Instant) -> Vip {
@@ -352,7 +428,7 @@ mod tests {
     fn an_operator_drain_survives_reregistration() {
         let mut b = backend(70);
         b.drain(DrainedBy::Operator);
-        assert_eq!(b.reregister(Some(70)), Reregistered::default());
+        assert_eq!(b.reregister(Some(70), None), Reregistered::default());
         assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
         // The registrant's own drain (its shutdown) does not downgrade an operator's.
         b.drain(DrainedBy::Registrant);
@@ -365,12 +441,12 @@ mod tests {
     fn the_registrants_own_drain_is_undone_by_its_next_registration() {
         let mut b = backend(70);
         b.drain(DrainedBy::Registrant);
-        assert!(b.reregister(Some(70)).undrained);
+        assert!(b.reregister(Some(70), None).undrained);
         assert_eq!(b.admin, Admin::Active);
         // An operator drain on top of the registrant's one sticks.
         b.drain(DrainedBy::Registrant);
         b.drain(DrainedBy::Operator);
-        assert!(!b.reregister(Some(70)).undrained);
+        assert!(!b.reregister(Some(70), None).undrained);
         assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
     }
 
@@ -378,15 +454,15 @@ mod tests {
     fn only_a_changed_declaration_overrides_the_operators_weight() {
         let mut b = backend(70);
         b.weight = 10; // `lbctl backend weight`
-        assert!(!b.reregister(Some(70)).weight_applied);
-        assert!(!b.reregister(None).weight_applied);
+        assert!(!b.reregister(Some(70), None).weight_applied);
+        assert!(!b.reregister(None, None).weight_applied);
         assert_eq!(b.weight, 10);
-        assert!(b.reregister(Some(40)).weight_applied);
+        assert!(b.reregister(Some(40), None).weight_applied);
         assert_eq!((b.weight, b.declared_weight), (40, Some(40)));
         // No declaration on record yet (an old state file): the first one applies.
         b.declared_weight = None;
         b.weight = 5;
-        assert!(b.reregister(Some(40)).weight_applied);
+        assert!(b.reregister(Some(40), None).weight_applied);
         assert_eq!(b.weight, 40);
     }
 }

@@ -30,6 +30,9 @@ pub struct BackendState {
     pub admin: Admin,
     pub source: Source,
     pub health: Health,
+    /// The registrant's last self-check, so that a restart does not give new flows to a
+    /// backend whose setup fails until it registers again.
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 /// `BackendState` as the file spells it: `admin` and `drained_by` side by side, as every
@@ -51,6 +54,9 @@ struct BackendStateWire {
     /// A verdict this lbd does not know reads as no verdict.
     #[serde(deserialize_with = "lenient_health")]
     health: Health,
+    /// Added later: absent from older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 fn lenient_health<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
@@ -67,6 +73,7 @@ impl From<BackendStateWire> for BackendState {
             admin: Admin::from_parts(w.admin, w.drained_by),
             source: w.source,
             health: w.health,
+            self_check: w.self_check,
         }
     }
 }
@@ -82,6 +89,7 @@ impl From<BackendState> for BackendStateWire {
             drained_by: b.admin.drained_by(),
             source: b.source,
             health: b.health,
+            self_check: b.self_check,
         }
     }
 }

@@ -158,7 +158,10 @@ const LISTED: &str = "listed-registrant-0123456789";
 
 /// The request for one route: `vip`/`addr` fill its path, and a body that would be accepted.
 fn request(r: &Route, vip: &str, addr: &str) -> (String, String, Option<String>) {
-    let path = r.path.replace("{vip}", vip).replace("{addr}", addr);
+    let mut path = r.path.replace("{vip}", vip).replace("{addr}", addr);
+    if r.path.ends_with("/trace") {
+        path.push_str("?client=10.77.0.50:40000");
+    }
     let body = match (r.method.as_str(), r.path) {
         ("POST", "/v1/vips") => Some(format!(
             r#"{{"name": "{vip}", "address": "10.77.0.106", "port": 82}}"#
@@ -166,6 +169,8 @@ fn request(r: &Route, vip: &str, addr: &str) -> (String, String, Option<String>)
         ("POST", "/v1/vips/{vip}/backends") => Some(format!(r#"{{"address": "{addr}"}}"#)),
         ("POST", p) if p.ends_with("/weight") => Some(r#"{"weight": 7}"#.into()),
         ("POST", "/v1/reload") => Some(r#"{"dry_run": true}"#.into()),
+        // Short: the answer is a stream that ends with the capture.
+        ("POST", "/v1/capture") => Some(r#"{"count": 1, "duration_s": 0.5}"#.into()),
         _ => None,
     };
     (r.method.to_string(), path, body)

@@ -68,6 +68,11 @@ fn serve_conn(mut s: TcpStream, name: String) {
 
 impl BackendServer {
     pub fn start(lab: &Lab, host: &str) -> Self {
+        Self::start_on(lab, host, 80)
+    }
+
+    /// The server on another port of 0.0.0.0.
+    pub fn start_on(lab: &Lab, host: &str, port: u16) -> Self {
         let h = lab.host(host).expect("backend host");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -75,7 +80,8 @@ impl BackendServer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = h
             .spawn_thread(move || {
-                let l = TcpListener::bind("0.0.0.0:80").expect("bind :80 in the backend namespace");
+                let l = TcpListener::bind(("0.0.0.0", port))
+                    .expect("bind the port in the backend namespace");
                 l.set_nonblocking(true).expect("nonblocking");
                 let _ = ready_tx.send(());
                 while !flag.load(Ordering::Relaxed) {
@@ -289,12 +295,7 @@ impl ControlLab {
 
     /// The real `lbctl` over the unix socket: (success, stdout and stderr).
     pub fn lbctl(&self, args: &[&str]) -> (bool, String) {
-        let out = std::process::Command::new(tests::bins::workspace_bin("lbctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run lbctl");
+        let out = self.lbctl_output(args);
         (
             out.status.success(),
             format!(
@@ -339,6 +340,21 @@ impl ControlLab {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Runs the real lbctl against this lab's lbd (its unix socket): its exit status and
+    /// stdout and stderr apart.
+    pub fn lbctl_output(&self, args: &[&str]) -> std::process::Output {
+        self.lbctl_command(args)
+            .output()
+            .expect("run lbctl (built by `cargo xtask test control-plane`)")
+    }
+
+    /// The lbctl command line for `args`, to spawn (e.g. a capture running beside traffic).
+    pub fn lbctl_command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(tests::bins::workspace_bin("lbctl"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
     }
 
     pub fn lbd_log(&self) -> String {

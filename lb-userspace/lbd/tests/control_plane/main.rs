@@ -1,6 +1,7 @@
 //! Control-plane tests: the real `lbd` in a network-namespace lab (root).
 
 mod access;
+mod diag;
 mod lab;
 mod maps;
 mod neighbours;
@@ -8,6 +9,7 @@ mod openapi;
 mod ramp;
 mod reload;
 mod reregister;
+mod selfcheck;
 mod sweep;
 mod validation;
 

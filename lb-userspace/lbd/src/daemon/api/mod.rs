@@ -7,6 +7,7 @@
 //! `.routes(routes!(handler))` line in [`api`]. The router and the document both come from
 //! that line, so they cannot disagree.
 
+mod diag;
 mod error;
 mod node;
 mod vips;
@@ -47,6 +48,8 @@ fn api() -> OpenApiRouter<State> {
         .routes(routes!(vips::set_weight))
         .routes(routes!(vips::drain))
         .routes(routes!(vips::undrain))
+        .routes(routes!(diag::trace))
+        .routes(routes!(diag::capture))
         .routes(routes!(node::health))
         .routes(routes!(node::stats))
         .routes(routes!(node::vrrp))
@@ -61,16 +64,19 @@ fn api() -> OpenApiRouter<State> {
     info(
         title = "lbd API",
         description = "The control plane of the XDP load balancer: VIPs, backends, health, \
-            counters, VRRP. JSON over HTTP/1.1 on a unix socket (no token: the socket's file \
-            mode protects it) and, when `[api] listen` is set, on TCP (TLS with `[api.tls]`) \
-            with `Authorization: Bearer <token>` of a client of `[[api.clients]]`, scoped \
-            `admin`, `read-only` or `registrant` (403 outside its scope). Every error answers `ErrorBody`. docs/api.md \
+            counters, VRRP, packet capture and flow traces. JSON over HTTP/1.1 on a unix socket \
+            (no token: the socket's file mode protects it) and, when `[api] listen` is set, on \
+            TCP (TLS with `[api.tls]`) with `Authorization: Bearer <token>` of a client of \
+            `[[api.clients]]`, scoped `admin`, `read-only` or `registrant` (403 outside its \
+            scope; capture needs `admin`, a trace is read-only). Every error answers \
+            `ErrorBody`. docs/api.md \
             has the prose; this document is generated from the handlers.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     tags(
         (name = "vips", description = "VIPs: a virtual address, port and protocol, balanced over backends"),
         (name = "backends", description = "A VIP's backends: registration, weight, drain"),
+        (name = "diagnostics", description = "Capture packets inside the data plane (admin scope); trace a flow"),
         (name = "node", description = "This lbd: status, health, counters, VRRP, metrics, reload, shutdown"),
         (name = "meta", description = "This document"),
     ),

@@ -53,7 +53,7 @@ pub async fn status(AxState(s): AxState<State>) -> Json<Status> {
     })
 }
 
-/// Every backend's health, admin state and last check.
+/// Every backend's health, admin state, last check, self-check and why it gets no new flows.
 #[utoipa::path(get, path = "/v1/health", tag = "node",
     responses((status = OK, description = "one row per (VIP, backend)", body = [HealthEntry])))]
 pub async fn health(AxState(s): AxState<State>) -> Json<Vec<HealthEntry>> {
@@ -73,6 +73,8 @@ pub async fn health(AxState(s): AxState<State>) -> Json<Vec<HealthEntry>> {
                     drained_by: view.drained_by,
                     effective_weight: view.effective_weight,
                     last_check: view.last_check,
+                    self_check: view.self_check.as_ref().map(|r| r.summary()),
+                    no_new_flows: view.no_new_flows,
                 }
             })
         })

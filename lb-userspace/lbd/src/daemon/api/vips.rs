@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ApiPath, ApiResult, JsonBody, OptionalJson};
 use crate::auth::Principal;
 use crate::daemon::{
-    State,
+    Registration, State,
     model::{self, Source, backend_view, vip_view},
     reconcile, runtime_from_config, sync_checkers,
 };
@@ -24,7 +24,7 @@ use crate::daemon::{
 #[into_params(parameter_in = Path)]
 pub struct VipPath {
     /// The VIP's name.
-    vip: String,
+    pub vip: String,
 }
 
 /// The path of one backend's endpoints.
@@ -148,7 +148,7 @@ pub async fn list_backends(
         (status = CREATED, description = "a new backend (weight 100 if left out)", body = Backend),
         (status = OK, description = "an existing backend, re-registered", body = Backend),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
-        (status = UNPROCESSABLE_ENTITY, description = "an address of the other IP family than the VIP's", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "an address of the other IP family than the VIP's, or a self-check that breaks its limits", body = lb_api::types::ErrorBody),
     ))]
 pub async fn add_backend(
     AxState(s): AxState<State>,
@@ -159,13 +159,24 @@ pub async fn add_backend(
     if let Some(w) = b.weight {
         check_weight(w)?;
     }
+    if let Some(r) = &b.self_check {
+        r.validate()
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, e))?;
+    }
     // A registrant's call registers (under the lease); an administrator's adds (never expires).
     let source = match who {
         Some(Extension(p)) if p.is_registrant() => Source::Registered,
         _ => Source::Api,
     };
-    let new = s.upsert_backend(&vip, b.address, b.weight, source).await?;
-    let body = backend_json(&s, &vip, b.address).await?;
+    let addr = b.address;
+    let reg = Registration {
+        declared: b.weight,
+        self_check: b.self_check,
+    };
+    let new = s.upsert_backend(&vip, addr, reg, source).await?;
+    // The answer tells the registrant how the VIP's packets will reach it (what its
+    // self-check checks against).
+    let body = backend_answer(&s, &vip, addr, true).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -274,10 +285,24 @@ fn parse_addr(a: &str) -> ApiResult<IpAddr> {
 }
 
 async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Backend>> {
+    backend_answer(s, vip, addr, false).await
+}
+
+/// The backend's view; `forwarding`: with how the VIP's packets reach it (for registrants).
+async fn backend_answer(
+    s: &State,
+    vip: &str,
+    addr: IpAddr,
+    forwarding: bool,
+) -> ApiResult<Json<Backend>> {
     let inner = s.inner.lock().await;
     let v = inner.vips.get(vip).ok_or_else(|| no_vip(vip))?;
     let b = v.backends.get(&addr).ok_or_else(|| no_backend(vip, addr))?;
-    Ok(Json(backend_view(v, addr, b, Instant::now())))
+    let mut view = backend_view(v, addr, b, Instant::now());
+    if forwarding {
+        view.forwarding = Some(model::forwarding(v, s.config.dataplane.backend_mtu));
+    }
+    Ok(Json(view))
 }
 
 /// Runs `f` on one backend, then reconciles.
