@@ -308,8 +308,11 @@ pub fn no_new_flows(vip: &VipRuntime, b: &BackendRuntime, now: Instant) -> Optio
         });
     }
     match b.machine.state() {
-        Health::Healthy => {}
-        Health::Unknown => return Some("health not known yet (checks have not passed)".into()),
+        // An unknown backend gets the `unknown_weight_percent` share (none by default).
+        Health::Unknown if unknown_weight(b.weight, vip.cfg.health.unknown_weight_percent) == 0 => {
+            return Some("health not known yet (checks have not passed)".into());
+        }
+        Health::Healthy | Health::Unknown => {}
         Health::Unhealthy => {
             let why = b
                 .last
@@ -493,5 +496,39 @@ mod weight_tests {
         assert_eq!(b.effective_weight(&h, now), 50);
         assert_eq!(b.effective_weight(&h, now + Duration::from_secs(8)), 80);
         assert_eq!(b.effective_weight(&h, now + Duration::from_secs(10)), 100);
+    }
+
+    /// `no_new_flows` (issue 20) agrees with the unknown share (issue 15): an unchecked
+    /// backend is reported as getting no flows only while its share is none.
+    #[test]
+    fn no_new_flows_follows_the_unknown_share() {
+        let now = Instant::now();
+        let input = VipInput {
+            name: "web".into(),
+            address: "10.0.0.1".into(),
+            port: 80,
+            ..Default::default()
+        };
+        let env = |health| lb_config::VipEnv {
+            ipip_source_v4: false,
+            ipip_source_v6: false,
+            backend_mtu: 0,
+            health,
+        };
+        let mut vip = VipRuntime {
+            cfg: input
+                .check(&env(&HealthInput::default()))
+                .expect("valid VIP"),
+            input: input.clone(),
+            source: Source::Api,
+            backends: BTreeMap::new(),
+        };
+        let b = BackendRuntime::new(100, Source::Api, Some([2; 6]), &vip.cfg.health, now);
+        assert_eq!(
+            no_new_flows(&vip, &b, now).as_deref(),
+            Some("health not known yet (checks have not passed)")
+        );
+        vip.cfg.health.unknown_weight_percent = 50;
+        assert_eq!(no_new_flows(&vip, &b, now), None);
     }
 }

@@ -377,12 +377,25 @@ fn tls_scopes_audit_and_leases() {
             .expect("netns")
             .expect("TLS")
     };
+    // Its registration carries its self-check report (issue 20) through the same scope check.
     let (st, b) = listed(
         "POST",
         "/v1/vips/web/backends",
-        Some(r#"{"address": "10.77.0.21"}"#),
+        Some(
+            r#"{"address": "10.77.0.21", "self_check": {"vip": "10.77.0.100", "mode": "dsr-l2",
+                "checked_at_unix_ms": 1, "findings": [{"check": "vip_local", "status": "fail",
+                "detail": "10.77.0.100 is on no local interface"}]}}"#,
+        ),
     );
     assert_eq!((st, b["source"].as_str()), (201, Some("registered")), "{b}");
+    assert_eq!(
+        (
+            b["self_check"]["findings"][0]["check"].as_str(),
+            b["forwarding"]["mode"].as_str()
+        ),
+        (Some("vip_local"), Some("dsr-l2")),
+        "the report is kept and the answer says how packets arrive: {b}"
+    );
     let (st, b) = listed("POST", "/v1/vips/web/backends/10.77.0.21/drain", None);
     assert_eq!(
         (st, b["drained_by"].as_str()),
@@ -515,5 +528,11 @@ fn tls_scopes_audit_and_leases() {
             && v["fields"]["method"] == "POST"
             && v["fields"]["result"] == "ok"),
         "no audit line for an admin change:\n{audit:#?}"
+    );
+    assert!(
+        audit.iter().any(|v| v["fields"]["who"] == "token_file"
+            && v["fields"]["path"] == "/v1/capture"
+            && v["fields"]["result"] == "ok"),
+        "a capture (it shows packets) is audited:\n{audit:#?}"
     );
 }
