@@ -501,8 +501,12 @@ mod tests {
             "the VIP on the interface facing the balancer answers ARP"
         );
 
+        // The kernel applies the larger of `all` and the interface's rp_filter: `all = 1`
+        // beside the interface's 2 (loose) is loose; strict needs the interface at 1.
         let mut f = host();
         f.sysctls.insert(("all".into(), "rp_filter".into()), 1);
+        assert_eq!(status(&evaluate(&t, &f), Check::RpFilter), vec![Status::Ok]);
+        f.sysctls.insert(("eth0".into(), "rp_filter".into()), 1);
         assert_eq!(
             status(&evaluate(&t, &f), Check::RpFilter),
             vec![Status::Warn]
