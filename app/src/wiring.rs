@@ -107,6 +107,7 @@ pub fn openapi() -> OpenApi {
     doc.merge(crate::tasks::api().into_openapi());
     doc.merge(crate::orders::api().into_openapi());
     doc.merge(crate::http::dlq::api().into_openapi());
+    doc.merge(crate::http::queues::api().into_openapi());
     crate::api::conventions(&mut doc);
     doc
 }
@@ -118,8 +119,16 @@ pub async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
         QueueMetrics::register(&state.metrics.registry).context("registering the queue metrics")?;
     metrics.set_backend(state.config.queue.backend);
     let work = Work::connect(&state.config, Some(metrics)).await?;
+    let queues = crate::http::queues::Queues::new(
+        work.queue.clone(),
+        work.registry()?.queues(),
+        Some(state.metrics.registry.clone()),
+    );
     let mut ext = Extensions {
-        routes: Some(work.routes()),
+        routes: Some(
+            work.routes()
+                .merge(crate::http::queues::routes(queues)),
+        ),
         on_shutdown: Vec::new(),
     };
     if state.config.queue.workers_in_serve {

@@ -45,6 +45,7 @@ pub mod mixed;
 pub mod netns;
 pub mod observe;
 pub mod openapi;
+pub mod pinned;
 pub mod process;
 pub mod schemathesis;
 pub mod setns;

@@ -120,6 +120,13 @@ pub fn npm_ci(dir: &std::path::Path) -> Result<()> {
         .current_dir(dir))
 }
 
+/// What the dashboard tests drive: Debian's `chromium` (headless) and `playwright-core` from
+/// tests/dashboard's lockfile.
+pub fn dashboard() -> Result<()> {
+    apt_install(&[("chromium", "/usr/bin/chromium")])?;
+    npm_ci(&crate::util::root().join("tests/dashboard"))
+}
+
 fn nightly_sysroot() -> Result<PathBuf> {
     let out = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context(
         "the nightly toolchain is required for the eBPF build (rustup toolchain install nightly)",

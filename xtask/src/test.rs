@@ -77,6 +77,10 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
     }
+    if matches!(group, Group::All | Group::E2e) {
+        // The dashboard test drives headless Chromium.
+        deps::dashboard()?;
+    }
     if matches!(group, Group::All | Group::Vagrant) {
         // The VM test boots the project's box (built once, then cached).
         vagrant::build_box(false)?;

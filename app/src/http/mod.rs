@@ -7,7 +7,9 @@ pub mod dlq;
 mod error;
 mod health;
 mod middleware;
+pub mod queues;
 mod ratelimit;
+mod ui;
 mod users;
 
 use std::sync::Arc;
@@ -52,6 +54,7 @@ const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
         (name = "tasks", description = "Asynchronous tasks on the queue"),
         (name = "orders", description = "The order saga and its stock"),
         (name = "dlq", description = "Dead letters of a queue: browse, replay, purge"),
+        (name = "queues", description = "Every queue's sizes and finished jobs (the dashboard's numbers)"),
         (name = "probes", description = "Liveness, readiness, metrics, ping"),
     ),
 )]
@@ -132,6 +135,7 @@ pub fn router_with(state: AppState, extra: OpenApiRouter, admin: AdminToken) -> 
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc.to_string()) }
             }),
         )
+        .merge(ui::router())
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.body_limit_bytes))

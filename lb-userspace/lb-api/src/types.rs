@@ -600,6 +600,23 @@ pub struct BackendStats {
     pub active_conns: u64,
 }
 
+/// One event of `GET /v1/events` (the dashboard's live feed): everything the dashboard shows,
+/// taken at once every second. Counters are totals, as in [`Stats`]: the reader turns two
+/// snapshots into rates.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub at_unix_ms: u64,
+    pub status: Status,
+    pub vips: Vec<Vip>,
+    pub stats: Stats,
+    /// Per VIP: the lookup tables this lbd has written (each rewrite flips to a new one;
+    /// 0: adopted from the previous lbd and not rewritten since).
+    pub table_generations: BTreeMap<String, u64>,
+    /// This node's VRRP routers; `null` without a `[vrrp]` section.
+    #[serde(default)]
+    pub vrrp: Option<crate::vrrp::Overview>,
+}
+
 /// Body of `POST /v1/reload` (optional: left out, a reload that applies and prunes nothing).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -122,6 +122,9 @@ pub(super) struct VipState {
     pub(super) meta: VipMeta,
     /// The content that `meta.slot` holds.
     pub(super) content: TableContent,
+    /// Tables this programmer has flipped to for the VIP (1: the first one; 0: adopted and
+    /// not rewritten yet): what the dashboard shows as the table generation.
+    pub(super) generation: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +196,11 @@ impl Programmer {
 
     pub fn vip_meta(&self, name: &str) -> Option<VipMeta> {
         self.vips.get(name).map(|v| v.meta)
+    }
+
+    /// How many tables this lbd has written for the VIP (each rewrite flips to a new one).
+    pub fn table_generation(&self, name: &str) -> Option<u64> {
+        self.vips.get(name).map(|v| v.generation)
     }
 
     pub fn backend_id(&self, vip: &str, addr: IpAddr) -> Option<u32> {
@@ -489,8 +497,16 @@ impl Programmer {
                 source,
             })?;
         report.tables_swapped += 1;
-        self.vips
-            .insert(vip.name.clone(), VipState { key, meta, content });
+        let generation = existing.map_or(0, |st| st.generation) + 1;
+        self.vips.insert(
+            vip.name.clone(),
+            VipState {
+                key,
+                meta,
+                content,
+                generation,
+            },
+        );
         Ok(())
     }
 

@@ -103,6 +103,7 @@ impl Programmer {
                             key,
                             meta,
                             content: TableContent::Unknown,
+                            generation: 0,
                         },
                     );
                 }

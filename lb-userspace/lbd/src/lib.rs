@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod daemon;
+pub mod dashboard;
 pub mod health;
 pub mod neighbours;
 pub mod tls;

@@ -13,7 +13,9 @@
 mod api;
 mod backend_failure;
 mod balancer_failure;
+mod browser;
 mod chaos;
+mod dashboard;
 mod drain;
 mod ipv6;
 mod load;

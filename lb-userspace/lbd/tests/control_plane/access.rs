@@ -162,6 +162,10 @@ fn request(r: &Route, vip: &str, addr: &str) -> (String, String, Option<String>)
     if r.path.ends_with("/trace") {
         path.push_str("?client=10.77.0.50:40000");
     }
+    if r.path == "/v1/events" {
+        // One snapshot, then the stream ends.
+        path.push_str("?count=1");
+    }
     let body = match (r.method.as_str(), r.path) {
         ("POST", "/v1/vips") => Some(format!(
             r#"{{"name": "{vip}", "address": "10.77.0.106", "port": 82}}"#

@@ -9,6 +9,7 @@
 
 mod diag;
 mod error;
+mod events;
 mod node;
 mod vips;
 
@@ -53,6 +54,7 @@ fn api() -> OpenApiRouter<State> {
         .routes(routes!(node::health))
         .routes(routes!(node::stats))
         .routes(routes!(node::vrrp))
+        .routes(routes!(events::events))
         .routes(routes!(node::reload))
         .routes(routes!(node::shutdown))
         .routes(routes!(metrics::handler))
@@ -147,7 +149,8 @@ async fn openapi_json() -> Response {
 }
 
 /// The API's router, for both listeners: [`auth::guard`] tells the unix socket's
-/// administrator from TCP clients (token or certificate) and checks each call's scope.
+/// administrator from TCP clients (token or certificate) and checks each call's scope. The
+/// dashboard's static files are merged in after the guard: they carry no data.
 pub fn router(state: State) -> Router {
     let (router, _) = api().split_for_parts();
     router
@@ -168,6 +171,7 @@ pub fn router(state: State) -> Router {
             }
         }))
         .with_state(state)
+        .merge(crate::dashboard::router())
 }
 
 #[cfg(test)]
