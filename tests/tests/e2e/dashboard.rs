@@ -17,6 +17,7 @@ use tests::pinned;
 use crate::E2e;
 use crate::api::call;
 use crate::browser::{Browser, screenshots};
+use crate::load::{Load, Spec};
 
 const KILLED: &str = "be2";
 const DRAINED: &str = "be3";
@@ -70,13 +71,22 @@ fn lbd_dashboard_shows_the_lab_and_drains_through_the_api() -> Result<()> {
         Duration::from_secs(5),
     )?;
     b.wait_text("#vrrp td.state", "^master$", Duration::from_secs(10))?;
+    // Traffic through the VIP (bounded: 2 workers, 15 s at most): the rates and charts move.
+    let mut spec = Spec::new("dash");
+    spec.workers = 2;
+    spec.pace = Duration::from_millis(20);
+    spec.max_time = Duration::from_secs(15);
+    let load = Load::start(e.client(), e.vip, spec)?;
+    load.wait_more(300, Duration::from_secs(20))?;
     // Counters arrive: two snapshots make a rate.
     b.wait_text(
-        &format!("{} td.active-conns", row(&e.vip_name, &e.addr_of("be1")?.to_string())),
-        "^\\d+$",
+        &format!("#vips tr[data-vip=\"{}\"] td.pps", e.vip_name),
+        "^[1-9]",
         Duration::from_secs(10),
-    )?;
+    )
+    .context("the VIP's packets/s never moved under load")?;
     b.screenshot(&screenshots().join("lbd-dashboard.png"))?;
+    load.finish()?;
 
     // A backend's app dies: the page shows it unhealthy within the check window.
     let killed = e.addr_of(KILLED)?.to_string();

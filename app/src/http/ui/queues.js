@@ -78,8 +78,10 @@
 
   function draw(svg, points, now) {
     const max = Math.max(1, ...points.map((p) => p.v));
+    // The x axis spans what the tab has seen, up to the window.
+    const span = Math.max(1, Math.min(WINDOW_MS, points.length ? now - points[0].t : 0));
     svg.querySelector('polyline').setAttribute('points', points
-      .map((p) => (160 - ((now - p.t) / WINDOW_MS) * 160).toFixed(1) + ',' + (27 - (p.v / max) * 25).toFixed(1))
+      .map((p) => (160 - ((now - p.t) / span) * 160).toFixed(1) + ',' + (27 - (p.v / max) * 25).toFixed(1))
       .join(' '));
     svg.querySelector('title').textContent = 'peak ' + fmt(max) + ' jobs/s over the last 5 minutes';
   }

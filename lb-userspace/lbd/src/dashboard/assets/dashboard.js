@@ -176,15 +176,17 @@
 
   function drawSpark(svg, points, now, unit) {
     const max = Math.max(1, ...points.map((p) => p.v));
+    // The x axis spans what the tab has seen, up to the window: a fresh page fills it too.
+    const span = Math.max(1, Math.min(WINDOW_MS, points.length ? now - points[0].t : 0));
     const xy = points.map((p) => {
-      const x = 160 - ((now - p.t) / WINDOW_MS) * 160;
+      const x = 160 - ((now - p.t) / span) * 160;
       const y = 27 - (p.v / max) * 25;
       return x.toFixed(1) + ',' + y.toFixed(1);
     });
     svg.querySelector('polyline').setAttribute('points', xy.join(' '));
     const last = points.length ? points[points.length - 1].v : 0;
     svg.querySelector('title').textContent =
-      'now ' + fmt(last) + ' ' + unit + ', peak ' + fmt(max) + ' over the last 5 minutes';
+      'now ' + fmt(last) + ' ' + unit + ', peak ' + fmt(max) + ' over the last ' + Math.ceil(span / 60000) + ' min';
   }
 
   function fmt(n) {
