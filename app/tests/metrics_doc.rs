@@ -27,8 +27,7 @@ async fn docs_metrics_md_lists_every_app_metric() {
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let page = repo.join("docs/metrics.md");
-    let documented =
-        tests::metrics_doc::documented(&page, "app").unwrap_or_else(|e| panic!("{e}"));
+    let documented = tests::metrics_doc::documented(&page, "app").unwrap_or_else(|e| panic!("{e}"));
     let exposed = tests::metrics_doc::exposed(&text);
     let source = tests::metrics_doc::in_source(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),

@@ -76,10 +76,7 @@ pub fn documented(path: &Path, service: &str) -> Result<BTreeMap<String, Documen
         }
     }
     if out.is_empty() {
-        return Err(format!(
-            "{}: no table under `{heading}`",
-            path.display()
-        ));
+        return Err(format!("{}: no table under `{heading}`", path.display()));
     }
     Ok(out)
 }

@@ -44,7 +44,7 @@ fn repo_topology_is_the_documented_lab() -> Result<()> {
     }
     assert_eq!(
         t.node("svc").map(|n| n.services()),
-        Some(&[Service::Redis, Service::Postgres][..])
+        Some(&[Service::Redis, Service::Postgres, Service::Prometheus][..])
     );
     Ok(())
 }

@@ -1,0 +1,183 @@
+//! The lab's Prometheus (issue 16): the server the services host runs scrapes every lbd and
+//! app, sees the lab's backends through lbd's metrics, and fires `LbBackendDown` (rules of
+//! `prometheus/rules`) when a backend's app is killed, then clears it once it is back. Every
+//! question goes over Prometheus's HTTP API from the client host.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use tests::http::{Conn, Request};
+use tests::topology::Service;
+
+use crate::E2e;
+
+const VICTIM: &str = "be3";
+/// Prometheus's port on the services host (vagrant/provision/services.sh).
+const PORT: u16 = 9090;
+
+#[test]
+fn prometheus_sees_the_lab_and_alerts_on_a_killed_backend() -> Result<()> {
+    let e = E2e::start("prometheus")?;
+    let prom = prometheus_addr(&e)?;
+    let balancers = e.system.balancers();
+    let backends = e.system.backends();
+
+    // Every lbd and every app is a target that answers.
+    let logs = || e.logs(&[("svc", "prometheus")]);
+    e.wait_until(
+        "Prometheus to scrape every lbd and app",
+        Duration::from_secs(60),
+        || {
+            let up = query(&e, prom, "up == 1")?;
+            let jobs: Vec<&str> = up
+                .iter()
+                .filter_map(|s| s["metric"]["job"].as_str())
+                .collect();
+            Ok(
+                jobs.iter().filter(|j| **j == "lbd").count() == balancers.len()
+                    && jobs.iter().filter(|j| **j == "app").count() == backends.len(),
+            )
+        },
+    )
+    .with_context(logs)?;
+
+    // Each lbd's backend series name every backend, by its IPv4 and its IPv6 address.
+    let mut want = BTreeSet::new();
+    for b in &backends {
+        let host = e.system.lab().host(b)?;
+        want.insert(host.ipv4().to_string());
+        want.insert(host.ipv6().to_string());
+    }
+    for lb in &balancers {
+        let instance = format!("{}:9100", e.addr_of(lb)?);
+        let series = query(
+            &e,
+            prom,
+            &format!("lb_backend_up{{job=\"lbd\",instance=\"{instance}\"}} == 1"),
+        )?;
+        let seen: BTreeSet<String> = series
+            .iter()
+            .filter_map(|s| s["metric"]["backend"].as_str().map(str::to_string))
+            .collect();
+        ensure!(
+            seen == want,
+            "Prometheus's healthy backends of {lb}: {seen:?}, the lab has {want:?}"
+        );
+    }
+    let victim = e.addr_of(VICTIM)?.to_string();
+    ensure!(
+        firing(&e, prom, "LbBackendDown", &victim)?.is_empty(),
+        "LbBackendDown fires for {victim} before anything happened"
+    );
+    e.say(&format!(
+        "Prometheus at {prom} scrapes {} lbd and {} app; every backend healthy",
+        balancers.len(),
+        backends.len()
+    ));
+
+    // Kill the victim's app: lbd's checks mark it down, the alert fires after its `for`.
+    e.system.signal_daemon(VICTIM, "app", libc::SIGKILL)?;
+    let took = e
+        .wait_until(
+            &format!("LbBackendDown to fire for {VICTIM} ({victim})"),
+            Duration::from_secs(90),
+            || Ok(!firing(&e, prom, "LbBackendDown", &victim)?.is_empty()),
+        )
+        .with_context(logs)?;
+    let alerts = firing(&e, prom, "LbBackendDown", &victim)?;
+    let instances: BTreeSet<&str> = alerts
+        .iter()
+        .filter_map(|a| a["labels"]["instance"].as_str())
+        .collect();
+    ensure!(
+        instances.len() == balancers.len(),
+        "LbBackendDown for {victim} fires on {instances:?}, want every balancer: {alerts:?}"
+    );
+    e.say(&format!(
+        "LbBackendDown firing for {victim} on {} balancers {:.1} s after the kill",
+        instances.len(),
+        took.as_secs_f64()
+    ));
+
+    // Restore it: the alert resolves.
+    e.system.provision(VICTIM)?;
+    e.system.wait_healthy(
+        &balancers[0],
+        e.system.vip_backends(),
+        Duration::from_secs(60),
+    )?;
+    e.wait_until(
+        &format!("LbBackendDown to clear for {VICTIM}"),
+        Duration::from_secs(60),
+        || Ok(firing(&e, prom, "LbBackendDown", &victim)?.is_empty()),
+    )
+    .with_context(logs)?;
+    Ok(())
+}
+
+/// Where the topology's Prometheus listens.
+fn prometheus_addr(e: &E2e) -> Result<SocketAddr> {
+    let node = e
+        .system
+        .lab()
+        .topology()
+        .nodes()
+        .iter()
+        .find(|n| n.services().contains(&Service::Prometheus))
+        .context("vagrant/topology.json runs no `prometheus` service")?;
+    Ok(SocketAddr::new(IpAddr::V4(node.ipv4()), PORT))
+}
+
+/// `GET path` on Prometheus from the client host; the `data` of a successful answer.
+fn api(e: &E2e, prom: SocketAddr, path: &str) -> Result<Value> {
+    let path = path.to_string();
+    let resp = e
+        .client()
+        .in_netns(move || -> Result<tests::http::Response> {
+            let mut c = Conn::connect(prom, Duration::from_secs(5))
+                .with_context(|| format!("connecting to Prometheus at {prom}"))?;
+            Ok(c.send(&Request::get(&path, "prometheus-e2e").closing())?)
+        })??;
+    let body = resp.json()?;
+    if resp.status != 200 || body["status"] != "success" {
+        bail!("Prometheus answered {}: {}", resp.status, resp.text());
+    }
+    Ok(body["data"].clone())
+}
+
+/// The instant vector of `promql`.
+fn query(e: &E2e, prom: SocketAddr, promql: &str) -> Result<Vec<Value>> {
+    let data = api(e, prom, &format!("/api/v1/query?query={}", encode(promql)))?;
+    Ok(data["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Alerts `name` firing now for backend `backend`.
+fn firing(e: &E2e, prom: SocketAddr, name: &str, backend: &str) -> Result<Vec<Value>> {
+    let data = api(e, prom, "/api/v1/alerts")?;
+    Ok(data["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["state"] == "firing"
+                && a["labels"]["alertname"] == name
+                && a["labels"]["backend"] == backend
+        })
+        .cloned()
+        .collect())
+}
+
+/// Percent-encoding of a query parameter's value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
