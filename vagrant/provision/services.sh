@@ -64,7 +64,8 @@ prometheus_server() {
         log "prometheus: the namespace lab runs it (cargo xtask lab); skipped on a VM"
         return 0
     fi
-    packages prometheus
+    # Not through `packages`: the VM box does not carry it (cargo xtask setup installs it here).
+    command -v prometheus >/dev/null || die "missing packages: prometheus (apt-get install prometheus)"
     [ "$LAB_START" = 1 ] || { log "checked only: prometheus on $LAB_IPV4:9090"; return 0; }
     : "${LAB_BALANCERS:?}" "${LAB_BACKENDS:?}" "${LAB_VIP_PORT:?}" "${LAB_TOKEN_FILE:?}"
     rules="$(cd "$(dirname "$0")/../../prometheus/rules" && pwd)" \
