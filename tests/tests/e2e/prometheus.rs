@@ -67,6 +67,7 @@ fn prometheus_sees_the_lab_and_alerts_on_a_killed_backend() -> Result<()> {
             "Prometheus's healthy backends of {lb}: {seen:?}, the lab has {want:?}"
         );
     }
+    dashboard_queries_run(&e, prom)?;
     let victim = e.addr_of(VICTIM)?.to_string();
     ensure!(
         firing(&e, prom, "LbBackendDown", &victim)?.is_empty(),
@@ -115,6 +116,43 @@ fn prometheus_sees_the_lab_and_alerts_on_a_killed_backend() -> Result<()> {
         || Ok(firing(&e, prom, "LbBackendDown", &victim)?.is_empty()),
     )
     .with_context(logs)?;
+    Ok(())
+}
+
+/// Every query of the Grafana dashboard (prometheus/grafana/lb-xdp.json; Grafana itself is
+/// not installable here) is valid PromQL for the lab's Prometheus, and the healthy-backends
+/// panel shows every backend of each VIP.
+fn dashboard_queries_run(e: &E2e, prom: SocketAddr) -> Result<()> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../prometheus/grafana/lb-xdp.json");
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    let mut n = 0;
+    for panel in dash["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().context("a target without expr")?;
+            query(e, prom, expr).with_context(|| {
+                format!("dashboard panel {:?}: {expr}", panel["title"].as_str())
+            })?;
+            n += 1;
+        }
+    }
+    ensure!(n >= 10, "only {n} dashboard queries in {}", path.display());
+    let backends = e.system.backends().len() as f64;
+    e.wait_until(
+        "the dashboard's healthy-backends panel to count every backend",
+        Duration::from_secs(30),
+        || {
+            let v = query(e, prom, "min by (vip) (lb:vip_healthy_backends:count)")?;
+            Ok(v.len() == 2
+                && v.iter().all(|s| {
+                    s["value"][1].as_str().and_then(|x| x.parse::<f64>().ok()) == Some(backends)
+                }))
+        },
+    )?;
+    e.say(&format!("{n} dashboard queries answered"));
     Ok(())
 }
 
