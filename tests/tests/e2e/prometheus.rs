@@ -51,21 +51,23 @@ fn prometheus_sees_the_lab_and_alerts_on_a_killed_backend() -> Result<()> {
         want.insert(host.ipv4().to_string());
         want.insert(host.ipv6().to_string());
     }
+    // (Prometheus's newest sample may be a scrape older than lbctl's answer: bounded wait.)
     for lb in &balancers {
         let instance = format!("{}:9100", e.addr_of(lb)?);
-        let series = query(
-            &e,
-            prom,
-            &format!("lb_backend_up{{job=\"lbd\",instance=\"{instance}\"}} == 1"),
-        )?;
-        let seen: BTreeSet<String> = series
-            .iter()
-            .filter_map(|s| s["metric"]["backend"].as_str().map(str::to_string))
-            .collect();
-        ensure!(
-            seen == want,
-            "Prometheus's healthy backends of {lb}: {seen:?}, the lab has {want:?}"
-        );
+        let promql = format!("lb_backend_up{{job=\"lbd\",instance=\"{instance}\"}} == 1");
+        let mut seen = BTreeSet::new();
+        e.wait_until(
+            &format!("Prometheus to see every backend of {lb} healthy"),
+            Duration::from_secs(30),
+            || {
+                seen = query(&e, prom, &promql)?
+                    .iter()
+                    .filter_map(|s| s["metric"]["backend"].as_str().map(str::to_string))
+                    .collect();
+                Ok(seen == want)
+            },
+        )
+        .with_context(|| format!("healthy backends of {lb}: {seen:?}, the lab has {want:?}"))?;
     }
     dashboard_queries_run(&e, prom)?;
     let victim = e.addr_of(VICTIM)?.to_string();
