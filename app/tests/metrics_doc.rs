@@ -1,10 +1,12 @@
 //! docs/metrics.md lists every metric the app has: a real instance (SQLite, a test
-//! redis-server, its queue) serves some traffic, then its `/metrics` and the names the app's
-//! source defines are compared with the page's `## app` table (`tests::metrics_doc`).
+//! redis-server, its queue) serves some traffic and dead-letters a failing task, then its
+//! `/metrics` and the names the app's source defines are compared with the page's `## app`
+//! table (`tests::metrics_doc`).
 
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use support::app::{base, client, create_user, sqlite_url, test_config, user_name};
 
@@ -23,6 +25,27 @@ async fn docs_metrics_md_lists_every_app_metric() {
     for _ in 0..2 {
         assert_eq!(user_name(&c, &base, id).await.as_deref(), Some("Ann"));
     }
+    // A task that fails for good: enqueued, retried, dead-lettered (the queue's families).
+    let r = c
+        .post(format!("{base}/tasks"))
+        .json(&serde_json::json!({"kind": "fail", "max_attempts": 2}))
+        .send()
+        .await
+        .expect("POST /tasks");
+    assert_eq!(r.status(), 202, "a failing task is accepted");
+    let dead =
+        support::wait_until_async(Duration::from_secs(60), Duration::from_millis(100), || {
+            let (c, base) = (c.clone(), base.clone());
+            async move {
+                let m = support::app::metrics(&c, &base).await;
+                tests::metrics::sum(&m, "app_queue_dead_letters_total", &[]) >= 1.0
+            }
+        })
+        .await;
+    assert!(
+        dead,
+        "the failing task reached the dead letters within 60 s"
+    );
     let text = support::app::metrics(&c, &base).await;
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -40,6 +63,11 @@ async fn docs_metrics_md_lists_every_app_metric() {
         "app_cache_lookups_total",
         "app_db_pool_acquire_wait_seconds",
         "app_queue_backend_info",
+        "app_queue_enqueued_total",
+        "app_queue_jobs_total",
+        "app_queue_retries_total",
+        "app_queue_dead_letters_total",
+        "app_queue_processing_seconds",
     ] {
         assert!(
             exposed.get(family).is_some_and(|e| e.sampled),
