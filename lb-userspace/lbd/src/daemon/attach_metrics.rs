@@ -7,12 +7,14 @@ use std::fmt::Write;
 
 use tracing::warn;
 
+const NAME: &str = "lbd_dataplane_attached";
+
 /// The metric's lines for `interfaces`, asking the kernel through route netlink (as VRRP's
 /// tracking does). An interface whose state cannot be read counts as detached.
 pub async fn prometheus(interfaces: &[String]) -> String {
-    let mut out = String::from(
-        "# HELP lbd_dataplane_attached 1 while the kernel runs an XDP program on the interface.\n\
-         # TYPE lbd_dataplane_attached gauge\n",
+    let mut out = format!(
+        "# HELP {NAME} 1 while the kernel runs an XDP program on the interface.\n\
+         # TYPE {NAME} gauge\n"
     );
     let handle = match lb_vrrp::kernel::connect() {
         Ok(h) => Some(h),
@@ -33,7 +35,7 @@ pub async fn prometheus(interfaces: &[String]) -> String {
         };
         let _ = writeln!(
             out,
-            "lbd_dataplane_attached{{interface=\"{}\"}} {}",
+            "{NAME}{{interface=\"{}\"}} {}",
             iface.replace('\\', "\\\\").replace('"', "\\\""),
             u8::from(attached)
         );
