@@ -78,6 +78,17 @@ address = "$LAB_VIP_IPV6"
 port = $LAB_VIP_PORT
 protocol = "${LAB_VIP_PROTOCOL:-tcp}"
 CONF
+# The lab's Prometheus (services.sh) scrapes /metrics with a read-only token of its own.
+ptoken="$(dirname "$LAB_TOKEN_FILE")/prometheus-token"
+if [ -s "$ptoken" ]; then
+    cat >>"$HOST_DIR/lbd.toml" <<CONF
+
+[[api.clients]]
+name = "prometheus"
+scope = "read-only"
+token_file = "$ptoken"
+CONF
+fi
 "$lbd" --check-config "$HOST_DIR/lbd.toml" >/dev/null || die "lbd rejects $HOST_DIR/lbd.toml"
 
 LBD_LOG="${LBD_LOG:-info}" start lbd "$lbd" --config "$HOST_DIR/lbd.toml"

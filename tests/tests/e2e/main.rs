@@ -19,6 +19,7 @@ mod dashboard;
 mod drain;
 mod ipv6;
 mod load;
+mod prometheus;
 mod restart;
 mod served;
 mod spread;
