@@ -125,10 +125,7 @@ pub async fn extensions(state: AppState) -> anyhow::Result<Extensions> {
         Some(state.metrics.registry.clone()),
     );
     let mut ext = Extensions {
-        routes: Some(
-            work.routes()
-                .merge(crate::http::queues::routes(queues)),
-        ),
+        routes: Some(work.routes().merge(crate::http::queues::routes(queues))),
         on_shutdown: Vec::new(),
     };
     if state.config.queue.workers_in_serve {

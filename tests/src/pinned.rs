@@ -38,8 +38,8 @@ pub fn table_counts(
     let meta = vips
         .get(&VipKey::new(vip, port, proto), 0)
         .map_err(|e| map_error("VIPS", format!("{vip} port {port}: {e}")))?;
-    let tables: Array<MapData, u32> = Array::try_from(Map::Array(open(pins, "TABLES")?))
-        .map_err(|e| map_error("TABLES", e))?;
+    let tables: Array<MapData, u32> =
+        Array::try_from(Map::Array(open(pins, "TABLES")?)).map_err(|e| map_error("TABLES", e))?;
     let base = (meta.id * TABLE_SLOTS + meta.slot) * lb_common::MAX_TABLE;
     let mut by_id: BTreeMap<u32, u32> = BTreeMap::new();
     for i in 0..meta.table_len {

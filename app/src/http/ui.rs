@@ -28,7 +28,12 @@ pub fn router() -> Router {
         )
         .route(
             "/ui/queues.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+            }),
         )
         .route(
             "/ui/queues.css",

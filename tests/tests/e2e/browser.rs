@@ -43,8 +43,8 @@ impl Browser {
              e2e does)",
             dir.display()
         );
-        let err = std::fs::File::create(log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let err =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = host.command(["node", "driver.js"]);
         cmd.current_dir(&dir)
             .env("CHROMIUM", CHROMIUM)
@@ -52,7 +52,9 @@ impl Browser {
             .stdout(Stdio::piped())
             .stderr(err)
             .process_group(0);
-        let mut child = cmd.spawn().context("starting node tests/dashboard/driver.js")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting node tests/dashboard/driver.js")?;
         let stdin = child.stdin.take().context("driver stdin")?;
         let stdout = child.stdout.take().context("driver stdout")?;
         let (tx, answers) = channel();
@@ -74,7 +76,10 @@ impl Browser {
     /// Sends one command; its answer's `value`, or its error.
     pub fn call(&mut self, cmd: Value, timeout: Duration) -> Result<Value> {
         let line = cmd.to_string();
-        let stdin = self.stdin.as_mut().context("the browser driver is closed")?;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("the browser driver is closed")?;
         writeln!(stdin, "{line}").context("writing to the browser driver")?;
         stdin.flush()?;
         let answer = match self.answers.recv_timeout(timeout + SLACK) {

@@ -164,7 +164,11 @@ fn lbd_dashboard_shows_the_lab_and_drains_through_the_api() -> Result<()> {
     b.click(&format!("{r} button.drain"))?;
     b.wait_text("#confirm-text", "^Undrain ", Duration::from_secs(5))?;
     b.click("#confirm-ok")?;
-    b.wait_text(&format!("{r} td.admin"), "^active$", Duration::from_secs(10))?;
+    b.wait_text(
+        &format!("{r} td.admin"),
+        "^active$",
+        Duration::from_secs(10),
+    )?;
     e.wait_until(
         "the undrained backend to return to the VIP's table in the pinned maps",
         Duration::from_secs(10),
@@ -219,7 +223,12 @@ fn app_dashboard(e: &E2e, b: &mut Browser, token: &str) -> Result<()> {
     let app = SocketAddr::new(e.addr_of(APP)?, e.vip.port());
     let body = r#"{"kind": "fail", "input": {"permanent": true}, "max_attempts": 1}"#;
     let r = call(e, app, Request::post("/tasks", body, "dashboard-dead-task"))?;
-    ensure!(r.status == 202, "POST /tasks on {APP}: {} {}", r.status, r.text());
+    ensure!(
+        r.status == 202,
+        "POST /tasks on {APP}: {} {}",
+        r.status,
+        r.text()
+    );
     let task = r.json()?["id"]
         .as_str()
         .context("POST /tasks answered no id")?
@@ -234,15 +243,27 @@ fn app_dashboard(e: &E2e, b: &mut Browser, token: &str) -> Result<()> {
     );
     let queue = "#queues tr[data-queue=\"tasks\"]";
     b.wait_text("#live", "^live$", Duration::from_secs(15))?;
-    b.wait_text(&format!("{queue} td.dead"), "^[1-9]", Duration::from_secs(20))
-        .with_context(|| format!("task {task} never showed as a dead letter of `tasks`"))?;
-    b.wait_text(&format!("{queue} td.jobs-rate"), "^\\d", Duration::from_secs(10))?;
+    b.wait_text(
+        &format!("{queue} td.dead"),
+        "^[1-9]",
+        Duration::from_secs(20),
+    )
+    .with_context(|| format!("task {task} never showed as a dead letter of `tasks`"))?;
+    b.wait_text(
+        &format!("{queue} td.jobs-rate"),
+        "^\\d",
+        Duration::from_secs(10),
+    )?;
     b.click(&format!("{queue} button.browse"))?;
     b.fill("#token", token)?;
     b.click("#token-form button[type=submit]")?;
     let letter = format!("#letters tr[data-job=\"{task}\"]");
-    b.wait_text(&format!("{letter} td.kind"), "^fail$", Duration::from_secs(10))
-        .with_context(|| format!("task {task} is not among the dead letters the page lists"))?;
+    b.wait_text(
+        &format!("{letter} td.kind"),
+        "^fail$",
+        Duration::from_secs(10),
+    )
+    .with_context(|| format!("task {task} is not among the dead letters the page lists"))?;
     b.screenshot(&screenshots().join("app-queues.png"))?;
     let task_path = format!("/tasks/{task}");
     let updated = || -> Result<u64> {

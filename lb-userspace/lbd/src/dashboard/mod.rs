@@ -28,7 +28,10 @@ pub fn router() -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/ui/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/ui/dashboard.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
@@ -71,7 +74,10 @@ mod tests {
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
         assert!(!INDEX.contains("http://") && !INDEX.contains("https://"));
         for (name, text) in [("dashboard.js", SCRIPT), ("index.html", INDEX)] {
-            assert!(!text.contains("innerHTML"), "{name}: text goes in textContent");
+            assert!(
+                !text.contains("innerHTML"),
+                "{name}: text goes in textContent"
+            );
             assert!(!text.contains("eval("), "{name}: the CSP forbids eval");
         }
         assert!(INDEX.contains("src=\"/ui/dashboard.js\""));

@@ -93,8 +93,8 @@ pub async fn events(
     };
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stream = futures_util::stream::unfold((s, ticks, 0u64), move |(s, mut ticks, sent)| {
-        async move {
+    let stream =
+        futures_util::stream::unfold((s, ticks, 0u64), move |(s, mut ticks, sent)| async move {
             if count.is_some_and(|c| sent >= c) {
                 return None;
             }
@@ -105,8 +105,7 @@ pub async fn events(
             }
             .unwrap_or_else(|_| Event::default().event("error").data("unserialisable"));
             Some((Ok::<_, Infallible>(event), (s, ticks, sent + 1)))
-        }
-    });
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
