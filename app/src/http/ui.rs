@@ -36,6 +36,24 @@ pub fn router() -> Router {
             }),
         )
         .route(
+            "/ui/common.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    lb_api::web::COMMON_JS,
+                )
+            }),
+        )
+        .route(
+            "/ui/common.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    lb_api::web::COMMON_CSS,
+                )
+            }),
+        )
+        .route(
             "/ui/queues.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }),
         );

@@ -11,6 +11,7 @@ pub mod selfcheck;
 mod transport;
 pub mod types;
 pub mod vrrp;
+pub mod web;
 mod whole;
 
 pub use client::{CaptureStream, Client, Fetched};

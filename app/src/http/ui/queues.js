@@ -10,7 +10,7 @@
   const PERIOD_MS = 1000;
   const WINDOW_MS = 5 * 60 * 1000;
   const PAGE = 100;
-  const SVG = 'http://www.w3.org/2000/svg';
+  const { toast, fmt, spark } = LbUi;
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY);
@@ -32,11 +32,6 @@
     return td;
   }
 
-  function fmt(n) {
-    if (n === null || n === undefined || Number.isNaN(n)) return '–';
-    if (Math.abs(n) >= 100 || Number.isInteger(n)) return String(Math.round(n));
-    return n.toFixed(1);
-  }
 
   function finished(q) {
     return Object.values(q.finished || {}).reduce((a, b) => a + b, 0);
@@ -66,25 +61,7 @@
     b.className = 'badge ' + (on ? 'on' : 'off');
   }
 
-  function spark(td) {
-    const svg = document.createElementNS(SVG, 'svg');
-    svg.setAttribute('class', 'spark');
-    svg.setAttribute('viewBox', '0 0 160 28');
-    svg.setAttribute('preserveAspectRatio', 'none');
-    svg.append(document.createElementNS(SVG, 'title'), document.createElementNS(SVG, 'polyline'));
-    td.appendChild(svg);
-    return svg;
-  }
 
-  function draw(svg, points, now) {
-    const max = Math.max(1, ...points.map((p) => p.v));
-    // The x axis spans what the tab has seen, up to the window.
-    const span = Math.max(1, Math.min(WINDOW_MS, points.length ? now - points[0].t : 0));
-    svg.querySelector('polyline').setAttribute('points', points
-      .map((p) => (160 - ((now - p.t) / span) * 160).toFixed(1) + ',' + (27 - (p.v / max) * 25).toFixed(1))
-      .join(' '));
-    svg.querySelector('title').textContent = 'peak ' + fmt(max) + ' jobs/s over the last 5 minutes';
-  }
 
   function render(o) {
     $('backend').textContent = o.backend;
@@ -121,11 +98,7 @@
       if (old && dt > 0) {
         const rate = Math.max(0, finished(q) - finished(old)) / dt;
         text(r.rate, fmt(rate));
-        let s = series.get(q.queue);
-        if (!s) series.set(q.queue, (s = []));
-        s.push({ t: now, v: rate });
-        while (s.length && s[0].t < now - WINDOW_MS) s.shift();
-        draw(r.spark, s, now);
+        LbUi.draw(r.spark, LbUi.record(series, q.queue, now, rate, WINDOW_MS), now, WINDOW_MS, 'jobs/s');
       }
     }
     prev = o;
@@ -239,17 +212,6 @@
     sessionStorage.removeItem(TOKEN_KEY);
   }
 
-  let toastTimer = null;
-  function toast(message, error) {
-    const t = $('toast');
-    t.textContent = message;
-    t.className = error ? 'error' : '';
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => {
-      t.hidden = true;
-    }, 6000);
-  }
 
   document.addEventListener('DOMContentLoaded', () => {
     $('token-form').addEventListener('submit', (ev) => {

@@ -37,6 +37,14 @@ pub fn router() -> Router {
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
+            "/ui/common.js",
+            get(|| async { asset("text/javascript; charset=utf-8", lb_api::web::COMMON_JS) }),
+        )
+        .route(
+            "/ui/common.css",
+            get(|| async { asset("text/css; charset=utf-8", lb_api::web::COMMON_CSS) }),
+        )
+        .route(
             "/ui/dashboard.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
@@ -73,7 +81,11 @@ mod tests {
         // The CSP forbids inline script and style: the page would break silently.
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
         assert!(!INDEX.contains("http://") && !INDEX.contains("https://"));
-        for (name, text) in [("dashboard.js", SCRIPT), ("index.html", INDEX)] {
+        for (name, text) in [
+            ("dashboard.js", SCRIPT),
+            ("index.html", INDEX),
+            ("common.js", lb_api::web::COMMON_JS),
+        ] {
             assert!(
                 !text.contains("innerHTML"),
                 "{name}: text goes in textContent"

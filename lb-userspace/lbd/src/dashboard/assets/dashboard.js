@@ -10,7 +10,7 @@
   const WINDOW_MS = 5 * 60 * 1000;
   const RETRY_MS = 2000;
   const MAX_WEIGHT = 1000000;
-  const SVG = 'http://www.w3.org/2000/svg';
+  const { toast, fmt } = LbUi;
 
   const $ = (id) => document.getElementById(id);
   let token = sessionStorage.getItem(TOKEN_KEY);
@@ -146,58 +146,17 @@
   }
 
   function sparkCell(tr) {
-    const td = cell(tr, 'chart');
-    const svg = document.createElementNS(SVG, 'svg');
-    svg.setAttribute('class', 'spark');
-    svg.setAttribute('viewBox', '0 0 160 28');
-    svg.setAttribute('preserveAspectRatio', 'none');
-    const base = document.createElementNS(SVG, 'line');
-    base.setAttribute('x1', '0');
-    base.setAttribute('x2', '160');
-    base.setAttribute('y1', '27');
-    base.setAttribute('y2', '27');
-    const line = document.createElementNS(SVG, 'polyline');
-    const title = document.createElementNS(SVG, 'title');
-    svg.append(title, base, line);
-    td.appendChild(svg);
-    return svg;
+    return LbUi.spark(cell(tr, 'chart'));
   }
 
   function record(key, t, v) {
-    let s = series.get(key);
-    if (!s) {
-      s = [];
-      series.set(key, s);
-    }
-    s.push({ t, v });
-    while (s.length && s[0].t < t - WINDOW_MS) s.shift();
-    return s;
+    return LbUi.record(series, key, t, v, WINDOW_MS);
   }
 
   function drawSpark(svg, points, now, unit) {
-    const max = Math.max(1, ...points.map((p) => p.v));
-    // The x axis spans what the tab has seen, up to the window: a fresh page fills it too.
-    const span = Math.max(1, Math.min(WINDOW_MS, points.length ? now - points[0].t : 0));
-    const xy = points.map((p) => {
-      const x = 160 - ((now - p.t) / span) * 160;
-      const y = 27 - (p.v / max) * 25;
-      return x.toFixed(1) + ',' + y.toFixed(1);
-    });
-    svg.querySelector('polyline').setAttribute('points', xy.join(' '));
-    const last = points.length ? points[points.length - 1].v : 0;
-    svg.querySelector('title').textContent =
-      'now ' + fmt(last) + ' ' + unit + ', peak ' + fmt(max) + ' over the last ' + Math.ceil(span / 60000) + ' min';
+    LbUi.draw(svg, points, now, WINDOW_MS, unit);
   }
 
-  function fmt(n) {
-    if (n === null || n === undefined || Number.isNaN(n)) return '–';
-    const a = Math.abs(n);
-    if (a >= 1e9) return (n / 1e9).toFixed(1) + 'G';
-    if (a >= 1e6) return (n / 1e6).toFixed(1) + 'M';
-    if (a >= 1e4) return (n / 1e3).toFixed(1) + 'k';
-    if (a >= 100 || Number.isInteger(n)) return String(Math.round(n));
-    return n.toFixed(1);
-  }
 
   function ago(ms) {
     const s = Math.max(0, Math.round(ms / 1000));
@@ -480,17 +439,6 @@
     }
   }
 
-  let toastTimer = null;
-  function toast(message, error) {
-    const t = $('toast');
-    t.textContent = message;
-    t.className = error ? 'error' : '';
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => {
-      t.hidden = true;
-    }, 6000);
-  }
 
   // ---- start ------------------------------------------------------------------------
 
