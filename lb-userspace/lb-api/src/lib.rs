@@ -2,6 +2,7 @@
 //! typed client ([`Client`]) over HTTP/1.1 on the unix socket or TCP. lbd serves these types,
 //! lbctl and the tests read them.
 
+pub mod bgp;
 mod client;
 mod error;
 mod transport;

@@ -12,9 +12,11 @@ use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod bgp;
 mod daemon;
 mod vrrp;
 
+pub use bgp::{Bfd, BgpConfig, Peer as BgpPeer};
 pub use daemon::{ApiConfig, CheckKind, HealthConfig, SweepConfig};
 pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
@@ -42,6 +44,8 @@ pub struct Config {
     pub vips: Vec<VipConfig>,
     /// VIP failover between balancers (VRRPv3), when configured.
     pub vrrp: Option<VrrpConfig>,
+    /// Active-active: the VIPs announced to routers over BGP, when configured.
+    pub bgp: Option<BgpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +130,8 @@ struct RawConfig {
     vips: Vec<RawVip>,
     #[serde(default)]
     vrrp: Option<vrrp::RawVrrp>,
+    #[serde(default)]
+    bgp: Option<bgp::RawBgp>,
 }
 
 #[derive(Deserialize, Default)]
@@ -361,12 +367,25 @@ impl Config {
             }
             None => None,
         };
+        let bgp = match raw.bgp {
+            Some(r) => {
+                let names: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+                let state_dir = api
+                    .state_file
+                    .parent()
+                    .unwrap_or(Path::new("/var/lib/lbd"))
+                    .to_path_buf();
+                Some(bgp::parse_bgp(&ctx, r, &names, &state_dir)?)
+            }
+            None => None,
+        };
         Ok(Self {
             dataplane,
             api,
             sweep,
             vips,
             vrrp,
+            bgp,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 mod batch;
 mod mac;
+pub mod forwarding;
 pub mod maglev;
 mod maps;
 pub mod object;
@@ -12,6 +13,7 @@ pub mod packet;
 pub mod pcap;
 pub mod pin;
 mod programmer;
+pub mod slots;
 pub mod replay;
 mod snapshot;
 pub mod wrr;

@@ -13,6 +13,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use lb_api::types::{AdminState, NewBackend, NewVip};
 use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
 
+mod bgp_view;
 mod format;
 mod rates;
 mod table;
@@ -93,7 +94,10 @@ enum Cmd {
     /// VRRP state, priority, current master, timers and counters of each virtual router (IPv4,
     /// IPv6); needs `[vrrp]` in lbd's config.
     Vrrp,
-    /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
+    /// BGP sessions of this balancer's speaker and the VIP addresses it announces (or why
+    /// not); needs `[bgp]` in lbd's config.
+    Bgp,
+    /// Stop lbd (with `[bgp]`: withdraw, drain, then stop). The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
         #[arg(long)]
@@ -112,6 +116,15 @@ enum Cmd {
         /// Where to write the packets the program transmitted or passed.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The forwarding state in the maps pinned under --pin-dir (root; no lbd involved): each
+    /// VIP's id, algorithm, mode and a digest of its active table, every backend slot, and a
+    /// digest of it all. Balancers with the same VIPs and backends show the same digest,
+    /// whatever order the backends came in.
+    Forwarding {
+        /// lbd's `[dataplane] pin_dir`.
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
     },
     /// Attach a helper XDP program through a pinned link (root; no lbd involved). XDP_TX on a
     /// veth is dropped unless the peer end has an XDP program: `pass` on the bridge-side port
@@ -287,6 +300,15 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             );
         }
         Cmd::Xdp { cmd } => return xdp_command(cmd),
+        Cmd::Forwarding { pin_dir } => {
+            let state = lb_dataplane::forwarding::read_pinned(&pin_dir)
+                .with_context(|| format!("reading the maps pinned under {}", pin_dir.display()))?;
+            return print(&if json {
+                pretty(&serde_json::to_value(&state)?)
+            } else {
+                format::forwarding(&state)
+            });
+        }
         cmd => cmd,
     };
     let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
@@ -396,6 +418,10 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             let r = client.vrrp().await?;
             show(json, &r, || vrrp_view::render(&r.value))
         }
+        Cmd::Bgp => {
+            let r = client.bgp().await?;
+            show(json, &r, || bgp_view::render(&r.value))
+        }
         Cmd::Stats { watch: false, .. } => {
             let r = client.stats().await?;
             show(json, &r, || format::stats_totals(&r.value))
@@ -421,7 +447,7 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
                 "lbd is shutting down (the XDP program keeps forwarding)\n"
             })
         }
-        Cmd::Replay { .. } | Cmd::Xdp { .. } => {
+        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::Forwarding { .. } => {
             unreachable!("handled before the API client is made")
         }
     }

@@ -116,6 +116,17 @@ async fn run(config: Config) -> Result<()> {
         }
         None => None,
     };
+    let bgp = match state.config.bgp.clone() {
+        Some(cfg) => {
+            let gate = std::sync::Arc::new(daemon::BgpGate::new(state.clone()));
+            let handle = lb_bgp::spawn(cfg, gate)
+                .await
+                .context("starting the BGP announcer")?;
+            let _ = state.bgp.set(handle.status_ref());
+            Some(handle)
+        }
+        None => None,
+    };
 
     if let Some(dir) = api_cfg.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -175,6 +186,10 @@ async fn run(config: Config) -> Result<()> {
     };
     if let Some(handle) = vrrp {
         // Priority-0 advert and VIPs removed: the backup takes over at once.
+        handle.stop().await;
+    }
+    if let Some(handle) = bgp {
+        // Withdraw, keep forwarding for the drain time, then stop the speaker.
         handle.stop().await;
     }
     let _ = std::fs::remove_file(&api_cfg.socket);

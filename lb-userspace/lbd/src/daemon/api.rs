@@ -110,6 +110,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/vrrp", get(vrrp_status))
+        .route("/v1/bgp", get(bgp_status))
         .route("/metrics", get(metrics::handler))
         .fallback(|| async { ApiError::not_found("no such endpoint (see docs/api.md)") })
         .with_state(state)
@@ -126,6 +127,15 @@ async fn vrrp_status(AxState(s): AxState<State>) -> ApiResult<Json<Value>> {
     serde_json::to_value(status)
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+/// `GET /v1/bgp`: sessions and announced prefixes (404 without `[bgp]`).
+async fn bgp_status(AxState(s): AxState<State>) -> ApiResult<Json<lb_api::bgp::Overview>> {
+    s.bgp
+        .get()
+        .and_then(|b| b.overview())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("BGP is not configured (no [bgp] section)"))
 }
 
 /// The TCP router: every call needs `Authorization: Bearer <token>`.

@@ -9,9 +9,12 @@ mod metrics;
 pub mod model;
 mod persist;
 mod sweep;
+mod bgp;
+mod bgp_metrics;
 mod track;
 mod vrrp_metrics;
 
+pub use bgp::BgpGate;
 pub use sweep::sweep_loop;
 
 use std::{
@@ -73,6 +76,8 @@ pub struct Shared {
     dataplane: std::sync::Mutex<Option<Dataplane>>,
     /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
     pub vrrp: std::sync::OnceLock<lb_vrrp::Statuses>,
+    /// The BGP announcer's status, once `[bgp]` runs (`lb_bgp`).
+    pub bgp: std::sync::OnceLock<lb_bgp::Status>,
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
@@ -171,6 +176,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         shutdown,
         dataplane: std::sync::Mutex::new(None),
         vrrp: std::sync::OnceLock::new(),
+        bgp: std::sync::OnceLock::new(),
         neighbours,
     });
     tokio::spawn(macs::event_loop(
