@@ -480,7 +480,7 @@ mod tests {
             (head.to_string(), "bgp.peers: at least one [[bgp.peers]]"),
             (
                 format!("{head}{PEER}{PEER}"),
-                "lbd.toml:11: bgp.peers[1].address: 10.0.0.1 is listed twice",
+                "lbd.toml:12: bgp.peers[1].address: 10.0.0.1 is listed twice",
             ),
             (
                 format!("{head}[[bgp.peers]]\naddress = \"224.0.0.5\"\nas = 1\n"),
