@@ -17,7 +17,13 @@ use crate::netns::{Host, Lab, SegmentKind};
 use crate::topology::{Role, Topology};
 
 /// Order in which roles are provisioned: what a role connects to is up before it starts.
-const ROLE_ORDER: [Role; 4] = [Role::Services, Role::Balancer, Role::Backend, Role::Client];
+const ROLE_ORDER: [Role; 5] = [
+    Role::Router,
+    Role::Services,
+    Role::Balancer,
+    Role::Backend,
+    Role::Client,
+];
 
 /// The project's binaries every lab needs (built with `cargo build --release`).
 pub const BINARIES: [&str; 3] = ["lbd", "lbctl", "app"];
@@ -41,6 +47,9 @@ pub struct SystemOptions {
     pub xdp_mode: XdpMode,
     /// What joins the hosts (see [`SegmentKind`]). On macvlan lbd's `auto` XDP mode is generic.
     pub segment: SegmentKind,
+    /// Balancers not started by [`System::start`] (a test scales out to them later with
+    /// [`System::provision`]).
+    pub held_back: Vec<String>,
 }
 
 /// See [`SystemOptions::xdp_mode`].
@@ -77,6 +86,7 @@ impl SystemOptions {
             progress: false,
             xdp_mode: XdpMode::Auto,
             segment: SegmentKind::Bridge,
+            held_back: Vec::new(),
         }
     }
 
@@ -106,6 +116,11 @@ impl System {
     /// The lab description `vagrant/topology.json` of the repository in `opts`.
     pub fn topology(opts: &SystemOptions) -> Result<Topology> {
         Ok(Topology::load(opts.repo.join("vagrant/topology.json"))?)
+    }
+
+    /// The same file's lab for `ha` (see [`Topology::with_ha`]).
+    pub fn topology_for(opts: &SystemOptions, ha: crate::HaMode) -> Result<Topology> {
+        Ok(Self::topology(opts)?.with_ha(ha)?)
     }
 
     /// Creates the lab for `topology` and provisions every host, then waits until the first
@@ -143,7 +158,9 @@ impl System {
         }
         for role in ROLE_ORDER {
             for host in system.lab.hosts_with_role(role) {
-                system.provision(host.name())?;
+                if !system.opts.held_back.iter().any(|h| h == host.name()) {
+                    system.provision(host.name())?;
+                }
             }
         }
         let backends = system.lab.hosts_with_role(Role::Backend).count();

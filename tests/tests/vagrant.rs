@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
 use tests::exec::{run, which};
 use tests::topology::{Ipv4Net, Role};
-use tests::{Lab, Topology};
+use tests::{HaMode, Lab, Topology};
 
 const VAGRANT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vagrant");
 
@@ -41,9 +41,18 @@ fn vagrantfile_is_valid_ruby() -> Result<()> {
 
 #[test]
 fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
+    for ha in [HaMode::Vrrp, HaMode::Bgp] {
+        lists_the_hosts(ha).with_context(|| format!("LAB_HA={}", ha.as_str()))?;
+    }
+    Ok(())
+}
+
+fn lists_the_hosts(ha: HaMode) -> Result<()> {
     let dir = vagrant_dir()?;
-    let topo = Topology::load(dir.join("topology.json"))?;
-    let listed: Value = serde_json::from_str(&run(ruby()?.arg(dir.join("list-hosts.rb")))?)?;
+    let topo = Topology::load(dir.join("topology.json"))?.with_ha(ha)?;
+    let listed: Value = serde_json::from_str(&run(ruby()?
+        .env("LAB_HA", ha.as_str())
+        .arg(dir.join("list-hosts.rb")))?)?;
     ensure!(
         listed["box"] == "debian/bookworm64",
         "box: {}",
@@ -69,10 +78,16 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
             host["hostname"]
         );
         let nets = host["networks"].as_array().context("networks")?;
+        // A router has a second NIC on the edge segment.
+        let want_nics = 1 + usize::from(node.edge_addrs().is_some());
         ensure!(
-            nets.len() == 1,
-            "{name}: one NIC on the segment, got {nets:?}"
+            nets.len() == want_nics,
+            "{name}: {want_nics} NICs, got {nets:?}"
         );
+        let seg = match topo.edge() {
+            Some(edge) if node.on_edge() => edge,
+            _ => topo.segment(),
+        };
         let net = &nets[0];
         ensure!(net["type"] == "private_network", "{name}: {net}");
         ensure!(
@@ -82,13 +97,21 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
             node.ipv4()
         );
         ensure!(
-            net["netmask"] == netmask(topo.segment().ipv4()).as_str(),
+            net["netmask"] == netmask(seg.ipv4()).as_str(),
             "{name}: {net}"
         );
         ensure!(
-            net["virtualbox__intnet"] == topo.segment().bridge(),
+            net["virtualbox__intnet"] == seg.bridge(),
             "{name}: {net}"
         );
+        if let (Some((edge4, _)), Some(edge)) = (node.edge_addrs(), topo.edge()) {
+            ensure!(
+                nets[1]["ip"] == edge4.to_string().as_str()
+                    && nets[1]["virtualbox__intnet"] == edge.bridge(),
+                "{name}: edge NIC {}",
+                nets[1]
+            );
+        }
 
         let provs = host["provision"].as_array().context("provision")?;
         let paths: Vec<&str> = provs.iter().filter_map(|p| p["path"].as_str()).collect();
@@ -117,7 +140,13 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
 #[test]
 fn provision_scripts_are_valid_sh() -> Result<()> {
     let dir = vagrant_dir()?.join("provision");
-    for role in [Role::Client, Role::Balancer, Role::Backend, Role::Services] {
+    for role in [
+        Role::Client,
+        Role::Balancer,
+        Role::Backend,
+        Role::Services,
+        Role::Router,
+    ] {
         ensure!(
             dir.join(format!("{role}.sh")).is_file(),
             "no provision/{role}.sh"

@@ -27,11 +27,16 @@ done
 ip -o -4 addr show dev lo | grep -q " $LAB_VIP_IPV4/" || ip addr add "$LAB_VIP_IPV4/32" dev lo
 ip -o -6 addr show dev lo | grep -q " $LAB_VIP_IPV6/" || ip -6 addr add "$LAB_VIP_IPV6/128" dev lo nodad
 
+gateway_routes
+# The BGP lab also serves the IPv6 VIP: listen on both families.
+listen="0.0.0.0:$LAB_VIP_PORT"
+[ "${LAB_HA:-vrrp}" = bgp ] && listen="[::]:$LAB_VIP_PORT"
+
 planes=""
 for b in $LAB_BALANCERS; do planes="$planes${planes:+,}\"http://$b:9100\""; done
 
 APP_INSTANCE_ID="$LAB_NAME" \
-APP_LISTEN="0.0.0.0:$LAB_VIP_PORT" \
+APP_LISTEN="$listen" \
 APP_DATABASE__URL="postgres://app@$LAB_SERVICES_IPV4:5432/app" \
 APP_REDIS__URL="redis://$LAB_SERVICES_IPV4:6379/" \
 APP_REGISTRATION__CONTROL_PLANES="[$planes]" \

@@ -11,6 +11,7 @@ lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/provision/lib.sh
 . "$lib"
 
 packages bpftool iproute2
+[ "${LAB_HA:-vrrp}" = bgp ] && packages bird2
 if [ "$LAB_START" != 1 ]; then
     log "checked only (LAB_START=$LAB_START): lbd for VIP $LAB_VIP_IPV4:$LAB_VIP_PORT, priority $LAB_PRIORITY, backends $LAB_BACKENDS"
     exit 0
@@ -30,6 +31,55 @@ fi
 # master (it adds the VIP to $iface and sends gratuitous ARP); the other takes over when
 # the master dies. Remove a VIP an earlier, killed run may have left.
 ip addr del "$LAB_VIP_IPV4/32" dev "$iface" 2>/dev/null || true
+
+# VRRP moves the VIP between the pair; in the BGP lab every balancer announces it to the
+# router instead (and serves the IPv6 VIP too, with the backends listed statically).
+if [ "${LAB_HA:-vrrp}" = bgp ]; then
+    bfd=""
+    if [ "${LAB_BGP_BFD_MS:-0}" -gt 0 ]; then
+        bfd="[bgp.bfd]
+interval_ms = $LAB_BGP_BFD_MS
+multiplier = 3"
+    fi
+    ha="[bgp]
+local_as = $LAB_BGP_ASN
+router_id = \"$LAB_IPV4\"
+hold_time_s = $LAB_BGP_HOLD_S
+keepalive_s = $LAB_BGP_KEEPALIVE_S
+connect_retry_s = 1
+drain_s = ${LAB_BGP_DRAIN_S:-2}
+$bfd
+
+[[bgp.peers]]
+address = \"$LAB_ROUTER_IPV4\"
+as = $LAB_ROUTER_ASN
+source = \"$LAB_IPV4\"
+
+[[bgp.peers]]
+address = \"$LAB_ROUTER_IPV6\"
+as = $LAB_ROUTER_ASN
+source = \"$LAB_IPV6\"
+
+[[vips]]
+name = \"${LAB_VIP_NAME}6\"
+address = \"$LAB_VIP_IPV6\"
+port = $LAB_VIP_PORT
+protocol = \"${LAB_VIP_PROTOCOL:-tcp}\""
+    for b in $LAB_BACKENDS_V6; do
+        ha="$ha
+[[vips.backends]]
+address = \"$b\""
+    done
+else
+    ha="[vrrp]
+interface = \"$iface\"
+virtual_router_id = 51
+priority = $LAB_PRIORITY
+advert_interval_cs = 100
+preempt = true
+addresses = [\"$LAB_VIP_IPV4/32\"]
+track_dataplane = true"
+fi
 
 cat >"$HOST_DIR/lbd.toml" <<CONF
 # Written by vagrant/provision/balancer.sh for $LAB_NAME.
@@ -52,21 +102,14 @@ timeout_ms = 500
 rise = 2
 fall = 2
 
-[vrrp]
-interface = "$iface"
-virtual_router_id = 51
-priority = $LAB_PRIORITY
-advert_interval_cs = 100
-preempt = true
-addresses = ["$LAB_VIP_IPV4/32"]
-track_dataplane = true
-
 [[vips]]
 name = "$LAB_VIP_NAME"
 address = "$LAB_VIP_IPV4"
 port = $LAB_VIP_PORT
 protocol = "${LAB_VIP_PROTOCOL:-tcp}"
 # No static backends: every backend registers itself.
+
+$ha
 CONF
 "$lbd" --check-config "$HOST_DIR/lbd.toml" >/dev/null || die "lbd rejects $HOST_DIR/lbd.toml"
 

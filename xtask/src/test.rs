@@ -26,12 +26,20 @@ pub enum Group {
     Lab,
     /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
     E2e,
+    /// Active-active over BGP/ECMP: the BGP lab (BIRD router, three balancers) under load (root).
+    Bgp,
 }
 
 pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
         group,
-        Group::All | Group::Dataplane | Group::ControlPlane | Group::Vrrp | Group::Lab | Group::E2e
+        Group::All
+            | Group::Dataplane
+            | Group::ControlPlane
+            | Group::Vrrp
+            | Group::Lab
+            | Group::E2e
+            | Group::Bgp
     ) && !util::is_root()
     {
         bail!(
@@ -41,7 +49,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
-    if matches!(group, Group::All | Group::E2e) {
+    if matches!(group, Group::All | Group::E2e | Group::Bgp) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
     }
@@ -120,6 +128,11 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::E2e => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "e2e"])
+                .args(&profile),
+        ),
+        Group::Bgp => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "bgp"])
                 .args(&profile),
         ),
     }

@@ -154,6 +154,20 @@ impl LabBuilder<'_> {
             .max()
             .unwrap_or(1500);
         lab.create_segment(max_mtu)?;
+        if let Some(edge) = self.topology.edge() {
+            if self.segment != SegmentKind::Bridge {
+                return Err(LabError::Option {
+                    option: "segment".into(),
+                    reason: "the BGP lab's edge segment needs bridge segments".into(),
+                });
+            }
+            let ns = lab.bridge_ns.clone();
+            ip(
+                &ns,
+                &["link", "add", edge.bridge(), "type", "bridge", "mcast_snooping", "0"],
+            )?;
+            ip(&ns, &["link", "set", edge.bridge(), "up"])?;
+        }
         for (i, node) in self.topology.nodes().iter().enumerate() {
             let mtu = self
                 .mtu
@@ -410,6 +424,9 @@ impl Lab {
         self.add_namespace(&ns)?;
         set_sysctls(&ns, HOST_SYSCTLS.iter().copied())?;
         let bridge_port = self.make_iface(index, &node, &ns, mtu)?;
+        if let Some((v4, v6)) = node.edge_addrs() {
+            self.make_edge_iface(index, node.name(), &ns, v4, v6)?;
+        }
         if !sysctls.is_empty() {
             set_sysctls(&ns, sysctls.iter().copied())?;
         }
@@ -429,6 +446,49 @@ impl Lab {
             .unwrap_or_default();
         self.make_iface(index, host.node(), host.ns(), host.mtu())
             .map(drop)
+    }
+
+    /// A router's second interface, `eth1`, on the edge segment (the client's side).
+    fn make_edge_iface(
+        &self,
+        index: usize,
+        name: &str,
+        ns: &str,
+        v4: std::net::Ipv4Addr,
+        v6: std::net::Ipv6Addr,
+    ) -> Result<()> {
+        let Some(edge) = self.topology.edge() else {
+            return Ok(());
+        };
+        let mut port = format!("e{index}-{name}");
+        port.truncate(15);
+        run(tool("ip").args([
+            "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", &port, "netns",
+            &self.bridge_ns,
+        ]))?;
+        let mtu = edge.mtu().to_string();
+        ip(ns, &["link", "set", "eth1", "mtu", &mtu])?;
+        ip(
+            ns,
+            &["addr", "add", &format!("{v4}/{}", edge.ipv4().prefix_len()), "dev", "eth1"],
+        )?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("{v6}/{}", edge.ipv6().prefix_len()),
+                "dev",
+                "eth1",
+                "nodad",
+            ],
+        )?;
+        ip(ns, &["link", "set", "eth1", "up"])?;
+        run(&mut netns_command(ns, ["ethtool", "-K", "eth1", "tx", "off"]))?;
+        ip(
+            &self.bridge_ns,
+            &["link", "set", &port, "mtu", &mtu, "master", edge.bridge(), "up"],
+        )
     }
 
     /// Creates host `index`'s `eth0` inside `ns` on the lab's segment, with its MTU and
@@ -474,7 +534,12 @@ impl Lab {
             }
         }
         let mtu_s = mtu.to_string();
-        let seg = self.topology.segment();
+        // A node on the edge (the BGP lab's client) is addressed from it and bridged to it.
+        let seg = match self.topology.edge() {
+            Some(edge) if node.on_edge() => edge,
+            _ => self.topology.segment(),
+        };
+        let bridge = seg.bridge();
         let v4 = format!("{}/{}", node.ipv4(), seg.ipv4().prefix_len());
         let v6 = format!("{}/{}", node.ipv6(), seg.ipv6().prefix_len());
         ip(ns, &["link", "set", "lo", "up"])?;
@@ -498,7 +563,7 @@ impl Lab {
                         "mtu",
                         &mtu_s,
                         "master",
-                        self.bridge(),
+                        bridge,
                         "up",
                     ],
                 )?;
