@@ -50,6 +50,9 @@ pub struct SystemOptions {
     /// Balancers not started by [`System::start`] (a test scales out to them later with
     /// [`System::provision`]).
     pub held_back: Vec<String>,
+    /// Variables given to every host's scripts after the topology's own (they win), e.g.
+    /// `LAB_HA=vrrp` to run the VRRP pair in the BGP lab's topology (a benchmark's baseline).
+    pub env: Vec<(String, String)>,
 }
 
 /// See [`SystemOptions::xdp_mode`].
@@ -87,6 +90,7 @@ impl SystemOptions {
             xdp_mode: XdpMode::Auto,
             segment: SegmentKind::Bridge,
             held_back: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -351,6 +355,7 @@ impl System {
         for script in ["common.sh".to_string(), format!("{}.sh", host.role())] {
             let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
             c.envs(self.provision_env(host))
+                .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
                 .env("LAB_START", "1")
                 .env("LAB_BIN_DIR", &self.opts.bin_dir)
                 .env("LAB_TOKEN_FILE", self.token_file())

@@ -91,6 +91,8 @@ pub enum ProgramError {
     TooManyBackends,
     #[error("two VIPs share the key {0}")]
     DuplicateVip(String),
+    #[error("backend slots did not settle (a bug: please report it)")]
+    SlotsUnsettled,
 }
 
 /// What one `apply` changed.
@@ -231,7 +233,8 @@ impl Programmer {
                 .collect();
             report = self.apply_round(&partial, &round.ids, report)?;
         }
-        self.apply_round(desired, &canonical, report)
+        // Every round places a backend or frees a slot: this is not reached.
+        Err(ProgramError::SlotsUnsettled)
     }
 
     /// Where each listed backend goes in the next round: its canonical slot when free, else
