@@ -20,11 +20,10 @@ mod http;
 #[allow(dead_code)]
 mod load;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use load::{KeepAlive, Load, Report, Spec};
+use load::{KeepAlive, Load, Spec};
 use tests::{HaMode, System, SystemOptions};
 
 const KEEP_ALIVE: usize = 50;
@@ -101,24 +100,6 @@ fn settled(system: &System, mode: Mode, vip: &str) -> bool {
     }
 }
 
-fn longest_stall(r: &Report, t: Instant) -> Duration {
-    let mut by_lane: BTreeMap<usize, Vec<Instant>> = BTreeMap::new();
-    for o in r.outcomes.iter().filter(|o| o.ok()) {
-        by_lane.entry(o.lane).or_default().push(o.end);
-    }
-    by_lane
-        .values_mut()
-        .filter_map(|ends| {
-            ends.sort();
-            ends.windows(2)
-                .filter(|w| w[1] > t)
-                .map(|w| w[1] - w[0])
-                .max()
-        })
-        .max()
-        .unwrap_or_default()
-}
-
 fn trial(system: &System, mode: Mode, vip: std::net::SocketAddr) -> Result<Trial> {
     let client = system.lab().host("client")?;
     let keep = KeepAlive::start(client, vip, "ha-ka", KEEP_ALIVE, Duration::from_millis(100))?;
@@ -137,19 +118,14 @@ fn trial(system: &System, mode: Mode, vip: std::net::SocketAddr) -> Result<Trial
     std::thread::sleep(Duration::from_secs(8));
     let report = load.finish()?;
     let keep = keep.finish()?;
-    let broken: std::collections::BTreeSet<usize> = keep
-        .outcomes
-        .iter()
-        .filter(|o| !o.ok())
-        .map(|o| o.lane)
-        .collect();
+    let broken = keep.broken_lanes();
     let t = Trial {
         gap_ms: report
             .longest_gap_after(killed)
             .context("no answer after lb1 died")?
             .as_secs_f64()
             * 1e3,
-        stall_ms: longest_stall(&keep, killed).as_secs_f64() * 1e3,
+        stall_ms: keep.longest_stall(killed).unwrap_or_default().as_secs_f64() * 1e3,
         broken: broken.len(),
         failed: report.failed().len(),
         requests: report.outcomes.len() + keep.outcomes.len(),

@@ -21,25 +21,18 @@ pub fn connect() -> io::Result<Handle> {
     Ok(handle)
 }
 
-fn message(addr: IpAddr, table: u32) -> RouteMessage {
+fn message(addr: IpAddr, table: u32) -> io::Result<RouteMessage> {
     let len = if addr.is_ipv4() { 32 } else { 128 };
-    let b = match addr {
-        IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(a, len)
-            .table_id(table)
-            .kind(RouteType::BlackHole)
-            .protocol(RouteProtocol::Static)
-            .scope(RouteScope::Universe)
-            .build(),
-        IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(a, len)
-            .table_id(table)
-            .kind(RouteType::BlackHole)
-            .protocol(RouteProtocol::Static)
-            .scope(RouteScope::Universe)
-            .build(),
-    };
-    b
+    RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(addr, len)
+        .map(|b| {
+            b.table_id(table)
+                .kind(RouteType::BlackHole)
+                .protocol(RouteProtocol::Static)
+                .scope(RouteScope::Universe)
+                .build()
+        })
+        .map_err(|e| io::Error::other(format!("route to {addr}: {e}")))
 }
 
 fn table_of(m: &RouteMessage) -> u32 {
@@ -93,7 +86,7 @@ pub async fn list(handle: &Handle, table: u32) -> io::Result<BTreeSet<IpAddr>> {
 pub async fn add(handle: &Handle, addr: IpAddr, table: u32) -> io::Result<()> {
     handle
         .route()
-        .add(message(addr, table))
+        .add(message(addr, table)?)
         .replace()
         .execute()
         .await
@@ -102,7 +95,7 @@ pub async fn add(handle: &Handle, addr: IpAddr, table: u32) -> io::Result<()> {
 
 /// Withdraws `addr` (a missing route is fine).
 pub async fn del(handle: &Handle, addr: IpAddr, table: u32) -> io::Result<()> {
-    match handle.route().del(message(addr, table)).execute().await {
+    match handle.route().del(message(addr, table)?).execute().await {
         Ok(()) => Ok(()),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
         Err(e) => Err(io::Error::other(format!(

@@ -3,12 +3,11 @@
 //! SIGKILLed), and every backend failing then one returning. New connections keep coming in
 //! a loop throughout and 50 keep-alive connections stay open: none may break.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::load::{KeepAlive, Load, Outcome, Report, Spec};
+use crate::load::{KeepAlive, Load, Spec};
 use crate::{BgpLab, no_failures, poll};
 
 /// Keep-alive connections held through every change.
@@ -79,8 +78,8 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     let report = load.finish()?;
     let keep_report = keep.finish()?;
 
-    let broken = broken_lanes(&keep_report);
-    let stall = longest_stall(&keep_report, killed);
+    let broken = keep_report.broken_lanes();
+    let stall = keep_report.longest_stall(killed);
     let gap = report.longest_gap_after(killed);
     let late_new = report.failed_after(killed);
     lab.say(&format!(
@@ -126,33 +125,6 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     );
 
     all_backends_fail_then_one_returns(&lab)
-}
-
-/// Keep-alive connections with a failed request (the connection was dropped after it).
-fn broken_lanes(r: &Report) -> Vec<&Outcome> {
-    let mut first_failure: BTreeMap<usize, &Outcome> = BTreeMap::new();
-    for o in r.outcomes.iter().filter(|o| !o.ok()) {
-        first_failure.entry(o.lane).or_insert(o);
-    }
-    first_failure.into_values().collect()
-}
-
-/// The longest time any keep-alive connection went without an answer across `t`.
-fn longest_stall(r: &Report, t: Instant) -> Option<Duration> {
-    let mut by_lane: BTreeMap<usize, Vec<Instant>> = BTreeMap::new();
-    for o in r.outcomes.iter().filter(|o| o.ok()) {
-        by_lane.entry(o.lane).or_default().push(o.end);
-    }
-    by_lane
-        .values_mut()
-        .filter_map(|ends| {
-            ends.sort();
-            ends.windows(2)
-                .filter(|w| w[1] > t)
-                .map(|w| w[1] - w[0])
-                .max()
-        })
-        .max()
 }
 
 /// Every backend's app dies: every balancer withdraws both VIPs (no backend can take a new

@@ -27,11 +27,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 use tests::{HaMode, Host, System, SystemOptions};
 
-use crate::load::Report;
 
 /// One lab at a time: the machine has two cores and the BGP lab runs ten hosts.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -178,34 +177,4 @@ impl BgpLab {
     }
 }
 
-/// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
-pub fn poll(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> Result<bool>,
-) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond()? {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            bail!("waited {timeout:?} for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Fails listing a few failures of `report` when there are any.
-pub fn no_failures(what: &str, report: &Report, t0: Instant) -> Result<()> {
-    let failed = report.failed();
-    if !failed.is_empty() {
-        bail!(
-            "{what}: {} of {} requests failed: {}",
-            failed.len(),
-            report.outcomes.len(),
-            report.describe_failures(&failed, t0)
-        );
-    }
-    Ok(())
-}
+pub use crate::load::{no_failures, poll};

@@ -25,10 +25,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tests::{Host, System, SystemOptions};
 
-use crate::load::Report;
 use crate::served::Ledger;
 
 /// One lab at a time: the machine has two cores and every lab runs seven hosts.
@@ -95,102 +94,4 @@ impl E2e {
         eprintln!("[e2e {}] {msg}", self.test);
     }
 
-    /// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
-    pub fn wait_until(
-        &self,
-        what: &str,
-        timeout: Duration,
-        cond: impl FnMut() -> Result<bool>,
-    ) -> Result<Duration> {
-        poll(what, timeout, cond)
-    }
-
-    /// Address of backend `be` (from the topology).
-    pub fn addr_of(&self, host: &str) -> Result<IpAddr> {
-        Ok(IpAddr::V4(self.system.lab().host(host)?.ipv4()))
-    }
-
-    /// Health of backend `be` as `lbd` on `lb` reports it (`healthy`, `unhealthy`, ...).
-    pub fn health_of(&self, lb: &str, be: &str) -> Result<String> {
-        let addr = self.addr_of(be)?.to_string();
-        let json = self.system.lbctl_json(lb, ["health"])?;
-        Ok(json
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|b| b["address"] == addr.as_str())
-            .map(|b| {
-                format!(
-                    "{}/{}",
-                    b["health"].as_str().unwrap_or("?"),
-                    b["admin"].as_str().unwrap_or("?")
-                )
-            })
-            .unwrap_or_else(|| "absent".into()))
-    }
-
-    /// Runs `lbctl ARGS...` on balancer `lb`, failing with its stderr.
-    pub fn lbctl(&self, lb: &str, args: &[&str]) -> Result<String> {
-        let mut c = self.system.lbctl(lb);
-        c.args(args);
-        Ok(tests::exec::run(&mut c)?)
-    }
-
-    /// Requests of `report` per backend (from the logs), plus those no log shows.
-    pub fn per_backend<'a>(
-        &self,
-        outcomes: impl IntoIterator<Item = &'a load::Outcome>,
-    ) -> (BTreeMap<String, usize>, usize) {
-        let mut by: BTreeMap<String, usize> =
-            self.system.backends().into_iter().map(|b| (b, 0)).collect();
-        let mut unknown = 0;
-        for o in outcomes.into_iter().filter(|o| o.ok()) {
-            match self.ledger.backend(&o.id) {
-                Some(b) => *by.entry(b.to_string()).or_default() += 1,
-                None => unknown += 1,
-            }
-        }
-        (by, unknown)
-    }
-
-    /// Failure message context: the logs of the given daemons.
-    pub fn logs(&self, which: &[(&str, &str)]) -> String {
-        which
-            .iter()
-            .map(|(h, d)| self.system.log_tail(h, d, 25))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-/// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
-pub fn poll(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> Result<bool>,
-) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond()? {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            bail!("waited {timeout:?} for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Fails listing a few failures of `report` when there are any.
-pub fn no_failures(what: &str, report: &Report, t0: Instant) -> Result<()> {
-    let failed = report.failed();
-    if !failed.is_empty() {
-        bail!(
-            "{what}: {} of {} requests failed: {}",
-            failed.len(),
-            report.outcomes.len(),
-            report.describe_failures(&failed, t0)
-        );
-    }
-    Ok(())
-}
+pub use crate::load::{no_failures, poll};
