@@ -75,6 +75,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                         "lb-config",
                         "lb-api",
                         "lb-vrrp",
+                        "lb-bgp",
                         "lbd",
                     ]))
                     .args(&profile),

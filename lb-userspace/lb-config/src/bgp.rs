@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Ctx};
+use super::{ConfigError, Ctx, parse_ip as ip};
 
 /// A parsed, valid `[bgp]` section.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,16 +169,6 @@ fn asn(ctx: &Ctx, v: &Spanned<i64>, field: &str) -> Result<u32, ConfigError> {
         ));
     }
     Ok(n as u32)
-}
-
-fn ip(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {
-    s.get_ref().parse().map_err(|_| {
-        ctx.err(
-            &s.span(),
-            field,
-            format!("{:?} is not an IP address", s.get_ref()),
-        )
-    })
 }
 
 fn unicast(ctx: &Ctx, s: &Spanned<String>, field: &str) -> Result<IpAddr, ConfigError> {

@@ -74,9 +74,10 @@ impl BgpLab {
             _serial: serial,
         };
         let running = lab.running_balancers();
+        // Each backend twice: registered for the IPv4 VIP, listed for the IPv6 one.
         for lb in &running {
             lab.system
-                .wait_healthy(lb, lab.system.backends().len(), Duration::from_secs(60))?;
+                .wait_healthy(lb, 2 * lab.system.backends().len(), Duration::from_secs(60))?;
         }
         lab.wait_next_hops(running.len(), Duration::from_secs(30))?;
         lab.say(&format!(

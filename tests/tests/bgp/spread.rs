@@ -89,6 +89,7 @@ fn same_tables_whatever_the_order(lab: &BgpLab) -> Result<()> {
         lab.system
             .wait_healthy(&lb, backends.len() * 2, Duration::from_secs(30))?;
     }
+    lab.wait_next_hops(3, Duration::from_secs(30))?;
     let mut digests = BTreeMap::new();
     for lb in lab.system.balancers() {
         let mut c = std::process::Command::new(lab.system.bin("lbctl"));
