@@ -7,6 +7,13 @@
 # tests/tests/vagrant.rs compares the output with topology.json.
 
 require "json"
+require "tmpdir"
+
+# The Vagrantfile makes the lab's API token on first use: here, in a folder of our own.
+unless ENV["LAB_STATE_DIR"]
+  ENV["LAB_STATE_DIR"] = Dir.mktmpdir("lab-list-hosts")
+  at_exit { FileUtils.rm_rf(ENV["LAB_STATE_DIR"]) }
+end
 
 # Accepts any setting or block and ignores it (provider tuning and the like).
 class LabSink
@@ -22,13 +29,18 @@ end
 
 # Records what a Vagrantfile sets on `config.vm` (or on a defined machine's `vm`).
 class LabVmRecorder
-  attr_reader :settings, :networks, :provisioners, :machines
+  attr_reader :settings, :networks, :provisioners, :machines, :synced_folders
 
   def initialize
     @settings = {}
     @networks = []
     @provisioners = []
     @machines = []
+    @synced_folders = []
+  end
+
+  def synced_folder(host_path, guest_path, **opts)
+    @synced_folders << { "host" => host_path, "guest" => guest_path }.merge(stringify(opts))
   end
 
   def define(name, **_opts)
@@ -104,6 +116,7 @@ hosts = top.machines.map do |name, machine|
     "hostname" => vm.settings["hostname"],
     "networks" => vm.networks,
     "provision" => top.provisioners + vm.provisioners,
+    "synced_folders" => top.synced_folders + vm.synced_folders,
   }
 end
 puts JSON.pretty_generate({ "box" => top.settings["box"], "hosts" => hosts })

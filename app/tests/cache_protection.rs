@@ -318,15 +318,14 @@ async fn cached_pttl(
 ) -> (i64, u64) {
     let began = Instant::now();
     assert!(tapp::user_name(c, base, id).await.is_some(), "user {id}");
+    let key =
+        app::cache::KeySpace::new(prefix, "invalidate", None).value(&app::cache::Key::user(id));
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{prefix}:user:{id}"))
+        .arg(&key)
         .query_async(conn)
         .await
         .expect("PTTL");
-    assert!(
-        pttl > 0,
-        "{prefix}:user:{id} has no TTL in Redis (PTTL {pttl})"
-    );
+    assert!(pttl > 0, "{key} has no TTL in Redis (PTTL {pttl})");
     (pttl, began.elapsed().as_millis() as u64 + 1)
 }
 

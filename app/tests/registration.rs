@@ -324,8 +324,15 @@ async fn unreachable_control_plane_blocks_nothing() {
     assert!(report.http_finished);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_token_is_an_error_not_a_registration() {
+/// A fake control plane, and an app config registering with it (SQLite and Redis of the
+/// test's own, kept alive by the first two values).
+async fn one_control_plane() -> (
+    tempfile::TempDir,
+    support::RedisServer,
+    Fake,
+    tokio::task::JoinHandle<()>,
+    app::config::Config,
+) {
     let dir = tempfile::tempdir().unwrap();
     let redis = support::RedisServer::start();
     let fake = Fake::default();
@@ -333,6 +340,12 @@ async fn wrong_token_is_an_error_not_a_registration() {
     let server = serve_fake(fake.clone(), port).await;
     let mut cfg = tapp::test_config(&tapp::sqlite_url(dir.path()), &redis.url());
     reg_config(&mut cfg, vec![format!("http://127.0.0.1:{port}")]);
+    (dir, redis, fake, server, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_an_error_not_a_registration() {
+    let (_dir, _redis, fake, server, mut cfg) = one_control_plane().await;
     cfg.registration.token = Some("wrong".into());
     let app = tapp::start(cfg).await;
     let errors = || {
@@ -355,5 +368,51 @@ async fn wrong_token_is_an_error_not_a_registration() {
         "nothing was registered with a wrong token"
     );
     app.stop().await.unwrap();
+    server.abort();
+}
+
+/// A dual-stack backend: registered with the IPv4 VIP by its IPv4 address and with the IPv6
+/// VIP by its IPv6 address, and both drained and deregistered at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_vips_are_registered_drained_and_deregistered_too() {
+    let (_dir, _redis, fake, server, mut cfg) = one_control_plane().await;
+    cfg.registration.extra_vips = vec![app::config::VipMembership {
+        vip: "web-v6".into(),
+        address: "fd77::11".into(),
+    }];
+    cfg.shutdown.drain_delay_ms = 0;
+    let app = tapp::start(cfg).await;
+    let both = |op: &str| {
+        let mut seen: Vec<(String, String)> = fake
+            .events()
+            .into_iter()
+            .filter(|e| e.op == op)
+            .map(|e| (e.vip, e.address))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let want = vec![
+        ("web".to_string(), "10.77.0.11".to_string()),
+        ("web-v6".to_string(), "fd77::11".to_string()),
+    ];
+    assert!(
+        support::wait_until_async(
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || async { both("register") == want }
+        )
+        .await,
+        "registered with both VIPs: {:?}",
+        fake.events()
+    );
+    let report = app.stop().await.unwrap();
+    assert_eq!(
+        (report.control_planes, report.drained, report.deregistered),
+        (1, 1, 1),
+        "the control plane acknowledged both VIPs"
+    );
+    assert_eq!(both("drain"), want);
+    assert_eq!(both("deregister"), want);
     server.abort();
 }

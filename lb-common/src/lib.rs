@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
 /// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
@@ -289,7 +289,8 @@ pub enum Reason {
     TxIcmpError = 6,
     /// A too-big packet answered with ICMP "fragmentation needed" / "packet too big".
     TxTooBig = 7,
-    /// A VIP packet with a malformed L4 header (bad TCP data offset, truncated, bad IHL).
+    /// A VIP packet with a malformed header: bad IHL, an IP length the frame does not hold,
+    /// a truncated transport header or a bad TCP data offset.
     DropMalformed = 8,
     /// An IP fragment for a VIP address (see the fragment policy in docs/dataplane.md).
     DropFragment = 9,
@@ -306,9 +307,13 @@ pub enum Reason {
     /// A new flow of a `maglev` or `ip-hash` VIP forwarded by the hash without a
     /// connection-table entry: the LRU flood guard was on (too many new flows on this CPU).
     TxForwardUnpinned = 15,
+    /// An IPv6 extension-header chain the balancer does not forward, to a VIP address: a
+    /// routing header with segments left, a hop-by-hop header that is not first, or more than
+    /// four extension headers (docs/dataplane.md, "IPv6 extension headers").
+    DropExtHeader = 16,
 }
 
-pub const REASON_COUNT: u32 = 16;
+pub const REASON_COUNT: u32 = 17;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -328,6 +333,7 @@ impl Reason {
         Reason::PassDecap,
         Reason::PassOtherHost,
         Reason::TxForwardUnpinned,
+        Reason::DropExtHeader,
     ];
 
     /// Stable name used in metrics and tools.
@@ -349,6 +355,7 @@ impl Reason {
             Reason::PassDecap => "pass_decap",
             Reason::PassOtherHost => "pass_other_host",
             Reason::TxForwardUnpinned => "tx_forward_unpinned",
+            Reason::DropExtHeader => "drop_ext_header",
         }
     }
 }

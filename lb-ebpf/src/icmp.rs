@@ -12,7 +12,7 @@ use crate::{
         check, load, packet_len, store, swap_macs,
     },
     maps::{BACKENDS, CONNS},
-    parse::Ip,
+    parse::{self, Ip},
     select, stats, vip,
 };
 
@@ -27,7 +27,7 @@ use crate::stats::{drop, pass};
 /// ICMP/ICMPv6 addressed to `ip.dst`, which is known to be a VIP address.
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, ip: &Ip) -> u32 {
-    let Some(icmp) = check(ctx, ip.l4_off, ICMP_LEN) else {
+    let Some(icmp) = parse::within(ctx, ip, ip.l4_off, ICMP_LEN) else {
         return drop(Reason::DropMalformed);
     };
     let kind: u8 = unsafe { load(icmp) };
@@ -92,26 +92,12 @@ fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
 }
 
 /// Whether an echo request is one the kernel would answer: its IP length inside the frame
-/// (Ethernet padding may follow it) and, for IPv4, a header checksum that verifies. The reply
-/// is the request edited in place, so a request that fails here would be answered with a
-/// reply that claims bytes it does not have or fails its own checksum.
+/// and its ICMP header inside the IP length (both checked by the parser and [`handle`]) and,
+/// for IPv4, a header checksum that verifies. The reply is the request edited in place, so a
+/// request that fails here would be answered with a reply that fails its own checksum.
 #[inline(always)]
 fn echo_request_whole(ctx: &XdpContext, ip: &Ip) -> bool {
-    let avail = packet_len(ctx) - ip.l3_off;
-    if ip.family == AF_INET {
-        let Some(hdr) = check(ctx, ip.l3_off, IPV4_LEN) else {
-            return false;
-        };
-        let total = u16::from_be(unsafe { load::<u16>(hdr + 2) }) as usize;
-        let hdr_len = ip.l4_off - ip.l3_off;
-        total <= avail && total >= hdr_len + ICMP_LEN && ipv4_header_valid(ctx, ip)
-    } else {
-        let Some(hdr) = check(ctx, ip.l3_off, IPV6_LEN) else {
-            return false;
-        };
-        let payload = u16::from_be(unsafe { load::<u16>(hdr + 4) }) as usize;
-        payload + IPV6_LEN <= avail && payload >= ICMP_LEN
-    }
+    ip.family != AF_INET || ipv4_header_valid(ctx, ip)
 }
 
 /// Whether the IPv4 header, options included, sums to all ones (RFC 1071).
@@ -201,7 +187,7 @@ fn forward_error(
 #[inline(always)]
 fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
     let off = ip.l4_off + ICMP_LEN;
-    let Some(inner) = check(ctx, off, IPV4_LEN) else {
+    let Some(inner) = parse::within(ctx, ip, off, IPV4_LEN) else {
         return drop(Reason::DropMalformed);
     };
     let vihl: u8 = unsafe { load(inner) };
@@ -209,7 +195,7 @@ fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
     if vihl >> 4 != 4 || ihl < 5 {
         return drop(Reason::DropMalformed);
     }
-    let Some(ports) = check(ctx, off + ihl * 4, 4) else {
+    let Some(ports) = parse::within(ctx, ip, off + ihl * 4, 4) else {
         return drop(Reason::DropMalformed);
     };
     let (proto, src, dst): (u8, u32, u32) =
@@ -228,7 +214,7 @@ fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
 #[inline(always)]
 fn error6(ctx: &XdpContext, ip: &Ip) -> u32 {
     let off = ip.l4_off + ICMP_LEN;
-    let Some(inner) = check(ctx, off, IPV6_LEN + 4) else {
+    let Some(inner) = parse::within(ctx, ip, off, IPV6_LEN + 4) else {
         return drop(Reason::DropMalformed);
     };
     let (proto, src, dst): (u8, [u32; 4], [u32; 4]) =

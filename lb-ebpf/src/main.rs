@@ -38,7 +38,7 @@ use lb_common::{
 use crate::{
     hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, swap_macs},
     maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS, SETTINGS},
-    parse::{Ip, L3},
+    parse::{Ip, L3, Shape},
 };
 
 use crate::stats::{drop, pass};
@@ -101,13 +101,11 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     if !for_us(&ctx) {
         return pass(Reason::PassOtherHost);
     }
-    if ip.malformed {
-        return unusable(&ip, Reason::DropMalformed);
-    }
-    // Fragments carry no ports (or only the first does): they cannot be hashed consistently,
-    // so fragments for a VIP address are dropped and counted (docs/dataplane.md).
-    if ip.fragment {
-        return unusable(&ip, Reason::DropFragment);
+    // Malformed (IP length beyond the frame...), fragments (only the first carries ports, so
+    // they cannot be hashed consistently) and IPv6 extension chains we do not forward: dropped
+    // and counted when addressed to a VIP address (docs/dataplane.md).
+    if let Some(reason) = ip.shape.refused() {
+        return unusable(&ip, reason);
     }
     let is_icmp = (ip.family == AF_INET && ip.proto == IPPROTO_ICMP)
         || (ip.family == AF_INET6 && ip.proto == IPPROTO_ICMPV6);
@@ -121,7 +119,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
         return pass(Reason::PassNotVip);
     }
-    let Some(ports) = parse::ports(&ctx, ip.l4_off, ip.proto) else {
+    let Some(ports) = parse::ports(&ctx, &ip) else {
         return unusable(&ip, Reason::DropMalformed);
     };
     let flow = FlowKey {
@@ -175,12 +173,12 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn xdp_decap(ctx: XdpContext) -> u32 {
     let ip = match parse::l3(&ctx) {
-        L3::Ip(ip) if !ip.malformed && !ip.fragment => ip,
+        L3::Ip(ip) if ip.shape == Shape::Whole => ip,
         _ => return xdp_action::XDP_PASS,
     };
     let (outer_len, inner_version) = match (ip.family, ip.proto) {
         (AF_INET, IPPROTO_IPIP) if ip.l4_off == ip.l3_off + IPV4_LEN => (IPV4_LEN, 4u8),
-        (AF_INET6, IPPROTO_IPV6) => (IPV6_LEN, 6u8),
+        (AF_INET6, IPPROTO_IPV6) if ip.l4_off == ip.l3_off + IPV6_LEN => (IPV6_LEN, 6u8),
         _ => return xdp_action::XDP_PASS,
     };
     let key = VipKey {
@@ -200,7 +198,7 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     } else {
         IPV6_LEN
     };
-    match check(&ctx, ip.l4_off, inner_min) {
+    match parse::within(&ctx, &ip, ip.l4_off, inner_min) {
         Some(inner) if unsafe { load::<u8>(inner) } >> 4 == inner_version => {}
         _ => return xdp_action::XDP_PASS,
     }

@@ -13,9 +13,7 @@
 //! a keep-alive connection, keep-alive connections broken, new connections failed. Then lb1
 //! comes back and the next trial waits until the balancers are as before.
 
-#[path = "../tests/e2e/http.rs"]
-#[allow(dead_code)]
-mod http;
+use tests::http;
 #[path = "../tests/e2e/load.rs"]
 #[allow(dead_code)]
 mod load;

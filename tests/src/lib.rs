@@ -10,6 +10,12 @@
 //! - [`bins`]: the workspace's programs (lbd, lbctl, app) for tests of another package.
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
+//! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
+//! - [`metrics`]: reading the apps' Prometheus metrics.
+//! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
+//! - [`mixed`]: a mixed load through the VIP (user reads and writes, tasks, orders) with a
+//!   ledger of every request (the chaos tests and the soak).
+//! - [`observe`]: a running system's vital signs (daemons' memory, lbd's metrics, Redis).
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,11 +37,16 @@ pub mod bins;
 pub mod bpffs;
 pub mod error;
 pub mod exec;
+pub mod http;
+pub mod metrics;
+pub mod mixed;
 pub mod netns;
+pub mod observe;
 pub mod process;
 pub mod setns;
 pub mod system;
 pub mod topology;
+pub mod vagrant;
 
 pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr, SegmentKind};

@@ -17,7 +17,7 @@ use crate::netns::{Host, Lab, SegmentKind};
 use crate::topology::{Role, Topology};
 
 /// Order in which roles are provisioned: what a role connects to is up before it starts.
-const ROLE_ORDER: [Role; 5] = [
+pub(crate) const ROLE_ORDER: [Role; 5] = [
     Role::Router,
     Role::Services,
     Role::Balancer,
@@ -170,9 +170,9 @@ impl System {
         let backends = system.lab.hosts_with_role(Role::Backend).count();
         if let Some(lb) = system.balancers().first() {
             system.step(&format!(
-                "waiting for {backends} backends to register and turn healthy on {lb}"
+                "waiting for {backends} backends to register with both VIPs and turn healthy on {lb}"
             ));
-            system.wait_healthy(lb, backends, system.opts.healthy_timeout)?;
+            system.wait_healthy(lb, system.vip_backends(), system.opts.healthy_timeout)?;
         }
         Ok(system)
     }
@@ -208,6 +208,12 @@ impl System {
             .hosts_with_role(role)
             .map(|h| h.name().to_string())
             .collect()
+    }
+
+    /// Backend entries `lbd` has when every backend registered: each registers with the IPv4
+    /// VIP (by its IPv4 address) and with the IPv6 VIP (by its IPv6 address).
+    pub fn vip_backends(&self) -> usize {
+        self.backends().len() * 2
     }
 
     /// Path of the project binary `name`.

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
 use tests::exec::{run, which};
 use tests::topology::{Ipv4Net, Role};
-use tests::{HaMode, Lab, Topology};
+use tests::{Lab, Topology};
 
 const VAGRANT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vagrant");
 
@@ -39,20 +39,48 @@ fn vagrantfile_is_valid_ruby() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
-    for ha in [HaMode::Vrrp, HaMode::Bgp] {
-        lists_the_hosts(ha).with_context(|| format!("LAB_HA={}", ha.as_str()))?;
-    }
-    Ok(())
+/// What the Vagrantfile defines (list-hosts.rb), with binaries in `bins` and the token made
+/// in `state`.
+fn listed(dir: &Path, bins: &Path, state: &Path) -> Result<Value> {
+    let mut cmd = ruby()?;
+    cmd.arg(dir.join("list-hosts.rb"))
+        .env("LAB_HOST_BIN_DIR", bins)
+        .env("LAB_STATE_DIR", state);
+    Ok(serde_json::from_str(&run(&mut cmd)?)?)
 }
 
-fn lists_the_hosts(ha: HaMode) -> Result<()> {
+/// A scratch folder removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("lbt-vagrant-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
     let dir = vagrant_dir()?;
-    let topo = Topology::load(dir.join("topology.json"))?.with_ha(ha)?;
-    let listed: Value = serde_json::from_str(&run(ruby()?
-        .env("LAB_HA", ha.as_str())
-        .arg(dir.join("list-hosts.rb")))?)?;
+    let topo = Topology::load(dir.join("topology.json"))?;
+    let scratch = Scratch::new("list")?;
+    let bins = scratch.0.join("bin");
+    std::fs::create_dir_all(&bins)?;
+    for bin in ["lbd", "lbctl", "app"] {
+        std::fs::write(bins.join(bin), "")?;
+    }
+    let state = scratch.0.join("state");
+    let listed = listed(&dir, &bins, &state)?;
+    let token = std::fs::read_to_string(state.join("token"))
+        .context("the Vagrantfile makes the API token in LAB_STATE_DIR")?;
+    ensure!(token.len() >= 16, "token {token:?}");
     ensure!(
         listed["box"] == "debian/bookworm64",
         "box: {}",
@@ -78,16 +106,10 @@ fn lists_the_hosts(ha: HaMode) -> Result<()> {
             host["hostname"]
         );
         let nets = host["networks"].as_array().context("networks")?;
-        // A router has a second NIC on the edge segment.
-        let want_nics = 1 + usize::from(node.edge_addrs().is_some());
         ensure!(
-            nets.len() == want_nics,
-            "{name}: {want_nics} NICs, got {nets:?}"
+            nets.len() == 1,
+            "{name}: one NIC on the segment, got {nets:?}"
         );
-        let seg = match topo.edge() {
-            Some(edge) if node.on_edge() => edge,
-            _ => topo.segment(),
-        };
         let net = &nets[0];
         ensure!(net["type"] == "private_network", "{name}: {net}");
         ensure!(
@@ -97,23 +119,67 @@ fn lists_the_hosts(ha: HaMode) -> Result<()> {
             node.ipv4()
         );
         ensure!(
-            net["netmask"] == netmask(seg.ipv4()).as_str(),
+            net["netmask"] == netmask(topo.segment().ipv4()).as_str(),
             "{name}: {net}"
         );
         ensure!(
-            net["virtualbox__intnet"] == seg.bridge(),
+            net["virtualbox__intnet"] == topo.segment().bridge(),
             "{name}: {net}"
         );
-        if let (Some((edge4, _)), Some(edge)) = (node.edge_addrs(), topo.edge()) {
-            ensure!(
-                nets[1]["ip"] == edge4.to_string().as_str()
-                    && nets[1]["virtualbox__intnet"] == edge.bridge(),
-                "{name}: edge NIC {}",
-                nets[1]
-            );
-        }
+        // libvirt: one isolated network (no host address on the lab segment) carrying IPv6.
+        ensure!(
+            net["libvirt__network_name"] == format!("lb-xdp-{}", topo.segment().bridge()).as_str()
+                && net["libvirt__forward_mode"] == "veryisolated"
+                && net["libvirt__dhcp_enabled"] == false
+                && net["libvirt__guest_ipv6"] == "yes",
+            "{name}: {net}"
+        );
+        let folders = host["synced_folders"]
+            .as_array()
+            .context("synced_folders")?;
+        ensure!(
+            !folders.is_empty() && folders.iter().all(|f| f["disabled"] == true),
+            "{name}: nothing may depend on a synced folder: {folders:?}"
+        );
 
         let provs = host["provision"].as_array().context("provision")?;
+        // What reaches the VM through the file provisioner: the scripts, the role's binaries,
+        // the token where the role needs it.
+        let uploads: Vec<(&str, &str)> = provs
+            .iter()
+            .filter(|p| p["type"] == "file")
+            .filter_map(|p| Some((p["source"].as_str()?, p["destination"].as_str()?)))
+            .collect();
+        let mut want_uploads = vec![(
+            dir.join("provision").display().to_string(),
+            "/home/vagrant/lab-upload/provision".to_string(),
+        )];
+        let bins_of_role: &[&str] = match node.role() {
+            Role::Balancer => &["lbd", "lbctl"],
+            Role::Backend => &["app"],
+            _ => &[],
+        };
+        for bin in bins_of_role {
+            want_uploads.push((
+                bins.join(bin).display().to_string(),
+                format!("/home/vagrant/lab-upload/bin/{bin}"),
+            ));
+        }
+        if matches!(node.role(), Role::Balancer | Role::Backend) {
+            want_uploads.push((
+                state.join("token").display().to_string(),
+                "/home/vagrant/lab-upload/token".to_string(),
+            ));
+        }
+        let got_uploads: Vec<(String, String)> = uploads
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        ensure!(
+            got_uploads == want_uploads,
+            "{name}: uploads {got_uploads:#?}, want {want_uploads:#?}"
+        );
+        let provs: Vec<&Value> = provs.iter().filter(|p| p["path"].is_string()).collect();
         let paths: Vec<&str> = provs.iter().filter_map(|p| p["path"].as_str()).collect();
         let want = [
             dir.join("provision/common.sh"),
@@ -125,7 +191,7 @@ fn lists_the_hosts(ha: HaMode) -> Result<()> {
         );
         let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
         env.insert("LAB_MODE".into(), "vagrant".into());
-        for p in provs {
+        for p in &provs {
             ensure!(p["type"] == "shell", "{name}: {p}");
             let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
             ensure!(
@@ -134,6 +200,43 @@ fn lists_the_hosts(ha: HaMode) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Every package a provisioning script asks for (`packages a b c`) is in the box's list, so
+/// provisioning a VM made from the box never runs apt.
+#[test]
+fn the_box_has_every_package_the_scripts_ask_for() -> Result<()> {
+    let dir = vagrant_dir()?;
+    let listed = std::fs::read_to_string(dir.join("box/packages"))?;
+    let in_box: Vec<&str> = listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut asked = Vec::new();
+    for entry in std::fs::read_dir(dir.join("provision"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines().map(str::trim) {
+            if let Some(list) = line.strip_prefix("packages ") {
+                asked.extend(
+                    list.split_whitespace()
+                        .map(|p| (p.to_string(), path.clone())),
+                );
+            }
+        }
+    }
+    ensure!(asked.len() >= 10, "found only {asked:?}");
+    let missing: Vec<String> = asked
+        .iter()
+        .filter(|(p, _)| !in_box.contains(&p.as_str()))
+        .map(|(p, f)| format!("{p} ({})", f.display()))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "packages the scripts install but vagrant/box/packages lacks: {missing:?}"
+    );
     Ok(())
 }
 
@@ -182,6 +285,46 @@ fn provision_scripts_run_inside_the_namespace_lab() -> Result<()> {
                 "{} {script}: {out}",
                 host.name()
             );
+        }
+    }
+    Ok(())
+}
+
+/// `LAB_HA=bgp`: the Vagrantfile defines the BGP lab's hosts (router, client on the edge, a
+/// third balancer) with the variables the namespace lab gives the same scripts.
+#[test]
+fn vagrantfile_lists_the_bgp_lab() -> Result<()> {
+    let dir = vagrant_dir()?;
+    let topo = Topology::load(dir.join("topology.json"))?.with_ha(tests::HaMode::Bgp)?;
+    let scratch = Scratch::new("bgp")?;
+    let bins = scratch.0.join("bin");
+    std::fs::create_dir_all(&bins)?;
+    for bin in ["lbd", "lbctl", "app"] {
+        std::fs::write(bins.join(bin), "")?;
+    }
+    let mut cmd = ruby()?;
+    cmd.arg(dir.join("list-hosts.rb"))
+        .env("LAB_HOST_BIN_DIR", &bins)
+        .env("LAB_STATE_DIR", scratch.0.join("state"))
+        .env("LAB_HA", "bgp");
+    let listed: Value = serde_json::from_str(&run(&mut cmd)?)?;
+    let hosts = listed["hosts"].as_array().context("hosts")?;
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    let want: Vec<&str> = topo.nodes().iter().map(|n| n.name()).collect();
+    ensure!(names == want, "Vagrantfile hosts {names:?}, BGP lab {want:?}");
+    for (host, node) in hosts.iter().zip(topo.nodes()) {
+        let name = node.name();
+        let nets = host["networks"].as_array().context("networks")?;
+        let want_nics = 1 + usize::from(node.edge_addrs().is_some());
+        ensure!(nets.len() == want_nics, "{name}: {want_nics} NICs, got {nets:?}");
+        let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
+        env.insert("LAB_MODE".into(), "vagrant".into());
+        for p in host["provision"].as_array().context("provision")? {
+            if p["type"] != "shell" {
+                continue;
+            }
+            let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
+            ensure!(got == env, "{name}: Vagrantfile env {got:#?}\nRust env {env:#?}");
         }
     }
     Ok(())

@@ -1,19 +1,20 @@
 #!/bin/sh
-# Provisioning of a balancer: lbd (XDP data plane, API on LAB_IPV4:9100) for the VIP.
-# The backends register themselves (POST /v1/vips/NAME/backends), so the VIP starts empty.
+# Provisioning of a balancer: lbd (XDP data plane, API on LAB_IPV4:9100) for the VIP, on IPv4
+# and IPv6: one lbd VIP per family (LAB_VIP_NAME and LAB_VIP_NAME_V6), as with IPVS or Katran.
+# The backends register themselves with both (POST /v1/vips/NAME/backends), so they start empty.
 set -eu
 : "${LAB_NAME:?}" "${LAB_PRIORITY:?a balancer needs a VRRP priority}" "${LAB_VIP_IPV4:?}" "${LAB_VIP_IPV6:?}"
-: "${LAB_VIP_PORT:?}" "${LAB_BACKENDS:?}" "${LAB_VIP_NAME:?}" "${LAB_IPV4:?}"
+: "${LAB_VIP_PORT:?}" "${LAB_BACKENDS:?}" "${LAB_VIP_NAME:?}" "${LAB_VIP_NAME_V6:?}" "${LAB_IPV4:?}"
 LAB_ROLE=balancer
-# On a VM vagrant runs a copy of this script from /tmp: take lib.sh from the synced folder.
-lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/provision/lib.sh
+# On a VM vagrant runs a copy of this script from /tmp: take lib.sh where common.sh put it.
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/opt/lab/provision/lib.sh
 # shellcheck source=lib.sh
 . "$lib"
 
 packages bpftool iproute2
 [ "${LAB_HA:-vrrp}" = bgp ] && packages bird2
 if [ "$LAB_START" != 1 ]; then
-    log "checked only (LAB_START=$LAB_START): lbd for VIP $LAB_VIP_IPV4:$LAB_VIP_PORT, priority $LAB_PRIORITY, backends $LAB_BACKENDS"
+    log "checked only (LAB_START=$LAB_START): lbd for VIP $LAB_VIP_IPV4 and [$LAB_VIP_IPV6] port $LAB_VIP_PORT, priority $LAB_PRIORITY, backends $LAB_BACKENDS"
     exit 0
 fi
 host_dir
@@ -27,13 +28,16 @@ if [ ! -s "$LAB_TOKEN_FILE" ]; then
     log "new API token in $LAB_TOKEN_FILE"
 fi
 
-# The VIP is lbd's to move: its [vrrp] section below makes the higher-priority balancer
-# master (it adds the VIP to $iface and sends gratuitous ARP); the other takes over when
-# the master dies. Remove a VIP an earlier, killed run may have left.
+# The VIPs are lbd's to move: its [vrrp] section below runs one virtual router per family and
+# makes the higher-priority balancer master of both (it adds the VIPs to $iface and announces
+# them: gratuitous ARP, unsolicited neighbour advertisements, so the segment sends both
+# families' VIP traffic here); the other takes over when the master dies. Remove VIPs an
+# earlier, killed run may have left.
 ip addr del "$LAB_VIP_IPV4/32" dev "$iface" 2>/dev/null || true
+ip -6 addr del "$LAB_VIP_IPV6/128" dev "$iface" 2>/dev/null || true
 
-# VRRP moves the VIP between the pair; in the BGP lab every balancer announces it to the
-# router instead (and serves the IPv6 VIP too, with the backends listed statically).
+# VRRP moves the VIPs between the pair; in the BGP lab every balancer announces them to the
+# router instead.
 if [ "${LAB_HA:-vrrp}" = bgp ]; then
     bfd=""
     if [ "${LAB_BGP_BFD_MS:-0}" -gt 0 ]; then
@@ -58,18 +62,7 @@ source = \"$LAB_IPV4\"
 [[bgp.peers]]
 address = \"$LAB_ROUTER_IPV6\"
 as = $LAB_ROUTER_ASN
-source = \"$LAB_IPV6\"
-
-[[vips]]
-name = \"${LAB_VIP_NAME}6\"
-address = \"$LAB_VIP_IPV6\"
-port = $LAB_VIP_PORT
-protocol = \"${LAB_VIP_PROTOCOL:-tcp}\""
-    for b in $LAB_BACKENDS_V6; do
-        ha="$ha
-[[vips.backends]]
-address = \"$b\""
-    done
+source = \"$LAB_IPV6\""
 else
     ha="[vrrp]
 interface = \"$iface\"
@@ -77,7 +70,7 @@ virtual_router_id = 51
 priority = $LAB_PRIORITY
 advert_interval_cs = 100
 preempt = true
-addresses = [\"$LAB_VIP_IPV4/32\"]
+addresses = [\"$LAB_VIP_IPV4/32\", \"$LAB_VIP_IPV6/128\"]
 track_dataplane = true"
 fi
 
@@ -109,10 +102,16 @@ port = $LAB_VIP_PORT
 protocol = "${LAB_VIP_PROTOCOL:-tcp}"
 # No static backends: every backend registers itself.
 
+[[vips]]
+name = "$LAB_VIP_NAME_V6"
+address = "$LAB_VIP_IPV6"
+port = $LAB_VIP_PORT
+protocol = "${LAB_VIP_PROTOCOL:-tcp}"
+
 $ha
 CONF
 "$lbd" --check-config "$HOST_DIR/lbd.toml" >/dev/null || die "lbd rejects $HOST_DIR/lbd.toml"
 
 LBD_LOG="${LBD_LOG:-info}" start lbd "$lbd" --config "$HOST_DIR/lbd.toml"
 WAIT_LOG=lbd wait_until "lbd API socket" 30 test -S "$HOST_DIR/lbd.sock"
-log "lbd up: API $HOST_DIR/lbd.sock and http://$LAB_IPV4:9100, VIP $LAB_VIP_IPV4:$LAB_VIP_PORT"
+log "lbd up: API $HOST_DIR/lbd.sock and http://$LAB_IPV4:9100, VIPs $LAB_VIP_IPV4 and [$LAB_VIP_IPV6] port $LAB_VIP_PORT"

@@ -3,8 +3,8 @@
 set -eu
 : "${LAB_NAME:?}" "${LAB_VIP_IPV4:?}" "${LAB_VIP_IPV6:?}" "${LAB_VIP_PORT:?}"
 LAB_ROLE=client
-# On a VM vagrant runs a copy of this script from /tmp: take lib.sh from the synced folder.
-lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/provision/lib.sh
+# On a VM vagrant runs a copy of this script from /tmp: take lib.sh where common.sh put it.
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/opt/lab/provision/lib.sh
 # shellcheck source=lib.sh
 . "$lib"
 

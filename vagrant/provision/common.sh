@@ -35,6 +35,27 @@ packages() {
 packages iproute2 ethtool procps curl tcpdump
 
 if [ "$LAB_MODE" = vagrant ]; then
+    # What the Vagrantfile's file provisioners uploaded (these scripts, the role's binaries, the
+    # API token) goes where the role scripts read it (see lib.sh), owned by root.
+    upload="${LAB_UPLOAD_DIR:-/home/vagrant/lab-upload}"
+    if [ -d "$upload" ]; then
+        rm -rf /opt/lab/provision
+        install -d -m 0755 /opt/lab /opt/lab/bin
+        cp -r "$upload/provision" /opt/lab/provision
+        for bin in "$upload"/bin/*; do
+            case "$bin" in
+                *.gz) gunzip -c "$bin" >"/opt/lab/bin/$(basename "$bin" .gz)"
+                      chmod 0755 "/opt/lab/bin/$(basename "$bin" .gz)" ;;
+                *) if [ -f "$bin" ]; then install -m 0755 "$bin" /opt/lab/bin/; fi ;;
+            esac
+        done
+        if [ -f "$upload/token" ]; then
+            install -d -m 0700 /etc/lab
+            install -m 0600 "$upload/token" /etc/lab/token
+        fi
+        rm -rf "$upload"
+        log "uploads installed: /opt/lab/provision, /opt/lab/bin: [$(ls /opt/lab/bin | tr '\n' ' ')]$([ -f /etc/lab/token ] && echo ', /etc/lab/token')"
+    fi
     # The interface Vagrant gave the private-network address to.
     iface="$(ip -o -4 addr show | awk -v ip="$LAB_IPV4" '{ split($4, a, "/"); if (a[1] == ip) print $2 }')"
     [ -n "$iface" ] || { echo "no interface holds $LAB_IPV4" >&2; exit 1; }

@@ -5,19 +5,23 @@
 #                 in netns mode `cargo xtask lab` sets 1 (a bare run, as in tests, only checks).
 #   LAB_DIR       where this host keeps logs, data and pid files (LAB_DIR/hosts/NAME);
 #                 default /var/lib/lab on a VM, the lab's own directory in netns mode.
-#   LAB_BIN_DIR   folder holding lbd, lbctl and app (default /vagrant/target/release on a VM).
-#   LAB_TOKEN_FILE  bearer token shared by the balancers' APIs and the backends
-#                 (default /vagrant/target/lab-token on a VM: every VM sees it).
+#   LAB_BIN_DIR   folder holding lbd, lbctl and app (default /opt/lab/bin on a VM, where
+#                 common.sh puts what the Vagrantfile uploaded).
+#   LAB_TOKEN_FILE  bearer token shared by the balancers' APIs and the backends (default
+#                 /etc/lab/token on a VM: the Vagrantfile makes one on the host and uploads it).
 #   LAB_PIN_DIR   bpffs folder for lbd's pins (default /sys/fs/bpf/lbd on a VM).
 #   LAB_XDP_MODE  lbd's [dataplane] xdp_mode on balancers: auto (default), driver or generic.
+#   LAB_WAIT_FACTOR  multiplies every wait bound: default 10 on a VM (it may run under software
+#                 emulation, ~20 times slower), 1 in a namespace.
 
 LAB_MODE="${LAB_MODE:-vagrant}"
 if [ "$LAB_MODE" = vagrant ]; then
     LAB_START="${LAB_START:-1}"
     LAB_DIR="${LAB_DIR:-/var/lib/lab}"
-    LAB_BIN_DIR="${LAB_BIN_DIR:-/vagrant/target/release}"
-    LAB_TOKEN_FILE="${LAB_TOKEN_FILE:-/vagrant/target/lab-token}"
+    LAB_BIN_DIR="${LAB_BIN_DIR:-/opt/lab/bin}"
+    LAB_TOKEN_FILE="${LAB_TOKEN_FILE:-/etc/lab/token}"
     LAB_PIN_DIR="${LAB_PIN_DIR:-/sys/fs/bpf/lbd}"
+    LAB_WAIT_FACTOR="${LAB_WAIT_FACTOR:-10}"
 else
     LAB_START="${LAB_START:-0}"
     : "${LAB_DIR:?netns mode: the lab sets LAB_DIR}"
@@ -60,10 +64,10 @@ start() {
     log "started $name (pid $!, log $HOST_DIR/$name.log)"
 }
 
-# wait_until WHAT SECONDS CMD...: polls CMD every 0.2 s, at most SECONDS; fails naming WHAT and
+# wait_until WHAT SECONDS CMD...: polls CMD every 0.2 s, at most SECONDS (times LAB_WAIT_FACTOR); fails naming WHAT and
 # showing the end of the log of daemon $WAIT_LOG if set.
 wait_until() {
-    what="$1"; tries=$(( $2 * 5 )); shift 2
+    what="$1"; tries=$(( $2 * ${LAB_WAIT_FACTOR:-1} * 5 )); shift 2
     while [ "$tries" -gt 0 ]; do
         if "$@" >/dev/null 2>&1; then return 0; fi
         tries=$((tries - 1))

@@ -4,8 +4,8 @@
 set -eu
 : "${LAB_NAME:?}" "${LAB_IPV4:?}" "${LAB_SERVICES:?a services node lists its services}"
 LAB_ROLE=services
-# On a VM vagrant runs a copy of this script from /tmp: take lib.sh from the synced folder.
-lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/vagrant/provision/lib.sh
+# On a VM vagrant runs a copy of this script from /tmp: take lib.sh where common.sh put it.
+lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/opt/lab/provision/lib.sh
 # shellcheck source=lib.sh
 . "$lib"
 
@@ -16,8 +16,11 @@ redis() {
     [ "$LAB_START" = 1 ] || { log "checked only: redis-server on $LAB_IPV4:6379"; return 0; }
     mkdir -p "$HOST_DIR/redis"
     # Protected mode refuses clients from other hosts when no password is set: the lab has none.
+    # Jobs, orders and idempotency keys live in Redis: every write is in the append-only file
+    # before Redis answers it (fsync always), so a Redis that is killed and restarted has
+    # every job and order it accepted (docs/queue.md, "Durability").
     start redis redis-server --bind "$LAB_IPV4" --port 6379 --protected-mode no \
-        --dir "$HOST_DIR/redis" --save "" --appendonly no --daemonize no
+        --dir "$HOST_DIR/redis" --save "" --appendonly yes --appendfsync always --daemonize no
     WAIT_LOG=redis wait_until "redis on $LAB_IPV4:6379" 20 redis-cli -h "$LAB_IPV4" ping
     log "redis up on $LAB_IPV4:6379"
 }

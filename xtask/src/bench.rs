@@ -21,6 +21,9 @@ pub enum What {
     Queue,
     /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
     Lab,
+    /// The lab under a mixed load for `--minutes N`: p99 over time, memory of lbd and each app,
+    /// connection table, Redis memory, dead letters (not part of CI).
+    Soak,
 }
 
 pub fn run(what: What, args: &[String]) -> Result<()> {
@@ -45,6 +48,10 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         What::Lab => {
             lab::up::build()?;
             ("tests", "lab-bench", &[])
+        }
+        What::Soak => {
+            lab::up::build()?;
+            ("tests", "soak", &[])
         }
     };
     util::run(

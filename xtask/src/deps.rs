@@ -35,7 +35,12 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs those of `packages` whose probe file is missing.
+fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
         .map(|(pkg, _)| *pkg)
@@ -170,4 +175,102 @@ pub fn bpf_linker() -> Result<()> {
 pub fn toolchain() -> Result<()> {
     rust_src()?;
     bpf_linker()
+}
+
+/// What the VM lab needs (`cargo xtask vagrant`): QEMU, libvirt, Vagrant with vagrant-libvirt,
+/// and mmdebstrap (plus sfdisk) for the box.
+pub const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("libvirt-daemon-system", "/usr/sbin/libvirtd"),
+    (
+        "libvirt-daemon-driver-qemu",
+        "/var/lib/dpkg/info/libvirt-daemon-driver-qemu.list",
+    ),
+    ("libvirt-clients", "/usr/bin/virsh"),
+    ("dnsmasq-base", "/usr/sbin/dnsmasq"),
+    ("vagrant", "/usr/bin/vagrant"),
+    ("vagrant-libvirt", "/var/lib/dpkg/info/vagrant-libvirt.list"),
+    ("mmdebstrap", "/usr/bin/mmdebstrap"),
+    ("fdisk", "/usr/sbin/sfdisk"),
+    ("binutils", "/usr/bin/objcopy"),
+    ("openssh-client", "/usr/bin/ssh"),
+];
+
+/// On Debian 12, QEMU and libvirt come from bookworm-backports (a newer qemu-utils may be
+/// installed from there already, and bookworm's own QEMU refuses to sit beside it): the
+/// backports suite from the mirror the machine already uses, pinned to QEMU, libvirt and SeaBIOS.
+fn bookworm_backports() -> Result<()> {
+    let os = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os.lines().any(|l| l == "VERSION_CODENAME=bookworm") {
+        return Ok(());
+    }
+    let sources = std::path::Path::new("/etc/apt/sources.list.d/lb-xdp-backports.sources");
+    let pin = std::path::Path::new("/etc/apt/preferences.d/lb-xdp-backports.pref");
+    if sources.exists() && pin.exists() {
+        return Ok(());
+    }
+    let configured =
+        output(Command::new("apt-get").args(["indextargets", "--format", "$(REPO_URI)"]))?;
+    let mirror = configured
+        .lines()
+        .map(str::trim)
+        .find(|u| u.ends_with("/debian/") || u.ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian/")
+        .to_string();
+    step(&format!(
+        "adding bookworm-backports from {mirror} for QEMU and libvirt"
+    ));
+    fs::write(
+        sources,
+        format!(
+            "# Added by the lb-xdp project (cargo xtask vagrant): QEMU and libvirt for the VM lab.\n\
+             Types: deb\nURIs: {mirror}\nSuites: bookworm-backports\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", sources.display()))?;
+    fs::write(
+        pin,
+        "# Added by the lb-xdp project (cargo xtask vagrant): only QEMU, libvirt and SeaBIOS come\n\
+         # from bookworm-backports.\nPackage: src:qemu src:libvirt src:seabios\n\
+         Pin: release n=bookworm-backports\nPin-Priority: 500\n",
+    )
+    .with_context(|| format!("writing {}", pin.display()))?;
+    // apt_install runs `apt-get update` before installing.
+    Ok(())
+}
+
+/// Installs what the VM lab needs. Idempotent.
+pub fn vm_packages() -> Result<()> {
+    let missing = VM_PACKAGES
+        .iter()
+        .any(|(_, probe)| !std::path::Path::new(probe).exists());
+    if !missing {
+        return Ok(());
+    }
+    if crate::util::is_root() {
+        bookworm_backports()?;
+    }
+    apt_install(VM_PACKAGES)
+}
+/// cargo-fuzz (the `cargo fuzz` subcommand; it drives libFuzzer with the nightly toolchain).
+pub fn cargo_fuzz() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    step("installing cargo-fuzz (about 2 minutes)");
+    let install = |locked: bool| {
+        let mut c = Command::new("cargo");
+        c.args(["install", "cargo-fuzz"]);
+        if locked {
+            c.arg("--locked");
+        }
+        c.env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
+        run(&mut c)
+    };
+    if install(true).is_err() {
+        install(false)?;
+    }
+    Ok(())
 }

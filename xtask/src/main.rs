@@ -5,9 +5,11 @@ mod build_ebpf;
 mod cycles;
 mod deps;
 mod disk;
+mod fuzz;
 mod lab;
 mod test;
 mod util;
+mod vagrant;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -54,6 +56,17 @@ enum Cmd {
     /// The whole system in network namespaces: `lab` (live view, Ctrl-C removes it),
     /// `lab up|down|status|exec NODE -- CMD`. Needs root.
     Lab(lab::LabArgs),
+    /// The lab as VMs (Vagrant, libvirt): `vagrant box|up|down|status|smoke|test`. Needs root.
+    Vagrant(vagrant::VagrantArgs),
+    /// Fuzz the parsers with libFuzzer (cargo-fuzz, nightly): every target, or TARGET, for S
+    /// seconds each, from its committed corpus (fuzz/corpus/TARGET).
+    Fuzz {
+        /// One of: packet, pcap, lbd_config, vrrp, topology, app_bodies, app_config.
+        target: Option<String>,
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
     /// Run every packet of a pcap through the balancer with a config's maps; see `-- --help`.
     Replay {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -67,7 +80,9 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
         Cmd::Setup => {
             deps::apt_packages()?;
-            deps::toolchain()
+            deps::vm_packages()?;
+            deps::toolchain()?;
+            deps::cargo_fuzz()
         }
         Cmd::Test {
             group,
@@ -76,6 +91,8 @@ fn main() -> Result<()> {
         } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
+        Cmd::Vagrant(args) => vagrant::run(args),
+        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time, fuzz::Build::Release),
         Cmd::Replay { args } => {
             build_ebpf::build(true)?;
             util::run(

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, disk, lab, util};
+use crate::{build_ebpf, deps, disk, fuzz, lab, util, vagrant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -28,7 +28,19 @@ pub enum Group {
     E2e,
     /// Active-active over BGP/ECMP: the BGP lab (BIRD router, three balancers) under load (root).
     Bgp,
+    /// The lab as VMs (Vagrant, libvirt): boot the CI set of hosts from the project's box, smoke
+    /// test from the client VM, remove everything (root; builds the box first, cached). Not
+    /// part of `all`: under software emulation it takes far longer than CI allows.
+    Vagrant,
+    /// Chaos in the lab under a mixed load, with a ledger of every request: Redis, PostgreSQL
+    /// and the services link fail and return, a backend flaps, both lbd are SIGKILLed (root).
+    Chaos,
+    /// Every fuzz target for a short bounded time from its committed corpus (cargo-fuzz).
+    Fuzz,
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test` (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 10;
 
 pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     if matches!(
@@ -40,6 +52,8 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             | Group::Lab
             | Group::E2e
             | Group::Bgp
+            | Group::Vagrant
+            | Group::Chaos
     ) && !util::is_root()
     {
         bail!(
@@ -49,9 +63,16 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     disk::warn_if_low();
     deps::apt_packages()?;
     build_ebpf::build(true)?;
-    if matches!(group, Group::All | Group::E2e | Group::Bgp) {
+    if matches!(
+        group,
+        Group::All | Group::E2e | Group::Bgp | Group::Chaos | Group::Vagrant
+    ) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
+    }
+    if group == Group::Vagrant {
+        // The VM test boots the project's box (built once, then cached).
+        vagrant::build_box(false)?;
     }
     let mut profile: Vec<&str> = if release { vec!["--release"] } else { vec![] };
     if !test_args.is_empty() {
@@ -62,8 +83,10 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::All => {
             lint()?;
             util::step("running every test of the workspace");
-            util::run(util::cargo().args(["test", "--workspace"]).args(&profile))
+            util::run(util::cargo().args(["test", "--workspace"]).args(&profile))?;
+            fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev)
         }
+        Group::Fuzz => fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev),
         Group::Lint => lint(),
         Group::Unit => {
             util::run(
@@ -126,10 +149,28 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                 .args(["--test", "topology_file", "--test", "vagrant"])
                 .args(&profile),
         ),
+        // The chaos scenarios live in the e2e binary (they share its lab and client); each
+        // group runs its own half of it.
         Group::E2e => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "e2e"])
-                .args(&profile),
+                .args(with_filter(&profile, &["--skip", CHAOS])),
+        ),
+        Group::Chaos => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "e2e"])
+                .args(with_filter(&profile, &[CHAOS])),
+        ),
+        Group::Vagrant => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "vagrant_lab"])
+                .args(&profile)
+                .args(if test_args.is_empty() {
+                    &["--"][..]
+                } else {
+                    &[][..]
+                })
+                .args(["--ignored", "--nocapture"]),
         ),
         Group::Bgp => util::run(
             util::cargo()
@@ -160,6 +201,20 @@ fn config_tests(profile: &[&str]) -> Result<()> {
             .args(["test", "-p", "lb-config", "--test", "config"])
             .args(profile),
     )
+}
+
+/// Test-name prefix of the chaos scenarios in the e2e binary.
+const CHAOS: &str = "chaos::";
+
+/// `profile` (cargo's arguments, then possibly `--` and the test binary's) with `filter`
+/// added to the test binary's arguments.
+fn with_filter<'a>(profile: &[&'a str], filter: &[&'a str]) -> Vec<&'a str> {
+    let mut out = profile.to_vec();
+    if !out.contains(&"--") {
+        out.push("--");
+    }
+    out.extend_from_slice(filter);
+    out
 }
 
 fn lint() -> Result<()> {

@@ -97,6 +97,7 @@ impl Cache {
                 cfg.l1_max_entries,
                 Duration::from_millis(cfg.l1_ttl_ms),
                 Duration::from_millis(cfg.negative_ttl_ms),
+                Duration::from_millis(cfg.l1_stale_ms),
                 cfg.ttl_jitter_pct,
             )
         });
@@ -195,6 +196,15 @@ impl Cache {
             m.coalesced.inc();
         } else if let (Some(l1), Some(g), Ok(v)) = (&self.inner.l1, generation, &res) {
             l1.insert_if_current(key, v.clone(), g).await;
+        }
+        // Every source failed (Redis and the database): a record this instance had, past its
+        // TTL but not invalidated since, beats a 503.
+        if res.is_err()
+            && let Some(l1) = &self.inner.l1
+            && let Some(v) = l1.get_stale(&key).await
+        {
+            m.cache_lookups.with_label_values(&["l1", "stale"]).inc();
+            return Ok(v);
         }
         res
     }

@@ -134,6 +134,9 @@ pub struct CacheConfig {
     pub l1_enabled: bool,
     pub l1_ttl_ms: u64,
     pub l1_max_entries: u64,
+    /// After its TTL an L1 value is kept this long more and served only when both Redis and
+    /// the database fail (stale-if-error); a write or an invalidation drops it. 0: never.
+    pub l1_stale_ms: u64,
     /// L2: Redis.
     pub l2_enabled: bool,
     pub l2_ttl_ms: u64,
@@ -176,6 +179,7 @@ impl Default for CacheConfig {
             l1_enabled: true,
             l1_ttl_ms: 5_000,
             l1_max_entries: 100_000,
+            l1_stale_ms: 30_000,
             l2_enabled: true,
             l2_ttl_ms: 300_000,
             l2_stale_ms: 30_000,
@@ -256,6 +260,11 @@ pub struct RegistrationConfig {
     pub vip: String,
     /// This backend's address as the balancer sees it.
     pub address: String,
+    /// More VIPs this backend serves, each with the address that VIP reaches it at. A
+    /// dual-stack service is one VIP per family on the balancer (as with IPVS or Katran), so
+    /// beside `vip = "web"`, `address = "10.77.0.11"` a backend lists
+    /// `[{ vip = "web-v6", address = "fd77::11" }]`.
+    pub extra_vips: Vec<VipMembership>,
     pub weight: u32,
     /// Bearer token, or a file holding it (the file wins when both are set).
     pub token: Option<String>,
@@ -269,12 +278,21 @@ pub struct RegistrationConfig {
     pub refresh_ms: u64,
 }
 
+/// One VIP this backend registers with, and its own address for that VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipMembership {
+    pub vip: String,
+    pub address: String,
+}
+
 impl Default for RegistrationConfig {
     fn default() -> Self {
         Self {
             control_planes: Vec::new(),
             vip: String::new(),
             address: String::new(),
+            extra_vips: Vec::new(),
             weight: 100,
             token: None,
             token_file: None,
@@ -289,6 +307,17 @@ impl Default for RegistrationConfig {
 impl RegistrationConfig {
     pub fn enabled(&self) -> bool {
         !self.control_planes.is_empty()
+    }
+
+    /// Every (VIP, address) this backend registers: `vip`/`address` first, then `extra_vips`.
+    pub fn memberships(&self) -> Vec<VipMembership> {
+        let first = VipMembership {
+            vip: self.vip.clone(),
+            address: self.address.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.extra_vips.iter().cloned())
+            .collect()
     }
 }
 
@@ -459,17 +488,29 @@ impl Config {
                     ));
                 }
             }
-            if r.vip.is_empty() {
-                return Err(ConfigError::invalid(
-                    "registration.vip",
-                    "required when control_planes is set",
-                ));
-            }
-            if r.address.parse::<std::net::IpAddr>().is_err() {
-                return Err(ConfigError::invalid(
-                    "registration.address",
-                    format!("`{}` is not an IP address", r.address),
-                ));
+            for (i, m) in r.memberships().iter().enumerate() {
+                let field = |key: &str| match i {
+                    0 => format!("registration.{key}"),
+                    _ => format!("registration.extra_vips[{}].{key}", i - 1),
+                };
+                if m.vip.is_empty() {
+                    return Err(ConfigError::invalid(
+                        field("vip"),
+                        "required when control_planes is set",
+                    ));
+                }
+                if m.address.parse::<std::net::IpAddr>().is_err() {
+                    return Err(ConfigError::invalid(
+                        field("address"),
+                        format!("`{}` is not an IP address", m.address),
+                    ));
+                }
+                if r.memberships()[..i].iter().any(|o| o.vip == m.vip) {
+                    return Err(ConfigError::invalid(
+                        field("vip"),
+                        format!("`{}` is listed twice", m.vip),
+                    ));
+                }
             }
             if r.token.is_none() && r.token_file.is_none() {
                 return Err(ConfigError::invalid(
@@ -589,5 +630,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("registration.address"), "{e}");
+    }
+
+    #[test]
+    fn extra_vips_are_checked_like_the_first() {
+        let base = "[registration]\ncontrol_planes = [\"http://127.0.0.1:1\"]\ntoken = \"t\"\nvip = \"web\"\naddress = \"10.0.0.1\"\n";
+        let ok = Config::from_toml_str(&format!(
+            "{base}extra_vips = [{{ vip = \"web-v6\", address = \"fd00::1\" }}]"
+        ))
+        .unwrap();
+        let names: Vec<_> = ok
+            .registration
+            .memberships()
+            .into_iter()
+            .map(|m| (m.vip, m.address))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("web".to_string(), "10.0.0.1".to_string()),
+                ("web-v6".to_string(), "fd00::1".to_string())
+            ]
+        );
+        let e = Config::from_toml_str(&format!(
+            "{base}extra_vips = [{{ vip = \"web-v6\", address = \"nope\" }}]"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registration.extra_vips[0].address"), "{e}");
+        let e = Config::from_toml_str(&format!(
+            "{base}extra_vips = [{{ vip = \"web\", address = \"fd00::1\" }}]"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registration.extra_vips[0].vip"), "{e}");
     }
 }

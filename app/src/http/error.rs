@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::store::{FieldError, StoreError};
 
+/// `Retry-After` of a 503 (database or a dependency unavailable, request timed out).
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -98,8 +101,15 @@ impl IntoResponse for ApiError {
             field,
         };
         let mut resp = (self.status(), Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after_s } = self
-            && let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string())
+        // A 503 is temporary by definition: say when to come back, so a client retries
+        // instead of giving up (or hammering).
+        let retry_after_s = match self {
+            ApiError::TooManyRequests { retry_after_s } => Some(retry_after_s),
+            ApiError::DatabaseUnavailable | ApiError::Timeout => Some(UNAVAILABLE_RETRY_AFTER_S),
+            _ => None,
+        };
+        if let Some(s) = retry_after_s
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

@@ -20,7 +20,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use error::ApiError;
+pub use error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
 pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::{Decision, RateLimiter};
 

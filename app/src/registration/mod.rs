@@ -1,6 +1,7 @@
 //! Self-registration with the balancer's control planes (usually an active/backup pair).
 //!
-//! On start, one background task per control plane registers with exponential backoff
+//! On start, one background task per control plane and VIP (a dual-stack service is one VIP
+//! per family, see `extra_vips`) registers with exponential backoff
 //! until it succeeds (an unreachable control plane never blocks start-up), then
 //! re-registers every `refresh_ms` so a restarted control plane learns about us again.
 //! A re-registration is a heartbeat: it never undoes an operator's drain (`lbctl backend
@@ -22,13 +23,13 @@ use tokio_util::task::TaskTracker;
 
 pub use client::{ControlPlane, Registered, RegistrationError};
 
-use crate::config::RegistrationConfig;
+use crate::config::{RegistrationConfig, VipMembership};
 use crate::metrics::Metrics;
 
 pub struct Registrar {
     planes: Vec<ControlPlane>,
-    vip: String,
-    address: String,
+    /// The VIPs this backend serves, each with its address for that VIP.
+    members: Vec<VipMembership>,
     weight: u32,
     retry_initial: Duration,
     retry_max: Duration,
@@ -74,8 +75,7 @@ impl Registrar {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Self {
             planes,
-            vip: cfg.vip.clone(),
-            address: cfg.address.clone(),
+            members: cfg.memberships(),
             weight: cfg.weight,
             retry_initial: Duration::from_millis(cfg.retry_initial_ms.max(1)),
             retry_max: Duration::from_millis(cfg.retry_max_ms.max(cfg.retry_initial_ms).max(1)),
@@ -96,30 +96,34 @@ impl Registrar {
     /// Starts the background register loops (returns at once).
     pub fn start(self: &std::sync::Arc<Self>) {
         for i in 0..self.planes.len() {
-            let me = self.clone();
-            self.tracker.spawn(async move { me.register_loop(i).await });
+            for m in 0..self.members.len() {
+                let me = self.clone();
+                self.tracker
+                    .spawn(async move { me.register_loop(i, m).await });
+            }
         }
     }
 
-    async fn register_loop(&self, i: usize) {
+    async fn register_loop(&self, i: usize, m: usize) {
         let cp = &self.planes[i];
+        let VipMembership { vip, address } = &self.members[m];
         let mut delay = self.retry_initial;
         let mut registered = false;
         let mut seen = Overrides::default();
         loop {
-            match cp.register(&self.vip, &self.address, self.weight).await {
+            match cp.register(vip, address, self.weight).await {
                 Ok(answer) => {
                     self.count("register", true);
                     if !registered {
-                        tracing::info!(control_plane = cp.url(), vip = %self.vip, address = %self.address, "registered");
+                        tracing::info!(control_plane = cp.url(), %vip, %address, "registered");
                     }
                     registered = true;
-                    seen.observe(&answer, self.weight, cp.url(), &self.vip, &self.address);
+                    seen.observe(&answer, self.weight, cp.url(), vip, address);
                     delay = self.retry_initial;
                 }
                 Err(e) => {
                     self.count("register", false);
-                    tracing::warn!(control_plane = cp.url(), error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
+                    tracing::warn!(control_plane = cp.url(), %vip, error = %e, retry_in_ms = delay.as_millis() as u64, "registration failed; retrying");
                 }
             }
             let wait = if registered {
@@ -147,43 +151,55 @@ impl Registrar {
         self.tracker.wait().await;
     }
 
-    /// Drains on every control plane at once, each bounded by `timeout`. Returns how many
-    /// acknowledged.
+    /// Drains on every control plane at once, each call bounded by `timeout`. Returns how
+    /// many control planes acknowledged for every VIP.
     pub async fn drain(&self, timeout: Duration) -> usize {
         self.stop_loops().await;
-        let calls = self.planes.iter().map(|cp| async move {
-            let r = tokio::time::timeout(timeout, cp.drain(&self.vip, &self.address)).await;
-            let ok = matches!(r, Ok(Ok(())));
-            self.count("drain", ok);
-            match r {
-                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "drained"),
-                Ok(Err(e)) => tracing::warn!(control_plane = cp.url(), error = %e, "drain failed"),
-                Err(_) => tracing::warn!(control_plane = cp.url(), "drain timed out"),
-            }
-            ok
-        });
-        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+        self.on_every_plane("drain", timeout, |cp, vip, address| {
+            Box::pin(cp.drain(vip, address))
+        })
+        .await
     }
 
-    /// Deregisters from every control plane at once, each bounded by `timeout`.
+    /// Deregisters from every control plane at once, each call bounded by `timeout`.
     pub async fn deregister(&self, timeout: Duration) -> usize {
         self.stop_loops().await;
-        let calls = self.planes.iter().map(|cp| async move {
-            let r = tokio::time::timeout(timeout, cp.deregister(&self.vip, &self.address)).await;
-            let ok = matches!(r, Ok(Ok(())));
-            self.count("deregister", ok);
-            match r {
-                Ok(Ok(())) => tracing::info!(control_plane = cp.url(), "deregistered"),
-                Ok(Err(e)) => {
-                    tracing::warn!(control_plane = cp.url(), error = %e, "deregister failed")
+        self.on_every_plane("deregister", timeout, |cp, vip, address| {
+            Box::pin(cp.deregister(vip, address))
+        })
+        .await
+    }
+
+    /// Runs `call` for every VIP on every control plane at once; returns the number of control
+    /// planes where every call succeeded.
+    async fn on_every_plane<'a, F>(&'a self, op: &'static str, timeout: Duration, call: F) -> usize
+    where
+        F: Fn(&'a ControlPlane, &'a str, &'a str) -> CallFuture<'a>,
+    {
+        let call = &call;
+        let planes = self.planes.iter().map(|cp| async move {
+            let calls = self.members.iter().map(|m| async move {
+                let r = tokio::time::timeout(timeout, call(cp, &m.vip, &m.address)).await;
+                let ok = matches!(r, Ok(Ok(())));
+                self.count(op, ok);
+                let (vip, address) = (&m.vip, &m.address);
+                match r {
+                    Ok(Ok(())) => tracing::info!(control_plane = cp.url(), %vip, %address, "{op} done"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(control_plane = cp.url(), %vip, %address, error = %e, "{op} failed")
+                    }
+                    Err(_) => tracing::warn!(control_plane = cp.url(), %vip, %address, "{op} timed out"),
                 }
-                Err(_) => tracing::warn!(control_plane = cp.url(), "deregister timed out"),
-            }
-            ok
+                ok
+            });
+            join_all(calls).await.into_iter().all(|ok| ok)
         });
-        join_all(calls).await.into_iter().filter(|ok| *ok).count()
+        join_all(planes).await.into_iter().filter(|ok| *ok).count()
     }
 }
+
+type CallFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), RegistrationError>> + Send + 'a>>;
 
 /// What an operator overrode on one control plane, so each change is logged once (not on
 /// every refresh).

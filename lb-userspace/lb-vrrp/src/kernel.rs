@@ -6,7 +6,7 @@ use std::io;
 use futures_util::TryStreamExt;
 use lb_config::VirtualAddr;
 use netlink_packet_route::{
-    address::AddressHeaderFlags,
+    address::{AddressAttribute, AddressHeaderFlags, CacheInfo},
     link::{LinkAttribute, LinkXdp, XdpAttached},
 };
 use rtnetlink::Handle;
@@ -53,6 +53,18 @@ pub async fn add_address(handle: &Handle, a: &VirtualAddr, iface: &str) -> io::R
         // The address moves between nodes: duplicate address detection would hold it
         // tentative (unusable) for a second, and the old owner is gone or leaving anyway.
         req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        // Deprecated (preferred lifetime 0, `ip addr ... preferred_lft 0`): it still receives
+        // traffic and is announced, but the kernel never picks it as the source of this
+        // node's own connections. A /128 VIP would otherwise win source selection (longest
+        // matching prefix) for every address of the segment: the health checks would leave
+        // from the VIP, and backends holding it on lo for direct server return would answer
+        // themselves.
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = 0;
+        lifetimes.ifa_valid = u32::MAX;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetimes));
     }
     req.execute()
         .await

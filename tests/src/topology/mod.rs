@@ -182,6 +182,12 @@ impl Vip {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// Name of the IPv6 VIP in `lbd`'s config: one VIP per family (as with IPVS or Katran),
+    /// `NAME-v6` beside `NAME`. The Vagrantfile and the provisioning scripts get it as
+    /// `LAB_VIP_NAME_V6`.
+    pub fn ipv6_name(&self) -> String {
+        format!("{}-v6", self.name)
+    }
     /// IPv4 VIP.
     pub fn ipv4(&self) -> Ipv4Addr {
         self.ipv4
@@ -509,6 +515,7 @@ impl Topology {
             ("LAB_IPV6_PREFIX", seg.ipv6.prefix_len().to_string()),
             ("LAB_MTU", seg.mtu.to_string()),
             ("LAB_VIP_NAME", vip.name.clone()),
+            ("LAB_VIP_NAME_V6", vip.ipv6_name()),
             ("LAB_VIP_IPV4", vip.ipv4.to_string()),
             ("LAB_VIP_IPV6", vip.ipv6.to_string()),
             ("LAB_VIP_PORT", vip.port.to_string()),

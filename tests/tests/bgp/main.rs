@@ -9,9 +9,6 @@
 //! scale-out, clean scale-in, a dead node and a total backend failure under load. Figures
 //! (gaps, shares) go to stderr: `-- --nocapture` shows them.
 
-#[path = "../e2e/http.rs"]
-#[allow(dead_code)]
-mod http;
 #[path = "../e2e/load.rs"]
 #[allow(dead_code)]
 mod load;
@@ -29,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use tests::{HaMode, Host, System, SystemOptions};
+use tests::{HaMode, Host, System, SystemOptions, http};
 
 
 /// One lab at a time: the machine has two cores and the BGP lab runs ten hosts.

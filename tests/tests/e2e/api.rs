@@ -14,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const READS: usize = 6;
 
 /// One request from the client through `addr` on a new connection.
-fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Response> {
+pub(crate) fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Response> {
     let (m, p, b, id) = (
         req.method.to_string(),
         req.path.to_string(),
@@ -29,63 +29,43 @@ fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Response> {
                 body: b.as_deref(),
                 id: &id,
                 close: true,
+                idempotency_key: None,
             };
             http::once(addr, &req, TIMEOUT)
         })?
         .with_context(|| format!("{} {} through {addr}", req.method, req.path))
 }
 
-/// Sum of the samples of metric `name` whose labels include every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
 /// Cache counters summed over every backend (read at each backend's own address, not the VIP).
-fn cache_counters(e: &E2e, tag: &str) -> Result<(f64, f64)> {
+pub(crate) fn cache_counters(e: &E2e, tag: &str) -> Result<(f64, f64)> {
     let (mut hits, mut loads) = (0.0, 0.0);
     for be in e.system.backends() {
         let addr = SocketAddr::new(e.addr_of(&be)?, e.vip.port());
         let r = call(e, addr, Request::get("/metrics", &format!("{tag}-{be}")))?;
         ensure!(r.status == 200, "{be} /metrics: status {}", r.status);
-        let text = r.text();
-        hits += metric(
-            &text,
-            "app_cache_lookups_total",
-            &[("level", "l1"), ("result", "hit")],
-        ) + metric(
-            &text,
-            "app_cache_lookups_total",
-            &[("level", "l2"), ("result", "hit")],
-        );
-        loads += metric(&text, "app_cache_db_loads_total", &[("entity", "user")]);
+        let (h, l) = tests::metrics::user_cache(&r.text());
+        hits += h;
+        loads += l;
     }
     Ok((hits, loads))
 }
 
-#[test]
-fn cached_api_and_queue_work_through_the_vip() -> Result<()> {
-    let mut e = E2e::start("api")?;
-    let vip = e.vip;
-
-    // A user, created through the VIP.
-    let body =
-        json!({"name": "E2E User", "email": format!("e2e-{}@example.com", std::process::id())})
-            .to_string();
-    let created = call(&e, vip, Request::post("/users", &body, "api-create"))?;
+/// Creates a user through `vip`, reads it back through `vip` [`READS`] times and checks the
+/// reads came from the cache; returns its id. Request ids start with `tag`.
+pub(crate) fn user_read_back_from_cache(e: &mut E2e, vip: SocketAddr, tag: &str) -> Result<i64> {
+    let body = json!({
+        "name": "E2E User",
+        "email": format!("e2e-{tag}-{}@example.com", std::process::id())
+    })
+    .to_string();
+    let created = call(
+        e,
+        vip,
+        Request::post("/users", &body, &format!("{tag}-create")),
+    )?;
     ensure!(
         created.status == 201,
-        "POST /users: {} {}",
+        "POST /users through {vip}: {} {}",
         created.status,
         created.text()
     );
@@ -97,15 +77,15 @@ fn cached_api_and_queue_work_through_the_vip() -> Result<()> {
     // A write deletes the cached value twice (at once, and delayed_delete_ms = 500 ms later);
     // read after the second delete so it cannot drop what these reads cache.
     std::thread::sleep(Duration::from_millis(1500));
-    let (hits0, loads0) = cache_counters(&e, "api-metrics0")?;
+    let (hits0, loads0) = cache_counters(e, &format!("{tag}-metrics0"))?;
     let path = format!("/users/{id}");
     let mut readers = Vec::new();
     for i in 0..READS {
-        let rid = format!("api-read-{i}");
-        let r = call(&e, vip, Request::get(&path, &rid))?;
+        let rid = format!("{tag}-read-{i}");
+        let r = call(e, vip, Request::get(&path, &rid))?;
         ensure!(
             r.status == 200,
-            "GET {path} #{i}: {} {}",
+            "GET {path} #{i} through {vip}: {} {}",
             r.status,
             r.text()
         );
@@ -116,10 +96,10 @@ fn cached_api_and_queue_work_through_the_vip() -> Result<()> {
         );
         readers.push(e.ledger.wait_for(&e.system, &rid)?);
     }
-    let (hits1, loads1) = cache_counters(&e, "api-metrics1")?;
+    let (hits1, loads1) = cache_counters(e, &format!("{tag}-metrics1"))?;
     let (hits, loads) = (hits1 - hits0, loads1 - loads0);
     e.say(&format!(
-        "user {id}: {READS} reads answered by {readers:?}: {hits} cache hits (L1+L2), {loads} database loads"
+        "user {id} through {vip}: {READS} reads answered by {readers:?}: {hits} cache hits (L1+L2), {loads} database loads"
     ));
     ensure!(
         loads <= 1.0,
@@ -129,6 +109,14 @@ fn cached_api_and_queue_work_through_the_vip() -> Result<()> {
         hits >= (READS - 1) as f64,
         "only {hits} of the {READS} reads were cache hits (at most the first may miss)"
     );
+    Ok(id)
+}
+
+#[test]
+fn cached_api_and_queue_work_through_the_vip() -> Result<()> {
+    let mut e = E2e::start("api")?;
+    let vip = e.vip;
+    let id = user_read_back_from_cache(&mut e, vip, "api")?;
 
     // A task through the queue, its result read from another backend.
     let input = json!({"user": id, "note": "e2e"});

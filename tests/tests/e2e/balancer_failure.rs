@@ -1,5 +1,6 @@
 //! Scenario 4: the master balancer dies under load; the backup takes the VIP over.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -13,18 +14,24 @@ const RESUME_BOUND: Duration = Duration::from_secs(15);
 #[test]
 fn backup_balancer_takes_over_when_the_master_dies() -> Result<()> {
     let e = E2e::start("balancer-kill")?;
+    master_dies_under_load(&e, e.vip, "bal")
+}
+
+/// lb1 (the VRRP master) dies while the client sends new connections to `vip` (request ids
+/// start with `tag`); lb2 must take the VIP and answer everything asked after it resumed.
+pub(crate) fn master_dies_under_load(e: &E2e, vip: SocketAddr, tag: &str) -> Result<()> {
     e.wait_until("lb2 to be the VRRP backup", Duration::from_secs(30), || {
         Ok(e.system.vrrp_states("lb2")?.iter().all(|s| s == "backup"))
     })?;
     let t0 = Instant::now();
-    let mut spec = Spec::new("bal");
+    let mut spec = Spec::new(tag);
     spec.workers = 2;
     spec.pace = Duration::from_millis(10);
     // New connections that cannot get through during the takeover give up after this; the
     // gap is measured between successful answers, so it does not depend on this bound.
     spec.timeout = Duration::from_secs(2);
     spec.max_time = Duration::from_secs(90);
-    let load = Load::start(e.client(), e.vip, spec)?;
+    let load = Load::start(e.client(), vip, spec)?;
     load.wait_more(200, Duration::from_secs(20))?;
 
     // The node dies: its link goes down first (no goodbye advert gets out, and its pinned XDP
@@ -64,7 +71,7 @@ fn backup_balancer_takes_over_when_the_master_dies() -> Result<()> {
         .context("no request was answered after lb1 died")?;
     let failed = report.failed();
     e.say(&format!(
-        "lb1 died (link down + SIGKILL lbd): lb2 master after {} ms, first answer to a request \
+        "{vip}: lb1 died (link down + SIGKILL lbd): lb2 master after {} ms, first answer to a request \
          sent after the death {} ms after it, longest gap between two answers {} ms; {} of {} requests failed \
          (timed out during the takeover); 100 answers after {} ms more",
         takeover.as_millis(),

@@ -13,8 +13,9 @@
 mod api;
 mod backend_failure;
 mod balancer_failure;
+mod chaos;
 mod drain;
-mod http;
+mod ipv6;
 mod load;
 mod restart;
 mod served;
@@ -25,8 +26,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use tests::{Host, System, SystemOptions};
+use anyhow::{Context, Result, bail};
+use tests::{Host, System, SystemOptions, http};
 
 use crate::served::Ledger;
 
@@ -37,6 +38,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub struct E2e {
     pub system: System,
     pub vip: SocketAddr,
+    /// The same service on the IPv6 VIP.
+    pub vip6: SocketAddr,
     pub vip_name: String,
     pub ledger: Ledger,
     pub test: &'static str,
@@ -62,6 +65,7 @@ impl E2e {
         let v = topology.vip();
         let e2e = Self {
             vip: SocketAddr::new(IpAddr::V4(v.ipv4()), v.port()),
+            vip6: SocketAddr::new(IpAddr::V6(v.ipv6()), v.port()),
             vip_name: v.name().to_string(),
             system,
             ledger: Ledger::default(),
@@ -70,7 +74,7 @@ impl E2e {
         };
         for lb in e2e.system.balancers() {
             e2e.system
-                .wait_healthy(&lb, e2e.system.backends().len(), Duration::from_secs(60))?;
+                .wait_healthy(&lb, e2e.system.vip_backends(), Duration::from_secs(60))?;
         }
         e2e.wait_until("lb1 to be the VRRP master", Duration::from_secs(30), || {
             Ok(e2e.system.is_master("lb1"))

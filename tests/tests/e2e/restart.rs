@@ -44,7 +44,7 @@ fn lbd_restart_on_the_master_loses_no_request() -> Result<()> {
     let started = Instant::now();
     let status = e.system.lbctl_json("lb1", ["status"])?;
     e.system
-        .wait_healthy("lb1", e.system.backends().len(), Duration::from_secs(30))?;
+        .wait_healthy("lb1", e.system.vip_backends(), Duration::from_secs(30))?;
     let master_again = e.wait_until("lb1 to take the VIP back", Duration::from_secs(30), || {
         Ok(e.system.is_master("lb1"))
     })?;

@@ -5,7 +5,7 @@
 //! same scripts as the Vagrant VMs (`vagrant/provision/*.sh`, `LAB_MODE=netns`); this module
 //! only orchestrates.
 
-mod hosts;
+pub mod hosts;
 pub mod up;
 mod view;
 

@@ -72,6 +72,11 @@ fn print_usage(lab: &Lab) {
     );
     println!("  {x} curl -s {url}/ping");
     println!(
+        "  {x} curl -s 'http://[{}]:{}/ping'",
+        vip.ipv6(),
+        vip.port()
+    );
+    println!(
         "  {x} curl -s -H 'content-type: application/json' -d '{{\"name\":\"Ann\",\"email\":\"ann@example.com\"}}' {url}/users"
     );
     println!("  {x} curl -s {url}/users/1");

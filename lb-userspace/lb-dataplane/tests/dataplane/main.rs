@@ -11,6 +11,7 @@ mod flood;
 mod forwarding;
 mod icmp;
 mod malformed;
+mod model;
 mod object;
 mod pmtu;
 mod random;

@@ -155,6 +155,13 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0)
     );
+    head(
+        &mut out,
+        "lb_table_swaps_total",
+        "counter",
+        "Lookup tables swapped (a backend joining or leaving a VIP swaps its table).",
+    );
+    let _ = writeln!(out, "lb_table_swaps_total {}", inner.table_swaps);
     if let Some(v) = s.vrrp.get() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }

@@ -62,6 +62,8 @@ pub struct Inner {
     /// Active connections per backend id, from the last sweep.
     pub active: HashMap<u32, u64>,
     pub last_table_swap: Option<Duration>,
+    /// Tables swapped since start (a flapping backend's churn shows here).
+    pub table_swaps: u64,
 }
 
 pub struct Shared {
@@ -170,6 +172,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             attached: Vec::new(),
             active: HashMap::new(),
             last_table_swap: None,
+            table_swaps: 0,
         }),
         started: now,
         probe_tx,
@@ -300,6 +303,7 @@ pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
     let report = inner.prog.apply(&specs)?;
     if report.tables_swapped > 0 {
         inner.last_table_swap = Some(t.elapsed());
+        inner.table_swaps += report.tables_swapped as u64;
         tracing::debug!(?report, "maps updated");
     }
     save_state(shared, inner);

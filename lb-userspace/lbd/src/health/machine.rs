@@ -22,6 +22,12 @@ impl Health {
     }
 }
 
+/// A backend that falls within this time of becoming healthy is flapping: each such fall
+/// doubles the successes it needs to come back (see [`Machine::needed_rise`]).
+pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
+/// At most `rise × 2^4` successes are asked of a flapping backend.
+const MAX_FLAP_SHIFT: u32 = 4;
+
 #[derive(Clone, Debug)]
 pub struct Machine {
     rise: u32,
@@ -31,6 +37,8 @@ pub struct Machine {
     failures: u32,
     /// When the backend last became healthy (for slow start).
     healthy_since: Option<Instant>,
+    /// Falls in a row that came within [`FLAP_WINDOW`] of becoming healthy.
+    flaps: u32,
 }
 
 impl Machine {
@@ -42,6 +50,7 @@ impl Machine {
             successes: 0,
             failures: 0,
             healthy_since: None,
+            flaps: 0,
         }
     }
 
@@ -70,12 +79,26 @@ impl Machine {
         self.healthy_since
     }
 
+    /// Consecutive successes an unhealthy (or unknown) backend needs to become healthy:
+    /// `rise`, doubled for each recent flap (at most ×16). Hysteresis: a backend in a crash
+    /// loop stays out instead of swapping the VIP's table in and out every few seconds.
+    pub fn needed_rise(&self) -> u32 {
+        self.rise
+            .saturating_mul(1 << self.flaps.min(MAX_FLAP_SHIFT))
+    }
+
     /// Records one probe; returns the new state when it changed.
+    ///
+    /// Failures count until `rise` successes in a row forgive them (one success between two
+    /// failures does not): a backend that is down every other probe falls like one that is
+    /// down for good.
     pub fn observe(&mut self, ok: bool, now: Instant) -> Option<Health> {
         if ok {
-            self.failures = 0;
             self.successes = self.successes.saturating_add(1);
-            if self.state != Health::Healthy && self.successes >= self.rise {
+            if self.successes >= self.rise {
+                self.failures = 0;
+            }
+            if self.state != Health::Healthy && self.successes >= self.needed_rise() {
                 self.state = Health::Healthy;
                 self.healthy_since = Some(now);
                 return Some(Health::Healthy);
@@ -90,6 +113,16 @@ impl Machine {
                 self.fall
             };
             if self.state != Health::Unhealthy && self.failures >= threshold {
+                if self.state == Health::Healthy {
+                    let recent = self
+                        .healthy_since
+                        .is_some_and(|t| now.saturating_duration_since(t) < FLAP_WINDOW);
+                    self.flaps = if recent {
+                        self.flaps.saturating_add(1)
+                    } else {
+                        0
+                    };
+                }
                 self.state = Health::Unhealthy;
                 self.healthy_since = None;
                 return Some(Health::Unhealthy);
@@ -121,16 +154,67 @@ mod tests {
         assert_eq!(m.observe(true, t), Some(Health::Healthy));
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), None);
+        assert_eq!(m.observe(true, t), None);
         assert_eq!(
             m.observe(true, t),
             None,
-            "a success resets the failure count"
+            "rise successes in a row forgive the failures"
         );
+        // Healthy for longer than the flap window: coming back needs `rise` only.
+        let t = t + FLAP_WINDOW;
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), None);
         assert_eq!(m.observe(false, t), Some(Health::Unhealthy));
         assert_eq!(m.observe(true, t), None);
         assert_eq!(m.observe(true, t), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn a_crash_loop_falls_although_probes_alternate() {
+        let t = Instant::now();
+        let mut m = Machine::new(2, 2);
+        m.observe(true, t);
+        m.observe(true, t);
+        assert_eq!(m.state(), Health::Healthy);
+        assert_eq!(m.observe(false, t), None);
+        assert_eq!(m.observe(true, t), None, "one success does not forgive");
+        assert_eq!(m.observe(false, t), Some(Health::Unhealthy));
+        // Alternating, it never comes back.
+        for _ in 0..20 {
+            m.observe(true, t);
+            m.observe(false, t);
+        }
+        assert_eq!(m.state(), Health::Unhealthy);
+    }
+
+    #[test]
+    fn flapping_needs_more_successes_each_time_and_long_health_forgives() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(2, 1);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        m.observe(true, at(0));
+        m.observe(true, at(1));
+        // Healthy for long: a fall is no flap.
+        m.observe(false, at(100));
+        assert_eq!(m.needed_rise(), 2);
+        m.observe(true, at(101));
+        assert_eq!(m.observe(true, at(102)), Some(Health::Healthy));
+        // Falls soon after: a flap; then 4, 8, 16, 32 successes, never more.
+        let mut now = 103;
+        for want in [4, 8, 16, 32, 32] {
+            assert_eq!(m.observe(false, at(now)), Some(Health::Unhealthy));
+            assert_eq!(m.needed_rise(), want);
+            for i in 1..want {
+                now += 1;
+                assert_eq!(m.observe(true, at(now)), None, "success {i} of {want}");
+            }
+            now += 1;
+            assert_eq!(m.observe(true, at(now)), Some(Health::Healthy));
+            now += 1;
+        }
+        // Stable past the flap window: the next fall starts over at rise.
+        m.observe(false, at(now + 61));
+        assert_eq!(m.needed_rise(), 2);
     }
 
     #[test]

@@ -58,6 +58,20 @@ fn ipv6_election_failover_and_unsolicited_neighbour_advert() {
         "the IPv6 adverts come from lb1's own link-local address: {s}"
     );
     assert_eq!(s["counters"]["rejects"]["checksum"], 0, "{s}");
+    // The master's own connections to the segment (health checks, API calls) do not go out
+    // from VIP6 (a /128 would win source selection by longest prefix): backends holding the
+    // VIP on lo for direct server return would answer themselves.
+    let peer = l.lab.host("client").expect("client").ipv6().to_string();
+    let route = l
+        .lab
+        .host("lb1")
+        .expect("lb1")
+        .exec(["ip", "-6", "route", "get", &peer])
+        .expect("ip -6 route get on lb1");
+    assert!(
+        !route.contains(&format!("src {VIP6} ")),
+        "lb1 would send to {peer} from the VIP: {route}"
+    );
 
     // Both instances in `lbctl vrrp` and in the metrics.
     let text = l.lbctl_vrrp(1);

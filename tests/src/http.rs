@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client over `std::net::TcpStream`: enough for the app's JSON API, with
 //! keep-alive, and no dependency on `curl` (a socket must be created inside the client's
-//! namespace, which a Rust closure can do and a child process cannot share).
+//! namespace, which a Rust closure can do and a child process cannot share). Used by the
+//! end-to-end tests, the chaos tests and the soak.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,8 +13,11 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// One parsed response.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
     pub body: Vec<u8>,
 }
 
@@ -26,10 +30,12 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The body as JSON, or an error quoting it.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_slice(&self.body).map_err(|e| {
             anyhow::anyhow!(
@@ -44,15 +50,22 @@ impl Response {
 /// A request; `id` goes into `x-request-id`.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// `GET`, `POST`, ...
     pub method: &'a str,
+    /// Path and query.
     pub path: &'a str,
+    /// A JSON body.
     pub body: Option<&'a str>,
+    /// Sent as `x-request-id`.
     pub id: &'a str,
     /// Ask the server to close the connection after the answer.
     pub close: bool,
+    /// Sent as `Idempotency-Key` when set.
+    pub idempotency_key: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
+    /// `GET path`.
     pub fn get(path: &'a str, id: &'a str) -> Self {
         Self {
             method: "GET",
@@ -60,9 +73,20 @@ impl<'a> Request<'a> {
             body: None,
             id,
             close: false,
+            idempotency_key: None,
         }
     }
 
+    /// `PUT` of a JSON body.
+    pub fn put(path: &'a str, body: &'a str, id: &'a str) -> Self {
+        Self {
+            method: "PUT",
+            body: Some(body),
+            ..Self::get(path, id)
+        }
+    }
+
+    /// `POST` of a JSON body.
     pub fn post(path: &'a str, body: &'a str, id: &'a str) -> Self {
         Self {
             method: "POST",
@@ -71,9 +95,18 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The same request with `Connection: close`.
     pub fn closing(self) -> Self {
         Self {
             close: true,
+            ..self
+        }
+    }
+
+    /// The same request with an `Idempotency-Key`.
+    pub fn idempotent(self, key: &'a str) -> Self {
+        Self {
+            idempotency_key: Some(key),
             ..self
         }
     }
@@ -111,6 +144,9 @@ impl Conn {
         );
         if req.close {
             head.push_str("Connection: close\r\n");
+        }
+        if let Some(key) = req.idempotency_key {
+            head.push_str(&format!("Idempotency-Key: {key}\r\n"));
         }
         if let Some(body) = req.body {
             head.push_str(&format!(
