@@ -207,7 +207,9 @@ fn the_bgp_lab_is_the_pair_changed_by_the_bgp_section() -> Result<()> {
     let names: Vec<&str> = t.nodes().iter().map(|n| n.name()).collect();
     assert_eq!(
         names,
-        ["client", "lb1", "lb2", "be1", "be2", "be3", "svc", "router", "lb3"]
+        [
+            "client", "lb1", "lb2", "be1", "be2", "be3", "svc", "router", "lb3"
+        ]
     );
     let client = t.node("client").expect("client");
     assert!(client.on_edge());

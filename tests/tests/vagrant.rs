@@ -311,12 +311,18 @@ fn vagrantfile_lists_the_bgp_lab() -> Result<()> {
     let hosts = listed["hosts"].as_array().context("hosts")?;
     let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
     let want: Vec<&str> = topo.nodes().iter().map(|n| n.name()).collect();
-    ensure!(names == want, "Vagrantfile hosts {names:?}, BGP lab {want:?}");
+    ensure!(
+        names == want,
+        "Vagrantfile hosts {names:?}, BGP lab {want:?}"
+    );
     for (host, node) in hosts.iter().zip(topo.nodes()) {
         let name = node.name();
         let nets = host["networks"].as_array().context("networks")?;
         let want_nics = 1 + usize::from(node.edge_addrs().is_some());
-        ensure!(nets.len() == want_nics, "{name}: {want_nics} NICs, got {nets:?}");
+        ensure!(
+            nets.len() == want_nics,
+            "{name}: {want_nics} NICs, got {nets:?}"
+        );
         let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
         env.insert("LAB_MODE".into(), "vagrant".into());
         for p in host["provision"].as_array().context("provision")? {
@@ -324,7 +330,10 @@ fn vagrantfile_lists_the_bgp_lab() -> Result<()> {
                 continue;
             }
             let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
-            ensure!(got == env, "{name}: Vagrantfile env {got:#?}\nRust env {env:#?}");
+            ensure!(
+                got == env,
+                "{name}: Vagrantfile env {got:#?}\nRust env {env:#?}"
+            );
         }
     }
     Ok(())

@@ -48,7 +48,10 @@ fn read_key(peer: &BgpPeer) -> Result<Option<String>, ConfError> {
     if key.is_empty() || key.len() > 80 {
         return Err(bad("must be 1 to 80 characters"));
     }
-    if !key.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    {
         return Err(bad(
             "may hold printable ASCII only, without quotes or backslashes",
         ));
@@ -165,9 +168,18 @@ mod tests {
             "protocol bgp peer_10_0_0_1 {\n  local as 65001;\n  neighbor 10.0.0.1 port 179 as 65000;\n  hold time 3;\n  keepalive time 1;"
         ), "{text}");
         assert!(text.contains("local fd00::2 as 65001;"), "{text}");
-        assert!(text.contains("ipv4 { import none; export filter lbd_export_v4; next hop self; };"), "{text}");
-        assert!(text.contains("ipv6 { import none; export filter lbd_export_v6; next hop self; };"), "{text}");
-        assert!(text.contains("if proto = \"lbd_v4\" then { bgp_community.add((65001,7)); accept; }"), "{text}");
+        assert!(
+            text.contains("ipv4 { import none; export filter lbd_export_v4; next hop self; };"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipv6 { import none; export filter lbd_export_v6; next hop self; };"),
+            "{text}"
+        );
+        assert!(
+            text.contains("if proto = \"lbd_v4\" then { bgp_community.add((65001,7)); accept; }"),
+            "{text}"
+        );
         assert!(text.contains("graceful restart off;"), "{text}");
         assert!(!text.contains("bfd"), "no BFD unless asked: {text}");
     }
@@ -178,7 +190,10 @@ mod tests {
             "next_hop_v4 = \"10.0.0.9\"\n[bgp.bfd]\ninterval_ms = 50\nmultiplier = 4\n",
         ))
         .unwrap();
-        assert!(text.contains("interface \"*\" { interval 50 ms; multiplier 4; };"), "{text}");
+        assert!(
+            text.contains("interface \"*\" { interval 50 ms; multiplier 4; };"),
+            "{text}"
+        );
         assert_eq!(text.matches("  bfd on;").count(), 2, "{text}");
         assert!(text.contains("next hop address 10.0.0.9;"), "{text}");
     }

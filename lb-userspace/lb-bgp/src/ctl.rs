@@ -136,7 +136,10 @@ impl Ctl {
                         source,
                     })?;
                 if n == 0 {
-                    return Err(CtlError::protocol(&path, "closed in the middle of an answer"));
+                    return Err(CtlError::protocol(
+                        &path,
+                        "closed in the middle of an answer",
+                    ));
                 }
                 if take_line(&line, &mut lines).map_err(|r| CtlError::protocol(&path, r))? {
                     return Ok(Reply { lines });
@@ -167,7 +170,11 @@ impl Ctl {
             return Err(CtlError::Refused {
                 command: command.to_string(),
                 code,
-                text: reply.lines.last().map(|(_, t)| t.clone()).unwrap_or_default(),
+                text: reply
+                    .lines
+                    .last()
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default(),
             });
         }
         Ok(reply)
@@ -201,9 +208,15 @@ pub fn parse_protocols(reply: &Reply) -> Vec<Protocol> {
                     continue;
                 }
                 let (since, info) = if cols.len() >= 6 && cols[4].contains('-') {
-                    (Some(format!("{} {}", cols[4], cols[5])), cols[6..].join(" "))
+                    (
+                        Some(format!("{} {}", cols[4], cols[5])),
+                        cols[6..].join(" "),
+                    )
                 } else {
-                    (cols.get(4).map(|s| s.to_string()), cols.get(5..).map(|c| c.join(" ")).unwrap_or_default())
+                    (
+                        cols.get(4).map(|s| s.to_string()),
+                        cols.get(5..).map(|c| c.join(" ")).unwrap_or_default(),
+                    )
                 };
                 out.push(Protocol {
                     name: cols[0].to_string(),

@@ -84,11 +84,8 @@ impl Handle {
     /// routers move the flows to the other balancers, then stops BIRD (its sessions close).
     pub async fn stop(mut self) {
         let _ = self.phase.send(Phase::Draining);
-        let withdrawn = tokio::time::timeout(
-            Duration::from_secs(3),
-            self.withdrawn.wait_for(|w| *w),
-        )
-        .await;
+        let withdrawn =
+            tokio::time::timeout(Duration::from_secs(3), self.withdrawn.wait_for(|w| *w)).await;
         match withdrawn {
             Ok(Ok(_)) => info!(
                 drain_s = self.drain.as_secs(),
@@ -154,7 +151,12 @@ pub async fn spawn<G: Gate>(cfg: BgpConfig, gate: Arc<G>) -> Result<Handle> {
         phase_rx.clone(),
         withdrawn_tx,
     ));
-    let sessions = tokio::spawn(sessions_loop(cfg.clone(), speaker, status.clone(), phase_rx));
+    let sessions = tokio::spawn(sessions_loop(
+        cfg.clone(),
+        speaker,
+        status.clone(),
+        phase_rx,
+    ));
     Ok(Handle {
         status,
         phase,
@@ -249,7 +251,10 @@ async fn apply(
         }
     }
     // What no VIP explains (left by an earlier run, a VIP since removed) goes.
-    for stale in have.iter().filter(|a| !plan.iter().any(|p| p.address == **a)) {
+    for stale in have
+        .iter()
+        .filter(|a| !plan.iter().any(|p| p.address == **a))
+    {
         routes::del(netlink, *stale, cfg.table)
             .await
             .map_err(|e| e.to_string())?;

@@ -68,7 +68,10 @@ pub fn plan(cfg: &BgpConfig, view: &GateView, draining: bool) -> Vec<Planned> {
                     view.detached.join(", ")
                 ))
             } else if !ready {
-                Some(format!("no backend can take new flows ({})", vips.join(", ")))
+                Some(format!(
+                    "no backend can take new flows ({})",
+                    vips.join(", ")
+                ))
             } else {
                 None
             };
@@ -151,6 +154,9 @@ mod tests {
         let p = plan(&cfg("announce = [\"web\"]\n"), &view(), false);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].vips, ["web"]);
-        assert!(!p[0].announce, "tls is not announced, so it does not hold the route");
+        assert!(
+            !p[0].announce,
+            "tls is not announced, so it does not hold the route"
+        );
     }
 }

@@ -57,8 +57,12 @@ fn destination(m: &RouteMessage) -> Option<IpAddr> {
 pub async fn list(handle: &Handle, table: u32) -> io::Result<BTreeSet<IpAddr>> {
     let mut out = BTreeSet::new();
     let requests = [
-        RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build(),
-        RouteMessageBuilder::<Ipv6Addr>::new().table_id(table).build(),
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .build(),
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(table)
+            .build(),
     ];
     for req in requests {
         let mut routes = handle.route().get(req).execute();

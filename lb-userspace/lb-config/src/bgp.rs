@@ -153,7 +153,11 @@ fn int(
         Err(ctx.err(
             &v.span(),
             field,
-            format!("{n} is out of range: {what}, {}..={}", range.start(), range.end()),
+            format!(
+                "{n} is out of range: {what}, {}..={}",
+                range.start(),
+                range.end()
+            ),
         ))
     }
 }
@@ -300,7 +304,13 @@ pub(super) fn parse_bgp(
     };
     let table = match &r.table {
         Some(v) => {
-            let t = int(ctx, v, "bgp.table", 1..=u32::MAX as i64, "a kernel table id")?;
+            let t = int(
+                ctx,
+                v,
+                "bgp.table",
+                1..=u32::MAX as i64,
+                "a kernel table id",
+            )?;
             // 253-255 are the kernel's default, main and local tables.
             if (253..=255).contains(&t) {
                 return Err(ctx.err(
@@ -418,10 +428,12 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let b = parse(&format!("local_as = 65001\nrouter_id = \"10.0.0.2\"\n{PEER}"))
-            .unwrap()
-            .bgp
-            .unwrap();
+        let b = parse(&format!(
+            "local_as = 65001\nrouter_id = \"10.0.0.2\"\n{PEER}"
+        ))
+        .unwrap()
+        .bgp
+        .unwrap();
         assert_eq!((b.hold_time.as_secs(), b.keepalive.as_secs()), (9, 3));
         assert_eq!((b.table, b.drain.as_secs()), (201, 5));
         assert!(b.bfd.is_none() && b.announce.is_none());

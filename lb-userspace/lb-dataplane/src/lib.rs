@@ -4,8 +4,8 @@
 //! packet builder and describer, pcap files, and the replay tool built on all of them.
 
 mod batch;
-mod mac;
 pub mod forwarding;
+mod mac;
 pub mod maglev;
 mod maps;
 pub mod object;
@@ -13,8 +13,8 @@ pub mod packet;
 pub mod pcap;
 pub mod pin;
 mod programmer;
-pub mod slots;
 pub mod replay;
+pub mod slots;
 mod snapshot;
 pub mod wrr;
 

@@ -375,7 +375,8 @@ impl Programmer {
                 flags,
                 generation: slots::generation(&vip.name, b.addr),
             };
-            let unchanged = old == Some(id) && self.backends.get(&key).map(|s| s.entry) == Some(entry);
+            let unchanged =
+                old == Some(id) && self.backends.get(&key).map(|s| s.entry) == Some(entry);
             if !unchanged {
                 self.maps
                     .backends

@@ -164,7 +164,15 @@ impl LabBuilder<'_> {
             let ns = lab.bridge_ns.clone();
             ip(
                 &ns,
-                &["link", "add", edge.bridge(), "type", "bridge", "mcast_snooping", "0"],
+                &[
+                    "link",
+                    "add",
+                    edge.bridge(),
+                    "type",
+                    "bridge",
+                    "mcast_snooping",
+                    "0",
+                ],
             )?;
             ip(&ns, &["link", "set", edge.bridge(), "up"])?;
         }
@@ -463,14 +471,30 @@ impl Lab {
         let mut port = format!("e{index}-{name}");
         port.truncate(15);
         run(tool("ip").args([
-            "link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", &port, "netns",
+            "link",
+            "add",
+            "eth1",
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
             &self.bridge_ns,
         ]))?;
         let mtu = edge.mtu().to_string();
         ip(ns, &["link", "set", "eth1", "mtu", &mtu])?;
         ip(
             ns,
-            &["addr", "add", &format!("{v4}/{}", edge.ipv4().prefix_len()), "dev", "eth1"],
+            &[
+                "addr",
+                "add",
+                &format!("{v4}/{}", edge.ipv4().prefix_len()),
+                "dev",
+                "eth1",
+            ],
         )?;
         ip(
             ns,
@@ -484,10 +508,22 @@ impl Lab {
             ],
         )?;
         ip(ns, &["link", "set", "eth1", "up"])?;
-        run(&mut netns_command(ns, ["ethtool", "-K", "eth1", "tx", "off"]))?;
+        run(&mut netns_command(
+            ns,
+            ["ethtool", "-K", "eth1", "tx", "off"],
+        ))?;
         ip(
             &self.bridge_ns,
-            &["link", "set", &port, "mtu", &mtu, "master", edge.bridge(), "up"],
+            &[
+                "link",
+                "set",
+                &port,
+                "mtu",
+                &mtu,
+                "master",
+                edge.bridge(),
+                "up",
+            ],
         )
     }
 
@@ -556,16 +592,7 @@ impl Lab {
             SegmentKind::Bridge => {
                 ip(
                     &self.bridge_ns,
-                    &[
-                        "link",
-                        "set",
-                        &port,
-                        "mtu",
-                        &mtu_s,
-                        "master",
-                        bridge,
-                        "up",
-                    ],
+                    &["link", "set", &port, "mtu", &mtu_s, "master", bridge, "up"],
                 )?;
                 Some(port)
             }

@@ -555,7 +555,9 @@ impl Topology {
         let bgp = self.bgp.as_ref().filter(|_| self.ha == HaMode::Bgp);
         let router = self.router();
         let (gw4, gw6) = match (router, node.edge) {
-            (Some(r), false) if node.role != Role::Router => (r.ipv4.to_string(), r.ipv6.to_string()),
+            (Some(r), false) if node.role != Role::Router => {
+                (r.ipv4.to_string(), r.ipv6.to_string())
+            }
             (Some(r), true) => r
                 .edge_addrs()
                 .map(|(a, b)| (a.to_string(), b.to_string()))

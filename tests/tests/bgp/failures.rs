@@ -110,7 +110,10 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
         "requests did not resume after lb1 died"
     );
     ensure!(
-        report.outcomes.iter().any(|o| o.ok() && o.start > scaled_at),
+        report
+            .outcomes
+            .iter()
+            .any(|o| o.ok() && o.start > scaled_at),
         "no request was answered after the scale-in"
     );
 

@@ -43,7 +43,10 @@ pub fn frag_needed_reaches_the_flows_backend(lab: &BgpLab) -> Result<()> {
             .and_then(|v| v["packets"].as_u64())
             .unwrap_or(0))
     };
-    let before: Vec<u64> = balancers.iter().map(|b| packets(b)).collect::<Result<_>>()?;
+    let before: Vec<u64> = balancers
+        .iter()
+        .map(|b| packets(b))
+        .collect::<Result<_>>()?;
     for i in 1..=5 {
         let id = format!("bgp-icmp-{i}");
         let r = conn.send(&Request::get("/ping", &id))?;
@@ -293,9 +296,8 @@ impl Capture {
         let mut buf = [0u8; 4096];
         while last.elapsed() < quiet {
             // SAFETY: reading into a buffer we own.
-            let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n <= 0 {
                 continue;
             }
@@ -321,7 +323,13 @@ impl Capture {
             let next = seq
                 .wrapping_add(payload)
                 .wrapping_add(u32::from(flags & 0x03 != 0));
-            best = Some(best.map_or(next, |b| if next.wrapping_sub(b) < 1 << 31 { next } else { b }));
+            best = Some(best.map_or(next, |b| {
+                if next.wrapping_sub(b) < 1 << 31 {
+                    next
+                } else {
+                    b
+                }
+            }));
             last = Instant::now();
         }
         best

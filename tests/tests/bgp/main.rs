@@ -28,7 +28,6 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use tests::{HaMode, Host, System, SystemOptions, http};
 
-
 /// One lab at a time: the machine has two cores and the BGP lab runs ten hosts.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -73,8 +72,11 @@ impl BgpLab {
         let running = lab.running_balancers();
         // Each backend twice: registered for the IPv4 VIP, listed for the IPv6 one.
         for lb in &running {
-            lab.system
-                .wait_healthy(lb, 2 * lab.system.backends().len(), Duration::from_secs(60))?;
+            lab.system.wait_healthy(
+                lb,
+                2 * lab.system.backends().len(),
+                Duration::from_secs(60),
+            )?;
         }
         lab.wait_next_hops(running.len(), Duration::from_secs(30))?;
         lab.say(&format!(
@@ -96,11 +98,17 @@ impl BgpLab {
     }
 
     pub fn client(&self) -> &Host {
-        self.system.lab().host("client").expect("the BGP lab has a client")
+        self.system
+            .lab()
+            .host("client")
+            .expect("the BGP lab has a client")
     }
 
     pub fn router(&self) -> &Host {
-        self.system.lab().host("router").expect("the BGP lab has a router")
+        self.system
+            .lab()
+            .host("router")
+            .expect("the BGP lab has a router")
     }
 
     pub fn say(&self, msg: &str) {

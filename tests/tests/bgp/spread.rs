@@ -40,7 +40,10 @@ fn three_balancers_announce_agree_and_share_the_load() -> Result<()> {
             })
             .collect();
         want.sort();
-        ensure!(hops == want, "router's next hops for {vip}: {hops:?}, want {want:?}");
+        ensure!(
+            hops == want,
+            "router's next hops for {vip}: {hops:?}, want {want:?}"
+        );
         lab.say(&format!("router: {vip} via {hops:?}"));
     }
     // Each lbd reports its two sessions up and the two addresses announced.
@@ -147,12 +150,8 @@ fn spread(lab: &BgpLab) -> Result<()> {
     }
     let mut ledger = Ledger::default();
     ledger.scan(&lab.system)?;
-    let mut by: BTreeMap<String, usize> = lab
-        .system
-        .backends()
-        .into_iter()
-        .map(|b| (b, 0))
-        .collect();
+    let mut by: BTreeMap<String, usize> =
+        lab.system.backends().into_iter().map(|b| (b, 0)).collect();
     for o in report.outcomes.iter().filter(|o| o.ok()) {
         let be = ledger
             .backend(&o.id)

@@ -98,4 +98,72 @@ impl E2e {
         eprintln!("[e2e {}] {msg}", self.test);
     }
 
+    /// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        poll(what, timeout, cond)
+    }
+
+    /// Address of backend `be` (from the topology).
+    pub fn addr_of(&self, host: &str) -> Result<IpAddr> {
+        Ok(IpAddr::V4(self.system.lab().host(host)?.ipv4()))
+    }
+
+    /// Health of backend `be` as `lbd` on `lb` reports it (`healthy`, `unhealthy`, ...).
+    pub fn health_of(&self, lb: &str, be: &str) -> Result<String> {
+        let addr = self.addr_of(be)?.to_string();
+        let json = self.system.lbctl_json(lb, ["health"])?;
+        Ok(json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["address"] == addr.as_str())
+            .map(|b| {
+                format!(
+                    "{}/{}",
+                    b["health"].as_str().unwrap_or("?"),
+                    b["admin"].as_str().unwrap_or("?")
+                )
+            })
+            .unwrap_or_else(|| "absent".into()))
+    }
+
+    /// Runs `lbctl ARGS...` on balancer `lb`, failing with its stderr.
+    pub fn lbctl(&self, lb: &str, args: &[&str]) -> Result<String> {
+        let mut c = self.system.lbctl(lb);
+        c.args(args);
+        Ok(tests::exec::run(&mut c)?)
+    }
+
+    /// Requests of `report` per backend (from the logs), plus those no log shows.
+    pub fn per_backend<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = &'a load::Outcome>,
+    ) -> (BTreeMap<String, usize>, usize) {
+        let mut by: BTreeMap<String, usize> =
+            self.system.backends().into_iter().map(|b| (b, 0)).collect();
+        let mut unknown = 0;
+        for o in outcomes.into_iter().filter(|o| o.ok()) {
+            match self.ledger.backend(&o.id) {
+                Some(b) => *by.entry(b.to_string()).or_default() += 1,
+                None => unknown += 1,
+            }
+        }
+        (by, unknown)
+    }
+
+    /// Failure message context: the logs of the given daemons.
+    pub fn logs(&self, which: &[(&str, &str)]) -> String {
+        which
+            .iter()
+            .map(|(h, d)| self.system.log_tail(h, d, 25))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 pub use crate::load::{no_failures, poll};

@@ -15,7 +15,11 @@ use crate::util;
 pub fn topology() -> Result<Topology> {
     let path = util::root().join("vagrant/topology.json");
     let topo = Topology::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let ha = match std::fs::read_to_string(ha_file()).ok().as_deref().map(str::trim) {
+    let ha = match std::fs::read_to_string(ha_file())
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
         Some("bgp") => tests::HaMode::Bgp,
         _ => tests::HaMode::Vrrp,
     };

@@ -84,8 +84,14 @@ fn print_usage(lab: &Lab) {
     println!("  cargo xtask lab exec lb1 -- lbctl health");
     if lab.topology().ha() == tests::HaMode::Bgp {
         println!("  cargo xtask lab exec lb1 -- lbctl bgp");
-        println!("  cargo xtask lab exec router -- ip route show {}", vip.ipv4());
-        println!("  cargo xtask lab exec router -- ip -6 route show {}", vip.ipv6());
+        println!(
+            "  cargo xtask lab exec router -- ip route show {}",
+            vip.ipv4()
+        );
+        println!(
+            "  cargo xtask lab exec router -- ip -6 route show {}",
+            vip.ipv6()
+        );
     }
     println!("  cargo xtask lab status");
     println!(

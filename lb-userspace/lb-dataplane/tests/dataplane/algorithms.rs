@@ -227,7 +227,10 @@ fn backends_learned_in_any_order_give_identical_maps() {
     shuffled.rotate_left(7);
     let (a, b) = (grow(&forward, false), grow(&shuffled, true));
     for addr in &many {
-        let (ia, ib) = (a.prog.backend_id("web", ip(addr)), b.prog.backend_id("web", ip(addr)));
+        let (ia, ib) = (
+            a.prog.backend_id("web", ip(addr)),
+            b.prog.backend_id("web", ip(addr)),
+        );
         assert_eq!(ia, ib, "{addr}: slots differ");
         let id = ia.expect("slot");
         assert_eq!(
@@ -250,8 +253,14 @@ fn backends_learned_in_any_order_give_identical_maps() {
     assert_eq!((ma.id, ma.table_len), (mb.id, mb.table_len));
     for pos in (0..ma.table_len).step_by(11) {
         assert_eq!(
-            a.prog.maps().table_entry(ma.id, ma.slot, pos).expect("entry"),
-            b.prog.maps().table_entry(mb.id, mb.slot, pos).expect("entry"),
+            a.prog
+                .maps()
+                .table_entry(ma.id, ma.slot, pos)
+                .expect("entry"),
+            b.prog
+                .maps()
+                .table_entry(mb.id, mb.slot, pos)
+                .expect("entry"),
             "table position {pos}"
         );
     }

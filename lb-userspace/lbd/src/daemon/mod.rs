@@ -4,13 +4,13 @@
 //! table and serves the API.
 
 pub mod api;
+mod bgp;
+mod bgp_metrics;
 mod macs;
 mod metrics;
 pub mod model;
 mod persist;
 mod sweep;
-mod bgp;
-mod bgp_metrics;
 mod track;
 mod vrrp_metrics;
 
