@@ -311,6 +311,15 @@ impl System {
         )
     }
 
+    /// Failure context: the last 25 lines of each `(host, daemon)` log.
+    pub fn log_tails(&self, which: &[(&str, &str)]) -> String {
+        which
+            .iter()
+            .map(|(h, d)| self.log_tail(h, d, 25))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits (bounded by `timeout`) until `lb` reports at least `want` healthy backends.
     pub fn wait_healthy(&self, lb: &str, want: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

@@ -456,6 +456,26 @@ impl Lab {
             .map(drop)
     }
 
+    /// A veth pair: `iface` in `ns`, its peer `port` in the bridge namespace. Both ends are
+    /// born inside their namespaces: nothing ever appears in the root one.
+    fn veth_to_bridge_ns(&self, ns: &str, iface: &str, port: &str) -> Result<()> {
+        run(tool("ip").args([
+            "link",
+            "add",
+            iface,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &self.bridge_ns,
+        ]))
+        .map(drop)
+    }
+
     /// A router's second interface, `eth1`, on the edge segment (the client's side).
     fn make_edge_iface(
         &self,
@@ -470,20 +490,7 @@ impl Lab {
         };
         let mut port = format!("e{index}-{name}");
         port.truncate(15);
-        run(tool("ip").args([
-            "link",
-            "add",
-            "eth1",
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &self.bridge_ns,
-        ]))?;
+        self.veth_to_bridge_ns(ns, "eth1", &port)?;
         let mtu = edge.mtu().to_string();
         ip(ns, &["link", "set", "eth1", "mtu", &mtu])?;
         ip(
@@ -540,22 +547,7 @@ impl Lab {
         let mut port = format!("b{index}-{}", node.name());
         port.truncate(15);
         match self.segment {
-            // Both ends are born inside their namespaces: nothing ever appears in the root one.
-            SegmentKind::Bridge => run(tool("ip").args([
-                "link",
-                "add",
-                HOST_IFACE,
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &self.bridge_ns,
-            ]))
-            .map(drop)?,
+            SegmentKind::Bridge => self.veth_to_bridge_ns(ns, HOST_IFACE, &port)?,
             // Born beside its lower device under a name unique there, then moved and renamed.
             SegmentKind::Macvlan => {
                 let lower = self.bridge().to_string();

@@ -33,16 +33,7 @@ pub fn frag_needed_reaches_the_flows_backend(lab: &BgpLab) -> Result<()> {
     let mut conn = client.in_netns(move || Conn::connect(vip, Duration::from_secs(5)))??;
     let port = conn.local_addr()?.port();
     let balancers = lab.system.balancers();
-    let packets = |lb: &str| -> Result<u64> {
-        let s = lab.system.lbctl_json(lb, ["stats"])?;
-        Ok(s["vips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"] == lab.vip_name.as_str())
-            .and_then(|v| v["packets"].as_u64())
-            .unwrap_or(0))
-    };
+    let packets = |lb: &str| lab.vip_stat(lb, "packets");
     let before: Vec<u64> = balancers
         .iter()
         .map(|b| packets(b))

@@ -163,23 +163,24 @@ impl BgpLab {
 
     /// New connections balancer `lb` counted for the IPv4 VIP (`lbctl stats`).
     pub fn new_conns(&self, lb: &str) -> Result<u64> {
+        self.vip_stat(lb, "new_conns")
+    }
+
+    /// Counter `field` of the IPv4 VIP on balancer `lb` (`lbctl stats`), 0 when absent.
+    pub fn vip_stat(&self, lb: &str, field: &str) -> Result<u64> {
         let stats = self.system.lbctl_json(lb, ["stats"])?;
         Ok(stats["vips"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|v| v["name"] == self.vip_name.as_str())
-            .and_then(|v| v["new_conns"].as_u64())
+            .and_then(|v| v[field].as_u64())
             .unwrap_or(0))
     }
 
     /// Failure context: the logs of the given daemons.
     pub fn logs(&self, which: &[(&str, &str)]) -> String {
-        which
-            .iter()
-            .map(|(h, d)| self.system.log_tail(h, d, 25))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.system.log_tails(which)
     }
 }
 

@@ -158,11 +158,7 @@ impl E2e {
 
     /// Failure message context: the logs of the given daemons.
     pub fn logs(&self, which: &[(&str, &str)]) -> String {
-        which
-            .iter()
-            .map(|(h, d)| self.system.log_tail(h, d, 25))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.system.log_tails(which)
     }
 }
 
