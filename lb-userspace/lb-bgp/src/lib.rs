@@ -84,14 +84,20 @@ impl Handle {
     /// routers move the flows to the other balancers, then stops BIRD (its sessions close).
     pub async fn stop(mut self) {
         let _ = self.phase.send(Phase::Draining);
-        let withdrawn =
-            tokio::time::timeout(Duration::from_secs(3), self.withdrawn.wait_for(|w| *w)).await;
-        match withdrawn {
-            Ok(Ok(_)) => info!(
+        // `wait_for`'s guard holds the channel's read lock: it must be gone before the drain,
+        // or the announcer's next `send_replace` blocks a runtime thread for good.
+        let confirmed = tokio::time::timeout(Duration::from_secs(3), async {
+            self.withdrawn.wait_for(|w| *w).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if confirmed {
+            info!(
                 drain_s = self.drain.as_secs(),
                 "bgp: every VIP withdrawn; draining before stopping"
-            ),
-            _ => warn!("bgp: could not confirm the withdrawal within 3 s; draining anyway"),
+            );
+        } else {
+            warn!("bgp: could not confirm the withdrawal within 3 s; draining anyway");
         }
         tokio::time::sleep(self.drain).await;
         let _ = self.phase.send(Phase::Stopped);
@@ -200,7 +206,7 @@ async fn announce_loop<G: Gate>(
             _ => {}
         }
         last_error = result.err();
-        if draining && last_error.is_none() {
+        if draining && last_error.is_none() && !*withdrawn.borrow() {
             withdrawn.send_replace(true);
         }
         status.update(|o| {

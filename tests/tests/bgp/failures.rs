@@ -52,7 +52,12 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     let withdrawn = lab.wait_next_hops(2, Duration::from_secs(10))?;
     lab.system
         .wait_gone("lb2", "lbd", Duration::from_secs(20))
-        .context("lb2's lbd did not stop after its drain")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "lb2's lbd did not stop after its drain: {e}\n{}",
+                lab.logs(&[("lb2", "lbd"), ("lb2", "bird")])
+            )
+        })?;
     lab.say(&format!(
         "scale in: lb2 withdrawn from the router {} ms after `lbctl shutdown`, lbd gone after {} ms",
         withdrawn.as_millis(),
