@@ -17,6 +17,10 @@ pub struct VipState {
     pub address: IpAddr,
     /// At least one backend can take new flows.
     pub ready: bool,
+    /// This node has not yet had a first health verdict for every backend since it started:
+    /// its table may still hold fewer backends than the other balancers', so flows the
+    /// routers moved here would reach other backends. Not announced until it settles.
+    pub settling: bool,
 }
 
 /// What the daemon reports to the announcer.
@@ -44,7 +48,7 @@ pub fn prefix(a: IpAddr) -> String {
 
 /// One entry per address of an announced VIP, in address order.
 pub fn plan(cfg: &BgpConfig, view: &GateView, draining: bool) -> Vec<Planned> {
-    let mut by_addr: BTreeMap<IpAddr, (Vec<String>, bool)> = BTreeMap::new();
+    let mut by_addr: BTreeMap<IpAddr, (Vec<String>, bool, bool)> = BTreeMap::new();
     for v in &view.vips {
         let listed = cfg
             .announce
@@ -56,16 +60,22 @@ pub fn plan(cfg: &BgpConfig, view: &GateView, draining: bool) -> Vec<Planned> {
         let e = by_addr.entry(v.address).or_default();
         e.0.push(v.name.clone());
         e.1 |= v.ready;
+        e.2 |= v.settling;
     }
     by_addr
         .into_iter()
-        .map(|(address, (vips, ready))| {
+        .map(|(address, (vips, ready, settling))| {
             let reason = if draining {
                 Some("lbd is stopping (draining)".to_string())
             } else if !view.detached.is_empty() {
                 Some(format!(
                     "XDP program not attached on {}",
                     view.detached.join(", ")
+                ))
+            } else if settling {
+                Some(format!(
+                    "waiting for a first health verdict on every backend ({})",
+                    vips.join(", ")
                 ))
             } else if !ready {
                 Some(format!(
@@ -108,6 +118,7 @@ mod tests {
             name: name.into(),
             address: a.parse().unwrap(),
             ready,
+            settling: false,
         }
     }
 
@@ -157,6 +168,24 @@ mod tests {
         assert!(
             !p[0].announce,
             "tls is not announced, so it does not hold the route"
+        );
+    }
+
+    #[test]
+    fn a_settling_vip_holds_its_address_back() {
+        let mut settling = vip("tls", "10.0.0.100", true);
+        settling.settling = true;
+        let view = GateView {
+            vips: vec![vip("web", "10.0.0.100", true), settling],
+            detached: vec![],
+        };
+        let p = plan(&cfg(""), &view, false);
+        assert!(!p[0].announce, "{p:?}");
+        assert!(
+            p[0].reason
+                .as_deref()
+                .is_some_and(|r| r.contains("first health verdict")),
+            "{p:?}"
         );
     }
 }

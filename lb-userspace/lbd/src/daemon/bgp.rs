@@ -1,6 +1,8 @@
 //! What the BGP announcer reads from the daemon: each VIP's address and whether it can take
 //! new flows, and whether the XDP program is attached on every interface.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use lb_bgp::{Gate, GateView, VipState};
@@ -12,6 +14,10 @@ use super::State;
 pub struct BgpGate {
     state: State,
     netlink: Option<rtnetlink::Handle>,
+    /// VIPs that have had a verdict on every backend once. Until then a VIP is settling: a
+    /// balancer that just started must not take flows from the others while its table still
+    /// lacks backends theirs hold. A backend added later does not withdraw a settled VIP.
+    settled: Mutex<HashSet<String>>,
 }
 
 impl BgpGate {
@@ -24,7 +30,11 @@ impl BgpGate {
                 None
             }
         };
-        Self { state, netlink }
+        Self {
+            state,
+            netlink,
+            settled: Mutex::new(HashSet::new()),
+        }
     }
 }
 
@@ -44,14 +54,21 @@ impl Gate for BgpGate {
         }
         let inner = self.state.inner.lock().await;
         let now = Instant::now();
+        let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
         GateView {
             vips: inner
                 .vips
                 .values()
-                .map(|v| VipState {
-                    name: v.cfg.name.clone(),
-                    address: v.cfg.address,
-                    ready: v.can_take_new_flows(now),
+                .map(|v| {
+                    if !v.awaiting_verdict() {
+                        settled.insert(v.cfg.name.clone());
+                    }
+                    VipState {
+                        name: v.cfg.name.clone(),
+                        address: v.cfg.address,
+                        ready: v.can_take_new_flows(now),
+                        settling: !settled.contains(&v.cfg.name),
+                    }
                 })
                 .collect(),
             detached,

@@ -216,6 +216,13 @@ impl VipRuntime {
             .any(|b| b.effective_weight(&self.cfg.health, now) > 0)
     }
 
+    /// Whether a backend still waits for its first health verdict.
+    pub fn awaiting_verdict(&self) -> bool {
+        self.backends
+            .values()
+            .any(|b| b.machine.state() == Health::Unknown)
+    }
+
     pub fn spec(&self, now: Instant) -> VipSpec {
         VipSpec {
             name: self.cfg.name.clone(),
