@@ -21,6 +21,12 @@ pub fn build() -> Result<()> {
         "lbctl",
         "-p",
         "app",
+        // `--bin` picks targets across every package named: without lbd's and lbctl's own,
+        // only app's binary was built and the lab ran stale lbd and lbctl binaries.
+        "--bin",
+        "lbd",
+        "--bin",
+        "lbctl",
         "--bin",
         "app",
     ]))
