@@ -52,6 +52,8 @@ hold_time_s = $LAB_BGP_HOLD_S
 keepalive_s = $LAB_BGP_KEEPALIVE_S
 connect_retry_s = 1
 drain_s = ${LAB_BGP_DRAIN_S:-2}
+# The apps re-register every 10 s: a new balancer waits for them before taking flows.
+announce_delay_s = ${LAB_BGP_ANNOUNCE_DELAY_S:-11}
 $bfd
 
 [[bgp.peers]]

@@ -186,6 +186,7 @@ async fn announce_loop<G: Gate>(
     let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(ANNOUNCE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let hold_until = tokio::time::Instant::now() + cfg.announce_delay;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -196,6 +197,10 @@ async fn announce_loop<G: Gate>(
             return;
         }
         let draining = now == Phase::Draining;
+        // The start-up hold: the table stays as found (see `BgpConfig::announce_delay`).
+        if !draining && tokio::time::Instant::now() < hold_until {
+            continue;
+        }
         let view = gate.view().await;
         let plan = plan::plan(&cfg, &view, draining);
         let result = apply(&netlink, &cfg, &plan, &mut counts).await;

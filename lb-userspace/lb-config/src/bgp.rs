@@ -39,6 +39,10 @@ pub struct BgpConfig {
     /// On a clean stop: withdraw, then keep forwarding this long before stopping, so routers
     /// move the flows elsewhere first.
     pub drain: Duration,
+    /// After lbd starts, it leaves its table as it found it this long (a restarted lbd keeps
+    /// what it announced, a new node announces nothing), so that backends that register
+    /// with every balancer reach this one before it takes flows from the others.
+    pub announce_delay: Duration,
     /// The kernel routing table lbd owns: one route per announced address. Nothing else may
     /// use it (lbd removes what it did not put there).
     pub table: u32,
@@ -111,6 +115,7 @@ pub(super) struct RawBgp {
     communities: Vec<Spanned<String>>,
     announce: Option<Vec<Spanned<String>>>,
     drain_s: Option<Spanned<i64>>,
+    announce_delay_s: Option<Spanned<i64>>,
     table: Option<Spanned<i64>>,
     connect_retry_s: Option<Spanned<i64>>,
     bird: Option<String>,
@@ -302,6 +307,10 @@ pub(super) fn parse_bgp(
         Some(v) => int(ctx, v, "bgp.drain_s", 0..=3600, "seconds")?,
         None => 5,
     };
+    let announce_delay = match &r.announce_delay_s {
+        Some(v) => int(ctx, v, "bgp.announce_delay_s", 0..=3600, "seconds")?,
+        None => 0,
+    };
     let table = match &r.table {
         Some(v) => {
             let t = int(
@@ -374,6 +383,7 @@ pub(super) fn parse_bgp(
         communities,
         announce,
         drain: Duration::from_secs(drain as u64),
+        announce_delay: Duration::from_secs(announce_delay as u64),
         table,
         connect_retry: Duration::from_secs(connect_retry as u64),
         bird: r
