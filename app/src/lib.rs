@@ -17,8 +17,9 @@
 //! reads the settings types of `queue`, `tasks` and `orders`; `tasks` and `orders` use
 //! `queue`; `queue` uses none of them; only `wiring` knows them all.
 //!
-//! Redis is reached through `redis_conn` in any of three modes (one server, a Sentinel set,
-//! a Redis Cluster), chosen by the form of `redis.url`.
+//! Redis is reached through the `app_redis` crate (`app/redis`) in any of three modes (one
+//! server, a Sentinel set, a Redis Cluster), chosen by the form of `redis.url`; the cache and
+//! the queue both use it.
 
 pub mod cache;
 pub mod config;
@@ -26,7 +27,6 @@ pub mod http;
 pub mod metrics;
 pub mod orders;
 pub mod queue;
-pub mod redis_conn;
 pub mod registration;
 pub mod server;
 pub mod state;

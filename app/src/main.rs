@@ -113,6 +113,12 @@ fn main() -> anyhow::Result<()> {
             }
             // A comment, so the output stays valid TOML.
             println!("# redis mode: {}", cfg.redis.target()?.describe());
+            let queue_url = cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url);
+            println!(
+                "# queue redis mode: {}; {} partition(s) per queue",
+                app_redis::RedisTarget::parse(queue_url)?.describe(),
+                cfg.queue.partitions
+            );
             cfg.redis.url = app::config::redact_url(&cfg.redis.url);
             cfg.queue.redis_url = cfg.queue.redis_url.as_deref().map(app::config::redact_url);
             print!(

@@ -18,61 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use app::cache::Key;
-use app::redis_conn::{RedisConn, RedisTarget, Timeouts, slot};
 use app::server::RunningApp;
+use app_redis::{RedisConn, RedisTarget, Timeouts, slot};
+use app_testkit::redis_ha::{self, Ha, MigrationStep, RedisCluster, RedisSentinel};
 use redis::AsyncCommands;
 use support::app as tapp;
-use support::redis_ha::{MigrationStep, RedisCluster, RedisSentinel};
-
-enum Ha {
-    Cluster(RedisCluster),
-    Sentinel(RedisSentinel),
-}
-
-impl Ha {
-    fn url(&self) -> String {
-        match self {
-            Ha::Cluster(c) => c.url(),
-            Ha::Sentinel(s) => s.url(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Ha::Cluster(_) => "cluster",
-            Ha::Sentinel(_) => "sentinel",
-        }
-    }
-
-    /// The port of the master that holds `key`.
-    fn master_of(&mut self, key: &str) -> u16 {
-        match self {
-            Ha::Cluster(c) => {
-                let s = c.slot_of(key);
-                c.master_of_slot(s)
-            }
-            Ha::Sentinel(s) => s.master_port().expect("sentinels name a master"),
-        }
-    }
-
-    fn node_mut(&mut self, port: u16) -> &mut support::redis_ha::Node {
-        match self {
-            Ha::Cluster(c) => c.node_mut(port),
-            Ha::Sentinel(s) => s.data_node_mut(port),
-        }
-    }
-
-    /// Waits until a replica serves `key` in place of `old`; returns its port.
-    fn wait_promoted(&mut self, old: u16, key: &str) -> u16 {
-        match self {
-            Ha::Cluster(c) => {
-                let s = c.slot_of(key);
-                c.wait_promoted(old, s)
-            }
-            Ha::Sentinel(s) => s.wait_promoted(old),
-        }
-    }
-}
+use support::probe;
 
 /// The test's own connection, through the app's connection type.
 fn redis_conn(ha: &Ha) -> RedisConn {
@@ -270,7 +221,7 @@ async fn cache_works(ha: &mut Ha) {
         }
         let mut channels = 0;
         for m in &masters {
-            let out = support::redis_ha::cli(m.port, &["PUBSUB", "SHARDCHANNELS", "app:*"]);
+            let out = redis_ha::cli(m.port, &["PUBSUB", "SHARDCHANNELS", "app:*"]);
             let n = out.lines().filter(|l| !l.is_empty()).count();
             channels += n;
             assert!(n >= 1, "master {} holds no invalidation channel", m.port);
@@ -467,33 +418,6 @@ async fn load(
     all
 }
 
-/// Writes a key in the victim's slot every 50 ms through the app's connection type;
-/// returns (time since start, succeeded) per attempt.
-async fn probe(ha_url: String, key: String, stop: Arc<AtomicBool>) -> Vec<(Duration, bool)> {
-    let target = RedisTarget::parse(&ha_url).expect("url");
-    let mut conn = RedisConn::open(
-        &target,
-        Timeouts {
-            connect: Duration::from_millis(300),
-            response: Duration::from_millis(300),
-        },
-    )
-    .expect("probe connection");
-    let start = Instant::now();
-    let mut samples = Vec::new();
-    while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_LOAD_TIME {
-        let at = start.elapsed();
-        let r = tokio::time::timeout(
-            Duration::from_millis(400),
-            conn.set_ex::<_, _, ()>(&key, at.as_millis() as u64, 60),
-        )
-        .await;
-        samples.push((at, matches!(r, Ok(Ok(())))));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    samples
-}
-
 /// How the master fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -532,10 +456,12 @@ async fn failover_under_load(mut ha: Ha, fault: Fault) {
     let victim_key = value_key(ids[0]);
     let victim = ha.master_of(&victim_key);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let t0 = Instant::now();
-    let prober = tokio::spawn(probe(ha.url(), format!("{victim_key}:probe"), stop.clone()));
+    let prober = probe::spawn(ha.url(), &victim_key, stop.clone(), MAX_LOAD_TIME);
     let runner = tokio::spawn(load(
         [tapp::base(&a), tapp::base(&b)],
         Arc::new(ids.clone()),
@@ -609,10 +535,8 @@ async fn failover_under_load(mut ha: Ha, fault: Fault) {
     );
     assert!(more, "load did not progress after the failover");
 
-    // Gap: from the kill to the first probe write after the last failed one.
-    let last_fail = samples.iter().rev().find(|s| !s.1).map(|s| s.0);
-    let gap_end = last_fail.and_then(|lf| samples.iter().find(|s| s.1 && s.0 > lf).map(|s| s.0));
-    let probe_failures = samples.iter().filter(|s| !s.1).count();
+    let gap_end = probe::recovered_at(&samples);
+    let probe_failures = probe::failures(&samples);
     let m = |s: &RunningApp| s.state.metrics.clone();
     let (ma, mb) = (m(&a), m(&b));
     let errors_by_op = |op: &str| {

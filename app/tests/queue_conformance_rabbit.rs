@@ -272,7 +272,8 @@ async fn pending_forgets_jobs_whose_record_vanished() {
     let pool = WorkerPool::start(q.clone(), holder()).await.unwrap();
     expect_sizes(&q, "conf", (2, 2, 0), "both jobs held").await;
     let mut c = q.connection();
-    let running = q.keys().running("conf");
+    // Default settings: one partition, so both jobs' ids are in its running set.
+    let running = q.keys().running(q.keys().partition(0).tag, "conf");
     let _: i64 = c.del(q.keys().job(&ids[0])).await.unwrap();
     let _: i64 = c.sadd(&running, "never-a-job").await.unwrap();
     let st = q.stats("conf").await.unwrap();
@@ -322,7 +323,7 @@ async fn unconfirmed_enqueue_is_sent_again_from_the_outbox() {
     // The job exists (queued) although the enqueue failed.
     let mut conn = q.connection();
     let ids: Vec<String> =
-        redis::AsyncCommands::zrange(&mut conn, q.keys().scoped("outbox"), 0, -1)
+        redis::AsyncCommands::zrange(&mut conn, q.keys().outbox(q.keys().partition(0).tag), 0, -1)
             .await
             .unwrap();
     assert_eq!(ids.len(), 1, "{ids:?}");
@@ -358,16 +359,20 @@ async fn unconfirmed_enqueue_is_sent_again_from_the_outbox() {
         Duration::from_secs(60),
         Duration::from_millis(50),
         || async {
-            let left: Vec<String> =
-                redis::AsyncCommands::zrange(&mut conn.clone(), q.keys().scoped("outbox"), 0, -1)
-                    .await
-                    .unwrap();
+            let left: Vec<String> = redis::AsyncCommands::zrange(
+                &mut conn.clone(),
+                q.keys().outbox(q.keys().partition(0).tag),
+                0,
+                -1,
+            )
+            .await
+            .unwrap();
             left.is_empty()
         },
     )
     .await;
     let left: Vec<String> =
-        redis::AsyncCommands::zrange(&mut conn, q.keys().scoped("outbox"), 0, -1)
+        redis::AsyncCommands::zrange(&mut conn, q.keys().outbox(q.keys().partition(0).tag), 0, -1)
             .await
             .unwrap();
     assert!(outbox_empty, "the job stayed in the outbox: {left:?}");

@@ -166,12 +166,7 @@ async fn broker_restart_loses_no_confirmed_job_and_doubles_no_effect() {
     // A job's record says succeeded once: its history ends with exactly one success.
     for id in confirmed.iter().take(500) {
         let j = q.get(id).await.unwrap().unwrap();
-        let ok = j
-            .history
-            .iter()
-            .filter(|a| a.outcome == "succeeded")
-            .count();
-        assert_eq!(ok, 1, "job {id}: {:?}", j.history);
+        assert_eq!(support::successes(&j), 1, "job {id}: {:?}", j.history);
     }
     let ps = pool.stats();
     eprintln!(

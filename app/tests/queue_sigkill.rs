@@ -107,7 +107,7 @@ async fn killed_worker_loses_no_job_and_doubles_no_effect() {
     // Exactly once in effect: one increment per job, whatever ran twice.
     let mut conn = q.connection();
     let counter: i64 = conn
-        .get(q.keys().scoped("counter:kill-test"))
+        .get(app::tasks::counter_key(&q, "kill-test"))
         .await
         .unwrap();
     assert_eq!(counter, JOBS as i64);

@@ -143,7 +143,10 @@ async fn saga_ends_confirmed_or_cancelled_and_stock_adds_up() {
     assert!(stock.available >= 0);
     // Charges exist exactly for the confirmed orders.
     let mut conn = qa.connection();
-    let charges: HashMap<String, u64> = conn.hgetall(qa.keys().scoped("charges")).await.unwrap();
+    let charges: HashMap<String, u64> = conn
+        .hgetall(app::orders::charges_key(&qa, "widget"))
+        .await
+        .unwrap();
     let mut charged: Vec<String> = charges.into_keys().collect();
     charged.sort();
     confirmed_ids.sort();

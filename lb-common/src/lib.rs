@@ -12,7 +12,7 @@ pub mod user;
 
 /// Bump when any map layout below changes: pin paths include it so that a new daemon never
 /// adopts maps written with an older layout.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Words of the VIP address filter (`VIP_ADDR_FILTER`): 65,536 bits, one per value of
 /// [`addr_filter_bit`]. A clear bit proves the destination is no VIP address, so traffic that
@@ -133,9 +133,32 @@ pub struct VipMeta {
     pub table_len: u32,
     pub algo: u8,
     pub mode: u8,
+    /// `VIP_F_*` bits.
     pub flags: u8,
     pub _pad: u8,
+    /// Used length of the other slot (the table this one replaced): second chance hashes a
+    /// flow into it to find the backend the flow had before the flip.
+    pub prev_len: u32,
+    pub _pad2: u32,
+    /// Second chance applies to packets that miss the connection table before this time
+    /// (`CLOCK_MONOTONIC_COARSE` ns, `bpf_ktime_get_coarse_ns`): the flip time plus the
+    /// VIP's window. 0: no flip to bridge.
+    pub second_chance_until: u64,
 }
+
+/// `VipMeta::flags`: second chance is on for this VIP (docs/dataplane.md, "Second chance").
+pub const VIP_F_SECOND_CHANCE: u8 = 1;
+
+/// UDP destination port of the GUE packets that carry a second choice (Katran's GUE port;
+/// GUE's version field tells our variant-0 header from Katran's variant 1).
+pub const SECOND_CHANCE_PORT: u16 = 6080;
+/// GUE header type of our private data (first byte of the private data).
+pub const SECOND_CHANCE_TYPE: u8 = 0x53;
+/// Hops a second-chance packet may still take when the balancer sends it: one redirect, from
+/// the current backend to the previous one.
+pub const SECOND_CHANCE_HOPS: u8 = 1;
+/// GUE flag (low bit of the 16-bit flags field): private data follows.
+pub const GUE_FLAG_PRIVATE: u16 = 0x0001;
 
 /// `Backend::flags`: the backend may receive packets. Cleared when a backend is removed or
 /// fails, so flows pinned to it in the connection table are re-hashed.
@@ -311,9 +334,20 @@ pub enum Reason {
     /// routing header with segments left, a hop-by-hop header that is not first, or more than
     /// four extension headers (docs/dataplane.md, "IPv6 extension headers").
     DropExtHeader = 16,
+    /// A packet that missed the connection table of a second-chance VIP shortly after its
+    /// table flipped, forwarded (GUE) to the current choice carrying the previous one.
+    TxSecondChance = 17,
+    /// Decap program: a second-chance packet for a flow this host knows (a socket other than
+    /// a listener), or a bare SYN: decapsulated and passed up.
+    PassSecondChance = 18,
+    /// Decap program: a non-SYN second-chance packet without a socket here, sent on towards
+    /// the previous backend with one hop less.
+    TxSecondChanceRedirect = 19,
+    /// Decap program: a second-chance packet without a socket here and no hop left.
+    DropHopLimit = 20,
 }
 
-pub const REASON_COUNT: u32 = 17;
+pub const REASON_COUNT: u32 = 21;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -334,6 +368,10 @@ impl Reason {
         Reason::PassOtherHost,
         Reason::TxForwardUnpinned,
         Reason::DropExtHeader,
+        Reason::TxSecondChance,
+        Reason::PassSecondChance,
+        Reason::TxSecondChanceRedirect,
+        Reason::DropHopLimit,
     ];
 
     /// Stable name used in metrics and tools.
@@ -356,6 +394,10 @@ impl Reason {
             Reason::PassOtherHost => "pass_other_host",
             Reason::TxForwardUnpinned => "tx_forward_unpinned",
             Reason::DropExtHeader => "drop_ext_header",
+            Reason::TxSecondChance => "tx_second_chance",
+            Reason::PassSecondChance => "pass_second_chance",
+            Reason::TxSecondChanceRedirect => "tx_second_chance_redirect",
+            Reason::DropHopLimit => "drop_hop_limit",
         }
     }
 }

@@ -114,27 +114,47 @@ pub fn grow_head<const OVERHEAD: usize>(ctx: &XdpContext, l3_off: usize) -> Opti
     }
 }
 
+/// Room for `OVERHEAD` bytes of outer headers in front of the IP packet, the frame addressed
+/// to `b`: the outer headers' address and the inner packet's length. `Err` when the packet
+/// would exceed the backend MTU (answered with ICMP) or a helper failed.
 #[inline(always)]
-fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
+pub fn make_room<const OVERHEAD: usize>(
+    ctx: &XdpContext,
+    ip: &Ip,
+    b: &Backend,
+) -> Result<(usize, usize), Forwarded> {
     let l3_off = ip.l3_off;
     let inner_len = packet_len(ctx) - l3_off;
-    if let Some(mtu) = too_big(inner_len, IPV4_LEN) {
-        return toobig::answer(ctx, ip, mtu);
+    if let Some(mtu) = too_big(inner_len, OVERHEAD) {
+        return Err(toobig::answer(ctx, ip, mtu));
     }
-    let Some(inner) = check(ctx, l3_off, IPV4_LEN) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let Some(start) = grow_head::<OVERHEAD>(ctx, l3_off) else {
+        return Err(Forwarded::Drop(Reason::DropInternal));
     };
-    let tos: u8 = unsafe { load(inner + 1) };
-    let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v4) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    let Some(start) = grow_head::<IPV4_LEN>(ctx, l3_off) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    let Some(outer) = check(ctx, l3_off, IPV4_LEN) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let Some(outer) = check(ctx, l3_off, OVERHEAD) else {
+        return Err(Forwarded::Drop(Reason::DropInternal));
     };
     rewrite_macs(start, b);
+    Ok((outer, inner_len))
+}
+
+/// The inner IPv4 header's TOS (copied to the outer header) and the IPv4 outer source.
+#[inline(always)]
+pub fn tos_and_src4(ctx: &XdpContext, ip: &Ip) -> Option<(u8, u32)> {
+    let inner = check(ctx, ip.l3_off, IPV4_LEN)?;
+    let tos: u8 = unsafe { load(inner + 1) };
+    Some((tos, SETTINGS.get(0)?.ipip_src_v4))
+}
+
+#[inline(always)]
+fn ipip4(ctx: &XdpContext, ip: &Ip, b: &Backend) -> Forwarded {
+    let Some((tos, src)) = tos_and_src4(ctx, ip) else {
+        return Forwarded::Drop(Reason::DropInternal);
+    };
+    let (outer, inner_len) = match make_room::<IPV4_LEN>(ctx, ip, b) {
+        Ok(r) => r,
+        Err(f) => return f,
+    };
     write_ipv4_header(
         outer,
         tos,
@@ -188,25 +208,29 @@ pub fn write_ipv6_header(
 
 #[inline(always)]
 fn ipip6(ctx: &XdpContext, ip: &Ip, b: &Backend, entropy: u32) -> Forwarded {
-    let l3_off = ip.l3_off;
-    let inner_len = packet_len(ctx) - l3_off;
-    if let Some(mtu) = too_big(inner_len, IPV6_LEN) {
-        return toobig::answer(ctx, ip, mtu);
-    }
     let Some(src) = SETTINGS.get(0).map(|s| s.ipip_src_v6) else {
         return Forwarded::Drop(Reason::DropInternal);
     };
-    let Some(start) = grow_head::<IPV6_LEN>(ctx, l3_off) else {
-        return Forwarded::Drop(Reason::DropInternal);
+    let (outer, inner_len) = match make_room::<IPV6_LEN>(ctx, ip, b) {
+        Ok(r) => r,
+        Err(f) => return f,
     };
-    let Some(outer) = check(ctx, l3_off, IPV6_LEN) else {
-        return Forwarded::Drop(Reason::DropInternal);
-    };
-    rewrite_macs(start, b);
     // The flow label carries the flow hash so that ECMP and RSS on the way spread flows.
-    let first = (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be();
-    write_ipv6_header(outer, first, inner_len, IPPROTO_IPV6, src, b.addr);
+    write_ipv6_header(
+        outer,
+        flow_label(entropy),
+        inner_len,
+        IPPROTO_IPV6,
+        src,
+        b.addr,
+    );
     Forwarded::Tx
+}
+
+/// First word of an outer IPv6 header (network order) whose flow label is `entropy`.
+#[inline(always)]
+pub fn flow_label(entropy: u32) -> u32 {
+    (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be()
 }
 
 /// Counts a forwarding result and turns it into an XDP action.

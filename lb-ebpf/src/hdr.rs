@@ -1,7 +1,7 @@
 //! Bounds-checked access to packet bytes. Every read goes through `check`, which compares
 //! against `data_end` the way the verifier wants to see it.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 
 pub const ETH_LEN: usize = 14;
 pub const VLAN_LEN: usize = 4;
@@ -68,5 +68,28 @@ pub fn swap_macs(eth: usize) {
         store(eth + 4, src_lo);
         store(eth + 6, dst_hi);
         store(eth + 10, dst_lo);
+    }
+}
+
+/// Moves the `L2`-byte link header (with its VLAN tag) forward over the `OUTER`-byte outer IP
+/// header, then drops the bytes in front of it. At most 18 bytes move by at least 20: no
+/// overlap. Both lengths are constants so the verifier can follow the bounds check.
+#[inline(always)]
+pub fn strip_outer<const L2: usize, const OUTER: usize>(ctx: &XdpContext) -> bool {
+    let Some(start) = check(ctx, 0, L2 + OUTER) else {
+        return false;
+    };
+    unsafe {
+        let a: u64 = load(start);
+        let b: u32 = load(start + 8);
+        let c: u16 = load(start + 12);
+        if L2 > ETH_LEN {
+            let tag: u32 = load(start + ETH_LEN);
+            store(start + OUTER + ETH_LEN, tag);
+        }
+        store(start + OUTER, a);
+        store(start + OUTER + 8, b);
+        store(start + OUTER + 12, c);
+        bpf_xdp_adjust_head(ctx.ctx, OUTER as i32) == 0
     }
 }

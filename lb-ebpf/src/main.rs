@@ -19,6 +19,8 @@ mod hdr;
 mod icmp;
 mod maps;
 mod parse;
+mod sc_decap;
+mod second_chance;
 mod select;
 mod stats;
 mod toobig;
@@ -36,7 +38,10 @@ use lb_common::{
 };
 
 use crate::{
-    hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, swap_macs},
+    hdr::{
+        ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store, strip_outer,
+        swap_macs,
+    },
     maps::{DECAP_ADDRS, HARNESS_PACKET, HARNESS_PROGS, SETTINGS},
     parse::{Ip, L3, Shape},
 };
@@ -150,6 +155,9 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
         return pass(Reason::PassNotVip);
     };
+    if let Some(c) = second_chance::choices(&flow, &meta, ports.tcp_flags) {
+        return second_chance::forward(&ctx, &ip, &flow, &meta, &c);
+    }
     let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
         return drop(Reason::DropNoBackend);
     };
@@ -168,7 +176,8 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
 
 /// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the
 /// addresses in `DECAP_ADDRS`, then lets the kernel deliver the inner packet (the VIP is on
-/// `lo`). Everything else passes untouched.
+/// `lo`). GUE packets that carry a second choice go to `sc_decap`. Everything else passes
+/// untouched.
 #[xdp]
 #[inline(always)]
 pub fn xdp_decap(ctx: XdpContext) -> u32 {
@@ -179,6 +188,8 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     let (outer_len, inner_version) = match (ip.family, ip.proto) {
         (AF_INET, IPPROTO_IPIP) if ip.l4_off == ip.l3_off + IPV4_LEN => (IPV4_LEN, 4u8),
         (AF_INET6, IPPROTO_IPV6) if ip.l4_off == ip.l3_off + IPV6_LEN => (IPV6_LEN, 6u8),
+        // Maybe GUE carrying a second choice (sc_decap.rs), once the address is known ours.
+        (_, IPPROTO_UDP) => (0, 0),
         _ => return xdp_action::XDP_PASS,
     };
     let key = VipKey {
@@ -191,6 +202,9 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
     };
     if unsafe { DECAP_ADDRS.get(&key) }.is_none() {
         return xdp_action::XDP_PASS;
+    }
+    if outer_len == 0 {
+        return sc_decap::handle(&ctx, &ip);
     }
     // A whole inner header must be there (a one-byte check is also one the verifier cannot use).
     let inner_min = if inner_version == 4 {
@@ -213,29 +227,6 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
         return drop(Reason::DropInternal);
     }
     pass(Reason::PassDecap)
-}
-
-/// Moves the `L2`-byte link header (with its VLAN tag) forward over the `OUTER`-byte outer IP
-/// header, then drops the bytes in front of it. At most 18 bytes move by at least 20: no
-/// overlap. Both lengths are constants so the verifier can follow the bounds check.
-#[inline(always)]
-fn strip_outer<const L2: usize, const OUTER: usize>(ctx: &XdpContext) -> bool {
-    let Some(start) = check(ctx, 0, L2 + OUTER) else {
-        return false;
-    };
-    unsafe {
-        let a: u64 = load(start);
-        let b: u32 = load(start + 8);
-        let c: u16 = load(start + 12);
-        if L2 > ETH_LEN {
-            let tag: u32 = load(start + ETH_LEN);
-            store(start + OUTER + ETH_LEN, tag);
-        }
-        store(start + OUTER, a);
-        store(start + OUTER + 8, b);
-        store(start + OUTER + 12, c);
-        bpf_xdp_adjust_head(ctx.ctx, OUTER as i32) == 0
-    }
 }
 
 /// Attached to the far end of veth pairs: XDP_TX on a veth needs a program on its peer.

@@ -17,7 +17,8 @@ pub enum What {
     Ha,
     /// The backend service: /ping, L1, L2 and database reads.
     App,
-    /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams.
+    /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams (`-- --redis cluster`:
+    /// on Redis Clusters of 1, 2 and 3 masters beside one server).
     Queue,
     /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
     Lab,

@@ -21,6 +21,7 @@ const CRATES: &[&str] = &[
     "lb-userspace/lbctl",
     "lb-userspace/lb-bench",
     "app",
+    "app/redis",
     "app/testkit",
     "tests",
     "xtask",

@@ -88,6 +88,16 @@ pub fn run(target: Option<&str>, seconds: u64, how: Build) -> Result<()> {
     util::run(&mut build)?;
     for t in targets {
         util::step(&format!("fuzzing {t} for {seconds} s"));
+        let seeds = dir.join("corpus").join(t);
+        if !seeds.is_dir() {
+            bail!(
+                "fuzz target {t} has no seed corpus: {} is missing (commit at least one \
+                 valid input there)",
+                seeds.display()
+            );
+        }
+        let artifacts = dir.join("artifacts").join(t);
+        let crashes_before = count_files(&artifacts);
         let found = dir.join("target/corpus").join(t);
         std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
         let status = fuzz_cargo()
@@ -95,21 +105,31 @@ pub fn run(target: Option<&str>, seconds: u64, how: Build) -> Result<()> {
             .args(how.flags())
             .arg(t)
             .arg(&found)
-            .arg(dir.join("corpus").join(t))
+            .arg(&seeds)
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
             .args(["-rss_limit_mb=2048", "-print_final_stats=1"])
             .status()
             .context("running cargo fuzz")?;
         if !status.success() {
+            if count_files(&artifacts) > crashes_before {
+                bail!(
+                    "fuzz target {t} failed ({status}): the crashing input is in {}; fix the \
+                     crash, then add the input to fuzz/corpus/{t} as a regression case",
+                    artifacts.display()
+                );
+            }
             bail!(
-                "fuzz target {t} failed ({status}): the crashing input is in {}; fix the \
-                 crash, then add the input to fuzz/corpus/{t} as a regression case",
-                dir.join("artifacts").join(t).display()
+                "fuzz target {t} failed ({status}) without a crashing input: see its output above"
             );
         }
     }
     Ok(())
+}
+
+/// Files in `dir` (0 when it does not exist).
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
 /// `cargo +nightly` in `fuzz/` (cargo-fuzz needs nightly's sanitizer flags).

@@ -142,7 +142,11 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                     .args(&profile),
             )
         }
-        Group::App => util::run(util::cargo().args(["test", "-p", "app"]).args(&profile)),
+        Group::App => util::run(
+            util::cargo()
+                .args(["test", "-p", "app", "-p", "app-redis"])
+                .args(&profile),
+        ),
         Group::Lab => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--lib", "--test", "lab"])

@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Cache, Entity, Key};
-use crate::redis_conn::PubSubEvent;
 use crate::store::Store;
+use app_redis::PubSubEvent;
 
 const REBUILD_BATCH: u32 = 1_000;
 /// Newest ids whose Bloom bits each keeper pass sets again: bits written just before a

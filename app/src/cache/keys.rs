@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::redis_conn::slot;
+use app_redis::slot;
 
 /// The kinds of records the cache holds (one today; the type keeps keys well-formed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

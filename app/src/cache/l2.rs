@@ -12,7 +12,7 @@ use prometheus::IntCounterVec;
 use redis::{AsyncCommands, Script};
 
 use super::breaker::Breaker;
-use crate::redis_conn::{RedisConn, RedisTarget, Subscription, Timeouts};
+use app_redis::{RedisConn, RedisTarget, Subscription, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum L2Error {

@@ -32,8 +32,8 @@ pub use keys::{Entity, Key, KeySpace};
 
 use crate::config::{CacheConfig, RedisConfig};
 use crate::metrics::Metrics;
-use crate::redis_conn::RedisMode;
 use crate::store::{StoreError, now_ms};
+use app_redis::RedisMode;
 use breaker::Breaker;
 use envelope::Envelope;
 use l1::L1;
@@ -50,7 +50,7 @@ pub struct LoadError(pub Arc<StoreError>);
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("redis.url: {0}")]
-    Url(#[from] crate::redis_conn::TargetError),
+    Url(#[from] app_redis::TargetError),
     #[error("redis.url: {0}")]
     Redis(#[from] l2::L2Error),
 }
@@ -103,7 +103,7 @@ impl Cache {
         });
         // Redis also carries invalidations and the Bloom filter, so it is used whenever L2
         // or the filter is on.
-        let target = crate::redis_conn::RedisTarget::parse(&redis.url)?;
+        let target = app_redis::RedisTarget::parse(&redis.url)?;
         let l2 = if cfg.l2_enabled || cfg.bloom_enabled {
             let breaker = Breaker::new(
                 cfg.breaker_failures,

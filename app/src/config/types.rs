@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::redis_conn::{RedisMode, RedisTarget};
+use app_redis::RedisTarget;
 
 /// The whole configuration. Unknown keys are errors, so typos do not pass silently.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,7 +97,7 @@ impl DatabaseConfig {
 pub struct RedisConfig {
     /// Redis for the L2 cache, the Bloom filter, locks and invalidation messages: one server
     /// (`redis://`), a Sentinel set (`redis+sentinel://H1,H2,H3/MASTER`) or a Redis Cluster
-    /// (`redis+cluster://H1,H2,H3`); grammar in `redis_conn::RedisTarget`.
+    /// (`redis+cluster://H1,H2,H3`); grammar in `app_redis::RedisTarget`.
     pub url: String,
     /// Bound on one Redis command; a slower answer counts as a failure (served from the database).
     pub command_timeout_ms: u64,
@@ -365,34 +365,21 @@ impl Config {
             "database.connect_timeout_ms",
             self.database.connect_timeout_ms,
         )?;
-        let redis_mode = self.redis.target()?.mode();
-        // The queue's scripts are not placed for a Cluster yet and its client speaks to one
-        // server: until they are, it needs a single server of its own.
-        match self.queue.redis_url.as_deref() {
-            None if redis_mode != RedisMode::Single => {
-                return Err(ConfigError::invalid(
-                    "redis.url",
-                    format!(
-                        "{redis_mode} mode serves the cache only so far; the queue (also with \
-                         queue.backend = \"rabbitmq\", for job records) needs one server: set \
-                         queue.redis_url to a redis:// URL"
-                    ),
-                ));
-            }
-            Some(url) => {
-                let mode = RedisTarget::parse(url)
-                    .map_err(|e| ConfigError::invalid("queue.redis_url", e.to_string()))?
-                    .mode();
-                if mode != RedisMode::Single {
-                    return Err(ConfigError::invalid(
-                        "queue.redis_url",
-                        format!(
-                            "{mode} mode is not supported by the queue yet: use a redis:// URL"
-                        ),
-                    ));
-                }
-            }
-            None => {}
+        self.redis.target()?;
+        // The queue runs on any of the three modes too (its own URL, or redis.url).
+        if let Some(url) = self.queue.redis_url.as_deref() {
+            RedisTarget::parse(url)
+                .map_err(|e| ConfigError::invalid("queue.redis_url", e.to_string()))?;
+        }
+        if self.queue.redis_retry_ms >= self.http.request_timeout_ms {
+            return Err(ConfigError::invalid(
+                "queue.redis_retry_ms",
+                format!(
+                    "must be below http.request_timeout_ms ({} ms): a request waiting through a \
+                     failover would time out first",
+                    self.http.request_timeout_ms
+                ),
+            ));
         }
         positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
         positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
@@ -554,7 +541,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::super::Config;
-    use crate::redis_conn::RedisMode;
+    use app_redis::RedisMode;
 
     #[test]
     fn empty_config_is_valid() {
@@ -598,20 +585,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("redis.url") && e.contains("master"), "{e}");
-        // The queue still needs one server.
-        let e = Config::from_toml_str("[redis]\nurl = \"redis+sentinel://a,b,c/m\"")
+        // The queue runs on every mode too.
+        let c = Config::from_toml_str(
+            "[redis]\nurl = \"redis+sentinel://a,b,c/m\"\n[queue]\nredis_url = \"redis+cluster://a\"\npartitions = 6",
+        )
+        .unwrap();
+        assert_eq!(c.queue.partitions, 6);
+        let e = Config::from_toml_str("[queue]\nredis_url = \"redis+cluster://a/3\"")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("redis.url") && e.contains("queue.redis_url"),
-            "{e}"
-        );
-        let e = Config::from_toml_str(
-            "[redis]\nurl = \"redis+sentinel://a,b,c/m\"\n[queue]\nredis_url = \"redis+cluster://a\"",
-        )
-        .unwrap_err()
-        .to_string();
         assert!(e.contains("queue.redis_url"), "{e}");
+        let e = Config::from_toml_str("[queue]\nredis_retry_ms = 10000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue.redis_retry_ms"), "{e}");
         let e = Config::from_toml_str("[cache]\nkey_prefix = \"a{b}\"")
             .unwrap_err()
             .to_string();

@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::store::{FieldError, StoreError};
 
 /// `Retry-After` of a 503 (database or a dependency unavailable, request timed out).
-pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+/// Defined by the queue, which stands alone, so both error types answer alike.
+pub use crate::queue::UNAVAILABLE_RETRY_AFTER_S;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -158,31 +158,50 @@ pub fn validate_sku(sku: &str) -> Result<(), String> {
     }
 }
 
-/// Redis keys of the saga.
+/// Redis keys of the saga. An order lives in the hash slot of its SKU (the SKU is the hash
+/// tag of every key below), so each step's script, which changes the order and the SKU's
+/// stock together, touches one slot in a cluster; an order id carries its SKU
+/// (`{uuid}.{sku}`) so that its keys follow from it. Orders of one SKU compete for one stock
+/// counter anyway, so they share a master.
 pub(crate) struct OrderKeys<'a>(pub &'a Queue);
 
 impl OrderKeys<'_> {
+    /// `id` must come from [`sku_of`] checks (the saga and the API check first).
     pub fn order(&self, id: &str) -> String {
-        self.0.keys().scoped(&format!("order:{id}"))
+        let sku = sku_of(id).unwrap_or("-");
+        self.0.keys().scoped(&format!("order:{{{sku}}}:{id}"))
     }
     pub fn history(&self, id: &str) -> String {
-        self.0.keys().scoped(&format!("order:{id}:history"))
+        format!("{}:history", self.order(id))
     }
-    pub fn idempotency(&self, key: &str) -> String {
-        self.0.keys().scoped(&format!("order-idem:{key}"))
+    pub fn idempotency(&self, sku: &str, key: &str) -> String {
+        self.0.keys().scoped(&format!("order-idem:{{{sku}}}:{key}"))
     }
     pub fn stock(&self, sku: &str) -> String {
-        self.0.keys().scoped(&format!("stock:{sku}"))
+        self.0.keys().scoped(&format!("stock:{{{sku}}}"))
     }
     pub fn held(&self, sku: &str) -> String {
-        self.0.keys().scoped(&format!("stock:{sku}:held"))
+        self.0.keys().scoped(&format!("stock:{{{sku}}}:held"))
     }
     pub fn payment(&self, id: &str) -> String {
-        self.0.keys().scoped(&format!("payment:{id}"))
+        let sku = sku_of(id).unwrap_or("-");
+        self.0.keys().scoped(&format!("payment:{{{sku}}}:{id}"))
     }
-    pub fn charges(&self) -> String {
-        self.0.keys().scoped("charges")
+    pub fn charges(&self, sku: &str) -> String {
+        charges_key(self.0, sku)
     }
+}
+
+/// The hash of the charged orders of one SKU (order id -> amount in cents).
+pub fn charges_key(queue: &Queue, sku: &str) -> String {
+    queue.keys().scoped(&format!("charges:{{{sku}}}"))
+}
+
+/// The SKU an order id carries (`{32 hex digits}.{sku}`), if it is one of ours.
+pub fn sku_of(id: &str) -> Option<&str> {
+    let (uuid, sku) = id.split_once('.')?;
+    let hex = uuid.len() == 32 && uuid.chars().all(|c| c.is_ascii_hexdigit());
+    (hex && validate_sku(sku).is_ok()).then_some(sku)
 }
 
 /// Creates and reads orders, manages stock, and provides the saga's handlers.
@@ -230,13 +249,13 @@ impl OrderService {
             ));
         }
         let keys = OrderKeys(&self.queue);
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = format!("{}.{}", uuid::Uuid::new_v4().simple(), req.sku);
         let idem = idempotency_key.unwrap_or_default();
         let mut conn = self.queue.connection();
         let (id, created): (String, i64) = steps::CREATE_S
             .key(keys.order(&id))
             .key(keys.history(&id))
-            .key(keys.idempotency(&idem))
+            .key(keys.idempotency(&req.sku, &idem))
             .arg(&id)
             .arg(&req.sku)
             .arg(req.quantity)
@@ -252,7 +271,7 @@ impl OrderService {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<OrderView>, QueueError> {
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if sku_of(id).is_none() {
             return Ok(None);
         }
         let keys = OrderKeys(&self.queue);

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use redis::AsyncCommands;
 use serde_json::json;
 
 use super::steps;
@@ -46,8 +45,7 @@ async fn run_step(
 ) -> Result<OrderState, JobError> {
     let k = OrderKeys(&ctx.queue);
     let mut conn = ctx.queue.connection();
-    let sku: Option<String> = conn.hget(k.order(order_id), "sku").await?;
-    let Some(sku) = sku else {
+    let Some(sku) = super::sku_of(order_id) else {
         return Err(JobError::permanent(format!("order {order_id} not found")));
     };
     let (order, history) = (k.order(order_id), k.history(order_id));
@@ -56,8 +54,8 @@ async fn run_step(
             steps::RESERVE_S
                 .key(&order)
                 .key(&history)
-                .key(k.stock(&sku))
-                .key(k.held(&sku))
+                .key(k.stock(sku))
+                .key(k.held(sku))
                 .arg(order_id)
                 .invoke_async(&mut conn)
                 .await?
@@ -69,7 +67,7 @@ async fn run_step(
                 .key(&order)
                 .key(&history)
                 .key(k.payment(order_id))
-                .key(k.charges())
+                .key(k.charges(sku))
                 .arg(order_id)
                 .arg(if declined { "declined" } else { "approved" })
                 .arg(ctx.queue.settings().retention_s)
@@ -87,9 +85,9 @@ async fn run_step(
             steps::RELEASE_S
                 .key(&order)
                 .key(&history)
-                .key(k.stock(&sku))
-                .key(k.held(&sku))
-                .key(k.charges())
+                .key(k.stock(sku))
+                .key(k.held(sku))
+                .key(k.charges(sku))
                 .arg(order_id)
                 .invoke_async(&mut conn)
                 .await?

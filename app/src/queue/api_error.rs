@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::QueueError;
 
+/// `Retry-After` of a 503: how long a client waits before sending the request again.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
 /// An HTTP error answered as `{"error": "...", "status": N}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -40,7 +43,7 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 header::RETRY_AFTER,
-                HeaderValue::from(crate::http::UNAVAILABLE_RETRY_AFTER_S),
+                HeaderValue::from(UNAVAILABLE_RETRY_AFTER_S),
             );
         }
         resp

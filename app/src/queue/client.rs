@@ -3,32 +3,38 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use app_redis::{RedisConn, RedisTarget, Timeouts};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 
 use super::job::{Enqueued, JobRecord, NewJob, Schedule};
 use super::keys::{Keys, validate_queue_name};
 use super::metrics::QueueMetrics;
 use super::transport::{self, Prepared, Transport};
-use super::{QueueBackend, QueueError, QueueSettings};
+use super::{QueueBackend, QueueError, QueueSettings, retry};
 
-/// A handle on the queue: job records in one Redis, jobs carried by the configured
-/// [`Transport`]. Clones share one auto-reconnecting Redis connection and one transport.
+/// A handle on the queue: job records in Redis (one server, a Sentinel set or a Cluster),
+/// jobs carried by the configured [`Transport`]. Clones share one Redis connection and one
+/// transport.
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: RedisConn,
+    target: RedisTarget,
     keys: Keys,
     settings: QueueSettings,
     metrics: Option<QueueMetrics>,
     transport: Box<dyn Transport>,
+    /// Round robin over the partitions for jobs without a routing key.
+    next_partition: AtomicUsize,
+    /// This instance's partition count is recorded in `{p}:partition-counts`.
+    registered: AtomicBool,
 }
 
 /// Sizes of one queue, as the metrics report them.
@@ -38,8 +44,8 @@ pub struct QueueStats {
     /// Waiting plus pending: the entries in the stream (Redis); `lag` + `pending` (RabbitMQ).
     pub length: u64,
     /// Delivered to a worker and not acknowledged yet. Redis: the group's XPENDING count.
-    /// RabbitMQ: jobs in state `running` (the `{p}:running:{queue}` set the job scripts keep),
-    /// since AMQP 0-9-1 does not report unacknowledged messages. A job whose worker died
+    /// RabbitMQ: jobs in state `running` (the `{p}:running:{t}:{queue}` sets the job scripts
+    /// keep), since AMQP 0-9-1 does not report unacknowledged messages. A job whose worker died
     /// stays pending until another worker takes it over, on both backends; on RabbitMQ the
     /// broker puts its message back at once, so it also counts in `lag` until then.
     pub pending: u64,
@@ -52,19 +58,20 @@ pub struct QueueStats {
     pub dead: u64,
 }
 
-/// Connection settings for the queue's connections: a response timeout well above a
-/// blocking read, and reconnects with backoff.
-fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(2))
+/// Bounds of the queue's shared connection: a failed server is noticed within seconds.
+const SHARED: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    response: Duration::from_secs(5),
+};
+
+fn parse_target(redis_url: &str) -> Result<RedisTarget, QueueError> {
+    RedisTarget::parse(redis_url).map_err(|e| QueueError::config("queue redis url", e.to_string()))
 }
 
 impl Queue {
-    /// Connects to `redis_url` and, with `queue.backend = "rabbitmq"`, to the broker (a bad
-    /// URL or an unreachable server is an error here).
+    /// Connects to `redis_url` (`redis://`, `redis+sentinel://` or `redis+cluster://`) and,
+    /// with `queue.backend = "rabbitmq"`, to the broker (a bad URL or an unreachable server
+    /// is an error here).
     pub async fn connect(redis_url: &str, settings: QueueSettings) -> Result<Self, QueueError> {
         Self::connect_with_metrics(redis_url, settings, None).await
     }
@@ -75,11 +82,9 @@ impl Queue {
         settings: QueueSettings,
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
-        let client = redis::Client::open(redis_url)?;
-        let conn = client
-            .get_connection_manager_with_config(manager_config(Duration::from_secs(5)))
-            .await?;
-        let q = Self::build(client, conn, settings, metrics)?;
+        let q = Self::connect_lazy(redis_url, settings, metrics)?;
+        let mut conn = q.connection();
+        let _: redis::Value = redis::cmd("PING").query_async(&mut conn).await?;
         q.inner.transport.connect().await?;
         Ok(q)
     }
@@ -92,29 +97,19 @@ impl Queue {
         settings: QueueSettings,
         metrics: Option<QueueMetrics>,
     ) -> Result<Self, QueueError> {
-        let client = redis::Client::open(redis_url)?;
-        let conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            manager_config(Duration::from_secs(5)),
-        )?;
-        Self::build(client, conn, settings, metrics)
-    }
-
-    fn build(
-        client: redis::Client,
-        conn: ConnectionManager,
-        settings: QueueSettings,
-        metrics: Option<QueueMetrics>,
-    ) -> Result<Self, QueueError> {
         settings.validate()?;
+        let target = parse_target(redis_url)?;
+        let conn = RedisConn::open(&target, SHARED)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
-                client,
-                keys: Keys::new(&settings.key_prefix),
+                target,
+                keys: Keys::new(&settings.key_prefix, settings.partitions),
                 transport: transport::for_settings(&settings),
                 settings,
                 metrics,
+                next_partition: AtomicUsize::new(rand::random::<u16>().into()),
+                registered: AtomicBool::new(false),
             }),
         })
     }
@@ -142,7 +137,7 @@ impl Queue {
     }
 
     /// A clone of the shared connection (for handlers that keep their own state in Redis).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.inner.conn.clone()
     }
 
@@ -151,15 +146,58 @@ impl Queue {
     pub(super) fn blocking_connection(
         &self,
         response_timeout: Duration,
-    ) -> Result<ConnectionManager, QueueError> {
-        Ok(ConnectionManager::new_lazy_with_config(
-            self.inner.client.clone(),
-            manager_config(response_timeout),
+    ) -> Result<RedisConn, QueueError> {
+        Ok(RedisConn::open(
+            &self.inner.target,
+            Timeouts {
+                connect: SHARED.connect,
+                response: response_timeout,
+            },
         )?)
     }
 
     pub(super) fn metrics(&self) -> Option<&QueueMetrics> {
         self.inner.metrics.as_ref()
+    }
+
+    /// Records this instance's partition count in `{p}:partition-counts` (once per process;
+    /// before its first enqueue, so no job lands in a partition the pools do not know).
+    async fn register_partitions(&self) -> Result<(), QueueError> {
+        if self.inner.registered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let key = self.inner.keys.partition_counts();
+        let n = self.inner.settings.partitions;
+        let _: i64 = retry::redis(self, "partitions", |mut c| {
+            let key = &key;
+            async move { c.sadd(key, n).await }
+        })
+        .await?;
+        self.inner.registered.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The tags of every partition an instance of this prefix may have written to: this
+    /// instance's first, then those of the other counts in `{p}:partition-counts` (an
+    /// instance that ran with another `queue.partitions`). Pools read them all; stats and dead
+    /// letters cover them all.
+    pub(crate) async fn partition_tags(&self) -> Result<Vec<String>, QueueError> {
+        self.register_partitions().await?;
+        let key = self.inner.keys.partition_counts();
+        let counts: Vec<String> = retry::redis(self, "partitions", |mut c| {
+            let key = &key;
+            async move { c.smembers(key).await }
+        })
+        .await?;
+        // Anything else in the set (written by hand) is not a count of ours.
+        let counts = counts
+            .iter()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .filter(|c| (1..=1024).contains(c));
+        Ok(super::keys::tags_of_counts(
+            self.inner.settings.partitions,
+            counts,
+        ))
     }
 
     /// Adds a job. With an idempotency key that was seen before (within
@@ -179,6 +217,13 @@ impl Queue {
                 "idempotency key must be 1-200 characters".into(),
             ));
         }
+        if let Some(k) = &job.ordering_key
+            && (k.is_empty() || k.len() > 200)
+        {
+            return Err(QueueError::Invalid(
+                "ordering key must be 1-200 characters".into(),
+            ));
+        }
         if job.max_attempts == Some(0) {
             return Err(QueueError::Invalid(
                 "max_attempts must be at least 1".into(),
@@ -192,8 +237,21 @@ impl Queue {
         };
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| QueueError::Invalid(format!("payload: {e}")))?;
+        // A routing key keeps a job in one partition: its ordering key (jobs of one key run
+        // in order) or its idempotency key (checked in the job's partition); other jobs go
+        // round robin.
+        let k = &self.inner.keys;
+        let partition = match job
+            .ordering_key
+            .as_deref()
+            .or(job.idempotency_key.as_deref())
+        {
+            Some(key) => k.partition_of_key(key),
+            None => k.partition(self.inner.next_partition.fetch_add(1, Ordering::Relaxed)),
+        };
         let prepared = Prepared {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: k.new_job_id(partition),
+            tag: partition.tag,
             queue: &job.queue,
             kind: &job.kind,
             payload,
@@ -210,6 +268,7 @@ impl Queue {
                 .map(|q| s.max_attempts(q))
                 .unwrap_or(s.max_attempts),
         };
+        self.register_partitions().await?;
         let e = self.inner.transport.enqueue(self, prepared).await?;
         if let Some(m) = self.metrics() {
             m.enqueued(&job.queue, e.created);
@@ -219,18 +278,26 @@ impl Queue {
 
     /// The job, or `None` if it does not exist (or has expired).
     pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, QueueError> {
-        let mut conn = self.inner.conn.clone();
-        let h: HashMap<String, String> = conn.hgetall(self.inner.keys.job(id)).await?;
+        if super::keys::job_tag(id).is_none() {
+            return Ok(None);
+        }
+        let key = self.inner.keys.job(id);
+        let h: HashMap<String, String> = retry::redis(self, "get", |mut c| {
+            let key = &key;
+            async move { c.hgetall(key).await }
+        })
+        .await?;
         JobRecord::from_hash(h)
     }
 
     /// Records progress (0-100) of a running job.
     pub async fn set_progress(&self, id: &str, percent: u8) -> Result<(), QueueError> {
-        let mut conn = self.inner.conn.clone();
-        let _: () = conn
-            .hset(self.inner.keys.job(id), "progress", percent.min(100))
-            .await?;
-        Ok(())
+        let key = self.inner.keys.job(id);
+        retry::redis(self, "progress", |mut c| {
+            let key = &key;
+            async move { c.hset(key, "progress", percent.min(100)).await }
+        })
+        .await
     }
 
     /// Creates what the queue needs on its broker if missing: on Redis the consumer group

@@ -20,10 +20,24 @@ pub struct QueueSettings {
     /// How long an enqueue on RabbitMQ keeps retrying (reconnecting) for the broker's confirm
     /// before it fails (ms). Covers a broker restart; the job is re-sent from the outbox later.
     pub rabbitmq_publish_timeout_ms: u64,
-    /// Redis URL the queue uses; `None` means "the app's Redis URL".
+    /// Redis URL the queue uses (one server, a Sentinel set or a Cluster, as `redis.url`);
+    /// `None` means "the app's Redis URL".
     pub redis_url: Option<String>,
     /// Prefix of every Redis key the queue writes.
     pub key_prefix: String,
+    /// Partitions of every queue: each has its own stream, schedule and dead letters under
+    /// one Redis Cluster hash tag, and the tags spread over the masters. 1 suits one server or
+    /// Sentinel; in a cluster, at least the number of masters. Every instance must use the same
+    /// count (jobs in a partition no instance reads would wait for ever).
+    pub partitions: u32,
+    /// How long a queue call keeps repeating a command that failed with a transient error
+    /// (connection lost, failover in progress, slot moving) before it fails (ms). Covers a
+    /// master failover; keep it below `http.request_timeout_ms`.
+    pub redis_retry_ms: u64,
+    /// With several partitions, the longest pause (ms) of a worker's fetch loop between two
+    /// rounds over the partitions that found nothing (one partition blocks in XREADGROUP
+    /// instead, for `block_ms`).
+    pub idle_poll_ms: u64,
     /// Consumer group shared by every worker of every instance.
     pub group: String,
     /// Entries pending longer than this (ms) without a heartbeat are reclaimed by another worker.
@@ -112,6 +126,9 @@ impl Default for QueueSettings {
             rabbitmq_publish_timeout_ms: 30_000,
             redis_url: None,
             key_prefix: "q".into(),
+            partitions: 1,
+            redis_retry_ms: 8_000,
+            idle_poll_ms: 50,
             group: "workers".into(),
             claim_idle_ms: 30_000,
             block_ms: 1_000,
@@ -134,8 +151,24 @@ impl QueueSettings {
     pub fn validate(&self) -> Result<(), QueueError> {
         let bad =
             |field: &str, reason: &str| Err(QueueError::config(format!("queue.{field}"), reason));
-        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            return bad("key_prefix", "must be non-empty without spaces");
+        if self.key_prefix.is_empty()
+            || self
+                .key_prefix
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return bad(
+                "key_prefix",
+                "must be non-empty without spaces or braces (braces are Redis Cluster hash tags)",
+            );
+        }
+        if !(1..=1024).contains(&self.partitions) {
+            return bad("partitions", "must be between 1 and 1024");
+        }
+        if self.redis_retry_ms > 600_000 {
+            return bad("redis_retry_ms", "must be at most 600000");
+        }
+        if self.idle_poll_ms == 0 || self.idle_poll_ms > 10_000 {
+            return bad("idle_poll_ms", "must be between 1 and 10000");
         }
         if self.backend == QueueBackend::Rabbitmq
             && !(self.rabbitmq_url.starts_with("amqp://")
@@ -220,6 +253,10 @@ impl QueueSettings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+
+    pub fn redis_retry(&self) -> Duration {
+        Duration::from_millis(self.redis_retry_ms)
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +287,26 @@ mod tests {
         );
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("queues.tasks.concurrency"), "{e}");
+
+        for (s, field) in [
+            (
+                QueueSettings {
+                    key_prefix: "{q}".into(),
+                    ..Default::default()
+                },
+                "queue.key_prefix",
+            ),
+            (
+                QueueSettings {
+                    partitions: 0,
+                    ..Default::default()
+                },
+                "queue.partitions",
+            ),
+        ] {
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct NewJob {
     pub max_attempts: Option<u32>,
     /// A repeated key returns the first job instead of a new one.
     pub idempotency_key: Option<String>,
+    /// Jobs of one ordering key go to one partition, so with one job of the queue at a time
+    /// (concurrency 1) they run in the order they were enqueued. Without it the idempotency
+    /// key, else nothing, decides the partition.
+    pub ordering_key: Option<String>,
     /// When the job ends (succeeded or dead), a `notify` job with `{"job_id": ...}` is
     /// enqueued on this queue in the same atomic step.
     pub notify_queue: Option<String>,
@@ -103,6 +107,7 @@ impl NewJob {
             schedule: Schedule::Now,
             max_attempts: None,
             idempotency_key: None,
+            ordering_key: None,
             notify_queue: None,
         }
     }
@@ -119,6 +124,11 @@ impl NewJob {
 
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
         self
     }
 

@@ -14,6 +14,7 @@ pub struct QueueMetrics {
     retries: IntCounterVec,
     dead_letters: IntCounterVec,
     reclaimed: IntCounterVec,
+    redis_retries: IntCounterVec,
     processing: HistogramVec,
     running: IntGaugeVec,
     length: IntGaugeVec,
@@ -74,6 +75,12 @@ impl QueueMetrics {
                 "Entries taken over from a worker that stopped heartbeating",
                 &["queue"],
             )?,
+            redis_retries: counter(
+                "app_queue_redis_retries_total",
+                "Queue commands repeated after a transient Redis error (failover, reconnection, \
+                 slot move), by operation",
+                &["op"],
+            )?,
             processing,
             running: gauge("app_queue_running", "Jobs running in this instance")?,
             length: gauge(
@@ -108,6 +115,10 @@ impl QueueMetrics {
                 .with_label_values(&[b.as_str()])
                 .set(i64::from(b == backend));
         }
+    }
+
+    pub(super) fn redis_retried(&self, op: &str) {
+        self.redis_retries.with_label_values(&[op]).inc();
     }
 
     pub(super) fn enqueued(&self, queue: &str, created: bool) {

@@ -13,6 +13,11 @@
 //! Lua script, so acknowledging a delivery and recording what happened to its job are one
 //! atomic step. The design is in `app/docs/queue.md`.
 //!
+//! Redis is one server, a Sentinel set or a Redis Cluster (`app_redis`). Each queue is split
+//! over `queue.partitions` partitions, each under one cluster hash tag (see `keys`), so every
+//! script touches one hash slot and the partitions spread over the masters. Commands that
+//! fail while a master fails over are repeated (`retry`).
+//!
 //! This module depends on no other module of the crate; `crate::wiring` connects it to the
 //! configuration, the services built on it and the server.
 
@@ -32,12 +37,13 @@ mod metrics;
 mod process;
 mod rabbit;
 mod rate;
+mod retry;
 mod streams;
 mod transport;
 mod worker;
 
 pub use api::routes;
-pub use api_error::ApiError;
+pub use api_error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
 pub use backoff::Backoff;
 pub use client::{Queue, QueueStats};
 pub use config::{QueueOverride, QueueSettings};

@@ -6,17 +6,22 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, retry};
 
-/// Fixed one-second window shared by every instance.
-/// ARGV: counter prefix, limit. Returns {1, window_s} when granted, {0, wait_ms} when not.
+/// Fixed one-second window shared by every instance, kept in one hash per queue (declared,
+/// so the script has one key in one slot): `window` (Unix second) and `count`.
+/// KEYS: the queue's rate hash. ARGV: limit.
+/// Returns {1, window_s} when granted, {0, wait_ms} when not.
 const RATE: &str = r#"
 local t = redis.call('TIME')
-local k = ARGV[1] .. t[1]
-local c = tonumber(redis.call('GET', k) or '0')
-if c < tonumber(ARGV[2]) then
-  redis.call('INCR', k)
-  redis.call('EXPIRE', k, 10)
+local w = redis.call('HGET', KEYS[1], 'window')
+if w ~= t[1] then
+  redis.call('HSET', KEYS[1], 'window', t[1], 'count', 1)
+  redis.call('EXPIRE', KEYS[1], 10)
+  return {1, tonumber(t[1])}
+end
+if tonumber(redis.call('HGET', KEYS[1], 'count') or '0') < tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
   return {1, tonumber(t[1])}
 end
 return {0, 1000 - math.floor(tonumber(t[2]) / 1000)}
@@ -26,14 +31,13 @@ static RATE_S: LazyLock<Script> = LazyLock::new(|| Script::new(RATE));
 
 /// Waits for a permit of `queue`'s rate limit; returns the granting window (Unix second).
 pub(crate) async fn permit(q: &Queue, queue: &str, limit: u32) -> Result<u64, QueueError> {
-    let prefix = q.keys().rate_prefix(queue);
-    let mut conn = q.connection();
+    let key = q.keys().rate(queue);
     loop {
-        let (granted, v): (i64, u64) = RATE_S
-            .arg(&prefix)
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
+        let (granted, v): (i64, u64) = retry::redis(q, "rate", |mut c| {
+            let key = &key;
+            async move { RATE_S.key(key).arg(limit).invoke_async(&mut c).await }
+        })
+        .await?;
         if granted == 1 {
             return Ok(v);
         }

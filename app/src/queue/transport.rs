@@ -18,7 +18,10 @@ use super::{DeadLetter, Enqueued, Queue, QueueBackend, QueueError, QueueSettings
 
 /// A job [`Queue::enqueue`] validated, with everything a backend's ENQUEUE script needs.
 pub(crate) struct Prepared<'a> {
+    /// The job id; it starts with `tag`.
     pub id: String,
+    /// The job's partition (see `super::keys`).
+    pub tag: &'a str,
     pub queue: &'a str,
     pub kind: &'a str,
     /// The payload as JSON text.
@@ -33,6 +36,25 @@ pub(crate) struct Prepared<'a> {
     /// The queue of the job's notification job, '' for none.
     pub notify_queue: &'a str,
     pub notify_attempts: u32,
+}
+
+impl Prepared<'_> {
+    /// Appends the ENQUEUE arguments both backends' scripts share (`lua::JOB_HASH`'s
+    /// `new_job` reads them): id, queue, kind, payload, max_attempts, at_ms, after_ms,
+    /// use_idem, idem_ttl_s, notify_queue, notify_max_attempts.
+    pub fn push_args(&self, inv: &mut redis::ScriptInvocation<'_>, idem_ttl_s: u64) {
+        inv.arg(&self.id)
+            .arg(self.queue)
+            .arg(self.kind)
+            .arg(&self.payload)
+            .arg(self.max_attempts)
+            .arg(self.at_ms)
+            .arg(self.after_ms)
+            .arg(if self.idem.is_empty() { "0" } else { "1" })
+            .arg(idem_ttl_s)
+            .arg(self.notify_queue)
+            .arg(self.notify_attempts);
+    }
 }
 
 /// How jobs travel between producers and workers. Every method gets the queue it serves;

@@ -1,8 +1,8 @@
 //! The worker pool of one instance: the transport's loops that take jobs of every served
 //! queue, one task per job in flight, and a metrics sampler per queue.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -64,9 +64,39 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub stats: Arc<PoolStats>,
     pub backoff: Backoff,
+    /// The tags of every partition to read (see `Queue::partition_tags`), refreshed while
+    /// the pool runs.
+    partitions: RwLock<Arc<Vec<Arc<str>>>>,
 }
 
 impl Shared {
+    /// The partitions to read now.
+    pub(crate) fn partitions(&self) -> Arc<Vec<Arc<str>>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the partitions again: an instance started with another `queue.partitions` may
+    /// have written to partitions this pool does not read yet.
+    async fn refresh_partitions(&self) -> Result<(), QueueError> {
+        let tags = self.queue.partition_tags().await?;
+        let tags: Vec<Arc<str>> = tags.iter().map(|t| Arc::from(t.as_str())).collect();
+        let mut g = self
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if g.as_slice() != tags.as_slice() {
+            tracing::info!(
+                partitions = tags.len(),
+                "reading partitions of another partition count too"
+            );
+            *g = Arc::new(tags);
+        }
+        Ok(())
+    }
+
     /// Sleeps unless the pool stops first; false when it stopped.
     pub(crate) async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
@@ -116,8 +146,20 @@ impl WorkerPool {
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             stats: Arc::new(PoolStats::default()),
+            partitions: RwLock::new(Arc::new(
+                queue
+                    .keys()
+                    .partitions()
+                    .map(|p| Arc::from(p.tag))
+                    .collect(),
+            )),
         });
+        // Redis may be down at start: the configured partitions are read until it is back.
+        if let Err(e) = shared.refresh_partitions().await {
+            tracing::warn!(error = %e, "cannot read the partition counts yet");
+        }
         let Workers { mut loops, held } = queue.transport().start_workers(&shared, &queues).await?;
+        loops.push(tokio::spawn(watch_partitions(shared.clone())));
         if queue.metrics().is_some() {
             for q in queues {
                 loops.push(tokio::spawn(sampler(shared.clone(), Arc::from(q.as_str()))));
@@ -174,6 +216,17 @@ impl Drop for WorkerPool {
         if !self.loops.is_empty() {
             self.shared.stop.cancel();
             self.shared.abort.cancel();
+        }
+    }
+}
+
+/// How often a pool looks for partitions of another partition count.
+const PARTITIONS_EVERY: Duration = Duration::from_secs(30);
+
+async fn watch_partitions(sh: Arc<Shared>) {
+    while sh.pause(PARTITIONS_EVERY).await {
+        if let Err(e) = sh.refresh_partitions().await {
+            tracing::debug!(error = %e, "partition counts not read");
         }
     }
 }

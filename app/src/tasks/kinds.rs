@@ -83,9 +83,14 @@ pub fn validate_input(kind: &str, input: &Value) -> Result<(), String> {
         }
         "increment" => {
             let i: IncrementInput = parse(kind, input)?;
-            if i.counter.is_empty() || i.counter.len() > 100 || i.sleep_ms > MAX_SLEEP_MS {
+            // The counter name is the Redis Cluster hash tag of its keys: no braces.
+            if i.counter.is_empty()
+                || i.counter.len() > 100
+                || i.counter.contains(['{', '}'])
+                || i.sleep_ms > MAX_SLEEP_MS
+            {
                 return Err(format!(
-                    "input of increment: counter 1-100 characters, sleep_ms <= {MAX_SLEEP_MS}"
+                    "input of increment: counter 1-100 characters without braces, sleep_ms <= {MAX_SLEEP_MS}"
                 ));
             }
             Ok(())
@@ -138,6 +143,7 @@ async fn flaky(ctx: JobContext) -> Result<JobOutput, JobError> {
 
 /// Adds to a counter once per task: a fence key set in the same script decides whether this
 /// run already had its effect (a redelivered task returns the value without adding again).
+/// The fence carries the counter's hash tag, so both keys share a slot in a cluster.
 const INCREMENT: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
   return redis.call('INCRBY', KEYS[2], ARGV[1])
@@ -153,7 +159,7 @@ async fn increment(ctx: JobContext) -> Result<JobOutput, JobError> {
     let keys = ctx.queue.keys();
     let mut conn = ctx.queue.connection();
     let value: i64 = Script::new(INCREMENT)
-        .key(keys.scoped(&format!("fx:{}", ctx.id)))
+        .key(keys.scoped(&format!("fx:{{{}}}:{}", i.counter, ctx.id)))
         .key(counter_key(&ctx.queue, &i.counter))
         .arg(i.by)
         .arg(ctx.queue.settings().retention_s)
@@ -162,9 +168,9 @@ async fn increment(ctx: JobContext) -> Result<JobOutput, JobError> {
     Ok(Some(json!({ "counter": i.counter, "value": value })))
 }
 
-/// The Redis key of an `increment` counter.
+/// The Redis key of an `increment` counter (tagged by its name).
 pub fn counter_key(queue: &crate::queue::Queue, name: &str) -> String {
-    queue.keys().scoped(&format!("counter:{name}"))
+    queue.keys().scoped(&format!("counter:{{{name}}}"))
 }
 
 pub fn registry() -> Registry {

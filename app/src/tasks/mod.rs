@@ -12,6 +12,7 @@ use crate::queue::{JobRecord, JobState, NewJob, Queue, QueueError, Registry, Sch
 
 pub use api::routes;
 pub use callback::{SIGNATURE_HEADER, sign};
+pub use kinds::counter_key;
 
 /// Queue of the tasks themselves.
 pub const TASKS_QUEUE: &str = "tasks";
@@ -206,9 +207,7 @@ impl TaskService {
 
     /// The task, or `None` if unknown (or not a task).
     pub async fn get(&self, id: &str) -> Result<Option<TaskView>, QueueError> {
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Ok(None);
-        }
+        // An id that is not ours is simply not found (`Queue::get` checks its form).
         Ok(self
             .queue
             .get(id)

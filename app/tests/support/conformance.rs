@@ -14,6 +14,8 @@ use app::queue::{
 use redis::AsyncCommands;
 use serde_json::json;
 
+use app_testkit::redis_ha::{self, Ha};
+
 use super::{ChildGuard, RedisServer, wait_until_async};
 
 pub mod stats;
@@ -24,27 +26,86 @@ pub use stats::stats_count_jobs_in_flight;
 /// Generous bound for "eventually" on a loaded 2-core machine (never decides speed).
 pub const EVENTUALLY: Duration = Duration::from_secs(90);
 
-/// One backend under test: a fresh redis-server and, for RabbitMQ, the shared broker.
+/// Where the queue's Redis runs.
+pub enum Store {
+    /// A redis-server of the test's own.
+    Single(RedisServer),
+    /// A Redis Cluster or a Sentinel set shared by the tests of the binary (each test has
+    /// its own key prefix).
+    Shared(&'static Ha),
+}
+
+impl Store {
+    pub fn url(&self) -> String {
+        match self {
+            Store::Single(r) => r.url(),
+            Store::Shared(ha) => ha.url(),
+        }
+    }
+}
+
+/// One backend under test: its Redis and, for RabbitMQ, the shared broker.
 pub struct Env {
     pub backend: QueueBackend,
-    pub redis: RedisServer,
+    pub redis: Store,
     pub rabbit_url: Option<String>,
     pub prefix: String,
+    /// `queue.partitions`.
+    pub partitions: u32,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Partitions of every queue on the cluster: one per master.
+pub const CLUSTER_PARTITIONS: u32 = 3;
+
 impl Env {
     pub fn redis() -> Self {
-        Self::new(QueueBackend::Redis, None)
+        Self::new(
+            QueueBackend::Redis,
+            None,
+            Store::Single(RedisServer::start()),
+            1,
+        )
     }
 
     pub fn rabbit() -> Self {
         let url = super::rabbit::shared().url();
-        Self::new(QueueBackend::Rabbitmq, Some(url))
+        Self::new(
+            QueueBackend::Rabbitmq,
+            Some(url),
+            Store::Single(RedisServer::start()),
+            1,
+        )
     }
 
-    fn new(backend: QueueBackend, rabbit_url: Option<String>) -> Self {
+    /// Redis Streams on the binary's 3-master 3-replica cluster, every queue over
+    /// [`CLUSTER_PARTITIONS`] partitions.
+    pub fn cluster() -> Self {
+        Self::new(
+            QueueBackend::Redis,
+            None,
+            Store::Shared(redis_ha::shared_cluster()),
+            CLUSTER_PARTITIONS,
+        )
+    }
+
+    /// Redis Streams on the binary's Sentinel set (1 master, 2 replicas, 3 sentinels).
+    pub fn sentinel() -> Self {
+        Self::new(
+            QueueBackend::Redis,
+            None,
+            Store::Shared(redis_ha::shared_sentinel()),
+            1,
+        )
+    }
+
+    fn new(
+        backend: QueueBackend,
+        rabbit_url: Option<String>,
+        redis: Store,
+        partitions: u32,
+    ) -> Self {
         let prefix = format!(
             "c{}x{}",
             std::process::id(),
@@ -52,9 +113,10 @@ impl Env {
         );
         Self {
             backend,
-            redis: RedisServer::start(),
+            redis,
             rabbit_url,
             prefix,
+            partitions,
         }
     }
 
@@ -63,6 +125,7 @@ impl Env {
         let mut s = QueueSettings {
             backend: self.backend,
             key_prefix: self.prefix.clone(),
+            partitions: self.partitions,
             claim_idle_ms: 1_000,
             block_ms: 200,
             mover_interval_ms: 50,
@@ -94,6 +157,7 @@ impl Env {
             .env("APP_REDIS__URL", self.redis.url())
             .env("APP_QUEUE__BACKEND", self.backend.as_str())
             .env("APP_QUEUE__KEY_PREFIX", &self.prefix)
+            .env("APP_QUEUE__PARTITIONS", self.partitions.to_string())
             .env("APP_QUEUE__CLAIM_IDLE_MS", "1000")
             .env("APP_QUEUE__BLOCK_MS", "200")
             .env("APP_QUEUE__DEFAULT_CONCURRENCY", "8")
@@ -158,8 +222,9 @@ fn recorder() -> Registry {
     })
 }
 
-/// With one job at a time on a queue (concurrency 1), jobs run in the order they were
-/// enqueued: the order both backends promise for one key routed to one queue.
+/// With one job at a time on a queue (concurrency 1), jobs of one ordering key run in the
+/// order they were enqueued: the order both backends promise for one key (one partition
+/// on Redis Streams, one work queue on RabbitMQ).
 pub async fn ordering_within_a_key(env: &Env) {
     let mut s = env.settings();
     s.queues.insert(
@@ -174,11 +239,10 @@ pub async fn ordering_within_a_key(env: &Env) {
     let mut ids = Vec::new();
     for seq in 0..60 {
         let e = q
-            .enqueue(NewJob::new(
-                "conf",
-                "record",
-                json!({"list": "order:k1", "seq": seq}),
-            ))
+            .enqueue(
+                NewJob::new("conf", "record", json!({"list": "order:k1", "seq": seq}))
+                    .ordering_key("k1"),
+            )
             .await
             .expect("enqueue");
         ids.push(e.id);
@@ -264,7 +328,7 @@ pub async fn at_least_once_after_sigkill(env: &Env) {
     wait_all(&q, &ids, JobState::Succeeded).await;
     let mut c = q.connection();
     let counter: i64 = c
-        .get(q.keys().scoped("counter:kill"))
+        .get(app::tasks::counter_key(&q, "kill"))
         .await
         .expect("counter");
     assert_eq!(
@@ -592,11 +656,13 @@ pub async fn graceful_shutdown(env: &Env) {
 }
 
 /// Generates one `#[tokio::test]` per conformance test, on the backend `$env` builds.
+/// `conformance_suite!(on ENV; [#[attr]] test, ...)` picks the tests (and their attributes,
+/// e.g. `#[ignore = "..."]`) by hand: a test added to the list below must be added there too.
 #[macro_export]
 macro_rules! conformance_suite {
     ($env:expr) => {
         $crate::conformance_suite!(
-            @tests $env;
+            on $env;
             ordering_within_a_key,
             at_least_once_after_sigkill,
             retries_and_backoff,
@@ -607,11 +673,12 @@ macro_rules! conformance_suite {
             stats_count_jobs_in_flight,
         );
     };
-    (@tests $env:expr; $($name:ident),* $(,)?) => {
+    (on $env:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
         $(
+            $(#[$attr])*
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                support::conformance::$name(&$env).await;
+                $crate::support::conformance::$name(&$env).await;
             }
         )*
     };

@@ -184,6 +184,7 @@ fn swap_times(rounds: usize) -> (f64, f64, f64) {
         mode: ForwardMode::DsrL2,
         table_size: TableSize::DEFAULT,
         backends: backends(1000, down),
+        second_chance: Default::default(),
     };
     let t = Instant::now();
     prog.apply(&[spec(None)]).expect("initial");

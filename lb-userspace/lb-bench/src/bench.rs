@@ -44,6 +44,7 @@ impl Bench {
         let katran_default = open(katran_default, "--katran-default")?;
         let mut dp = Dataplane::load(LoadOptions {
             bench: true,
+            decap: true,
             conn_table_size,
             ..LoadOptions::default()
         })
@@ -58,6 +59,7 @@ impl Bench {
             ..Default::default()
         };
         maps.set_settings(&settings)?;
+        maps.add_decap_address(ip(crate::decap::HERE))?;
         let mut prog = Programmer::new(maps);
         prog.apply(&[
             vip(
@@ -194,6 +196,16 @@ impl Bench {
         match case.kind {
             Kind::Floor => Ok(floor),
             Kind::Direct => self.direct(target, &case.packet, case.expect),
+            Kind::Decap => {
+                let harness = self.through_harness(
+                    Target::Ours(names::PROG_FLOOR),
+                    &case.packet,
+                    0,
+                    XdpAction::Tx,
+                )? - floor;
+                let total = self.through_harness(target, &case.packet, 0, case.expect)?;
+                Ok((total - harness).max(0.0))
+            }
             Kind::Hit | Kind::NewFlow => {
                 let vip = case.vip.context("case has a VIP")?;
                 if case.kind == Kind::Hit {
@@ -282,7 +294,7 @@ impl Bench {
                 &p[30..34]
             );
         }
-        if case.kind != Kind::Hit {
+        if !matches!(case.kind, Kind::Hit | Kind::Decap) {
             return Ok(());
         }
         self.arm(target, &case.packet, None)?;

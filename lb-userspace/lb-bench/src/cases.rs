@@ -40,6 +40,7 @@ pub fn vip(name: &str, addr: &str, algorithm: Algorithm, mode: ForwardMode) -> V
         mode,
         table_size: TableSize::DEFAULT,
         backends: backends(prefix),
+        second_chance: Default::default(),
     }
 }
 
@@ -53,6 +54,8 @@ pub enum Kind {
     Hit,
     /// The balancer through the harness, a new source address every run.
     NewFlow,
+    /// The backend's decap program through the harness (it strips the outer headers).
+    Decap,
 }
 
 pub struct Case {

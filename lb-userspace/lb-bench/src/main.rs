@@ -17,6 +17,7 @@
 
 mod bench;
 mod cases;
+mod decap;
 
 use std::path::PathBuf;
 
@@ -108,17 +109,19 @@ fn main() -> Result<()> {
     )?;
     let with_katran = bench.katran.is_some();
     let with_katran_default = bench.katran_default.is_some();
+    let loopback = decap::Loopback::open()?;
     let cases: Vec<Case> = cases()
         .into_iter()
+        .chain(decap::cases(&loopback))
         .filter(|c| {
             c.kind == Kind::Floor || opts.only.as_deref().is_none_or(|t| c.name.contains(t))
         })
         .collect();
     let targets = |c: &Case| {
-        let mut t = vec![Target::Ours(if c.kind == Kind::Floor {
-            names::PROG_FLOOR
-        } else {
-            names::PROG_BALANCER
+        let mut t = vec![Target::Ours(match c.kind {
+            Kind::Floor => names::PROG_FLOOR,
+            Kind::Decap => names::PROG_DECAP,
+            _ => names::PROG_BALANCER,
         })];
         if with_katran && c.katran {
             t.push(Target::Katran);

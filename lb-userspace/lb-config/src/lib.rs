@@ -14,6 +14,7 @@ use toml::Spanned;
 
 mod bgp;
 mod daemon;
+pub mod second_chance;
 mod vrrp;
 
 pub use bgp::{Bfd, BgpConfig, Peer as BgpPeer};
@@ -22,7 +23,7 @@ pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
 
 use lb_dataplane::{
-    BackendSpec, BackendState, VipSpec,
+    BackendSpec, BackendState, SecondChance, VipSpec,
     maglev::TableSize,
     replay::{ReplaySetup, placeholder_mac},
 };
@@ -78,6 +79,7 @@ pub struct VipConfig {
     pub table_size: TableSize,
     pub health: HealthConfig,
     pub backends: Vec<BackendConfig>,
+    pub second_chance: SecondChance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +111,7 @@ impl VipConfig {
                     state: BackendState::Active,
                 })
                 .collect(),
+            second_chance: self.second_chance,
         }
     }
 }
@@ -164,6 +167,8 @@ struct RawVip {
     #[serde(default = "default_mode")]
     mode: Spanned<String>,
     table_size: Option<Spanned<u32>>,
+    second_chance: Option<Spanned<bool>>,
+    second_chance_window_s: Option<Spanned<u32>>,
     #[serde(default)]
     health: daemon::RawHealth,
     #[serde(default)]
@@ -508,6 +513,20 @@ fn parse_vip(
             .map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
         None => TableSize::DEFAULT,
     };
+    let second_chance = second_chance::parse(
+        v.second_chance.as_ref().is_some_and(|s| *s.get_ref()),
+        v.second_chance_window_s.as_ref().map(|s| *s.get_ref()),
+        algorithm,
+        mode,
+    )
+    .map_err(|(field, reason)| {
+        let span = match (field, &v.second_chance, &v.second_chance_window_s) {
+            ("second_chance_window_s", _, Some(w)) => w.span(),
+            (_, Some(s), _) => s.span(),
+            _ => v.name.span(),
+        };
+        ctx.err(&span, f(field), reason)
+    })?;
     let mut backends = Vec::new();
     let mut seen = BTreeSet::new();
     for (j, b) in v.backends.into_iter().enumerate() {
@@ -570,5 +589,6 @@ fn parse_vip(
         table_size,
         health,
         backends,
+        second_chance,
     })
 }

@@ -240,3 +240,52 @@ fn a_missing_file_is_reported_with_its_path() {
         "{e}"
     );
 }
+
+#[test]
+fn second_chance_is_per_vip_and_checked() {
+    use std::time::Duration;
+
+    use lb_dataplane::SecondChance;
+    let dp = "[dataplane]\nipip_source_v4 = \"10.77.0.2\"\n";
+    let ipip = format!("{dp}{VIP}mode = \"ipip\"\n");
+    let on = |extra: &str| {
+        Config::parse(&format!("{ipip}{extra}"), "ok.toml")
+            .expect("valid")
+            .vips[0]
+            .second_chance
+    };
+    assert_eq!(on(""), SecondChance::Off);
+    assert_eq!(
+        on("second_chance = true\n"),
+        SecondChance::On {
+            window: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(
+        on("second_chance = true\nsecond_chance_window_s = 5\n"),
+        SecondChance::On {
+            window: Duration::from_secs(5)
+        }
+    );
+    for (text, want) in [
+        (
+            format!("{VIP}second_chance = true\n"),
+            "bad.toml:5: vips[0].second_chance: needs mode = \"ipip\"",
+        ),
+        (
+            format!("{ipip}algorithm = \"least-connections\"\nsecond_chance = true\n"),
+            "bad.toml:9: vips[0].second_chance: needs algorithm maglev or ip-hash",
+        ),
+        (
+            format!("{ipip}second_chance = true\nsecond_chance_window_s = 0\n"),
+            "bad.toml:9: vips[0].second_chance_window_s: 1 to 3600 seconds",
+        ),
+        (
+            format!("{ipip}second_chance_window_s = 30\n"),
+            "bad.toml:8: vips[0].second_chance_window_s: set only with second_chance = true",
+        ),
+    ] {
+        let got = err(&text);
+        assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+    }
+}

@@ -20,7 +20,7 @@ pub mod wrr;
 
 pub use mac::MacAddr;
 pub use maps::{ConnTable, Maps, TrafficTotals};
-pub use programmer::{ApplyReport, BackendSpec, BackendState, Programmer, VipSpec};
+pub use programmer::{ApplyReport, BackendSpec, BackendState, Programmer, SecondChance, VipSpec};
 pub use snapshot::{BackendRecord, ProgrammerState, VipRecord};
 
 use std::path::PathBuf;

@@ -12,6 +12,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    time::Duration,
 };
 
 use lb_common::{
@@ -46,6 +47,18 @@ pub struct BackendSpec {
     pub state: BackendState,
 }
 
+/// Second chance for a VIP (docs/dataplane.md, "Second chance"): after each table flip, for
+/// `window`, TCP packets that miss the connection table carry the previous table's choice too.
+/// The data plane applies it to `maglev` and `ip-hash` VIPs in `ipip` mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecondChance {
+    #[default]
+    Off,
+    On {
+        window: Duration,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VipSpec {
     pub name: String,
@@ -58,6 +71,7 @@ pub struct VipSpec {
     pub mode: ForwardMode,
     pub table_size: TableSize,
     pub backends: Vec<BackendSpec>,
+    pub second_chance: SecondChance,
 }
 
 impl VipSpec {
@@ -495,7 +509,8 @@ impl Programmer {
             Some(st) => {
                 let unchanged = st.content == content
                     && st.meta.algo == vip.algorithm as u8
-                    && st.meta.mode == vip.mode as u8;
+                    && st.meta.mode == vip.mode as u8
+                    && st.meta.flags == second_chance_flags(vip.second_chance);
                 if unchanged {
                     return Ok(());
                 }
@@ -524,14 +539,26 @@ impl Programmer {
                     source,
                 })?,
         }
+        // The flip below opens the second-chance window: the slot it leaves keeps the
+        // previous table, which the data plane hashes into until the window ends.
+        let (prev_len, second_chance_until) = match (&existing, vip.second_chance) {
+            (Some(st), SecondChance::On { window }) => (
+                st.meta.table_len,
+                Maps::coarse_now_ns().saturating_add(window.as_nanos() as u64),
+            ),
+            _ => (0, 0),
+        };
         let meta = VipMeta {
             id,
             slot,
             table_len,
             algo: vip.algorithm as u8,
             mode: vip.mode as u8,
-            flags: 0,
+            flags: second_chance_flags(vip.second_chance),
             _pad: 0,
+            prev_len,
+            _pad2: 0,
+            second_chance_until,
         };
         let key = vip.key();
         // Before the VIP entry: no flow of this id exists yet (entries of an earlier VIP that
@@ -674,4 +701,11 @@ fn validate(desired: &[VipSpec]) -> Result<(), ProgramError> {
         }
     }
     Ok(())
+}
+
+fn second_chance_flags(sc: SecondChance) -> u8 {
+    match sc {
+        SecondChance::Off => 0,
+        SecondChance::On { .. } => lb_common::VIP_F_SECOND_CHANCE,
+    }
 }

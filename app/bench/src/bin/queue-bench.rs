@@ -19,10 +19,21 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
 
+#[path = "queue_bench/cluster.rs"]
+mod cluster;
 #[path = "queue_bench/raw.rs"]
 mod raw;
 
-#[derive(Parser, Debug)]
+/// Where the Redis of the queue cases runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RedisSetup {
+    /// One redis-server (with the raw baselines and, optionally, RabbitMQ).
+    Single,
+    /// Redis Clusters of 1, 2 and 3 masters beside one redis-server (Redis Streams only).
+    Cluster,
+}
+
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "queue-bench",
     about = "Jobs per second of the queue (enqueue to acknowledged) with 1, 2 and 4 workers on \
@@ -57,6 +68,14 @@ struct Args {
     /// Give up on a run after this many seconds (a bench must stop by itself).
     #[arg(long, default_value_t = 300)]
     run_timeout_s: u64,
+    /// `single`: one redis-server; `cluster`: the Redis Streams queue (`--backends` is
+    /// ignored) on Redis Clusters of 1, 2 and 3 masters (one partition per master) beside one
+    /// redis-server, same run.
+    #[arg(long, value_enum, default_value_t = RedisSetup::Single)]
+    redis: RedisSetup,
+    /// `queue.partitions` of the queue cases on one server (cluster cases use one per master).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -97,6 +116,7 @@ async fn queue_run(
         backend: backend.0,
         rabbitmq_url: backend.1.to_string(),
         default_concurrency: args.concurrency,
+        partitions: args.partitions,
         block_ms: 100,
         ..Default::default()
     };
@@ -199,6 +219,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("--backends needs at least one of redis, rabbitmq");
     }
     args.backends.dedup();
+    if !(1..=64).contains(&args.partitions) {
+        bail!("--partitions takes a count between 1 and 64");
+    }
+    if args.redis == RedisSetup::Cluster {
+        return cluster::run(&args).await;
+    }
     let with_rabbit = args.backends.contains(&QueueBackend::Rabbitmq);
     let limit = Duration::from_secs(args.run_timeout_s);
     let redis = LocalRedis::start()?;

@@ -145,7 +145,7 @@ pub(super) async fn alive(sh: Arc<Shared>) {
 }
 
 pub(super) fn alive_key(sh: &Shared) -> String {
-    sh.queue.keys().scoped(&format!("alive:{}", sh.consumer))
+    sh.queue.keys().alive(&sh.consumer)
 }
 
 /// Re-sends outbox entries every second while the pool runs.

@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use redis::{AsyncCommands, ScriptInvocation};
 
 use super::broker::{Broker, Route};
 use super::produce::{Body, new_entry, publish_job, route_for};
 use super::scripts;
 use super::topology::level_for;
-use crate::queue::QueueError;
+use crate::queue::keys::job_tag;
 use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
-use crate::queue::rate;
 use crate::queue::worker::{PoolStats, Shared};
+use crate::queue::{QueueError, rate, retry};
 
 /// Pause before handing a delivery back after a bookkeeping error (Redis or broker down),
 /// so a broken dependency does not turn into a hot redelivery loop.
@@ -74,6 +75,51 @@ async fn publish_notify(
     publish_job(&sh.queue, b, nq, &route, nid, entry).await
 }
 
+/// The notification job a job creates when it ends (its id extends the job's with the
+/// run, so it shares the job's partition); scripts declare its key.
+fn notify_of(
+    q: &crate::queue::Queue,
+    job: &str,
+    queue: &str,
+    replays: &str,
+) -> Option<(String, String)> {
+    if queue.is_empty() {
+        return None;
+    }
+    let id = format!("{job}.n{replays}");
+    Some((q.keys().job(&id), id))
+}
+
+/// Appends the notification's key to a script's KEYS and returns its id for ARGV.
+fn declare_notify(n: &Option<(String, String)>, inv: &mut ScriptInvocation<'_>) -> String {
+    match n {
+        Some((key, id)) => {
+            inv.key(key);
+            id.clone()
+        }
+        None => String::new(),
+    }
+}
+
+/// Runs a script invocation through a failover (see `retry`).
+async fn invoke<T: redis::FromRedisValue>(
+    q: &crate::queue::Queue,
+    op: &'static str,
+    inv: &ScriptInvocation<'_>,
+) -> Result<T, QueueError> {
+    retry::redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
+}
+
+/// Whether the pool named `consumer` still lives (its liveness key is there).
+async fn pool_alive(q: &crate::queue::Queue, consumer: &str) -> Result<bool, QueueError> {
+    let key = q.keys().alive(consumer);
+    retry::redis(q, "alive", |mut c| {
+        let key = &key;
+        async move { c.exists(key).await }
+    })
+    .await
+}
+
 async fn deliver(
     sh: &Arc<Shared>,
     b: &Broker,
@@ -84,31 +130,49 @@ async fn deliver(
         tracing::warn!(queue = %queue, "dropping a message that is not a job");
         return Ok(Done::Ack);
     };
+    let Some(tag) = job_tag(&body.job) else {
+        tracing::warn!(queue = %queue, job = %body.job, "dropping a message whose job id is not ours");
+        return Ok(Done::Ack);
+    };
     let q = &sh.queue;
     let s = q.settings();
     let k = q.keys();
-    let (job_key, outbox, running) = (k.job(&body.job), k.scoped("outbox"), k.running(queue));
-    let mut conn = q.connection();
+    let (job_key, outbox, running) = (k.job(&body.job), k.outbox(tag), k.running(tag, queue));
     let rate_window = match s.rate_limit(queue) {
         Some(limit) => Some(rate::permit(q, queue, limit).await?),
         None => None,
     };
     let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
     let (next_entry, notify_entry) = (new_entry(), new_entry());
-    let r: Vec<String> = scripts::START_S
-        .key(&job_key)
-        .key(&outbox)
-        .key(&running)
-        .arg(&body.entry)
-        .arg(&sh.consumer)
-        .arg(&owner)
-        .arg(k.prefix())
-        .arg(&next_entry)
-        .arg(&notify_entry)
-        .invoke_async(&mut conn)
-        .await?;
-    let run = match r.as_slice() {
-        [tag, a, m, kind, payload] if tag == "run" => Run::from_reply(a, m, kind, payload),
+    // START, and once more naming the job's pool if it turns out to be gone.
+    let mut take_over_from = String::new();
+    let r: Vec<String> = loop {
+        let mut start = scripts::START_S.key(&job_key);
+        start
+            .key(&outbox)
+            .key(&running)
+            .arg(&body.entry)
+            .arg(&sh.consumer)
+            .arg(&owner)
+            .arg(&take_over_from);
+        let r: Vec<String> = invoke(q, "start", &start).await?;
+        match r.as_slice() {
+            [tag, holder] if tag == "held" && take_over_from.is_empty() => {
+                if pool_alive(q, holder).await? {
+                    return Ok(Done::Requeue);
+                }
+                take_over_from = holder.clone();
+            }
+            // Held by yet another pool since: that one is alive.
+            [tag, _] if tag == "held" => return Ok(Done::Requeue),
+            _ => break r,
+        }
+    };
+    let (run, notify) = match r.as_slice() {
+        [tag, a, m, kind, payload, nq, replays] if tag == "run" => (
+            Run::from_reply(a, m, kind, payload),
+            notify_of(q, &body.job, nq, replays),
+        ),
         [tag, wait] if tag == "early" => {
             // Not due yet (a long delay hops through several levels): wait some more.
             let wait: u64 = wait.parse().unwrap_or(0);
@@ -116,20 +180,35 @@ async fn deliver(
             publish_job(q, b, queue, &route, &body.job, &body.entry).await?;
             return Ok(Done::Ack);
         }
-        [tag] if tag == "busy" => return Ok(Done::Requeue),
-        [tag, nid, nq] if tag == "dead" => {
-            publish_job(
-                q,
-                b,
-                queue,
-                &Route::Direct(b.names.dead(queue)),
-                &body.job,
-                &next_entry,
-            )
-            .await?;
-            publish_notify(sh, b, nid, nq, &notify_entry).await?;
-            record(sh, queue, Outcome::Dead, None);
-            tracing::warn!(queue = %queue, job = %body.job, "job dead: its workers kept vanishing");
+        [tag, nq, replays] if tag == "lost" => {
+            let notify = notify_of(q, &body.job, nq, replays);
+            let mut bury = scripts::BURY_LOST_S.key(&job_key);
+            bury.key(&outbox).key(&running);
+            let nid = declare_notify(&notify, &mut bury);
+            bury.arg(&body.entry)
+                .arg(&take_over_from)
+                .arg(&next_entry)
+                .arg(nid)
+                .arg(&notify_entry);
+            let r: Vec<String> = invoke(q, "bury", &bury).await?;
+            if let [tag, nid, nq] = r.as_slice()
+                && tag == "dead"
+            {
+                publish_job(
+                    q,
+                    b,
+                    queue,
+                    &Route::Direct(b.names.dead(queue)),
+                    &body.job,
+                    &next_entry,
+                )
+                .await?;
+                publish_notify(sh, b, nid, nq, &notify_entry).await?;
+                record(sh, queue, Outcome::Dead, None);
+                tracing::warn!(queue = %queue, job = %body.job, "job dead: its workers kept vanishing");
+            } else {
+                PoolStats::inc(&sh.stats.stale);
+            }
             return Ok(Done::Ack);
         }
         _ => {
@@ -141,18 +220,17 @@ async fn deliver(
     let (result, took) = run_attempt(sh, queue, &body.job, run, rate_window).await;
     match result {
         Ok(out) => {
-            let r: Vec<String> = scripts::COMPLETE_S
-                .key(&job_key)
-                .key(&outbox)
-                .key(&running)
+            let mut complete = scripts::COMPLETE_S.key(&job_key);
+            complete.key(&outbox).key(&running);
+            let nid = declare_notify(&notify, &mut complete);
+            complete
                 .arg(&body.entry)
                 .arg(&owner)
                 .arg(out)
                 .arg(s.retention_s)
-                .arg(k.prefix())
-                .arg(&notify_entry)
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(nid)
+                .arg(&notify_entry);
+            let r: Vec<String> = invoke(q, "complete", &complete).await?;
             match r.as_slice() {
                 [tag, nid, nq] if tag == "ok" => {
                     publish_notify(sh, b, nid, nq, &notify_entry).await?;
@@ -165,20 +243,18 @@ async fn deliver(
         }
         Err(e) => {
             let (delay_ms, permanent) = failure_args(sh, attempt, &e);
-            let r: Vec<String> = scripts::FAIL_S
-                .key(&job_key)
-                .key(&outbox)
-                .key(&running)
-                .arg(&body.entry)
+            let mut fail = scripts::FAIL_S.key(&job_key);
+            fail.key(&outbox).key(&running);
+            let nid = declare_notify(&notify, &mut fail);
+            fail.arg(&body.entry)
                 .arg(&owner)
                 .arg(e.to_string())
                 .arg(delay_ms)
                 .arg(permanent)
-                .arg(k.prefix())
                 .arg(&next_entry)
-                .arg(&notify_entry)
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(nid)
+                .arg(&notify_entry);
+            let r: Vec<String> = invoke(q, "fail", &fail).await?;
             match r.as_slice() {
                 [tag, wait] if tag == "retry" => {
                     let wait: u64 = wait.parse().unwrap_or(0);

@@ -10,9 +10,9 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use redis::AsyncCommands;
 
 use super::broker::{Broker, Route};
-use super::produce::{Body, broker_err, new_entry, publish_job};
+use super::produce::{Body, broker_err, new_entry, outbox_of, publish_job};
 use super::scripts;
-use crate::queue::{DeadLetter, JobRecord, JobState, Queue, QueueError};
+use crate::queue::{DeadLetter, JobRecord, JobState, Queue, QueueError, retry};
 
 /// Most messages one list or replay looks at.
 const SCAN_MAX: usize = 10_000;
@@ -149,14 +149,15 @@ async fn replay_one(
     body: &Body,
 ) -> Result<Option<String>, QueueError> {
     let entry = new_entry();
-    let mut conn = q.connection();
-    let id: String = scripts::REPLAY_S
-        .key(q.keys().job(&body.job))
-        .key(q.keys().scoped("outbox"))
+    let mut inv = scripts::REPLAY_S.key(q.keys().job(&body.job));
+    inv.key(outbox_of(q, &body.job))
         .arg(&body.entry)
-        .arg(&entry)
-        .invoke_async(&mut conn)
-        .await?;
+        .arg(&entry);
+    let id: String = retry::redis(q, "replay", |mut c| {
+        let inv = &inv;
+        async move { inv.invoke_async(&mut c).await }
+    })
+    .await?;
     if id.is_empty() {
         return Ok(None);
     }
@@ -247,7 +248,7 @@ async fn take_all(
     r.map(|()| ids)
 }
 
-/// Job ids: 32 hex digits, `.nN` appended for notification jobs.
+/// Job ids: a partition tag, a dot and 32 hex digits, `.nN` appended for notification jobs.
 fn is_job_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+    crate::queue::keys::job_tag(s).is_some()
 }

@@ -1,14 +1,16 @@
 //! Producer side of the RabbitMQ backend: enqueue (record in Redis, then a confirmed
 //! publish), re-sending from the outbox, and queue sizes.
 
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::broker::{Broker, Route};
 use super::scripts;
 use super::topology::{self, level_for};
 use crate::queue::client::QueueStats;
+use crate::queue::keys::job_tag;
 use crate::queue::transport::Prepared;
-use crate::queue::{Enqueued, Queue, QueueError};
+use crate::queue::{Enqueued, Queue, QueueError, retry};
 
 /// The body of every message: which job, and which message of it (the fence).
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,15 +64,19 @@ pub(crate) async fn publish_job(
     b.publish(queue, route, entry, &body)
         .await
         .map_err(broker_err)?;
-    let mut conn = q.connection();
-    let _: i64 = scripts::CONFIRMED_S
-        .key(q.keys().job(id))
-        .key(q.keys().scoped("outbox"))
-        .arg(id)
-        .arg(entry)
-        .invoke_async(&mut conn)
-        .await?;
+    let mut inv = scripts::CONFIRMED_S.key(q.keys().job(id));
+    inv.key(outbox_of(q, id)).arg(id).arg(entry);
+    let _: i64 = retry::redis(q, "confirmed", |mut c| {
+        let inv = &inv;
+        async move { inv.invoke_async(&mut c).await }
+    })
+    .await?;
     Ok(())
+}
+
+/// The outbox of the partition job `id` is in.
+pub(crate) fn outbox_of(q: &Queue, id: &str) -> String {
+    q.keys().outbox(job_tag(id).unwrap_or_default())
 }
 
 pub(super) async fn enqueue(
@@ -79,27 +85,17 @@ pub(super) async fn enqueue(
     a: Prepared<'_>,
 ) -> Result<Enqueued, QueueError> {
     let k = q.keys();
-    let mut conn = q.connection();
+    let mut inv = scripts::ENQUEUE_S.key(k.job(&a.id));
+    inv.key(k.idempotency(a.tag, a.queue, a.idem))
+        .key(k.outbox(a.tag));
+    a.push_args(&mut inv, q.settings().idempotency_ttl_s);
+    inv.arg(new_entry());
     let (id, created, must_publish, entry, wait): (String, i64, i64, String, u64) =
-        scripts::ENQUEUE_S
-            .key(k.job(&a.id))
-            .key(k.idempotency(a.queue, a.idem))
-            .key(k.scoped("outbox"))
-            .arg(&a.id)
-            .arg(a.queue)
-            .arg(a.kind)
-            .arg(&a.payload)
-            .arg(a.max_attempts)
-            .arg(a.at_ms)
-            .arg(a.after_ms)
-            .arg(if a.idem.is_empty() { "0" } else { "1" })
-            .arg(q.settings().idempotency_ttl_s)
-            .arg(a.notify_queue)
-            .arg(a.notify_attempts)
-            .arg(new_entry())
-            .arg(k.job_prefix())
-            .invoke_async(&mut conn)
-            .await?;
+        retry::redis(q, "enqueue", |mut c| {
+            let inv = &inv;
+            async move { inv.invoke_async(&mut c).await }
+        })
+        .await?;
     if must_publish == 1 {
         let route = route_for(b, a.queue, a.kind, wait, true);
         publish_job(q, b, a.queue, &route, &id, &entry).await?;
@@ -114,16 +110,40 @@ pub(super) async fn enqueue(
 const OUTBOX_AGE_MS: u64 = 5_000;
 
 /// Re-sends messages whose publish was never confirmed (lost with the broker, or the
-/// process died between Redis and the broker). Returns how many were sent.
+/// process died between Redis and the broker), in every partition. Returns how many were
+/// sent.
 pub(crate) async fn flush_outbox(q: &Queue, b: &Broker) -> Result<usize, QueueError> {
+    let mut sent = 0;
+    for tag in q.partition_tags().await? {
+        sent += flush_partition(q, b, &tag).await?;
+    }
+    if sent > 0 {
+        tracing::info!(sent, "re-sent unconfirmed messages from the outbox");
+    }
+    Ok(sent)
+}
+
+async fn flush_partition(q: &Queue, b: &Broker, tag: &str) -> Result<usize, QueueError> {
+    let k = q.keys();
+    let outbox = k.outbox(tag);
     let mut conn = q.connection();
-    let flat: Vec<String> = scripts::OUTBOX_S
-        .key(q.keys().scoped("outbox"))
+    let ids: Vec<String> = scripts::OUTBOX_DUE_S
+        .key(&outbox)
         .arg(OUTBOX_AGE_MS)
         .arg(200)
-        .arg(q.keys().job_prefix())
         .invoke_async(&mut conn)
         .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut take = scripts::OUTBOX_TAKE_S.key(&outbox);
+    for id in &ids {
+        take.key(k.job_in(tag, id));
+    }
+    for id in &ids {
+        take.arg(id);
+    }
+    let flat: Vec<String> = take.invoke_async(&mut conn).await?;
     let mut sent = 0;
     for row in flat.chunks_exact(7) {
         let (id, queue, kind, state, entry) = (&row[0], &row[1], &row[2], &row[3], &row[4]);
@@ -137,14 +157,41 @@ pub(crate) async fn flush_outbox(q: &Queue, b: &Broker) -> Result<usize, QueueEr
         publish_job(q, b, queue, &route, id, entry).await?;
         sent += 1;
     }
-    if sent > 0 {
-        tracing::info!(sent, "re-sent unconfirmed messages from the outbox");
-    }
     Ok(sent)
 }
 
 /// Most running-set members one stats call checks for leftovers (see `scripts::STATS`).
 const STATS_CHECK_MAX: usize = 1_000;
+
+/// The jobs of `queue` running in partition `tag` (its running set, leftovers dropped).
+async fn running_count(q: &Queue, tag: &str, queue: &str) -> Result<u64, QueueError> {
+    let k = q.keys();
+    let running = k.running(tag, queue);
+    retry::redis(q, "stats", |mut c| {
+        let running = &running;
+        async move {
+            let n: usize = c.scard(running).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let ids: Vec<String> = if n <= STATS_CHECK_MAX {
+                c.smembers(running).await?
+            } else {
+                c.srandmember_multiple(running, STATS_CHECK_MAX as isize)
+                    .await?
+            };
+            let mut inv = scripts::STATS_S.key(running);
+            for id in &ids {
+                inv.key(k.job_in(tag, id));
+            }
+            for id in &ids {
+                inv.arg(id);
+            }
+            inv.invoke_async(&mut c).await
+        }
+    })
+    .await
+}
 
 /// Queue sizes with the Redis backend's meaning. The broker reports ready messages (`lag`:
 /// waiting for a delivery) and the delay and dead-letter queues; AMQP 0-9-1 does not report
@@ -157,13 +204,10 @@ pub(super) async fn stats(q: &Queue, b: &Broker, queue: &str) -> Result<QueueSta
     let r = topology::ready_count(&ch, &b.names, queue).await;
     let _ = ch.close(200, "stats".into()).await;
     let (work, delayed, dead) = r.map_err(|e| QueueError::Broker(e.to_string()))?;
-    let mut conn = q.connection();
-    let pending: u64 = scripts::STATS_S
-        .key(q.keys().running(queue))
-        .arg(q.keys().job_prefix())
-        .arg(STATS_CHECK_MAX)
-        .invoke_async(&mut conn)
-        .await?;
+    let mut pending = 0;
+    for tag in q.partition_tags().await? {
+        pending += running_count(q, &tag, queue).await?;
+    }
     Ok(QueueStats {
         queue: queue.to_string(),
         length: work + pending,

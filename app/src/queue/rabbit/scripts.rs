@@ -7,14 +7,21 @@
 //! a duplicate from the outbox or a delivery that lost its job to a redelivery finds a
 //! mismatch and changes nothing. A delivery of a job that is running waits while the pool
 //! running it is alive (`{p}:alive:{consumer}`, refreshed by every pool, expiring after
-//! `claim_idle_ms`) and takes it over once that pool is gone.
+//! `claim_idle_ms`) and takes it over once that pool is gone: START answers `held` with the
+//! pool's name, the caller looks at the pool's key (a key of its own slot) and, when it is
+//! gone, calls START again naming that pool as the one to take over from.
 //!
 //! Outbox: every state change that needs a message (enqueue, retry, dead letter, notify,
 //! replay) adds the job id to the `outbox` sorted set in the same script; the id leaves it
 //! once the broker confirmed that message. A publish lost with the broker is re-sent from
 //! the outbox (see `produce::flush_outbox`), so Redis and the broker cannot drift apart for good.
 //!
-//! Running set: `{p}:running:{queue}` holds the ids of the queue's jobs in state `running`
+//! Partitions: the outbox and the running sets are kept per partition (`{p}:outbox:{t}`,
+//! `{p}:running:{t}:{queue}`), in the slot of the jobs they hold, and every script declares
+//! every key it touches (see `lua::JOB_HASH`); keys that come from data (outbox ids, running
+//! ids) are read first and declared in a second script.
+//!
+//! Running set: `{p}:running:{t}:{queue}` holds the ids of the queue's jobs in state `running`
 //! (AMQP 0-9-1 does not report a queue's unacknowledged count). START adds the id in the
 //! script that sets `running`; COMPLETE, FAIL (retry or dead) and `bury` (a reclaim that
 //! used the last attempt) remove it in the script that leaves `running`. No other script
@@ -31,11 +38,11 @@ use crate::queue::lua;
 /// Helpers of this backend, prepended (after [`lua::NOW_MS`] and [`lua::JOB_HASH`]) to
 /// every script.
 const PRELUDE: &str = r#"
--- When a job ends, create its notification job (once per run of the job) and put it in
--- the outbox. Returns the notify job id and queue, or '', ''.
-local function notify(jk, id, now, prefix, outbox, msg)
-  local nid, nq, nk = new_notify(jk, id, now, prefix)
-  if not nid then return '', '' end
+-- When a job ends, create its notification job `nid` (key `nk`, nil when the job notifies
+-- no queue) and put it in the outbox. Returns the notify job id and queue, or '', ''.
+local function notify(jk, now, outbox, nid, nk, msg)
+  local nq = new_notify(jk, now, nid, nk)
+  if not nq then return '', '' end
   redis.call('HSET', nk, 'entry', msg)
   redis.call('ZADD', outbox, now, nid)
   return nid, nq
@@ -46,35 +53,43 @@ local function runs(jk, entry, owner)
     and redis.call('HGET', jk, 'owner') == owner
 end
 -- Only ever called on a running job: it leaves the running set here.
-local function bury(jk, id, err, now, prefix, outbox, running, msg, nmsg)
+local function bury(jk, id, err, now, outbox, running, msg, nid, nk, nmsg)
   redis.call('SREM', running, id)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', err, 'entry', msg, 'owner', '',
     'updated_ms', now, 'finished_ms', now)
   redis.call('PERSIST', jk)
   redis.call('ZADD', outbox, now, id)
-  return notify(jk, id, now, prefix, outbox, nmsg)
+  return notify(jk, now, outbox, nid, nk, nmsg)
 end
 "#;
 
 /// KEYS: job, idempotency, outbox.
 /// ARGV: id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem, idem_ttl_s,
-///       notify_queue, notify_max_attempts, message id, job key prefix.
+///       notify_queue, notify_max_attempts, message id.
 /// Returns {id, created, must_publish, entry, delay_ms}. A repeated key whose first job is
-/// still in the outbox (its publish was never confirmed) is published again.
+/// still in the outbox (its publish was never confirmed) is published again; so is a repeat
+/// of a call that did run (its answer was lost in a failover), which finds its own job.
 const ENQUEUE: &str = r#"
 local now = now_ms()
+local function again(id, jk, created)
+  if redis.call('ZSCORE', KEYS[3], id) then
+    local st = redis.call('HGET', jk, 'state')
+    if st == 'queued' or st == 'scheduled' then
+      local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
+      return {id, created, 1, redis.call('HGET', jk, 'entry') or '', wait}
+    end
+  end
+  return {id, created, 0, '', 0}
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return again(ARGV[1], KEYS[1], 1) end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
-    if redis.call('ZSCORE', KEYS[3], existing) then
-      local jk = ARGV[13] .. existing
-      local st = redis.call('HGET', jk, 'state')
-      if st == 'queued' or st == 'scheduled' then
-        local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
-        return {existing, 0, 1, redis.call('HGET', jk, 'entry') or '', wait}
-      end
-    end
-    return {existing, 0, 0, '', 0}
+    -- The first job of this key is in this partition (the key chose it). Its hash is read
+    -- without being declared: if the slot is being migrated and the hash has moved, the
+    -- read fails before this script wrote anything, and the caller repeats it.
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+    return again(existing, prefix .. existing, 0)
   end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[9])
 end
@@ -108,46 +123,63 @@ return 1
 "#;
 
 /// KEYS: job, outbox, running set. ARGV: entry, consumer (the pool), owner (this delivery),
-/// prefix, dead message id, notify message id.
-/// Returns {'run', attempt, max_attempts, kind, payload} | {'early', wait_ms} |
-///         {'dead', notify_id, notify_queue} | {'busy'} | {'skip'}.
+/// the pool to take the job over from ('' for none).
+/// Returns {'run', attempt, max_attempts, kind, payload, notify_queue, replays} |
+///         {'early', wait_ms} | {'held', pool}: it runs in that pool, which may be gone (the
+///         caller looks, and calls again naming it) | {'lost', notify_queue, replays}: taken
+///         over with no attempt left, nothing changed (the caller runs BURY_LOST) | {'skip'}.
 const START: &str = r#"
 local jk = KEYS[1]
 local st = redis.call('HGET', jk, 'state')
 if not st or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return {'skip'} end
 local now = now_ms()
+local attempts = hnum(jk, 'attempts', 0)
 if st == 'scheduled' or st == 'failed' then
   local due = hnum(jk, 'run_at_ms', 0)
   if due > now then return {'early', tostring(due - now)} end
 elseif st == 'running' then
-  -- Its pool is alive (a duplicate copy, or a redelivery after the broker restarted under
-  -- a job that still runs): hand the message back for later; the running attempt decides.
+  -- A repeat by this very delivery (its answer was lost in a failover).
+  if redis.call('HGET', jk, 'owner') == ARGV[3] then return run_reply(jk, attempts) end
+  -- A duplicate copy, or a redelivery after the broker restarted under a job that still
+  -- runs: the caller hands it back while that pool lives; the running attempt decides.
   local holder = redis.call('HGET', jk, 'consumer') or ''
-  if redis.call('EXISTS', ARGV[4] .. ':alive:' .. holder) == 1 then return {'busy'} end
+  if holder ~= ARGV[4] then return {'held', holder} end
   -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
-  local attempts = hnum(jk, 'attempts', 0)
-  end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
-    'worker lost')
-  if attempts >= hnum(jk, 'max_attempts', 1) then
-    local id = redis.call('HGET', jk, 'id')
-    local nid, nq = bury(jk, id, 'worker lost during attempt ' .. attempts, now, ARGV[4],
-      KEYS[2], KEYS[3], ARGV[5], ARGV[6])
-    return {'dead', nid, nq}
-  end
+  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
+  end_attempt(jk, attempts, holder, now, 'reclaimed', 'worker lost')
 elseif st ~= 'queued' then
   return {'skip'}
 end
-local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+attempts = redis.call('HINCRBY', jk, 'attempts', 1)
 redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[2], 'owner', ARGV[3],
   'started_ms', now, 'updated_ms', now)
 -- A reclaimed job re-run is in the set already (SADD is a no-op then).
 redis.call('SADD', KEYS[3], redis.call('HGET', jk, 'id'))
-return {'run', tostring(attempts), tostring(hnum(jk, 'max_attempts', 1)),
-  redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null'}
+return run_reply(jk, attempts)
 "#;
 
-/// KEYS: job, outbox, running set. ARGV: entry, owner, result ('' for none), retention_s,
-/// prefix, notify message id. Returns {'ok', notify_id, notify_queue} | {'stale'}.
+/// A job whose pool vanished during its last attempt goes dead.
+/// KEYS: job, outbox, running set[, notify job]. ARGV: entry, the vanished pool, dead
+/// message id, notify id, notify message id.
+/// Returns {'dead', notify_id, notify_queue} | {'stale'}.
+const BURY_LOST: &str = r#"
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
+  or redis.call('HGET', jk, 'consumer') ~= ARGV[2]
+  or hnum(jk, 'attempts', 0) < hnum(jk, 'max_attempts', 1) then
+  return {'stale'}
+end
+local now = now_ms()
+local attempts = hnum(jk, 'attempts', 0)
+end_attempt(jk, attempts, ARGV[2], now, 'reclaimed', 'worker lost')
+local nid, nq = bury(jk, redis.call('HGET', jk, 'id'), 'worker lost during attempt ' .. attempts,
+  now, KEYS[2], KEYS[3], ARGV[3], ARGV[4], KEYS[4], ARGV[5])
+return {'dead', nid, nq}
+"#;
+
+/// KEYS: job, outbox, running set[, notify job]. ARGV: entry, owner, result ('' for none),
+/// retention_s, notify id, notify message id.
+/// Returns {'ok', notify_id, notify_queue} | {'stale'}.
 const COMPLETE: &str = r#"
 local jk = KEYS[1]
 if not runs(jk, ARGV[1], ARGV[2]) then return {'stale'} end
@@ -158,13 +190,13 @@ redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
   'finished_ms', now, 'progress', 100)
 if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
 redis.call('HDEL', jk, 'last_error')
-local nid, nq = notify(jk, redis.call('HGET', jk, 'id'), now, ARGV[5], KEYS[2], ARGV[6])
+local nid, nq = notify(jk, now, KEYS[2], ARGV[5], KEYS[4], ARGV[6])
 redis.call('EXPIRE', jk, ARGV[4])
 return {'ok', nid, nq}
 "#;
 
-/// KEYS: job, outbox, running set. ARGV: entry, owner, error, backoff_ms, permanent (0/1),
-/// prefix, next message id, notify message id.
+/// KEYS: job, outbox, running set[, notify job]. ARGV: entry, owner, error, backoff_ms,
+/// permanent (0/1), next message id, notify id, notify message id.
 /// Returns {'retry', delay_ms} | {'dead', notify_id, notify_queue} | {'stale'}.
 const FAIL: &str = r#"
 local jk = KEYS[1]
@@ -175,13 +207,14 @@ local id = redis.call('HGET', jk, 'id')
 end_attempt(jk, attempts, ARGV[2], now, 'failed', ARGV[3])
 if ARGV[5] == '0' and attempts < hnum(jk, 'max_attempts', 1) then
   local delay = tonumber(ARGV[4])
-  redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', ARGV[7],
+  redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', ARGV[6],
     'owner', '', 'run_at_ms', now + delay, 'updated_ms', now)
   redis.call('SREM', KEYS[3], id)
   redis.call('ZADD', KEYS[2], now, id)
   return {'retry', tostring(delay)}
 end
-local nid, nq = bury(jk, id, ARGV[3], now, ARGV[6], KEYS[2], KEYS[3], ARGV[7], ARGV[8])
+local nid, nq = bury(jk, id, ARGV[3], now, KEYS[2], KEYS[3], ARGV[6], ARGV[7], KEYS[4],
+  ARGV[8])
 return {'dead', nid, nq}
 "#;
 
@@ -204,21 +237,27 @@ redis.call('ZADD', KEYS[2], now, id)
 return id
 "#;
 
-/// Outbox entries older than ARGV[1] ms, with what is needed to publish them again.
-/// KEYS: outbox. ARGV: age_ms, limit, job key prefix.
-/// Returns a flat list: id, queue, kind, state, entry, wait_ms, attempts (7 per job).
-const OUTBOX: &str = r#"
-local now = now_ms()
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0,
+/// Outbox entries older than ARGV[1] ms (by the Redis clock), oldest first; changes nothing.
+/// KEYS: outbox. ARGV: age_ms, limit.
+const OUTBOX_DUE: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]), 'LIMIT', 0,
   tonumber(ARGV[2]))
+"#;
+
+/// Takes the given outbox ids for sending again, with what is needed to publish them: ids
+/// whose job is gone, running or succeeded leave the outbox; the others are pushed back (so
+/// a slow confirm is not re-sent again at once) and returned.
+/// KEYS: outbox, job 1..n. ARGV: id 1..n.
+/// Returns a flat list: id, queue, kind, state, entry, wait_ms, attempts (7 per job).
+const OUTBOX_TAKE: &str = r#"
+local now = now_ms()
 local out = {}
-for _, id in ipairs(ids) do
-  local jk = ARGV[3] .. id
+for i, id in ipairs(ARGV) do
+  local jk = KEYS[i + 1]
   local st = redis.call('HGET', jk, 'state')
   if not st or st == 'running' or st == 'succeeded' then
     redis.call('ZREM', KEYS[1], id)
-  else
-    -- Pushed back so that a slow confirm is not re-sent again at once.
+  elseif redis.call('ZSCORE', KEYS[1], id) then
     redis.call('ZADD', KEYS[1], now, id)
     local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
     for _, v in ipairs({id, redis.call('HGET', jk, 'queue') or '', redis.call('HGET', jk, 'kind') or '',
@@ -231,33 +270,23 @@ end
 return out
 "#;
 
-/// The size of a running set, after dropping ids whose job hash is gone or not `running`.
-/// The scripts above keep the set exact, but a job hash can still vanish under it without
-/// a script: a `DEL` by hand, `FLUSHDB` of part of the data, eviction under an `allkeys-*`
-/// maxmemory policy. Such an id would count as pending for ever, so every stats call
-/// (the sampler: every 5 s) checks the members. The work is bounded: the whole set while
-/// it holds at most ARGV[2] ids (it normally holds about the sum of the pools' prefetch),
-/// else a random sample of that many, so repeated calls still converge on a huge set.
-/// Dropping an id is safe: a running job's id is in the set by construction, so a member
-/// whose hash does not say `running` can only be such a leftover.
-/// KEYS: running set. ARGV: job key prefix, most ids checked. Returns the count.
+/// The size of a running set, after dropping the given members whose job hash is gone or
+/// not `running`. The scripts above keep the set exact, but a job hash can still vanish
+/// under it without a script: a `DEL` by hand, `FLUSHDB` of part of the data, eviction under
+/// an `allkeys-*` maxmemory policy. Such an id would count as pending for ever, so every
+/// stats call (the sampler: every 5 s) checks members: the caller reads the whole set while
+/// it holds at most 1,000 ids (it normally holds about the sum of the pools' prefetch), else
+/// a random 1,000, so repeated calls still converge on a huge set, and declares their keys
+/// here. Dropping an id is safe: a running job's id is in the set by construction, so a
+/// member whose hash does not say `running` can only be such a leftover.
+/// KEYS: running set, job 1..n. ARGV: id 1..n. Returns the count.
 const STATS: &str = r#"
-local n = redis.call('SCARD', KEYS[1])
-if n == 0 then return 0 end
-local limit = tonumber(ARGV[2])
-local ids
-if n <= limit then
-  ids = redis.call('SMEMBERS', KEYS[1])
-else
-  ids = redis.call('SRANDMEMBER', KEYS[1], limit)
-end
-for _, id in ipairs(ids) do
-  if redis.call('HGET', ARGV[1] .. id, 'state') ~= 'running' then
+for i, id in ipairs(ARGV) do
+  if redis.call('HGET', KEYS[i + 1], 'state') ~= 'running' then
     redis.call('SREM', KEYS[1], id)
-    n = n - 1
   end
 end
-return n
+return redis.call('SCARD', KEYS[1])
 "#;
 
 fn script(body: &str) -> Script {
@@ -267,8 +296,10 @@ fn script(body: &str) -> Script {
 pub(super) static ENQUEUE_S: LazyLock<Script> = LazyLock::new(|| script(ENQUEUE));
 pub(super) static CONFIRMED_S: LazyLock<Script> = LazyLock::new(|| script(CONFIRMED));
 pub(super) static START_S: LazyLock<Script> = LazyLock::new(|| script(START));
+pub(super) static BURY_LOST_S: LazyLock<Script> = LazyLock::new(|| script(BURY_LOST));
 pub(super) static COMPLETE_S: LazyLock<Script> = LazyLock::new(|| script(COMPLETE));
 pub(super) static FAIL_S: LazyLock<Script> = LazyLock::new(|| script(FAIL));
 pub(super) static REPLAY_S: LazyLock<Script> = LazyLock::new(|| script(REPLAY));
-pub(super) static OUTBOX_S: LazyLock<Script> = LazyLock::new(|| script(OUTBOX));
+pub(super) static OUTBOX_DUE_S: LazyLock<Script> = LazyLock::new(|| script(OUTBOX_DUE));
+pub(super) static OUTBOX_TAKE_S: LazyLock<Script> = LazyLock::new(|| script(OUTBOX_TAKE));
 pub(super) static STATS_S: LazyLock<Script> = LazyLock::new(|| script(STATS));

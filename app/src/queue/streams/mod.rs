@@ -1,7 +1,8 @@
-//! The Redis Streams transport (`queue.backend = "redis"`, the default): one stream per
-//! queue read by one consumer group shared by every instance, a sorted set of delayed jobs
-//! and retries moved into the stream when due, a dead-letter stream per queue. Job state and
-//! stream bookkeeping change together in one Lua script (see `scripts`).
+//! The Redis Streams transport (`queue.backend = "redis"`, the default): per queue and
+//! partition (see `super::keys`) one stream read by one consumer group shared by every
+//! instance, a sorted set of delayed jobs and retries moved into the stream when due, and a
+//! dead-letter stream. Every pool reads every partition. Job state and stream bookkeeping
+//! change together in one Lua script (see `scripts`).
 
 mod deliver;
 mod dlq;
@@ -18,7 +19,70 @@ use tokio::sync::Semaphore;
 use super::client::QueueStats;
 use super::transport::{Prepared, Transport, Workers};
 use super::worker::Shared;
-use super::{DeadLetter, Enqueued, Queue, QueueError};
+use super::{DeadLetter, Enqueued, Queue, QueueError, retry};
+
+/// Creates the consumer group (and the stream) of `queue` in partition `tag` if missing.
+pub(super) async fn ensure_group(q: &Queue, tag: &str, queue: &str) -> Result<(), QueueError> {
+    let stream = q.keys().stream(tag, queue);
+    let r: Result<(), QueueError> = retry::redis(q, "group", |mut c| {
+        let stream = &stream;
+        async move {
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(&q.settings().group)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await
+        }
+    })
+    .await;
+    match r {
+        Err(QueueError::Redis(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
+        r => r,
+    }
+}
+
+/// (length, pending, delayed, dead) of one partition.
+async fn partition_sizes(
+    q: &Queue,
+    tag: &str,
+    queue: &str,
+) -> Result<(u64, u64, u64, u64), QueueError> {
+    let k = q.keys();
+    let (stream, delayed, dlq) = (
+        k.stream(tag, queue),
+        k.delayed(tag, queue),
+        k.dlq(tag, queue),
+    );
+    retry::redis(q, "stats", |mut c| {
+        let (stream, delayed, dlq) = (&stream, &delayed, &dlq);
+        async move {
+            // The three keys share the partition's slot: one pipeline, one node.
+            let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
+                .xlen(stream)
+                .zcard(delayed)
+                .xlen(dlq)
+                .query_async(&mut c)
+                .await?;
+            let pending = if length == 0 {
+                0
+            } else {
+                let r: redis::RedisResult<redis::streams::StreamPendingReply> =
+                    c.xpending(stream, &q.settings().group).await;
+                match r {
+                    Ok(p) => p.count() as u64,
+                    // No group yet: nothing was delivered.
+                    Err(e) if e.code() == Some("NOGROUP") => 0,
+                    Err(e) => return Err(e),
+                }
+            };
+            Ok((length, pending, delayed, dead))
+        }
+    })
+    .await
+}
 
 /// The transport itself holds nothing: the stream, the group and the schedule live in the
 /// queue's Redis.
@@ -33,80 +97,48 @@ impl Transport for Streams {
 
     async fn enqueue(&self, q: &Queue, job: Prepared<'_>) -> Result<Enqueued, QueueError> {
         let k = q.keys();
-        let mut conn = q.connection();
-        let (id, created): (String, i64) = scripts::ENQUEUE_S
-            .key(k.job(&job.id))
-            .key(k.stream(job.queue))
-            .key(k.delayed(job.queue))
-            .key(k.idempotency(job.queue, job.idem))
-            .arg(&job.id)
-            .arg(job.queue)
-            .arg(job.kind)
-            .arg(job.payload)
-            .arg(job.max_attempts)
-            .arg(job.at_ms)
-            .arg(job.after_ms)
-            .arg(if job.idem.is_empty() { "0" } else { "1" })
-            .arg(q.settings().idempotency_ttl_s)
-            .arg(job.notify_queue)
-            .arg(job.notify_attempts)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut inv = scripts::ENQUEUE_S.key(k.job(&job.id));
+        inv.key(k.stream(job.tag, job.queue))
+            .key(k.delayed(job.tag, job.queue))
+            .key(k.idempotency(job.tag, job.queue, job.idem));
+        job.push_args(&mut inv, q.settings().idempotency_ttl_s);
+        let (id, created): (String, i64) = retry::redis(q, "enqueue", |mut c| {
+            let inv = &inv;
+            async move { inv.invoke_async(&mut c).await }
+        })
+        .await?;
         Ok(Enqueued {
             id,
             created: created == 1,
         })
     }
 
-    /// Creates the consumer group (and the stream) if missing. It starts at the beginning of
-    /// the stream, so jobs enqueued before any worker existed are delivered.
+    /// Creates the consumer group (and the stream) of every partition if missing. It starts
+    /// at the beginning of the stream, so jobs enqueued before any worker existed are
+    /// delivered.
     async fn ensure_queue(&self, q: &Queue, queue: &str) -> Result<(), QueueError> {
-        let mut conn = q.connection();
-        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(q.keys().stream(queue))
-            .arg(&q.settings().group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
+        for tag in q.partition_tags().await? {
+            ensure_group(q, &tag, queue).await?;
         }
+        Ok(())
     }
 
+    /// Sums the partitions. Acknowledged entries are deleted, so a stream holds only waiting
+    /// and pending entries.
     async fn stats(&self, q: &Queue, queue: &str) -> Result<QueueStats, QueueError> {
-        let k = q.keys();
-        let mut conn = q.connection();
-        let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
-            .xlen(k.stream(queue))
-            .zcard(k.delayed(queue))
-            .xlen(k.dlq(queue))
-            .query_async(&mut conn)
-            .await?;
-        let pending = if length == 0 {
-            0
-        } else {
-            let r: redis::RedisResult<redis::streams::StreamPendingReply> =
-                conn.xpending(k.stream(queue), &q.settings().group).await;
-            match r {
-                Ok(p) => p.count() as u64,
-                // No group yet: nothing was delivered.
-                Err(e) if e.code() == Some("NOGROUP") => 0,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        // Acknowledged entries are deleted, so the stream holds only waiting + pending ones.
-        Ok(QueueStats {
+        let mut total = QueueStats {
             queue: queue.to_string(),
-            length,
-            pending,
-            lag: length.saturating_sub(pending),
-            delayed,
-            dead,
-        })
+            ..Default::default()
+        };
+        for tag in q.partition_tags().await? {
+            let (length, pending, delayed, dead) = partition_sizes(q, &tag, queue).await?;
+            total.length += length;
+            total.pending += pending;
+            total.delayed += delayed;
+            total.dead += dead;
+        }
+        total.lag = total.length.saturating_sub(total.pending);
+        Ok(total)
     }
 
     async fn dlq_list(
@@ -136,8 +168,9 @@ impl Transport for Streams {
         dlq::purge(q, queue).await
     }
 
-    /// Per queue a fetch loop (XREADGROUP on a connection of its own), a reclaim loop
-    /// (XAUTOCLAIM) and a mover loop (due jobs into the stream).
+    /// Per queue a fetch loop (over the partitions; with one partition, blocking on a
+    /// connection of its own), a reclaim loop (XAUTOCLAIM) and a mover loop (due jobs into
+    /// the streams).
     async fn start_workers(
         &self,
         sh: &Arc<Shared>,

@@ -1,9 +1,12 @@
-//! Lua scripts of the Redis Streams backend: every state change of a job is one script, so a change and the stream
-//! bookkeeping that goes with it (XACK, ZADD, XADD) happen atomically. Times come from
-//! Redis `TIME`, so every instance uses one clock.
+//! Lua scripts of the Redis Streams backend: every state change of a job is one script, so a
+//! change and the stream bookkeeping that goes with it (XACK, ZADD, XADD) happen atomically.
+//! Times come from Redis `TIME`, so every instance uses one clock.
 //!
-//! Scripts reach keys derived from a job id (the job hash, a notify queue's stream) that
-//! are not declared in KEYS: fine on one Redis server, not on Redis Cluster.
+//! Every script works inside one partition and declares every key it touches (see
+//! [`lua::JOB_HASH`]): the job, its queue's stream, schedule and dead letters, and, when the
+//! job ends, its notification job and the stream of the notification's queue in the same
+//! partition. A script whose keys come from data (due ids, dead letters) is called with them
+//! after a read.
 
 use std::sync::LazyLock;
 
@@ -14,33 +17,40 @@ use crate::queue::lua;
 /// Helpers of this backend, prepended (after [`lua::NOW_MS`] and [`lua::JOB_HASH`]) to
 /// every script.
 const PRELUDE: &str = r#"
--- When a job ends, enqueue its notification job (once per run of the job).
-local function notify(jk, id, now, prefix)
-  local nid, nq, nk = new_notify(jk, id, now, prefix)
-  if not nid then return end
-  local e = redis.call('XADD', prefix .. ':stream:' .. nq, '*', 'job', nid)
+-- When a job ends, enqueue its notification job `nid` (key `nk`) on stream `ns` (both nil
+-- when the job notifies no queue).
+local function notify(jk, now, nid, nk, ns)
+  if not new_notify(jk, now, nid, nk) then return end
+  local e = redis.call('XADD', ns, '*', 'job', nid)
   redis.call('HSET', nk, 'entry', e)
 end
 -- Move a job to the dead-letter stream. The job hash stays (without expiry) until purged.
-local function bury(jk, dlq, id, err, now, prefix)
+local function bury(jk, dlq, err, now, nid, nk, ns)
   redis.call('HSET', jk, 'state', 'dead', 'last_error', err, 'entry', '',
     'updated_ms', now, 'finished_ms', now)
   redis.call('PERSIST', jk)
-  redis.call('XADD', dlq, '*', 'job', id,
+  redis.call('XADD', dlq, '*', 'job', redis.call('HGET', jk, 'id'),
     'queue', redis.call('HGET', jk, 'queue') or '',
     'kind', redis.call('HGET', jk, 'kind') or '',
     'error', err, 'attempts', hnum(jk, 'attempts', 0), 'dead_ms', now,
     'history', redis.call('HGET', jk, 'history') or '[]')
-  notify(jk, id, now, prefix)
+  notify(jk, now, nid, nk, ns)
+end
+-- Acknowledge and delete a stream entry.
+local function drop(stream, group, entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
 end
 "#;
 
 /// KEYS: job, stream, delayed, idempotency.
 /// ARGV: id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem, idem_ttl_s,
 ///       notify_queue, notify_max_attempts.
-/// Returns {id, created}.
+/// Returns {id, created}. A repeat of a call that did run (its answer was lost in a
+/// failover) finds its own job and changes nothing.
 const ENQUEUE: &str = r#"
 local now = now_ms()
+if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 1} end
 if ARGV[8] == '1' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {existing, 0} end
@@ -57,45 +67,61 @@ end
 return {ARGV[1], 1}
 "#;
 
-/// KEYS: job, stream, dlq. ARGV: entry, group, consumer, prefix.
-/// Returns {'run', attempt, max_attempts, kind, payload} | {'skip'} | {'dead'}.
+/// KEYS: job, stream. ARGV: entry, group, consumer, owner (unique per delivery).
+/// Returns {'run', attempt, max_attempts, kind, payload, notify_queue, replays} | {'skip'}
+/// | {'lost', notify_queue, replays}: the entry was reclaimed from a vanished worker and the
+/// job has no attempt left; nothing changed, the caller buries it with BURY_LOST.
+/// A repeat by the same delivery (its answer was lost) gets the same 'run' answer.
 const START: &str = r#"
 local jk = KEYS[1]
-local function drop()
-  redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[2], ARGV[1])
-end
 local st = redis.call('HGET', jk, 'state')
-if not st then drop() return {'skip'} end
+if not st then drop(KEYS[2], ARGV[2], ARGV[1]) return {'skip'} end
 local entry = redis.call('HGET', jk, 'entry')
-if entry ~= ARGV[1] or (st ~= 'queued' and st ~= 'running') then drop() return {'skip'} end
+if entry ~= ARGV[1] or (st ~= 'queued' and st ~= 'running') then
+  drop(KEYS[2], ARGV[2], ARGV[1])
+  return {'skip'}
+end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
-local maxa = hnum(jk, 'max_attempts', 1)
+if st == 'running' and redis.call('HGET', jk, 'owner') == ARGV[4] then
+  return run_reply(jk, attempts)
+end
 if st == 'running' then
   -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
+  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
   end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
     'worker lost')
-  if attempts >= maxa then
-    drop()
-    local id = redis.call('HGET', jk, 'id')
-    bury(jk, KEYS[3], id, 'worker lost during attempt ' .. attempts, now, ARGV[4])
-    return {'dead'}
-  end
 end
 attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'started_ms', now,
-  'updated_ms', now)
-return {'run', tostring(attempts), tostring(maxa), redis.call('HGET', jk, 'kind') or '',
-  redis.call('HGET', jk, 'payload') or 'null'}
+redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'owner', ARGV[4],
+  'started_ms', now, 'updated_ms', now)
+return run_reply(jk, attempts)
 "#;
 
-/// KEYS: job, stream. ARGV: entry, group, result_json ('' for none), consumer, prefix, retention_s.
+/// A reclaimed job whose worker vanished during its last attempt goes dead.
+/// KEYS: job, stream, dlq[, notify job, notify stream]. ARGV: entry, group, notify id.
+/// Returns 'dead' | 'stale'.
+const BURY_LOST: &str = r#"
+local jk = KEYS[1]
+if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1]
+  or hnum(jk, 'attempts', 0) < hnum(jk, 'max_attempts', 1) then
+  return 'stale'
+end
+local now = now_ms()
+local attempts = hnum(jk, 'attempts', 0)
+end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
+  'worker lost')
+drop(KEYS[2], ARGV[2], ARGV[1])
+bury(jk, KEYS[3], 'worker lost during attempt ' .. attempts, now, ARGV[3], KEYS[4], KEYS[5])
+return 'dead'
+"#;
+
+/// KEYS: job, stream[, notify job, notify stream].
+/// ARGV: entry, group, result_json ('' for none), consumer, retention_s, notify id.
 /// Returns 'ok' | 'stale'.
 const COMPLETE: &str = r#"
 local jk = KEYS[1]
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[2], ARGV[1])
+drop(KEYS[2], ARGV[2], ARGV[1])
 local st = redis.call('HGET', jk, 'state')
 if st ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return 'stale' end
 local now = now_ms()
@@ -104,46 +130,45 @@ redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
   'finished_ms', now, 'progress', 100)
 if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
 redis.call('HDEL', jk, 'last_error')
-notify(jk, redis.call('HGET', jk, 'id'), now, ARGV[5])
-redis.call('EXPIRE', jk, ARGV[6])
+notify(jk, now, ARGV[6], KEYS[3], KEYS[4])
+redis.call('EXPIRE', jk, ARGV[5])
 return 'ok'
 "#;
 
-/// KEYS: job, stream, delayed, dlq.
-/// ARGV: entry, group, error, backoff_ms, permanent (0/1), consumer, prefix.
+/// KEYS: job, stream, delayed, dlq[, notify job, notify stream].
+/// ARGV: entry, group, error, backoff_ms, permanent (0/1), consumer, notify id.
 /// Returns {'retry', due_ms} | {'dead'} | {'stale'}.
 const FAIL: &str = r#"
 local jk = KEYS[1]
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[2], ARGV[1])
+drop(KEYS[2], ARGV[2], ARGV[1])
 local st = redis.call('HGET', jk, 'state')
 if st ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return {'stale'} end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
 local maxa = hnum(jk, 'max_attempts', 1)
-local id = redis.call('HGET', jk, 'id')
 end_attempt(jk, attempts, ARGV[6], now, 'failed', ARGV[3])
 if ARGV[5] == '0' and attempts < maxa then
   local due = now + tonumber(ARGV[4])
   redis.call('HSET', jk, 'state', 'failed', 'last_error', ARGV[3], 'entry', '',
     'run_at_ms', due, 'updated_ms', now)
-  redis.call('ZADD', KEYS[3], due, id)
+  redis.call('ZADD', KEYS[3], due, redis.call('HGET', jk, 'id'))
   return {'retry', tostring(due)}
 end
-bury(jk, KEYS[4], id, ARGV[3], now, ARGV[7])
+bury(jk, KEYS[4], ARGV[3], now, ARGV[7], KEYS[5], KEYS[6])
 return {'dead'}
 "#;
 
-/// Moves due jobs from the delayed set to the stream. ZREM decides who moves a job, inside
-/// one script, so two instances never move one job twice.
-/// KEYS: delayed, stream. ARGV: limit, job key prefix. Returns the number moved.
+/// Moves the given jobs that are due from the delayed set to the stream. The caller read
+/// the earliest ids (ZRANGE) and declares their keys; ZREM decides who moves a job, so two
+/// instances never move one job twice.
+/// KEYS: delayed, stream, job 1..n. ARGV: id 1..n. Returns the number moved.
 const MOVE_DUE: &str = r#"
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local moved = 0
-for _, id in ipairs(due) do
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local jk = ARGV[2] .. id
+for i, id in ipairs(ARGV) do
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  if due and tonumber(due) <= now and redis.call('ZREM', KEYS[1], id) == 1 then
+    local jk = KEYS[i + 2]
     local st = redis.call('HGET', jk, 'state')
     if st == 'scheduled' or st == 'failed' then
       local e = redis.call('XADD', KEYS[2], '*', 'job', id)
@@ -164,20 +189,20 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 "#;
 
-/// KEYS: dlq. ARGV: dlq entry id, prefix. Returns the replayed job id or ''.
+/// KEYS: dlq, job, stream of the job's queue. ARGV: dlq entry id, job id.
+/// Returns the replayed job id or '' (no such dead letter, or its job moved on).
 const REPLAY: &str = r#"
 local r = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #r == 0 then return '' end
+redis.call('XDEL', KEYS[1], ARGV[1])
 local f = r[1][2]
 local id = nil
 for i = 1, #f, 2 do if f[i] == 'job' then id = f[i + 1] end end
-redis.call('XDEL', KEYS[1], ARGV[1])
-if not id then return '' end
-local jk = ARGV[2] .. ':job:' .. id
+if id ~= ARGV[2] then return '' end
+local jk = KEYS[2]
 if redis.call('HGET', jk, 'state') ~= 'dead' then return '' end
 local now = now_ms()
-local q = redis.call('HGET', jk, 'queue')
-local e = redis.call('XADD', ARGV[2] .. ':stream:' .. q, '*', 'job', id)
+local e = redis.call('XADD', KEYS[3], '*', 'job', id)
 push_history(jk, {attempt = hnum(jk, 'attempts', 0), consumer = '', started_ms = now,
   finished_ms = now, outcome = 'replayed'})
 redis.call('HSET', jk, 'state', 'queued', 'attempts', 0, 'entry', e, 'updated_ms', now)
@@ -185,21 +210,16 @@ redis.call('HINCRBY', jk, 'replays', 1)
 return id
 "#;
 
-/// KEYS: dlq. ARGV: prefix, batch. Deletes up to `batch` dead letters and their job hashes.
-/// Returns the number removed (0 when the stream is empty).
+/// Deletes the given dead letters and their job hashes (those still dead).
+/// KEYS: dlq, job 1..n. ARGV: entry 1..n. Returns the number of entries removed.
 const PURGE: &str = r#"
-local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[2]))
-for _, e in ipairs(r) do
-  local f = e[2]
-  for i = 1, #f, 2 do
-    if f[i] == 'job' then
-      local jk = ARGV[1] .. ':job:' .. f[i + 1]
-      if redis.call('HGET', jk, 'state') == 'dead' then redis.call('DEL', jk) end
-    end
-  end
-  redis.call('XDEL', KEYS[1], e[1])
+local n = 0
+for i, entry in ipairs(ARGV) do
+  local jk = KEYS[i + 1]
+  if redis.call('HGET', jk, 'state') == 'dead' then redis.call('DEL', jk) end
+  n = n + redis.call('XDEL', KEYS[1], entry)
 end
-return #r
+return n
 "#;
 
 fn with_prelude(body: &str) -> Script {
@@ -209,6 +229,7 @@ fn with_prelude(body: &str) -> Script {
 // Compiled once (redis-rs sends EVALSHA and loads a script on NOSCRIPT).
 pub(super) static ENQUEUE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(ENQUEUE));
 pub(super) static START_S: LazyLock<Script> = LazyLock::new(|| with_prelude(START));
+pub(super) static BURY_LOST_S: LazyLock<Script> = LazyLock::new(|| with_prelude(BURY_LOST));
 pub(super) static COMPLETE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(COMPLETE));
 pub(super) static FAIL_S: LazyLock<Script> = LazyLock::new(|| with_prelude(FAIL));
 pub(super) static MOVE_DUE_S: LazyLock<Script> = LazyLock::new(|| with_prelude(MOVE_DUE));

@@ -51,6 +51,7 @@ pub fn vip(
         mode,
         table_size: TableSize::DEFAULT,
         backends,
+        second_chance: Default::default(),
     }
 }
 

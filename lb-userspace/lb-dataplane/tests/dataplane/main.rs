@@ -16,5 +16,6 @@ mod object;
 mod pmtu;
 mod random;
 mod replay;
+mod second_chance;
 mod stickiness;
 mod toobig;

@@ -53,6 +53,7 @@ fn vip(name: &str, addr: &str, backend: IpAddr, mac: [u8; 6]) -> VipSpec {
             weight: 1,
             state: BackendState::Active,
         }],
+        second_chance: Default::default(),
     }
 }
 

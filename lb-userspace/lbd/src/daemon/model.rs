@@ -242,6 +242,7 @@ impl VipRuntime {
                     state: b.state(),
                 })
                 .collect(),
+            second_chance: self.cfg.second_chance,
         }
     }
 
@@ -382,6 +383,8 @@ impl NewVip {
             table_size,
             health,
             backends: Vec::new(),
+            // Not in the API's VIP type yet: API-created VIPs run without it.
+            second_chance: lb_dataplane::SecondChance::Off,
         })
     }
 }

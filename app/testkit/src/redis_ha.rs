@@ -3,13 +3,17 @@
 //! Sentinel set (one master, its replicas, three sentinels). Every process lives in one
 //! temporary directory and is killed when the value drops, also when a test panics.
 //!
-//! Waits are bounded; a failed wait panics with the end of the relevant logs.
+//! Waits are bounded; a failed wait panics with the end of the relevant logs (this is a test
+//! and benchmark harness: a cluster that cannot be built ends the run with that message).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use super::{ChildGuard, START_TIMEOUT, free_port, port_open, require_binary, wait_until};
+use crate::process::{
+    ChildGuard, START_TIMEOUT, free_port, port_open, require_binary, send_signal, wait_until,
+};
 
 /// Failure detection of the cluster: a master silent this long is failed over by its
 /// replica. Short enough for a quick test, long enough that a loaded 2-core machine does
@@ -23,6 +27,8 @@ pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// One redis-server (data node or sentinel).
 pub struct Node {
     pub port: u16,
+    /// The cluster bus port chosen for it (cluster nodes only use it).
+    pub bus_port: u16,
     pub name: String,
     dir: PathBuf,
     guard: Option<ChildGuard>,
@@ -72,6 +78,7 @@ impl Node {
             if up && guard.is_running() {
                 return Self {
                     port,
+                    bus_port: bus,
                     name: name.to_string(),
                     dir,
                     guard: Some(guard),
@@ -120,6 +127,11 @@ impl Node {
     pub fn log(&self) -> String {
         log_tail(&self.dir.join("redis.log"))
     }
+
+    /// The process id, while it runs under this guard.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().map(ChildGuard::pid)
+    }
 }
 
 /// Bound on one `redis-cli` call: a frozen node would hold it forever.
@@ -147,10 +159,32 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         Ok(Err(e)) => panic!("redis-cli failed: {e}"),
         Err(_) => {
             // The reader thread reaps it once killed.
-            super::send_signal(pid, libc::SIGKILL);
+            send_signal(pid, libc::SIGKILL);
             String::new()
         }
     }
+}
+
+/// Runs `redis-cli --cluster SUBCOMMAND ADDRS... OPTIONS... --cluster-yes`; panics with
+/// its output when it fails.
+fn redis_cli_cluster(sub: &[&str], addrs: &[String], options: &[&str]) {
+    let bin = require_binary("redis-cli", &[], "redis-tools");
+    let out = Command::new(bin)
+        .arg("--cluster")
+        .args(sub)
+        .args(addrs)
+        .args(options)
+        .arg("--cluster-yes")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli --cluster");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {} failed: {}\n{}",
+        sub.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `127.0.0.1:P1,127.0.0.1:P2,...`
@@ -241,22 +275,90 @@ impl RedisCluster {
             })
             .collect();
         let c = Self { nodes, dir };
-        let addrs: Vec<String> = host_list(&c.nodes).split(',').map(String::from).collect();
-        let bin = require_binary("redis-cli", &[], "redis-tools");
-        let out = Command::new(bin)
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if masters >= 3 {
+            let addrs: Vec<String> = host_list(&c.nodes).split(',').map(String::from).collect();
+            redis_cli_cluster(
+                &["create"],
+                &addrs,
+                &["--cluster-replicas", &replicas.to_string()],
+            );
+        } else {
+            // `redis-cli --cluster create` refuses fewer than 3 masters (too few to vote a
+            // failover); a smaller cluster is assembled by hand, the way it does.
+            c.assemble(masters);
+        }
         c.wait_healthy(masters, masters * replicas);
         c
+    }
+
+    /// Gives the first `masters` nodes equal contiguous slot ranges, introduces every node
+    /// to the first, and makes each further node a replica of a master in turn.
+    fn assemble(&self, masters: usize) {
+        let ok = |out: String, what: &str| assert_eq!(out, "OK", "{what}: {out}");
+        for (i, n) in self.nodes[..masters].iter().enumerate() {
+            let lo = 16_384 * i / masters;
+            let hi = 16_384 * (i + 1) / masters - 1;
+            ok(
+                n.cli(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()]),
+                "CLUSTER ADDSLOTSRANGE",
+            );
+        }
+        // The bus port is not port + 10000 here: MEET must name it.
+        let (first, bus) = (
+            self.nodes[0].port.to_string(),
+            self.nodes[0].bus_port.to_string(),
+        );
+        for n in &self.nodes[1..] {
+            ok(
+                n.cli(&["CLUSTER", "MEET", "127.0.0.1", &first, &bus]),
+                "CLUSTER MEET",
+            );
+        }
+        let ids: Vec<String> = self.nodes[..masters]
+            .iter()
+            .map(|n| n.cli(&["CLUSTER", "MYID"]))
+            .collect();
+        for (i, n) in self.nodes[masters..].iter().enumerate() {
+            let master = &ids[i % masters];
+            // The replica must know its master first (gossip spreads MEET within seconds).
+            let known = wait_until(START_TIMEOUT, Duration::from_millis(100), || {
+                n.cli(&["CLUSTER", "NODES"]).contains(master.as_str())
+            });
+            assert!(known, "{} never learnt about master {master}", n.name);
+            ok(
+                n.cli(&["CLUSTER", "REPLICATE", master]),
+                "CLUSTER REPLICATE",
+            );
+        }
+    }
+
+    /// `redis-cli --cluster reshard`: moves `slots` slots (the lowest first) from the master
+    /// on `from` to the master on `to`, keys included, while clients keep working (they get
+    /// `ASK` while a slot moves, then `MOVED`).
+    pub fn reshard(&mut self, from: u16, to: u16, slots: usize) {
+        let ids: Vec<(u16, String)> = self
+            .topology()
+            .into_iter()
+            .map(|n| (n.port, n.id))
+            .collect();
+        let id = |port: u16| {
+            ids.iter()
+                .find(|(p, _)| *p == port)
+                .map(|(_, id)| id.clone())
+                .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+        };
+        redis_cli_cluster(
+            &["reshard"],
+            &[format!("127.0.0.1:{from}")],
+            &[
+                "--cluster-from",
+                &id(from),
+                "--cluster-to",
+                &id(to),
+                "--cluster-slots",
+                &slots.to_string(),
+            ],
+        );
     }
 
     /// `redis+cluster://` with every node as a seed.
@@ -624,4 +726,104 @@ impl RedisSentinel {
             );
         }
     }
+}
+
+/// A Redis Cluster or a Sentinel set, for tests that run the same on both.
+pub enum Ha {
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
+}
+
+impl Ha {
+    pub fn url(&self) -> String {
+        match self {
+            Ha::Cluster(c) => c.url(),
+            Ha::Sentinel(s) => s.url(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ha::Cluster(_) => "cluster",
+            Ha::Sentinel(_) => "sentinel",
+        }
+    }
+
+    /// The port of the master that holds `key`.
+    pub fn master_of(&mut self, key: &str) -> u16 {
+        match self {
+            Ha::Cluster(c) => {
+                let s = c.slot_of(key);
+                c.master_of_slot(s)
+            }
+            Ha::Sentinel(s) => s.master_port().expect("sentinels name a master"),
+        }
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut Node {
+        match self {
+            Ha::Cluster(c) => c.node_mut(port),
+            Ha::Sentinel(s) => s.data_node_mut(port),
+        }
+    }
+
+    /// Waits until a replica serves `key` in place of `old`; returns its port.
+    pub fn wait_promoted(&mut self, old: u16, key: &str) -> u16 {
+        match self {
+            Ha::Cluster(c) => {
+                let s = c.slot_of(key);
+                c.wait_promoted(old, s)
+            }
+            Ha::Sentinel(s) => s.wait_promoted(old),
+        }
+    }
+}
+
+/// Servers and directories of setups kept for the whole process ([`Ha::for_process`]).
+static AT_EXIT: Mutex<(Vec<u32>, Vec<PathBuf>)> = Mutex::new((Vec::new(), Vec::new()));
+
+extern "C" fn clean_up_at_exit() {
+    let g = AT_EXIT.lock().unwrap_or_else(PoisonError::into_inner);
+    for pid in &g.0 {
+        send_signal(*pid, libc::SIGKILL);
+    }
+    for dir in &g.1 {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+impl Ha {
+    /// Keeps this setup for the rest of the process, for a test binary whose tests share it
+    /// (each with its own key prefix): its servers are killed and its directory removed when
+    /// the process exits (statics are never dropped, so an `atexit` hook does it).
+    pub fn for_process(self) -> &'static Ha {
+        let (nodes, dir): (Vec<&Node>, &Path) = match &self {
+            Ha::Cluster(c) => (c.nodes.iter().collect(), c.dir()),
+            Ha::Sentinel(s) => (s.data.iter().chain(&s.sentinels).collect(), s.dir()),
+        };
+        let mut g = AT_EXIT.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.0.is_empty() && g.1.is_empty() {
+            // SAFETY: registers a plain extern "C" function without captured state.
+            unsafe {
+                libc::atexit(clean_up_at_exit);
+            }
+        }
+        g.0.extend(nodes.iter().filter_map(|n| n.pid()));
+        g.1.push(dir.to_path_buf());
+        drop(g);
+        Box::leak(Box::new(self))
+    }
+}
+
+/// One 3-master 3-replica cluster for the whole process (see [`Ha::for_process`]).
+pub fn shared_cluster() -> &'static Ha {
+    static CLUSTER: OnceLock<&'static Ha> = OnceLock::new();
+    CLUSTER.get_or_init(|| Ha::Cluster(RedisCluster::start(3, 1)).for_process())
+}
+
+/// One Sentinel set (1 master, 2 replicas, 3 sentinels) for the whole process (see
+/// [`Ha::for_process`]).
+pub fn shared_sentinel() -> &'static Ha {
+    static SENTINEL: OnceLock<&'static Ha> = OnceLock::new();
+    SENTINEL.get_or_init(|| Ha::Sentinel(RedisSentinel::start(2, 3)).for_process())
 }

@@ -9,9 +9,12 @@
 //! - cluster: redis-rs's cluster connection (slot map, `MOVED`/`ASK` redirects, topology
 //!   refresh after errors, reconnection to every node).
 //!
-//! No command is retried here after it reached a server, since that could apply a write
-//! twice: callers decide (the cache falls back to the database and retries its deletes).
-//! Pub/sub has its own connection per subscriber ([`pubsub::Subscription`]).
+//! This crate retries nothing itself after a command reached a server, since that could
+//! apply a write twice: callers decide (the cache falls back to the database and retries its
+//! deletes; the queue's scripts are fenced, so it repeats them while [`is_transient`] says the
+//! error will pass). redis-rs's cluster connection does repeat a command after a redirect or a
+//! dropped connection. Pub/sub has its own connection per subscriber
+//! ([`pubsub::Subscription`]).
 
 mod pubsub;
 mod sentinel;
@@ -29,6 +32,22 @@ pub use pubsub::{PubSubEvent, Subscription};
 pub use target::{ClusterTarget, HostPort, RedisMode, RedisTarget, SentinelTarget, TargetError};
 
 use sentinel::SentinelConn;
+
+/// Whether `e` is expected to pass once a failover, a reconnection or a slot move is over
+/// (connection lost or refused, timeout, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`
+/// from a demoted master, `LOADING`), as opposed to an error that a retry would only repeat
+/// (a script error, a wrong type, `NOPERM`).
+pub fn is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind as S};
+    sentinel::needs_new_master(e)
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(S::TryAgain | S::ClusterDown | S::Moved | S::Ask)
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::NoValidReplicasFoundBySentinel
+        )
+}
 
 /// Bounds on connecting and on one answer.
 #[derive(Debug, Clone, Copy)]

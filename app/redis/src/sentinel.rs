@@ -49,7 +49,7 @@ pub struct SentinelConn {
 }
 
 /// Whether `e` means the connection no longer reaches a working master.
-fn needs_new_master(e: &RedisError) -> bool {
+pub(crate) fn needs_new_master(e: &RedisError) -> bool {
     use redis::ServerErrorKind as S;
     e.is_io_error()
         || e.is_connection_dropped()
