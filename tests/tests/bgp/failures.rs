@@ -139,7 +139,6 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
 /// flow); be1 comes back: the VIPs are announced again by all three.
 fn all_backends_fail_then_one_returns(lab: &BgpLab) -> Result<()> {
     let (v4, v6) = (lab.vip.ip(), lab.vip6.ip());
-    let failed_at = Instant::now();
     for be in lab.system.backends() {
         lab.system.signal_daemon(&be, "app", libc::SIGKILL)?;
     }
