@@ -13,14 +13,20 @@
 //! token) and returns `server::Extensions` (routes merged under the app's middleware by
 //! `http::router_with`, shutdown hooks run after in-flight requests).
 //!
+//! Every route answers errors in one shape and is in one OpenAPI document (`GET
+//! /openapi.json`, `app openapi`): `api` holds the shape, the extractors and the document's
+//! conventions; each module's handlers carry their `#[utoipa::path]` (app/docs/api.md).
+//!
 //! The top-level modules form no cycle (`cargo xtask test lint` checks it): `config`
 //! reads the settings types of `queue`, `tasks` and `orders`; `tasks` and `orders` use
-//! `queue`; `queue` uses none of them; only `wiring` knows them all.
+//! `queue` and `api`; `api` uses only `queue`; `queue` uses none of them; only `wiring`
+//! knows them all.
 //!
 //! Redis is reached through the `app_redis` crate (`app/redis`) in any of three modes (one
 //! server, a Sentinel set, a Redis Cluster), chosen by the form of `redis.url`; the cache and
 //! the queue both use it.
 
+pub mod api;
 pub mod cache;
 pub mod config;
 pub mod http;

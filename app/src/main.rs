@@ -1,5 +1,6 @@
 //! The `app` binary: `app serve --config FILE` runs the service; `app check-config` prints
-//! the effective configuration (file plus `APP_*` overrides) or the first error.
+//! the effective configuration (file plus `APP_*` overrides) or the first error; `app
+//! openapi` prints the API's OpenAPI document.
 
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: app::queue::cli::DlqCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves) and exit.
+    /// Needs no configuration, database or Redis.
+    Openapi,
     /// Load and validate the configuration, print it as TOML (passwords hidden) after a
     /// comment naming the Redis mode (`single`, `sentinel` or `cluster`), and exit.
     CheckConfig {
@@ -106,6 +110,12 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Openapi => {
+            let doc = serde_json::to_string_pretty(&app::wiring::openapi())
+                .context("printing the OpenAPI document")?;
+            println!("{doc}");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let mut cfg = load_config(config.as_deref())?;
             if cfg.registration.token.is_some() {

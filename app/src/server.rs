@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,9 +29,10 @@ use crate::store::Store;
 /// What other modules (the queue, tasks, orders) add to an instance.
 #[derive(Default)]
 pub struct Extensions {
-    /// Routes with their own state, merged under the app's middleware (request ids, logs,
-    /// metrics, panic recovery, timeout, body limit, rate limit).
-    pub routes: Option<Router>,
+    /// Routes with their own state and OpenAPI document, merged under the app's middleware
+    /// (request ids, logs, metrics, panic recovery, timeout, body limit, rate limit) and
+    /// into the served document.
+    pub routes: Option<utoipa_axum::router::OpenApiRouter>,
     /// Awaited after in-flight HTTP requests finished (each bounded by `shutdown.grace_ms`),
     /// e.g. stopping workers. Watch `AppState::shutdown` to stop taking new work earlier.
     pub on_shutdown: Vec<BoxFuture<'static, ()>>,

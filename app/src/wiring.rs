@@ -8,7 +8,8 @@
 use std::future::Future;
 
 use anyhow::Context;
-use axum::Router;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::orders::OrderService;
@@ -51,12 +52,12 @@ impl Work {
         })
     }
 
-    /// `/tasks`, `/orders`, `/dlq`.
-    pub fn routes(&self) -> Router {
-        Router::new()
+    /// `/tasks`, `/orders`, `/dlq`, with their OpenAPI document.
+    pub fn routes(&self) -> OpenApiRouter {
+        OpenApiRouter::new()
             .merge(crate::tasks::routes(self.tasks.clone()))
             .merge(crate::orders::routes(self.orders.clone()))
-            .merge(crate::queue::routes(self.queue.clone()))
+            .merge(crate::http::dlq::routes(self.queue.clone()))
     }
 
     /// Handlers of every queue: tasks, callbacks, orders.
@@ -70,6 +71,17 @@ impl Work {
             .await
             .context("starting the worker pool")
     }
+}
+
+/// The OpenAPI document of `app serve` without a running instance (`app openapi`): the users
+/// API and probes, tasks, orders and dead letters, as `GET /openapi.json` serves it.
+pub fn openapi() -> OpenApi {
+    let mut doc = crate::http::openapi();
+    doc.merge(crate::tasks::api().into_openapi());
+    doc.merge(crate::orders::api().into_openapi());
+    doc.merge(crate::http::dlq::api().into_openapi());
+    crate::api::conventions(&mut doc);
+    doc
 }
 
 /// The extension of `app serve`: routes, plus in-process workers (unless

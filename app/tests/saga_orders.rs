@@ -171,7 +171,7 @@ async fn orders_http_api() {
     )
     .unwrap();
     let pool = WorkerPool::start(q.clone(), svc.registry()).await.unwrap();
-    let api = serve(app::orders::routes(svc.clone())).await;
+    let api = serve(app::orders::routes(svc.clone()).into()).await;
     let http = reqwest::Client::new();
 
     let r = http

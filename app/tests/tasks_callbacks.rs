@@ -80,7 +80,7 @@ async fn tasks_api_and_signed_callbacks() {
     let pool = WorkerPool::start(q.clone(), svc.registry().unwrap())
         .await
         .unwrap();
-    let api = serve(app::tasks::routes(svc.clone())).await;
+    let api = serve(app::tasks::routes(svc.clone()).into()).await;
     let rx = Arc::new(Mutex::new(Receiver::default()));
     let hook_base = serve(
         Router::new()

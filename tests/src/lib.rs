@@ -10,6 +10,8 @@
 //! - [`bins`]: the workspace's programs (lbd, lbctl, app) for tests of another package.
 //! - [`bpffs`]: a private bpffs for pins that commands inside namespaces can see.
 //! - [`system`]: the whole system (lbd, app, Redis, PostgreSQL) provisioned into a lab.
+//! - [`openapi`]: the API docs' tables rendered from an OpenAPI document, and checked.
+//! - [`schemathesis`]: bounded Schemathesis runs against a service's document, and their reports.
 //! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
 //! - [`metrics`]: reading the apps' Prometheus metrics.
 //! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
@@ -42,7 +44,9 @@ pub mod metrics;
 pub mod mixed;
 pub mod netns;
 pub mod observe;
+pub mod openapi;
 pub mod process;
+pub mod schemathesis;
 pub mod setns;
 pub mod system;
 pub mod topology;

@@ -32,6 +32,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("haproxy", "/usr/sbin/haproxy"),
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
+    // The virtualenv of the Python tools (xtask/src/venv.rs).
+    ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
 pub fn apt_packages() -> Result<()> {

@@ -10,6 +10,7 @@ mod lab;
 mod test;
 mod util;
 mod vagrant;
+mod venv;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,7 +33,8 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Install everything the project needs (Debian packages, rust-src, bpf-linker). Idempotent.
+    /// Install everything the project needs (Debian packages, rust-src, bpf-linker,
+    /// schemathesis). Idempotent.
     Setup,
     /// Run the tests (as root): every group by default. Arguments after `--` go to the test
     /// binaries, e.g. `cargo xtask test e2e -- --nocapture` prints the measured figures.
@@ -80,6 +82,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf { release } => build_ebpf::build(release).map(|_| ()),
         Cmd::Setup => {
             deps::apt_packages()?;
+            venv::schemathesis()?;
             deps::vm_packages()?;
             deps::toolchain()?;
             deps::cargo_fuzz()

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::ValueEnum;
 
-use crate::{build_ebpf, deps, disk, fuzz, lab, util, vagrant};
+use crate::{build_ebpf, deps, disk, fuzz, lab, util, vagrant, venv};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Group {
@@ -16,11 +16,13 @@ pub enum Group {
     Unit,
     /// The XDP programs in the kernel through BPF_PROG_TEST_RUN, and the replay tool (root).
     Dataplane,
-    /// lbd and lbctl: config, health checks, neighbours, API, namespace lab, hot restart (root).
+    /// lbd and lbctl: config, health checks, neighbours, API (and schemathesis against its
+    /// OpenAPI document), namespace lab, hot restart (root).
     ControlPlane,
     /// VRRPv3 between lbd nodes and with keepalived (root).
     Vrrp,
-    /// The backend service against real Redis and databases.
+    /// The backend service against real Redis and databases (and schemathesis against its
+    /// OpenAPI document).
     App,
     /// The network-namespace lab helper (root).
     Lab,
@@ -62,6 +64,10 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     }
     disk::warn_if_low();
     deps::apt_packages()?;
+    if matches!(group, Group::All | Group::ControlPlane | Group::App) {
+        // The API tests run it against lbd's and the app's OpenAPI documents.
+        venv::schemathesis()?;
+    }
     build_ebpf::build(true)?;
     if matches!(
         group,

@@ -6,15 +6,43 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::extract::ApiQuery;
+use crate::api::{ApiError, ApiQuery, ErrorCode};
 use crate::state::AppState;
 
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `GET /ping`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Pong {
+    /// Always `pong`.
+    pub message: String,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Alive {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not (`draining`, `database unreachable`); absent when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// `redis` or `rabbitmq`.
+    pub queue_backend: &'static str,
+}
+
+/// The cheapest route: a constant answer (the benchmark's baseline).
+#[utoipa::path(get, path = "/ping", tag = "probes",
+    responses((status = OK, description = "pong", body = Pong)))]
 pub async fn ping() -> impl IntoResponse {
     // A constant body: the cheapest route, the benchmark's baseline.
     (
@@ -24,13 +52,22 @@ pub async fn ping() -> impl IntoResponse {
 }
 
 /// Liveness: the process answers.
-pub async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = OK, description = "alive", body = Alive)))]
+pub async fn healthz() -> Json<Alive> {
+    Json(Alive {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: false while draining or when the database does not answer. The body also
 /// names the queue backend (`queue_backend`: redis or rabbitmq).
-pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "probes",
+    responses(
+        (status = OK, description = "ready", body = Readiness),
+        (status = SERVICE_UNAVAILABLE, description = "not ready, and why", body = Readiness),
+    ))]
+pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let reason = if st.readiness.is_draining() {
         Some("draining")
     } else {
@@ -41,18 +78,23 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     };
     st.metrics.ready.set(i64::from(reason.is_none()));
     let backend = st.config.queue.backend.as_str();
-    match reason {
-        None => (
-            StatusCode::OK,
-            Json(json!({"ready": true, "queue_backend": backend})),
-        ),
-        Some(r) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": r, "queue_backend": backend})),
-        ),
-    }
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        ready: reason.is_none(),
+        reason,
+        queue_backend: backend,
+    };
+    (status, Json(body))
 }
 
+/// Prometheus metrics of the HTTP layer, cache, database, queue and registration.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = OK, description = "the Prometheus text format",
+        content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -61,7 +103,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound("route")
+    ApiError::NotFound("route not found".into())
 }
 
 pub async fn method_not_allowed() -> ApiError {
@@ -85,7 +127,7 @@ pub async fn debug_sleep(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if q.ms > 600_000 {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "ms must be at most 600000",
         ));
     }

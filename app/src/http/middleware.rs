@@ -9,7 +9,7 @@ use axum::http::Response as HttpResponse;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use crate::api::ApiError;
 use crate::state::AppState;
 
 /// Counts requests by method, matched route (not the raw path: bounded label values) and

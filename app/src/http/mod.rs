@@ -1,7 +1,9 @@
-//! The HTTP layer: routes, middleware and JSON errors.
+//! The HTTP layer: the users API, the probes, the dead letters, middleware, and the
+//! OpenAPI document of everything it serves (`GET /openapi.json`). Errors are `crate::api`'s
+//! one shape.
 
+pub mod dlq;
 mod error;
-mod extract;
 mod health;
 mod middleware;
 mod ratelimit;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,9 +22,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
-pub use extract::{ApiJson, ApiPath, ApiQuery};
 pub use ratelimit::{Decision, RateLimiter};
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
@@ -31,26 +35,72 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// (`curl -si http://VIP/ping`), as HAProxy users do with a server-name header.
 const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "app API",
+        description = "The backend service behind the balancer's VIP: users (SQLite or \
+            PostgreSQL through a two-level cache), asynchronous tasks, the order saga and the \
+            queue's dead letters, plus probes and metrics. Every error answers `ErrorBody`. \
+            app/docs/api.md has the prose; this document is generated from the handlers.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    tags(
+        (name = "users", description = "The users resource, read through the cache"),
+        (name = "tasks", description = "Asynchronous tasks on the queue"),
+        (name = "orders", description = "The order saga and its stock"),
+        (name = "dlq", description = "Dead letters of a queue: browse, replay, purge"),
+        (name = "probes", description = "Liveness, readiness, metrics, ping"),
+    ),
+)]
+struct Base;
+
+/// The users API (rate limited when `http.rate_limit` is on).
+fn users_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(Base::openapi())
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+}
+
+/// Probes and metrics: never rate limited.
+fn probes_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::ping))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The document of this module's routes (the users API and the probes); the composition
+/// root adds the other modules' (`wiring::openapi`).
+pub fn openapi() -> OpenApi {
+    let mut doc = users_api().into_openapi();
+    doc.merge(probes_api().into_openapi());
+    doc
+}
+
 /// The whole application router: the users API (rate limited), the probes and metrics
 /// (never rate limited), `extra` routes from other modules (merged under the same
-/// middleware, rate limited like the API), and the middleware stack.
-pub fn router_with(state: AppState, extra: Router) -> Router {
+/// middleware, rate limited like the API), the OpenAPI document of all of them at
+/// `/openapi.json`, and the middleware stack.
+pub fn router_with(state: AppState, extra: OpenApiRouter) -> Router {
     let cfg = &state.config.http;
-    let mut api = Router::new()
-        .route("/users", get(users::list_users).post(users::create_user))
-        .route(
-            "/users/{id}",
-            get(users::get_user)
-                .put(users::update_user)
-                .patch(users::update_user)
-                .delete(users::delete_user),
-        );
+    let mut api = users_api().with_state(state.clone()).merge(extra);
     if cfg.debug_routes {
-        api = api
-            .route("/debug/panic", get(health::debug_panic))
-            .route("/debug/sleep", get(health::debug_sleep));
+        // Drills (panic recovery, timeouts), off by default and not in the document.
+        api = api.route(
+            "/debug/panic",
+            get(health::debug_panic).with_state(state.clone()),
+        );
+        api = api.route(
+            "/debug/sleep",
+            get(health::debug_sleep).with_state(state.clone()),
+        );
     }
-    let mut api = api.with_state(state.clone()).merge(extra);
     // One limiter per router: the buckets of one instance.
     if cfg.rate_limit.enabled {
         let limit = ratelimit::Limit {
@@ -62,20 +112,23 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
             ratelimit::limit,
         ));
     }
-
-    let probes = Router::new()
-        .route("/ping", get(health::ping))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .with_state(state.clone());
+    let (routes, mut doc) = api
+        .merge(probes_api().with_state(state.clone()))
+        .split_for_parts();
+    crate::api::conventions(&mut doc);
+    let doc: Arc<str> = serde_json::to_string(&doc).unwrap_or_default().into();
 
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     // An instance name that is not a valid header value (not visible ASCII) is left out.
     let served_by = HeaderValue::from_str(&state.instance).ok();
-    Router::new()
-        .merge(api)
-        .merge(probes)
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc.to_string()) }
+            }),
+        )
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.body_limit_bytes))
@@ -94,5 +147,5 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
 
 /// The router without extra routes.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, OpenApiRouter::new())
 }

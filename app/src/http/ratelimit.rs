@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use crate::api::ApiError;
 use crate::config::RateLimitConfig;
 
 const SHARDS: usize = 16;

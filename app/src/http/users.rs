@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, ErrorCode};
 use crate::cache::{Cached, Key};
 use crate::state::AppState;
 use crate::store::{CreateUserRequest, NewUser, UpdateUserRequest, User, UserPatch};
@@ -21,7 +21,7 @@ fn check_id(id: i64) -> Result<i64, ApiError> {
         Ok(id)
     } else {
         Err(ApiError::bad_request(
-            "invalid_id",
+            ErrorCode::InvalidId,
             "id must be a positive integer",
         ))
     }
@@ -36,6 +36,14 @@ fn json_bytes(status: StatusCode, body: Bytes) -> Response {
     r
 }
 
+/// One user (through the cache).
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, description = "the user's id", minimum = 1)),
+    responses(
+        (status = OK, description = "the user", body = User),
+        (status = BAD_REQUEST, description = "`invalid_id`: not a positive integer", body = ErrorBody),
+        (status = NOT_FOUND, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn get_user(
     State(st): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -51,7 +59,7 @@ pub async fn get_user(
         .await;
     match loaded {
         Ok(Cached::Found(body)) => Ok(json_bytes(StatusCode::OK, body)),
-        Ok(Cached::Missing) => Err(ApiError::NotFound("user")),
+        Ok(Cached::Missing) => Err(ApiError::NotFound("user not found".into())),
         Err(e) => {
             tracing::error!(error = %e, id, "loading user failed");
             Err(ApiError::DatabaseUnavailable)
@@ -59,6 +67,14 @@ pub async fn get_user(
     }
 }
 
+/// Creates a user; `Location` names it.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = CreateUserRequest,
+    responses(
+        (status = CREATED, description = "the new user", body = User,
+            headers(("Location" = String, description = "/users/{id}"))),
+        (status = CONFLICT, description = "the email is taken", body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "a field the rules refuse (`field` names it)", body = ErrorBody),
+    ))]
 pub async fn create_user(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<CreateUserRequest>,
@@ -73,6 +89,17 @@ pub async fn create_user(
     Ok(r)
 }
 
+/// Changes any of a user's fields (`PUT` and `PATCH` alike).
+#[utoipa::path(method(put, patch), path = "/users/{id}", tag = "users",
+    request_body = UpdateUserRequest,
+    params(("id" = i64, Path, description = "the user's id", minimum = 1)),
+    responses(
+        (status = OK, description = "the changed user", body = User),
+        (status = BAD_REQUEST, description = "`invalid_id`: not a positive integer", body = ErrorBody),
+        (status = NOT_FOUND, description = "no such user", body = ErrorBody),
+        (status = CONFLICT, description = "the email is taken", body = ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "a field the rules refuse (`field` names it)", body = ErrorBody),
+    ))]
 pub async fn update_user(
     State(st): State<AppState>,
     ApiPath(id): ApiPath<i64>,
@@ -84,38 +111,56 @@ pub async fn update_user(
         .store
         .update_user(id, &patch)
         .await?
-        .ok_or(ApiError::NotFound("user"))?;
+        .ok_or_else(|| ApiError::NotFound("user not found".into()))?;
     st.cache.invalidate(Key::user(id)).await;
     Ok(Json(user))
 }
 
+/// Deletes a user.
+#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, description = "the user's id", minimum = 1)),
+    responses(
+        (status = NO_CONTENT, description = "deleted"),
+        (status = BAD_REQUEST, description = "`invalid_id`: not a positive integer", body = ErrorBody),
+        (status = NOT_FOUND, description = "no such user", body = ErrorBody),
+    ))]
 pub async fn delete_user(
     State(st): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let id = check_id(id)?;
     if !st.store.delete_user(id).await? {
-        return Err(ApiError::NotFound("user"));
+        return Err(ApiError::NotFound("user not found".into()));
     }
     st.cache.invalidate(Key::user(id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Return users with an id greater than this (the previous page's `next_after`).
     after: Option<i64>,
+    /// Users per page, 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// A page of users, by id.
+#[derive(Serialize, ToSchema)]
 pub struct Page {
     items: Vec<User>,
     /// Pass as `after` for the next page; null on the last page.
     next_after: Option<i64>,
 }
 
+/// Users by id, a page at a time.
+#[utoipa::path(get, path = "/users", tag = "users", params(ListQuery),
+    responses(
+        (status = OK, description = "a page of users", body = Page),
+        (status = BAD_REQUEST, description = "`invalid_query`: an unknown parameter, or a limit out of range", body = ErrorBody),
+    ))]
 pub async fn list_users(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -123,7 +168,7 @@ pub async fn list_users(
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("limit must be between 1 and {MAX_PAGE}"),
         ));
     }

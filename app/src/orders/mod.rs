@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::{Queue, QueueError, Registry};
 
-pub use api::routes;
+pub use api::{api, routes};
 
 /// Queue of the saga's step jobs.
 pub const ORDERS_QUEUE: &str = "orders";
@@ -65,7 +65,7 @@ impl OrderSettings {
 }
 
 /// Where an order is in the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
     Pending,
@@ -111,16 +111,20 @@ impl OrderState {
 }
 
 /// A new order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: u32,
+    /// What the payment charges, at most 10^12 (Redis keeps it as a number).
+    #[schema(maximum = 1_000_000_000_000u64)]
     pub amount_cents: u64,
 }
 
 /// An order as `GET /orders/{id}` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: String,
     pub sku: String,
@@ -136,13 +140,17 @@ pub struct OrderView {
 }
 
 /// Stock of one SKU.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StockView {
     pub sku: String,
     pub available: i64,
     /// Units held by orders (reserved or confirmed).
     pub held: i64,
 }
+
+/// The largest stock count or amount the saga takes: far inside the signed 64-bit integers
+/// and the 2^53 exact integers Redis scripts count with.
+pub const MAX_UNITS: u64 = 1_000_000_000_000;
 
 pub fn validate_sku(sku: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&sku.len())
@@ -241,6 +249,11 @@ impl OrderService {
         if req.quantity == 0 || req.quantity > 1_000_000 {
             return Err(QueueError::Invalid("quantity must be 1-1000000".into()));
         }
+        if req.amount_cents > MAX_UNITS {
+            return Err(QueueError::Invalid(format!(
+                "amount_cents must be at most {MAX_UNITS}"
+            )));
+        }
         if let Some(k) = &idempotency_key
             && (k.is_empty() || k.len() > 200)
         {
@@ -324,6 +337,12 @@ impl OrderService {
     /// Sets the available units of a SKU (units held by orders are not touched).
     pub async fn set_stock(&self, sku: &str, available: u64) -> Result<StockView, QueueError> {
         validate_sku(sku).map_err(QueueError::Invalid)?;
+        // The saga's scripts count stock with Redis integers (signed 64 bits).
+        if available > MAX_UNITS {
+            return Err(QueueError::Invalid(format!(
+                "available must be at most {MAX_UNITS}"
+            )));
+        }
         let mut conn = self.queue.connection();
         let _: () = conn
             .set(OrderKeys(&self.queue).stock(sku), available)

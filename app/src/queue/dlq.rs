@@ -8,7 +8,7 @@ use super::keys::validate_queue_name;
 use super::{Queue, QueueError};
 
 /// One dead letter.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// What replay takes: the dead-letter stream entry id on Redis, the job id on RabbitMQ.
     pub entry: String,

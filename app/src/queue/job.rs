@@ -147,7 +147,7 @@ pub struct Enqueued {
 }
 
 /// One attempt as recorded in the job's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
     pub consumer: String,

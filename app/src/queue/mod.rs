@@ -21,8 +21,6 @@
 //! This module depends on no other module of the crate; `crate::wiring` connects it to the
 //! configuration, the services built on it and the server.
 
-pub mod api;
-pub(crate) mod api_error;
 pub use config::QueueBackend;
 mod backoff;
 pub mod cli;
@@ -42,8 +40,6 @@ mod streams;
 mod transport;
 mod worker;
 
-pub use api::routes;
-pub use api_error::{ApiError, UNAVAILABLE_RETRY_AFTER_S};
 pub use backoff::Backoff;
 pub use client::{Queue, QueueStats};
 pub use config::{QueueOverride, QueueSettings};

@@ -2,9 +2,10 @@
 //! has passed validation).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A stored user. Timestamps are Unix milliseconds, the same in SQLite and PostgreSQL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct User {
     pub id: i64,
     pub name: String,
@@ -14,18 +15,26 @@ pub struct User {
 }
 
 /// The body of `POST /users` as sent; [`NewUser::try_from`] validates it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// 1-100 characters, not all blank (trimmed).
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+    /// `local@domain` without blanks, at most 254 bytes (stored lower-case).
+    #[schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s]+$")]
     pub email: String,
 }
 
 /// The body of `PATCH`/`PUT /users/{id}`: any subset of the fields.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    /// As in `CreateUserRequest`.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: Option<String>,
+    /// As in `CreateUserRequest`.
+    #[schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s]+$")]
     pub email: Option<String>,
 }
 

@@ -11,6 +11,15 @@ use crate::queue::{JobContext, JobError, JobOutput, Registry};
 
 pub const KINDS: &[&str] = &["echo", "sleep", "fail", "flaky", "increment"];
 
+/// The schema of a task's `kind`: one of [`KINDS`].
+pub fn schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(KINDS.iter().copied()))
+        .description(Some("One of the built-in kinds"))
+        .build()
+}
+
 /// Longest `sleep` a task may ask for (ms).
 const MAX_SLEEP_MS: u64 = 10 * 60 * 1000;
 

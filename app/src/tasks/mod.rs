@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::queue::{JobRecord, JobState, NewJob, Queue, QueueError, Registry, Schedule};
 
-pub use api::routes;
+pub use api::{api, routes};
 pub use callback::{SIGNATURE_HEADER, sign};
 pub use kinds::counter_key;
 
@@ -51,11 +51,13 @@ impl TaskSettings {
 }
 
 /// What a client submits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     /// One of the built-in kinds (`echo`, `sleep`, `fail`, `flaky`, `increment`).
+    #[schema(schema_with = kinds::schema)]
     pub kind: String,
+    /// The kind's input (`sleep`: `{"ms": N}`, ...); 422 when the kind refuses it.
     #[serde(default)]
     pub input: serde_json::Value,
     pub callback_url: Option<String>,
@@ -76,13 +78,26 @@ pub(crate) struct Envelope {
     pub callback_url: Option<String>,
 }
 
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a worker (or for its time, when delayed).
+    Queued,
+    Running,
+    Succeeded,
+    /// The last attempt failed; a retry is scheduled.
+    Failed,
+    /// Out of attempts: a dead letter.
+    Dead,
+}
+
 /// A task as `GET /tasks/{id}` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub id: String,
     pub kind: String,
-    /// queued, running, succeeded, failed (a retry is scheduled) or dead.
-    pub state: &'static str,
+    pub state: TaskState,
     pub attempts: u32,
     pub max_attempts: u32,
     pub progress: u8,
@@ -104,11 +119,11 @@ impl TaskView {
         let env: Option<Envelope> = serde_json::from_value(j.payload.clone()).ok();
         let state = match j.state {
             // A delayed task has simply not started yet.
-            JobState::Scheduled | JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Failed => "failed",
-            JobState::Succeeded => "succeeded",
-            JobState::Dead => "dead",
+            JobState::Scheduled | JobState::Queued => TaskState::Queued,
+            JobState::Running => TaskState::Running,
+            JobState::Failed => TaskState::Failed,
+            JobState::Succeeded => TaskState::Succeeded,
+            JobState::Dead => TaskState::Dead,
         };
         let progress = match j.state {
             JobState::Succeeded => 100,

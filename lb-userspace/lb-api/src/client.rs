@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::ClientError;
 use super::transport::{Endpoint, exchange};
 use super::types::{
-    ApiErrorBody, Backend, Deleted, HealthEntry, NewBackend, NewVip, ShutdownBody, Stats, Status,
-    Vip, WeightBody,
+    Backend, Deleted, ErrorBody, HealthEntry, NewBackend, NewVip, SetWeight, Shutdown,
+    ShuttingDown, Stats, Status, Vip,
 };
 
 /// A typed answer together with the JSON it was read from (what `--json` prints) and its status.
@@ -91,7 +91,7 @@ impl Client {
         weight: u32,
     ) -> Result<Fetched<Backend>, ClientError> {
         let path = backend_path(vip, address, "/weight");
-        self.call(Method::POST, &path, Some(&WeightBody { weight }))
+        self.call(Method::POST, &path, Some(&SetWeight { weight }))
             .await
     }
 
@@ -128,9 +128,8 @@ impl Client {
     }
 
     /// Asks lbd to exit (and with `detach` to remove the XDP program and its pins).
-    /// The answer body is not specified beyond its status, so it is kept as plain JSON.
-    pub async fn shutdown(&self, detach: bool) -> Result<Fetched<serde_json::Value>, ClientError> {
-        self.call(Method::POST, "/v1/shutdown", Some(&ShutdownBody { detach }))
+    pub async fn shutdown(&self, detach: bool) -> Result<Fetched<ShuttingDown>, ClientError> {
+        self.call(Method::POST, "/v1/shutdown", Some(&Shutdown { detach }))
             .await
     }
 
@@ -162,7 +161,7 @@ impl Client {
 /// Turns status and body into the typed answer or the API's error.
 fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Fetched<T>, ClientError> {
     if !(200..300).contains(&status) {
-        return Err(match serde_json::from_slice::<ApiErrorBody>(body) {
+        return Err(match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) => ClientError::Api {
                 status,
                 code: e.code,
@@ -242,7 +241,7 @@ mod tests {
     fn errors_are_interpreted() {
         let e =
             interpret::<Deleted>(404, br#"{"error":"no VIP x","code":"not_found"}"#).unwrap_err();
-        assert_eq!(e.code(), Some("not_found"));
+        assert_eq!(e.code(), Some(crate::types::ErrorCode::NotFound));
         assert_eq!(e.status(), Some(404));
         assert!(e.to_string().contains("no VIP x"));
         let e = interpret::<Deleted>(502, b"<html>bad gateway</html>").unwrap_err();
@@ -254,5 +253,11 @@ mod tests {
         assert!(e.to_string().contains("unexpected shape"), "{e}");
         let ok = interpret::<serde_json::Value>(202, b"").unwrap();
         assert_eq!(ok.raw, serde_json::Value::Null);
+        // A code this client does not know is not the API's error shape.
+        let e = interpret::<Deleted>(418, br#"{"error":"tea","code":"teapot"}"#).unwrap_err();
+        assert!(
+            matches!(e, ClientError::BadResponse { status: 418, .. }),
+            "{e}"
+        );
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::types::ErrorCode;
+
 /// One failure of an API call, worded so that `lbctl` can print it as-is on one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -16,7 +18,7 @@ pub enum ClientError {
     #[error("lbd refused the request: {message} ({status} {code})")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     /// The answer was not what docs/api.md describes (wrong shape, not JSON, unexpected status).
@@ -42,9 +44,9 @@ pub enum ClientError {
 
 impl ClientError {
     /// The API's error code when lbd answered with one (`not_found`, `unauthorized`, ...).
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Api { code, .. } => Some(code),
+            ClientError::Api { code, .. } => Some(*code),
             _ => None,
         }
     }

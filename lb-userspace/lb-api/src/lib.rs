@@ -1,13 +1,16 @@
-//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`]) and the
-//! typed client ([`Client`]) over HTTP/1.1 on the unix socket or TCP. lbd serves these types,
-//! lbctl and the tests read them.
+//! The lbd API contract (docs/api.md): request and answer types ([`types`], [`vrrp`]), with
+//! their OpenAPI schemas, and the typed client ([`Client`]) over HTTP/1.1 on the unix socket
+//! or TCP. lbd serves these types and generates its OpenAPI document from them; lbctl, the
+//! tests and lbd's state file read them.
 
 pub mod bgp;
 mod client;
 mod error;
+pub mod schema;
 mod transport;
 pub mod types;
 pub mod vrrp;
+mod whole;
 
 pub use client::{Client, Fetched};
 pub use error::ClientError;

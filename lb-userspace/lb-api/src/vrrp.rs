@@ -3,10 +3,14 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::schema::IpAddress;
 
 /// The router's state (RFC 5798 6.4, plus `Fault` while tracking says it must not serve).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = VrrpState)]
 pub enum State {
     /// Not started, or stopped.
     Initialize,
@@ -41,7 +45,8 @@ impl State {
 }
 
 /// Counters since the router started.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = VrrpCounters)]
 pub struct Counters {
     /// Adverts sent (each unicast peer counts once).
     pub adverts_sent: u64,
@@ -82,8 +87,9 @@ impl Counters {
 }
 
 /// A virtual router's address family: one `[vrrp]` section runs one router per family.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = VrrpFamily)]
 pub enum Family {
     /// IPv4: adverts to 224.0.0.18, gratuitous ARP.
     #[default]
@@ -108,7 +114,8 @@ impl Family {
 }
 
 /// Every virtual router of the `[vrrp]` section, as `GET /v1/vrrp` returns them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = VrrpOverview)]
 pub struct Overview {
     /// One entry per address family, IPv4 first.
     pub instances: Vec<Status>,
@@ -122,7 +129,8 @@ impl Overview {
 }
 
 /// The router's view of itself (one entry of [`Overview::instances`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = VrrpStatus)]
 pub struct Status {
     /// Address family of this router.
     #[serde(default)]
@@ -139,6 +147,7 @@ pub struct Status {
     pub preempt: bool,
     /// Our primary address (advert source). Follows the interface's addresses unless
     /// configured; the last one used (or unspecified) while [`Self::address_fault`] is set.
+    #[schema(value_type = IpAddress)]
     pub primary: IpAddr,
     /// Whether the primary comes from the configuration (`source` / `source_v6`).
     #[serde(default)]
@@ -154,12 +163,14 @@ pub struct Status {
     #[serde(default)]
     pub address_fault: Option<String>,
     /// The current master, when known (ourselves while master).
+    #[schema(value_type = Option<IpAddress>)]
     pub master: Option<IpAddr>,
     /// The master's advertisement interval, centiseconds.
     pub master_interval_cs: u16,
     /// The master-down interval now in force, milliseconds.
     pub master_down_ms: u64,
     /// Source of the last valid advert.
+    #[schema(value_type = Option<IpAddress>)]
     pub last_advert_from: Option<IpAddr>,
     /// Priority in the last valid advert.
     pub last_advert_priority: Option<u8>,

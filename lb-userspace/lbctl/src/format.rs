@@ -23,13 +23,13 @@ pub fn status(s: &Status) -> String {
     } else {
         s.interfaces
             .iter()
-            .map(|i| format!("{} ({})", i.name, i.mode))
+            .map(|i| format!("{} ({})", i.iface, i.mode))
             .collect::<Vec<_>>()
             .join(", ")
     };
     key_values(&[
         ("version", s.version.clone()),
-        ("uptime", duration(s.uptime_s)),
+        ("uptime", duration(s.uptime_s as f64)),
         ("interfaces", interfaces),
         ("pinned", if s.pinned { "yes" } else { "no" }.to_string()),
         ("vips", s.vips.to_string()),
@@ -58,9 +58,9 @@ pub fn vips(vips: &[Vip]) -> String {
             v.name.clone(),
             v.address.to_string(),
             v.port.to_string(),
-            v.protocol.clone(),
-            v.algorithm.clone(),
-            v.mode.clone(),
+            v.protocol.to_string(),
+            v.algorithm.to_string(),
+            v.mode.to_string(),
             v.table_size.to_string(),
             v.backends.len().to_string(),
             serving.to_string(),

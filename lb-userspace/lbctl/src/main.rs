@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use lb_api::types::{AdminState, NewBackend, NewVip};
+use lb_api::types::{AdminState, Algorithm, Mode, NewBackend, NewVip, Protocol};
 use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
 
 mod bgp_view;
@@ -182,13 +182,13 @@ enum VipCmd {
         port: Option<u16>,
         /// tcp or udp.
         #[arg(long)]
-        protocol: Option<String>,
-        /// maglev, ip-hash, weighted-round-robin or least-connections.
+        protocol: Option<Protocol>,
+        /// maglev, ip-hash, weighted-round-robin (wrr) or least-connections (lc).
         #[arg(long)]
-        algorithm: Option<String>,
+        algorithm: Option<Algorithm>,
         /// Forwarding mode: dsr-l2 or ipip.
         #[arg(long)]
-        mode: Option<String>,
+        mode: Option<Mode>,
         /// Size of the lookup table (a prime for maglev).
         #[arg(long, value_name = "N")]
         table_size: Option<u32>,
@@ -663,7 +663,7 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     if e.downcast_ref::<ClientError>()
-        .is_some_and(|c| c.code() == Some("unauthorized"))
+        .is_some_and(|c| c.code() == Some(lb_api::types::ErrorCode::Unauthorized))
     {
         out.push_str("; give the token with --token-file PATH or LBCTL_TOKEN");
     }

@@ -123,13 +123,14 @@ fn backend_list_shows_weights_health_mac_and_latency() {
     assert_eq!(r[9], "ok,");
     let r = row(&out.stdout, "10.77.0.12");
     assert_eq!(
-        r[..8],
+        r[..9],
         [
             "10.77.0.12",
             "50",
             "0",
             "unhealthy",
             "draining",
+            "(operator)",
             "api",
             "unresolved",
             "-"

@@ -30,10 +30,26 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves) and exit.
+    /// Touches nothing.
+    #[arg(long)]
+    openapi: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.openapi {
+        return match serde_json::to_string_pretty(&api::openapi()) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot render the OpenAPI document: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| "info".into());
     if cli.log_json {

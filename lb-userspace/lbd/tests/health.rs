@@ -135,6 +135,11 @@ async fn checker_drives_rise_and_fall() {
         let ev = rx.recv().await.expect("probe");
         probes_until(&mut m, &mut transitions, &mut n, ev.result.ok);
     }
-    assert_eq!(transitions[2], (Health::Healthy, 3));
+    // It fell within FLAP_WINDOW of becoming healthy: a flap, so rise=3 is doubled.
+    assert_eq!(
+        transitions[2],
+        (Health::Healthy, 6),
+        "healthy again after rise=3 doubled by the flap hysteresis"
+    );
     h.abort();
 }

@@ -1,5 +1,6 @@
 //! A fake lbd for the lbctl tests: answers docs/api.md's endpoints from a small in-memory
-//! state, on a unix socket (no auth) and on 127.0.0.1:0 (bearer token required).
+//! state, on a unix socket (no auth) and on 127.0.0.1:0 (bearer token required). Its
+//! requests and answers are lb-api's types, the ones the real lbd serves.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +12,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use lb_api::types::{
+    AdminState, Algorithm, AttachMode, Backend, BackendStats, Deleted, DrainedBy, ErrorBody,
+    ErrorCode, Health, HealthEntry, Interface, LastCheck, Mode, NewBackend, NewVip, Protocol,
+    SetWeight, Shutdown, ShuttingDown, Source, Stats, Status, Vip, VipStats,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 pub const TOKEN: &str = "s3cret-token";
 
@@ -26,7 +34,7 @@ pub struct Logged {
 
 #[derive(Default)]
 struct Shared {
-    vips: Mutex<Vec<Value>>,
+    vips: Mutex<Vec<Vip>>,
     log: Mutex<Vec<Logged>>,
     stats_calls: AtomicU64,
 }
@@ -120,45 +128,93 @@ fn router(ctx: Ctx) -> Router {
     Router::new().fallback(handle).with_state(ctx)
 }
 
-pub fn web_vip() -> Value {
-    json!({
-        "name": "web", "address": "10.77.0.100", "port": 80, "protocol": "tcp",
-        "algorithm": "maglev", "mode": "dsr-l2", "table_size": 65537,
-        "backends": [
-            backend("10.77.0.11", 100, "config"),
-            {
-                "address": "10.77.0.12", "weight": 50, "effective_weight": 0,
-                "health": "unhealthy", "admin": "draining", "source": "api",
-                "mac": null, "mac_error": "no ARP reply",
-                "last_check": {"ok": false, "latency_ms": null, "error": "connection refused",
-                               "at_unix_ms": 1_763_935_000_000u64}
-            }
-        ]
-    })
+const AT_UNIX_MS: u64 = 1_763_935_000_000;
+
+pub fn web_vip() -> Vip {
+    Vip {
+        name: "web".into(),
+        address: ip("10.77.0.100"),
+        port: 80,
+        protocol: Protocol::Tcp,
+        algorithm: Algorithm::Maglev,
+        mode: Mode::DsrL2,
+        table_size: 65537,
+        backends: vec![
+            backend("10.77.0.11", 100, Source::Config),
+            Backend {
+                weight: 50,
+                effective_weight: 0,
+                health: Health::Unhealthy,
+                admin: AdminState::Draining,
+                drained_by: Some(DrainedBy::Operator),
+                mac: None,
+                mac_error: Some("no ARP reply".into()),
+                last_check: Some(LastCheck {
+                    ok: false,
+                    latency_ms: None,
+                    error: Some("connection refused".into()),
+                    at_unix_ms: AT_UNIX_MS,
+                }),
+                ..backend("10.77.0.12", 50, Source::Api)
+            },
+        ],
+    }
 }
 
-fn backend(address: &str, weight: u64, source: &str) -> Value {
+fn ip(a: &str) -> std::net::IpAddr {
+    a.parse().expect("an address literal")
+}
+
+fn backend(address: &str, weight: u32, source: Source) -> Backend {
     let last = address.rsplit('.').next().unwrap_or("0");
-    json!({
-        "address": address, "weight": weight, "effective_weight": weight,
-        "health": "healthy", "admin": "active", "source": source,
-        "mac": format!("02:00:00:00:00:{last:0>2}"), "mac_error": null,
-        "last_check": {"ok": true, "latency_ms": 0.4, "error": null, "at_unix_ms": 1_763_935_000_000u64}
-    })
+    Backend {
+        address: ip(address),
+        weight,
+        declared_weight: None,
+        effective_weight: weight,
+        health: Health::Healthy,
+        admin: AdminState::Active,
+        drained_by: None,
+        source,
+        mac: Some(format!("02:00:00:00:00:{last:0>2}")),
+        mac_error: None,
+        last_check: Some(LastCheck {
+            ok: true,
+            latency_ms: Some(0.4),
+            error: None,
+            at_unix_ms: AT_UNIX_MS,
+        }),
+    }
 }
 
-fn answer(status: u16, body: Value) -> Response {
+fn answer(status: u16, body: impl Serialize) -> Response {
     let status = StatusCode::from_u16(status).expect("valid status");
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    let body = serde_json::to_string(&body).expect("an lb-api type serialises");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn error(status: u16, code: &str, message: &str) -> Response {
-    answer(status, json!({"error": message, "code": code}))
+/// An error answer: lbd's status and `ErrorBody`.
+struct Refused(u16, ErrorBody);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        answer(self.0, self.1)
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+fn error(status: u16, code: ErrorCode, message: &str) -> Refused {
+    let body = ErrorBody {
+        error: message.to_string(),
+        code,
+    };
+    Refused(status, body)
+}
+
+/// The request's body as lb-api request type `T` (`null` for no body), or lbd's 400.
+fn parse<T: DeserializeOwned>(body: &Value) -> Result<T, Refused> {
+    T::deserialize(body).map_err(|e| error(400, ErrorCode::BadRequest, &e.to_string()))
 }
 
 async fn handle(
@@ -179,7 +235,8 @@ async fn handle(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if auth != Some(format!("Bearer {token}").as_str()) {
-            return error(401, "unauthorized", "missing or wrong bearer token");
+            let msg = "missing or wrong bearer token";
+            return error(401, ErrorCode::Unauthorized, msg).into_response();
         }
     }
     let body: Value = if body.is_empty() {
@@ -187,7 +244,10 @@ async fn handle(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => return error(400, "bad_request", &format!("malformed JSON: {e}")),
+            Err(e) => {
+                let msg = format!("malformed JSON: {e}");
+                return error(400, ErrorCode::BadRequest, &msg).into_response();
+            }
         }
     };
     let path = uri.path().to_string();
@@ -200,154 +260,203 @@ async fn handle(
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let shared = &ctx.shared;
-    match (method.as_str(), segs.as_slice()) {
-        ("GET", ["v1", "status"]) => answer(200, status()),
-        ("GET", ["v1", "health"]) => answer(200, health(&lock(&shared.vips))),
-        ("GET", ["v1", "stats"]) => answer(
+    let result = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["v1", "status"]) => Ok(answer(200, status())),
+        ("GET", ["v1", "health"]) => Ok(answer(200, health(&lock(&shared.vips)))),
+        ("GET", ["v1", "stats"]) => Ok(answer(
             200,
             stats(shared.stats_calls.fetch_add(1, Ordering::SeqCst)),
-        ),
-        ("POST", ["v1", "shutdown"]) => {
-            let detach = body["detach"].as_bool().unwrap_or(false);
-            answer(202, json!({"shutting_down": true, "detach": detach}))
-        }
-        (_, ["v1", "vips", rest @ ..]) => vips(&mut lock(&shared.vips), &method, rest, body),
-        _ => error(404, "not_found", &format!("no endpoint {method} {path}")),
+        )),
+        ("POST", ["v1", "shutdown"]) => parse::<Option<Shutdown>>(&body).map(|s| {
+            let detach = s.unwrap_or_default().detach;
+            answer(
+                202,
+                ShuttingDown {
+                    shutting_down: true,
+                    detach,
+                },
+            )
+        }),
+        (_, ["v1", "vips", rest @ ..]) => vips(&mut lock(&shared.vips), &method, rest, &body),
+        _ => Err(error(
+            404,
+            ErrorCode::NotFound,
+            &format!("no endpoint {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn status() -> Status {
+    Status {
+        version: "0.1.0-test".into(),
+        uptime_s: 3661,
+        interfaces: vec![Interface {
+            iface: "veth-lb0".into(),
+            mode: AttachMode::Driver,
+            adopted: false,
+        }],
+        pinned: true,
+        pin_dir: "/sys/fs/bpf/lb".into(),
+        vips: 1,
+        backends: 2,
+        healthy_backends: 1,
     }
 }
 
-fn status() -> Value {
-    json!({"version": "0.1.0-test", "uptime_s": 3661, "pinned": true,
-           "interfaces": [{"iface": "veth-lb0", "mode": "driver", "adopted": false}],
-           "vips": 1, "backends": 2, "healthy_backends": 1})
-}
-
-fn health(vips: &[Value]) -> Value {
-    let mut rows = Vec::new();
-    for v in vips {
-        for b in v["backends"].as_array().into_iter().flatten() {
-            rows.push(
-                json!({"vip": v["name"], "address": b["address"], "health": b["health"],
-                             "admin": b["admin"], "effective_weight": b["effective_weight"],
-                             "last_check": b["last_check"]}),
-            );
-        }
-    }
-    Value::Array(rows)
+fn health(vips: &[Vip]) -> Vec<HealthEntry> {
+    vips.iter()
+        .flat_map(|v| {
+            v.backends.iter().map(|b| HealthEntry {
+                vip: v.name.clone(),
+                address: b.address,
+                health: b.health,
+                admin: b.admin,
+                drained_by: b.drained_by,
+                effective_weight: b.effective_weight,
+                last_check: b.last_check.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Snapshot `n`: lbd's clock advances 2 s per snapshot and the counters by fixed steps, so
 /// the rates are exact: web 500 packets/s, 750 kB/s, 10 new conns/s.
-fn stats(n: u64) -> Value {
-    let b = |address: &str, share: u64, active: u64| {
-        json!({"address": address, "packets": n * share, "bytes": n * share * 1500,
-               "new_conns": n * share / 50, "active_conns": active})
+fn stats(n: u64) -> Stats {
+    let b = |address: &str, share: u64, active: u64| BackendStats {
+        address: ip(address),
+        packets: n * share,
+        bytes: n * share * 1500,
+        new_conns: n * share / 50,
+        active_conns: active,
     };
-    json!({
-        "at_unix_ms": 1_763_935_000_000u64 + n * 2000,
-        "vips": [{"name": "web", "packets": 10_000 + n * 1000, "bytes": n * 1_500_000,
-                  "new_conns": n * 20,
-                  "backends": [b("10.77.0.11", 600, 7), b("10.77.0.12", 400, 3)]}],
-        "reasons": {"tx_forward": n * 1000, "drop_no_backend": n * 4}
-    })
+    Stats {
+        at_unix_ms: AT_UNIX_MS + n * 2000,
+        vips: vec![VipStats {
+            name: "web".into(),
+            packets: 10_000 + n * 1000,
+            bytes: n * 1_500_000,
+            new_conns: n * 20,
+            backends: vec![b("10.77.0.11", 600, 7), b("10.77.0.12", 400, 3)],
+        }],
+        reasons: [("tx_forward", n * 1000), ("drop_no_backend", n * 4)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
 }
 
-fn vips(vips: &mut Vec<Value>, method: &Method, rest: &[&str], body: Value) -> Response {
-    let find = |vips: &[Value], name: &str| vips.iter().position(|v| v["name"] == name);
+fn vips(vips: &mut Vec<Vip>, method: &Method, rest: &[&str], body: &Value) -> Answer {
+    let find = |vips: &[Vip], name: &str| vips.iter().position(|v| v.name == name);
     match (method.as_str(), rest) {
-        ("GET", []) => answer(200, Value::Array(vips.clone())),
+        ("GET", []) => Ok(answer(200, &*vips)),
         ("POST", []) => {
-            let (Some(name), Some(address)) = (body["name"].as_str(), body["address"].as_str())
-            else {
-                return error(400, "bad_request", "name and address are required");
-            };
-            if find(vips, name).is_some() {
-                return error(409, "conflict", &format!("VIP {name} already exists"));
+            let new: NewVip = parse(body)?;
+            if find(vips, &new.name).is_some() {
+                let msg = format!("VIP {} already exists", new.name);
+                return Err(error(409, ErrorCode::Conflict, &msg));
             }
-            let get = |k: &str, default: Value| body.get(k).cloned().unwrap_or(default);
-            let vip = json!({"name": name, "address": address, "port": get("port", json!(0)),
-                             "protocol": get("protocol", json!("tcp")),
-                             "algorithm": get("algorithm", json!("maglev")),
-                             "mode": get("mode", json!("dsr-l2")),
-                             "table_size": get("table_size", json!(65537)), "backends": []});
+            let vip = Vip {
+                name: new.name,
+                address: new.address,
+                port: new.port.unwrap_or(0),
+                protocol: new.protocol.unwrap_or_default(),
+                algorithm: new.algorithm.unwrap_or_default(),
+                mode: new.mode.unwrap_or_default(),
+                table_size: new.table_size.unwrap_or(65537),
+                backends: Vec::new(),
+            };
             vips.push(vip.clone());
-            answer(201, vip)
+            Ok(answer(201, vip))
         }
         (m, [name, tail @ ..]) => {
             let Some(i) = find(vips, name) else {
-                return error(404, "not_found", &format!("unknown VIP {name}"));
+                let msg = format!("unknown VIP {name}");
+                return Err(error(404, ErrorCode::NotFound, &msg));
             };
             match (m, tail) {
-                ("GET", []) => answer(200, vips[i].clone()),
+                ("GET", []) => Ok(answer(200, &vips[i])),
                 ("DELETE", []) => {
                     vips.remove(i);
-                    answer(200, json!({"deleted": name}))
+                    Ok(answer(
+                        200,
+                        Deleted {
+                            deleted: name.to_string(),
+                        },
+                    ))
                 }
                 _ => backends(&mut vips[i], m, tail, body),
             }
         }
-        _ => error(404, "not_found", "no such endpoint"),
+        _ => Err(error(404, ErrorCode::NotFound, "no such endpoint")),
     }
 }
 
-fn backends(vip: &mut Value, method: &str, rest: &[&str], body: Value) -> Response {
-    let name = vip["name"].as_str().unwrap_or_default().to_string();
-    let Some(list) = vip["backends"].as_array_mut() else {
-        return error(500, "internal", "fake state broken");
-    };
-    let weight_ok = |w: &Value| w.as_u64().is_some_and(|w| w <= 1_000_000);
+fn check_weight(w: u32) -> Result<u32, Refused> {
+    if w <= 1_000_000 {
+        Ok(w)
+    } else {
+        Err(error(
+            400,
+            ErrorCode::BadRequest,
+            "weight must be 0-1000000",
+        ))
+    }
+}
+
+fn backends(vip: &mut Vip, method: &str, rest: &[&str], body: &Value) -> Answer {
+    let list = &mut vip.backends;
     match (method, rest) {
-        ("GET", ["backends"]) => answer(200, Value::Array(list.clone())),
+        ("GET", ["backends"]) => Ok(answer(200, &*list)),
         ("POST", ["backends"]) => {
-            let Some(address) = body["address"].as_str() else {
-                return error(400, "bad_request", "address is required");
+            let new: NewBackend = parse(body)?;
+            let weight = check_weight(new.weight.unwrap_or(100))?;
+            let fresh = Backend {
+                declared_weight: new.weight,
+                ..backend(&new.address.to_string(), weight, Source::Api)
             };
-            let weight = body.get("weight").cloned().unwrap_or(json!(100));
-            if !weight_ok(&weight) {
-                return error(400, "bad_request", "weight must be 0-1000000");
-            }
-            let fresh = backend(address, weight.as_u64().unwrap_or(100), "api");
-            match list.iter().position(|b| b["address"] == address) {
+            match list.iter().position(|b| b.address == new.address) {
                 Some(i) => {
                     list[i] = fresh.clone();
-                    answer(200, fresh)
+                    Ok(answer(200, fresh))
                 }
                 None => {
                     list.push(fresh.clone());
-                    answer(201, fresh)
+                    Ok(answer(201, fresh))
                 }
             }
         }
         (_, ["backends", address, action @ ..]) => {
-            let Some(i) = list.iter().position(|b| b["address"] == *address) else {
-                let msg = format!("backend {address} is not a backend of VIP {name}");
-                return error(404, "not_found", &msg);
+            let Some(i) = list.iter().position(|b| b.address.to_string() == *address) else {
+                let msg = format!("backend {address} is not a backend of VIP {}", vip.name);
+                return Err(error(404, ErrorCode::NotFound, &msg));
             };
             let b = &mut list[i];
             match (method, action) {
                 ("DELETE", []) => {
                     list.remove(i);
-                    return answer(200, json!({"deleted": address}));
-                }
-                ("POST", ["weight"]) if weight_ok(&body["weight"]) => {
-                    b["weight"] = body["weight"].clone();
-                    b["effective_weight"] = body["weight"].clone();
+                    let deleted = address.to_string();
+                    return Ok(answer(200, Deleted { deleted }));
                 }
                 ("POST", ["weight"]) => {
-                    return error(400, "bad_request", "weight must be 0-1000000");
+                    let w: SetWeight = parse(body)?;
+                    b.weight = check_weight(w.weight)?;
+                    b.effective_weight = b.weight;
                 }
                 ("POST", ["drain"]) => {
-                    b["admin"] = json!("draining");
-                    b["effective_weight"] = json!(0);
+                    b.admin = AdminState::Draining;
+                    b.drained_by = Some(DrainedBy::Operator);
+                    b.effective_weight = 0;
                 }
                 ("POST", ["undrain"]) => {
-                    b["admin"] = json!("active");
-                    b["effective_weight"] = b["weight"].clone();
+                    b.admin = AdminState::Active;
+                    b.drained_by = None;
+                    b.effective_weight = b.weight;
                 }
-                _ => return error(404, "not_found", "no such endpoint"),
+                _ => return Err(error(404, ErrorCode::NotFound, "no such endpoint")),
             }
-            answer(200, b.clone())
+            Ok(answer(200, b.clone()))
         }
-        _ => error(404, "not_found", "no such endpoint"),
+        _ => Err(error(404, ErrorCode::NotFound, "no such endpoint")),
     }
 }

@@ -175,7 +175,8 @@ mod tests {
     use crate::neighbours::Trigger;
     use lb_config::HealthConfig;
 
-    use crate::daemon::model::{BackendRuntime, NewVip, Source};
+    use crate::daemon::model::{BackendRuntime, Source, vip_config};
+    use lb_api::types::NewVip;
 
     const SHARED: &str = "10.0.0.5";
 
@@ -184,17 +185,16 @@ mod tests {
     }
 
     fn vip(name: &str, address: &str, backends: &[(&str, Option<[u8; 6]>)]) -> VipRuntime {
-        let cfg = NewVip {
+        let new = NewVip {
             name: name.into(),
             address: ip(address),
-            port: 80,
-            protocol: "tcp".into(),
-            algorithm: "maglev".into(),
-            mode: "dsr-l2".into(),
+            port: Some(80),
+            protocol: None,
+            algorithm: None,
+            mode: None,
             table_size: None,
-        }
-        .into_config(HealthConfig::default())
-        .expect("valid VIP");
+        };
+        let cfg = vip_config(new, HealthConfig::default()).expect("valid VIP");
         let health = cfg.health.clone();
         VipRuntime {
             cfg,

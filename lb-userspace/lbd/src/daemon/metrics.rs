@@ -11,6 +11,10 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Prometheus metrics of the data plane, health checks and VRRP.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = OK, description = "the Prometheus text format",
+        content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
     let inner = s.inner.lock().await;
     let maps = inner.prog.maps();
@@ -117,12 +121,9 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
                 "lb_backend_effective_weight{{{l}}} {}",
                 b.effective_weight(&v.cfg.health, now)
             );
-            if let Some(c) = &b.last {
-                let _ = writeln!(
-                    out,
-                    "lb_backend_check_latency_seconds{{{l}}} {}",
-                    c.latency_ms / 1e3
-                );
+            // Only a check that succeeded has a latency (a refusal's is not one).
+            if let Some(ms) = b.last.as_ref().and_then(|c| c.latency_ms) {
+                let _ = writeln!(out, "lb_backend_check_latency_seconds{{{l}}} {}", ms / 1e3);
             }
         }
     }

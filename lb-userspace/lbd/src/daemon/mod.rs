@@ -13,6 +13,7 @@ mod persist;
 mod sweep;
 mod track;
 mod vrrp_metrics;
+mod wire;
 
 pub use bgp::BgpGate;
 pub use sweep::sweep_loop;
@@ -251,16 +252,7 @@ fn restore_dynamic(
         .map(|v| v.health.clone())
         .unwrap_or_default();
     for v in &s.api_vips {
-        let new = model::NewVip {
-            name: v.name.clone(),
-            address: v.address,
-            port: v.port,
-            protocol: v.protocol.clone(),
-            algorithm: v.algorithm.clone(),
-            mode: v.mode.clone(),
-            table_size: Some(v.table_size),
-        };
-        match new.into_config(default_health.clone()) {
+        match model::vip_config(v.clone(), default_health.clone()) {
             Ok(cfg) if !vips.contains_key(&cfg.name) => {
                 vips.insert(
                     cfg.name.clone(),
@@ -317,15 +309,7 @@ fn save_state(shared: &Shared, inner: &Inner) {
             .vips
             .values()
             .filter(|v| v.source != Source::Config)
-            .map(|v| persist::ApiVip {
-                name: v.cfg.name.clone(),
-                address: v.cfg.address,
-                port: v.cfg.port,
-                protocol: lb_config::protocol_name(v.cfg.proto).into(),
-                algorithm: lb_config::algorithm_name(v.cfg.algorithm).into(),
-                mode: lb_config::mode_name(v.cfg.mode).into(),
-                table_size: v.cfg.table_size.get(),
-            })
+            .map(|v| model::vip_definition(&v.cfg))
             .collect(),
         backends: inner
             .vips

@@ -7,18 +7,18 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use lb_common::{Algorithm, ForwardMode};
-use serde::{Deserialize, Serialize};
-
-use lb_config::{self as config, CheckKind, HealthConfig, MacAddr, VipConfig};
+use lb_api::types::{AdminState, Backend, NewVip, Vip};
+pub use lb_api::types::{DrainedBy, LastCheck, Source};
+use lb_config::{CheckKind, HealthConfig, MacAddr, VipConfig};
 use lb_dataplane::{BackendSpec, BackendState, VipSpec, maglev::TableSize};
 
+use super::wire;
 use crate::health::{Health, Machine, ProbeResult, slow_start_weight};
 
 /// Operator (or backend) intent, independent of health.
 ///
 /// Deliberately not `Serialize`/`Deserialize`: the API and the state file both spell it as
-/// two fields (`admin` and `drained_by`), see `BackendView` and `persist`.
+/// two fields (`admin` and `drained_by`), see `backend_view` and `persist`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admin {
     Active,
@@ -28,10 +28,10 @@ pub enum Admin {
 
 impl Admin {
     /// The `admin` field of the API and the state file.
-    pub fn name(self) -> &'static str {
+    pub fn state(self) -> AdminState {
         match self {
-            Admin::Active => "active",
-            Admin::Draining(_) => "draining",
+            Admin::Active => AdminState::Active,
+            Admin::Draining(_) => AdminState::Draining,
         }
     }
 
@@ -42,33 +42,16 @@ impl Admin {
             Admin::Draining(by) => Some(by),
         }
     }
-}
 
-/// Who drained a backend. An operator's drain sticks until an operator undrains (or the
-/// backend is deleted); a registrant's own drain (the app's graceful shutdown) is undone by
-/// its next registration, so an app that died between drain and deregister comes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DrainedBy {
-    Operator,
-    Registrant,
-}
-
-/// Where a backend came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Config,
-    Api,
-    Registered,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastCheck {
-    pub ok: bool,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-    pub at_unix_ms: u64,
+    /// Back from the two fields; a drain without `drained_by` (written by an lbd from before
+    /// it) reads as an operator's, the sticky reading: `lbctl backend undrain` ends it.
+    pub fn from_parts(state: AdminState, by: Option<DrainedBy>) -> Self {
+        match state {
+            AdminState::Draining => Admin::Draining(by.unwrap_or(DrainedBy::Operator)),
+            // A `drained_by` beside "active" means nothing; no lbd ever wrote one.
+            AdminState::Active => Admin::Active,
+        }
+    }
 }
 
 pub fn unix_ms() -> u64 {
@@ -181,7 +164,8 @@ impl BackendRuntime {
     pub fn record(&mut self, r: &ProbeResult) {
         self.last = Some(LastCheck {
             ok: r.ok,
-            latency_ms: r.latency.as_secs_f64() * 1e3,
+            // The time a failed check took (a refusal, a timeout) is not a latency.
+            latency_ms: r.ok.then_some(r.latency.as_secs_f64() * 1e3),
             error: r.error.clone(),
             at_unix_ms: unix_ms(),
         });
@@ -256,51 +240,16 @@ impl VipRuntime {
     }
 }
 
-// ---- JSON views (docs/api.md) ----
+// ---- the API's views (lb-api's types) ----
 
-#[derive(Clone, Debug, Serialize)]
-pub struct BackendView {
-    pub address: IpAddr,
-    pub weight: u32,
-    /// The weight the registrant last declared (null if none did).
-    pub declared_weight: Option<u32>,
-    pub effective_weight: u32,
-    pub health: &'static str,
-    /// `active` or `draining`.
-    pub admin: &'static str,
-    /// Who drained it (null while active).
-    pub drained_by: Option<DrainedBy>,
-    pub source: Source,
-    pub mac: Option<String>,
-    pub mac_error: Option<String>,
-    pub last_check: Option<LastCheck>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct VipView {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: &'static str,
-    pub algorithm: &'static str,
-    pub mode: &'static str,
-    pub table_size: u32,
-    pub backends: Vec<BackendView>,
-}
-
-pub fn backend_view(
-    vip: &VipRuntime,
-    addr: IpAddr,
-    b: &BackendRuntime,
-    now: Instant,
-) -> BackendView {
-    BackendView {
+pub fn backend_view(vip: &VipRuntime, addr: IpAddr, b: &BackendRuntime, now: Instant) -> Backend {
+    Backend {
         address: addr,
         weight: b.weight,
         declared_weight: b.declared_weight,
         effective_weight: b.effective_weight(&vip.cfg.health, now),
-        health: b.machine.state().name(),
-        admin: b.admin.name(),
+        health: b.machine.state(),
+        admin: b.admin.state(),
         drained_by: b.admin.drained_by(),
         source: b.source,
         mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
@@ -309,14 +258,14 @@ pub fn backend_view(
     }
 }
 
-pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
-    VipView {
+pub fn vip_view(v: &VipRuntime, now: Instant) -> Vip {
+    Vip {
         name: v.cfg.name.clone(),
         address: v.cfg.address,
         port: v.cfg.port,
-        protocol: config::protocol_name(v.cfg.proto),
-        algorithm: config::algorithm_name(v.cfg.algorithm),
-        mode: config::mode_name(v.cfg.mode),
+        protocol: wire::protocol(v.cfg.proto),
+        algorithm: wire::algorithm(v.cfg.algorithm),
+        mode: wire::mode(v.cfg.mode),
         table_size: v.cfg.table_size.get(),
         backends: v
             .backends
@@ -326,66 +275,47 @@ pub fn vip_view(v: &VipRuntime, now: Instant) -> VipView {
     }
 }
 
-/// A VIP as the API accepts it (`POST /v1/vips`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewVip {
-    pub name: String,
-    pub address: IpAddr,
-    #[serde(default)]
-    pub port: u16,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-    #[serde(default = "maglev")]
-    pub algorithm: String,
-    #[serde(default = "dsr")]
-    pub mode: String,
-    pub table_size: Option<u32>,
+/// A VIP as the API accepts it (`POST /v1/vips`, the state file), validated into a config
+/// entry with `health` (the global default) and lbd's defaults for what it leaves out.
+pub fn vip_config(new: NewVip, health: HealthConfig) -> Result<VipConfig, String> {
+    let valid_name = !new.name.is_empty()
+        && new.name.len() <= 64
+        && new
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return Err("name: 1-64 characters of a-z, 0-9, '-', '_'".into());
+    }
+    let table_size = match new.table_size {
+        Some(n) => TableSize::new(n).map_err(|e| format!("table_size: {e}"))?,
+        None => TableSize::DEFAULT,
+    };
+    Ok(VipConfig {
+        name: new.name,
+        address: new.address,
+        port: new.port.unwrap_or(0),
+        proto: wire::ip_protocol(new.protocol.unwrap_or_default()),
+        algorithm: wire::dataplane_algorithm(new.algorithm.unwrap_or_default()),
+        mode: wire::forward_mode(new.mode.unwrap_or_default()),
+        table_size,
+        health,
+        backends: Vec::new(),
+        // Not in the API's VIP type yet: API-created VIPs run without it.
+        second_chance: lb_dataplane::SecondChance::Off,
+    })
 }
 
-fn tcp() -> String {
-    "tcp".into()
-}
-fn maglev() -> String {
-    "maglev".into()
-}
-fn dsr() -> String {
-    "dsr-l2".into()
-}
-
-impl NewVip {
-    /// Validates into a config entry (health as the global default).
-    pub fn into_config(self, health: HealthConfig) -> Result<VipConfig, String> {
-        let valid_name = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid_name {
-            return Err("name: 1-64 characters of a-z, 0-9, '-', '_'".into());
-        }
-        let proto = config::parse_protocol(&self.protocol).map_err(|e| format!("protocol: {e}"))?;
-        let algorithm: Algorithm =
-            config::parse_algorithm(&self.algorithm).map_err(|e| format!("algorithm: {e}"))?;
-        let mode: ForwardMode = config::parse_mode(&self.mode).map_err(|e| format!("mode: {e}"))?;
-        let table_size = match self.table_size {
-            Some(n) => TableSize::new(n).map_err(|e| format!("table_size: {e}"))?,
-            None => TableSize::DEFAULT,
-        };
-        Ok(VipConfig {
-            name: self.name,
-            address: self.address,
-            port: self.port,
-            proto,
-            algorithm,
-            mode,
-            table_size,
-            health,
-            backends: Vec::new(),
-            // Not in the API's VIP type yet: API-created VIPs run without it.
-            second_chance: lb_dataplane::SecondChance::Off,
-        })
+/// The definition of a VIP with every field set (what the state file keeps).
+pub fn vip_definition(cfg: &VipConfig) -> NewVip {
+    NewVip {
+        name: cfg.name.clone(),
+        address: cfg.address,
+        port: Some(cfg.port),
+        protocol: Some(wire::protocol(cfg.proto)),
+        algorithm: Some(wire::algorithm(cfg.algorithm)),
+        mode: Some(wire::mode(cfg.mode)),
+        table_size: Some(cfg.table_size.get()),
     }
 }
 

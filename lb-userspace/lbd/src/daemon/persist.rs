@@ -3,32 +3,21 @@
 
 use std::{net::IpAddr, path::Path};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::model::{Admin, DrainedBy, Source};
+use super::model::Admin;
+use lb_api::types::{AdminState, DrainedBy, Health, NewVip, Source};
 use lb_dataplane::ProgrammerState;
-
-use crate::health::Health;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StateFile {
     pub programmer: ProgrammerState,
-    /// VIPs added through the API (config VIPs come from the config).
+    /// VIPs added through the API (config VIPs come from the config), as the API takes
+    /// them, every field set.
     #[serde(default)]
-    pub api_vips: Vec<ApiVip>,
+    pub api_vips: Vec<NewVip>,
     #[serde(default)]
     pub backends: Vec<BackendState>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApiVip {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: String,
-    pub algorithm: String,
-    pub mode: String,
-    pub table_size: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,36 +43,28 @@ struct BackendStateWire {
     /// applies, as it always did).
     #[serde(default)]
     declared_weight: Option<u32>,
-    admin: AdminWire,
+    admin: AdminState,
     /// Added later: absent from older state files (a drain there reads as an operator's).
     #[serde(default)]
     drained_by: Option<DrainedBy>,
     source: Source,
+    /// A verdict this lbd does not know reads as no verdict.
+    #[serde(deserialize_with = "lenient_health")]
     health: Health,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum AdminWire {
-    Active,
-    Draining,
+fn lenient_health<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+    Ok(String::deserialize(d)?.parse().unwrap_or(Health::Unknown))
 }
 
 impl From<BackendStateWire> for BackendState {
     fn from(w: BackendStateWire) -> Self {
-        let admin = match w.admin {
-            // A drain saved by an lbd from before `drained_by` reads as an operator's (the
-            // sticky reading: `lbctl backend undrain` ends it).
-            AdminWire::Draining => Admin::Draining(w.drained_by.unwrap_or(DrainedBy::Operator)),
-            // A `drained_by` beside "active" means nothing; no lbd ever wrote one.
-            AdminWire::Active => Admin::Active,
-        };
         Self {
             vip: w.vip,
             address: w.address,
             weight: w.weight,
             declared_weight: w.declared_weight,
-            admin,
+            admin: Admin::from_parts(w.admin, w.drained_by),
             source: w.source,
             health: w.health,
         }
@@ -97,24 +78,11 @@ impl From<BackendState> for BackendStateWire {
             address: b.address,
             weight: b.weight,
             declared_weight: b.declared_weight,
-            admin: match b.admin {
-                Admin::Active => AdminWire::Active,
-                Admin::Draining(_) => AdminWire::Draining,
-            },
+            admin: b.admin.state(),
             drained_by: b.admin.drained_by(),
             source: b.source,
             health: b.health,
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Health {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match String::deserialize(d)?.as_str() {
-            "healthy" => Health::Healthy,
-            "unhealthy" => Health::Unhealthy,
-            _ => Health::Unknown,
-        })
     }
 }
 
@@ -225,6 +193,23 @@ mod tests {
         );
         assert_eq!(s.backends[2].source, Source::Registered);
         assert_eq!(s.backends[2].health, Health::Unhealthy);
+    }
+
+    #[test]
+    fn api_vips_of_an_older_lbd_load_as_the_api_takes_them() {
+        let s = load_text(&format!(
+            r#"{{ {PROGRAMMER}, "backends": [], "api_vips": [{{"name": "dns",
+                "address": "10.77.0.101", "port": 53, "protocol": "udp", "algorithm": "wrr",
+                "mode": "ipip", "table_size": 251}}] }}"#
+        ));
+        let v = &s.api_vips[0];
+        assert_eq!(v.protocol, Some(lb_api::types::Protocol::Udp));
+        assert_eq!(
+            v.algorithm,
+            Some(lb_api::types::Algorithm::WeightedRoundRobin)
+        );
+        assert_eq!(v.mode, Some(lb_api::types::Mode::Ipip));
+        assert_eq!(v.table_size, Some(251));
     }
 
     #[test]

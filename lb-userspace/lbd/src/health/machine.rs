@@ -3,24 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// No verdict yet: not given new flows until `rise` successes.
-    Unknown,
-    Healthy,
-    Unhealthy,
-}
-
-impl Health {
-    pub fn name(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        }
-    }
-}
+/// The verdict, as the API spells it.
+pub use lb_api::types::Health;
 
 /// A backend that falls within this time of becoming healthy is flapping: each such fall
 /// doubles the successes it needs to come back (see [`Machine::needed_rise`]).

@@ -135,6 +135,15 @@ impl ControlLab {
 
     /// `lb_sysctls` are set in lb1's namespace before `lbd` starts (e.g. neighbour timers).
     pub fn with_options(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)]) -> Self {
+        Self::build(backends, interval_ms, lb_sysctls, "")
+    }
+
+    /// `extra` is appended to lbd's config (whole TOML tables, e.g. a `[vrrp]` section).
+    pub fn with_extra_config(backends: u8, extra: &str) -> Self {
+        Self::build(backends, INTERVAL_MS, &[], extra)
+    }
+
+    fn build(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)], extra: &str) -> Self {
         require_root();
         let topo = Topology::small(backends).expect("topology");
         let lab = Lab::create(&topo).expect("lab");
@@ -190,6 +199,8 @@ impl ControlLab {
                 10 + i
             ));
         }
+        cfg.push('\n');
+        cfg.push_str(extra);
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
         let mut me = Self {

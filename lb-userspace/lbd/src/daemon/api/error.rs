@@ -1,0 +1,123 @@
+//! The API's one error shape (`lb_api::types::ErrorBody`) and extractors whose rejections
+//! answer with it instead of axum's plain text.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use lb_api::types::{ErrorBody, ErrorCode};
+use serde::de::DeserializeOwned;
+
+use crate::daemon::ModelError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, m)
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, m)
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::Internal, e.to_string())
+    }
+
+    /// An axum rejection (body, path) as ours: its status decides the code.
+    fn rejected(status: StatusCode, text: String) -> Self {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            s if s.is_server_error() => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        };
+        Self::new(code, text)
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::NoVip(_) => Self::not_found(e.to_string()),
+            ModelError::FamilyMismatch => Self::new(ErrorCode::Invalid, e.to_string()),
+            ModelError::Program(_) => Self::internal(e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code,
+        };
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body (`Content-Type: application/json` required): 400 for syntax and types, 413,
+/// 415.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send Content-Type: application/json",
+            )),
+            Err(e) => Err(ApiError::rejected(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// A body that may be left out (drain, shutdown): empty (or JSON `null`) is `None`,
+/// anything else must be the JSON of `T`.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        serde_json::from_slice(&body)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// Path parameters with a JSON 400 (e.g. a segment that is not UTF-8).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))
+    }
+}
