@@ -26,6 +26,7 @@
 //! server, a Sentinel set, a Redis Cluster), chosen by the form of `redis.url`; the cache and
 //! the queue both use it.
 
+pub mod alloc;
 pub mod api;
 pub mod cache;
 pub mod config;

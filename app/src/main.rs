@@ -2,14 +2,20 @@
 //! the effective configuration (file plus `APP_*` overrides) or the first error; `app
 //! openapi` prints the API's OpenAPI document.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use app::alloc::{Allocator, Selectable};
 use app::config::Config;
 use app::server;
+
+/// glibc's malloc, jemalloc or mimalloc, as `APP_ALLOCATOR` says (see `app::alloc`).
+#[global_allocator]
+static GLOBAL: Selectable = Selectable;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,7 +79,10 @@ fn init_logs(format: LogFormat) {
     let filter = EnvFilter::try_from_env("APP_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only on a terminal: in a log file they are bytes to write and to strip.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -108,6 +117,9 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The process already runs on the default when the variable names no allocator: refuse
+    // to go on rather than run on something the operator did not ask for.
+    let allocator = Allocator::from_env().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     match cli.command {
         Command::Openapi => {
@@ -159,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             init_logs(cli.log_format);
+            tracing::info!(%allocator, "memory allocator");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

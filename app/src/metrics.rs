@@ -3,8 +3,8 @@
 //! Other modules (the queue) register their own series in [`Metrics::registry`].
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every series of the HTTP and cache layers. Clones share the same series.
@@ -77,6 +77,15 @@ impl Metrics {
             &["method", "route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        // Which allocator the process runs on (only the `app` binary installs the selector).
+        if let Some(a) = crate::alloc::Allocator::current() {
+            let info = IntGaugeVec::new(
+                Opts::new("app_allocator_info", "The memory allocator (APP_ALLOCATOR)"),
+                &["allocator"],
+            )?;
+            info.with_label_values(&[a.as_str()]).set(1);
+            registry.register(Box::new(info))?;
+        }
         let m = Self {
             cache_lookups: counter_vec(
                 "app_cache_lookups_total",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,8 +24,8 @@ use crate::config::Config;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registration::Registrar;
-use crate::state::{AppState, Readiness};
-use crate::store::Store;
+use crate::state::{AppState, Readiness, Shared};
+use crate::store::{PoolMetrics, Store};
 
 /// What other modules (the queue, tasks, orders) add to an instance.
 #[derive(Default)]
@@ -76,16 +77,20 @@ impl RunningApp {
 /// Connects the database and builds the shared state (no sockets, no tasks yet).
 pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("creating metrics")?;
-    let store = Store::connect(&cfg.database).await.with_context(|| {
-        format!(
-            "connecting to the database ({})",
-            crate::config::redact_url(&cfg.database.url)
-        )
-    })?;
+    let pool_metrics =
+        PoolMetrics::register(&metrics.registry).context("registering the pool metrics")?;
+    let store = Store::connect(&cfg.database, pool_metrics)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the database ({})",
+                crate::config::redact_url(&cfg.database.url)
+            )
+        })?;
     let instance = cfg.instance_name();
     let cache = Cache::new(&cfg.cache, &cfg.redis, &instance, metrics.clone())
         .context("creating the cache")?;
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         config: Arc::new(cfg),
         instance: instance.into(),
         store,
@@ -93,7 +98,7 @@ pub async fn build_state(cfg: Config) -> anyhow::Result<AppState> {
         metrics,
         readiness: Arc::new(Readiness::default()),
         shutdown: CancellationToken::new(),
-    })
+    }))
 }
 
 /// Starts an instance with no extensions.
@@ -134,6 +139,13 @@ where
         let stop = http_stop.clone();
         tokio::spawn(async move {
             let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+            // Answers leave at once instead of waiting for the client's ACK of the last
+            // segment (Nagle); Go's net/http, HAProxy and nginx do the same.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             if let Err(e) = axum::serve(listener, svc)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await

@@ -15,10 +15,12 @@ pub enum What {
     Failover,
     /// An active balancer dies: BGP/ECMP (three active) beside VRRP, same topology and clients.
     Ha,
-    /// The backend service: /ping, L1, L2 and database reads.
+    /// The backend service: /ping, L1, L2 and database reads, beside the seed's Gin service
+    /// and redis-benchmark GET (`-- --allocators system,jemalloc,mimalloc` for the allocator study).
     App,
-    /// Queue throughput with 1, 2 and 4 workers beside raw Redis Streams (`-- --redis cluster`:
-    /// on Redis Clusters of 1, 2 and 3 masters beside one server).
+    /// Queue throughput with 1, 2 and 4 workers on Redis Streams, RabbitMQ and BullMQ, beside
+    /// the raw broker loops (`-- --redis cluster`: on Redis Clusters of 1, 2 and 3 masters
+    /// beside one server).
     Queue,
     /// The whole lab: XDP balancer vs nginx stream vs HAProxy TCP vs direct (wrk, UDP pps, CPU).
     Lab,
@@ -44,8 +46,16 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
                     .args(args),
             );
         }
-        What::App => ("app-bench", "app-bench", &[]),
-        What::Queue => ("app-bench", "queue-bench", &[]),
+        What::App => {
+            deps::apt_install(deps::APP_BENCH_PACKAGES)?;
+            // The bench runs the shipped binary, on each allocator it measures.
+            util::run(util::cargo().args(["build", "--release", "-p", "app", "--bin", "app"]))?;
+            ("app-bench", "app-bench", &[])
+        }
+        What::Queue => {
+            deps::npm_ci(&util::root().join("app/bench/peers/bullmq"))?;
+            ("app-bench", "queue-bench", &[])
+        }
         What::Lab => {
             lab::up::build()?;
             ("tests", "lab-bench", &[])

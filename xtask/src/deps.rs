@@ -36,12 +36,27 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
 
+/// What `cargo xtask bench app` adds: the seed's Gin service and its Redis client, built
+/// from Debian's Go packages by the bench, and `perf` for the profile in app/docs.
+pub const APP_BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("golang-go", "/usr/bin/go"),
+    (
+        "golang-github-gin-gonic-gin-dev",
+        "/usr/share/gocode/src/github.com/gin-gonic/gin",
+    ),
+    (
+        "golang-gopkg-redis.v5-dev",
+        "/usr/share/gocode/src/gopkg.in/redis.v5",
+    ),
+    ("linux-perf", "/usr/bin/perf"),
+];
+
 pub fn apt_packages() -> Result<()> {
     apt_install(APT_PACKAGES)
 }
 
 /// Installs those of `packages` whose probe file is missing.
-fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
+pub fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, probe)| !std::path::Path::new(probe).exists())
@@ -79,6 +94,26 @@ fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
     run(&mut install)?;
     // Debian starts some services on install where an init system runs; none is wanted here.
     Ok(())
+}
+
+/// The npm packages of `dir` (`package-lock.json`) installed with `npm ci` when
+/// `node_modules` is missing or older than the lock file; Node.js and npm from Debian when
+/// the machine has none.
+pub fn npm_ci(dir: &std::path::Path) -> Result<()> {
+    if !succeeds(Command::new("node").arg("--version"))
+        || !succeeds(Command::new("npm").arg("--version"))
+    {
+        apt_install(&[("nodejs", "/usr/bin/node"), ("npm", "/usr/bin/npm")])?;
+    }
+    let modified = |p: &std::path::Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stamp = dir.join("node_modules/.package-lock.json");
+    if modified(&stamp).is_some() && modified(&stamp) >= modified(&dir.join("package-lock.json")) {
+        return Ok(());
+    }
+    step(&format!("installing npm packages in {}", dir.display()));
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir))
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

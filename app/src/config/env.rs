@@ -6,8 +6,9 @@
 
 use super::ConfigError;
 
-/// Variables with the prefix that are not configuration keys (the CLI reads them).
-const NOT_CONFIG: &[&str] = &["APP_CONFIG", "APP_LOG", "APP_LOG_FORMAT"];
+/// Variables with the prefix that are not configuration keys (the CLI reads them; the
+/// allocator is chosen before any configuration is read).
+const NOT_CONFIG: &[&str] = &["APP_CONFIG", "APP_LOG", "APP_LOG_FORMAT", crate::alloc::ENV];
 
 /// Applies every `APP_*` variable of `env` to `doc`.
 pub fn apply_env_overrides<I>(doc: &mut toml::Table, env: I) -> Result<(), ConfigError>
@@ -89,6 +90,7 @@ mod tests {
                     r#"["http://a:1","http://b:2"]"#,
                 ),
                 ("APP_CONFIG", "/etc/app.toml"),
+                ("APP_ALLOCATOR", "jemalloc"),
                 ("HOME", "/root"),
             ]),
         )

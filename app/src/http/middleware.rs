@@ -15,23 +15,22 @@ use crate::state::AppState;
 /// Counts requests by method, matched route (not the raw path: bounded label values) and
 /// status, and tracks requests in flight (shutdown waits for them).
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    // Clones that allocate nothing: a standard method is an enum, a matched path an Arc.
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     st.metrics.http_in_flight.inc();
     let start = Instant::now();
     let resp = next.run(req).await;
     st.metrics.http_in_flight.dec();
+    let method = method.as_str();
     st.metrics
         .http_duration
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[method, route])
         .observe(start.elapsed().as_secs_f64());
     st.metrics
         .http_requests
-        .with_label_values(&[&method, &route, resp.status().as_str()])
+        .with_label_values(&[method, route, resp.status().as_str()])
         .inc();
     resp
 }

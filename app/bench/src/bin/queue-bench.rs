@@ -1,8 +1,13 @@
 //! Queue throughput, end to end (enqueue to acknowledged), with 1, 2 and 4 workers on each
-//! backend (Redis Streams and RabbitMQ, same workload, same run), beside the raw bounds
-//! measured in the same run: Redis Streams (XADD + XREADGROUP + XACK) and RabbitMQ (confirmed
-//! persistent publish + consume + ack), both without job logic. Starts its own redis-server
-//! and rabbitmq-server on free loopback ports.
+//! backend (Redis Streams and RabbitMQ) and on BullMQ, the most used Redis job queue, all
+//! with the same workload in the same run, beside the raw bounds of both brokers: Redis
+//! Streams (XADD, XREADGROUP, XACK) and RabbitMQ (confirmed persistent publish, consume,
+//! ack), both without job logic. Starts its own redis-server and rabbitmq-server on free
+//! loopback ports.
+//!
+//! Every case also reports the time from enqueue to done of each job as the system itself
+//! records it (p50, p99, p99.9; the app's job hash has `created_ms` and `finished_ms`,
+//! BullMQ's job has `timestamp` and `finishedOn`) and the redis-server CPU time per job.
 //!
 //! `cargo xtask bench queue [ARGS]` runs `cargo run --release -p app-bench --bin queue-bench -- [ARGS]`.
 
@@ -19,10 +24,16 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
 
+#[path = "queue_bench/bullmq.rs"]
+mod bullmq;
 #[path = "queue_bench/cluster.rs"]
 mod cluster;
 #[path = "queue_bench/raw.rs"]
 mod raw;
+#[path = "queue_bench/report.rs"]
+mod report;
+
+use report::{Case, Kind};
 
 /// Where the Redis of the queue cases runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,23 +48,26 @@ enum RedisSetup {
 #[command(
     name = "queue-bench",
     about = "Jobs per second of the queue (enqueue to acknowledged) with 1, 2 and 4 workers on \
-             Redis Streams and on RabbitMQ, beside raw bounds of both brokers measured in the same run"
+             Redis Streams, on RabbitMQ and on BullMQ, beside raw bounds of both brokers measured in the same run"
 )]
 struct Args {
     /// Jobs per measured run.
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
-    /// Backends to measure, comma separated: redis, rabbitmq.
-    #[arg(long, value_delimiter = ',', default_value = "redis,rabbitmq")]
-    backends: Vec<QueueBackend>,
+    /// Systems to measure, comma separated: redis, rabbitmq (our queue on each broker),
+    /// bullmq (the peer).
+    #[arg(long, value_delimiter = ',', default_value = "redis,rabbitmq,bullmq")]
+    systems: Vec<report::System>,
     /// Runs per case; the median is reported (at least 3).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Worker counts to measure, comma separated. A worker is one pool with its own Redis
-    /// connections and consumer name, like one `app worker` process.
+    /// connections and consumer name, like one `app worker` process (for BullMQ: one
+    /// worker process).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
-    /// Jobs one worker runs at the same time (`queue.default_concurrency`).
+    /// Jobs one worker runs at the same time (`queue.default_concurrency`; BullMQ's
+    /// `concurrency`).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Concurrent enqueue calls of the producer.
@@ -78,28 +92,113 @@ struct Args {
     partitions: u32,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+/// What one run measured.
+pub struct Measured {
+    pub jobs_per_s: f64,
+    /// redis-server CPU time (user + system) between the first enqueue and the last ack.
+    pub redis_cpu_s: f64,
+    /// Each job's enqueue-to-done time, where the system records it.
+    pub latencies_ms: Option<Vec<f64>>,
+}
+
+/// The clock and redis-server's CPU counter of one run.
+pub struct Meter {
+    conn: redis::aio::MultiplexedConnection,
+    cpu0: f64,
+    start: Instant,
+}
+
+/// A connection for the bench's own commands. redis-rs gives up on an answer after 500 ms
+/// by default; a FLUSHALL of a run's 20,000 jobs on a loaded machine takes longer, and a bench
+/// must not fail for it (it still stops by itself: 30 s).
+pub async fn bench_conn(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
+async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_sys") + field("used_cpu_user"))
+}
+
+impl Meter {
+    pub async fn start(client: &redis::Client) -> anyhow::Result<Self> {
+        let mut conn = bench_conn(client).await?;
+        let cpu0 = redis_cpu(&mut conn).await?;
+        Ok(Self {
+            conn,
+            cpu0,
+            start: Instant::now(),
+        })
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Stops the clock after `jobs` jobs.
+    pub async fn stop(mut self, jobs: usize) -> anyhow::Result<Measured> {
+        let took = self.start.elapsed();
+        let cpu = redis_cpu(&mut self.conn).await? - self.cpu0;
+        Ok(Measured {
+            jobs_per_s: jobs as f64 / took.as_secs_f64(),
+            redis_cpu_s: cpu,
+            latencies_ms: None,
+        })
     }
 }
 
 async fn flush(url: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await?;
+    let mut c = bench_conn(&client).await?;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut c)
+        .await
+        .context("FLUSHALL between runs")?;
     Ok(())
 }
 
 async fn noop(_ctx: JobContext) -> Result<JobOutput, JobError> {
     Ok(None)
+}
+
+/// The payload of every job of every system: `{"n": i}`.
+fn payload(i: usize) -> serde_json::Value {
+    json!({ "n": i })
+}
+
+/// Enqueue-to-done of each job from its record (`created_ms`, `finished_ms`: Redis time).
+async fn job_latencies(q: &Queue, ids: &[String]) -> anyhow::Result<Vec<f64>> {
+    let mut conn = q.connection();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let mut p = redis::pipe();
+        for id in chunk {
+            p.cmd("HMGET")
+                .arg(q.keys().job(id))
+                .arg("created_ms")
+                .arg("finished_ms");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = p.query_async(&mut conn).await?;
+        for (id, (c, f)) in chunk.iter().zip(rows) {
+            match (c, f) {
+                (Some(c), Some(f)) => out.push(f.saturating_sub(c) as f64),
+                _ => bail!("job {id} has no created_ms/finished_ms"),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The queue end to end: workers start first, then the producer enqueues while they run;
@@ -111,7 +210,7 @@ async fn queue_run(
     workers: usize,
     jobs: usize,
     limit: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let settings = QueueSettings {
         backend: backend.0,
         rabbitmq_url: backend.1.to_string(),
@@ -137,26 +236,26 @@ async fn queue_run(
     };
     let producer = Queue::connect(url, settings).await?;
     queues.push(producer.clone());
-    let start = Instant::now();
+    let meter = Meter::start(&redis::Client::open(url)?).await?;
     let enqueue = tokio::spawn({
         let producers = args.producers;
+        let producer = producer.clone();
         async move {
+            let mut ids = Vec::with_capacity(jobs);
             let mut results = futures::stream::iter(0..jobs)
                 .map(|i| {
                     let q = producer.clone();
-                    async move { q.enqueue(NewJob::new("bench", "noop", json!(i))).await }
+                    async move { q.enqueue(NewJob::new("bench", "noop", payload(i))).await }
                 })
                 .buffer_unordered(producers);
             while let Some(r) = results.next().await {
-                if let Err(e) = r {
-                    return Some(e);
-                }
+                ids.push(r?.id);
             }
-            None
+            Ok::<_, app::queue::QueueError>(ids)
         }
     });
     while done() < jobs as u64 {
-        if start.elapsed() > limit {
+        if meter.elapsed() > limit {
             bail!(
                 "queue run with {workers} worker(s) did not finish within {limit:?} ({} of {jobs} done)",
                 done()
@@ -164,38 +263,16 @@ async fn queue_run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let took = start.elapsed();
-    if let Some(e) = enqueue.await? {
-        return Err(e).context("enqueue failed");
-    }
+    let mut m = meter.stop(jobs).await?;
+    let ids = enqueue.await?.context("enqueue failed")?;
     for p in pools {
         p.shutdown().await;
     }
+    m.latencies_ms = Some(job_latencies(&producer, &ids).await?);
     for q in queues {
         q.close().await;
     }
-    Ok(jobs as f64 / took.as_secs_f64())
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    RawBatched,
-    RawPerEntry,
-    RawRabbit,
-    Queue(QueueBackend, usize),
-}
-
-struct Case {
-    name: String,
-    kind: Kind,
-    runs: Vec<f64>,
-}
-
-fn backend_name(b: QueueBackend) -> &'static str {
-    match b {
-        QueueBackend::Redis => "redis streams",
-        QueueBackend::Rabbitmq => "rabbitmq",
-    }
+    Ok(m)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -215,17 +292,20 @@ async fn main() -> anyhow::Result<()> {
     {
         bail!("--workers takes counts between 1 and 64");
     }
-    if args.backends.is_empty() {
-        bail!("--backends needs at least one of redis, rabbitmq");
+    if args.systems.is_empty() {
+        bail!("--systems needs at least one of redis, rabbitmq, bullmq");
     }
-    args.backends.dedup();
+    args.systems.dedup();
+    let with_rabbit = args.systems.contains(&report::System::Rabbitmq);
+    if args.systems.contains(&report::System::Bullmq) {
+        app_bench::peers::bullmq_dir()?;
+    }
     if !(1..=64).contains(&args.partitions) {
         bail!("--partitions takes a count between 1 and 64");
     }
     if args.redis == RedisSetup::Cluster {
         return cluster::run(&args).await;
     }
-    let with_rabbit = args.backends.contains(&QueueBackend::Rabbitmq);
     let limit = Duration::from_secs(args.run_timeout_s);
     let redis = LocalRedis::start()?;
     let url = redis.url();
@@ -246,8 +326,8 @@ async fn main() -> anyhow::Result<()> {
     let rabbit_url = rabbit.as_ref().map(LocalRabbit::url).unwrap_or_default();
 
     // A short warm-up so the first measured run does not pay for script loading, queue
-    // declarations and page faults.
-    for &b in &args.backends {
+    // declarations and page faults (BullMQ warms up inside each of its runs).
+    for b in args.systems.iter().filter_map(|s| s.backend()) {
         flush(&url).await?;
         queue_run(
             &url,
@@ -263,182 +343,83 @@ async fn main() -> anyhow::Result<()> {
     let max_workers = args.workers.iter().copied().max().unwrap_or(1);
     let readers = max_workers * args.concurrency;
     let mut cases = vec![
-        Case {
-            name: "raw redis, batches of 100".into(),
-            kind: Kind::RawBatched,
-            runs: Vec::new(),
-        },
-        Case {
-            name: format!("raw redis, per entry ({readers} readers)"),
-            kind: Kind::RawPerEntry,
-            runs: Vec::new(),
-        },
+        Case::new(Kind::RawBatched),
+        Case::new(Kind::RawPerEntry { readers }),
     ];
     if with_rabbit {
-        cases.push(Case {
-            name: format!("raw rabbitmq (prefetch {readers})"),
-            kind: Kind::RawRabbit,
-            runs: Vec::new(),
-        });
+        cases.push(Case::new(Kind::RawRabbit { prefetch: readers }));
     }
     for &w in &args.workers {
-        for &b in &args.backends {
-            cases.push(Case {
-                name: format!(
-                    "{}, {w} worker{}",
-                    backend_name(b),
-                    if w == 1 { "" } else { "s" }
-                ),
-                kind: Kind::Queue(b, w),
-                runs: Vec::new(),
-            });
+        for &s in &args.systems {
+            cases.push(Case::new(Kind::System(s, w)));
         }
     }
+    let defaults = QueueSettings::default();
     // Interleave the cases run by run, so a slow moment of the machine hits all of them.
     for run in 1..=args.runs {
         for case in &mut cases {
             flush(&url).await?;
-            let rate = match case.kind {
+            let m = match case.kind {
                 Kind::RawBatched => raw::raw_bound(&url, args.jobs, limit).await?,
-                Kind::RawPerEntry => {
+                Kind::RawPerEntry { readers } => {
                     raw::raw_per_entry(&url, args.producers, readers, args.jobs, limit).await?
                 }
-                Kind::RawRabbit => {
-                    let prefetch = u16::try_from(readers).unwrap_or(u16::MAX);
-                    raw::raw_rabbit(&rabbit_url, args.producers, prefetch, args.jobs, limit).await?
+                Kind::RawRabbit { prefetch } => {
+                    let prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
+                    raw::raw_rabbit(
+                        &rabbit_url,
+                        &url,
+                        args.producers,
+                        prefetch,
+                        args.jobs,
+                        limit,
+                    )
+                    .await?
                 }
-                Kind::Queue(b, w) => {
-                    queue_run(&url, (b, &rabbit_url), &args, w, args.jobs, limit).await?
-                }
+                Kind::System(s, w) => match s.backend() {
+                    Some(b) => {
+                        queue_run(&url, (b, &rabbit_url), &args, w, args.jobs, limit).await?
+                    }
+                    None => {
+                        let load = bullmq::Load {
+                            port: redis.port(),
+                            jobs: args.jobs,
+                            producers: args.producers,
+                            workers: w,
+                            concurrency: args.concurrency,
+                            limit,
+                        };
+                        let d = defaults.clone();
+                        tokio::task::spawn_blocking(move || bullmq::run(&load, &d)).await??
+                    }
+                },
             };
             eprintln!(
                 "run {run}/{}: {:<36} {:>10.0} jobs/s",
-                args.runs, case.name, rate
+                args.runs,
+                case.name(),
+                m.jobs_per_s
             );
-            case.runs.push(rate);
+            case.push(args.jobs, m);
         }
     }
-
-    let find = |k: &dyn Fn(Kind) -> bool| {
-        cases
-            .iter()
-            .find(|c| k(c.kind))
-            .map(|c| median(&c.runs))
-            .unwrap_or(0.0)
-    };
-    let raw = find(&|k| matches!(k, Kind::RawBatched));
-    let raw1 = find(&|k| matches!(k, Kind::RawPerEntry));
-    let raw_mq = find(&|k| matches!(k, Kind::RawRabbit));
-    let queue_median = |b: QueueBackend, w: usize| {
-        find(&|k| matches!(k, Kind::Queue(kb, kw) if kb == b && kw == w))
-    };
-    let ratio = |m: f64, base: f64| if base > 0.0 { m / base } else { 0.0 };
-    let raw_of = |b: QueueBackend| match b {
-        QueueBackend::Redis => raw1,
-        QueueBackend::Rabbitmq => raw_mq,
-    };
+    let r = report::Report::new(
+        report::Setup {
+            jobs_per_run: args.jobs,
+            runs: args.runs,
+            producers: args.producers,
+            concurrency_per_worker: args.concurrency,
+            max_attempts: defaults.max_attempts,
+            backoff_base_ms: defaults.backoff_base_ms,
+            claim_idle_ms: defaults.claim_idle_ms,
+            retention_s: defaults.retention_s,
+        },
+        &cases,
+    );
     if args.json {
-        let queue: Vec<_> = cases
-            .iter()
-            .filter_map(|c| match c.kind {
-                Kind::Queue(b, w) => Some((c, b, w)),
-                _ => None,
-            })
-            .map(|(c, b, w)| {
-                let m = median(&c.runs);
-                json!({
-                    "backend": b.as_str(),
-                    "workers": w,
-                    "concurrency_per_worker": args.concurrency,
-                    "jobs_per_s_median": m,
-                    "jobs_per_s_runs": c.runs,
-                    "ratio_to_raw_bound": ratio(m, raw),
-                    "ratio_to_raw_per_entry": ratio(m, raw1),
-                    "ratio_to_raw_of_its_broker": ratio(m, raw_of(b)),
-                    "ratio_to_redis_same_workers": ratio(m, queue_median(QueueBackend::Redis, w)),
-                })
-            })
-            .collect();
-        let mut out = json!({
-            "bench": "queue",
-            "jobs_per_run": args.jobs,
-            "runs": args.runs,
-            "producers": args.producers,
-            "backends": args.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
-            "raw_bound_jobs_per_s_median": raw,
-            "raw_bound_jobs_per_s_runs": cases[0].runs,
-            "raw_per_entry_readers": readers,
-            "raw_per_entry_jobs_per_s_median": raw1,
-            "raw_per_entry_jobs_per_s_runs": cases[1].runs,
-            "queue": queue,
-        });
-        if with_rabbit {
-            out["raw_rabbitmq_prefetch"] = json!(readers);
-            out["raw_rabbitmq_jobs_per_s_median"] = json!(raw_mq);
-            out["raw_rabbitmq_jobs_per_s_runs"] = json!(cases[2].runs);
-        }
-        println!("{out}");
-        return Ok(());
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        r.print_table();
     }
-    println!(
-        "Queue throughput, enqueue to acknowledged: {} jobs per run, median of {} runs, {} jobs in flight per worker, {} concurrent producers",
-        args.jobs, args.runs, args.concurrency, args.producers
-    );
-    println!(
-        "{:<38} {:>14} {:>10} {:>10} {:>12}",
-        "case", "jobs/s median", "min", "max", "vs its raw"
-    );
-    for c in &cases {
-        let m = median(&c.runs);
-        let min = c.runs.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = c.runs.iter().copied().fold(0.0, f64::max);
-        let vs = match c.kind {
-            Kind::Queue(b, _) => format!("{:.2}x", ratio(m, raw_of(b))),
-            _ => "-".into(),
-        };
-        println!(
-            "{:<38} {:>14.0} {:>10.0} {:>10.0} {:>12}",
-            c.name, m, min, max, vs
-        );
-    }
-    println!();
-    print!("{:<10}", "workers");
-    for &b in &args.backends {
-        print!(" {:>16}", format!("{} jobs/s", b.as_str()));
-    }
-    if args.backends.len() == 2 {
-        print!(" {:>16}", "rabbitmq/redis");
-    }
-    println!();
-    for &w in &args.workers {
-        print!("{w:<10}");
-        for &b in &args.backends {
-            print!(" {:>16.0}", queue_median(b, w));
-        }
-        if args.backends.len() == 2 {
-            let r = ratio(
-                queue_median(QueueBackend::Rabbitmq, w),
-                queue_median(QueueBackend::Redis, w),
-            );
-            print!(" {:>15.2}x", r);
-        }
-        println!();
-    }
-    println!(
-        "raw redis, batches of 100: one producer pipelines XADD in batches of 100; one consumer reads COUNT 100 and sends one XACK per batch"
-    );
-    println!(
-        "raw redis, per entry: one XADD per job from {} concurrent producers; readers each XREADGROUP COUNT 1 then XACK (the queue's shape, no job logic)",
-        args.producers
-    );
-    if with_rabbit {
-        println!(
-            "raw rabbitmq: {} concurrent confirmed persistent publishes into a durable queue; one consumer acks each message (no job logic)",
-            args.producers
-        );
-    }
-    println!(
-        "queue: the job record in Redis (ENQUEUE, START, COMPLETE scripts) plus the broker; on rabbitmq each enqueue also waits for the publisher confirm; 'vs its raw' compares with the raw per-entry bound of the same broker"
-    );
     Ok(())
 }

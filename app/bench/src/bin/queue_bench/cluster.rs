@@ -17,7 +17,9 @@ use app_redis::{RedisConn, RedisTarget, Timeouts};
 use app_testkit::{LocalRedis, RedisCluster};
 use serde_json::json;
 
-use super::{Args, median, queue_run};
+use app_bench::stats::median;
+
+use super::{Args, queue_run};
 
 /// Master counts measured.
 const MASTERS: [usize; 3] = [1, 2, 3];
@@ -125,7 +127,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                 limit,
             )
             .await
-            .with_context(|| format!("{}, {} worker(s)", name(t), case.workers))?;
+            .with_context(|| format!("{}, {} worker(s)", name(t), case.workers))?
+            .jobs_per_s;
             eprintln!(
                 "run {run}/{}: {:<24} {} worker(s) {:>10.0} jobs/s",
                 args.runs,

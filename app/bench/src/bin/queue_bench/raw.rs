@@ -2,10 +2,12 @@
 //! own loops without job logic.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
+
+use super::{Measured, Meter};
 
 /// Creates `stream` with the consumer group `g` that the raw loops read with.
 async fn create_group(
@@ -24,14 +26,14 @@ async fn create_group(
 
 /// The raw bound: one producer XADDs in pipelined batches of 100 while one consumer reads
 /// with XREADGROUP COUNT 100 and acknowledges each batch with one XACK.
-pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<f64> {
+pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Result<Measured> {
     const BATCH: usize = 100;
     let client = redis::Client::open(url)?;
-    let mut prod = client.get_multiplexed_async_connection().await?;
-    let mut cons = client.get_multiplexed_async_connection().await?;
+    let mut prod = super::bench_conn(&client).await?;
+    let mut cons = super::bench_conn(&client).await?;
     let stream = "raw:stream";
     create_group(&mut prod, stream).await?;
-    let start = Instant::now();
+    let meter = Meter::start(&client).await?;
     let producer = tokio::spawn(async move {
         let mut sent = 0;
         while sent < jobs {
@@ -52,7 +54,7 @@ pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Resul
     });
     let mut acked = 0usize;
     while acked < jobs {
-        if start.elapsed() > limit {
+        if meter.elapsed() > limit {
             bail!("raw run did not finish within {limit:?}");
         }
         let r: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
@@ -87,9 +89,9 @@ pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Resul
             acked += n;
         }
     }
-    let took = start.elapsed();
+    let m = meter.stop(jobs).await?;
     producer.await??;
-    Ok(jobs as f64 / took.as_secs_f64())
+    Ok(m)
 }
 
 /// The raw per-entry bound: the queue's shape without job logic. `producers` concurrent
@@ -100,18 +102,18 @@ pub async fn raw_per_entry(
     consumers: usize,
     jobs: usize,
     limit: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = super::bench_conn(&client).await?;
     let stream = "raw1:stream";
     create_group(&mut conn, stream).await?;
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let start = Instant::now();
+    let meter = Meter::start(&client).await?;
     let mut tasks = Vec::new();
     for c in 0..consumers {
         // A blocking read holds its connection: one connection per consumer.
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = super::bench_conn(&client).await?;
         let (acked, stop) = (acked.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -159,30 +161,32 @@ pub async fn raw_per_entry(
         r?;
     }
     while acked.load(std::sync::atomic::Ordering::Relaxed) < jobs {
-        if start.elapsed() > limit {
+        if meter.elapsed() > limit {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             bail!("raw per-entry run did not finish within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let took = start.elapsed();
+    let m = meter.stop(jobs).await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await??;
     }
-    Ok(jobs as f64 / took.as_secs_f64())
+    Ok(m)
 }
 
 /// The raw RabbitMQ bound: `producers` concurrent persistent publishes with confirms on one
 /// channel into a durable queue; one consumer (prefetch = `prefetch`) acknowledges each
 /// message. The broker's cost for what the queue does per job, without job logic.
+/// (`redis_url` only meters the idle Redis beside it, so every row has the column.)
 pub async fn raw_rabbit(
     url: &str,
+    redis_url: &str,
     producers: usize,
     prefetch: u16,
     jobs: usize,
     limit: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     use lapin::options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
         ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -211,7 +215,7 @@ pub async fn raw_rabbit(
             FieldTable::default(),
         )
         .await?;
-    let start = Instant::now();
+    let meter = Meter::start(&redis::Client::open(redis_url)?).await?;
     let consume = tokio::spawn(async move {
         let mut acked = 0usize;
         while acked < jobs {
@@ -252,15 +256,15 @@ pub async fn raw_rabbit(
         }
     }
     drop(pubs);
-    let acked = tokio::time::timeout(limit.saturating_sub(start.elapsed()), consume)
+    let acked = tokio::time::timeout(limit.saturating_sub(meter.elapsed()), consume)
         .await
         .context("raw rabbitmq run did not finish in time")???;
-    let took = start.elapsed();
+    let m = meter.stop(jobs).await?;
     if acked < jobs {
         bail!("raw rabbitmq consumer stopped after {acked} of {jobs}");
     }
     pch.queue_delete(name.into(), QueueDeleteOptions::default())
         .await?;
     let _ = conn.close(200, "done".into()).await;
-    Ok(jobs as f64 / took.as_secs_f64())
+    Ok(m)
 }
