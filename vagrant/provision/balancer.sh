@@ -39,6 +39,10 @@ ip -6 addr del "$LAB_VIP_IPV6/128" dev "$iface" 2>/dev/null || true
 # VRRP moves the VIPs between the pair; in the BGP lab every balancer announces them to the
 # router instead.
 if [ "${LAB_HA:-vrrp}" = bgp ]; then
+    # An administrative link down flushes the interface's IPv6 addresses (IPv4 ones stay)
+    # unless keep_addr_on_down: when the link came back, the IPv6 session's source address
+    # would be gone and the router would never relearn this balancer's IPv6 next hop.
+    sysctl -q -w "net.ipv6.conf.$iface.keep_addr_on_down=1"
     bfd=""
     if [ "${LAB_BGP_BFD_MS:-0}" -gt 0 ]; then
         bfd="[bgp.bfd]
