@@ -367,7 +367,7 @@ impl System {
         let started = Instant::now();
         self.step(&format!("provisioning {} ({})", host.name(), host.role()));
         self.forget_dead_daemons(name);
-        for script in ["common.sh".to_string(), format!("{}.sh", host.role())] {
+        for script in host.node().provision_scripts() {
             let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
             c.envs(self.provision_env(host))
                 .envs(self.opts.env.iter().map(|(k, v)| (k, v)))

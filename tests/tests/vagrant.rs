@@ -39,13 +39,16 @@ fn vagrantfile_is_valid_ruby() -> Result<()> {
     Ok(())
 }
 
-/// What the Vagrantfile defines (list-hosts.rb), with binaries in `bins` and the token made
-/// in `state`.
-fn listed(dir: &Path, bins: &Path, state: &Path) -> Result<Value> {
+/// What the Vagrantfile defines (list-hosts.rb), with binaries in `bins`, the token made
+/// in `state`, and the topology file `topology` (LAB_TOPOLOGY) if given.
+fn listed(dir: &Path, bins: &Path, state: &Path, topology: Option<&Path>) -> Result<Value> {
     let mut cmd = ruby()?;
     cmd.arg(dir.join("list-hosts.rb"))
         .env("LAB_HOST_BIN_DIR", bins)
         .env("LAB_STATE_DIR", state);
+    if let Some(t) = topology {
+        cmd.env("LAB_TOPOLOGY", t);
+    }
     Ok(serde_json::from_str(&run(&mut cmd)?)?)
 }
 
@@ -69,15 +72,31 @@ impl Drop for Scratch {
 #[test]
 fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
     let dir = vagrant_dir()?;
-    let topo = Topology::load(dir.join("topology.json"))?;
-    let scratch = Scratch::new("list")?;
+    check_listed(&Topology::load(dir.join("topology.json"))?, false)
+}
+
+/// The reduced lab CI boots (LAB_TOPOLOGY): its backend also provisions the services.
+#[test]
+fn vagrantfile_lists_the_reduced_lab_from_lab_topology() -> Result<()> {
+    let dir = vagrant_dir()?;
+    check_listed(&Topology::load(dir.join("topology.json"))?.reduced()?, true)
+}
+
+/// Compares what the Vagrantfile defines with `topo` (given to it in a file when `as_file`).
+fn check_listed(topo: &Topology, as_file: bool) -> Result<()> {
+    let dir = vagrant_dir()?;
+    let scratch = Scratch::new(if as_file { "list-file" } else { "list" })?;
     let bins = scratch.0.join("bin");
     std::fs::create_dir_all(&bins)?;
     for bin in ["lbd", "lbctl", "app"] {
         std::fs::write(bins.join(bin), "")?;
     }
     let state = scratch.0.join("state");
-    let listed = listed(&dir, &bins, &state)?;
+    let file = scratch.0.join("topology.json");
+    if as_file {
+        std::fs::write(&file, topo.to_json())?;
+    }
+    let listed = listed(&dir, &bins, &state, as_file.then_some(file.as_path()))?;
     let token = std::fs::read_to_string(state.join("token"))
         .context("the Vagrantfile makes the API token in LAB_STATE_DIR")?;
     ensure!(token.len() >= 16, "token {token:?}");
@@ -181,10 +200,11 @@ fn vagrantfile_lists_the_topology_hosts() -> Result<()> {
         );
         let provs: Vec<&Value> = provs.iter().filter(|p| p["path"].is_string()).collect();
         let paths: Vec<&str> = provs.iter().filter_map(|p| p["path"].as_str()).collect();
-        let want = [
-            dir.join("provision/common.sh"),
-            dir.join(format!("provision/{}.sh", node.role())),
-        ];
+        let want: Vec<PathBuf> = node
+            .provision_scripts()
+            .iter()
+            .map(|s| dir.join("provision").join(s))
+            .collect();
         ensure!(
             paths.iter().map(PathBuf::from).eq(want.iter().cloned()),
             "{name}: provisioners {paths:?}, want {want:?}"

@@ -30,9 +30,10 @@ pub enum Group {
     E2e,
     /// Active-active over BGP/ECMP: the BGP lab (BIRD router, three balancers) under load (root).
     Bgp,
-    /// The lab as VMs (Vagrant, libvirt): boot the CI set of hosts from the project's box, smoke
-    /// test from the client VM, remove everything (root; builds the box first, cached). Not
-    /// part of `all`: under software emulation it takes far longer than CI allows.
+    /// The lab as VMs (Vagrant, libvirt): boot the reduced lab (client, lb1, be1 with Redis and
+    /// PostgreSQL, derived from topology.json) from the project's box, smoke test from the
+    /// client VM, remove everything, also on failure (root; builds the box first, cached).
+    /// `cargo xtask vagrant test --full` boots all seven hosts and adds the VRRP failover.
     Vagrant,
     /// Chaos in the lab under a mixed load, with a ledger of every request: Redis, PostgreSQL
     /// and the services link fail and return, a backend flaps, both lbd are SIGKILLed (root).
@@ -76,7 +77,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
     }
-    if group == Group::Vagrant {
+    if matches!(group, Group::All | Group::Vagrant) {
         // The VM test boots the project's box (built once, then cached).
         vagrant::build_box(false)?;
     }
@@ -174,13 +175,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::Vagrant => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "vagrant_lab"])
-                .args(&profile)
-                .args(if test_args.is_empty() {
-                    &["--"][..]
-                } else {
-                    &[][..]
-                })
-                .args(["--ignored", "--nocapture"]),
+                .args(with_filter(&profile, &["--nocapture"])),
         ),
         Group::Bgp => util::run(
             util::cargo()

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tests::vagrant::{self as vm, Accel, BoxImage, LabName, VmLab, VmOptions};
+use tests::vagrant::{self as vm, Accel, BoxImage, Hosts, LabName, VmLab, VmOptions};
 
 use crate::{deps, lab, util};
 
@@ -20,8 +20,9 @@ Needs root. Try:
   cd vagrant && vagrant ssh client -c 'curl -s http://10.77.0.100/ping'
   cargo xtask vagrant smoke      # the smoke test against that lab (powers lb1 off)
   cargo xtask vagrant down
-  cargo xtask vagrant test       # a lab of its own: boot, smoke test, remove (what CI runs)
-  cargo xtask vagrant test --full")]
+  cargo xtask vagrant test       # reduced lab of its own (client, lb1, be1+services): boot,
+                                 # smoke test, remove (what CI runs)
+  cargo xtask vagrant test --full   # all seven hosts, with the VRRP failover")]
 pub struct VagrantArgs {
     #[command(subcommand)]
     cmd: VagrantCmd,
@@ -67,11 +68,13 @@ enum VagrantCmd {
         json: bool,
     },
     /// A lab of its own (unique names): boot, smoke test, remove everything, also on failure.
-    /// Boots the CI set (svc, lb1, lb2, be1, client) unless --full or --hosts.
+    /// Boots the reduced lab CI runs (client, lb1, be1 with Redis and PostgreSQL, derived from
+    /// topology.json) unless --full or --hosts.
     Test {
         #[command(flatten)]
         boot: BootArgs,
-        /// Every host of topology.json (two balancers, three backends, services, client).
+        /// Every host of topology.json (two balancers, three backends, services, client): adds
+        /// the VRRP failover check.
         #[arg(long, conflicts_with = "hosts")]
         full: bool,
         /// Print JSON.
@@ -83,17 +86,26 @@ enum VagrantCmd {
 pub fn run(args: VagrantArgs) -> Result<()> {
     match args.cmd {
         VagrantCmd::Box { rebuild } => build_box(rebuild).map(|_| ()),
-        VagrantCmd::Up(boot) => up(boot),
+        VagrantCmd::Up(boot) => {
+            let hosts = named_or(&boot, Hosts::All);
+            up(boot, hosts)
+        }
         VagrantCmd::Down => down(),
         VagrantCmd::Status { json } => status(json),
         VagrantCmd::Smoke { json } => smoke(json),
         VagrantCmd::Test { boot, full, json } => {
-            let mut boot = boot;
-            if !full && boot.hosts.is_empty() {
-                boot.hosts = vm::CI_HOSTS.iter().map(|h| h.to_string()).collect();
-            }
-            test(boot, json)
+            let hosts = named_or(&boot, if full { Hosts::All } else { Hosts::Reduced });
+            test(boot, hosts, json)
         }
+    }
+}
+
+/// The hosts of `--hosts`, else `default`.
+fn named_or(boot: &BootArgs, default: Hosts) -> Hosts {
+    if boot.hosts.is_empty() {
+        default
+    } else {
+        Hosts::Named(boot.hosts.clone())
     }
 }
 
@@ -141,15 +153,14 @@ pub fn build_box(rebuild: bool) -> Result<BoxImage> {
     Ok(image)
 }
 
-fn options(boot: &BootArgs, name: LabName) -> Result<VmOptions> {
+fn options(boot: &BootArgs, hosts: Hosts, name: LabName) -> Result<VmOptions> {
     if !boot.no_build {
         build_box(false)?;
         lab::up::build()?;
     }
-    let mut opts = VmOptions::for_test(&[]);
+    let mut opts = VmOptions::for_test(hosts);
     opts.repo = util::root();
     opts.bin_dir = lab::hosts::bin_dir();
-    opts.hosts = boot.hosts.clone();
     opts.name = name;
     opts.accel = boot.accel.as_deref().and_then(Accel::parse).or(opts.accel);
     Ok(opts)
@@ -162,9 +173,9 @@ fn print_timings(lab: &VmLab) {
     }
 }
 
-fn up(boot: BootArgs) -> Result<()> {
+fn up(boot: BootArgs, hosts: Hosts) -> Result<()> {
     require_root()?;
-    let opts = options(&boot, LabName::Interactive)?;
+    let opts = options(&boot, hosts, LabName::Interactive)?;
     let lab = VmLab::start(opts)?;
     print_timings(&lab);
     let vip = lab.topology().vip();
@@ -280,17 +291,19 @@ fn smoke(json: bool) -> Result<()> {
     let lab = VmLab::attach(&util::root(), &state)?;
     let report = vm::smoke::run(&lab)?;
     print_smoke(&report, json)?;
-    eprintln!(
-        "{} is powered off: `cd vagrant && vagrant up {} --provision` brings it back",
-        report.failover.master, report.failover.master
-    );
+    if let Some(f) = &report.failover {
+        eprintln!(
+            "{} is powered off: `cd vagrant && vagrant up {} --provision` brings it back",
+            f.master, f.master
+        );
+    }
     Ok(())
 }
 
-fn test(boot: BootArgs, json: bool) -> Result<()> {
+fn test(boot: BootArgs, hosts: Hosts, json: bool) -> Result<()> {
     require_root()?;
     let t = Instant::now();
-    let opts = options(&boot, LabName::Test)?;
+    let opts = options(&boot, hosts, LabName::Test)?;
     let lab = VmLab::start(opts)?;
     let report = vm::smoke::run(&lab);
     print_timings(&lab);

@@ -253,7 +253,7 @@ impl Node {
     pub fn priority(&self) -> Option<u8> {
         self.priority
     }
-    /// Services run by a `services` node (empty for other roles).
+    /// Services run by a `services` node, or folded into a backend (empty for other roles).
     pub fn services(&self) -> &[Service] {
         &self.services
     }
@@ -264,6 +264,18 @@ impl Node {
     /// A router's addresses on the edge segment.
     pub fn edge_addrs(&self) -> Option<(Ipv4Addr, Ipv6Addr)> {
         self.edge_ipv4.zip(self.edge_ipv6)
+    }
+
+    /// The provisioning scripts of this node, in order (file names in `vagrant/provision/`):
+    /// `common.sh`, `services.sh` when a node of another role runs services, then `ROLE.sh`.
+    /// The Vagrantfile computes the same list; a test compares them.
+    pub fn provision_scripts(&self) -> Vec<String> {
+        let mut scripts = vec!["common.sh".to_string()];
+        if self.role != Role::Services && !self.services.is_empty() {
+            scripts.push(format!("{}.sh", Role::Services.as_str()));
+        }
+        scripts.push(format!("{}.sh", self.role.as_str()));
+        scripts
     }
 }
 
@@ -447,6 +459,40 @@ impl Topology {
         Ok(topo)
     }
 
+    /// The smallest lab that still runs every part, derived from this one for CI's VM test:
+    /// the first client, the first balancer and the first backend, which also runs every
+    /// service of the services nodes (Redis and PostgreSQL beside app). Addresses, VIP and
+    /// segment stay as they are; the VRRP failover needs two balancers and is left to the full
+    /// lab.
+    pub fn reduced(&self) -> Result<Self, TopologyError> {
+        let first = |role: Role| {
+            self.nodes_with_role(role).next().cloned().ok_or_else(|| {
+                TopologyError::invalid("nodes", format!("the reduced lab needs a {role} node"))
+            })
+        };
+        let client = first(Role::Client)?;
+        let balancer = first(Role::Balancer)?;
+        let mut backend = first(Role::Backend)?;
+        for s in self
+            .nodes_with_role(Role::Services)
+            .flat_map(|n| n.services.iter().copied())
+        {
+            if !backend.services.contains(&s) {
+                backend.services.push(s);
+            }
+        }
+        let topo = Self {
+            segment: self.segment.clone(),
+            vip: self.vip.clone(),
+            nodes: vec![client, balancer, backend],
+            // The VM lab CI boots is the VRRP one, without the router.
+            bgp: None,
+            ha: HaMode::Vrrp,
+        };
+        topo.validate()?;
+        Ok(topo)
+    }
+
     /// Which lab this is.
     pub fn ha(&self) -> HaMode {
         self.ha
@@ -550,7 +596,14 @@ impl Topology {
         };
         env.push(("LAB_BALANCERS", ipv4s(Role::Balancer)));
         env.push(("LAB_BACKENDS", ipv4s(Role::Backend)));
-        env.push(("LAB_SERVICES_IPV4", ipv4s(Role::Services)));
+        // Whoever runs the services: the services host, or the backend they were folded into.
+        let services: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.services.is_empty())
+            .map(|n| n.ipv4.to_string())
+            .collect();
+        env.push(("LAB_SERVICES_IPV4", services.join(" ")));
         // The BGP lab (empty in the VRRP one): the router, the edge, the sessions.
         let bgp = self.bgp.as_ref().filter(|_| self.ha == HaMode::Bgp);
         let router = self.router();
@@ -617,6 +670,30 @@ mod tests {
         assert_eq!(be3.ipv4(), Ipv4Addr::new(10, 77, 0, 13));
         assert_eq!(be3.ipv6(), "fd77::13".parse::<Ipv6Addr>().unwrap());
         assert_eq!(t.node("lb1").unwrap().priority(), Some(100));
+    }
+
+    #[test]
+    fn reduced_lab_folds_the_services_into_the_backend() {
+        let full = Topology::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../vagrant/topology.json"
+        ))
+        .unwrap();
+        let r = full.reduced().unwrap();
+        let names: Vec<_> = r.nodes().iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["client", "lb1", "be1"]);
+        let be1 = r.node("be1").unwrap();
+        assert_eq!(be1.services(), [Service::Redis, Service::Postgres]);
+        assert_eq!(
+            be1.provision_scripts(),
+            ["common.sh", "services.sh", "backend.sh"]
+        );
+        let env: std::collections::HashMap<_, _> = r.provision_env(be1).into_iter().collect();
+        assert_eq!(env["LAB_SERVICES_IPV4"], "10.77.0.11");
+        assert_eq!(env["LAB_BALANCERS"], "10.77.0.2");
+        assert_eq!(Topology::from_json(&r.to_json()).unwrap(), r);
+        let svc = full.node("svc").unwrap();
+        assert_eq!(svc.provision_scripts(), ["common.sh", "services.sh"]);
     }
 
     #[test]

@@ -239,8 +239,10 @@ fn validate_role_fields<'a>(
         }
         (_, None) => {}
     }
-    if node.role == Role::Services {
-        if node.services.is_empty() {
+    // A backend may run services beside app (the reduced VM lab folds the services host into
+    // its one backend); any other role runs none.
+    if matches!(node.role, Role::Services | Role::Backend) {
+        if node.role == Role::Services && node.services.is_empty() {
             return Err(err(
                 format!("{at}.services"),
                 "a services node lists at least one service",
@@ -258,7 +260,10 @@ fn validate_role_fields<'a>(
     } else if !node.services.is_empty() {
         return Err(err(
             format!("{at}.services"),
-            format!("only a services node runs services, not a {}", node.role),
+            format!(
+                "only a services node or a backend runs services, not a {}",
+                node.role
+            ),
         ));
     }
     Ok(())

@@ -3,8 +3,9 @@
 //! provisioning scripts as the namespace lab.
 //!
 //! [`VmLab::start`] starts libvirt's daemons where no service manager does, makes a storage pool
-//! of the lab's own, boots the VMs (in parallel) and provisions them role by role (services,
-//! balancers, backends, client), then waits until the first balancer sees every backend healthy
+//! of the lab's own, boots the VMs of [`Hosts`] (the whole topology, or the reduced lab CI
+//! boots, derived from it) in parallel and provisions them (services hosts first, then
+//! every other host at once), then waits until the first balancer sees every backend healthy
 //! on both VIPs. Dropping a [`VmLab`] removes every VM, volume, network and pool it made and
 //! stops the daemons it started, also on failure; [`VmLab::persist`] leaves it running for
 //! `cargo xtask vagrant up`, and [`down`] removes such a lab later. A test lab's libvirt names
@@ -28,7 +29,6 @@ pub use boxes::BoxImage;
 use crate::error::{LabError, Result};
 use crate::exec;
 use crate::process::Process;
-use crate::system::ROLE_ORDER;
 use crate::topology::{Node, Role, Topology};
 
 /// Name prefix of the test labs' libvirt objects (`lbtvm<pid>-lb1`, ...).
@@ -38,9 +38,31 @@ pub const TEST_PREFIX: &str = "lbtvm";
 /// Vagrantfile's default, so `vagrant` run by hand in `vagrant/` finds the same VMs.
 pub const INTERACTIVE_PREFIX: &str = "lb-xdp-";
 
-/// Hosts of the CI test: a client, both balancers (the failover needs two), one backend and the
-/// services host; `cargo xtask vagrant test --full` boots every host of topology.json.
-pub const CI_HOSTS: [&str; 5] = ["svc", "lb1", "lb2", "be1", "client"];
+/// Which hosts of `vagrant/topology.json` a lab boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosts {
+    /// [`Topology::reduced`]: client, the first balancer, the first backend with Redis and
+    /// PostgreSQL folded in (what CI boots; no VRRP failover: one balancer).
+    Reduced,
+    /// Every host (`cargo xtask vagrant test --full`).
+    All,
+    /// These hosts, by name, as topology.json describes them.
+    Named(Vec<String>),
+}
+
+impl Hosts {
+    /// The topology these hosts make out of the full one.
+    pub fn topology(&self, full: &Topology) -> Result<Topology> {
+        Ok(match self {
+            Hosts::Reduced => full.reduced()?,
+            Hosts::All => full.clone(),
+            Hosts::Named(names) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                full.subset(&names)?
+            }
+        })
+    }
+}
 
 /// The project's binaries the VMs run (built on the host, stripped before upload).
 const BINARIES: [&str; 3] = ["lbd", "lbctl", "app"];
@@ -68,8 +90,8 @@ pub struct VmOptions {
     pub repo: PathBuf,
     /// Folder holding the release binaries `lbd`, `lbctl` and `app`.
     pub bin_dir: PathBuf,
-    /// The topology nodes to boot, by name; empty: all of them.
-    pub hosts: Vec<String>,
+    /// The hosts to boot.
+    pub hosts: Hosts,
     /// Which lab.
     pub name: LabName,
     /// KVM or emulation; `None`: probe (see [`accel::probe`]).
@@ -81,12 +103,12 @@ pub struct VmOptions {
 impl VmOptions {
     /// A test lab of `hosts` for the repository this crate was built from, binaries in
     /// `$CARGO_TARGET_DIR/release` (default `target/release`).
-    pub fn for_test(hosts: &[&str]) -> Self {
+    pub fn for_test(hosts: Hosts) -> Self {
         let sys = crate::SystemOptions::from_build();
         Self {
             repo: sys.repo,
             bin_dir: sys.bin_dir,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            hosts,
             name: LabName::Test,
             accel: std::env::var("LAB_ACCEL")
                 .ok()
@@ -103,6 +125,9 @@ pub struct State {
     pub prefix: String,
     /// Booted hosts.
     pub hosts: Vec<String>,
+    /// The booted topology (the reduced lab's backend runs the services too).
+    #[serde(default)]
+    pub topology: Option<Topology>,
     /// `kvm` or `qemu`.
     pub driver: String,
     /// The box's Vagrant name.
@@ -148,7 +173,7 @@ fn stripped_binaries(from: &Path, to: &Path) -> Result<()> {
             return Err(LabError::Option {
                 option: format!("binary {bin}"),
                 reason: format!(
-                    "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bin app`",
+                    "{} is missing: build it with `cargo build --release -p lbd -p lbctl -p app --bin lbd --bin lbctl --bin app`",
                     src.display()
                 ),
             });
@@ -192,12 +217,7 @@ impl VmLab {
             }
         }
         let full = Topology::load(opts.repo.join("vagrant/topology.json"))?;
-        let names: Vec<&str> = if opts.hosts.is_empty() {
-            full.nodes().iter().map(Node::name).collect()
-        } else {
-            opts.hosts.iter().map(String::as_str).collect()
-        };
-        let topology = full.subset(&names)?;
+        let topology = opts.hosts.topology(&full)?;
         let (prefix, work) = match opts.name {
             LabName::Interactive => (INTERACTIVE_PREFIX.to_string(), work_root().join("lab")),
             LabName::Test => {
@@ -281,6 +301,9 @@ impl VmLab {
         }
         std::fs::create_dir_all(self.work.join("console"))
             .map_err(|e| LabError::io(format!("creating {}", self.work.display()), e))?;
+        // The Vagrantfile defines exactly the booted hosts (LAB_TOPOLOGY).
+        std::fs::write(self.topology_file(), self.topology.to_json())
+            .map_err(|e| LabError::io(format!("writing {}", self.topology_file().display()), e))?;
         self.timed("box added to Vagrant", |_| image.ensure_added().map(|_| ()))?;
         libvirt::ensure_pool(&self.pool(), &self.work.join("pool"))?;
         let volume = image.seed_pool(&self.work.join("pool"))?;
@@ -299,15 +322,7 @@ impl VmLab {
             args.extend(hosts.iter().map(String::as_str));
             lab.vagrant("up", &args, lab.scaled(Duration::from_secs(120)) * n as u32)
         })?;
-        for role in ROLE_ORDER {
-            let group: Vec<String> = self
-                .topology
-                .nodes_with_role(role)
-                .map(|n| n.name().to_string())
-                .collect();
-            if group.is_empty() {
-                continue;
-            }
+        for group in self.provision_groups() {
             self.timed(&format!("provisioned {}", group.join(" ")), |lab| {
                 lab.provision(&group)
             })?;
@@ -327,6 +342,24 @@ impl VmLab {
             )?;
         }
         Ok(())
+    }
+
+    /// Hosts provisioned together, group after group: the services hosts first (app connects
+    /// to PostgreSQL as it starts), then every other host at once. Unlike the namespace lab's
+    /// role order, balancers and backends need not wait for each other here: every SSH round
+    /// trip into an emulated VM costs seconds, and a backend that comes up before its balancer
+    /// registers on a later retry (app's registration backs off and refreshes every 10 s).
+    fn provision_groups(&self) -> Vec<Vec<String>> {
+        let (first, rest): (Vec<&Node>, Vec<&Node>) = self
+            .topology
+            .nodes()
+            .iter()
+            .partition(|n| n.role() == Role::Services);
+        [first, rest]
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(|g| g.iter().map(|n| n.name().to_string()).collect())
+            .collect()
     }
 
     /// `d` scaled for the accelerator (software emulation is ~20 times slower).
@@ -357,6 +390,10 @@ impl VmLab {
     /// Step durations so far.
     pub fn timings(&self) -> &[(String, Duration)] {
         &self.timings
+    }
+
+    fn topology_file(&self) -> PathBuf {
+        self.work.join("topology.json")
     }
 
     fn pool(&self) -> String {
@@ -403,6 +440,7 @@ impl VmLab {
                 self.accel.libvirt_driver().to_string(),
             ),
             ("LAB_LIBVIRT_POOL", self.pool()),
+            ("LAB_TOPOLOGY", self.topology_file().display().to_string()),
             // The box has every package: the VMs need to reach nothing but the host.
             ("LAB_MGMT_MODE", "none".to_string()),
             (
@@ -581,6 +619,7 @@ impl VmLab {
         State {
             prefix: self.prefix.clone(),
             hosts: self.host_names(),
+            topology: Some(self.topology.clone()),
             driver: self.accel.libvirt_driver().to_string(),
             box_name: self.box_name.clone(),
             daemons: self.daemons.started().to_vec(),
@@ -650,19 +689,25 @@ impl VmLab {
     /// The interactive lab described by `state` (from [`running_state`]), to run commands and
     /// the smoke test on it. Dropping it leaves the lab running.
     pub fn attach(repo: &Path, state: &State) -> Result<Self> {
-        let full = Topology::load(repo.join("vagrant/topology.json"))?;
-        let names: Vec<&str> = state.hosts.iter().map(String::as_str).collect();
+        let topology = match &state.topology {
+            Some(t) => t.clone(),
+            None => {
+                let full = Topology::load(repo.join("vagrant/topology.json"))?;
+                let names: Vec<&str> = state.hosts.iter().map(String::as_str).collect();
+                full.subset(&names)?
+            }
+        };
         let work = work_root().join("lab");
         Ok(Self {
             opts: VmOptions {
                 repo: repo.to_path_buf(),
                 bin_dir: work.join("bin"),
-                hosts: state.hosts.clone(),
+                hosts: Hosts::Named(state.hosts.clone()),
                 name: LabName::Interactive,
                 accel: Accel::parse(&state.driver),
                 progress: true,
             },
-            topology: full.subset(&names)?,
+            topology,
             accel: Accel::parse(&state.driver).unwrap_or(Accel::Tcg),
             prefix: state.prefix.clone(),
             ssh_config: work.join("ssh_config"),
@@ -710,6 +755,9 @@ pub fn down(repo: &Path, progress: bool) -> Result<libvirt::Removed> {
         .args(["destroy", "--force"])
         .env("VAGRANT_DEFAULT_PROVIDER", "libvirt")
         .env("LAB_LIBVIRT_POOL", format!("{INTERACTIVE_PREFIX}pool"));
+    if work.join("topology.json").is_file() {
+        c.env("LAB_TOPOLOGY", work.join("topology.json"));
+    }
     if let Err(e) = exec::output(&mut c, Duration::from_secs(300)) {
         step(
             progress,

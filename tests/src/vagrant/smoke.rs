@@ -4,8 +4,10 @@
 //! 2. HTTP over IPv4 and over IPv6 reaches every backend (new connections, `x-served-by`);
 //! 3. a user created through the IPv4 VIP is read back through the IPv6 VIP, from the cache
 //!    (the backends' cache counters: at most one database load);
-//! 4. the VRRP master VM is powered off under load on both families, the backup takes both
-//!    VIPs, and the longest gap between two answers is reported.
+//! 4. with two balancers (the full lab): the VRRP master VM is powered off under load on both
+//!    families, the backup takes both VIPs, and the longest gap between two answers is
+//!    reported. The reduced lab CI boots has one balancer: the report says the check was not
+//!    part of it.
 //!
 //! Waits are bounded (scaled for software emulation) and fail naming what they waited for; no
 //! result depends on a duration.
@@ -102,8 +104,8 @@ pub struct Smoke {
     pub spread: Vec<Spread>,
     /// The cached API.
     pub cache: CacheCheck,
-    /// The failover.
-    pub failover: Failover,
+    /// The failover; `None` in a lab with one balancer (the reduced lab).
+    pub failover: Option<Failover>,
 }
 
 fn fail(step: &str, reason: impl Into<String>) -> LabError {
@@ -130,7 +132,10 @@ pub fn run(lab: &VmLab) -> Result<Smoke> {
         spread(lab, &client, &format!("{v6}/ping"))?,
     ];
     let cache = cache(lab, &client, &v4, &v6)?;
-    let failover = failover(lab, &client, &v4, &v6)?;
+    let failover = match lab.balancers().len() {
+        1 => None,
+        _ => Some(failover(lab, &client, &v4, &v6)?),
+    };
     Ok(Smoke {
         accel: lab.accel().libvirt_driver().replace("qemu", "tcg"),
         xdp,
@@ -512,7 +517,13 @@ impl Smoke {
             c.cache_hits,
             c.db_loads
         );
-        let f = &self.failover;
+        let Some(f) = &self.failover else {
+            let _ = writeln!(
+                s,
+                "failover           not in this lab (one balancer): `cargo xtask vagrant test --full`"
+            );
+            return s;
+        };
         let _ = writeln!(
             s,
             "failover           {} powered off, {} master of both VIPs within {} ms",

@@ -21,8 +21,7 @@ pub fn build() -> Result<()> {
         "lbctl",
         "-p",
         "app",
-        // `--bin` picks targets across every package named: without lbd's and lbctl's own,
-        // only app's binary was built and the lab ran stale lbd and lbctl binaries.
+        // `--bin` selects among every package given: name each binary, or only app is built.
         "--bin",
         "lbd",
         "--bin",
