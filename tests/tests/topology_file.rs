@@ -98,7 +98,12 @@ fn broken_topologies_name_the_field() {
         |d| d["nodes"][3]["ipv4"] = json!("10.77.0.100"),
         "nodes[3].ipv4",
     );
-    rejected(|d| d["nodes"][0]["role"] = json!("router"), "nodes[0].role");
+    rejected(|d| d["nodes"][0]["role"] = json!("gateway"), "nodes[0].role");
+    // `router` is a role (the BGP lab's), but a router needs its edge addresses.
+    rejected(
+        |d| d["nodes"][0]["role"] = json!("router"),
+        "nodes[0].edge_ipv4",
+    );
     rejected(
         |d| _ = d["nodes"][1].as_object_mut().map(|o| o.remove("priority")),
         "nodes[1].priority",
@@ -128,8 +133,8 @@ fn broken_topologies_name_the_field() {
         "nodes[6].services[0]",
     );
     rejected(
-        |d| d["nodes"][3]["services"] = json!(["redis"]),
-        "nodes[3].services",
+        |d| d["nodes"][1]["services"] = json!(["redis"]),
+        "nodes[1].services",
     );
     rejected(
         |d| d["nodes"][0]["colour"] = json!("red"),
