@@ -98,7 +98,10 @@ fn broken_topologies_name_the_field() {
         |d| d["nodes"][3]["ipv4"] = json!("10.77.0.100"),
         "nodes[3].ipv4",
     );
-    rejected(|d| d["nodes"][0]["role"] = json!("gateway"), "nodes[0].role");
+    rejected(
+        |d| d["nodes"][0]["role"] = json!("gateway"),
+        "nodes[0].role",
+    );
     // `router` is a role (the BGP lab's), but a router needs its edge addresses.
     rejected(
         |d| d["nodes"][0]["role"] = json!("router"),
