@@ -56,8 +56,9 @@ hold_time_s = $LAB_BGP_HOLD_S
 keepalive_s = $LAB_BGP_KEEPALIVE_S
 connect_retry_s = 1
 drain_s = ${LAB_BGP_DRAIN_S:-2}
-# The apps re-register every 10 s: a new balancer waits for them before taking flows.
-announce_delay_s = ${LAB_BGP_ANNOUNCE_DELAY_S:-11}
+# The apps re-register every 10 s: a new balancer waits for all of them (with margin for a
+# late one) before taking flows.
+announce_delay_s = ${LAB_BGP_ANNOUNCE_DELAY_S:-15}
 $bfd
 
 [[bgp.peers]]
