@@ -1,7 +1,8 @@
 //! The balancer tier changes under load, in one lab: scale out from two balancers to three,
 //! scale in with `lbctl shutdown`, a balancer's restart, a dead balancer (link down, lbd
 //! SIGKILLed), and every backend failing then one returning. New connections keep coming in
-//! a loop throughout and 50 keep-alive connections stay open: none may break.
+//! a loop throughout, and 50 keep-alive connections to the IPv4 VIP and 20 to the IPv6 one stay
+//! open: none may break.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use anyhow::{Context, Result, ensure};
 use crate::load::{KeepAlive, Load, Spec};
 use crate::{BgpLab, no_failures, poll};
 
-/// Keep-alive connections held through every change.
+/// Keep-alive connections held through every change (IPv4 VIP, IPv6 VIP).
 const KEEP_ALIVE: usize = 50;
+const KEEP_ALIVE_V6: usize = 20;
 /// Bound of every convergence wait (sessions, BFD, health checks take seconds).
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -24,6 +26,15 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
         lab.vip,
         "bgp-ka",
         KEEP_ALIVE,
+        Duration::from_millis(100),
+    )?;
+    // The IPv6 path too: ECMP over the IPv6 next hops, and lb1's IPv6 session relearned
+    // after its link comes back.
+    let keep6 = KeepAlive::start(
+        lab.client(),
+        lab.vip6,
+        "bgp-ka6",
+        KEEP_ALIVE_V6,
         Duration::from_millis(100),
     )?;
     let mut spec = Spec::new("bgp-new");
@@ -82,20 +93,25 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     std::thread::sleep(Duration::from_secs(2));
     let report = load.finish()?;
     let keep_report = keep.finish()?;
+    let keep6_report = keep6.finish()?;
 
     let broken = keep_report.broken_lanes();
-    let stall = keep_report.longest_stall(killed);
+    let broken6 = keep6_report.broken_lanes();
+    let stall = keep_report
+        .longest_stall(killed)
+        .max(keep6_report.longest_stall(killed));
     let gap = report.longest_gap_after(killed);
     let late_new = report.failed_after(killed);
     lab.say(&format!(
         "lb1 dead (link down + lbd SIGKILL): router withdrew it after {} ms (BFD); longest \
          stall of a keep-alive connection {} ms, longest gap between two answers to new \
-         connections {} ms; {} of {KEEP_ALIVE} keep-alive connections broken, {} of {} new \
-         connections failed",
+         connections {} ms; {} of {KEEP_ALIVE} IPv4 and {} of {KEEP_ALIVE_V6} IPv6 keep-alive \
+         connections broken, {} of {} new connections failed",
         detected.as_millis(),
         stall.map_or(0, |d| d.as_millis()),
         gap.map_or(0, |d| d.as_millis()),
         broken.len(),
+        broken6.len(),
         report.failed().len(),
         report.outcomes.len()
     ));
@@ -104,6 +120,12 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
         "{} keep-alive connections broke: {}",
         broken.len(),
         keep_report.describe_failures(&broken, t0)
+    );
+    ensure!(
+        broken6.is_empty(),
+        "{} IPv6 keep-alive connections broke: {}",
+        broken6.len(),
+        keep6_report.describe_failures(&broken6, t0)
     );
     no_failures(
         "new connections through scale-out, scale-in, restart and a dead balancer",
@@ -125,8 +147,18 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     // lb1 comes back: its link, then lbd, which adopts the BIRD that outlived the killed one.
     lb1.exec(["ip", "link", "set", lb1.iface(), "up"])?;
     lab.system.provision("lb1")?;
+    // The orphaned BIRD announces lb1's table again as soon as the link is up; what counts is
+    // the new lbd: it answers, adopted that BIRD, and announces both addresses itself.
+    let mut last = serde_json::Value::Null;
+    poll("lb1's new lbd to announce both VIP addresses", CONVERGE, || {
+        last = lab.bgp("lb1").unwrap_or_default();
+        Ok(last["prefixes"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["announced"] == true)))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {last}\n{}", lab.logs(&[("lb1", "lbd")])))?;
     lab.wait_next_hops(3, CONVERGE)?;
-    let speaker = &lab.bgp("lb1")?["speaker"];
+    let speaker = &last["speaker"];
     ensure!(
         speaker["adopted"] == true,
         "lb1's new lbd should have adopted the BIRD its killed predecessor started: {speaker}"
