@@ -3,8 +3,9 @@
 //! An axum HTTP API (`http`) over a users resource stored with sqlx (`store`: SQLite or
 //! PostgreSQL), read through a two-level cache (`cache`: moka L1, Redis L2, with protections
 //! against penetration, breakdown and avalanche), self-registration with the balancer's
-//! control planes (`registration`), Prometheus metrics (`metrics`) and an ordered graceful
-//! shutdown (`server`).
+//! control planes (`registration`) carrying the host's check of its own DSR setup
+//! (`hostcheck`, also `app check-host`), Prometheus metrics (`metrics`) and an ordered
+//! graceful shutdown (`server`).
 //!
 //! The job queue (`queue`: Redis Streams or RabbitMQ behind one transport seam), async tasks
 //! (`tasks`) and the order saga (`orders`) run on it. `wiring` is the composition root that
@@ -30,6 +31,7 @@ pub mod alloc;
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod hostcheck;
 pub mod http;
 pub mod metrics;
 pub mod orders;

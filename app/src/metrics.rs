@@ -45,6 +45,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Control-plane calls: `op` = register|drain|deregister, `result` = ok|error.
     pub registration_calls: IntCounterVec,
+    /// The last self-check of the DSR setup, per check: 0 ok, 1 warn, 2 fail.
+    pub self_check: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -164,6 +166,17 @@ impl Metrics {
                 "Control-plane API calls",
                 &["op", "result"],
             )?,
+            self_check: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "app_self_check_status",
+                        "Last self-check of the DSR setup per check: 0 ok, 1 warn, 2 fail",
+                    ),
+                    &["check"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         };
         Ok(m)

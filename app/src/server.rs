@@ -116,7 +116,8 @@ where
     let state = build_state(cfg).await?;
     let cfg = state.config.clone();
     let ext = extend(state.clone()).await?;
-    let router = http::router_with(state.clone(), ext.routes.unwrap_or_default());
+    let admin = http::AdminToken::load(&cfg.http)?;
+    let router = http::router_with(state.clone(), ext.routes.unwrap_or_default(), admin);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -24,6 +24,29 @@ fn queue_redis_url(cfg: &Config) -> &str {
     cfg.queue.redis_url.as_deref().unwrap_or(&cfg.redis.url)
 }
 
+/// The balancers' addresses (the hosts of `registration.control_planes`): no task callback
+/// may go there (`tasks::target`).
+async fn control_plane_hosts(cfg: &Config) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for u in &cfg.registration.control_planes {
+        let Ok(url) = reqwest::Url::parse(u) else {
+            continue;
+        };
+        let Some(host) = url.host_str() else { continue };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        match tokio::net::lookup_host((host.as_str(), 0)).await {
+            Ok(addrs) => out.extend(addrs.map(|a| a.ip())),
+            Err(e) => {
+                tracing::warn!(control_plane = %u, error = %e, "cannot resolve a control plane to refuse callbacks to it")
+            }
+        }
+    }
+    out
+}
+
 /// The queue handle and the services built on it.
 #[derive(Clone)]
 pub struct Work {
@@ -40,7 +63,11 @@ impl Work {
         // until it is back.
         let queue = Queue::connect_lazy(queue_redis_url(cfg), cfg.queue.clone(), metrics)
             .context("setting up the queue's Redis connection")?;
-        let tasks = TaskService::new(queue.clone(), cfg.tasks.clone());
+        let tasks = TaskService::with_refused_hosts(
+            queue.clone(),
+            cfg.tasks.clone(),
+            &control_plane_hosts(cfg).await,
+        );
         let orders = OrderService::new(queue.clone(), cfg.orders.clone())?;
         if let Err(e) = orders.seed_stock().await {
             tracing::warn!(error = %e, "orders.initial_stock not seeded (Redis unavailable?)");

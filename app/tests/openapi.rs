@@ -59,6 +59,9 @@ fn every_error_answer_is_the_one_shape() {
     assert!(n > 30, "{n} error answers");
 }
 
+/// The app's admin token in the schemathesis run.
+const ADMIN_TOKEN: &str = "schemathesis-admin-0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_the_app_as_its_document_says() {
     let st = Schemathesis::find().unwrap_or_else(|e| panic!("{e}"));
@@ -67,6 +70,9 @@ async fn schemathesis_finds_the_app_as_its_document_says() {
     let mut cfg = test_config(&sqlite_url(dir.path()), &redis.url());
     // The production shape: no drill routes (they are not in the document).
     cfg.http.debug_routes = false;
+    // The admin routes (dead letters, stock changes) are tested with the admin token
+    // (tests/schemathesis/app.toml sends it).
+    cfg.http.admin_token = Some(ADMIN_TOKEN.to_string());
     let app = app::server::start_with(cfg, app::wiring::extensions)
         .await
         .expect("start the app with its queue");
@@ -96,6 +102,7 @@ async fn schemathesis_finds_the_app_as_its_document_says() {
     let args = st.command_line(&run);
     let mut cmd = Command::new(&args[0]);
     cmd.args(&args[1..]);
+    cmd.env("APP_ADMIN_TOKEN", ADMIN_TOKEN);
     let report = tokio::task::spawn_blocking(move || {
         tests::schemathesis::finish(&mut cmd, &reports, RUN_LIMIT, "app")
     })

@@ -90,6 +90,8 @@ url = "sqlite://{db}"
 url = "{redis}"
 [http]
 debug_routes = true
+# /debug/sleep is an admin route (issue 15's app admin token)
+admin_token = "{admin}"
 [registration]
 control_planes = ["http://127.0.0.1:{cp_port}"]
 vip = "web"
@@ -102,6 +104,7 @@ grace_ms = 30000
 "#,
             db = dir.path().join("app.db").display(),
             redis = redis.url(),
+            admin = support::app::ADMIN_TOKEN,
         ),
     )
     .unwrap();
@@ -115,10 +118,8 @@ grace_ms = 30000
         .expect("spawn app binary");
     let mut guard = support::ChildGuard::new("app", child);
     let base = format!("http://127.0.0.1:{app_port}");
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    // Sends the admin token: the slow request below is an admin (debug) route.
+    let c = support::app::client();
     let up = support::wait_until_async(
         Duration::from_secs(60),
         Duration::from_millis(50),

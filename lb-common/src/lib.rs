@@ -6,6 +6,7 @@
 //! on the fast path.
 #![no_std]
 
+pub mod capture;
 pub mod hash;
 #[cfg(feature = "user")]
 pub mod user;
@@ -409,6 +410,10 @@ pub mod names {
     pub const PROG_PASS: &str = "xdp_pass";
     pub const PROG_FLOOR: &str = "xdp_floor";
     pub const PROG_HARNESS: &str = "xdp_harness";
+    /// `xdp_balancer` while a capture runs (its tail call, loaded for the first capture).
+    pub const PROG_BALANCER_CAPTURED: &str = "xdp_balancer_captured";
+    /// `xdp_balancer` without the capture flag: the benchmark's baseline for the flag's cost.
+    pub const PROG_BALANCER_UNHOOKED: &str = "xdp_balancer_unhooked";
 
     pub const MAP_VIPS: &str = "VIPS";
     pub const MAP_BACKENDS: &str = "BACKENDS";
@@ -427,6 +432,11 @@ pub mod names {
     pub const MAP_FLOOD_WINDOW: &str = "FLOOD_WINDOW";
     pub const MAP_HARNESS_PACKET: &str = "HARNESS_PACKET";
     pub const MAP_HARNESS_PROGS: &str = "HARNESS_PROGS";
+    pub const MAP_CAPTURE_CONF: &str = "CAPTURE_CONF";
+    pub const MAP_CAPTURE_RING: &str = "CAPTURE_RING";
+    pub const MAP_CAPTURE_SCRATCH: &str = "CAPTURE_SCRATCH";
+    pub const MAP_CAPTURE_STATS: &str = "CAPTURE_STATS";
+    pub const MAP_CAPTURE_PROGS: &str = "CAPTURE_PROGS";
 }
 
 /// The packet the benchmark harness restores before every repeat.

@@ -15,6 +15,9 @@ unsafe impl aya::Pod for IfaceMac {}
 unsafe impl aya::Pod for TrafficStats {}
 unsafe impl aya::Pod for FloodWindow {}
 unsafe impl aya::Pod for HarnessPacket {}
+unsafe impl aya::Pod for capture::CaptureConfig {}
+unsafe impl aya::Pod for capture::CaptureHeader {}
+unsafe impl aya::Pod for capture::CaptureRecord {}
 
 /// An address as the data plane stores it: network-order words, IPv4 in word 0.
 pub fn addr_words(ip: IpAddr) -> [u32; 4] {

@@ -1,7 +1,7 @@
 //! Forwarding to the chosen backend: `dsr-l2` (MAC rewrite) or `ipip` (IPv4-in-IPv4 /
 //! IPv6-in-IPv6, as Katran does). Both transmit on the interface the packet came in on.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     AF_INET, Backend, FlowKey, ForwardMode, IPPROTO_IPIP, IPPROTO_IPV6, Reason, hash::flow_hash,
 };
@@ -11,7 +11,8 @@ use crate::{
     hdr::{ETH_LEN, IPV4_LEN, IPV6_LEN, VLAN_LEN, check, load, packet_len, store},
     maps::SETTINGS,
     parse::Ip,
-    stats, toobig,
+    stats::{self, Verdict},
+    toobig,
 };
 
 pub enum Forwarded {
@@ -233,21 +234,12 @@ pub fn flow_label(entropy: u32) -> u32 {
     (0x6000_0000u32 | (entropy & 0x000f_ffff)).to_be()
 }
 
-/// Counts a forwarding result and turns it into an XDP action.
+/// Counts a forwarding result and turns it into a verdict.
 #[inline(always)]
-pub fn action(f: Forwarded, ok: Reason) -> u32 {
+pub fn action(f: Forwarded, ok: Reason) -> Verdict {
     match f {
-        Forwarded::Tx => {
-            stats::reason(ok);
-            xdp_action::XDP_TX
-        }
-        Forwarded::Reply(r) => {
-            stats::reason(r);
-            xdp_action::XDP_TX
-        }
-        Forwarded::Drop(r) => {
-            stats::reason(r);
-            xdp_action::XDP_DROP
-        }
+        Forwarded::Tx => stats::tx(ok),
+        Forwarded::Reply(r) => stats::tx(r),
+        Forwarded::Drop(r) => stats::drop(r),
     }
 }

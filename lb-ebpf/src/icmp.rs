@@ -2,7 +2,7 @@
 //! "fragmentation needed" / "packet too big" about a VIP flow go to the backend that owns the
 //! flow (found from the embedded header), so path-MTU discovery works through the balancer.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{AF_INET, Algorithm, FlowKey, IPPROTO_TCP, IPPROTO_UDP, Reason};
 
 use crate::{
@@ -22,11 +22,11 @@ const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
-use crate::stats::{drop, pass};
+use crate::stats::{Verdict, drop, pass, tx};
 
 /// ICMP/ICMPv6 addressed to `ip.dst`, which is known to be a VIP address.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, ip: &Ip) -> u32 {
+pub fn handle(ctx: &XdpContext, ip: &Ip) -> Verdict {
     let Some(icmp) = parse::within(ctx, ip, ip.l4_off, ICMP_LEN) else {
         return drop(Reason::DropMalformed);
     };
@@ -50,7 +50,7 @@ pub fn handle(ctx: &XdpContext, ip: &Ip) -> u32 {
 /// patch the checksum. Swapping addresses leaves both the IPv4 header checksum and the IPv6
 /// pseudo-header sum unchanged.
 #[inline(always)]
-fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
+fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> Verdict {
     if !echo_request_whole(ctx, ip) {
         return drop(Reason::DropMalformed);
     }
@@ -87,8 +87,7 @@ fn echo_reply(ctx: &XdpContext, ip: &Ip, icmp: usize, reply_type: u8) -> u32 {
         let sum: u16 = load(icmp2 + 2);
         store(icmp2 + 2, csum::replace16(sum, old, new));
     }
-    stats::reason(Reason::TxEchoReply);
-    xdp_action::XDP_TX
+    tx(Reason::TxEchoReply)
 }
 
 /// Whether an echo request is one the kernel would answer: its IP length inside the frame
@@ -142,7 +141,7 @@ fn forward_error(
     inner_src: [u32; 4],
     inner_dst: [u32; 4],
     ports: usize,
-) -> u32 {
+) -> Verdict {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return pass(Reason::PassIcmp);
     }
@@ -174,18 +173,18 @@ fn forward_error(
         return pass(Reason::PassIcmp);
     };
     if backend.flags & lb_common::BACKEND_F_ACTIVE == 0 {
-        return drop(Reason::DropNoBackend);
+        return drop(Reason::DropNoBackend).of(meta.id, id);
     }
     let bytes = packet_len(ctx);
     let out = forward::to_backend(ctx, ip, meta.mode, &backend, &flow);
     if out.is_tx() {
         stats::forwarded(meta.id, id, bytes, false);
     }
-    forward::action(out, Reason::TxIcmpError)
+    forward::action(out, Reason::TxIcmpError).of(meta.id, id)
 }
 
 #[inline(always)]
-fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
+fn error4(ctx: &XdpContext, ip: &Ip) -> Verdict {
     let off = ip.l4_off + ICMP_LEN;
     let Some(inner) = parse::within(ctx, ip, off, IPV4_LEN) else {
         return drop(Reason::DropMalformed);
@@ -212,7 +211,7 @@ fn error4(ctx: &XdpContext, ip: &Ip) -> u32 {
 }
 
 #[inline(always)]
-fn error6(ctx: &XdpContext, ip: &Ip) -> u32 {
+fn error6(ctx: &XdpContext, ip: &Ip) -> Verdict {
     let off = ip.l4_off + ICMP_LEN;
     let Some(inner) = parse::within(ctx, ip, off, IPV6_LEN + 4) else {
         return drop(Reason::DropMalformed);

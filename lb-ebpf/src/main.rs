@@ -2,7 +2,10 @@
 //!
 //! `xdp_balancer` is a short pipeline, in the spirit of Katran's balancer:
 //! parse -> VIP lookup -> connection table / algorithm -> forward. Everything that is not for a
-//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic).
+//! VIP leaves untouched with XDP_PASS (ARP, neighbour discovery, VRRP, local traffic). While a
+//! capture runs, it hands packets to `xdp_balancer_captured`, the same pipeline recording what
+//! it saw and did (`capture.rs`); `xdp_balancer_unhooked` is the pipeline without even the
+//! capture flag, the benchmark's baseline for what the flag costs.
 //! `xdp_decap` runs on backends and removes the IPIP / IP6IP6 header the balancer added.
 //! `xdp_pass`, `xdp_floor` and `xdp_harness` serve veth peers, tests and benchmarks.
 #![no_std]
@@ -13,6 +16,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 #![feature(core_intrinsics)]
 
+mod capture;
 mod csum;
 mod forward;
 mod hdr;
@@ -34,7 +38,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     AF_INET, AF_INET6, FlowKey, HARNESS_MAX_PACKET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP,
-    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey,
+    IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFACES, Reason, VipKey, capture::CAPTURE_NONE,
 };
 
 use crate::{
@@ -46,13 +50,13 @@ use crate::{
     parse::{Ip, L3, Shape},
 };
 
-use crate::stats::{drop, pass};
+use crate::stats::{Verdict, drop, pass};
 
 /// A packet we cannot use: dropped when it is addressed to a VIP address (so a malformed
 /// packet never reaches a backend or the balancer's own stack as VIP traffic), passed
 /// otherwise (not ours to judge).
 #[inline(always)]
-fn unusable(ip: &Ip, vip_reason: Reason) -> u32 {
+fn unusable(ip: &Ip, vip_reason: Reason) -> Verdict {
     if vip::is_vip_address(ip) {
         drop(vip_reason)
     } else {
@@ -93,6 +97,34 @@ fn for_us(ctx: &XdpContext) -> bool {
 #[xdp]
 #[inline(always)]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
+    // A running capture takes the packet to the same pipeline under the capture hook: one
+    // global flag, read once; nothing else on the way when off.
+    if capture::on() {
+        capture::divert(&ctx);
+    }
+    balance(ctx).action
+}
+
+/// `xdp_balancer` while a capture runs (reached by a tail call, loaded only for captures):
+/// keeps the packet as it arrived, then records the verdict.
+#[xdp]
+#[inline(always)]
+pub fn xdp_balancer_captured(ctx: XdpContext) -> u32 {
+    let raw = ctx.ctx;
+    capture::begin(raw);
+    let v = balance(ctx);
+    capture::finish(raw, &v)
+}
+
+/// `xdp_balancer` without the capture flag (benchmarks: the flag's cost, in the same run).
+#[xdp]
+#[inline(always)]
+pub fn xdp_balancer_unhooked(ctx: XdpContext) -> u32 {
+    balance(ctx).action
+}
+
+#[inline(always)]
+fn balance(ctx: XdpContext) -> Verdict {
     let ip = match parse::l3(&ctx) {
         L3::Ip(ip) => ip,
         L3::NotIp => return pass(Reason::PassNonIp),
@@ -150,7 +182,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         if out.is_tx() {
             stats::forwarded(e.vip_id, e.choice.id, bytes, false);
         }
-        return forward::action(out, Reason::TxForward);
+        return forward::action(out, Reason::TxForward).of(e.vip_id, e.choice.id);
     }
     let Some(meta) = vip::lookup(ip.family, ip.dst, ports.dport, ip.proto) else {
         return pass(Reason::PassNotVip);
@@ -159,7 +191,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         return second_chance::forward(&ctx, &ip, &flow, &meta, &c);
     }
     let Some(choice) = select::new_flow(&flow, &meta, ports.tcp_flags, now) else {
-        return drop(Reason::DropNoBackend);
+        return drop(Reason::DropNoBackend).of(meta.id, CAPTURE_NONE);
     };
     let bytes = packet_len(&ctx);
     let out = forward::to_backend(&ctx, &ip, meta.mode, &choice.backend, &flow);
@@ -171,7 +203,7 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     } else {
         Reason::TxForward
     };
-    forward::action(out, reason)
+    forward::action(out, reason).of(meta.id, choice.id)
 }
 
 /// On a backend: strips the outer header of IPIP / IP6IP6 packets addressed to one of the
@@ -224,9 +256,9 @@ pub fn xdp_decap(ctx: XdpContext) -> u32 {
         (false, true) => strip_outer::<TAGGED, IPV6_LEN>(&ctx),
     };
     if !stripped {
-        return drop(Reason::DropInternal);
+        return drop(Reason::DropInternal).action;
     }
-    pass(Reason::PassDecap)
+    pass(Reason::PassDecap).action
 }
 
 /// Attached to the far end of veth pairs: XDP_TX on a veth needs a program on its peer.

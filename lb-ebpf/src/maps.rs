@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
     ADDR_FILTER_WORDS, Backend, CONN_TABLE_SIZE, ConnEntry, FloodWindow, FlowKey, HarnessPacket,
     LcList, MAX_BACKENDS, MAX_VIPS, REASON_COUNT, Settings, TABLE_ENTRIES, TABLE_SLOTS,
     TrafficStats, VipKey, VipMeta,
+    capture::{CAPTURE_RING_BYTES, CAPTURE_STAT_COUNT, CaptureConfig, CaptureRecord},
 };
 
 /// (address, port, protocol) -> VIP; `proto == 0` entries mark VIP addresses.
@@ -80,3 +81,22 @@ pub static HARNESS_PACKET: Array<HarnessPacket> = Array::with_max_entries(1, 0);
 
 #[map(name = "HARNESS_PROGS")]
 pub static HARNESS_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Capture (`capture.rs`): the flag and filters, the ring the records go to, this CPU's
+/// record being built, and the capture's counters. Not pinned (see `lb_common::capture`).
+#[map(name = "CAPTURE_CONF")]
+pub static CAPTURE_CONF: Array<CaptureConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "CAPTURE_RING")]
+pub static CAPTURE_RING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
+
+#[map(name = "CAPTURE_SCRATCH")]
+pub static CAPTURE_SCRATCH: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// `xdp_balancer_captured`, the tail call `xdp_balancer` makes while a capture runs (set when
+/// the first capture starts).
+#[map(name = "CAPTURE_PROGS")]
+pub static CAPTURE_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[map(name = "CAPTURE_STATS")]
+pub static CAPTURE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(CAPTURE_STAT_COUNT, 0);

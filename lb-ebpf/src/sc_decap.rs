@@ -124,10 +124,10 @@ fn v4<const L2: usize>(ctx: &XdpContext) -> u32 {
     let (vihl, proto): (u8, u8) = unsafe { (load(inner), load(inner + 9)) };
     let ihl = (vihl & 0x0f) as usize * 4;
     if vihl >> 4 != 4 || ihl < IPV4_LEN || proto != IPPROTO_TCP {
-        return drop(Reason::DropMalformed);
+        return drop(Reason::DropMalformed).action;
     }
     let Some(tcp) = check(ctx, L2 + OVERHEAD4 + ihl, TCP_LEN) else {
-        return drop(Reason::DropMalformed);
+        return drop(Reason::DropMalformed).action;
     };
     let mut tuple = Tuple4 {
         saddr: unsafe { load(inner + 12) },
@@ -138,12 +138,12 @@ fn v4<const L2: usize>(ctx: &XdpContext) -> u32 {
     let flags: u8 = unsafe { load(tcp + 13) };
     if bare_syn(flags) || known(ctx, &mut tuple) {
         if !strip_outer::<L2, OVERHEAD4>(ctx) {
-            return drop(Reason::DropInternal);
+            return drop(Reason::DropInternal).action;
         }
-        return pass(Reason::PassSecondChance);
+        return pass(Reason::PassSecondChance).action;
     }
     if hops == 0 {
-        return drop(Reason::DropHopLimit);
+        return drop(Reason::DropHopLimit).action;
     }
     // On to the previous backend, from this host's address: back through the neighbour that
     // delivered it (the router or balancer in front of the backends), which routes it.
@@ -171,7 +171,7 @@ fn v6<const L2: usize>(ctx: &XdpContext) -> u32 {
     let (v, next): (u8, u8) = unsafe { (load(inner), load(inner + 6)) };
     // Only TCP right behind the inner header: the balancer sends nothing else this way.
     if v >> 4 != 6 || next != IPPROTO_TCP {
-        return drop(Reason::DropMalformed);
+        return drop(Reason::DropMalformed).action;
     }
     let tcp = inner + IPV6_LEN;
     let mut tuple = Tuple6 {
@@ -183,12 +183,12 @@ fn v6<const L2: usize>(ctx: &XdpContext) -> u32 {
     let flags: u8 = unsafe { load(tcp + 13) };
     if bare_syn(flags) || known(ctx, &mut tuple) {
         if !strip_outer::<L2, OVERHEAD6>(ctx) {
-            return drop(Reason::DropInternal);
+            return drop(Reason::DropInternal).action;
         }
-        return pass(Reason::PassSecondChance);
+        return pass(Reason::PassSecondChance).action;
     }
     if hops == 0 {
-        return drop(Reason::DropHopLimit);
+        return drop(Reason::DropHopLimit).action;
     }
     unsafe {
         let here: [u32; 4] = load(outer + 24);
@@ -204,7 +204,7 @@ fn v6<const L2: usize>(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn redirect(ctx: &XdpContext) -> u32 {
     let Some(eth) = check(ctx, 0, ETH_LEN) else {
-        return drop(Reason::DropInternal);
+        return drop(Reason::DropInternal).action;
     };
     swap_macs(eth);
     crate::stats::reason(Reason::TxSecondChanceRedirect);

@@ -17,7 +17,8 @@ use crate::{
     hdr::{IPV4_LEN, IPV6_LEN, UDP_LEN, packet_len, store},
     maps::{BACKENDS, SETTINGS},
     parse::{Ip, TCP_ACK, TCP_SYN},
-    select, stats,
+    select,
+    stats::{self, Verdict},
 };
 
 /// GUE base header: version 0, C 0, header length, inner protocol, flags.
@@ -79,7 +80,7 @@ pub fn choices(flow: &FlowKey, meta: &VipMeta, tcp_flags: u8) -> Option<Choices>
 /// Forwards to the current choice carrying the previous one, unpinned: the next packet of
 /// the flow misses the table again and carries both choices again, until the window ends.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, ip: &Ip, flow: &FlowKey, meta: &VipMeta, c: &Choices) -> u32 {
+pub fn forward(ctx: &XdpContext, ip: &Ip, flow: &FlowKey, meta: &VipMeta, c: &Choices) -> Verdict {
     let bytes = packet_len(ctx);
     // The UDP source port carries the flow hash, for ECMP and RSS on the way to the backend.
     let entropy = flow_hash(flow);
@@ -91,7 +92,7 @@ pub fn forward(ctx: &XdpContext, ip: &Ip, flow: &FlowKey, meta: &VipMeta, c: &Ch
     if out.is_tx() {
         stats::forwarded(meta.id, c.current_id, bytes, false);
     }
-    forward::action(out, Reason::TxSecondChance)
+    forward::action(out, Reason::TxSecondChance).of(meta.id, c.current_id)
 }
 
 /// UDP header (checksum 0: RFC 6935/6936 allow it for tunnels; the receiver is our decap

@@ -1,9 +1,42 @@
-//! Per-CPU counters: no atomics, no sharing between CPUs on the fast path.
+//! Per-CPU counters: no atomics, no sharing between CPUs on the fast path. Every verdict is
+//! counted where it is made, and carries what a capture records about it.
 
 use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray};
-use lb_common::{Reason, TrafficStats};
+use lb_common::{Reason, TrafficStats, capture::CAPTURE_NONE};
 
 use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+
+/// What the program did with a packet, and for which VIP and backend (`CAPTURE_NONE` when
+/// there is none). Only a running capture reads more than `action`.
+pub struct Verdict {
+    pub action: u32,
+    pub reason: Reason,
+    pub vip: u32,
+    pub backend: u32,
+}
+
+impl Verdict {
+    /// The VIP and backend the verdict was about.
+    #[inline(always)]
+    pub fn of(self, vip: u32, backend: u32) -> Self {
+        Self {
+            vip,
+            backend,
+            ..self
+        }
+    }
+}
+
+#[inline(always)]
+fn counted(action: u32, r: Reason) -> Verdict {
+    reason(r);
+    Verdict {
+        action,
+        reason: r,
+        vip: CAPTURE_NONE,
+        backend: CAPTURE_NONE,
+    }
+}
 
 #[inline(always)]
 pub fn reason(r: Reason) {
@@ -14,16 +47,20 @@ pub fn reason(r: Reason) {
 
 /// Counts `r` and passes the packet to the kernel.
 #[inline(always)]
-pub fn pass(r: Reason) -> u32 {
-    reason(r);
-    xdp_action::XDP_PASS
+pub fn pass(r: Reason) -> Verdict {
+    counted(xdp_action::XDP_PASS, r)
 }
 
 /// Counts `r` and drops the packet.
 #[inline(always)]
-pub fn drop(r: Reason) -> u32 {
-    reason(r);
-    xdp_action::XDP_DROP
+pub fn drop(r: Reason) -> Verdict {
+    counted(xdp_action::XDP_DROP, r)
+}
+
+/// Counts `r` and sends the (rewritten) packet out of the interface it came in on.
+#[inline(always)]
+pub fn tx(r: Reason) -> Verdict {
+    counted(xdp_action::XDP_TX, r)
 }
 
 #[inline(always)]

@@ -62,6 +62,8 @@ pub struct Request<'a> {
     pub close: bool,
     /// Sent as `Idempotency-Key` when set.
     pub idempotency_key: Option<&'a str>,
+    /// Sent as `Authorization: Bearer` when set (the app's admin routes need it).
+    pub bearer: Option<&'a str>,
 }
 
 impl<'a> Request<'a> {
@@ -74,6 +76,7 @@ impl<'a> Request<'a> {
             id,
             close: false,
             idempotency_key: None,
+            bearer: None,
         }
     }
 
@@ -99,6 +102,14 @@ impl<'a> Request<'a> {
     pub fn closing(self) -> Self {
         Self {
             close: true,
+            ..self
+        }
+    }
+
+    /// The same request with `Authorization: Bearer TOKEN`.
+    pub fn authorized(self, token: &'a str) -> Self {
+        Self {
+            bearer: Some(token),
             ..self
         }
     }
@@ -147,6 +158,9 @@ impl Conn {
         }
         if let Some(key) = req.idempotency_key {
             head.push_str(&format!("Idempotency-Key: {key}\r\n"));
+        }
+        if let Some(token) = req.bearer {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         if let Some(body) = req.body {
             head.push_str(&format!(

@@ -231,9 +231,17 @@ impl System {
         self.host_dir(lb).join("lbd.sock")
     }
 
-    /// The API token shared by the balancers and the backends.
+    /// The API token shared by the balancers and the backends (also the apps' admin token).
     pub fn token_file(&self) -> PathBuf {
         self.lab.dir().join("token")
+    }
+
+    /// The token itself (for the apps' admin routes, e.g. `PUT /orders/stock/...`).
+    pub fn token(&self) -> Result<String> {
+        let path = self.token_file();
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| LabError::io(format!("reading {}", path.display()), e))
     }
 
     /// Where the balancers pin their maps (one folder per host below it).

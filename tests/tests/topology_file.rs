@@ -135,6 +135,12 @@ fn broken_topologies_name_the_field() {
         |d| d["nodes"][6]["services"] = json!(["mysql"]),
         "nodes[6].services[0]",
     );
+    // A backend may carry services (the reduced VM lab folds the services host into it);
+    // a client or a balancer may not.
+    rejected(
+        |d| d["nodes"][0]["services"] = json!(["redis"]),
+        "nodes[0].services",
+    );
     rejected(
         |d| d["nodes"][1]["services"] = json!(["redis"]),
         "nodes[1].services",

@@ -32,6 +32,12 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("haproxy", "/usr/sbin/haproxy"),
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
+    // `cargo xtask test package`: a fresh root to install the packages into, and the
+    // systemd units' checker
+    ("mmdebstrap", "/usr/bin/mmdebstrap"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+    // Reads the pcapng files `lbctl capture` writes (the capture tests check what it sees).
+    ("tshark", "/usr/bin/tshark"),
     // The virtualenv of the Python tools (xtask/src/venv.rs).
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];
@@ -212,6 +218,29 @@ pub fn bpf_linker() -> Result<()> {
 pub fn toolchain() -> Result<()> {
     rust_src()?;
     bpf_linker()
+}
+
+/// The cargo-deb version `cargo xtask package` uses (builds with this rustc; gzip only, so
+/// no C library to build).
+const CARGO_DEB: &str = "3.8.0";
+
+pub fn cargo_deb() -> Result<()> {
+    let have = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if have.is_some_and(|v| v.contains(CARGO_DEB)) {
+        return Ok(());
+    }
+    step(&format!(
+        "installing cargo-deb {CARGO_DEB} (about a minute)"
+    ));
+    run(Command::new("cargo")
+        .args(["install", "cargo-deb", "--locked", "--version", CARGO_DEB])
+        .args(["--no-default-features", "--features", "gzip"])
+        .env_remove("CARGO_TARGET_DIR"))
 }
 
 /// What the VM lab needs (`cargo xtask vagrant`): QEMU, libvirt, Vagrant with vagrant-libvirt,

@@ -7,6 +7,7 @@ mod deps;
 mod disk;
 mod fuzz;
 mod lab;
+mod package;
 mod test;
 mod util;
 mod vagrant;
@@ -58,6 +59,10 @@ enum Cmd {
     /// The whole system in network namespaces: `lab` (live view, Ctrl-C removes it),
     /// `lab up|down|status|exec NODE -- CMD`. Needs root.
     Lab(lab::LabArgs),
+    /// Debian packages of lbd (with lbctl) and app in target/debian, with cargo-deb:
+    /// binaries, systemd units, example configs, man pages. `cargo xtask test package`
+    /// checks and installs them into a fresh root.
+    Package,
     /// The lab as VMs (Vagrant, libvirt): `vagrant box|up|down|status|smoke|test`. Needs root.
     Vagrant(vagrant::VagrantArgs),
     /// Fuzz the parsers with libFuzzer (cargo-fuzz, nightly): every target, or TARGET, for S
@@ -94,6 +99,7 @@ fn main() -> Result<()> {
         } => test::run(group, release, &test_args),
         Cmd::Bench { what, args } => bench::run(what, &args),
         Cmd::Lab(args) => lab::run(args),
+        Cmd::Package => package::run().map(|_| ()),
         Cmd::Vagrant(args) => vagrant::run(args),
         Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time, fuzz::Build::Release),
         Cmd::Replay { args } => {

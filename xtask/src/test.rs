@@ -28,6 +28,8 @@ pub enum Group {
     Lab,
     /// End-to-end: the whole lab (lbd pair, app backends, Redis, PostgreSQL) under load (root).
     E2e,
+    /// The Debian packages: contents, systemd units, install and purge in a fresh root (root).
+    Package,
     /// Active-active over BGP/ECMP: the BGP lab (BIRD router, three balancers) under load (root).
     Bgp,
     /// The lab as VMs (Vagrant, libvirt): boot the reduced lab (client, lb1, be1 with Redis and
@@ -54,6 +56,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             | Group::Vrrp
             | Group::Lab
             | Group::E2e
+            | Group::Package
             | Group::Bgp
             | Group::Vagrant
             | Group::Chaos
@@ -90,6 +93,8 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         Group::All => {
             lint()?;
             util::step("running every test of the workspace");
+            // The package tests need the packages (the release build is the e2e one).
+            crate::package::run()?;
             util::run(util::cargo().args(["test", "--workspace"]).args(&profile))?;
             fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev)
         }
@@ -125,8 +130,9 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             config_tests(&profile)
         }
         Group::ControlPlane => {
-            // lbd's tests drive the real lbctl too; cargo builds only the package's own binaries.
-            build_bins(release, &["lbd", "lbctl"])?;
+            // lbd's tests drive the real lbctl (and the self-check test the real app) too; cargo
+            // builds only the package's own binaries.
+            build_bins(release, &["lbd", "lbctl", "app"])?;
             util::run(
                 util::cargo()
                     .args(["test", "-p", "lbd"])
@@ -172,6 +178,14 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                 .args(["test", "-p", "tests", "--test", "e2e"])
                 .args(with_filter(&profile, &[CHAOS])),
         ),
+        Group::Package => {
+            crate::package::run()?;
+            util::run(
+                util::cargo()
+                    .args(["test", "-p", "tests", "--test", "package"])
+                    .args(&profile),
+            )
+        }
         Group::Vagrant => util::run(
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "vagrant_lab"])

@@ -209,8 +209,12 @@ pub struct HttpConfig {
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     pub rate_limit: RateLimitConfig,
-    /// Adds `/debug/panic` and `/debug/sleep?ms=` (tests and drills only).
+    /// Adds `/debug/panic` and `/debug/sleep?ms=` (tests and drills only; admin routes).
     pub debug_routes: bool,
+    /// Bearer token of the admin routes (dead letters, stock changes, debug), or a file
+    /// holding it (the file wins). Neither: admin routes answer 403.
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -220,6 +224,8 @@ impl Default for HttpConfig {
             body_limit_bytes: 64 * 1024,
             rate_limit: RateLimitConfig::default(),
             debug_routes: false,
+            admin_token: None,
+            admin_token_file: None,
         }
     }
 }
@@ -276,6 +282,10 @@ pub struct RegistrationConfig {
     pub request_timeout_ms: u64,
     /// Re-register this often (0: never) so a restarted control plane learns about us again.
     pub refresh_ms: u64,
+    /// Check this host's direct-server-return setup for the VIP this often (on start too;
+    /// 0: never) and send the findings with the registrations: lbd gives no new flows to a
+    /// backend whose setup would black-hole them (docs/troubleshooting.md).
+    pub self_check_interval_ms: u64,
 }
 
 /// One VIP this backend registers with, and its own address for that VIP.
@@ -300,6 +310,7 @@ impl Default for RegistrationConfig {
             retry_max_ms: 30_000,
             request_timeout_ms: 2_000,
             refresh_ms: 30_000,
+            self_check_interval_ms: 60_000,
         }
     }
 }

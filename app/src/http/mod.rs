@@ -2,6 +2,7 @@
 //! OpenAPI document of everything it serves (`GET /openapi.json`). Errors are `crate::api`'s
 //! one shape.
 
+mod admin;
 pub mod dlq;
 mod error;
 mod health;
@@ -22,6 +23,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use admin::AdminToken;
 pub use ratelimit::{Decision, RateLimiter};
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
@@ -86,8 +88,8 @@ pub fn openapi() -> OpenApi {
 /// The whole application router: the users API (rate limited), the probes and metrics
 /// (never rate limited), `extra` routes from other modules (merged under the same
 /// middleware, rate limited like the API), the OpenAPI document of all of them at
-/// `/openapi.json`, and the middleware stack.
-pub fn router_with(state: AppState, extra: OpenApiRouter) -> Router {
+/// `/openapi.json`, and the middleware stack. Admin routes need `admin`'s bearer token.
+pub fn router_with(state: AppState, extra: OpenApiRouter, admin: AdminToken) -> Router {
     let cfg = &state.config.http;
     let mut api = users_api().with_state(state.clone()).merge(extra);
     if cfg.debug_routes {
@@ -101,6 +103,7 @@ pub fn router_with(state: AppState, extra: OpenApiRouter) -> Router {
             get(health::debug_sleep).with_state(state.clone()),
         );
     }
+    api = api.layer(axum::middleware::from_fn_with_state(admin, admin::guard));
     // One limiter per router: the buckets of one instance.
     if cfg.rate_limit.enabled {
         let limit = ratelimit::Limit {
@@ -146,6 +149,7 @@ pub fn router_with(state: AppState, extra: OpenApiRouter) -> Router {
 }
 
 /// The router without extra routes.
-pub fn router(state: AppState) -> Router {
-    router_with(state, OpenApiRouter::new())
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let admin = AdminToken::load(&state.config.http)?;
+    Ok(router_with(state, OpenApiRouter::new(), admin))
 }

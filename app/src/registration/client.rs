@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use lb_api::selfcheck::{Forwarding, SelfCheck};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,10 @@ impl RegistrationError {
 struct RegisterBody<'a> {
     address: &'a str,
     weight: u32,
+    /// This host's check of its DSR setup (left out until the first one ran, and for an lbd
+    /// that does not take it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_check: Option<&'a SelfCheck>,
 }
 
 /// What lbd answers a registration with (the backend as it stands). Fields an older lbd (or
@@ -47,6 +52,9 @@ pub struct Registered {
     /// The configured weight (an operator's `lbctl backend weight` shows here).
     #[serde(default)]
     pub weight: Option<u32>,
+    /// How the VIP's packets reach this backend: what the self-check checks against.
+    #[serde(default)]
+    pub forwarding: Option<Forwarding>,
 }
 
 impl Registered {
@@ -78,6 +86,9 @@ pub struct ControlPlane {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// Cleared when this lbd refused the `self_check` field (an older one): registrations
+    /// then go without it.
+    takes_self_check: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Path segments are names and IP addresses; escape anything else so a value can never
@@ -111,6 +122,7 @@ impl ControlPlane {
             base,
             token: token.to_string(),
             http,
+            takes_self_check: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -157,12 +169,47 @@ impl ControlPlane {
         vip: &str,
         address: &str,
         weight: u32,
+        self_check: Option<&SelfCheck>,
     ) -> Result<Registered, RegistrationError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let url = format!("{}/v1/vips/{}/backends", self.base, seg(vip));
-        let resp = self
-            .send_for(self.http.post(url).json(&RegisterBody { address, weight }))
-            .await?;
+        let send = |self_check| {
+            self.send_for(self.http.post(&url).json(&RegisterBody {
+                address,
+                weight,
+                self_check,
+            }))
+        };
+        let with = self_check.filter(|_| self.takes_self_check.load(Relaxed));
+        let resp = match send(with).await {
+            // An lbd from before self-checks refuses the unknown field: go on without.
+            Err(RegistrationError::Rejected {
+                status: 400 | 422,
+                ref message,
+                ..
+            }) if with.is_some() && message.contains("self_check") => {
+                tracing::warn!(
+                    control_plane = %self.base,
+                    "this lbd does not take self-check reports; registering without them"
+                );
+                self.takes_self_check.store(false, Relaxed);
+                send(None).await?
+            }
+            r => r?,
+        };
         Ok(resp.json().await.unwrap_or_default())
+    }
+
+    /// The VIP as lbd describes it (`GET /v1/vips/{vip}`).
+    pub async fn vip(&self, vip: &str) -> Result<lb_api::types::Vip, RegistrationError> {
+        let url = format!("{}/v1/vips/{}", self.base, seg(vip));
+        let resp = self.send_for(self.http.get(url)).await?;
+        resp.json()
+            .await
+            .map_err(|source| RegistrationError::Transport {
+                url: self.base.clone(),
+                source,
+            })
     }
 
     /// Our own drain: weight 0 for new flows; existing flows continue.

@@ -11,6 +11,12 @@
 //! On shutdown: [`Registrar::drain`] on every control plane (marked as our own drain, which
 //! our next registration undoes should we die before deregistering), then (after in-flight
 //! requests finished) [`Registrar::deregister`].
+//!
+//! lbd's answer says how a VIP's packets reach us (mode, VIP address, backend MTU); from
+//! then on the host's DSR setup for that VIP is checked (`hostcheck`) at once and every
+//! `self_check_interval_ms`, and the report goes with every registration for the VIP. A
+//! report whose findings changed is sent at once, so lbd stops (or resumes) new flows within
+//! one check.
 
 mod client;
 
@@ -18,18 +24,24 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rand::Rng;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use client::{ControlPlane, Registered, RegistrationError};
 
 use crate::config::{RegistrationConfig, VipMembership};
+use crate::hostcheck::{self, Forwarding, SelfCheck, Status, Target};
 use crate::metrics::Metrics;
 
 pub struct Registrar {
     planes: Vec<ControlPlane>,
     /// The VIPs this backend serves, each with its address for that VIP.
     members: Vec<VipMembership>,
+    /// The self-check of each member (same index).
+    checks: Vec<MemberCheck>,
+    /// How often the host's DSR setup is checked (`None`: never).
+    self_check: Option<Duration>,
     weight: u32,
     retry_initial: Duration,
     retry_max: Duration,
@@ -38,6 +50,14 @@ pub struct Registrar {
     /// Stops the register/refresh loops before draining, so a refresh cannot undrain us.
     loops: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// One VIP's self-check state.
+struct MemberCheck {
+    /// The latest report (sent with every registration for the VIP).
+    report: watch::Sender<Option<SelfCheck>>,
+    /// How lbd forwards the VIP's packets to us, from its latest answer.
+    forwarding: watch::Sender<Option<Forwarding>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +77,7 @@ impl Registrar {
         if !cfg.enabled() {
             return Ok(None);
         }
-        let token = match &cfg.token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| RegistrarError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim()
-                .to_string(),
-            None => cfg.token.clone().unwrap_or_default(),
-        };
+        let token = read_token(cfg)?;
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
         let planes = cfg
             .control_planes
@@ -76,6 +87,16 @@ impl Registrar {
         Ok(Some(Self {
             planes,
             members: cfg.memberships(),
+            checks: cfg
+                .memberships()
+                .iter()
+                .map(|_| MemberCheck {
+                    report: watch::channel(None).0,
+                    forwarding: watch::channel(None).0,
+                })
+                .collect(),
+            self_check: (cfg.self_check_interval_ms > 0)
+                .then(|| Duration::from_millis(cfg.self_check_interval_ms)),
             weight: cfg.weight,
             retry_initial: Duration::from_millis(cfg.retry_initial_ms.max(1)),
             retry_max: Duration::from_millis(cfg.retry_max_ms.max(cfg.retry_initial_ms).max(1)),
@@ -102,6 +123,79 @@ impl Registrar {
                     .spawn(async move { me.register_loop(i, m).await });
             }
         }
+        if self.self_check.is_some() {
+            for m in 0..self.members.len() {
+                let me = self.clone();
+                self.tracker.spawn(async move { me.check_loop(m).await });
+            }
+        }
+    }
+
+    /// Checks the host whenever lbd's forwarding facts change and every interval; publishes
+    /// the report (the register loops send it, at once when its findings changed).
+    async fn check_loop(&self, m: usize) {
+        let Some(every) = self.self_check else {
+            return;
+        };
+        let vip = &self.members[m].vip;
+        let Ok(address) = self.members[m].address.parse() else {
+            return;
+        };
+        let mut facts = self.checks[m].forwarding.subscribe();
+        loop {
+            let known = facts.borrow_and_update().clone();
+            if let Some(f) = known {
+                match Target::from_forwarding(&f, address) {
+                    Ok(t) => self.publish(m, hostcheck::check(&t).await),
+                    Err(e) => {
+                        tracing::warn!(%vip, error = %e, "cannot check this host's setup for the VIP")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.loops.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+                r = facts.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Logs what changed and makes `r` the report the registrations carry.
+    fn publish(&self, m: usize, r: SelfCheck) {
+        let vip = &self.members[m].vip;
+        for f in &r.findings {
+            let level = match f.status {
+                Status::Ok => 0,
+                Status::Warn => 1,
+                Status::Fail => 2,
+            };
+            self.metrics
+                .self_check
+                .with_label_values(&[f.check.name()])
+                .set(level);
+        }
+        self.checks[m].report.send_if_modified(|cur| {
+            let changed = !cur
+                .as_ref()
+                .is_some_and(|c| hostcheck::same_findings(c, &r));
+            if changed {
+                for f in r.findings.iter().filter(|f| f.status != Status::Ok) {
+                    let fix = f.fix.as_deref().unwrap_or("-");
+                    if f.status == Status::Fail {
+                        tracing::error!(%vip, check = %f.check, detail = %f.detail, fix, "self-check fails: the balancer gives this backend no new flows");
+                    } else {
+                        tracing::warn!(%vip, check = %f.check, detail = %f.detail, fix, "self-check warning");
+                    }
+                }
+                if r.failing().next().is_none()
+                    && cur.as_ref().is_some_and(|c| c.failing().next().is_some())
+                {
+                    tracing::info!(%vip, "self-check passes again");
+                }
+            }
+            *cur = Some(r);
+            changed
+        });
     }
 
     async fn register_loop(&self, i: usize, m: usize) {
@@ -110,8 +204,13 @@ impl Registrar {
         let mut delay = self.retry_initial;
         let mut registered = false;
         let mut seen = Overrides::default();
+        let mut reports = self.checks[m].report.subscribe();
         loop {
-            match cp.register(vip, address, self.weight).await {
+            let report = reports.borrow_and_update().clone();
+            match cp
+                .register(vip, address, self.weight, report.as_ref())
+                .await
+            {
                 Ok(answer) => {
                     self.count("register", true);
                     if !registered {
@@ -119,6 +218,13 @@ impl Registrar {
                     }
                     registered = true;
                     seen.observe(&answer, self.weight, cp.url(), vip, address);
+                    if let Some(f) = answer.forwarding {
+                        self.checks[m].forwarding.send_if_modified(|cur| {
+                            let changed = cur.as_ref() != Some(&f);
+                            *cur = Some(f);
+                            changed
+                        });
+                    }
                     delay = self.retry_initial;
                 }
                 Err(e) => {
@@ -127,19 +233,23 @@ impl Registrar {
                 }
             }
             let wait = if registered {
-                match self.refresh {
-                    Some(r) => r,
-                    None => return,
+                match (self.refresh, self.self_check) {
+                    (Some(r), _) => Some(r),
+                    // No refresh: only new findings make us register again.
+                    (None, Some(_)) => None,
+                    (None, None) => return,
                 }
             } else {
                 // Full jitter keeps many backends from retrying in step.
                 let d = delay.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
                 delay = (delay * 2).min(self.retry_max);
-                d
+                Some(d)
             };
             tokio::select! {
                 _ = self.loops.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+                // New findings go to lbd at once (it stops or resumes new flows on them).
+                r = reports.changed(), if registered => if r.is_err() { return },
             }
         }
     }
@@ -196,6 +306,36 @@ impl Registrar {
         });
         join_all(planes).await.into_iter().filter(|ok| *ok).count()
     }
+}
+
+/// The bearer token: the file's first line when a file is named, else the inline token.
+fn read_token(cfg: &RegistrationConfig) -> Result<String, RegistrarError> {
+    Ok(match &cfg.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|source| RegistrarError::TokenFile {
+                path: path.clone(),
+                source,
+            })?
+            .trim()
+            .to_string(),
+        None => cfg.token.clone().unwrap_or_default(),
+    })
+}
+
+/// The VIP of `cfg` as its first reachable control plane describes it (`app check-host`).
+pub async fn vip_facts(cfg: &RegistrationConfig) -> Result<lb_api::types::Vip, RegistrarError> {
+    let token = read_token(cfg)?;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
+    let mut last = None;
+    for url in &cfg.control_planes {
+        match ControlPlane::new(url, &token, timeout)?.vip(&cfg.vip).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .map(RegistrarError::Client)
+        .unwrap_or_else(|| RegistrarError::Client(RegistrationError::BadUrl("none".into()))))
 }
 
 type CallFuture<'a> =
@@ -282,6 +422,7 @@ mod tests {
             admin: Some(admin.into()),
             drained_by: by.map(Into::into),
             weight: Some(weight),
+            forwarding: None,
         };
         let mut seen = Overrides::default();
         let obs = |s: &mut Overrides, a: &Registered| s.observe(a, 70, "cp", "web", "10.77.0.11");

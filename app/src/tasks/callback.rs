@@ -5,12 +5,15 @@
 //!
 //! The body is signed: `X-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+use super::target::{Guard, Policy};
 use super::{Envelope, TaskSettings, TaskView};
 use crate::queue::{Handler, HandlerFuture, JobContext, JobError, QueueError};
 
@@ -50,17 +53,34 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A URL whose host is an address the policy refuses (a name is checked when it is
+/// resolved, at delivery).
+pub fn check_literal(url: &str, policy: &Policy) -> Result<(), String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("callback_url: {e}"))?;
+    let ip = match u.host() {
+        Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
+        Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
+        _ => return Ok(()),
+    };
+    match policy.refuses(ip) {
+        Some(r) => Err(format!("callback_url refused: {r}")),
+        None => Ok(()),
+    }
+}
+
 /// The `notify` handler of the `callbacks` queue.
 #[derive(Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
     secret: Vec<u8>,
+    policy: Arc<Policy>,
 }
 
 impl Deliverer {
-    pub fn new(settings: &TaskSettings) -> Result<Self, QueueError> {
+    pub fn new(settings: &TaskSettings, policy: Arc<Policy>) -> Result<Self, QueueError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.callback_timeout_ms))
+            .dns_resolver(Arc::new(Guard(policy.clone())))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("app-callbacks/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -68,6 +88,7 @@ impl Deliverer {
         Ok(Self {
             client,
             secret: settings.callback_secret.as_bytes().to_vec(),
+            policy,
         })
     }
 
@@ -88,6 +109,9 @@ impl Deliverer {
         let Some(url) = env.callback_url else {
             return Err(JobError::permanent("task has no callback_url"));
         };
+        // Settings may have changed since the task was submitted: checked again, and a
+        // refused target is final (no retries).
+        check_literal(&url, &self.policy).map_err(JobError::permanent)?;
         let view = TaskView::from_job(job);
         let body = serde_json::to_vec(&json!({
             "task_id": view.id,
@@ -109,7 +133,14 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| JobError::retry(format!("callback POST failed: {e}")))?;
+            .map_err(|e| {
+                let text = format!("{e:?}");
+                if text.contains("refused: ") && text.contains("callback host") {
+                    JobError::permanent(format!("callback POST refused: {e}: {text}"))
+                } else {
+                    JobError::retry(format!("callback POST failed: {e}"))
+                }
+            })?;
         let status = resp.status();
         if status.is_success() {
             Ok(Some(json!({ "url": url, "status": status.as_u16() })))

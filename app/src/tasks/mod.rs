@@ -5,6 +5,10 @@
 mod api;
 pub mod callback;
 mod kinds;
+pub mod target;
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,12 @@ pub struct TaskSettings {
     pub callback_secret: String,
     /// Timeout of one callback delivery (ms).
     pub callback_timeout_ms: u64,
+    /// Let callbacks go to loopback and link-local addresses (refused by default: see
+    /// `target`).
+    pub callback_allow_local: bool,
+    /// More addresses (`ADDR` or `ADDR/PREFIX`) no callback may go to: the balancers' own,
+    /// beside the control planes of `registration`, which are always refused.
+    pub callback_denied: Vec<String>,
 }
 
 impl Default for TaskSettings {
@@ -34,6 +44,8 @@ impl Default for TaskSettings {
         Self {
             callback_secret: String::new(),
             callback_timeout_ms: 5_000,
+            callback_allow_local: false,
+            callback_denied: Vec::new(),
         }
     }
 }
@@ -46,7 +58,24 @@ impl TaskSettings {
                 "must be between 1 and 120000",
             ));
         }
+        for d in &self.callback_denied {
+            target::parse_net(d).map_err(|e| QueueError::config("tasks.callback_denied", e))?;
+        }
         Ok(())
+    }
+
+    /// The callback policy: these settings and the `extra` refused hosts.
+    pub fn policy(&self, extra: &[IpAddr]) -> target::Policy {
+        let mut denied: Vec<ipnet::IpNet> = self
+            .callback_denied
+            .iter()
+            .filter_map(|d| target::parse_net(d).ok())
+            .collect();
+        denied.extend(extra.iter().map(|a| ipnet::IpNet::from(*a)));
+        target::Policy {
+            allow_local: self.callback_allow_local,
+            denied,
+        }
     }
 }
 
@@ -152,11 +181,23 @@ impl TaskView {
 pub struct TaskService {
     queue: Queue,
     settings: TaskSettings,
+    policy: Arc<target::Policy>,
 }
 
 impl TaskService {
     pub fn new(queue: Queue, settings: TaskSettings) -> Self {
-        Self { queue, settings }
+        Self::with_refused_hosts(queue, settings, &[])
+    }
+
+    /// Also refuses callbacks to `hosts` (the balancers' addresses, from the composition
+    /// root).
+    pub fn with_refused_hosts(queue: Queue, settings: TaskSettings, hosts: &[IpAddr]) -> Self {
+        let policy = Arc::new(settings.policy(hosts));
+        Self {
+            queue,
+            settings,
+            policy,
+        }
     }
 
     pub fn queue(&self) -> &Queue {
@@ -180,6 +221,7 @@ impl TaskService {
         kinds::validate_input(&req.kind, &req.input).map_err(QueueError::Invalid)?;
         if let Some(url) = &req.callback_url {
             callback::validate_url(url).map_err(QueueError::Invalid)?;
+            callback::check_literal(url, &self.policy).map_err(QueueError::Invalid)?;
             if self.settings.callback_secret.is_empty() {
                 return Err(QueueError::Invalid(
                     "callback_url needs tasks.callback_secret to be configured".into(),
@@ -234,7 +276,7 @@ impl TaskService {
     /// The handlers of the `tasks` and `callbacks` queues.
     pub fn registry(&self) -> Result<Registry, QueueError> {
         let reg = kinds::registry();
-        let cb = callback::Deliverer::new(&self.settings)?;
+        let cb = callback::Deliverer::new(&self.settings, self.policy.clone())?;
         Ok(reg.on(CALLBACKS_QUEUE, "notify", cb))
     }
 }

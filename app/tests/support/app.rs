@@ -19,9 +19,13 @@ pub fn test_config(database_url: &str, redis_url: &str) -> Config {
     c.cache.bloom_check_interval_ms = 200;
     c.http.rate_limit.enabled = false;
     c.http.debug_routes = true;
+    c.http.admin_token = Some(ADMIN_TOKEN.into());
     c.shutdown.drain_delay_ms = 0;
     c
 }
+
+/// The admin token of [`test_config`]; [`client`] sends it.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A SQLite database file in `dir`.
 pub fn sqlite_url(dir: &std::path::Path) -> String {
@@ -37,8 +41,15 @@ pub fn base(app: &RunningApp) -> String {
     format!("http://{}", app.addr)
 }
 
+/// An HTTP client that sends [`ADMIN_TOKEN`] (the admin routes need it; others ignore it).
 pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}")).expect("header"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .build()

@@ -338,3 +338,16 @@ impl Drop for Postgres {
         }
     }
 }
+
+/// Queue settings for callback tests: short blocks and backoffs, three attempts, so a
+/// refused or failing callback becomes a dead letter quickly.
+pub fn fast_callback_queue() -> ::app::queue::QueueSettings {
+    ::app::queue::QueueSettings {
+        block_ms: 200,
+        mover_interval_ms: 20,
+        backoff_base_ms: 50,
+        backoff_max_ms: 200,
+        max_attempts: 3,
+        ..Default::default()
+    }
+}

@@ -4,11 +4,15 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::schema::IpAddress;
 
 /// A session's state as BGP names it (RFC 4271 section 8), plus `down` while the speaker does
 /// not answer at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = BgpSessionState)]
 pub enum SessionState {
     Idle,
     Connect,
@@ -69,10 +73,12 @@ impl std::fmt::Display for SessionState {
 }
 
 /// One BGP session (one configured peer).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = BgpSession)]
 pub struct Session {
     /// The session's name in the speaker (`peer_10_77_0_1`).
     pub name: String,
+    #[schema(value_type = IpAddress)]
     pub peer: IpAddr,
     pub peer_as: u32,
     pub state: SessionState,
@@ -90,10 +96,12 @@ pub struct Session {
 }
 
 /// One VIP address this balancer may announce.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = BgpPrefix)]
 pub struct Prefix {
     /// `10.77.0.100/32`, `fd77::100/128`.
     pub prefix: String,
+    #[schema(value_type = IpAddress)]
     pub address: IpAddr,
     /// The VIPs at this address.
     pub vips: Vec<String>,
@@ -108,7 +116,8 @@ pub struct Prefix {
 }
 
 /// The speaker process.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = BgpSpeaker)]
 pub struct Speaker {
     /// `bird`.
     pub kind: String,
@@ -125,8 +134,9 @@ pub struct Speaker {
     pub error: Option<String>,
 }
 
-/// `GET /v1/bgp`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `GET /v1/bgp`: this balancer's speaker, its sessions and the VIP addresses it announces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = BgpOverview)]
 pub struct Overview {
     pub local_as: u32,
     pub router_id: String,

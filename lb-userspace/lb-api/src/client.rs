@@ -5,14 +5,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hyper::Method;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::ClientError;
-use super::transport::{Endpoint, exchange};
+use super::transport::{Endpoint, exchange, open};
 use super::types::{
-    Backend, Deleted, ErrorBody, HealthEntry, NewBackend, NewVip, SetWeight, Shutdown,
-    ShuttingDown, Stats, Status, Vip,
+    Backend, Deleted, ErrorBody, HealthEntry, NewBackend, NewVip, Reload, ReloadReport, SetWeight,
+    Shutdown, ShuttingDown, Stats, Status, Vip,
 };
 
 /// A typed answer together with the JSON it was read from (what `--json` prints) and its status.
@@ -133,6 +133,68 @@ impl Client {
             .await
     }
 
+    /// Re-reads lbd.toml: shows the difference, and applies it unless `dry_run`; `prune`
+    /// also removes what the API or registrations added that the file does not list.
+    pub async fn reload(
+        &self,
+        dry_run: bool,
+        prune: bool,
+    ) -> Result<Fetched<ReloadReport>, ClientError> {
+        self.call(Method::POST, "/v1/reload", Some(&Reload { dry_run, prune }))
+            .await
+    }
+
+    /// `GET /v1/vips/{vip}/trace`: where a flow of the VIP goes, and why.
+    pub async fn trace(
+        &self,
+        vip: &str,
+        q: &crate::diag::TraceQuery,
+    ) -> Result<Fetched<crate::diag::Trace>, ClientError> {
+        let mut path = format!(
+            "/v1/vips/{}/trace?client={}",
+            segment(vip),
+            segment(&q.client.to_string())
+        );
+        for (k, v) in [
+            ("protocol", q.protocol.clone()),
+            ("port", q.port.map(|p| p.to_string())),
+            ("first", q.first.clone()),
+        ] {
+            if let Some(v) = v {
+                let _ = write!(path, "&{k}={}", segment(&v));
+            }
+        }
+        self.get(&path).await
+    }
+
+    /// `POST /v1/capture`: starts a capture; its events come from the returned stream until
+    /// its `End` (or until the stream is dropped, which stops the capture). The client's
+    /// timeout bounds the wait for the first line only.
+    pub async fn capture(
+        &self,
+        req: &crate::diag::CaptureRequest,
+    ) -> Result<CaptureStream, ClientError> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Request(e.to_string()))?;
+        let timeout = |_| ClientError::Timeout {
+            endpoint: self.endpoint.to_string(),
+            seconds: self.timeout.as_secs_f64(),
+        };
+        let opened = tokio::time::timeout(
+            self.timeout,
+            open(&self.endpoint, Method::POST, "/v1/capture", Some(body)),
+        )
+        .await
+        .map_err(timeout)??;
+        if !(200..300).contains(&opened.status) {
+            let status = opened.status;
+            let body = opened.rest().await;
+            return Err(interpret::<serde_json::Value>(status, &body)
+                .err()
+                .unwrap_or_else(|| ClientError::bad(status, "error status")));
+        }
+        Ok(CaptureStream { inner: opened })
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Fetched<T>, ClientError> {
         self.call(Method::GET, path, None::<&()>).await
     }
@@ -155,6 +217,38 @@ impl Client {
                 seconds: self.timeout.as_secs_f64(),
             })??;
         interpret(raw.status, &raw.body)
+    }
+}
+
+/// The events of a running capture, one JSON line each.
+pub struct CaptureStream {
+    inner: crate::transport::Streaming,
+}
+
+impl CaptureStream {
+    /// The next event with the JSON line it was read from; `None` when the stream ended.
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<(crate::diag::CaptureEvent, serde_json::Value)>, ClientError> {
+        loop {
+            let Some(line) = self.inner.next_line().await? else {
+                return Ok(None);
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let status = self.inner.status;
+            let raw: serde_json::Value = serde_json::from_slice(&line).map_err(|e| {
+                ClientError::bad(status, format!("not JSON ({e}): {}", snippet(&line)))
+            })?;
+            let event = crate::diag::CaptureEvent::deserialize(&raw).map_err(|e| {
+                ClientError::bad(
+                    status,
+                    format!("unexpected event ({e}): {}", snippet(&line)),
+                )
+            })?;
+            return Ok(Some((event, raw)));
+        }
     }
 }
 

@@ -24,6 +24,13 @@ pub enum ClientError {
     /// The answer was not what docs/api.md describes (wrong shape, not JSON, unexpected status).
     #[error("bad response from lbd ({status}): {reason}")]
     BadResponse { status: u16, reason: String },
+    /// The TLS handshake failed (wrong CA, a certificate lbd refused, ...).
+    #[error("TLS with lbd at {endpoint} failed: {source}")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP exchange itself failed after the connection was made.
     #[error("HTTP exchange with lbd at {endpoint} failed: {source}")]
     Http {

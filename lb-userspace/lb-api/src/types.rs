@@ -190,12 +190,24 @@ pub struct Backend {
     /// `null` before the first check.
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's report on its own setup (from its registrations; `None`: none sent).
+    #[serde(default)]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
+    /// Why it gets no new flows now (`None` while it gets some).
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
+    /// In the answer to a registration: how the VIP's packets reach this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<crate::selfcheck::Forwarding>,
 }
 
 /// A VIP with its settings and backends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Vip {
     pub name: String,
+    /// Who owns it: `config` (lbd.toml) or `api` (`null` from an older lbd).
+    #[serde(default)]
+    pub source: Option<Source>,
     #[schema(value_type = IpAddress)]
     pub address: IpAddr,
     pub port: u16,
@@ -204,8 +216,104 @@ pub struct Vip {
     pub mode: Mode,
     /// Entries of the lookup table.
     pub table_size: u32,
+    /// The health checks in force: the global `[health]` under the VIP's own keys (`null`
+    /// from an older lbd).
+    #[serde(default)]
+    pub health: Option<VipHealth>,
     #[serde(default)]
     pub backends: Vec<Backend>,
+}
+
+/// The kind of a VIP's health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+    None,
+}
+wire_names!(CheckKind { Tcp => "tcp", Http => "http", None => "none" });
+
+/// The health checks of a VIP, every setting resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VipHealth {
+    pub kind: CheckKind,
+    /// The HTTP check's path (`http` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The HTTP check's expected status (`http` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    /// 0: the VIP's port.
+    pub port: u16,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    pub slow_start_ms: u64,
+    pub unknown_weight_percent: u32,
+}
+
+/// A VIP's own health settings in `POST /v1/vips`: keys left out take the global `[health]`
+/// (checked as the file's keys are: 422 with `health.KEY: reason`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CheckKind>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[schema(maximum = 65535)]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[schema(maximum = 65535)]
+    pub expect_status: Option<u16>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub interval_ms: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub timeout_ms: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub rise: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub fall: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub slow_start_ms: Option<u64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[schema(maximum = 100)]
+    pub unknown_weight_percent: Option<u32>,
 }
 
 /// Body of `POST /v1/vips`: fields left out take lbd's defaults. The state file keeps the
@@ -243,6 +351,23 @@ pub struct NewVip {
     )]
     #[schema(minimum = 2, maximum = 65537)]
     pub table_size: Option<u32>,
+    /// Second chance (docs/dataplane.md): `ipip` with maglev or ip-hash only. Default off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_chance: Option<bool>,
+    /// How long second chance remembers a flow, in seconds.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    pub second_chance_window_s: Option<u32>,
+    /// Overrides of the global `[health]`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional_object"
+    )]
+    pub health: Option<HealthSettings>,
 }
 
 /// Body of `POST /v1/vips/{vip}/backends`: the registration of a backend.
@@ -260,6 +385,9 @@ pub struct NewBackend {
     )]
     #[schema(maximum = 1_000_000)]
     pub weight: Option<u32>,
+    /// The registrant's check of its own setup (the app sends one; others may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_check: Option<crate::selfcheck::SelfCheck>,
 }
 
 /// Body of `POST .../backends/{address}/weight`.
@@ -309,24 +437,32 @@ pub struct Deleted {
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
     Invalid,
+    /// Too many captures at once.
+    Busy,
     Internal,
+    /// The data plane cannot do it (capture without its program).
+    Unavailable,
 }
 wire_names!(ErrorCode {
     BadRequest => "bad_request",
     Unauthorized => "unauthorized",
+    Forbidden => "forbidden",
     NotFound => "not_found",
     MethodNotAllowed => "method_not_allowed",
     Conflict => "conflict",
     PayloadTooLarge => "payload_too_large",
     UnsupportedMediaType => "unsupported_media_type",
     Invalid => "invalid",
+    Busy => "busy",
     Internal => "internal",
+    Unavailable => "unavailable",
 });
 
 impl ErrorCode {
@@ -335,13 +471,16 @@ impl ErrorCode {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
+            Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::Invalid => 422,
+            Self::Busy => 429,
             Self::Internal => 500,
+            Self::Unavailable => 503,
         }
     }
 
@@ -351,18 +490,23 @@ impl ErrorCode {
             Self::BadRequest => {
                 "malformed JSON, wrong types, a value outside the schema's range, an invalid address"
             }
-            Self::Unauthorized => "a TCP request without the right bearer token",
+            Self::Unauthorized => "a TCP request without a known client's token or certificate",
+            Self::Forbidden => "a call outside the client's scope (read-only, registrant)",
             Self::NotFound => "unknown VIP, backend or endpoint",
             Self::MethodNotAllowed => "the path exists, the method does not",
             Self::Conflict => "a VIP name or (address, port, protocol) that already exists",
             Self::PayloadTooLarge => "a body larger than lbd accepts",
             Self::UnsupportedMediaType => "a body without `Content-Type: application/json`",
             Self::Invalid => {
-                "as the schema says, but not acceptable for a reason no schema can state: a table \
-                 size that is not prime, a backend of the other IP family than its VIP's, the VIP \
-                 limit"
+                "well-formed but not acceptable, as `field: reason`: the config file's checks and \
+                 words (a table size that is not prime, `ipip` without an outer source, a \
+                 health key out of range), a backend of the other IP family than its VIP's, the \
+                 VIP limit, a capture filter naming no reason, or a reload's \
+                 `FILE:LINE: field: reason`"
             }
+            Self::Busy => "as many captures run as lbd allows at once",
             Self::Internal => "a map update failed (the message says which)",
+            Self::Unavailable => "the data plane has no capture program (the message says why)",
         }
     }
 }
@@ -415,6 +559,13 @@ pub struct HealthEntry {
     pub effective_weight: u32,
     #[serde(default)]
     pub last_check: Option<LastCheck>,
+    /// The backend's self-check summary (`ok`, `1 warning`, `FAIL arp_ignore`); `None`: it
+    /// sends none.
+    #[serde(default)]
+    pub self_check: Option<String>,
+    /// Why it gets no new flows now.
+    #[serde(default)]
+    pub no_new_flows: Option<String>,
 }
 
 /// `GET /v1/stats`: counters are totals since the data plane was loaded (`lbctl stats
@@ -447,6 +598,38 @@ pub struct BackendStats {
     pub new_conns: u64,
     /// Entries in the connection table now.
     pub active_conns: u64,
+}
+
+/// Body of `POST /v1/reload` (optional: left out, a reload that applies and prunes nothing).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Only show what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Also remove what the API or registrations added that the file does not list.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// Answer of `POST /v1/reload`: what changed (or would change with `dry_run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReloadReport {
+    pub file: String,
+    pub dry_run: bool,
+    pub changes: Vec<ReloadChange>,
+    /// Settings that changed but take effect only when lbd restarts.
+    #[serde(default)]
+    pub needs_restart: Vec<String>,
+    pub applied: bool,
+}
+
+/// One change of a reload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReloadChange {
+    /// `vips`, `backends`, `health`, `dataplane`, `api`, `sweep`, `vrrp`, ...
+    pub section: String,
+    pub change: String,
 }
 
 #[cfg(test)]
@@ -504,5 +687,13 @@ mod tests {
         assert!(e.to_string().contains("wieght"), "{e}");
         let d: Deleted = serde_json::from_str(r#"{"deleted": "web", "more": 1}"#).expect("read");
         assert_eq!(d.deleted, "web");
+        let v = r#"{"name": "a", "address": "::1", "health": []}"#;
+        assert!(
+            serde_json::from_str::<NewVip>(v).is_err(),
+            "health is an object"
+        );
+        let v = r#"{"name": "a", "address": "::1", "health": {"rise": 3}}"#;
+        let v: NewVip = serde_json::from_str(v).expect("health object");
+        assert_eq!(v.health.and_then(|h| h.rise), Some(3));
     }
 }

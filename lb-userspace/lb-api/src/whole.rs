@@ -34,3 +34,21 @@ where
     struct Whole<T: TryFrom<u64>>(#[serde(deserialize_with = "number")] T);
     Ok(Option::<Whole<T>>::deserialize(d)?.map(|w| w.0))
 }
+
+/// An object, or `null`: serde would also read a struct from a JSON array (`[]` as every field
+/// left out), which the schema does not allow.
+pub fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => {
+            T::deserialize(v).map(Some).map_err(D::Error::custom)
+        }
+        Some(other) => Err(D::Error::custom(format!(
+            "expected an object, found {other}"
+        ))),
+    }
+}

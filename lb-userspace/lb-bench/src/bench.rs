@@ -4,13 +4,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use lb_common::{Algorithm, DEFAULT_MAX_NEW_FLOWS_PER_CPU, ForwardMode, Reason, Settings, names};
+use lb_dataplane::capture::{CaptureFilter, CaptureMaps};
 use lb_dataplane::{Dataplane, LoadOptions, Maps, PinnedXdp, Programmer, XdpAction};
 
-use crate::cases::{Case, Kind, ip, vip};
+use crate::cases::{Capture, Case, Kind, ip, vip};
 
 pub struct Bench {
     pub dp: Dataplane,
     prog: Programmer,
+    capture: CaptureMaps,
+    capturing: Capture,
     repeat: u32,
     pub katran: Option<PinnedXdp>,
     pub katran_default: Option<PinnedXdp>,
@@ -50,6 +53,8 @@ impl Bench {
         })
         .context("loading the data plane (run as root after `cargo xtask build-ebpf`)")?;
         let mut maps = dp.take_maps()?;
+        let mut capture = dp.take_capture()?;
+        dp.enable_capture(&mut capture)?;
         // The flood guard is off except in the cases that measure it (`set_guard`).
         let settings = Settings {
             ipip_src_v4: lb_common::user::addr_words(ip("10.77.0.2"))[0],
@@ -92,6 +97,8 @@ impl Bench {
         Ok(Self {
             dp,
             prog,
+            capture,
+            capturing: Capture::Off,
             repeat,
             katran,
             katran_default,
@@ -109,6 +116,40 @@ impl Bench {
             self.maps().set_settings(&s)?;
         }
         Ok(())
+    }
+
+    /// The capture the case runs under: off, on for another VIP, or on and sampling its VIP.
+    fn set_capture(&mut self, case: &Case) -> Result<()> {
+        if self.capturing == case.capture && case.capture == Capture::Off {
+            return Ok(());
+        }
+        match case.capture {
+            Capture::Off => self.capture.stop()?,
+            Capture::FilteredOut | Capture::Sampled => {
+                let vip = case.vip.context("a capture case has a VIP")?;
+                let other = if vip == "maglev" { "iphash" } else { "maglev" };
+                let (name, every) = if case.capture == Capture::Sampled {
+                    (vip, 100)
+                } else {
+                    (other, 1)
+                };
+                // A fresh start each round: the ring is emptied, so nothing is lost to it.
+                self.capture.start(&CaptureFilter {
+                    vip_id: Some(self.prog.vip_id(name).context("vip programmed")?),
+                    sample_every: every,
+                    snap_len: 128,
+                    ..Default::default()
+                })?;
+            }
+        }
+        self.capturing = case.capture;
+        Ok(())
+    }
+
+    /// Records the capture of a `Sampled` case wrote, and the ones its ring lost.
+    pub fn captured(&mut self) -> Result<(u64, u64)> {
+        let c = self.capture.counters()?;
+        Ok((c.written, c.lost))
     }
 
     fn maps(&mut self) -> &mut Maps {
@@ -193,6 +234,7 @@ impl Bench {
     /// One round of one case on `target`: its cost with the harness's own cost taken off.
     pub fn measure(&mut self, case: &Case, target: Target, floor: f64) -> Result<f64> {
         self.set_guard(case.guard)?;
+        self.set_capture(case)?;
         match case.kind {
             Kind::Floor => Ok(floor),
             Kind::Direct => self.direct(target, &case.packet, case.expect),
@@ -258,6 +300,16 @@ impl Bench {
                         );
                     }
                 }
+                if case.capture == Capture::Sampled {
+                    let (written, lost) = self.captured()?;
+                    let want = self.repeat as u64 / 100;
+                    ensure!(
+                        lost == 0 && written.abs_diff(want) <= 1,
+                        "{}: {written} records written ({lost} lost) for {} runs, expected {want}",
+                        case.name,
+                        self.repeat
+                    );
+                }
                 Ok((total - harness).max(0.0))
             }
         }
@@ -270,6 +322,7 @@ impl Bench {
         if case.kind == Kind::Floor || case.kind == Kind::Direct {
             return Ok(());
         }
+        self.set_capture(case)?;
         let direct = self.run_once(target, &case.packet)?;
         ensure!(
             direct.action == case.expect,

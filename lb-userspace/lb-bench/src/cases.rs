@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use lb_common::names;
 use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP};
 use lb_dataplane::maglev::TableSize;
 use lb_dataplane::packet::{Frame, TCP_ACK, TCP_SYN};
@@ -58,9 +59,25 @@ pub enum Kind {
     Decap,
 }
 
+/// The capture inside the data plane while a case runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Capture {
+    /// No capture (the flag every packet reads is 0).
+    Off,
+    /// A capture runs whose filter this packet does not pass (another VIP).
+    FilteredOut,
+    /// A capture runs that keeps one matching packet in 100.
+    Sampled,
+}
+
+#[derive(Clone)]
 pub struct Case {
     pub name: String,
     pub kind: Kind,
+    /// The program measured: the balancer, or the balancer without the capture hook (the
+    /// baseline of what the hook costs while off).
+    pub program: &'static str,
+    pub capture: Capture,
     pub vip: Option<&'static str>,
     pub packet: Vec<u8>,
     pub vary_offset: u32,
@@ -86,6 +103,8 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "floor: swap MACs, XDP_TX".into(),
             kind: Kind::Floor,
+            program: names::PROG_FLOOR,
+            capture: Capture::Off,
             vip: None,
             packet: syn("10.77.0.100").build(),
             vary_offset: 0,
@@ -96,6 +115,8 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "non-VIP pass".into(),
             kind: Kind::Direct,
+            program: names::PROG_BALANCER,
+            capture: Capture::Off,
             vip: None,
             packet: Frame::tcp(ip("10.9.0.1"), 40000, ip("10.77.0.50"), 80, TCP_ACK).build(),
             vary_offset: 0,
@@ -104,6 +125,13 @@ pub fn cases() -> Vec<Case> {
             guard: false,
         },
     ];
+    let non_vip = Case {
+        name: "non-VIP pass, no capture hook".into(),
+        program: names::PROG_BALANCER_UNHOOKED,
+        katran: false,
+        ..out[1].clone()
+    };
+    out.push(non_vip);
     for (name, vip_name, addr, katran) in [
         ("conn-table hit, dsr-l2", "maglev", "10.77.0.100", false),
         ("conn-table hit, ipip", "ipip", "10.77.0.104", true),
@@ -112,6 +140,8 @@ pub fn cases() -> Vec<Case> {
         out.push(Case {
             name: name.into(),
             kind: Kind::Hit,
+            program: names::PROG_BALANCER,
+            capture: Capture::Off,
             vip: Some(vip_name),
             packet: Frame::tcp(
                 ip(if addr.contains(':') {
@@ -129,6 +159,48 @@ pub fn cases() -> Vec<Case> {
             expect: XdpAction::Tx,
             katran,
             guard: false,
+        });
+    }
+    // The capture hook: the same hits without it (its cost while off, in the same rounds),
+    // and with a capture running.
+    for (i, name, program, capture) in [
+        (
+            2,
+            "conn-table hit, dsr-l2, no capture hook",
+            names::PROG_BALANCER_UNHOOKED,
+            Capture::Off,
+        ),
+        (
+            3,
+            "conn-table hit, ipip, no capture hook",
+            names::PROG_BALANCER_UNHOOKED,
+            Capture::Off,
+        ),
+        (
+            3,
+            "conn-table hit, ipip, capture on, not kept",
+            names::PROG_BALANCER,
+            Capture::FilteredOut,
+        ),
+        (
+            3,
+            "conn-table hit, ipip, capture on, 1 in 100",
+            names::PROG_BALANCER,
+            Capture::Sampled,
+        ),
+    ] {
+        let base = out
+            .iter()
+            .filter(|c| c.kind == Kind::Hit)
+            .nth(i - 2)
+            .expect("the hit cases come first")
+            .clone();
+        out.push(Case {
+            name: name.into(),
+            program,
+            capture,
+            katran: false,
+            ..base
         });
     }
     for (name, vip_name, addr, katran) in [
@@ -162,6 +234,8 @@ fn new_flow(name: &str, vip_name: &'static str, addr: &str, katran: bool, guard:
     Case {
         name: name.into(),
         kind: Kind::NewFlow,
+        program: names::PROG_BALANCER,
+        capture: Capture::Off,
         vip: Some(vip_name),
         packet: syn(addr).build(),
         vary_offset: if addr.contains(':') {

@@ -109,6 +109,8 @@ pub fn cases(lo: &Loopback) -> Vec<Case> {
     .map(|(name, packet, expect)| Case {
         name: name.into(),
         kind: Kind::Decap,
+        program: lb_common::names::PROG_DECAP,
+        capture: crate::cases::Capture::Off,
         vip: None,
         packet,
         vary_offset: 0,

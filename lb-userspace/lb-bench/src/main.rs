@@ -118,11 +118,7 @@ fn main() -> Result<()> {
         })
         .collect();
     let targets = |c: &Case| {
-        let mut t = vec![Target::Ours(match c.kind {
-            Kind::Floor => names::PROG_FLOOR,
-            Kind::Decap => names::PROG_DECAP,
-            _ => names::PROG_BALANCER,
-        })];
+        let mut t = vec![Target::Ours(c.program)];
         if with_katran && c.katran {
             t.push(Target::Katran);
         }
@@ -170,6 +166,28 @@ fn main() -> Result<()> {
             .collect(),
     );
     let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    // What the capture hook costs while no capture runs: the hooked program minus the same
+    // pipeline without the hook, measured in the same rounds.
+    let median_of = |name: &str| {
+        cases
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| medians[i])
+    };
+    let hook_cost: Vec<(&str, f64)> = [
+        ("non-VIP pass", "non-VIP pass, no capture hook"),
+        (
+            "conn-table hit, dsr-l2",
+            "conn-table hit, dsr-l2, no capture hook",
+        ),
+        (
+            "conn-table hit, ipip",
+            "conn-table hit, ipip, no capture hook",
+        ),
+    ]
+    .iter()
+    .filter_map(|(hooked, bare)| Some((*hooked, median_of(hooked)? - median_of(bare)?)))
+    .collect();
     let unpinned_share =
         (bench.unpinned.1 > 0).then(|| bench.unpinned.0 as f64 / bench.unpinned.1 as f64);
 
@@ -203,6 +221,11 @@ fn main() -> Result<()> {
                 .map(|p| p.display().to_string()),
             "flood_guard_limit_per_cpu_per_s": lb_common::DEFAULT_MAX_NEW_FLOWS_PER_CPU,
             "flood_guard_unpinned_share": unpinned_share.map(round2),
+            "capture_off_cost_ns": hook_cost
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(round2(*v))))
+                .collect::<serde_json::Map<_, _>>(),
+            "capture_off_cost_goal_ns": 2.0,
             "floor_ns_per_packet": floor,
             "cases": rows,
             "maglev_build_ms_m65537_n1000": build,
@@ -216,7 +239,7 @@ fn main() -> Result<()> {
         opts.rounds, opts.repeat, opts.conn_table_size
     );
     println!(
-        "{:<32} {:>8} {:>8} {:>7} {:>12} {:>8} {:>9}",
+        "{:<44} {:>8} {:>8} {:>7} {:>12} {:>8} {:>9}",
         "path", "ns/pkt", "x floor", "action", "katran ns", "x floor", "x katran"
     );
     for (c, (m, k)) in cases.iter().zip(medians.iter().zip(&k_medians)) {
@@ -232,7 +255,7 @@ fn main() -> Result<()> {
             None => ("-".into(), "".into(), "".into()),
         };
         println!(
-            "{:<32} {:>8.1} {:>8.2} {:>7} {:>12} {:>8} {:>9}",
+            "{:<44} {:>8.1} {:>8.2} {:>7} {:>12} {:>8} {:>9}",
             c.name,
             m,
             m / floor,
@@ -243,9 +266,19 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "{:<32} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
+        "{:<44} {:>8.2} ms (target < 5 ms; Maglev paper 1.8 ms)",
         "Maglev build, M=65537, 1000 backends", build
     );
+    if !hook_cost.is_empty() {
+        let parts: Vec<String> = hook_cost
+            .iter()
+            .map(|(k, v)| format!("{k} {v:+.1} ns"))
+            .collect();
+        println!(
+            "capture hook while off (with minus without, same rounds): {} (goal: within 2 ns)",
+            parts.join(", ")
+        );
+    }
     if let Some(share) = unpinned_share {
         println!(
             "flood guard on ({} new flows/s per CPU): {:.0}% of our new flows forwarded without an entry",

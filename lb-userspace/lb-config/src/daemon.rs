@@ -7,16 +7,19 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use toml::Spanned;
 
-use lb_common::ForwardMode;
-
-use super::{ConfigError, Ctx, DataplaneConfig, VipConfig};
+use super::{
+    ConfigError, Ctx, HealthInput, Spans,
+    access::{self, AccessConfig},
+    value,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiConfig {
     pub socket: PathBuf,
     pub listen: Option<SocketAddr>,
-    pub token_file: Option<PathBuf>,
     pub state_file: PathBuf,
+    /// TLS, clients and leases of the TCP listener (`token_file` is one admin client).
+    pub access: AccessConfig,
 }
 
 impl Default for ApiConfig {
@@ -24,8 +27,8 @@ impl Default for ApiConfig {
         Self {
             socket: PathBuf::from("/run/lbd/lbd.sock"),
             listen: None,
-            token_file: None,
             state_file: PathBuf::from("/var/lib/lbd/state.json"),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -54,6 +57,10 @@ pub struct HealthConfig {
     pub fall: u32,
     /// A recovered backend's weight ramps from 0 to full over this period.
     pub slow_start: Duration,
+    /// The share of its weight (percent) a backend gets while it is still unknown (added,
+    /// not yet checked `rise` times): design seed 2.4's "observation" weight. 0, the default,
+    /// gives an unchecked backend no new flows.
+    pub unknown_weight_percent: u32,
 }
 
 impl Default for HealthConfig {
@@ -66,6 +73,7 @@ impl Default for HealthConfig {
             rise: 2,
             fall: 3,
             slow_start: Duration::ZERO,
+            unknown_weight_percent: 0,
         }
     }
 }
@@ -97,9 +105,13 @@ pub(super) struct RawApi {
     listen: Option<Spanned<String>>,
     token_file: Option<String>,
     state_file: Option<String>,
+    tls: Option<access::RawTls>,
+    #[serde(default)]
+    clients: Vec<access::RawClient>,
+    registration_lease_s: Option<Spanned<u64>>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
     kind: Option<Spanned<String>>,
@@ -110,7 +122,38 @@ pub(super) struct RawHealth {
     timeout_ms: Option<Spanned<u64>>,
     rise: Option<Spanned<u32>>,
     fall: Option<Spanned<u32>>,
-    slow_start_ms: Option<u64>,
+    slow_start_ms: Option<Spanned<u64>>,
+    unknown_weight_percent: Option<Spanned<u32>>,
+}
+
+impl RawHealth {
+    /// The settings as every source gives them, and where each key is in the file.
+    pub(super) fn into_input(self) -> (HealthInput, Spans) {
+        let mut spans = Spans::new();
+        let port = self.port;
+        let path = self.path.clone();
+        let input = HealthInput {
+            kind: value(&mut spans, "kind", &self.kind),
+            port,
+            path,
+            expect_status: value(&mut spans, "expect_status", &self.expect_status),
+            interval_ms: value(&mut spans, "interval_ms", &self.interval_ms),
+            timeout_ms: value(&mut spans, "timeout_ms", &self.timeout_ms),
+            rise: value(&mut spans, "rise", &self.rise),
+            fall: value(&mut spans, "fall", &self.fall),
+            slow_start_ms: value(&mut spans, "slow_start_ms", &self.slow_start_ms),
+            unknown_weight_percent: value(
+                &mut spans,
+                "unknown_weight_percent",
+                &self.unknown_weight_percent,
+            ),
+        };
+        // A bad path is reported at the line of `kind`, as before.
+        if let Some(k) = spans.get("kind").cloned() {
+            spans.insert("path".into(), k);
+        }
+        (input, spans)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -158,10 +201,6 @@ pub(super) fn parse_flood_limit(
 /// The smallest backend MTU accepted: IPv4's "every host accepts 576 bytes" (RFC 791). Less
 /// is no real path, and the data plane's ICMP answer quotes 84 bytes of the packet.
 const MIN_BACKEND_MTU: i64 = 576;
-/// With an IPv6 `ipip` VIP the path must carry IPv6's minimum link MTU (1280, RFC 8200)
-/// inside the 40-byte outer header.
-const MIN_BACKEND_MTU_V6: u32 = 1280 + 40;
-
 pub(super) fn parse_backend_mtu(
     ctx: &Ctx,
     v: &Option<Spanned<toml::Value>>,
@@ -185,34 +224,6 @@ pub(super) fn parse_backend_mtu(
             FIELD,
             format!("{other} is not a whole number of bytes (0: unchecked)"),
         )),
-    }
-}
-
-/// An IPv6 `ipip` VIP needs room for 1280 bytes inside the tunnel.
-pub(super) fn check_backend_mtu_for_ipv6(
-    ctx: &Ctx,
-    dataplane: &DataplaneConfig,
-    span: Option<std::ops::Range<usize>>,
-    vips: &[VipConfig],
-) -> Result<(), ConfigError> {
-    let mtu = dataplane.backend_mtu;
-    if mtu == 0 || mtu >= MIN_BACKEND_MTU_V6 {
-        return Ok(());
-    }
-    let ipv6_ipip = vips
-        .iter()
-        .find(|v| v.mode == ForwardMode::Ipip && v.address.is_ipv6());
-    match ipv6_ipip {
-        Some(v) => Err(ctx.err(
-            &span.unwrap_or(0..0),
-            "dataplane.backend_mtu",
-            format!(
-                "{mtu} leaves {} bytes inside IP6IP6 for VIP {:?}, below IPv6's minimum link MTU of 1280: at least {MIN_BACKEND_MTU_V6}, or 0",
-                mtu - 40,
-                v.name
-            ),
-        )),
-        None => Ok(()),
     }
 }
 
@@ -250,125 +261,19 @@ pub(super) fn parse_api(ctx: &Ctx, a: RawApi) -> Result<ApiConfig, ConfigError> 
             })
         })
         .transpose()?;
-    if let (Some(_), None, Some(l)) = (listen, &a.token_file, &a.listen) {
-        return Err(ctx.err(
-            &l.span(),
-            "api.token_file",
-            "a TCP listener needs a token_file (every TCP call needs the bearer token)",
-        ));
-    }
+    let access = access::parse_access(
+        ctx,
+        a.listen.as_ref(),
+        a.token_file.as_deref(),
+        a.tls,
+        a.clients,
+        a.registration_lease_s.as_ref(),
+    )?;
     Ok(ApiConfig {
         socket: a.socket.map(PathBuf::from).unwrap_or(d.socket),
         listen,
-        token_file: a.token_file.map(PathBuf::from),
         state_file: a.state_file.map(PathBuf::from).unwrap_or(d.state_file),
-    })
-}
-
-/// `over` fields replace `base` fields (a VIP's `health` over the global `[health]`).
-pub(super) fn merge_health(base: &RawHealth, over: &RawHealth) -> RawHealth {
-    RawHealth {
-        kind: over.kind.clone().or_else(|| base.kind.clone()),
-        port: over.port.or(base.port),
-        path: over.path.clone().or_else(|| base.path.clone()),
-        expect_status: over
-            .expect_status
-            .clone()
-            .or_else(|| base.expect_status.clone()),
-        interval_ms: over
-            .interval_ms
-            .clone()
-            .or_else(|| base.interval_ms.clone()),
-        timeout_ms: over.timeout_ms.clone().or_else(|| base.timeout_ms.clone()),
-        rise: over.rise.clone().or_else(|| base.rise.clone()),
-        fall: over.fall.clone().or_else(|| base.fall.clone()),
-        slow_start_ms: over.slow_start_ms.or(base.slow_start_ms),
-    }
-}
-
-pub(super) fn parse_health(
-    ctx: &Ctx,
-    field: &str,
-    h: &RawHealth,
-) -> Result<HealthConfig, ConfigError> {
-    let d = HealthConfig::default();
-    let f = |n: &str| format!("{field}.{n}");
-    let kind = match &h.kind {
-        None => d.kind.clone(),
-        Some(k) => match k.get_ref().as_str() {
-            "none" => CheckKind::None,
-            "tcp" => CheckKind::Tcp,
-            "http" => {
-                let path = h.path.clone().unwrap_or_else(|| "/healthz".into());
-                if !path.starts_with('/') {
-                    return Err(ctx.err(
-                        &k.span(),
-                        f("path"),
-                        format!("{path:?} must start with '/'"),
-                    ));
-                }
-                let expect_status = match &h.expect_status {
-                    Some(s) if !(100..600).contains(s.get_ref()) => {
-                        return Err(ctx.err(
-                            &s.span(),
-                            f("expect_status"),
-                            "an HTTP status is 100-599",
-                        ));
-                    }
-                    Some(s) => *s.get_ref(),
-                    None => 200,
-                };
-                CheckKind::Http {
-                    path,
-                    expect_status,
-                }
-            }
-            other => {
-                return Err(ctx.err(
-                    &k.span(),
-                    f("kind"),
-                    format!("unknown check {other:?} (tcp, http, none)"),
-                ));
-            }
-        },
-    };
-    let ms =
-        |v: &Option<Spanned<u64>>, name: &str, def: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                Some(s) if *s.get_ref() == 0 || *s.get_ref() > 3_600_000 => {
-                    Err(ctx.err(&s.span(), f(name), "must be 1 ms to 1 hour"))
-                }
-                Some(s) => Ok(Duration::from_millis(*s.get_ref())),
-                None => Ok(def),
-            }
-        };
-    let interval = ms(&h.interval_ms, "interval_ms", d.interval)?;
-    let timeout = ms(&h.timeout_ms, "timeout_ms", d.timeout)?;
-    if timeout > interval
-        && let Some(t) = &h.timeout_ms
-    {
-        return Err(ctx.err(&t.span(), f("timeout_ms"), "must not exceed interval_ms"));
-    }
-    let count = |v: &Option<Spanned<u32>>, name: &str, def: u32| -> Result<u32, ConfigError> {
-        match v {
-            Some(s) if *s.get_ref() == 0 || *s.get_ref() > 100 => {
-                Err(ctx.err(&s.span(), f(name), "must be 1-100"))
-            }
-            Some(s) => Ok(*s.get_ref()),
-            None => Ok(def),
-        }
-    };
-    Ok(HealthConfig {
-        kind,
-        port: h.port.unwrap_or(0),
-        interval,
-        timeout,
-        rise: count(&h.rise, "rise", d.rise)?,
-        fall: count(&h.fall, "fall", d.fall)?,
-        slow_start: h
-            .slow_start_ms
-            .map(Duration::from_millis)
-            .unwrap_or(d.slow_start),
+        access,
     })
 }
 

@@ -2,7 +2,7 @@
 //! every error naming the file, the line, the field and the reason.
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::IpAddr,
     ops::Range,
     path::{Path, PathBuf},
@@ -12,12 +12,19 @@ use lb_common::{Algorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod access;
 mod bgp;
+mod check;
 mod daemon;
 pub mod second_chance;
 mod vrrp;
 
+pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
 pub use bgp::{Bfd, BgpConfig, Peer as BgpPeer};
+pub use check::{
+    BackendInput, Conflict, DEFAULT_WEIGHT, FieldError, HealthInput, VipEnv, VipInput,
+    check_against, check_weight, valid_name,
+};
 pub use daemon::{ApiConfig, CheckKind, HealthConfig, SweepConfig};
 pub use lb_dataplane::{MacAddr, pin::AttachMode};
 pub use vrrp::{Centis, VirtualAddr, VrrpConfig};
@@ -42,6 +49,9 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     pub api: ApiConfig,
     pub sweep: SweepConfig,
+    /// The global `[health]` as written: what every VIP's own `health` (from the file, the
+    /// API or the state file) is laid over.
+    pub health: HealthInput,
     pub vips: Vec<VipConfig>,
     /// VIP failover between balancers (VRRPv3), when configured.
     pub vrrp: Option<VrrpConfig>,
@@ -158,14 +168,10 @@ struct RawDataplane {
 struct RawVip {
     name: Spanned<String>,
     address: Spanned<String>,
-    #[serde(default)]
-    port: u16,
-    #[serde(default = "default_protocol")]
-    protocol: Spanned<String>,
-    #[serde(default = "default_algorithm")]
-    algorithm: Spanned<String>,
-    #[serde(default = "default_mode")]
-    mode: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    protocol: Option<Spanned<String>>,
+    algorithm: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
     table_size: Option<Spanned<u32>>,
     second_chance: Option<Spanned<bool>>,
     second_chance_window_s: Option<Spanned<u32>>,
@@ -179,25 +185,66 @@ struct RawVip {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     address: Spanned<String>,
-    #[serde(default = "default_weight")]
-    weight: Spanned<u32>,
+    weight: Option<Spanned<u32>>,
     mac: Option<Spanned<String>>,
 }
 
-fn spanned(s: &str) -> Spanned<String> {
-    Spanned::new(0..0, s.to_string())
+/// Where each field of one object was written (`name`, `backends[0].weight`, `health.rise`).
+type Spans = BTreeMap<String, Range<usize>>;
+
+fn value<T: Clone>(
+    spans: &mut Spans,
+    field: impl Into<String>,
+    v: &Option<Spanned<T>>,
+) -> Option<T> {
+    v.as_ref().map(|s| {
+        spans.insert(field.into(), s.span());
+        s.get_ref().clone()
+    })
 }
-fn default_protocol() -> Spanned<String> {
-    spanned("tcp")
-}
-fn default_algorithm() -> Spanned<String> {
-    spanned("maglev")
-}
-fn default_mode() -> Spanned<String> {
-    spanned("dsr-l2")
-}
-fn default_weight() -> Spanned<u32> {
-    Spanned::new(0..0, 100)
+
+impl RawVip {
+    /// The VIP as every source gives it, and where its fields are in the file.
+    fn into_input(self) -> (VipInput, Spans) {
+        let mut spans = Spans::new();
+        spans.insert("name".into(), self.name.span());
+        spans.insert("address".into(), self.address.span());
+        let (health, health_spans) = self.health.into_input();
+        for (k, v) in health_spans {
+            spans.insert(format!("health.{k}"), v);
+        }
+        let backends = self
+            .backends
+            .into_iter()
+            .enumerate()
+            .map(|(j, b)| {
+                spans.insert(format!("backends[{j}].address"), b.address.span());
+                BackendInput {
+                    address: b.address.into_inner(),
+                    weight: value(&mut spans, format!("backends[{j}].weight"), &b.weight),
+                    mac: value(&mut spans, format!("backends[{j}].mac"), &b.mac),
+                }
+            })
+            .collect();
+        let input = VipInput {
+            name: self.name.get_ref().clone(),
+            address: self.address.get_ref().clone(),
+            port: value(&mut spans, "port", &self.port).unwrap_or(0),
+            protocol: value(&mut spans, "protocol", &self.protocol),
+            algorithm: value(&mut spans, "algorithm", &self.algorithm),
+            mode: value(&mut spans, "mode", &self.mode),
+            table_size: value(&mut spans, "table_size", &self.table_size),
+            second_chance: value(&mut spans, "second_chance", &self.second_chance),
+            second_chance_window_s: value(
+                &mut spans,
+                "second_chance_window_s",
+                &self.second_chance_window_s,
+            ),
+            health,
+            backends,
+        };
+        (input, spans)
+    }
 }
 
 /// Largest weight: keeps weight sums far from overflow in every algorithm.
@@ -214,6 +261,27 @@ impl Ctx<'_> {
             .matches('\n')
             .count()
             + 1
+    }
+
+    /// A [`FieldError`] of an object whose fields are at `spans` (in the file), found at the
+    /// line of the field, else of the object's first field.
+    fn field_err(
+        &self,
+        e: FieldError,
+        prefix: &str,
+        spans: &Spans,
+        globals: &Spans,
+    ) -> ConfigError {
+        let span = if e.global {
+            globals.get(&e.field)
+        } else {
+            spans.get(&e.field)
+        }
+        .or_else(|| spans.get("name"))
+        .cloned()
+        .unwrap_or(0..0);
+        let e = e.under(prefix);
+        self.err(&span, e.field, e.reason)
     }
 
     fn err(
@@ -310,6 +378,16 @@ impl Config {
         }
     }
 
+    /// What a VIP from any source is checked against (see [`VipInput::check`]).
+    pub fn vip_env(&self) -> VipEnv<'_> {
+        VipEnv {
+            ipip_source_v4: self.dataplane.ipip_source_v4.is_some(),
+            ipip_source_v6: self.dataplane.ipip_source_v6.is_some(),
+            backend_mtu: self.dataplane.backend_mtu,
+            health: &self.health,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -327,43 +405,37 @@ impl Config {
             let span = e.span().unwrap_or(0..0);
             ctx.err(&span, "toml", e.message().to_string())
         })?;
-        let mtu_span = raw.dataplane.backend_mtu.as_ref().map(|s| s.span());
+        let mut globals = Spans::new();
+        if let Some(s) = &raw.dataplane.backend_mtu {
+            globals.insert("dataplane.backend_mtu".into(), s.span());
+        }
         let dataplane = parse_dataplane(&ctx, raw.dataplane)?;
         let api = daemon::parse_api(&ctx, raw.api)?;
         let sweep = daemon::parse_sweep(&ctx, &raw.sweep)?;
-        daemon::parse_health(&ctx, "health", &raw.health)?;
-        let mut vips = Vec::new();
-        let mut names = BTreeSet::new();
-        let mut keys = BTreeSet::new();
+        let (health, health_spans) = raw.health.into_input();
+        health
+            .check()
+            .map_err(|e| ctx.field_err(e, "health", &health_spans, &globals))?;
+        let env = VipEnv {
+            ipip_source_v4: dataplane.ipip_source_v4.is_some(),
+            ipip_source_v6: dataplane.ipip_source_v6.is_some(),
+            backend_mtu: dataplane.backend_mtu,
+            health: &health,
+        };
+        let mut vips: Vec<VipConfig> = Vec::new();
         for (i, v) in raw.vips.into_iter().enumerate() {
-            let vip = parse_vip(&ctx, i, v, &raw.health, &mut names, &mut keys)?;
+            let (input, spans) = v.into_input();
+            let prefix = format!("vips[{i}]");
+            let vip = input
+                .check(&env)
+                .map_err(|e| ctx.field_err(e, &prefix, &spans, &globals))?;
+            check_against(&vip, &vips).map_err(|c| {
+                let e = match c {
+                    Conflict::Taken(e) | Conflict::Full(e) => e,
+                };
+                ctx.field_err(e, &prefix, &spans, &globals)
+            })?;
             vips.push(vip);
-        }
-        for (i, v) in vips.iter().enumerate() {
-            let needs = match (v.mode, v.address.is_ipv4()) {
-                (ForwardMode::Ipip, true) if dataplane.ipip_source_v4.is_none() => {
-                    Some("ipip_source_v4")
-                }
-                (ForwardMode::Ipip, false) if dataplane.ipip_source_v6.is_none() => {
-                    Some("ipip_source_v6")
-                }
-                _ => None,
-            };
-            if let Some(field) = needs {
-                return Err(ctx.err(
-                    &(0..0),
-                    format!("vips[{i}].mode"),
-                    format!("ipip mode needs dataplane.{field} (the outer source address)"),
-                ));
-            }
-        }
-        daemon::check_backend_mtu_for_ipv6(&ctx, &dataplane, mtu_span, &vips)?;
-        if vips.len() > lb_common::MAX_VIPS as usize {
-            return Err(ctx.err(
-                &(0..0),
-                "vips",
-                format!("at most {} VIPs", lb_common::MAX_VIPS),
-            ));
         }
         let vrrp = match raw.vrrp {
             Some(r) => {
@@ -388,6 +460,7 @@ impl Config {
             dataplane,
             api,
             sweep,
+            health,
             vips,
             vrrp,
             bgp,
@@ -458,137 +531,5 @@ fn parse_dataplane(ctx: &Ctx, d: RawDataplane) -> Result<DataplaneConfig, Config
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/lbd")),
         detach_on_exit: d.detach_on_exit,
-    })
-}
-
-fn parse_vip(
-    ctx: &Ctx,
-    i: usize,
-    v: RawVip,
-    global_health: &daemon::RawHealth,
-    names: &mut BTreeSet<String>,
-    keys: &mut BTreeSet<(IpAddr, u16, u8)>,
-) -> Result<VipConfig, ConfigError> {
-    let f = |name: &str| format!("vips[{i}].{name}");
-    let name = v.name.get_ref().clone();
-    let health = daemon::parse_health(
-        ctx,
-        &f("health"),
-        &daemon::merge_health(global_health, &v.health),
-    )?;
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_name {
-        return Err(ctx.err(
-            &v.name.span(),
-            f("name"),
-            "1-64 characters of a-z, 0-9, '-', '_'",
-        ));
-    }
-    if !names.insert(name.clone()) {
-        return Err(ctx.err(
-            &v.name.span(),
-            f("name"),
-            format!("duplicate VIP name {name:?}"),
-        ));
-    }
-    let address = parse_ip(ctx, &v.address, &f("address"))?;
-    let proto = parse_protocol(v.protocol.get_ref())
-        .map_err(|r| ctx.err(&v.protocol.span(), f("protocol"), r))?;
-    if !keys.insert((address, v.port, proto)) {
-        return Err(ctx.err(
-            &v.address.span(),
-            f("address"),
-            "another VIP has the same address, port and protocol",
-        ));
-    }
-    let algorithm = parse_algorithm(v.algorithm.get_ref())
-        .map_err(|r| ctx.err(&v.algorithm.span(), f("algorithm"), r))?;
-    let mode = parse_mode(v.mode.get_ref()).map_err(|r| ctx.err(&v.mode.span(), f("mode"), r))?;
-    let table_size = match &v.table_size {
-        Some(s) => TableSize::new(*s.get_ref())
-            .map_err(|e| ctx.err(&s.span(), f("table_size"), e.to_string()))?,
-        None => TableSize::DEFAULT,
-    };
-    let second_chance = second_chance::parse(
-        v.second_chance.as_ref().is_some_and(|s| *s.get_ref()),
-        v.second_chance_window_s.as_ref().map(|s| *s.get_ref()),
-        algorithm,
-        mode,
-    )
-    .map_err(|(field, reason)| {
-        let span = match (field, &v.second_chance, &v.second_chance_window_s) {
-            ("second_chance_window_s", _, Some(w)) => w.span(),
-            (_, Some(s), _) => s.span(),
-            _ => v.name.span(),
-        };
-        ctx.err(&span, f(field), reason)
-    })?;
-    let mut backends = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (j, b) in v.backends.into_iter().enumerate() {
-        let bf = |name: &str| format!("vips[{i}].backends[{j}].{name}");
-        let addr = parse_ip(ctx, &b.address, &bf("address"))?;
-        if addr.is_ipv4() != address.is_ipv4() {
-            return Err(ctx.err(
-                &b.address.span(),
-                bf("address"),
-                "backend and VIP must be the same IP family",
-            ));
-        }
-        if !seen.insert(addr) {
-            return Err(ctx.err(
-                &b.address.span(),
-                bf("address"),
-                format!("duplicate backend {addr}"),
-            ));
-        }
-        let weight = *b.weight.get_ref();
-        if weight > MAX_WEIGHT {
-            return Err(ctx.err(
-                &b.weight.span(),
-                bf("weight"),
-                format!("at most {MAX_WEIGHT}"),
-            ));
-        }
-        let mac = b
-            .mac
-            .as_ref()
-            .map(|m| {
-                m.get_ref()
-                    .parse::<MacAddr>()
-                    .map_err(|r| ctx.err(&m.span(), bf("mac"), r))
-            })
-            .transpose()?;
-        backends.push(BackendConfig {
-            address: addr,
-            weight,
-            mac,
-        });
-    }
-    if algorithm == Algorithm::LeastConnections && backends.len() > lb_common::MAX_LC_BACKENDS {
-        return Err(ctx.err(
-            &v.algorithm.span(),
-            f("backends"),
-            format!(
-                "least-connections takes at most {} backends",
-                lb_common::MAX_LC_BACKENDS
-            ),
-        ));
-    }
-    Ok(VipConfig {
-        name,
-        address,
-        port: v.port,
-        proto,
-        algorithm,
-        mode,
-        table_size,
-        health,
-        backends,
-        second_chance,
     })
 }

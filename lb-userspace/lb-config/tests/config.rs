@@ -242,6 +242,61 @@ fn a_missing_file_is_reported_with_its_path() {
 }
 
 #[test]
+fn access_and_observation_settings_are_checked_with_their_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[health]\nunknown_weight_percent = 150\n",
+            "bad.toml:2: health.unknown_weight_percent: 150 is not a percentage",
+        ),
+        (
+            &format!("{VIP}health = {{ unknown_weight_percent = 101 }}\n"),
+            "bad.toml:5: vips[0].health.unknown_weight_percent: 101 is not a percentage",
+        ),
+        (
+            "[api]\nlisten = \"10.0.0.1:9100\"\n",
+            "bad.toml:2: api.clients: a TCP listener needs at least one client",
+        ),
+        (
+            "[api]\n[[api.clients]]\nname = \"be\"\nscope = \"registrant\"\ntoken_file = \"/t\"\n",
+            "bad.toml:4: api.clients[0].vips: a registrant needs the VIPs",
+        ),
+        (
+            "[api]\n[[api.clients]]\nname = \"ro\"\nscope = \"reader\"\ntoken_file = \"/t\"\n",
+            "bad.toml:4: api.clients[0].scope: unknown scope \"reader\"",
+        ),
+        (
+            "[api]\n[[api.clients]]\nname = \"be\"\nscope = \"registrant\"\ncert_name = \"be1\"\nvips = [\"web\"]\n",
+            "bad.toml:5: api.clients[0].cert_name: client certificates need api.tls.client_ca",
+        ),
+        (
+            "[api]\nregistration_lease_s = 100000\n",
+            "bad.toml:2: api.registration_lease_s: at most 86400 s",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(text);
+        assert!(
+            got.starts_with(want),
+            "config:\n{text}\nwanted: {want}\n   got: {got}"
+        );
+    }
+    let c = Config::parse(
+        "[api]\nlisten = \"10.0.0.1:9100\"\nregistration_lease_s = 30\n\
+         [api.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n\
+         [[api.clients]]\nname = \"be\"\nscope = \"registrant\"\ncert_name = \"be1\"\nvips = [\"web\"]\naddresses = [\"10.0.0.11\"]\n",
+        "ok.toml",
+    )
+    .expect("valid");
+    let a = &c.api.access;
+    assert_eq!(
+        a.registration_lease,
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(a.clients[0].scope.name(), "registrant");
+    assert!(a.tls.as_ref().is_some_and(|t| !t.require_client_cert));
+}
+
+#[test]
 fn second_chance_is_per_vip_and_checked() {
     use std::time::Duration;
 

@@ -1,9 +1,11 @@
 //! The XDP data plane seen from userspace: the object (embedded at build time), loading,
 //! pinning and attaching its programs, running them on crafted packets, the maps and the
 //! programmer that keeps them equal to a model, the Maglev and weighted round-robin tables, a
-//! packet builder and describer, pcap files, and the replay tool built on all of them.
+//! packet builder and describer, pcap and pcapng files, the replay tool built on all of them,
+//! and the capture inside the data plane.
 
 mod batch;
+pub mod capture;
 pub mod forwarding;
 mod mac;
 pub mod maglev;
@@ -11,11 +13,13 @@ mod maps;
 pub mod object;
 pub mod packet;
 pub mod pcap;
+pub mod pcapng;
 pub mod pin;
 mod programmer;
 pub mod replay;
 pub mod slots;
 mod snapshot;
+pub mod trace;
 pub mod wrr;
 
 pub use mac::MacAddr;
@@ -57,6 +61,8 @@ pub enum DataplaneError {
     Pin { path: PathBuf, reason: String },
     #[error("test run: output buffer too small or program error: {0}")]
     TestRun(ProgramError),
+    #[error("the capture program is not loaded (Dataplane::enable_capture)")]
+    CaptureProgram,
 }
 
 /// The action an XDP program returned.
@@ -171,6 +177,7 @@ impl Dataplane {
             (opts.pass, names::PROG_PASS),
             (opts.bench, names::PROG_FLOOR),
             (opts.bench, names::PROG_HARNESS),
+            (opts.bench, names::PROG_BALANCER_UNHOOKED),
         ];
         for (want, name) in wanted {
             if want {
@@ -219,6 +226,32 @@ impl Dataplane {
     /// Takes the maps out of the object (call once).
     pub fn take_maps(&mut self) -> Result<Maps, DataplaneError> {
         Maps::take(&mut self.ebpf)
+    }
+
+    /// Takes the capture's maps out of the object (call once: the ring has one reader).
+    pub fn take_capture(&mut self) -> Result<capture::CaptureMaps, DataplaneError> {
+        capture::CaptureMaps::take(&mut self.ebpf)
+    }
+
+    /// Loads `xdp_balancer_captured` (once; the verifier takes about as long as for the
+    /// balancer itself, which is why it waits for the first capture) and makes it the
+    /// balancer's tail call while a capture runs.
+    pub fn enable_capture(
+        &mut self,
+        maps: &mut capture::CaptureMaps,
+    ) -> Result<(), DataplaneError> {
+        let name = names::PROG_BALANCER_CAPTURED;
+        if !self.loaded.contains(&name) {
+            self.xdp_mut(name)?
+                .load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            self.loaded.push(name);
+        }
+        let fd = self
+            .xdp(name)?
+            .fd()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+        maps.set_program(fd)
     }
 
     /// Attaches a loaded program to an interface.

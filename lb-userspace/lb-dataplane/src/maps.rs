@@ -99,6 +99,7 @@ pub struct Maps {
     pub(crate) lc_lists: Array<MapData, LcList>,
     pub(crate) lc_conns: Array<MapData, u64>,
     pub(crate) conns: HashMap<MapData, FlowKey, ConnEntry>,
+    pub(crate) rr_cursor: PerCpuArray<MapData, u32>,
     flood_window: PerCpuArray<MapData, FloodWindow>,
     pub(crate) settings: Array<MapData, Settings>,
     pub(crate) vip_stats: PerCpuArray<MapData, TrafficStats>,
@@ -111,7 +112,7 @@ pub struct Maps {
     harness_progs: ProgramArray<MapData>,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
+pub(crate) fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = MapError>,
 {
@@ -134,6 +135,7 @@ impl Maps {
             lc_lists: take(ebpf, names::MAP_LC_LISTS)?,
             lc_conns: take(ebpf, names::MAP_LC_CONNS)?,
             conns: take(ebpf, names::MAP_CONNS)?,
+            rr_cursor: take(ebpf, names::MAP_RR_CURSOR)?,
             flood_window: take(ebpf, names::MAP_FLOOD_WINDOW)?,
             settings: take(ebpf, names::MAP_SETTINGS)?,
             vip_stats: take(ebpf, names::MAP_VIP_STATS)?,
@@ -173,6 +175,13 @@ impl Maps {
         self.addr_filter
             .set(i, word, 0)
             .map_err(map_err(names::MAP_VIP_ADDR_FILTER))
+    }
+
+    /// `VIP_MODES[id]`: `VIP_MODE_VALID | mode`, or 0 when the id is free.
+    pub fn vip_mode(&self, id: u32) -> Result<u32, DataplaneError> {
+        self.vip_modes
+            .get(&id, 0)
+            .map_err(map_err(names::MAP_VIP_MODES))
     }
 
     /// What established flows of VIP `id` are forwarded with: `VIP_MODE_VALID | mode`, or 0

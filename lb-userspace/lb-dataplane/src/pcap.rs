@@ -1,4 +1,5 @@
-//! Classic pcap files (Ethernet link type), read and written without a C library.
+//! Classic pcap files (Ethernet link type), read and written without a C library. The reader
+//! also takes pcapng (what Wireshark and `lbctl capture` write), through [`crate::pcapng`].
 
 use std::io::{self, Read, Write};
 
@@ -10,10 +11,10 @@ const LINKTYPE_ETHERNET: u32 = 1;
 pub enum PcapError {
     #[error("pcap: {0}")]
     Io(#[from] io::Error),
-    #[error(
-        "pcap: not a pcap file (magic {0:#010x}); pcapng is not supported, convert with `editcap -F pcap`"
-    )]
+    #[error("pcap: not a pcap or pcapng file (magic {0:#010x})")]
     BadMagic(u32),
+    #[error(transparent)]
+    Pcapng(#[from] crate::pcapng::PcapngError),
     #[error("pcap: link type {0} is not Ethernet (1)")]
     LinkType(u32),
     #[error("pcap: record {index} claims {len} bytes (snap length {snaplen})")]
@@ -33,6 +34,12 @@ pub struct Record {
 }
 
 pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
+    let mut all = Vec::new();
+    r.read_to_end(&mut all)?;
+    if crate::pcapng::is_pcapng(&all) {
+        return from_pcapng(&all);
+    }
+    let mut r = io::Cursor::new(all);
     let mut hdr = [0u8; 24];
     r.read_exact(&mut hdr)?;
     let magic_le = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
@@ -41,14 +48,7 @@ pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
         m if m.swap_bytes() == MAGIC_US || m.swap_bytes() == MAGIC_NS => false,
         m => return Err(PcapError::BadMagic(m)),
     };
-    let u32_at = |b: &[u8], i: usize| {
-        let a = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
+    let u32_at = |b: &[u8], i: usize| crate::pcapng::u32_at(b, i, little);
     let snaplen = u32_at(&hdr, 16).max(65535);
     let link = u32_at(&hdr, 20);
     if link != LINKTYPE_ETHERNET {
@@ -79,6 +79,30 @@ pub fn read(mut r: impl Read) -> Result<Vec<Record>, PcapError> {
         });
     }
     Ok(out)
+}
+
+/// The packets of a pcapng file, every interface Ethernet (timestamps to the microsecond, as
+/// the pcap files written here hold them).
+fn from_pcapng(bytes: &[u8]) -> Result<Vec<Record>, PcapError> {
+    let c = crate::pcapng::parse(bytes)?;
+    c.packets
+        .into_iter()
+        .map(|p| {
+            let link = c
+                .interfaces
+                .get(p.interface as usize)
+                .map(|i| i.linktype as u32)
+                .unwrap_or(0);
+            if link != LINKTYPE_ETHERNET {
+                return Err(PcapError::LinkType(link));
+            }
+            Ok(Record {
+                ts_sec: (p.ts_ns / 1_000_000_000) as u32,
+                ts_frac: (p.ts_ns % 1_000_000_000 / 1_000) as u32,
+                data: p.data,
+            })
+        })
+        .collect()
 }
 
 pub fn write(mut w: impl Write, records: &[Record]) -> Result<(), PcapError> {

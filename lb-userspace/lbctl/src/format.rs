@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lb_api::types::{AdminState, Backend, DrainedBy, HealthEntry, LastCheck, Stats, Status, Vip};
+use lb_api::types::{
+    AdminState, Backend, DrainedBy, HealthEntry, LastCheck, ReloadReport, Stats, Status, Vip,
+};
 
 use crate::rates::Rates;
 use crate::table::{Align, Table, key_values};
@@ -51,6 +53,7 @@ pub fn vips(vips: &[Vip]) -> String {
         ("TABLE", Right),
         ("BACKENDS", Right),
         ("SERVING", Right),
+        ("SOURCE", Left),
     ]);
     for v in vips {
         let serving = v.backends.iter().filter(|b| b.effective_weight > 0).count();
@@ -64,6 +67,9 @@ pub fn vips(vips: &[Vip]) -> String {
             v.table_size.to_string(),
             v.backends.len().to_string(),
             serving.to_string(),
+            v.source
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     with_empty_note(t, "no VIPs")
@@ -80,6 +86,7 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
         ("MAC", Left),
         ("LATENCY", Right),
         ("LAST CHECK", Left),
+        ("SELF-CHECK", Left),
     ]);
     let mut notes = String::new();
     for b in backends {
@@ -87,6 +94,7 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
         if let (None, Some(err)) = (&b.mac, &b.mac_error) {
             notes.push_str(&format!("{}: MAC unresolved: {err}\n", b.address));
         }
+        notes.push_str(&self_check_notes(b));
         t.row([
             b.address.to_string(),
             b.weight.to_string(),
@@ -97,12 +105,38 @@ pub fn backends(backends: &[Backend], now_ms: u64) -> String {
             mac,
             latency(b.last_check.as_ref()),
             last_check(b.last_check.as_ref(), now_ms),
+            b.self_check
+                .as_ref()
+                .map(|r| r.summary())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut out = with_empty_note(t, "no backends");
     if !notes.is_empty() {
         out.push('\n');
         out.push_str(&notes);
+    }
+    out
+}
+
+/// Why a backend gets no new flows, and the findings of its self-check that are not ok,
+/// each with its fix.
+fn self_check_notes(b: &Backend) -> String {
+    use lb_api::selfcheck::Status;
+    let mut out = String::new();
+    if let Some(why) = &b.no_new_flows {
+        out.push_str(&format!("{}: no new flows: {why}\n", b.address));
+    }
+    if let Some(r) = &b.self_check {
+        for f in r.findings.iter().filter(|f| f.status != Status::Ok) {
+            out.push_str(&format!(
+                "{}: self-check {} {}: {}\n",
+                b.address, f.status, f.check, f.detail
+            ));
+            if let Some(fix) = &f.fix {
+                out.push_str(&format!("    fix: {fix}\n"));
+            }
+        }
     }
     out
 }
@@ -117,6 +151,30 @@ fn admin_label(admin: AdminState, by: Option<DrainedBy>) -> String {
         (AdminState::Draining, Some(by)) => format!("draining ({by})"),
         (a, _) => a.to_string(),
     }
+}
+
+/// What a reload changed (or would change).
+pub fn reload(r: &ReloadReport) -> String {
+    let mut out = String::new();
+    let verb = match (r.dry_run, r.changes.is_empty()) {
+        (_, true) => "no change",
+        (true, false) => "would change (dry run, nothing applied)",
+        (false, false) => "applied",
+    };
+    out.push_str(&format!("{}: {verb}\n", r.file));
+    if !r.changes.is_empty() {
+        let mut t = Table::new(&[("SECTION", Left), ("CHANGE", Left)]);
+        for c in &r.changes {
+            t.row([c.section.clone(), c.change.clone()]);
+        }
+        out.push_str(&t.render());
+    }
+    for n in &r.needs_restart {
+        out.push_str(&format!(
+            "note: {n} changed; it takes effect when lbd restarts\n"
+        ));
+    }
+    out
 }
 
 /// One line saying what an add/weight/drain call left behind.
@@ -140,8 +198,13 @@ pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
         ("EFFECTIVE", Right),
         ("LATENCY", Right),
         ("LAST CHECK", Left),
+        ("SELF-CHECK", Left),
     ]);
+    let mut notes = String::new();
     for e in entries {
+        if let Some(why) = &e.no_new_flows {
+            notes.push_str(&format!("{} {}: no new flows: {why}\n", e.vip, e.address));
+        }
         t.row([
             e.vip.clone(),
             e.address.to_string(),
@@ -150,9 +213,15 @@ pub fn health(entries: &[HealthEntry], now_ms: u64) -> String {
             e.effective_weight.to_string(),
             latency(e.last_check.as_ref()),
             last_check(e.last_check.as_ref(), now_ms),
+            e.self_check.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    with_empty_note(t, "no backends")
+    let mut out = with_empty_note(t, "no backends");
+    if !notes.is_empty() {
+        out.push('\n');
+        out.push_str(&notes);
+    }
+    out
 }
 
 /// Totals since the data plane was loaded (`lbctl stats` without `--watch`).

@@ -2,7 +2,7 @@
 //! its JSON API (docs/api.md) and replays captures through the XDP program offline.
 
 use std::io::{IsTerminal, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use lb_api::types::{AdminState, Algorithm, Mode, NewBackend, NewVip, Protocol};
 use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
 
 mod bgp_view;
+mod diag;
 mod format;
 mod rates;
 mod table;
@@ -25,6 +26,9 @@ Environment:
   LBCTL_URL         same as --url
   LBCTL_TOKEN_FILE  same as --token-file
   LBCTL_TOKEN       the bearer token itself, used with --url when no token file is given
+  LBCTL_CACERT      same as --cacert
+  LBCTL_CERT        same as --cert
+  LBCTL_KEY         same as --key
 
 Errors are printed on one line to stderr and the exit status is 1 (2 for bad usage).";
 
@@ -39,7 +43,8 @@ struct Cli {
     #[command(flatten)]
     conn: ConnArgs,
     /// Print lbd's JSON answer (pretty) instead of a table; `stats --watch` prints one JSON
-    /// object of rates per line; `replay` prints one JSON object per packet.
+    /// object of rates per line; `replay` prints one JSON object per packet; `capture` prints
+    /// lbd's events, one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -51,10 +56,32 @@ struct ConnArgs {
     /// lbd's unix socket.
     #[arg(long, global = true, env = "LBCTL_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Talk to lbd over TCP at http://HOST:PORT instead of the unix socket (needs the token).
-    /// An explicit --socket wins over LBCTL_URL from the environment.
+    /// Talk to lbd over TCP at http://HOST:PORT or https://HOST:PORT instead of the unix
+    /// socket (needs a token or a client certificate). An explicit --socket wins over
+    /// LBCTL_URL from the environment.
     #[arg(long, global = true, env = "LBCTL_URL", value_name = "URL")]
     url: Option<String>,
+    /// With https://: the CA certificate (PEM) that signed lbd's certificate.
+    #[arg(long, global = true, env = "LBCTL_CACERT", value_name = "PATH")]
+    cacert: Option<PathBuf>,
+    /// With https://: this client's certificate (PEM) for mutual TLS (with --key).
+    #[arg(
+        long,
+        global = true,
+        env = "LBCTL_CERT",
+        value_name = "PATH",
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+    /// With https://: the private key (PEM) of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "LBCTL_KEY",
+        value_name = "PATH",
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
     /// File whose first line is the bearer token for --url (lbd's `[api] token_file`).
     #[arg(long, global = true, env = "LBCTL_TOKEN_FILE", value_name = "PATH")]
     token_file: Option<PathBuf>,
@@ -67,12 +94,13 @@ struct ConnArgs {
 enum Cmd {
     /// Show lbd's version, uptime, interfaces and VIP/backend counts.
     Status,
-    /// List, add and delete VIPs.
+    /// List, add and delete VIPs (the SOURCE column says who owns each: config or api).
     Vip {
         #[command(subcommand)]
         cmd: VipCmd,
     },
-    /// List, add, delete, re-weight, drain and undrain the backends of a VIP.
+    /// List, add, delete, re-weight, drain and undrain the backends of a VIP (the SOURCE
+    /// column says who owns each: config, api or registered).
     Backend {
         #[command(subcommand)]
         cmd: BackendCmd,
@@ -97,6 +125,85 @@ enum Cmd {
     /// BGP sessions of this balancer's speaker and the VIP addresses it announces (or why
     /// not); needs `[bgp]` in lbd's config.
     Bgp,
+    /// Re-read lbd.toml (as SIGHUP does): print what changes, and apply it without dropping
+    /// a flow of the VIPs it keeps. A bad file is refused with FILE:LINE: field: reason and
+    /// lbd goes on with the config it has (exit status 1).
+    ///
+    /// The file owns its VIPs and their listed backends; what the API or a backend's own
+    /// registration added stays unless --prune is given.
+    Reload {
+        /// Only show the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove the VIPs and backends the API or registrations added that the file
+        /// does not list.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Record what the XDP program sees and does, inside the data plane (lbd runs the capture):
+    /// one line per packet, and with -w a pcapng file whose packet comments carry the verdict
+    /// (action, reason, VIP, backend). Stops after --count packets or --duration seconds, or
+    /// at Ctrl-C. Filters combine (all must match).
+    Capture {
+        /// Only packets of this VIP.
+        #[arg(long, value_name = "NAME")]
+        vip: Option<String>,
+        /// Only packets for this backend (of --vip, or of any VIP).
+        #[arg(long, value_name = "ADDR")]
+        backend: Option<IpAddr>,
+        /// Only packets whose source is in this prefix (10.0.0.0/8, 2001:db8::/32, an address).
+        #[arg(long, value_name = "PREFIX")]
+        client: Option<String>,
+        /// Only packets counted under this reason (repeatable): tx_forward, drop_no_backend,
+        /// pass_not_vip... (the names of `lbctl stats`).
+        #[arg(long = "reason", value_name = "NAME")]
+        reasons: Vec<String>,
+        /// Only dropped packets (every drop_* reason).
+        #[arg(long)]
+        drops: bool,
+        /// Keep one matching packet in N.
+        #[arg(long, value_name = "N")]
+        sample: Option<u32>,
+        /// Bytes kept of each packet (1-2048; default 256).
+        #[arg(long, value_name = "BYTES")]
+        snap_len: Option<u32>,
+        /// Stop after this many packets (default 1000, at most 1000000).
+        #[arg(long, short = 'c', value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this many seconds (default 30, at most 3600).
+        #[arg(long, value_name = "SECS", value_parser = seconds)]
+        duration: Option<Duration>,
+        /// Also record each transmitted packet as it left (rewritten or encapsulated).
+        #[arg(long)]
+        output: bool,
+        /// Write the packets to this pcapng file (Wireshark shows each verdict as the
+        /// packet's comment; `tshark -r FILE -T fields -e frame.comment` prints them).
+        #[arg(long, short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// No line per packet (only the summary, on stderr).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Where a new flow from a client goes, and why: the connection-table entry, the
+    /// algorithm's table slot (or per-CPU cursor, or least-connections candidates) and the
+    /// backend's state and weight, read from the live maps by lbd.
+    Trace {
+        /// The VIP.
+        #[arg(long, value_name = "NAME")]
+        vip: String,
+        /// The client's address and source port (IPv6 as [ADDR]:PORT).
+        #[arg(long, value_name = "ADDR:PORT")]
+        client: SocketAddr,
+        /// tcp or udp (default: the VIP's protocol).
+        #[arg(long, value_name = "PROTO")]
+        proto: Option<String>,
+        /// Destination port (default: the VIP's; required for a VIP of every port).
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        /// Trace a later packet of the flow instead of its opening SYN (TCP).
+        #[arg(long)]
+        established: bool,
+    },
     /// Stop lbd (with `[bgp]`: withdraw, drain, then stop). The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
@@ -110,7 +217,7 @@ enum Cmd {
         /// `mac` get 02:00 followed by the last four bytes of their address.
         #[arg(long)]
         config: PathBuf,
-        /// Input capture (classic pcap, Ethernet).
+        /// Input capture (pcap or pcapng, Ethernet; e.g. a file `lbctl capture -w` wrote).
         #[arg(long)]
         pcap: PathBuf,
         /// Where to write the packets the program transmitted or passed.
@@ -126,6 +233,9 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         pin_dir: PathBuf,
     },
+    /// Write the man pages of lbctl and its commands into DIR (lbctl.1, lbctl-vip.1, ...).
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
     /// Attach a helper XDP program through a pinned link (root; no lbd involved). XDP_TX on a
     /// veth is dropped unless the peer end has an XDP program: `pass` on the bridge-side port
     /// fixes that; `decap` strips IPIP addressed to --decap-address on a backend.
@@ -309,6 +419,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
                 format::forwarding(&state)
             });
         }
+        Cmd::GenerateMan { dir } => return generate_man(&dir),
         cmd => cmd,
     };
     let client = Client::new(endpoint(&cli.conn, matches)?, cli.conn.timeout);
@@ -317,6 +428,14 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(api_command(&client, cmd, json))
+}
+
+/// One page per command (`lbctl.1`, `lbctl-backend.1`, `lbctl-backend-drain.1`, ...), from
+/// the same definitions as `--help`.
+fn generate_man(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))
 }
 
 fn xdp_command(cmd: XdpCmd) -> Result<()> {
@@ -398,7 +517,12 @@ fn endpoint(conn: &ConnArgs, matches: &ArgMatches) -> Result<Endpoint> {
         }
         None => std::env::var("LBCTL_TOKEN").ok(),
     };
-    Ok(Endpoint::from_url(url, token)?)
+    let tls = lb_api::TlsFiles {
+        ca: conn.cacert.clone(),
+        cert: conn.cert.clone(),
+        key: conn.key.clone(),
+    };
+    Ok(Endpoint::from_url_tls(url, token, Some(&tls))?)
 }
 
 async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
@@ -431,6 +555,10 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             interval,
             count,
         } => watch_stats(client, interval, count, json).await,
+        Cmd::Reload { dry_run, prune } => {
+            let r = client.reload(dry_run, prune).await?;
+            show(json, &r, || format::reload(&r.value))
+        }
         Cmd::Shutdown { detach } => {
             let r = client.shutdown(detach).await?;
             if json {
@@ -447,7 +575,53 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
                 "lbd is shutting down (the XDP program keeps forwarding)\n"
             })
         }
-        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::Forwarding { .. } => {
+        Cmd::Capture {
+            vip,
+            backend,
+            client: source,
+            mut reasons,
+            drops,
+            sample,
+            snap_len,
+            count,
+            duration,
+            output,
+            write,
+            quiet,
+        } => {
+            if drops {
+                reasons.extend(diag::drop_reasons());
+            }
+            let request = lb_api::diag::CaptureRequest {
+                vip,
+                backend,
+                client: source,
+                reasons,
+                sample,
+                snap_len,
+                count,
+                duration_s: diag::duration_s(duration),
+                output,
+            };
+            diag::capture(
+                client,
+                diag::CaptureArgs {
+                    request,
+                    write,
+                    quiet,
+                    json,
+                },
+            )
+            .await
+        }
+        Cmd::Trace {
+            vip,
+            client: flow,
+            proto,
+            port,
+            established,
+        } => diag::trace(client, &vip, flow, proto, port, established, json).await,
+        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::GenerateMan { .. } | Cmd::Forwarding { .. } => {
             unreachable!("handled before the API client is made")
         }
     }
@@ -476,6 +650,9 @@ async fn vip_command(client: &Client, cmd: VipCmd, json: bool) -> Result<()> {
                 algorithm,
                 mode,
                 table_size,
+                second_chance: None,
+                second_chance_window_s: None,
+                health: None,
             };
             let r = client.add_vip(&new).await?;
             let v = &r.value;
@@ -507,7 +684,14 @@ async fn backend_command(client: &Client, cmd: BackendCmd, json: bool) -> Result
             weight,
         } => {
             let r = client
-                .add_backend(&vip, &NewBackend { address, weight })
+                .add_backend(
+                    &vip,
+                    &NewBackend {
+                        address,
+                        weight,
+                        self_check: None,
+                    },
+                )
                 .await?;
             let verb = if r.status == 201 {
                 "added backend"

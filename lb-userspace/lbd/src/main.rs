@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use lb_config::Config;
 use lb_dataplane::pin;
-use lbd::daemon::{self, api};
+use lbd::daemon::{self, api, reload};
 use tokio::{
     net::{TcpListener, UnixListener},
     signal::unix::{SignalKind, signal},
@@ -27,9 +27,12 @@ struct Cli {
     /// or print "ok" and exit 0. Touches nothing.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (the audit lines too, under the target "audit").
     #[arg(long)]
     log_json: bool,
+    /// Write lbd's man page (lbd.8) into DIR and exit (used by `cargo xtask package`).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
     /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves) and exit.
     /// Touches nothing.
     #[arg(long)]
@@ -38,6 +41,22 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate_man {
+        use clap::CommandFactory;
+        let page = clap_mangen::Man::new(Cli::command()).section("8");
+        let mut out = Vec::new();
+        let written = page
+            .render(&mut out)
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .and_then(|()| std::fs::write(dir.join("lbd.8"), out));
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd: writing the man page into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.openapi {
         return match serde_json::to_string_pretty(&api::openapi()) {
             Ok(doc) => {
@@ -94,7 +113,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    match rt.block_on(run(config, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -104,11 +123,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<()> {
-    let detach_default = config.dataplane.detach_on_exit;
+async fn run(config: Config, path: PathBuf) -> Result<()> {
     let pin_dir = config.dataplane.pin_dir.clone();
     let api_cfg = config.api.clone();
     let (state, probes) = daemon::start(config).await?;
+    state.set_config_path(path);
     info!(
         vips = state.config.vips.len(),
         "data plane programmed and attached"
@@ -117,21 +136,8 @@ async fn run(config: Config) -> Result<()> {
     tokio::spawn(daemon::health_loop(state.clone(), probes));
     tokio::spawn(daemon::tick_loop(state.clone()));
     tokio::spawn(daemon::sweep_loop(state.clone()));
-    let vrrp = match state.config.vrrp.clone() {
-        Some(cfg) => {
-            let (fault_tx, fault_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(lb_vrrp::track::track_loop(
-                cfg.clone(),
-                state.config.dataplane.interfaces.clone(),
-                state.clone(),
-                fault_tx,
-            ));
-            let handle = lb_vrrp::spawn(cfg, fault_rx)?;
-            let _ = state.vrrp.set(handle.status_ref());
-            Some(handle)
-        }
-        None => None,
-    };
+    let (vrrp_stop, vrrp_stopped) = tokio::sync::oneshot::channel();
+    let vrrp = tokio::spawn(vrrp_supervisor(state.clone(), vrrp_stopped));
     let bgp = match state.config.bgp.clone() {
         Some(cfg) => {
             let gate = std::sync::Arc::new(daemon::BgpGate::new(state.clone()));
@@ -154,56 +160,54 @@ async fn run(config: Config) -> Result<()> {
     std::fs::set_permissions(&api_cfg.socket, std::fs::Permissions::from_mode(0o600))?;
     info!(socket = %api_cfg.socket.display(), "API listening");
     let router = api::router(state.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(unix, router).await {
-            error!(error = %e, "unix API server stopped");
-        }
-    });
+    tokio::spawn(lbd::tls::serve_unix(unix, router.clone()));
     if let Some(addr) = api_cfg.listen {
-        let token_file = api_cfg
-            .token_file
-            .clone()
-            .context("api.listen needs api.token_file")?;
-        let token = std::fs::read_to_string(&token_file)
-            .with_context(|| format!("reading the API token from {}", token_file.display()))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        anyhow::ensure!(
-            token.len() >= 16,
-            "the API token in {} must be at least 16 characters",
-            token_file.display()
-        );
         let tcp = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        info!(%addr, "API listening on TCP (bearer token required)");
-        let router = api::tcp_router(state.clone(), token);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, router).await {
-                error!(error = %e, "TCP API server stopped");
-            }
-        });
+        let tls = state.access().tls.is_some();
+        if tls {
+            info!(%addr, "API listening on TCP with TLS");
+        } else if addr.ip().is_loopback() {
+            info!(%addr, "API listening on TCP (plain HTTP on loopback)");
+        } else {
+            warn!(%addr, "API listening on TCP WITHOUT TLS: tokens cross the network in clear; set [api.tls]");
+        }
+        let s = state.clone();
+        tokio::spawn(lbd::tls::serve(tcp, router, move || s.access().tls.clone()));
     }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut shutdown = state.shutdown.subscribe();
-    let detach = tokio::select! {
-        _ = term.recv() => { info!("SIGTERM"); detach_default }
-        _ = int.recv() => { info!("SIGINT"); detach_default }
-        r = shutdown.wait_for(|v| v.is_some()) => {
-            let requested = r.map(|v| v.unwrap_or(false)).unwrap_or(false);
-            info!(detach = requested, "shutdown requested through the API");
-            requested || detach_default
+    let detach = loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break state.current().dataplane.detach_on_exit }
+            _ = int.recv() => { info!("SIGINT"); break state.current().dataplane.detach_on_exit }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let r = reload::reload(&state, reload::Options::default()).await;
+                match &r {
+                    Ok(report) => lbd::audit::internal("SIGHUP", &format!("reload: {} changes", report.changes.len()), true),
+                    Err(e) => {
+                        error!("reload refused, lbd goes on with the config it has: {e}");
+                        lbd::audit::internal("SIGHUP", &format!("reload refused: {e}"), false);
+                    }
+                }
+            }
+            r = shutdown.wait_for(|v| v.is_some()) => {
+                let requested = r.map(|v| v.unwrap_or(false)).unwrap_or(false);
+                info!(detach = requested, "shutdown requested through the API");
+                break requested || state.current().dataplane.detach_on_exit
+            }
         }
     };
-    if let Some(handle) = vrrp {
-        // Priority-0 advert and VIPs removed: the backup takes over at once.
-        handle.stop().await;
-    }
+    // Running captures get their last line before the API goes away.
+    state.captures.stop_all().await;
+    // Priority-0 advert and VIPs removed: the backup takes over at once.
+    let _ = vrrp_stop.send(());
+    let _ = vrrp.await;
     if let Some(handle) = bgp {
         // Withdraw, keep forwarding for the drain time, then stop the speaker.
         handle.stop().await;
@@ -219,4 +223,53 @@ async fn run(config: Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs the VRRP routers of the `[vrrp]` in force, and runs them again with the new settings
+/// when a reload changes that section; stops them (a master hands over at once) on `stop`.
+async fn vrrp_supervisor(state: daemon::State, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let mut configs = state.subscribe_config();
+    let mut running: Option<(
+        lb_config::VrrpConfig,
+        lb_vrrp::Handle,
+        tokio::task::JoinHandle<()>,
+    )> = None;
+    loop {
+        let want = configs.borrow_and_update().vrrp.clone();
+        if running.as_ref().map(|(c, _, _)| c) != want.as_ref() {
+            if let Some((_, handle, track)) = running.take() {
+                info!("vrrp: settings changed, restarting the routers");
+                handle.stop().await;
+                track.abort();
+                state.set_vrrp_statuses(None);
+            }
+            if let Some(cfg) = want {
+                let (fault_tx, fault_rx) = tokio::sync::watch::channel(false);
+                let track = tokio::spawn(lb_vrrp::track::track_loop(
+                    cfg.clone(),
+                    state.config.dataplane.interfaces.clone(),
+                    state.clone(),
+                    fault_tx,
+                ));
+                match lb_vrrp::spawn(cfg.clone(), fault_rx) {
+                    Ok(handle) => {
+                        state.set_vrrp_statuses(Some(handle.status_ref()));
+                        running = Some((cfg, handle, track));
+                    }
+                    Err(e) => {
+                        track.abort();
+                        error!("vrrp: cannot start the routers: {e:#}");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            r = configs.changed() => if r.is_err() { break },
+        }
+    }
+    if let Some((_, handle, track)) = running {
+        handle.stop().await;
+        track.abort();
+    }
 }

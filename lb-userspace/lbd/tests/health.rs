@@ -95,7 +95,7 @@ async fn checker_drives_rise_and_fall() {
         timeout: Duration::from_millis(50),
         rise: 3,
         fall: 2,
-        slow_start: Duration::ZERO,
+        ..HealthConfig::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let h = spawn_checker("web".into(), LO, port, cfg, tx);

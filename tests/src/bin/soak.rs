@@ -201,11 +201,13 @@ fn run(args: &Args) -> Result<serde_json::Value> {
     let client = system.lab().host("client")?;
     let body = json!({ "available": 1_000_000_000u64 }).to_string();
     let path = format!("/orders/stock/{sku}");
+    // Setting stock is an admin route of the app.
+    let token = system.token()?;
     let set = mixed::call(
         client,
         vip,
         Op::Ping,
-        Request::put(&path, &body, "soak-stock"),
+        Request::put(&path, &body, "soak-stock").authorized(&token),
     )?;
     anyhow::ensure!(set.ok(), "setting the stock: {set:?}");
     let mix = Mix {

@@ -253,6 +253,7 @@ fn worker(
             id: &id,
             close: true,
             idempotency_key: None,
+            bearer: None,
         };
         if let Some(k) = &key {
             req = req.idempotent(k);

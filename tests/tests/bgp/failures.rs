@@ -84,6 +84,17 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
 
     // lb1 dies: its link goes down (BFD tells the router), then lbd is killed. Its BIRD,
     // orphaned, stays; the restarted lbd adopts it.
+    // The router notices a dead balancer through BFD (100 ms x 3 in the lab) only on
+    // sessions whose BFD is up; otherwise the hold timer (3 s) does. Wait for BFD on lb1's
+    // sessions, so the gap reported is the one the design promises.
+    let mut sessions = serde_json::Value::Null;
+    poll("BFD up on both of lb1's sessions", CONVERGE, || {
+        sessions = lab.bgp("lb1")?["sessions"].clone();
+        Ok(sessions
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["bfd_up"] == true)))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {sessions}\n{}", lab.logs(&[("lb1", "bird")])))?;
     let lb1 = lab.system.lab().host("lb1")?;
     lb1.exec(["ip", "link", "set", lb1.iface(), "down"])?;
     let killed = Instant::now();
@@ -150,12 +161,16 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     // The orphaned BIRD announces lb1's table again as soon as the link is up; what counts is
     // the new lbd: it answers, adopted that BIRD, and announces both addresses itself.
     let mut last = serde_json::Value::Null;
-    poll("lb1's new lbd to announce both VIP addresses", CONVERGE, || {
-        last = lab.bgp("lb1").unwrap_or_default();
-        Ok(last["prefixes"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["announced"] == true)))
-    })
+    poll(
+        "lb1's new lbd to announce both VIP addresses",
+        CONVERGE,
+        || {
+            last = lab.bgp("lb1").unwrap_or_default();
+            Ok(last["prefixes"]
+                .as_array()
+                .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["announced"] == true)))
+        },
+    )
     .map_err(|e| anyhow::anyhow!("{e}: {last}\n{}", lab.logs(&[("lb1", "lbd")])))?;
     lab.wait_next_hops(3, CONVERGE)?;
     let speaker = &last["speaker"];

@@ -70,7 +70,7 @@ fn three_balancers_announce_agree_and_share_the_load() -> Result<()> {
     Ok(())
 }
 
-/// Each balancer forgets the registered backends and gets them back in another order, through
+/// Each balancer forgets the IPv4 VIP's backends and gets them back in another order, through
 /// the API; then the pinned maps of all three must hold the same forwarding state.
 fn same_tables_whatever_the_order(lab: &BgpLab) -> Result<()> {
     let backends = lab.system.backends();

@@ -30,6 +30,7 @@ pub(crate) fn call(e: &E2e, addr: SocketAddr, req: Request<'_>) -> Result<Respon
                 id: &id,
                 close: true,
                 idempotency_key: None,
+                bearer: None,
             };
             http::once(addr, &req, TIMEOUT)
         })?

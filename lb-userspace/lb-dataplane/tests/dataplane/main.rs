@@ -4,6 +4,7 @@
 mod fixture;
 
 mod algorithms;
+mod capture;
 mod conns;
 mod decap;
 mod filter;
@@ -19,3 +20,4 @@ mod replay;
 mod second_chance;
 mod stickiness;
 mod toobig;
+mod trace;

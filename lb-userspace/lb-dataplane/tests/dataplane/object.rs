@@ -26,3 +26,46 @@ fn programs_carry_their_pipeline_inline() {
         );
     }
 }
+
+/// The capture must not multiply the verifier's work. `xdp_balancer` carries only the flag
+/// and a tail call (the verifier walks about what it walks without them), and the capture
+/// program, loaded for the first capture, walks the pipeline once more with the hook: at most
+/// a quarter more. A hook that carried "capturing" through the pipeline as a known value once
+/// made the verifier walk every path twice (520,000 instructions, 18 s to load under load).
+#[test]
+fn the_capture_hook_keeps_verification_small() {
+    use lb_dataplane::{Dataplane, LoadOptions};
+    crate::fixture::require_root();
+    let mut dp = Dataplane::load(LoadOptions {
+        bench: true,
+        conn_table_size: 1024,
+        ..LoadOptions::default()
+    })
+    .expect("load the object");
+    let mut cap = dp.take_capture().expect("capture maps");
+    dp.enable_capture(&mut cap)
+        .expect("load the capture program");
+    let walked = |name: &'static str| {
+        dp.xdp(name)
+            .expect("program")
+            .info()
+            .expect("program info")
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions (5.16+)")
+    };
+    let balancer = walked(lb_common::names::PROG_BALANCER);
+    let captured = walked(lb_common::names::PROG_BALANCER_CAPTURED);
+    let bare = walked(lb_common::names::PROG_BALANCER_UNHOOKED);
+    eprintln!(
+        "verifier walked {balancer} instructions for xdp_balancer, {captured} for the capture \
+         program, {bare} for the pipeline alone"
+    );
+    assert!(
+        balancer <= bare + bare / 20,
+        "xdp_balancer: {balancer} instructions walked, {bare} without the capture flag"
+    );
+    assert!(
+        captured <= bare + bare / 4,
+        "the capture program: {captured} instructions walked, {bare} without the hook"
+    );
+}

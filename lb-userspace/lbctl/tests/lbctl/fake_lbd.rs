@@ -133,12 +133,14 @@ const AT_UNIX_MS: u64 = 1_763_935_000_000;
 pub fn web_vip() -> Vip {
     Vip {
         name: "web".into(),
+        source: Some(Source::Config),
         address: ip("10.77.0.100"),
         port: 80,
         protocol: Protocol::Tcp,
         algorithm: Algorithm::Maglev,
         mode: Mode::DsrL2,
         table_size: 65537,
+        health: None,
         backends: vec![
             backend("10.77.0.11", 100, Source::Config),
             Backend {
@@ -184,6 +186,9 @@ fn backend(address: &str, weight: u32, source: Source) -> Backend {
             error: None,
             at_unix_ms: AT_UNIX_MS,
         }),
+        self_check: None,
+        no_new_flows: None,
+        forwarding: None,
     }
 }
 
@@ -315,6 +320,8 @@ fn health(vips: &[Vip]) -> Vec<HealthEntry> {
                 drained_by: b.drained_by,
                 effective_weight: b.effective_weight,
                 last_check: b.last_check.clone(),
+                self_check: b.self_check.as_ref().map(|r| r.summary()),
+                no_new_flows: b.no_new_flows.clone(),
             })
         })
         .collect()
@@ -358,12 +365,14 @@ fn vips(vips: &mut Vec<Vip>, method: &Method, rest: &[&str], body: &Value) -> An
             }
             let vip = Vip {
                 name: new.name,
+                source: Some(Source::Api),
                 address: new.address,
                 port: new.port.unwrap_or(0),
                 protocol: new.protocol.unwrap_or_default(),
                 algorithm: new.algorithm.unwrap_or_default(),
                 mode: new.mode.unwrap_or_default(),
                 table_size: new.table_size.unwrap_or(65537),
+                health: None,
                 backends: Vec::new(),
             };
             vips.push(vip.clone());

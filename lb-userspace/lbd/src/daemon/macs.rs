@@ -173,10 +173,9 @@ mod tests {
 
     use super::*;
     use crate::neighbours::Trigger;
-    use lb_config::HealthConfig;
+    use lb_config::{HealthInput, VipEnv, VipInput};
 
-    use crate::daemon::model::{BackendRuntime, Source, vip_config};
-    use lb_api::types::NewVip;
+    use crate::daemon::model::{BackendRuntime, Source};
 
     const SHARED: &str = "10.0.0.5";
 
@@ -185,19 +184,24 @@ mod tests {
     }
 
     fn vip(name: &str, address: &str, backends: &[(&str, Option<[u8; 6]>)]) -> VipRuntime {
-        let new = NewVip {
+        let input = VipInput {
             name: name.into(),
-            address: ip(address),
-            port: Some(80),
-            protocol: None,
-            algorithm: None,
-            mode: None,
-            table_size: None,
+            address: address.into(),
+            port: 80,
+            ..Default::default()
         };
-        let cfg = vip_config(new, HealthConfig::default()).expect("valid VIP");
+        let cfg = input
+            .check(&VipEnv {
+                ipip_source_v4: false,
+                ipip_source_v6: false,
+                backend_mtu: 0,
+                health: &HealthInput::default(),
+            })
+            .expect("valid VIP");
         let health = cfg.health.clone();
         VipRuntime {
             cfg,
+            input,
             source: Source::Api,
             backends: backends
                 .iter()

@@ -94,6 +94,18 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
         "gauge",
         "Latency of the last health check.",
     );
+    head(
+        &mut out,
+        "lb_backend_self_check_findings",
+        "gauge",
+        "Findings of the backend's check of its own setup, by status (ok, warn, fail).",
+    );
+    head(
+        &mut out,
+        "lb_backend_self_check_blocked",
+        "gauge",
+        "1 when the backend's self-check fails: it gets no new flows.",
+    );
     for v in inner.vips.values() {
         for (addr, b) in &v.backends {
             let l = format!("vip=\"{}\",backend=\"{addr}\"", esc(&v.cfg.name));
@@ -124,6 +136,25 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
             // Only a check that succeeded has a latency (a refusal's is not one).
             if let Some(ms) = b.last.as_ref().and_then(|c| c.latency_ms) {
                 let _ = writeln!(out, "lb_backend_check_latency_seconds{{{l}}} {}", ms / 1e3);
+            }
+            if let Some(r) = &b.self_check {
+                use lb_api::selfcheck::Status;
+                for (status, name) in [
+                    (Status::Ok, "ok"),
+                    (Status::Warn, "warn"),
+                    (Status::Fail, "fail"),
+                ] {
+                    let n = r.findings.iter().filter(|f| f.status == status).count();
+                    let _ = writeln!(
+                        out,
+                        "lb_backend_self_check_findings{{{l},status=\"{name}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "lb_backend_self_check_blocked{{{l}}} {}",
+                    u8::from(b.self_check_blocks())
+                );
             }
         }
     }
@@ -158,12 +189,19 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
     );
     head(
         &mut out,
+        "lb_captures_running",
+        "gauge",
+        "Captures inside the data plane running now (lbctl capture).",
+    );
+    let _ = writeln!(out, "lb_captures_running {}", s.captures.running());
+    head(
+        &mut out,
         "lb_table_swaps_total",
         "counter",
         "Lookup tables swapped (a backend joining or leaving a VIP swaps its table).",
     );
     let _ = writeln!(out, "lb_table_swaps_total {}", inner.table_swaps);
-    if let Some(v) = s.vrrp.get() {
+    if let Some(v) = s.vrrp_statuses() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }
     if let Some(o) = s.bgp.get().and_then(|b| b.overview()) {

@@ -6,10 +6,12 @@
 pub mod api;
 mod bgp;
 mod bgp_metrics;
+pub mod capture;
 mod macs;
 mod metrics;
 pub mod model;
 mod persist;
+pub mod reload;
 mod sweep;
 mod track;
 mod vrrp_metrics;
@@ -34,10 +36,11 @@ use tokio::{
 use tracing::{info, warn};
 
 use self::model::{BackendRuntime, Source, VipRuntime};
-use lb_config::{Config, VipConfig};
+use lb_config::{Config, VipConfig, VipInput};
 use lb_dataplane::{Dataplane, LoadOptions, Programmer, pin};
 
 use crate::{
+    auth::Access,
     health::{self, Health, ProbeEvent},
     neighbours::Resolver,
 };
@@ -63,12 +66,21 @@ pub struct Inner {
     /// Active connections per backend id, from the last sweep.
     pub active: HashMap<u32, u64>,
     pub last_table_swap: Option<Duration>,
+    /// What the table holds now (see `weights_moved`).
+    pub programmed: Programmed,
+    /// The data plane's settings map as written (a reload changes its config-given fields).
+    pub settings: Settings,
     /// Tables swapped since start (a flapping backend's churn shows here).
     pub table_swaps: u64,
 }
 
 pub struct Shared {
+    /// The config lbd started with: what cannot change without a restart (interfaces, pins,
+    /// sockets, the state file) is read here.
     pub config: Config,
+    /// The config in force: the start-up one, then each reloaded one (`reload`). Components
+    /// that follow a section of it subscribe here.
+    current: watch::Sender<Arc<Config>>,
     pub inner: Mutex<Inner>,
     pub started: Instant,
     probe_tx: mpsc::Sender<ProbeEvent>,
@@ -77,30 +89,43 @@ pub struct Shared {
     /// The loaded object (links are pinned and the maps are owned by `prog`; this keeps the
     /// programs' handles for the daemon's lifetime).
     dataplane: std::sync::Mutex<Option<Dataplane>>,
-    /// The VRRP routers' status (one per address family), once `[vrrp]` runs (`crate::vrrp`).
-    pub vrrp: std::sync::OnceLock<lb_vrrp::Statuses>,
+    /// The VRRP routers' status (one per address family) while `[vrrp]` runs.
+    vrrp: std::sync::Mutex<Option<lb_vrrp::Statuses>>,
+    /// The API's clients and TLS in force (replaced by a reload).
+    access: std::sync::RwLock<Arc<Access>>,
+    /// The file lbd was started with, for reloads.
+    config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// The BGP announcer's status, once `[bgp]` runs (`lb_bgp`).
     pub bgp: std::sync::OnceLock<lb_bgp::Status>,
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
+    /// Captures inside the data plane (`POST /v1/capture`).
+    pub captures: capture::Captures,
 }
 
 pub type State = Arc<Shared>;
 
-fn runtime_from_config(v: &VipConfig, source: Source, now: Instant) -> VipRuntime {
+/// A VIP from `source`, its listed backends owned by the same source.
+pub(crate) fn runtime_from_config(
+    v: &VipConfig,
+    input: VipInput,
+    source: Source,
+    now: Instant,
+) -> VipRuntime {
     let backends = v
         .backends
         .iter()
         .map(|b| {
             (
                 b.address,
-                BackendRuntime::new(b.weight, Source::Config, b.mac.map(|m| m.0), &v.health, now),
+                BackendRuntime::new(b.weight, source, b.mac.map(|m| m.0), &v.health, now),
             )
         })
         .collect();
     VipRuntime {
         cfg: v.clone(),
+        input,
         source,
         backends,
     }
@@ -120,15 +145,26 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     })
     .context("loading the XDP object")?;
     let mut maps = dp.take_maps()?;
-    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
-    maps.set_settings(&Settings {
-        ipip_src_v4: word(dp_cfg.ipip_source_v4)[0],
-        ipip_src_v6: word(dp_cfg.ipip_source_v6),
-        backend_mtu: dp_cfg.backend_mtu,
-        ifaces: iface_macs(&dp_cfg.interfaces)?,
-        max_new_flows_per_cpu: dp_cfg.max_new_flows_per_cpu,
-        ..Default::default()
-    })?;
+    let (captures, capture_runner) = match dp
+        .take_capture()
+        .map_err(anyhow::Error::from)
+        .and_then(|m| capture::Captures::new(m).context("watching the capture ring"))
+    {
+        Ok((c, r)) => (c, Some(r)),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "capture is unavailable");
+            (capture::Captures::unavailable(), None)
+        }
+    };
+    let settings = live_settings(
+        &Settings {
+            ifaces: iface_macs(&dp_cfg.interfaces)?,
+            ..Default::default()
+        },
+        &config,
+    );
+    maps.set_settings(&settings)?;
+    let access = Access::load(&config.api.access)?;
     let saved = persist::load(&config.api.state_file);
     let prog = match (&saved, pins_existed) {
         (Some(s), true) => {
@@ -147,7 +183,10 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     let mut vips: BTreeMap<String, VipRuntime> = config
         .vips
         .iter()
-        .map(|v| (v.name.clone(), runtime_from_config(v, Source::Config, now)))
+        .map(|v| {
+            let rt = runtime_from_config(v, v.to_input(), Source::Config, now);
+            (v.name.clone(), rt)
+        })
         .collect();
     if let Some(s) = &saved {
         restore_dynamic(&config, s, &mut vips, now);
@@ -166,6 +205,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     let (shutdown, _) = watch::channel(None);
     let shared = Arc::new(Shared {
         config: config.clone(),
+        current: watch::channel(Arc::new(config.clone())).0,
         inner: Mutex::new(Inner {
             prog,
             vips,
@@ -173,16 +213,24 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
             attached: Vec::new(),
             active: HashMap::new(),
             last_table_swap: None,
+            programmed: Programmed::new(),
+            settings,
             table_swaps: 0,
         }),
         started: now,
         probe_tx,
         shutdown,
         dataplane: std::sync::Mutex::new(None),
-        vrrp: std::sync::OnceLock::new(),
+        vrrp: std::sync::Mutex::new(None),
+        access: std::sync::RwLock::new(Arc::new(access)),
+        config_path: std::sync::Mutex::new(None),
         bgp: std::sync::OnceLock::new(),
         neighbours,
+        captures,
     });
+    if let Some(runner) = capture_runner {
+        tokio::spawn(runner.run(shared.clone()));
+    }
     tokio::spawn(macs::event_loop(
         shared.clone(),
         resolver_task,
@@ -214,6 +262,20 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
     Ok((shared, probe_rx))
 }
 
+/// `base` with the fields the config gives (the outer ipip sources, the backend MTU, the
+/// flood guard): written at start and by each reload.
+pub(crate) fn live_settings(base: &Settings, config: &Config) -> Settings {
+    let dp = &config.dataplane;
+    let word = |a: Option<IpAddr>| a.map(addr_words).unwrap_or_default();
+    Settings {
+        ipip_src_v4: word(dp.ipip_source_v4)[0],
+        ipip_src_v6: word(dp.ipip_source_v6),
+        backend_mtu: dp.backend_mtu,
+        max_new_flows_per_cpu: dp.max_new_flows_per_cpu,
+        ..*base
+    }
+}
+
 /// Index and MAC of each interface (from /sys, which `ip netns exec` mounts per namespace).
 fn iface_macs(names: &[String]) -> Result<[lb_common::IfaceMac; lb_common::MAX_IFACES]> {
     anyhow::ensure!(
@@ -240,27 +302,35 @@ fn iface_macs(names: &[String]) -> Result<[lb_common::IfaceMac; lb_common::MAX_I
     Ok(out)
 }
 
+/// The API's VIPs and every backend's dynamic state from the state file. API VIPs go through
+/// the same checks as the file's and the API's (against today's settings); one that fails them
+/// is left out, with the reason in the log.
 fn restore_dynamic(
     config: &Config,
     s: &persist::StateFile,
     vips: &mut BTreeMap<String, VipRuntime>,
     now: Instant,
 ) {
-    let default_health = config
-        .vips
-        .first()
-        .map(|v| v.health.clone())
-        .unwrap_or_default();
-    for v in &s.api_vips {
-        match model::vip_config(v.clone(), default_health.clone()) {
-            Ok(cfg) if !vips.contains_key(&cfg.name) => {
-                vips.insert(
-                    cfg.name.clone(),
-                    runtime_from_config(&cfg, Source::Api, now),
-                );
+    let env = config.vip_env();
+    for input in &s.api_vips {
+        let checked = input
+            .check(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                lb_config::check_against(&cfg, vips.values().map(|v| &v.cfg))
+                    .map(|()| cfg)
+                    .map_err(|c| c.to_string())
+            });
+        match checked {
+            Ok(cfg) => {
+                let rt = runtime_from_config(&cfg, input.clone(), Source::Api, now);
+                vips.insert(cfg.name.clone(), rt);
             }
-            Ok(_) => {}
-            Err(e) => warn!(vip = %v.name, error = %e, "cannot restore a VIP from the state file"),
+            Err(e) => warn!(
+                path = %config.api.state_file.display(),
+                vip = %input.name,
+                "state file: VIP left out: {e}"
+            ),
         }
     }
     for b in &s.backends {
@@ -277,11 +347,25 @@ fn restore_dynamic(
         }
         entry.declared_weight = b.declared_weight;
         entry.admin = b.admin;
+        entry.self_check = b.self_check.clone();
         // Carry the last verdict over so a restart does not take healthy backends out while
         // their first checks run (that would fail new connections during a hot restart).
         if b.health == Health::Healthy && entry.machine.state() != Health::Healthy {
             entry.machine = health::Machine::restored_healthy(health.rise, health.fall);
         }
+    }
+}
+
+impl Shared {
+    /// Loads the capture program into the data plane (once) and installs it in `maps`.
+    pub fn enable_capture(&self, maps: &mut lb_dataplane::capture::CaptureMaps) -> Result<()> {
+        let mut slot = self
+            .dataplane
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the data plane's lock is poisoned"))?;
+        let dp = slot.as_mut().context("the data plane is not loaded yet")?;
+        dp.enable_capture(maps)?;
+        Ok(())
     }
 }
 
@@ -293,6 +377,7 @@ pub fn reconcile(shared: &Shared, inner: &mut Inner) -> Result<()> {
     let specs: Vec<_> = inner.vips.values().map(|v| v.spec(now)).collect();
     let t = Instant::now();
     let report = inner.prog.apply(&specs)?;
+    inner.programmed = programmed_weights(&specs);
     if report.tables_swapped > 0 {
         inner.last_table_swap = Some(t.elapsed());
         inner.table_swaps += report.tables_swapped as u64;
@@ -309,7 +394,11 @@ fn save_state(shared: &Shared, inner: &Inner) {
             .vips
             .values()
             .filter(|v| v.source != Source::Config)
-            .map(|v| model::vip_definition(&v.cfg))
+            .map(|v| VipInput {
+                // Backends are saved with their dynamic state below.
+                backends: Vec::new(),
+                ..v.input.clone()
+            })
             .collect(),
         backends: inner
             .vips
@@ -323,6 +412,7 @@ fn save_state(shared: &Shared, inner: &Inner) {
                     admin: b.admin,
                     source: b.source,
                     health: b.machine.state(),
+                    self_check: b.self_check.clone(),
                 })
             })
             .collect(),
@@ -390,25 +480,132 @@ pub async fn health_loop(shared: State, mut rx: mpsc::Receiver<ProbeEvent>) {
     }
 }
 
-/// Every second: slow-start ramps (the table follows each ramping backend's weight). MACs are
-/// not polled here: `macs::event_loop` applies the neighbour resolver's events as they come.
+/// The weight each (VIP, backend) was last programmed with.
+pub type Programmed = BTreeMap<(String, IpAddr), u32>;
+
+fn programmed_weights(specs: &[lb_dataplane::VipSpec]) -> Programmed {
+    specs
+        .iter()
+        .flat_map(|v| {
+            v.backends
+                .iter()
+                .map(|b| ((v.name.clone(), b.addr), b.weight))
+        })
+        .collect()
+}
+
+/// Whether some backend's weight now differs from what the table was last built with: a
+/// slow-start ramp moved on, or ended (the step to full weight must be written too).
+fn weights_moved(inner: &Inner, now: Instant) -> bool {
+    inner.vips.values().any(|v| {
+        v.backends.iter().any(|(addr, b)| {
+            let key = (v.cfg.name.clone(), *addr);
+            inner.programmed.get(&key) != Some(&b.effective_weight(&v.cfg.health, now))
+        })
+    })
+}
+
+/// Every second: slow-start ramps (the table follows each ramping backend's weight, up to and
+/// including its last step) and registration leases. MACs are not polled here:
+/// `macs::event_loop` applies the neighbour resolver's events as they come.
 pub async fn tick_loop(shared: State) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        let lease = shared.current().api.access.registration_lease;
         let mut inner = shared.inner.lock().await;
         let now = Instant::now();
-        let ramping = inner
-            .vips
-            .values()
-            .any(|v| v.backends.values().any(|b| b.ramping(&v.cfg.health, now)));
-        if ramping && let Err(e) = reconcile(&shared, &mut inner) {
+        let expired = lease
+            .map(|l| expire_leases(&mut inner, now, l))
+            .unwrap_or(0);
+        if (expired > 0 || weights_moved(&inner, now))
+            && let Err(e) = reconcile(&shared, &mut inner)
+        {
             warn!(error = %e, "periodic reconcile failed");
+        }
+        if expired > 0 {
+            sync_checkers(&shared, &mut inner);
         }
     }
 }
 
+/// Removes registered backends whose last registration is older than `lease`; returns how
+/// many.
+fn expire_leases(inner: &mut Inner, now: Instant, lease: Duration) -> usize {
+    let mut gone = 0;
+    for v in inner.vips.values_mut() {
+        let vip = v.cfg.name.clone();
+        v.backends.retain(|addr, b| {
+            let expired = b
+                .lease
+                .is_some_and(|at| now.saturating_duration_since(at) > lease);
+            if expired {
+                info!(%vip, backend = %addr, lease_s = lease.as_secs(), "registration lease expired: backend removed");
+                crate::audit::internal(
+                    "lease",
+                    &format!("removed {vip}/{addr}: not registered again within {} s", lease.as_secs()),
+                    true,
+                );
+                gone += 1;
+            }
+            !expired
+        });
+    }
+    gone
+}
+
 impl Shared {
+    /// The config in force (the last one loaded or reloaded).
+    pub fn current(&self) -> Arc<Config> {
+        self.current.borrow().clone()
+    }
+
+    /// Puts a reloaded config in force: followers of `subscribe_config` apply their sections.
+    pub(crate) fn publish_config(&self, c: Arc<Config>) {
+        self.current.send_replace(c);
+    }
+
+    /// The API's clients and TLS in force.
+    pub fn access(&self) -> Arc<Access> {
+        match self.access.read() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_access(&self, a: Access) {
+        match self.access.write() {
+            Ok(mut slot) => *slot = Arc::new(a),
+            Err(p) => *p.into_inner() = Arc::new(a),
+        }
+    }
+
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        self.config_path.lock().ok().and_then(|p| p.clone())
+    }
+
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        if let Ok(mut p) = self.config_path.lock() {
+            *p = Some(path);
+        }
+    }
+
+    /// The VRRP routers' status while `[vrrp]` runs.
+    pub fn vrrp_statuses(&self) -> Option<lb_vrrp::Statuses> {
+        self.vrrp.lock().ok().and_then(|v| v.clone())
+    }
+
+    pub fn set_vrrp_statuses(&self, s: Option<lb_vrrp::Statuses>) {
+        if let Ok(mut v) = self.vrrp.lock() {
+            *v = s;
+        }
+    }
+
+    /// Follows the config in force: a receiver sees every reload.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
+    }
+
     /// Adds a backend, or takes a re-registration of an existing one as a heartbeat (see
     /// `BackendRuntime::reregister`); returns whether it was new.
     ///
@@ -420,13 +617,13 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: Registration,
         source: Source,
     ) -> Result<bool, ModelError> {
         let mut resolved: Option<Result<[u8; 6], String>> = None;
         loop {
             if let Some(new) = self
-                .upsert_locked(vip, addr, declared, source, &mut resolved)
+                .upsert_locked(vip, addr, &reg, source, &mut resolved)
                 .await?
             {
                 return Ok(new);
@@ -442,10 +639,11 @@ impl Shared {
         self: &Arc<Self>,
         vip: &str,
         addr: IpAddr,
-        declared: Option<u32>,
+        reg: &Registration,
         source: Source,
         resolved: &mut Option<Result<[u8; 6], String>>,
     ) -> Result<Option<bool>, ModelError> {
+        let declared = reg.declared;
         let mut inner = self.inner.lock().await;
         let now = Instant::now();
         let v = inner
@@ -458,19 +656,35 @@ impl Shared {
         let health = v.cfg.health.clone();
         let new = match v.backends.get_mut(&addr) {
             Some(b) => {
+                if b.source == Source::Registered {
+                    b.lease = Some(now);
+                }
                 let (before, declared_before) = (b.weight, b.declared_weight);
-                let changed = b.reregister(declared);
+                let changed = b.reregister(declared, reg.self_check.clone());
                 if changed.undrained {
                     info!(%vip, backend = %addr, "re-registered after its own drain: active again");
                 }
                 if changed.weight_applied {
                     info!(%vip, backend = %addr, from = before, to = b.weight, "re-registered with a new declared weight");
                 }
+                if changed.blocked {
+                    let why = b.self_check.as_ref().and_then(|r| r.blocking_reason());
+                    warn!(%vip, backend = %addr, reason = why.as_deref().unwrap_or(""), "the backend's self-check fails: no new flows");
+                }
+                if changed.unblocked {
+                    info!(%vip, backend = %addr, "the backend's self-check passes again: new flows resume");
+                }
                 if !changed.undrained
                     && !changed.weight_applied
+                    && !changed.blocked
+                    && !changed.unblocked
                     && b.declared_weight == declared_before
                 {
-                    // A heartbeat: nothing changed, nothing to program or save.
+                    if changed.self_check_changed {
+                        // New findings, same verdict: shown and saved, no table change.
+                        save_state(self, &inner);
+                    }
+                    // A heartbeat: nothing changed, nothing to program.
                     return Ok(Some(false));
                 }
                 false
@@ -490,7 +704,7 @@ impl Shared {
                     warn!(%vip, backend = %addr, error = %e, "backend MAC unresolved: not used until it resolves");
                 }
                 let mut b = BackendRuntime::new(
-                    declared.unwrap_or(DEFAULT_WEIGHT),
+                    declared.unwrap_or(lb_config::DEFAULT_WEIGHT),
                     source,
                     None,
                     &health,
@@ -498,6 +712,10 @@ impl Shared {
                 );
                 b.declared_weight = declared;
                 b.mac = mac;
+                b.self_check = reg.self_check.clone();
+                if let Some(why) = b.self_check.as_ref().and_then(|r| r.blocking_reason()) {
+                    warn!(%vip, backend = %addr, reason = %why, "the backend's self-check fails: no new flows");
+                }
                 v.backends.insert(addr, b);
                 true
             }
@@ -511,5 +729,9 @@ impl Shared {
     }
 }
 
-/// The weight of a backend added without one.
-const DEFAULT_WEIGHT: u32 = 100;
+/// What a registration declares beside the address.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    pub declared: Option<u32>,
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
+}

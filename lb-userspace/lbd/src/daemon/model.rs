@@ -7,10 +7,13 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use lb_api::types::{AdminState, Backend, NewVip, Vip};
+use lb_api::selfcheck::{Forwarding, SelfCheck};
+use lb_api::types::{self as api, AdminState, Backend, NewVip, Vip, VipHealth};
 pub use lb_api::types::{DrainedBy, LastCheck, Source};
-use lb_config::{CheckKind, HealthConfig, MacAddr, VipConfig};
-use lb_dataplane::{BackendSpec, BackendState, VipSpec, maglev::TableSize};
+use lb_config::{
+    self as config, CheckKind, HealthConfig, HealthInput, MacAddr, VipConfig, VipInput,
+};
+use lb_dataplane::{BackendSpec, BackendState, VipSpec};
 
 use super::wire;
 use crate::health::{Health, Machine, ProbeResult, slow_start_weight};
@@ -76,6 +79,12 @@ pub struct BackendRuntime {
     pub static_mac: Option<[u8; 6]>,
     /// The resolved MAC (or the static one), or why there is none.
     pub mac: Result<[u8; 6], String>,
+    /// A registered backend's last registration: it is removed when that is older than the
+    /// registration lease. `None` for every other source (they never expire).
+    pub lease: Option<Instant>,
+    /// The registrant's last report on its own setup (each registration replaces it; a
+    /// failing finding means no new flows).
+    pub self_check: Option<SelfCheck>,
 }
 
 impl BackendRuntime {
@@ -100,7 +109,16 @@ impl BackendRuntime {
             last: None,
             static_mac,
             mac: static_mac.ok_or_else(|| "not resolved yet".to_string()),
+            lease: (source == Source::Registered).then_some(now),
+            self_check: None,
         }
+    }
+
+    /// Whether the registrant's own check says its setup would black-hole new flows.
+    pub fn self_check_blocks(&self) -> bool {
+        self.self_check
+            .as_ref()
+            .is_some_and(|r| r.failing().next().is_some())
     }
 
     /// A drain by an operator wins over (and is never downgraded to) a registrant's.
@@ -117,8 +135,17 @@ impl BackendRuntime {
     /// A registration of this (existing) backend: a heartbeat. It undoes only the
     /// registrant's own drain, and applies a declared weight only when the declaration
     /// changed (so an operator's `weight` survives refreshes). Returns what it changed.
-    pub fn reregister(&mut self, declared: Option<u32>) -> Reregistered {
+    pub fn reregister(
+        &mut self,
+        declared: Option<u32>,
+        self_check: Option<SelfCheck>,
+    ) -> Reregistered {
         let mut out = Reregistered::default();
+        let blocked = self.self_check_blocks();
+        out.self_check_changed = self.self_check != self_check;
+        self.self_check = self_check;
+        out.unblocked = blocked && !self.self_check_blocks();
+        out.blocked = !blocked && self.self_check_blocks();
         if self.admin == Admin::Draining(DrainedBy::Registrant) {
             self.undrain();
             out.undrained = true;
@@ -133,21 +160,27 @@ impl BackendRuntime {
         out
     }
 
-    /// The weight new flows see now.
+    /// The weight new flows see now: none while draining, unhealthy or unaddressable; the
+    /// configured share while unknown (`unknown_weight_percent`); during slow start a ramp
+    /// from that share to the full weight.
     pub fn effective_weight(&self, health: &HealthConfig, now: Instant) -> u32 {
-        if matches!(self.admin, Admin::Draining(_))
-            || self.machine.state() != Health::Healthy
-            || self.mac.is_err()
+        if matches!(self.admin, Admin::Draining(_)) || self.mac.is_err() || self.self_check_blocks()
         {
             return 0;
         }
-        match self.machine.healthy_since() {
-            Some(since) => slow_start_weight(
-                self.weight,
-                now.saturating_duration_since(since),
-                health.slow_start,
-            ),
-            None => self.weight,
+        let unknown = unknown_weight(self.weight, health.unknown_weight_percent);
+        match self.machine.state() {
+            Health::Unhealthy => 0,
+            Health::Unknown => unknown,
+            Health::Healthy => match self.machine.healthy_since() {
+                Some(since) => slow_start_weight(
+                    self.weight,
+                    now.saturating_duration_since(since),
+                    health.slow_start,
+                )
+                .max(unknown),
+                None => self.weight,
+            },
         }
     }
 
@@ -170,11 +203,11 @@ impl BackendRuntime {
             at_unix_ms: unix_ms(),
         });
     }
+}
 
-    /// Whether the weight is still ramping (slow start): the table must be refreshed.
-    pub fn ramping(&self, health: &HealthConfig, now: Instant) -> bool {
-        self.effective_weight(health, now) != 0 && self.effective_weight(health, now) < self.weight
-    }
+/// `percent` of `weight`, rounded up (a positive share never rounds to no flows at all).
+pub fn unknown_weight(weight: u32, percent: u32) -> u32 {
+    (u64::from(weight) * u64::from(percent.min(100))).div_ceil(100) as u32
 }
 
 /// What a re-registration changed (for the log).
@@ -182,11 +215,20 @@ impl BackendRuntime {
 pub struct Reregistered {
     pub undrained: bool,
     pub weight_applied: bool,
+    /// The report differs from the last one (saved; shown).
+    pub self_check_changed: bool,
+    /// A failing finding appeared: no new flows from now on.
+    pub blocked: bool,
+    /// The last failing finding went: new flows again.
+    pub unblocked: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct VipRuntime {
     pub cfg: VipConfig,
+    /// The VIP as its source wrote it (for API VIPs: what the state file keeps, re-checked
+    /// at every restart and reload against the settings of the day).
+    pub input: VipInput,
     pub source: Source,
     pub backends: BTreeMap<IpAddr, BackendRuntime>,
 }
@@ -255,18 +297,69 @@ pub fn backend_view(vip: &VipRuntime, addr: IpAddr, b: &BackendRuntime, now: Ins
         mac: b.mac.as_ref().ok().map(|m| MacAddr(*m).to_string()),
         mac_error: b.mac.as_ref().err().cloned(),
         last_check: b.last.clone(),
+        self_check: b.self_check.clone(),
+        no_new_flows: no_new_flows(vip, b, now),
+        forwarding: None,
     }
+}
+
+/// How the VIP's packets reach its backends (the answer to a registration).
+pub fn forwarding(vip: &VipRuntime, backend_mtu: u32) -> Forwarding {
+    Forwarding {
+        vip: vip.cfg.address,
+        port: vip.cfg.port,
+        protocol: config::protocol_name(vip.cfg.proto).into(),
+        mode: config::mode_name(vip.cfg.mode).into(),
+        backend_mtu: (backend_mtu != 0).then_some(backend_mtu),
+    }
+}
+
+/// Why a backend gets no new flows now (`None` when it gets some).
+pub fn no_new_flows(vip: &VipRuntime, b: &BackendRuntime, now: Instant) -> Option<String> {
+    if let Admin::Draining(by) = b.admin {
+        return Some(match by {
+            DrainedBy::Operator => "drained by an operator".into(),
+            DrainedBy::Registrant => "drained by itself (shutting down)".into(),
+        });
+    }
+    match b.machine.state() {
+        // An unknown backend gets the `unknown_weight_percent` share (none by default).
+        Health::Unknown if unknown_weight(b.weight, vip.cfg.health.unknown_weight_percent) == 0 => {
+            return Some("health not known yet (checks have not passed)".into());
+        }
+        Health::Healthy | Health::Unknown => {}
+        Health::Unhealthy => {
+            let why = b
+                .last
+                .as_ref()
+                .and_then(|c| c.error.clone())
+                .unwrap_or_else(|| "checks fail".into());
+            return Some(format!("unhealthy: {why}"));
+        }
+    }
+    if let Err(e) = &b.mac {
+        return Some(format!("MAC unresolved: {e}"));
+    }
+    if let Some(why) = b.self_check.as_ref().and_then(|r| r.blocking_reason()) {
+        return Some(why);
+    }
+    if b.effective_weight(&vip.cfg.health, now) == 0 {
+        return Some("weight 0".into());
+    }
+    None
 }
 
 pub fn vip_view(v: &VipRuntime, now: Instant) -> Vip {
     Vip {
         name: v.cfg.name.clone(),
+        source: Some(v.source),
         address: v.cfg.address,
         port: v.cfg.port,
         protocol: wire::protocol(v.cfg.proto),
         algorithm: wire::algorithm(v.cfg.algorithm),
         mode: wire::mode(v.cfg.mode),
         table_size: v.cfg.table_size.get(),
+        health: Some(health_view(&v.cfg.health)),
         backends: v
             .backends
             .iter()
@@ -275,47 +368,61 @@ pub fn vip_view(v: &VipRuntime, now: Instant) -> Vip {
     }
 }
 
-/// A VIP as the API accepts it (`POST /v1/vips`, the state file), validated into a config
-/// entry with `health` (the global default) and lbd's defaults for what it leaves out.
-pub fn vip_config(new: NewVip, health: HealthConfig) -> Result<VipConfig, String> {
-    let valid_name = !new.name.is_empty()
-        && new.name.len() <= 64
-        && new
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_name {
-        return Err("name: 1-64 characters of a-z, 0-9, '-', '_'".into());
-    }
-    let table_size = match new.table_size {
-        Some(n) => TableSize::new(n).map_err(|e| format!("table_size: {e}"))?,
-        None => TableSize::DEFAULT,
+/// The health checks in force, as the API shows them.
+pub fn health_view(h: &HealthConfig) -> VipHealth {
+    let (kind, path, expect_status) = match &h.kind {
+        CheckKind::None => (api::CheckKind::None, None, None),
+        CheckKind::Tcp => (api::CheckKind::Tcp, None, None),
+        CheckKind::Http {
+            path,
+            expect_status,
+        } => (
+            api::CheckKind::Http,
+            Some(path.clone()),
+            Some(*expect_status),
+        ),
     };
-    Ok(VipConfig {
-        name: new.name,
-        address: new.address,
-        port: new.port.unwrap_or(0),
-        proto: wire::ip_protocol(new.protocol.unwrap_or_default()),
-        algorithm: wire::dataplane_algorithm(new.algorithm.unwrap_or_default()),
-        mode: wire::forward_mode(new.mode.unwrap_or_default()),
-        table_size,
-        health,
-        backends: Vec::new(),
-        // Not in the API's VIP type yet: API-created VIPs run without it.
-        second_chance: lb_dataplane::SecondChance::Off,
-    })
+    VipHealth {
+        kind,
+        path,
+        expect_status,
+        port: h.port,
+        interval_ms: h.interval.as_millis() as u64,
+        timeout_ms: h.timeout.as_millis() as u64,
+        rise: h.rise,
+        fall: h.fall,
+        slow_start_ms: h.slow_start.as_millis() as u64,
+        unknown_weight_percent: h.unknown_weight_percent,
+    }
 }
 
-/// The definition of a VIP with every field set (what the state file keeps).
-pub fn vip_definition(cfg: &VipConfig) -> NewVip {
-    NewVip {
-        name: cfg.name.clone(),
-        address: cfg.address,
-        port: Some(cfg.port),
-        protocol: Some(wire::protocol(cfg.proto)),
-        algorithm: Some(wire::algorithm(cfg.algorithm)),
-        mode: Some(wire::mode(cfg.mode)),
-        table_size: Some(cfg.table_size.get()),
+/// lb-api's `NewVip` (`POST /v1/vips`) as the one VIP check path takes it: the file, the API
+/// and the state file all go through [`VipInput::check`].
+pub fn vip_input(new: NewVip) -> VipInput {
+    let h = new.health.unwrap_or_default();
+    VipInput {
+        name: new.name,
+        address: new.address.to_string(),
+        port: new.port.unwrap_or(0),
+        protocol: new.protocol.map(|p| p.name().to_string()),
+        algorithm: new.algorithm.map(|a| a.name().to_string()),
+        mode: new.mode.map(|m| m.name().to_string()),
+        table_size: new.table_size,
+        second_chance: new.second_chance,
+        second_chance_window_s: new.second_chance_window_s,
+        health: HealthInput {
+            kind: h.kind.map(|k| k.name().to_string()),
+            port: h.port,
+            path: h.path,
+            expect_status: h.expect_status,
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            rise: h.rise,
+            fall: h.fall,
+            slow_start_ms: h.slow_start_ms,
+            unknown_weight_percent: h.unknown_weight_percent,
+        },
+        backends: Vec::new(),
     }
 }
 
@@ -339,7 +446,7 @@ mod tests {
     fn an_operator_drain_survives_reregistration() {
         let mut b = backend(70);
         b.drain(DrainedBy::Operator);
-        assert_eq!(b.reregister(Some(70)), Reregistered::default());
+        assert_eq!(b.reregister(Some(70), None), Reregistered::default());
         assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
         // The registrant's own drain (its shutdown) does not downgrade an operator's.
         b.drain(DrainedBy::Registrant);
@@ -352,12 +459,12 @@ mod tests {
     fn the_registrants_own_drain_is_undone_by_its_next_registration() {
         let mut b = backend(70);
         b.drain(DrainedBy::Registrant);
-        assert!(b.reregister(Some(70)).undrained);
+        assert!(b.reregister(Some(70), None).undrained);
         assert_eq!(b.admin, Admin::Active);
         // An operator drain on top of the registrant's one sticks.
         b.drain(DrainedBy::Registrant);
         b.drain(DrainedBy::Operator);
-        assert!(!b.reregister(Some(70)).undrained);
+        assert!(!b.reregister(Some(70), None).undrained);
         assert_eq!(b.admin, Admin::Draining(DrainedBy::Operator));
     }
 
@@ -365,15 +472,78 @@ mod tests {
     fn only_a_changed_declaration_overrides_the_operators_weight() {
         let mut b = backend(70);
         b.weight = 10; // `lbctl backend weight`
-        assert!(!b.reregister(Some(70)).weight_applied);
-        assert!(!b.reregister(None).weight_applied);
+        assert!(!b.reregister(Some(70), None).weight_applied);
+        assert!(!b.reregister(None, None).weight_applied);
         assert_eq!(b.weight, 10);
-        assert!(b.reregister(Some(40)).weight_applied);
+        assert!(b.reregister(Some(40), None).weight_applied);
         assert_eq!((b.weight, b.declared_weight), (40, Some(40)));
         // No declaration on record yet (an old state file): the first one applies.
         b.declared_weight = None;
         b.weight = 5;
-        assert!(b.reregister(Some(40)).weight_applied);
+        assert!(b.reregister(Some(40), None).weight_applied);
         assert_eq!(b.weight, 40);
+    }
+}
+
+#[cfg(test)]
+mod weight_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn an_unknown_backend_gets_its_configured_share() {
+        let now = Instant::now();
+        let mut h = HealthConfig::default();
+        let mut b = BackendRuntime::new(100, Source::Api, Some([2; 6]), &h, now);
+        assert_eq!(b.machine.state(), Health::Unknown);
+        assert_eq!(b.effective_weight(&h, now), 0, "by default none");
+        h.unknown_weight_percent = 50;
+        assert_eq!(b.effective_weight(&h, now), 50);
+        h.unknown_weight_percent = 1;
+        b.weight = 7;
+        assert_eq!(b.effective_weight(&h, now), 1, "rounded up");
+        // Healthy with slow start: the ramp starts from the unknown share, not from 1.
+        h.unknown_weight_percent = 50;
+        h.slow_start = Duration::from_secs(10);
+        b.weight = 100;
+        b.machine.observe(true, now);
+        b.machine.observe(true, now);
+        assert_eq!(b.effective_weight(&h, now), 50);
+        assert_eq!(b.effective_weight(&h, now + Duration::from_secs(8)), 80);
+        assert_eq!(b.effective_weight(&h, now + Duration::from_secs(10)), 100);
+    }
+
+    /// `no_new_flows` (issue 20) agrees with the unknown share (issue 15): an unchecked
+    /// backend is reported as getting no flows only while its share is none.
+    #[test]
+    fn no_new_flows_follows_the_unknown_share() {
+        let now = Instant::now();
+        let input = VipInput {
+            name: "web".into(),
+            address: "10.0.0.1".into(),
+            port: 80,
+            ..Default::default()
+        };
+        let env = |health| lb_config::VipEnv {
+            ipip_source_v4: false,
+            ipip_source_v6: false,
+            backend_mtu: 0,
+            health,
+        };
+        let mut vip = VipRuntime {
+            cfg: input
+                .check(&env(&HealthInput::default()))
+                .expect("valid VIP"),
+            input: input.clone(),
+            source: Source::Api,
+            backends: BTreeMap::new(),
+        };
+        let b = BackendRuntime::new(100, Source::Api, Some([2; 6]), &vip.cfg.health, now);
+        assert_eq!(
+            no_new_flows(&vip, &b, now).as_deref(),
+            Some("health not known yet (checks have not passed)")
+        );
+        vip.cfg.health.unknown_weight_percent = 50;
+        assert_eq!(no_new_flows(&vip, &b, now), None);
     }
 }

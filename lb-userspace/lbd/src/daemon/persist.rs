@@ -6,16 +6,16 @@ use std::{net::IpAddr, path::Path};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::model::Admin;
-use lb_api::types::{AdminState, DrainedBy, Health, NewVip, Source};
+use lb_api::types::{AdminState, DrainedBy, Health, Source};
 use lb_dataplane::ProgrammerState;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StateFile {
     pub programmer: ProgrammerState,
-    /// VIPs added through the API (config VIPs come from the config), as the API takes
-    /// them, every field set.
+    /// VIPs added through the API, as the API was given them (config VIPs come from the
+    /// config). Older lbds wrote every field out; both read the same.
     #[serde(default)]
-    pub api_vips: Vec<NewVip>,
+    pub api_vips: Vec<lb_config::VipInput>,
     #[serde(default)]
     pub backends: Vec<BackendState>,
 }
@@ -30,6 +30,9 @@ pub struct BackendState {
     pub admin: Admin,
     pub source: Source,
     pub health: Health,
+    /// The registrant's last self-check, so that a restart does not give new flows to a
+    /// backend whose setup fails until it registers again.
+    pub self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 /// `BackendState` as the file spells it: `admin` and `drained_by` side by side, as every
@@ -51,6 +54,9 @@ struct BackendStateWire {
     /// A verdict this lbd does not know reads as no verdict.
     #[serde(deserialize_with = "lenient_health")]
     health: Health,
+    /// Added later: absent from older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    self_check: Option<lb_api::selfcheck::SelfCheck>,
 }
 
 fn lenient_health<'de, D: Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
@@ -67,6 +73,7 @@ impl From<BackendStateWire> for BackendState {
             admin: Admin::from_parts(w.admin, w.drained_by),
             source: w.source,
             health: w.health,
+            self_check: w.self_check,
         }
     }
 }
@@ -82,6 +89,7 @@ impl From<BackendState> for BackendStateWire {
             drained_by: b.admin.drained_by(),
             source: b.source,
             health: b.health,
+            self_check: b.self_check,
         }
     }
 }
@@ -203,12 +211,9 @@ mod tests {
                 "mode": "ipip", "table_size": 251}}] }}"#
         ));
         let v = &s.api_vips[0];
-        assert_eq!(v.protocol, Some(lb_api::types::Protocol::Udp));
-        assert_eq!(
-            v.algorithm,
-            Some(lb_api::types::Algorithm::WeightedRoundRobin)
-        );
-        assert_eq!(v.mode, Some(lb_api::types::Mode::Ipip));
+        assert_eq!(v.protocol.as_deref(), Some("udp"));
+        assert_eq!(v.algorithm.as_deref(), Some("wrr"));
+        assert_eq!(v.mode.as_deref(), Some("ipip"));
         assert_eq!(v.table_size, Some(251));
     }
 

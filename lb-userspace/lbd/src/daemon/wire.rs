@@ -2,7 +2,7 @@
 //! algorithm and mode by enum; the maps hold numbers and `lb_common`'s enums.
 
 use lb_api::types::{Algorithm, Mode, Protocol};
-use lb_common::{Algorithm as DpAlgorithm, ForwardMode, IPPROTO_TCP, IPPROTO_UDP};
+use lb_common::{Algorithm as DpAlgorithm, ForwardMode, IPPROTO_UDP};
 
 pub fn protocol(p: u8) -> Protocol {
     if p == IPPROTO_UDP {
@@ -12,9 +12,11 @@ pub fn protocol(p: u8) -> Protocol {
     }
 }
 
+// The way back is the config's parsers (VipInput); kept to test the round trip.
+#[cfg(test)]
 pub fn ip_protocol(p: Protocol) -> u8 {
     match p {
-        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Tcp => lb_common::IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
     }
 }
@@ -28,6 +30,8 @@ pub fn algorithm(a: DpAlgorithm) -> Algorithm {
     }
 }
 
+// The way back is the config's parsers (VipInput); kept to test the round trip.
+#[cfg(test)]
 pub fn dataplane_algorithm(a: Algorithm) -> DpAlgorithm {
     match a {
         Algorithm::Maglev => DpAlgorithm::Maglev,
@@ -44,6 +48,8 @@ pub fn mode(m: ForwardMode) -> Mode {
     }
 }
 
+// The way back is the config's parsers (VipInput); kept to test the round trip.
+#[cfg(test)]
 pub fn forward_mode(m: Mode) -> ForwardMode {
     match m {
         Mode::DsrL2 => ForwardMode::DsrL2,

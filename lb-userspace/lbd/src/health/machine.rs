@@ -59,6 +59,12 @@ impl Machine {
         self.state
     }
 
+    /// New rise/fall counts (a reload); the verdict so far stands.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+    }
+
     pub fn healthy_since(&self) -> Option<Instant> {
         self.healthy_since
     }

@@ -68,6 +68,11 @@ fn serve_conn(mut s: TcpStream, name: String) {
 
 impl BackendServer {
     pub fn start(lab: &Lab, host: &str) -> Self {
+        Self::start_on(lab, host, 80)
+    }
+
+    /// The server on another port of 0.0.0.0.
+    pub fn start_on(lab: &Lab, host: &str, port: u16) -> Self {
         let h = lab.host(host).expect("backend host");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -75,7 +80,8 @@ impl BackendServer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = h
             .spawn_thread(move || {
-                let l = TcpListener::bind("0.0.0.0:80").expect("bind :80 in the backend namespace");
+                let l = TcpListener::bind(("0.0.0.0", port))
+                    .expect("bind the port in the backend namespace");
                 l.set_nonblocking(true).expect("nonblocking");
                 let _ = ready_tx.send(());
                 while !flag.load(Ordering::Relaxed) {
@@ -113,6 +119,41 @@ impl Drop for BackendServer {
     }
 }
 
+/// What a lab's `lbd.toml` and start-up look like beyond the defaults.
+#[allow(dead_code)] // each user (tests, bench) takes what it needs
+pub struct LabOptions<'a> {
+    pub backends: u8,
+    pub interval_ms: u64,
+    pub lb_sysctls: &'a [(&'a str, &'a str)],
+    /// Lines added to `[api]`.
+    pub api_extra: &'a str,
+    /// Lines added to `[health]`.
+    pub health_extra: &'a str,
+    /// Lines added to the `web` VIP (before its backends).
+    pub web_extra: &'a str,
+    /// Appended to the file (more VIPs, `[[api.clients]]`, `[api.tls]`).
+    pub tail: &'a str,
+    pub log_json: bool,
+    /// How many backends must be healthy before the lab is handed over (default: all).
+    pub healthy: Option<usize>,
+}
+
+impl Default for LabOptions<'_> {
+    fn default() -> Self {
+        Self {
+            backends: 2,
+            interval_ms: INTERVAL_MS,
+            lb_sysctls: &[],
+            api_extra: "",
+            health_extra: "",
+            web_extra: "",
+            tail: "",
+            log_json: false,
+            healthy: None,
+        }
+    }
+}
+
 #[allow(dead_code)] // each user (tests, bench) takes what it needs
 pub struct ControlLab {
     pub lab: Lab,
@@ -120,6 +161,8 @@ pub struct ControlLab {
     pub socket: PathBuf,
     pub lbd: Option<Process>,
     pub servers: Vec<Option<BackendServer>>,
+    /// `lbd --log-json`.
+    pub log_json: bool,
     /// Keeps xdp_pass attached to the balancer's bridge port (XDP_TX on veth needs it).
     _peer: Dataplane,
 }
@@ -135,15 +178,25 @@ impl ControlLab {
 
     /// `lb_sysctls` are set in lb1's namespace before `lbd` starts (e.g. neighbour timers).
     pub fn with_options(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)]) -> Self {
-        Self::build(backends, interval_ms, lb_sysctls, "")
+        Self::build(&LabOptions {
+            backends,
+            interval_ms,
+            lb_sysctls,
+            ..LabOptions::default()
+        })
     }
 
     /// `extra` is appended to lbd's config (whole TOML tables, e.g. a `[vrrp]` section).
     pub fn with_extra_config(backends: u8, extra: &str) -> Self {
-        Self::build(backends, INTERVAL_MS, &[], extra)
+        Self::build(&LabOptions {
+            backends,
+            tail: extra,
+            ..LabOptions::default()
+        })
     }
 
-    fn build(backends: u8, interval_ms: u64, lb_sysctls: &[(&str, &str)], extra: &str) -> Self {
+    pub fn build(o: &LabOptions) -> Self {
+        let (backends, interval_ms, lb_sysctls) = (o.backends, o.interval_ms, o.lb_sysctls);
         require_root();
         let topo = Topology::small(backends).expect("topology");
         let lab = Lab::create(&topo).expect("lab");
@@ -184,14 +237,17 @@ impl ControlLab {
         let socket = dir.join("lbd.sock");
         let mut cfg = format!(
             "[dataplane]\ninterfaces = [\"eth0\"]\nxdp_mode = \"driver\"\npin_dir = \"{}\"\n\n\
-             [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n\n\
-             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n\n\
+             [api]\nsocket = \"{}\"\nlisten = \"10.77.0.2:9100\"\ntoken_file = \"{}\"\nstate_file = \"{}\"\n{}\n\
+             [health]\nkind = \"http\"\npath = \"/\"\ninterval_ms = {interval_ms}\ntimeout_ms = {interval_ms}\nrise = {RISE}\nfall = {FALL}\n{}\n\
              [sweep]\ninterval_ms = 500\n\n\
-             [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n",
+             [[vips]]\nname = \"web\"\naddress = \"{vip}\"\nport = 80\n{}",
             pins.display(),
             socket.display(),
             dir.join("token").display(),
-            dir.join("lbd-state.json").display()
+            dir.join("lbd-state.json").display(),
+            o.api_extra,
+            o.health_extra,
+            o.web_extra,
         );
         for i in 1..=backends {
             cfg.push_str(&format!(
@@ -200,7 +256,7 @@ impl ControlLab {
             ));
         }
         cfg.push('\n');
-        cfg.push_str(extra);
+        cfg.push_str(o.tail);
         let config = dir.join("lbd.toml");
         std::fs::write(&config, cfg).expect("config");
         let mut me = Self {
@@ -209,32 +265,45 @@ impl ControlLab {
             socket,
             lbd: None,
             servers,
+            log_json: o.log_json,
             _peer: peer,
         };
         me.start_lbd();
-        me.wait_healthy(backends as usize);
+        me.wait_healthy(o.healthy.unwrap_or(backends as usize));
         me
     }
 
     pub fn start_lbd(&mut self) {
         let lb = self.lab.host("lb1").expect("lb1");
         let lbd = tests::bins::workspace_bin("lbd");
-        let mut p = lb
-            .spawn(
-                "lbd",
-                [
-                    lbd.to_str().expect("utf-8 path"),
-                    "--config",
-                    self.config.to_str().expect("utf-8 path"),
-                ],
-            )
-            .expect("spawn lbd");
+        let mut args = vec![
+            lbd.to_str().expect("utf-8 path"),
+            "--config",
+            self.config.to_str().expect("utf-8 path"),
+        ];
+        if self.log_json {
+            args.push("--log-json");
+        }
+        let mut p = lb.spawn("lbd", args).expect("spawn lbd");
         let sock = self.socket.clone();
         p.wait_for("lbd API socket", Duration::from_secs(20), |_| {
             UnixStream::connect(&sock).is_ok()
         })
         .unwrap_or_else(|e| panic!("lbd did not come up: {e}\n{}", p.log()));
         self.lbd = Some(p);
+    }
+
+    /// The real `lbctl` over the unix socket: (success, stdout and stderr).
+    pub fn lbctl(&self, args: &[&str]) -> (bool, String) {
+        let out = self.lbctl_output(args);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// One API call over the unix socket: (status, body).
@@ -273,9 +342,36 @@ impl ControlLab {
         }
     }
 
+    /// Runs the real lbctl against this lab's lbd (its unix socket): its exit status and
+    /// stdout and stderr apart.
+    pub fn lbctl_output(&self, args: &[&str]) -> std::process::Output {
+        self.lbctl_command(args)
+            .output()
+            .expect("run lbctl (built by `cargo xtask test control-plane`)")
+    }
+
+    /// The lbctl command line for `args`, to spawn (e.g. a capture running beside traffic).
+    pub fn lbctl_command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(tests::bins::workspace_bin("lbctl"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c
+    }
+
     pub fn lbd_log(&self) -> String {
         self.lbd.as_ref().map(|p| p.log()).unwrap_or_default()
     }
+}
+
+/// One HTTP/1.1 request with a JSON body (or none), `Connection: close`.
+pub fn request_text(method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> String {
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Minimal HTTP/1.1 over any stream, `Connection: close`.
@@ -286,15 +382,8 @@ pub fn http<S: Read + Write>(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: lbd\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(request_text(method, path, body, token).as_bytes())
+        .expect("send");
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).expect("read");
     let text = String::from_utf8_lossy(&resp);

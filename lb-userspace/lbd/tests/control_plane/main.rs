@@ -1,11 +1,17 @@
 //! Control-plane tests: the real `lbd` in a network-namespace lab (root).
 
+mod access;
+mod diag;
 mod lab;
 mod maps;
 mod neighbours;
 mod openapi;
+mod ramp;
+mod reload;
 mod reregister;
+mod selfcheck;
 mod sweep;
+mod validation;
 
 use std::{
     collections::BTreeMap,

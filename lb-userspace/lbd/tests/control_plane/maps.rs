@@ -97,3 +97,36 @@ pub fn clock_anchor(pins: &Path) -> Option<(u64, u64)> {
         .max_by_key(|w| w.anchor_ns)
         .map(|w| (w.anchor_jiffies, w.anchor_ns))
 }
+
+/// How many entries of the VIP's active table each backend address holds (empty when the
+/// VIP has no table: no backend takes new flows).
+pub fn table_counts(
+    pins: &Path,
+    vip: IpAddr,
+    port: u16,
+    proto: u8,
+) -> std::collections::BTreeMap<String, u32> {
+    let vips: HashMap<MapData, VipKey, VipMeta> =
+        HashMap::try_from(Map::HashMap(open(pins, "VIPS"))).expect("VIPS");
+    let meta = vips
+        .get(&VipKey::new(vip, port, proto), 0)
+        .expect("VIP in the map");
+    let tables: Array<MapData, u32> =
+        Array::try_from(Map::Array(open(pins, "TABLES"))).expect("TABLES");
+    let base = (meta.id * TABLE_SLOTS + meta.slot) * MAX_TABLE;
+    let mut by_id: std::collections::BTreeMap<u32, u32> = Default::default();
+    for i in 0..meta.table_len {
+        if let Ok(id) = tables.get(&(base + i), 0) {
+            *by_id.entry(id).or_default() += 1;
+        }
+    }
+    let be = backends(pins);
+    by_id
+        .into_iter()
+        .filter_map(|(id, n)| {
+            be.get(&id, 0)
+                .ok()
+                .map(|b| (words_addr(b.addr, b.family).to_string(), n))
+        })
+        .collect()
+}

@@ -31,23 +31,6 @@ fn admin_of(b: &Value) -> (String, Value, u64, Value) {
     )
 }
 
-fn lbctl(cl: &ControlLab, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(tests::bins::workspace_bin("lbctl"))
-        .arg("--socket")
-        .arg(&cl.socket)
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     let mut cl = ControlLab::new(2);
@@ -55,14 +38,15 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     let table = || maps::table_backends(&pins, VIP, 80);
     let both = vec!["10.77.0.11".to_string(), ADDR.into()];
 
-    // The config's backend becomes a registered one, as in the lab.
+    // The config's backend becomes a dynamic one (over the unix socket, an administrator's
+    // add: `api`; a registrant's token makes it `registered`, see `access`).
     assert_eq!(
         cl.api("DELETE", &format!("/v1/vips/web/backends/{ADDR}"), None)
             .0,
         200
     );
     let (st, b) = register(&cl, 70);
-    assert_eq!((st, b["source"].as_str()), (201, Some("registered")), "{b}");
+    assert_eq!((st, b["source"].as_str()), (201, Some("api")), "{b}");
     assert_eq!(admin_of(&b), ("active".into(), Value::Null, 70, 70.into()));
     cl.wait_healthy(2);
     assert_eq!(table(), both);
@@ -105,7 +89,7 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     );
 
     // `lbctl backend add` on it says it is still draining and how to undrain.
-    let (ok, out) = lbctl(&cl, &["backend", "add", "web", ADDR, "--weight", "70"]);
+    let (ok, out) = cl.lbctl(&["backend", "add", "web", ADDR, "--weight", "70"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("re-registered backend")
@@ -117,7 +101,7 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     );
 
     for cmd in [&["backend", "list", "web"][..], &["health"]] {
-        let (ok, out) = lbctl(&cl, cmd);
+        let (ok, out) = cl.lbctl(cmd);
         assert!(ok && out.contains("draining (operator)"), "{cmd:?}: {out}");
     }
 
@@ -141,7 +125,7 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     assert_eq!(table(), vec!["10.77.0.11".to_string()]);
 
     // Only the operator undrains.
-    let (ok, out) = lbctl(&cl, &["backend", "undrain", "web", ADDR]);
+    let (ok, out) = cl.lbctl(&["backend", "undrain", "web", ADDR]);
     assert!(ok, "{out}");
     assert_eq!(admin_of(&backend(&cl)).0, "active");
     assert_eq!(table(), both);

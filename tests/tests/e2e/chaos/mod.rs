@@ -104,11 +104,13 @@ fn scenario(
     let counter = format!("{tag}-counter");
     let put = json!({ "available": STOCK }).to_string();
     let path = format!("/orders/stock/{sku}");
+    // Setting stock is an admin route of the app.
+    let token = e.system.token()?;
     let set = verify::call(
         e,
         e.vip,
         Op::Ping,
-        Request::put(&path, &put, &format!("{tag}-s")),
+        Request::put(&path, &put, &format!("{tag}-s")).authorized(&token),
     )?;
     ensure!(set.ok(), "setting the stock of {sku}: {set:?}");
     let mix = Mix {

@@ -200,7 +200,8 @@ pub fn tasks_ran_once(
         "-h",
         &svc.ipv4().to_string(),
         "GET",
-        &format!("q:counter:{counter}"),
+        // The app's key (app::tasks::kinds::counter_key): the name is a cluster hash tag.
+        &format!("q:counter:{{{counter}}}"),
     ])?;
     let value: i64 = out.trim().parse().unwrap_or(0);
     let want = ids.len() as i64;

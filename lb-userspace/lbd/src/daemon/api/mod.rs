@@ -7,18 +7,19 @@
 //! `.routes(routes!(handler))` line in [`api`]. The router and the document both come from
 //! that line, so they cannot disagree.
 
+mod diag;
 mod error;
 mod node;
 mod vips;
 
 pub use error::{ApiError, ApiResult};
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::{
     Router,
     extract::Request,
-    http::{HeaderMap, header},
+    http::header,
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -34,6 +35,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{State, metrics};
+use crate::auth;
 
 /// Every endpoint: the router and the document are both built from this list.
 fn api() -> OpenApiRouter<State> {
@@ -46,9 +48,13 @@ fn api() -> OpenApiRouter<State> {
         .routes(routes!(vips::set_weight))
         .routes(routes!(vips::drain))
         .routes(routes!(vips::undrain))
+        .routes(routes!(diag::trace))
+        .routes(routes!(diag::capture))
         .routes(routes!(node::health))
         .routes(routes!(node::stats))
         .routes(routes!(node::vrrp))
+        .routes(routes!(node::reload))
+        .routes(routes!(node::bgp))
         .routes(routes!(node::shutdown))
         .routes(routes!(metrics::handler))
         .routes(routes!(openapi_json))
@@ -59,16 +65,20 @@ fn api() -> OpenApiRouter<State> {
     info(
         title = "lbd API",
         description = "The control plane of the XDP load balancer: VIPs, backends, health, \
-            counters, VRRP. JSON over HTTP/1.1 on a unix socket (no token: the socket's file \
-            mode protects it) and, when `[api] listen` is set, on TCP with \
-            `Authorization: Bearer <token>`. Every error answers `ErrorBody`. docs/api.md \
+            counters, VRRP, BGP, packet capture and flow traces. JSON over HTTP/1.1 on a unix socket \
+            (no token: the socket's file mode protects it) and, when `[api] listen` is set, on \
+            TCP (TLS with `[api.tls]`) with `Authorization: Bearer <token>` of a client of \
+            `[[api.clients]]`, scoped `admin`, `read-only` or `registrant` (403 outside its \
+            scope; capture needs `admin`, a trace is read-only). Every error answers \
+            `ErrorBody`. docs/api.md \
             has the prose; this document is generated from the handlers.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     tags(
         (name = "vips", description = "VIPs: a virtual address, port and protocol, balanced over backends"),
         (name = "backends", description = "A VIP's backends: registration, weight, drain"),
-        (name = "node", description = "This lbd: status, health, counters, VRRP, metrics, shutdown"),
+        (name = "diagnostics", description = "Capture packets inside the data plane (admin scope); trace a flow"),
+        (name = "node", description = "This lbd: status, health, counters, VRRP, BGP, metrics, reload, shutdown"),
         (name = "meta", description = "This document"),
     ),
     components(schemas(ErrorBody, ErrorCode)),
@@ -117,8 +127,11 @@ fn conventions(doc: &mut OpenApi) {
         ];
         for op in ops.into_iter().flatten() {
             let r = &mut op.responses.responses;
-            r.entry("401".into())
-                .or_insert_with(|| error("on TCP: no bearer token, or the wrong one"));
+            r.entry("401".into()).or_insert_with(|| {
+                error("on TCP: no known client's bearer token (or certificate)")
+            });
+            r.entry("403".into())
+                .or_insert_with(|| error("outside the client's scope (read-only, registrant)"));
             r.entry("default".into())
                 .or_insert_with(|| error("any other error, in the same shape"));
         }
@@ -134,12 +147,11 @@ async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
-/// The API's router (the unix socket's: no token).
+/// The API's router, for both listeners: [`auth::guard`] tells the unix socket's
+/// administrator from TCP clients (token or certificate) and checks each call's scope.
 pub fn router(state: State) -> Router {
     let (router, _) = api().split_for_parts();
     router
-        // Not in the OpenAPI document yet (lb_api::bgp has no schemas): docs/bgp.md.
-        .route("/v1/bgp", axum::routing::get(node::bgp))
         .fallback(|| async {
             ApiError::not_found("no such endpoint (see GET /v1/openapi.json or docs/api.md)")
         })
@@ -149,33 +161,14 @@ pub fn router(state: State) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .with_state(state)
-}
-
-/// The TCP router: every call needs `Authorization: Bearer <token>`.
-pub fn tcp_router(state: State, token: String) -> Router {
-    let token = Arc::new(token);
-    router(state).layer(middleware::from_fn(
-        move |headers: HeaderMap, req: Request, next: Next| {
-            let token = token.clone();
-            async move {
-                let given = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-                    next.run(req).await
-                } else {
-                    ApiError::new(ErrorCode::Unauthorized, "missing or wrong bearer token")
-                        .into_response()
-                }
+        .layer(middleware::from_fn({
+            let state = state.clone();
+            move |req: Request, next: Next| {
+                let access = state.access();
+                auth::guard(access, req, next)
             }
-        },
-    ))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        }))
+        .with_state(state)
 }
 
 #[cfg(test)]

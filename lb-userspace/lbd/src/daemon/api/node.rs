@@ -1,18 +1,18 @@
 //! This lbd as a whole: status, every backend's health, the data plane's counters, VRRP,
-//! shutdown.
+//! BGP, shutdown.
 
 use std::time::Instant;
 
 use axum::{Json, extract::State as AxState, http::StatusCode};
 use lb_api::types::{
-    AttachMode, BackendStats, HealthEntry, Interface, Shutdown, ShuttingDown, Stats, Status,
-    VipStats,
+    AttachMode, BackendStats, ErrorCode, HealthEntry, Interface, Reload, ReloadReport, Shutdown,
+    ShuttingDown, Stats, Status, VipStats,
 };
 use lb_api::vrrp::Overview;
 
 use super::error::{ApiError, ApiResult, OptionalJson};
 use crate::{
-    daemon::{State, model},
+    daemon::{State, model, reload},
     health::Health,
 };
 
@@ -53,7 +53,7 @@ pub async fn status(AxState(s): AxState<State>) -> Json<Status> {
     })
 }
 
-/// Every backend's health, admin state and last check.
+/// Every backend's health, admin state, last check, self-check and why it gets no new flows.
 #[utoipa::path(get, path = "/v1/health", tag = "node",
     responses((status = OK, description = "one row per (VIP, backend)", body = [HealthEntry])))]
 pub async fn health(AxState(s): AxState<State>) -> Json<Vec<HealthEntry>> {
@@ -73,6 +73,8 @@ pub async fn health(AxState(s): AxState<State>) -> Json<Vec<HealthEntry>> {
                     drained_by: view.drained_by,
                     effective_weight: view.effective_weight,
                     last_check: view.last_check,
+                    self_check: view.self_check.as_ref().map(|r| r.summary()),
+                    no_new_flows: view.no_new_flows,
                 }
             })
         })
@@ -135,13 +137,47 @@ pub async fn stats(AxState(s): AxState<State>) -> ApiResult<Json<Stats>> {
         (status = NOT_FOUND, description = "no `[vrrp]` section", body = lb_api::types::ErrorBody),
     ))]
 pub async fn vrrp(AxState(s): AxState<State>) -> ApiResult<Json<Overview>> {
-    s.vrrp
-        .get()
+    s.vrrp_statuses()
         .map(|v| Json(v.overview()))
         .ok_or_else(|| ApiError::not_found("VRRP is not configured (no [vrrp] section)"))
 }
 
-/// `GET /v1/bgp`: sessions and announced prefixes (404 without `[bgp]`).
+/// Re-reads lbd.toml (as SIGHUP does) and shows what changed; `dry_run` only shows it. A bad
+/// file changes nothing (422 with `FILE:LINE: field: reason`).
+#[utoipa::path(post, path = "/v1/reload", tag = "node",
+    request_body(content = Option<Reload>, description = "left out: apply, prune nothing"),
+    responses(
+        (status = OK, description = "what changed (or would)", body = ReloadReport),
+        (status = CONFLICT, description = "the file clashes with what the API added, or lbd runs without a file", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "the file is invalid: `FILE:LINE: field: reason`", body = lb_api::types::ErrorBody),
+    ))]
+pub async fn reload(
+    AxState(s): AxState<State>,
+    OptionalJson(req): OptionalJson<Reload>,
+) -> ApiResult<Json<ReloadReport>> {
+    let req = req.unwrap_or_default();
+    let opts = reload::Options {
+        dry_run: req.dry_run,
+        prune: req.prune,
+    };
+    use reload::ReloadError as E;
+    match reload::reload(&s, opts).await {
+        Ok(report) => Ok(Json(report.wire())),
+        Err(e @ E::Config(_)) => Err(ApiError::new(ErrorCode::Invalid, e.to_string())),
+        Err(e @ (E::Conflict(_) | E::NoFile)) => {
+            Err(ApiError::new(ErrorCode::Conflict, e.to_string()))
+        }
+        Err(e @ E::Program(_)) => Err(ApiError::internal(e)),
+    }
+}
+
+/// The BGP speaker, its sessions and the VIP addresses this balancer announces or withdraws
+/// (docs/bgp.md).
+#[utoipa::path(get, path = "/v1/bgp", tag = "node",
+    responses(
+        (status = OK, description = "sessions and prefixes", body = lb_api::bgp::Overview),
+        (status = NOT_FOUND, description = "no `[bgp]` section", body = lb_api::types::ErrorBody),
+    ))]
 pub async fn bgp(AxState(s): AxState<State>) -> ApiResult<Json<lb_api::bgp::Overview>> {
     s.bgp
         .get()

@@ -3,19 +3,20 @@
 
 use std::{net::IpAddr, time::Instant};
 
-use axum::{Json, extract::State as AxState, http::StatusCode};
+use axum::{Extension, Json, extract::State as AxState, http::StatusCode};
 use lb_api::types::{
     Backend, Deleted, Drain, DrainedBy, ErrorCode, NewBackend, NewVip, SetWeight, Vip,
 };
-use lb_config::MAX_WEIGHT;
+use lb_config::{Conflict, MAX_WEIGHT};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::error::{ApiError, ApiPath, ApiResult, JsonBody, OptionalJson};
+use crate::auth::Principal;
 use crate::daemon::{
-    State,
-    model::{self, Source, VipRuntime, backend_view, vip_view},
-    reconcile, sync_checkers,
+    Registration, State,
+    model::{self, Source, backend_view, vip_view},
+    reconcile, runtime_from_config, sync_checkers,
 };
 
 /// The path of a VIP's endpoints.
@@ -23,7 +24,7 @@ use crate::daemon::{
 #[into_params(parameter_in = Path)]
 pub struct VipPath {
     /// The VIP's name.
-    vip: String,
+    pub vip: String,
 }
 
 /// The path of one backend's endpoints.
@@ -46,58 +47,38 @@ pub async fn list_vips(AxState(s): AxState<State>) -> Json<Vec<Vip>> {
     Json(inner.vips.values().map(|v| vip_view(v, now)).collect())
 }
 
-/// Adds a VIP (fields left out take lbd's defaults); it lives in the state file.
+/// Adds a VIP (`source: api`): the config file's checks (422 with `field: reason`), fields left
+/// out take lbd's defaults and `health` the global `[health]` under the given keys; it lives in
+/// the state file.
 #[utoipa::path(post, path = "/v1/vips", tag = "vips", request_body = NewVip,
     responses(
         (status = CREATED, description = "the VIP as added", body = Vip),
         (status = CONFLICT, description = "a VIP of that name, or of that address, port and protocol, exists", body = lb_api::types::ErrorBody),
-        (status = UNPROCESSABLE_ENTITY, description = "an invalid name or table size, or the VIP limit reached", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "`field: reason`: what the config file refuses (name, table size, ipip without an outer source, health), or the VIP limit reached", body = lb_api::types::ErrorBody),
     ))]
 pub async fn add_vip(
     AxState(s): AxState<State>,
     JsonBody(new): JsonBody<NewVip>,
 ) -> ApiResult<(StatusCode, Json<Vip>)> {
-    let default_health = s
-        .config
-        .vips
-        .first()
-        .map(|v| v.health.clone())
-        .unwrap_or_default();
-    let cfg =
-        model::vip_config(new, default_health).map_err(|e| ApiError::new(ErrorCode::Invalid, e))?;
+    // The file's checks (422 with `field: reason`), health over the global `[health]`.
+    let input = model::vip_input(new);
+    let config = s.current();
+    let cfg = input
+        .check(&config.vip_env())
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, e.to_string()))?;
     let mut inner = s.inner.lock().await;
-    if inner.vips.contains_key(&cfg.name) {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("a VIP named {} exists", cfg.name),
-        ));
-    }
-    if inner
-        .vips
-        .values()
-        .any(|v| (v.cfg.address, v.cfg.port, v.cfg.proto) == (cfg.address, cfg.port, cfg.proto))
-    {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "another VIP has that address, port and protocol",
-        ));
-    }
-    if inner.vips.len() >= lb_common::MAX_VIPS as usize {
-        return Err(ApiError::new(ErrorCode::Invalid, "VIP limit reached"));
-    }
+    lb_config::check_against(&cfg, inner.vips.values().map(|v| &v.cfg)).map_err(|c| match c {
+        Conflict::Taken(e) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+        Conflict::Full(e) => ApiError::new(ErrorCode::Invalid, e.to_string()),
+    })?;
     let name = cfg.name.clone();
-    inner.vips.insert(
-        name.clone(),
-        VipRuntime {
-            cfg,
-            source: Source::Api,
-            backends: Default::default(),
-        },
-    );
+    let rt = runtime_from_config(&cfg, input, Source::Api, Instant::now());
+    inner.vips.insert(name.clone(), rt);
     if let Err(e) = reconcile(&s, &mut inner) {
         inner.vips.remove(&name);
         return Err(ApiError::internal(e));
     }
+    sync_checkers(&s, &mut inner);
     let v = inner
         .vips
         .get(&name)
@@ -167,20 +148,35 @@ pub async fn list_backends(
         (status = CREATED, description = "a new backend (weight 100 if left out)", body = Backend),
         (status = OK, description = "an existing backend, re-registered", body = Backend),
         (status = NOT_FOUND, description = "no VIP of that name", body = lb_api::types::ErrorBody),
-        (status = UNPROCESSABLE_ENTITY, description = "an address of the other IP family than the VIP's", body = lb_api::types::ErrorBody),
+        (status = UNPROCESSABLE_ENTITY, description = "an address of the other IP family than the VIP's, or a self-check that breaks its limits", body = lb_api::types::ErrorBody),
     ))]
 pub async fn add_backend(
     AxState(s): AxState<State>,
     ApiPath(VipPath { vip }): ApiPath<VipPath>,
+    who: Option<Extension<Principal>>,
     JsonBody(b): JsonBody<NewBackend>,
 ) -> ApiResult<(StatusCode, Json<Backend>)> {
     if let Some(w) = b.weight {
         check_weight(w)?;
     }
-    let new = s
-        .upsert_backend(&vip, b.address, b.weight, Source::Registered)
-        .await?;
-    let body = backend_json(&s, &vip, b.address).await?;
+    if let Some(r) = &b.self_check {
+        r.validate()
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, e))?;
+    }
+    // A registrant's call registers (under the lease); an administrator's adds (never expires).
+    let source = match who {
+        Some(Extension(p)) if p.is_registrant() => Source::Registered,
+        _ => Source::Api,
+    };
+    let addr = b.address;
+    let reg = Registration {
+        declared: b.weight,
+        self_check: b.self_check,
+    };
+    let new = s.upsert_backend(&vip, addr, reg, source).await?;
+    // The answer tells the registrant how the VIP's packets will reach it (what its
+    // self-check checks against).
+    let body = backend_answer(&s, &vip, addr, true).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -240,9 +236,15 @@ pub async fn set_weight(
 pub async fn drain(
     AxState(s): AxState<State>,
     ApiPath(BackendPath { vip, address: addr }): ApiPath<BackendPath>,
+    who: Option<Extension<Principal>>,
     OptionalJson(body): OptionalJson<Drain>,
 ) -> ApiResult<Json<Backend>> {
-    let by = body.map_or(DrainedBy::Operator, |d| d.by);
+    // A registrant's drain is always its own (its next registration undoes it).
+    let by = if who.is_some_and(|Extension(p)| p.is_registrant()) {
+        DrainedBy::Registrant
+    } else {
+        body.map_or(DrainedBy::Operator, |d| d.by)
+    };
     with_backend(&s, &vip, &addr, |b| b.drain(by)).await
 }
 
@@ -283,10 +285,24 @@ fn parse_addr(a: &str) -> ApiResult<IpAddr> {
 }
 
 async fn backend_json(s: &State, vip: &str, addr: IpAddr) -> ApiResult<Json<Backend>> {
+    backend_answer(s, vip, addr, false).await
+}
+
+/// The backend's view; `forwarding`: with how the VIP's packets reach it (for registrants).
+async fn backend_answer(
+    s: &State,
+    vip: &str,
+    addr: IpAddr,
+    forwarding: bool,
+) -> ApiResult<Json<Backend>> {
     let inner = s.inner.lock().await;
     let v = inner.vips.get(vip).ok_or_else(|| no_vip(vip))?;
     let b = v.backends.get(&addr).ok_or_else(|| no_backend(vip, addr))?;
-    Ok(Json(backend_view(v, addr, b, Instant::now())))
+    let mut view = backend_view(v, addr, b, Instant::now());
+    if forwarding {
+        view.forwarding = Some(model::forwarding(v, s.config.dataplane.backend_mtu));
+    }
+    Ok(Json(view))
 }
 
 /// Runs `f` on one backend, then reconciles.
