@@ -51,8 +51,10 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     let out_at = Instant::now();
     lab.system.provision("lb3")?;
     lab.wait_next_hops(3, CONVERGE)?;
+    let digest = lab.same_tables("lb3 announcing after its start")?;
     lab.say(&format!(
-        "scale out 2 -> 3: lb3 provisioned and announcing {} ms after its start",
+        "scale out 2 -> 3: lb3 provisioned and announcing {} ms after its start, with the \
+         others' forwarding state (digest {digest})",
         out_at.elapsed().as_millis()
     ));
     load.wait_more(200, Duration::from_secs(20))?;
@@ -77,9 +79,11 @@ fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()
     load.wait_more(200, Duration::from_secs(20))?;
     let scaled_at = Instant::now();
 
-    // lb2 comes back (adopting its pinned data plane) and announces again.
+    // lb2 comes back (adopting its pinned data plane) and announces again, with the others'
+    // tables.
     lab.system.provision("lb2")?;
     lab.wait_next_hops(3, CONVERGE)?;
+    lab.same_tables("lb2 announcing after its restart")?;
     load.wait_more(200, Duration::from_secs(20))?;
 
     // lb1 dies: its link goes down (BFD tells the router), then lbd is killed. Its BIRD,

@@ -178,6 +178,30 @@ impl BgpLab {
             .unwrap_or(0))
     }
 
+    /// What balancer `lb`'s pinned maps forward with (`lbctl forwarding --json`).
+    pub fn forwarding(&self, lb: &str) -> Result<Value> {
+        let mut c = std::process::Command::new(self.system.bin("lbctl"));
+        c.args(["--json", "forwarding", "--pin-dir"])
+            .arg(self.system.bpffs().join(lb));
+        Ok(serde_json::from_str(&tests::exec::run(&mut c)?)?)
+    }
+
+    /// Requires the running balancers' pinned forwarding state to be equal (a flow moved
+    /// between them keeps its backend); returns the common digest.
+    pub fn same_tables(&self, when: &str) -> Result<String> {
+        let running = self.running_balancers();
+        let first = running.first().context("no balancer runs")?;
+        let want = self.forwarding(first)?;
+        for lb in &running[1..] {
+            let got = self.forwarding(lb)?;
+            anyhow::ensure!(
+                got == want,
+                "{when}: {lb}'s forwarding state differs from {first}'s:\n{got:#}\nvs\n{want:#}"
+            );
+        }
+        Ok(want["digest"].to_string())
+    }
+
     /// Failure context: the logs of the given daemons.
     pub fn logs(&self, which: &[(&str, &str)]) -> String {
         self.system.log_tails(which)

@@ -98,10 +98,7 @@ fn same_tables_whatever_the_order(lab: &BgpLab) -> Result<()> {
     lab.wait_next_hops(3, Duration::from_secs(30))?;
     let mut digests = BTreeMap::new();
     for lb in lab.system.balancers() {
-        let mut c = std::process::Command::new(lab.system.bin("lbctl"));
-        c.args(["--json", "forwarding", "--pin-dir"])
-            .arg(lab.system.bpffs().join(&lb));
-        let state: serde_json::Value = serde_json::from_str(&tests::exec::run(&mut c)?)?;
+        let state = lab.forwarding(&lb)?;
         let slots = state["backends"].as_array().map(Vec::len).unwrap_or(0);
         ensure!(
             slots == 2 * backends.len(),
