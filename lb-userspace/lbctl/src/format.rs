@@ -388,33 +388,6 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers() {
-        assert_eq!(grouped(0), "0");
-        assert_eq!(grouped(999), "999");
-        assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(si(512.0, ""), "512.0");
-        assert_eq!(si(1_500.0, ""), "1.50k");
-        assert_eq!(si(750_000.0, "B"), "750.00 kB");
-        assert_eq!(si(20.0, "B"), "20.0 B");
-        assert_eq!(si(2.5e9, "B"), "2.50 GB");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration(0.2), "0s");
-        assert_eq!(duration(59.0), "59s");
-        assert_eq!(duration(93_784.0), "1d 2h");
-        assert_eq!(duration(3_601.0), "1h 0m");
-        assert_eq!(ago(10_000, 13_500), "3s ago");
-        assert_eq!(ago(10_000, 9_000), "just now");
-    }
-}
-
 /// `lbctl forwarding`: VIPs, backend slots and the digest.
 pub fn forwarding(f: &lb_dataplane::forwarding::ForwardingState) -> String {
     let mut vips = Table::new(&[
@@ -457,4 +430,31 @@ pub fn forwarding(f: &lb_dataplane::forwarding::ForwardingState) -> String {
         slots.render(),
         f.digest
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(si(512.0, ""), "512.0");
+        assert_eq!(si(1_500.0, ""), "1.50k");
+        assert_eq!(si(750_000.0, "B"), "750.00 kB");
+        assert_eq!(si(20.0, "B"), "20.0 B");
+        assert_eq!(si(2.5e9, "B"), "2.50 GB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0.2), "0s");
+        assert_eq!(duration(59.0), "59s");
+        assert_eq!(duration(93_784.0), "1d 2h");
+        assert_eq!(duration(3_601.0), "1h 0m");
+        assert_eq!(ago(10_000, 13_500), "3s ago");
+        assert_eq!(ago(10_000, 9_000), "just now");
+    }
 }
