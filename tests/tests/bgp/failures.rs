@@ -21,22 +21,12 @@ const CONVERGE: Duration = Duration::from_secs(30);
 fn balancers_come_and_go_under_load_without_breaking_a_connection() -> Result<()> {
     let lab = BgpLab::start("failures", &["lb3"])?;
     let t0 = Instant::now();
-    let keep = KeepAlive::start(
-        lab.client(),
-        lab.vip,
-        "bgp-ka",
-        KEEP_ALIVE,
-        Duration::from_millis(100),
-    )?;
+    let hold =
+        |vip, tag, n| KeepAlive::start(lab.client(), vip, tag, n, Duration::from_millis(100));
+    let keep = hold(lab.vip, "bgp-ka", KEEP_ALIVE)?;
     // The IPv6 path too: ECMP over the IPv6 next hops, and lb1's IPv6 session relearned
     // after its link comes back.
-    let keep6 = KeepAlive::start(
-        lab.client(),
-        lab.vip6,
-        "bgp-ka6",
-        KEEP_ALIVE_V6,
-        Duration::from_millis(100),
-    )?;
+    let keep6 = hold(lab.vip6, "bgp-ka6", KEEP_ALIVE_V6)?;
     let mut spec = Spec::new("bgp-new");
     spec.workers = 2;
     spec.pace = Duration::from_millis(20);
