@@ -345,8 +345,9 @@ fn vagrantfile_lists_the_bgp_lab() -> Result<()> {
         );
         let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
         env.insert("LAB_MODE".into(), "vagrant".into());
+        // The scripts (a shell provisioner with a path); inline steps carry no environment.
         for p in host["provision"].as_array().context("provision")? {
-            if p["type"] != "shell" {
+            if p["type"] != "shell" || !p["path"].is_string() {
                 continue;
             }
             let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
