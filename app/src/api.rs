@@ -12,6 +12,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -32,6 +33,8 @@ pub enum ErrorCode {
     InvalidQuery,
     InvalidId,
     InvalidHeader,
+    Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -52,6 +55,8 @@ impl ErrorCode {
         Self::InvalidQuery,
         Self::InvalidId,
         Self::InvalidHeader,
+        Self::Unauthorized,
+        Self::Forbidden,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::Conflict,
@@ -73,6 +78,8 @@ impl ErrorCode {
             Self::InvalidQuery => "invalid_query",
             Self::InvalidId => "invalid_id",
             Self::InvalidHeader => "invalid_header",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
@@ -94,6 +101,8 @@ impl ErrorCode {
             | Self::InvalidQuery
             | Self::InvalidId
             | Self::InvalidHeader => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
@@ -116,6 +125,12 @@ impl ErrorCode {
             Self::InvalidQuery => "an unknown or malformed query parameter, or one out of range",
             Self::InvalidId => "an id that is not a positive integer",
             Self::InvalidHeader => "a header that is not valid (`Idempotency-Key` not ASCII)",
+            Self::Unauthorized => {
+                "an admin route without the admin bearer token, or with a wrong one"
+            }
+            Self::Forbidden => {
+                "an admin route while admin routes are off (no `http.admin_token_file`)"
+            }
             Self::NotFound => "no such user, task, order or route",
             Self::MethodNotAllowed => "the path exists, the method does not",
             Self::Conflict => "the email is taken",
@@ -186,6 +201,10 @@ pub enum ApiError {
     Timeout,
     #[error("internal error")]
     Internal,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl ApiError {
@@ -203,6 +222,8 @@ impl ApiError {
             ApiError::QueueUnavailable => ErrorCode::QueueUnavailable,
             ApiError::Timeout => ErrorCode::Timeout,
             ApiError::Internal => ErrorCode::Internal,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
         }
     }
 
@@ -367,6 +388,19 @@ pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiErro
     }
 }
 
+/// The security scheme of the admin routes in the document.
+pub const ADMIN_SCHEME: &str = "admin_token";
+
+/// Whether a request goes to an admin route: everything that changes state beyond users
+/// (dead letters, stock changes) and the debug routes. The guard enforces it and the document
+/// says it, from this one list.
+pub fn is_admin(method: &axum::http::Method, path: &str) -> bool {
+    path == "/dlq"
+        || path.starts_with("/dlq/")
+        || path.starts_with("/debug/")
+        || (path.starts_with("/orders/stock/") && method != axum::http::Method::GET)
+}
+
 /// What holds for every operation, said once in the document: any error not listed is an
 /// `ErrorBody` (`default`): 400 for a malformed request, 405, 413, 415, 429 when rate
 /// limited, 500, 503 when the database or the queue does not answer or the request times
@@ -388,19 +422,50 @@ pub fn conventions(doc: &mut OpenApi) {
                 .build(),
         )
         .build();
-    for item in doc.paths.paths.values_mut() {
+    components.security_schemes.insert(
+        ADMIN_SCHEME.into(),
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)).into(),
+    );
+    let refused = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    use axum::http::Method;
+    for (path, item) in doc.paths.paths.iter_mut() {
         let ops = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
         ];
-        for op in ops.into_iter().flatten() {
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
             op.responses
                 .responses
                 .entry("default".into())
                 .or_insert_with(|| error.clone().into());
+            if is_admin(&method, path) {
+                op.security = Some(vec![SecurityRequirement::new(
+                    ADMIN_SCHEME,
+                    Vec::<String>::new(),
+                )]);
+                op.responses.responses.insert(
+                    "401".into(),
+                    refused("`unauthorized`: no admin bearer token, or a wrong one").into(),
+                );
+                op.responses.responses.insert(
+                    "403".into(),
+                    refused("`forbidden`: admin routes are off on this instance").into(),
+                );
+            }
         }
     }
 }

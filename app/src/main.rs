@@ -199,7 +199,8 @@ async fn check_host(
                     status: 403, ..
                 })) => {
                     anyhow::bail!(
-                        "the control plane does not let registration.token read VIPs (a                          registrant-scoped client): give --vip and --mode"
+                        "the control plane does not let registration.token read VIPs (a \
+                         registrant-scoped client): give --vip and --mode"
                     )
                 }
                 Err(e) => return Err(e.into()),

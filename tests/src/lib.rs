@@ -14,6 +14,7 @@
 //! - [`schemathesis`]: bounded Schemathesis runs against a service's document, and their reports.
 //! - [`vagrant`]: the same system as virtual machines (Vagrant, libvirt), and its smoke test.
 //! - [`metrics`]: reading the apps' Prometheus metrics.
+//! - [`metrics_doc`]: docs/metrics.md checked against what lbd and app expose and define.
 //! - [`http`]: a small HTTP/1.1 client for requests from inside a namespace.
 //! - [`mixed`]: a mixed load through the VIP (user reads and writes, tasks, orders) with a
 //!   ledger of every request (the chaos tests and the soak).
@@ -41,6 +42,7 @@ pub mod error;
 pub mod exec;
 pub mod http;
 pub mod metrics;
+pub mod metrics_doc;
 pub mod mixed;
 pub mod netns;
 pub mod observe;

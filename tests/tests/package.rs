@@ -144,9 +144,17 @@ fn fresh_root(dir: &Path) -> PathBuf {
     let cache = root_dir().join("target/package/bookworm-essential.tar");
     if !cache.exists() {
         std::fs::create_dir_all(cache.parent().expect("dir")).expect("mkdir");
-        let tmp = cache.with_extension("tar.tmp");
+        // mmdebstrap picks its output format from the name's extension: the temporary name
+        // ends in .tar too (and the format is said), or it writes a directory.
+        let tmp = cache.with_extension("partial.tar");
         run(Command::new("mmdebstrap")
-            .args(["--variant=essential", "--mode=root", "--quiet", "bookworm"])
+            .args([
+                "--variant=essential",
+                "--mode=root",
+                "--format=tar",
+                "--quiet",
+            ])
+            .arg("bookworm")
             .arg(&tmp));
         std::fs::rename(&tmp, &cache).expect("keep the root");
     }

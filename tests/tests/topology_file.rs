@@ -44,7 +44,7 @@ fn repo_topology_is_the_documented_lab() -> Result<()> {
     }
     assert_eq!(
         t.node("svc").map(|n| n.services()),
-        Some(&[Service::Redis, Service::Postgres][..])
+        Some(&[Service::Redis, Service::Postgres, Service::Prometheus][..])
     );
     Ok(())
 }
@@ -207,7 +207,10 @@ fn subsets_and_builders_stay_valid() -> Result<()> {
         .unwrap_err();
     assert_eq!(e.field(), Some("nodes[0].ipv4"));
     let env = t.provision_env(t.node("svc").expect("svc"));
-    assert!(env.contains(&("LAB_SERVICES".to_string(), "redis postgres".to_string())));
+    assert!(env.contains(&(
+        "LAB_SERVICES".to_string(),
+        "redis postgres prometheus".to_string()
+    )));
     assert!(env.contains(&(
         "LAB_BACKENDS".to_string(),
         "10.77.0.11 10.77.0.12 10.77.0.13".to_string()

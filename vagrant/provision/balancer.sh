@@ -131,6 +131,17 @@ protocol = "${LAB_VIP_PROTOCOL:-tcp}"$backends6
 
 $ha
 CONF
+# The lab's Prometheus (services.sh) scrapes /metrics with a read-only token of its own.
+ptoken="$(dirname "$LAB_TOKEN_FILE")/prometheus-token"
+if [ -s "$ptoken" ]; then
+    cat >>"$HOST_DIR/lbd.toml" <<CONF
+
+[[api.clients]]
+name = "prometheus"
+scope = "read-only"
+token_file = "$ptoken"
+CONF
+fi
 "$lbd" --check-config "$HOST_DIR/lbd.toml" >/dev/null || die "lbd rejects $HOST_DIR/lbd.toml"
 
 # A killed lbd leaves its socket behind: the wait below must see the new lbd's, not that one.

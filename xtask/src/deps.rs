@@ -38,6 +38,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     // Reads the pcapng files `lbctl capture` writes (the capture tests check what it sees).
     ("tshark", "/usr/bin/tshark"),
+    // promtool for the rules' tests, and the lab's Prometheus server (prometheus/).
+    ("prometheus", "/usr/bin/promtool"),
     // The virtualenv of the Python tools (xtask/src/venv.rs).
     ("python3-venv", "/usr/lib/python3.11/ensurepip/__init__.py"),
 ];

@@ -8,6 +8,7 @@ mod disk;
 mod fuzz;
 mod lab;
 mod package;
+mod prometheus;
 mod test;
 mod util;
 mod vagrant;

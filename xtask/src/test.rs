@@ -42,6 +42,9 @@ pub enum Group {
     Chaos,
     /// Every fuzz target for a short bounded time from its committed corpus (cargo-fuzz).
     Fuzz,
+    /// The Prometheus rules under prometheus/: `promtool check rules`, `promtool test rules`
+    /// (every alert firing and silent), and only metrics docs/metrics.md lists.
+    Prometheus,
 }
 
 /// Seconds each fuzz target runs in `cargo xtask test` (`cargo xtask fuzz` runs longer).
@@ -72,7 +75,10 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
         // The API tests run it against lbd's and the app's OpenAPI documents.
         venv::schemathesis()?;
     }
-    build_ebpf::build(true)?;
+    if group != Group::Prometheus {
+        // promtool needs no build.
+        build_ebpf::build(true)?;
+    }
     if matches!(
         group,
         Group::All | Group::E2e | Group::Bgp | Group::Chaos | Group::Vagrant
@@ -92,6 +98,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     match group {
         Group::All => {
             lint()?;
+            crate::prometheus::check()?;
             util::step("running every test of the workspace");
             // The package tests need the packages (the release build is the e2e one).
             crate::package::run()?;
@@ -99,6 +106,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev)
         }
         Group::Fuzz => fuzz::run(None, FUZZ_SECONDS, fuzz::Build::Dev),
+        Group::Prometheus => crate::prometheus::check(),
         Group::Lint => lint(),
         Group::Unit => {
             util::run(

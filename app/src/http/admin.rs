@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use crate::api::{ApiError, is_admin};
 use crate::config::HttpConfig;
 
 /// Shortest token accepted (a guessable token protects nothing).
@@ -45,18 +45,6 @@ impl AdminToken {
     }
 }
 
-/// Whether a request goes to an admin route.
-pub fn is_admin(method: &Method, path: &str) -> bool {
-    path == "/dlq"
-        || path.starts_with("/dlq/")
-        || path.starts_with("/debug/")
-        || (path.starts_with("/orders/stock/") && method != Method::GET)
-}
-
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": message, "code": code}))).into_response()
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -66,11 +54,10 @@ pub async fn guard(State(token): State<AdminToken>, req: Request, next: Next) ->
         return next.run(req).await;
     }
     let Some(want) = &token.0 else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "admin routes are off: set http.admin_token_file (or http.admin_token)",
-        );
+        return ApiError::Forbidden(
+            "admin routes are off: set http.admin_token_file (or http.admin_token)".into(),
+        )
+        .into_response();
     };
     let given = req
         .headers()
@@ -82,17 +69,15 @@ pub async fn guard(State(token): State<AdminToken>, req: Request, next: Next) ->
             tracing::info!(target: "audit", method = %req.method(), path = %req.uri().path(), "admin route");
             next.run(req).await
         }
-        _ => refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "admin route: missing or wrong bearer token",
-        ),
+        _ => ApiError::Unauthorized("admin route: missing or wrong bearer token".into())
+            .into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     #[test]
     fn admin_routes() {

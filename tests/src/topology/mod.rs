@@ -105,6 +105,9 @@ pub enum Service {
     Redis,
     /// PostgreSQL.
     Postgres,
+    /// A Prometheus server scraping every lbd and app, with the rules of `prometheus/`
+    /// (namespace lab only: the VM labs leave it out).
+    Prometheus,
 }
 
 impl Service {
@@ -113,6 +116,7 @@ impl Service {
         match self {
             Self::Redis => "redis",
             Self::Postgres => "postgres",
+            Self::Prometheus => "prometheus",
         }
     }
 }
@@ -476,6 +480,8 @@ impl Topology {
         for s in self
             .nodes_with_role(Role::Services)
             .flat_map(|n| n.services.iter().copied())
+            // Kept off the one small VM: Prometheus runs in the namespace lab.
+            .filter(|s| *s != Service::Prometheus)
         {
             if !backend.services.contains(&s) {
                 backend.services.push(s);

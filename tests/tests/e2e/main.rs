@@ -17,6 +17,7 @@ mod chaos;
 mod drain;
 mod ipv6;
 mod load;
+mod prometheus;
 mod restart;
 mod served;
 mod spread;

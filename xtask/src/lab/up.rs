@@ -99,6 +99,23 @@ fn print_usage(lab: &Lab) {
         );
     }
     println!("  cargo xtask lab status");
+    if let Some(svc) = lab
+        .topology()
+        .nodes()
+        .iter()
+        .find(|n| n.services().contains(&tests::topology::Service::Prometheus))
+    {
+        let prom = format!("http://{}:9090", svc.ipv4());
+        println!("Prometheus: {prom} (inside the lab; rules and alerts: docs/prometheus.md)");
+        println!(
+            "  cargo xtask lab exec {} -- curl -s {prom}/api/v1/alerts",
+            svc.name()
+        );
+        println!(
+            "  cargo xtask lab exec {} -- curl -s '{prom}/api/v1/query?query=lb_backend_up'",
+            svc.name()
+        );
+    }
     println!(
         "Logs and data: {} (one folder per host)",
         hosts::lab_dir().join("hosts").display()

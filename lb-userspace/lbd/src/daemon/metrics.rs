@@ -16,6 +16,8 @@ fn esc(s: &str) -> String {
     responses((status = OK, description = "the Prometheus text format",
         content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
+    // Asked before taking the lock: the kernel's answer does not depend on the model.
+    let attached = super::attach_metrics::prometheus(&s.config.dataplane.interfaces).await;
     let inner = s.inner.lock().await;
     let maps = inner.prog.maps();
     let now = Instant::now();
@@ -201,6 +203,7 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
         "Lookup tables swapped (a backend joining or leaving a VIP swaps its table).",
     );
     let _ = writeln!(out, "lb_table_swaps_total {}", inner.table_swaps);
+    out.push_str(&attached);
     if let Some(v) = s.vrrp_statuses() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }

@@ -4,6 +4,7 @@
 //! table and serves the API.
 
 pub mod api;
+mod attach_metrics;
 mod bgp;
 mod bgp_metrics;
 pub mod capture;

@@ -4,6 +4,7 @@ mod access;
 mod diag;
 mod lab;
 mod maps;
+mod metrics_doc;
 mod neighbours;
 mod openapi;
 mod ramp;
