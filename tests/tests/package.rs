@@ -142,7 +142,11 @@ fn files(root: &Path) -> BTreeSet<String> {
 /// second run needs no download.
 fn fresh_root(dir: &Path) -> PathBuf {
     let cache = root_dir().join("target/package/bookworm-essential.tar");
-    if !cache.exists() {
+    // Anything but a file there (a directory an interrupted older run left) is rebuilt.
+    if cache.is_dir() {
+        std::fs::remove_dir_all(&cache).expect("remove a stale root directory");
+    }
+    if !cache.is_file() {
         std::fs::create_dir_all(cache.parent().expect("dir")).expect("mkdir");
         // mmdebstrap picks its output format from the name's extension: the temporary name
         // ends in .tar too (and the format is said), or it writes a directory.
