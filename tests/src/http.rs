@@ -141,6 +141,11 @@ impl Conn {
         })
     }
 
+    /// The connection's local address (its client port).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.get_ref().local_addr()
+    }
+
     /// Sends `req` and reads the whole answer.
     pub fn send(&mut self, req: &Request<'_>) -> io::Result<Response> {
         let host = self.reader.get_ref().peer_addr()?;

@@ -59,4 +59,4 @@ pub use error::{LabError, Result};
 pub use netns::{Host, Lab, LabBuilder, MacAddr, SegmentKind};
 pub use process::Process;
 pub use system::{System, SystemOptions, XdpMode};
-pub use topology::{Role, Topology};
+pub use topology::{HaMode, Role, Topology};

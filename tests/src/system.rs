@@ -17,8 +17,13 @@ use crate::netns::{Host, Lab, SegmentKind};
 use crate::topology::{Role, Topology};
 
 /// Order in which roles are provisioned: what a role connects to is up before it starts.
-pub(crate) const ROLE_ORDER: [Role; 4] =
-    [Role::Services, Role::Balancer, Role::Backend, Role::Client];
+pub(crate) const ROLE_ORDER: [Role; 5] = [
+    Role::Router,
+    Role::Services,
+    Role::Balancer,
+    Role::Backend,
+    Role::Client,
+];
 
 /// The project's binaries every lab needs (built with `cargo build --release`).
 pub const BINARIES: [&str; 3] = ["lbd", "lbctl", "app"];
@@ -42,6 +47,12 @@ pub struct SystemOptions {
     pub xdp_mode: XdpMode,
     /// What joins the hosts (see [`SegmentKind`]). On macvlan lbd's `auto` XDP mode is generic.
     pub segment: SegmentKind,
+    /// Balancers not started by [`System::start`] (a test scales out to them later with
+    /// [`System::provision`]).
+    pub held_back: Vec<String>,
+    /// Variables given to every host's scripts after the topology's own (they win), e.g.
+    /// `LAB_HA=vrrp` to run the VRRP pair in the BGP lab's topology (a benchmark's baseline).
+    pub env: Vec<(String, String)>,
 }
 
 /// See [`SystemOptions::xdp_mode`].
@@ -78,6 +89,8 @@ impl SystemOptions {
             progress: false,
             xdp_mode: XdpMode::Auto,
             segment: SegmentKind::Bridge,
+            held_back: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -107,6 +120,11 @@ impl System {
     /// The lab description `vagrant/topology.json` of the repository in `opts`.
     pub fn topology(opts: &SystemOptions) -> Result<Topology> {
         Ok(Topology::load(opts.repo.join("vagrant/topology.json"))?)
+    }
+
+    /// The same file's lab for `ha` (see [`Topology::with_ha`]).
+    pub fn topology_for(opts: &SystemOptions, ha: crate::HaMode) -> Result<Topology> {
+        Ok(Self::topology(opts)?.with_ha(ha)?)
     }
 
     /// Creates the lab for `topology` and provisions every host, then waits until the first
@@ -144,7 +162,9 @@ impl System {
         }
         for role in ROLE_ORDER {
             for host in system.lab.hosts_with_role(role) {
-                system.provision(host.name())?;
+                if !system.opts.held_back.iter().any(|h| h == host.name()) {
+                    system.provision(host.name())?;
+                }
             }
         }
         let backends = system.lab.hosts_with_role(Role::Backend).count();
@@ -299,6 +319,15 @@ impl System {
         )
     }
 
+    /// Failure context: the last 25 lines of each `(host, daemon)` log.
+    pub fn log_tails(&self, which: &[(&str, &str)]) -> String {
+        which
+            .iter()
+            .map(|(h, d)| self.log_tail(h, d, 25))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits (bounded by `timeout`) until `lb` reports at least `want` healthy backends.
     pub fn wait_healthy(&self, lb: &str, want: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
@@ -349,6 +378,7 @@ impl System {
         for script in host.node().provision_scripts() {
             let mut c = host.command(["sh".as_ref(), dir.join(&script).as_os_str()]);
             c.envs(self.provision_env(host))
+                .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
                 .env("LAB_START", "1")
                 .env("LAB_BIN_DIR", &self.opts.bin_dir)
                 .env("LAB_TOKEN_FILE", self.token_file())

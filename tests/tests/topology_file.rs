@@ -98,7 +98,15 @@ fn broken_topologies_name_the_field() {
         |d| d["nodes"][3]["ipv4"] = json!("10.77.0.100"),
         "nodes[3].ipv4",
     );
-    rejected(|d| d["nodes"][0]["role"] = json!("router"), "nodes[0].role");
+    rejected(
+        |d| d["nodes"][0]["role"] = json!("gateway"),
+        "nodes[0].role",
+    );
+    // `router` is a role (the BGP lab's), but a router needs its edge addresses.
+    rejected(
+        |d| d["nodes"][0]["role"] = json!("router"),
+        "nodes[0].edge_ipv4",
+    );
     rejected(
         |d| _ = d["nodes"][1].as_object_mut().map(|o| o.remove("priority")),
         "nodes[1].priority",
@@ -208,4 +216,62 @@ fn subsets_and_builders_stay_valid() -> Result<()> {
         "10.77.0.11 10.77.0.12 10.77.0.13".to_string()
     )));
     Ok(())
+}
+
+#[test]
+fn the_bgp_lab_is_the_pair_changed_by_the_bgp_section() -> Result<()> {
+    let t = Topology::lab()?.with_ha(tests::HaMode::Bgp)?;
+    let names: Vec<&str> = t.nodes().iter().map(|n| n.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "client", "lb1", "lb2", "be1", "be2", "be3", "svc", "router", "lb3"
+        ]
+    );
+    let client = t.node("client").expect("client");
+    assert!(client.on_edge());
+    assert_eq!(client.ipv4(), Ipv4Addr::new(10, 78, 0, 10));
+    let router = t.router().expect("router");
+    assert_eq!(router.role(), Role::Router);
+    assert_eq!(
+        router.edge_addrs(),
+        Some((Ipv4Addr::new(10, 78, 0, 1), "fd78::1".parse::<Ipv6Addr>()?))
+    );
+    assert_eq!(t.nodes_with_role(Role::Balancer).count(), 3);
+    let edge = t.edge().expect("edge segment");
+    assert_eq!(edge.ipv4().to_string(), "10.78.0.0/24");
+    // The provisioning variables name the router as every host's gateway on its segment.
+    let env: std::collections::BTreeMap<String, String> =
+        t.provision_env(client).into_iter().collect();
+    assert_eq!(env["LAB_HA"], "bgp");
+    assert_eq!(env["LAB_GATEWAY_IPV4"], "10.78.0.1");
+    let be1: std::collections::BTreeMap<String, String> = t
+        .provision_env(t.node("be1").expect("be1"))
+        .into_iter()
+        .collect();
+    assert_eq!(be1["LAB_GATEWAY_IPV4"], "10.77.0.1");
+    assert_eq!(be1["LAB_BALANCERS"], "10.77.0.2 10.77.0.3 10.77.0.4");
+    // The VRRP lab has none of it.
+    let pair = Topology::lab()?;
+    assert!(pair.edge().is_none() && pair.router().is_none());
+    Ok(())
+}
+
+#[test]
+fn bad_bgp_sections_are_rejected_naming_the_field() {
+    let e = rejected(
+        |d| {
+            d["bgp"]["nodes"][0]
+                .as_object_mut()
+                .expect("router")
+                .remove("edge_ipv4");
+        },
+        "bgp lab: nodes[7].edge_ipv4",
+    );
+    assert!(e.to_string().contains("a router needs edge_ipv4"), "{e}");
+    let e = rejected(
+        |d| d["bgp"]["nodes"][1]["ipv4"] = json!("10.77.0.10"),
+        "bgp lab: nodes[0].ipv4",
+    );
+    assert!(e.to_string().contains("outside"), "{e}");
 }

@@ -263,7 +263,13 @@ fn the_box_has_every_package_the_scripts_ask_for() -> Result<()> {
 #[test]
 fn provision_scripts_are_valid_sh() -> Result<()> {
     let dir = vagrant_dir()?.join("provision");
-    for role in [Role::Client, Role::Balancer, Role::Backend, Role::Services] {
+    for role in [
+        Role::Client,
+        Role::Balancer,
+        Role::Backend,
+        Role::Services,
+        Role::Router,
+    ] {
         ensure!(
             dir.join(format!("{role}.sh")).is_file(),
             "no provision/{role}.sh"
@@ -298,6 +304,56 @@ fn provision_scripts_run_inside_the_namespace_lab() -> Result<()> {
                 out.contains(&format!("[{}/", host.name())),
                 "{} {script}: {out}",
                 host.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `LAB_HA=bgp`: the Vagrantfile defines the BGP lab's hosts (router, client on the edge, a
+/// third balancer) with the variables the namespace lab gives the same scripts.
+#[test]
+fn vagrantfile_lists_the_bgp_lab() -> Result<()> {
+    let dir = vagrant_dir()?;
+    let topo = Topology::load(dir.join("topology.json"))?.with_ha(tests::HaMode::Bgp)?;
+    let scratch = Scratch::new("bgp")?;
+    let bins = scratch.0.join("bin");
+    std::fs::create_dir_all(&bins)?;
+    for bin in ["lbd", "lbctl", "app"] {
+        std::fs::write(bins.join(bin), "")?;
+    }
+    let mut cmd = ruby()?;
+    cmd.arg(dir.join("list-hosts.rb"))
+        .env("LAB_HOST_BIN_DIR", &bins)
+        .env("LAB_STATE_DIR", scratch.0.join("state"))
+        .env("LAB_HA", "bgp");
+    let listed: Value = serde_json::from_str(&run(&mut cmd)?)?;
+    let hosts = listed["hosts"].as_array().context("hosts")?;
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    let want: Vec<&str> = topo.nodes().iter().map(|n| n.name()).collect();
+    ensure!(
+        names == want,
+        "Vagrantfile hosts {names:?}, BGP lab {want:?}"
+    );
+    for (host, node) in hosts.iter().zip(topo.nodes()) {
+        let name = node.name();
+        let nets = host["networks"].as_array().context("networks")?;
+        let want_nics = 1 + usize::from(node.edge_addrs().is_some());
+        ensure!(
+            nets.len() == want_nics,
+            "{name}: {want_nics} NICs, got {nets:?}"
+        );
+        let mut env: BTreeMap<String, String> = topo.provision_env(node).into_iter().collect();
+        env.insert("LAB_MODE".into(), "vagrant".into());
+        // The scripts (a shell provisioner with a path); inline steps carry no environment.
+        for p in host["provision"].as_array().context("provision")? {
+            if p["type"] != "shell" || !p["path"].is_string() {
+                continue;
+            }
+            let got: BTreeMap<String, String> = serde_json::from_value(p["env"].clone())?;
+            ensure!(
+                got == env,
+                "{name}: Vagrantfile env {got:#?}\nRust env {env:#?}"
             );
         }
     }

@@ -29,6 +29,8 @@ done
 ip -o -4 addr show dev lo | grep -q " $LAB_VIP_IPV4/" || ip addr add "$LAB_VIP_IPV4/32" dev lo
 ip -o -6 addr show dev lo | grep -q " $LAB_VIP_IPV6/" || ip -6 addr add "$LAB_VIP_IPV6/128" dev lo nodad
 
+gateway_routes
+
 planes=""
 for b in $LAB_BALANCERS; do planes="$planes${planes:+,}\"http://$b:9100\""; done
 

@@ -9,4 +9,7 @@ lib="$(dirname "$0")/lib.sh"; [ -f "$lib" ] || lib=/opt/lab/provision/lib.sh
 . "$lib"
 
 packages wrk curl
+if [ "$LAB_START" = 1 ]; then
+    gateway_routes
+fi
 log "nothing to start; load goes to http://$LAB_VIP_IPV4:$LAB_VIP_PORT/ and http://[$LAB_VIP_IPV6]:$LAB_VIP_PORT/"

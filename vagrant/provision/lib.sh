@@ -92,3 +92,12 @@ lab_iface() {
 host_dir() {
     mkdir -p "$HOST_DIR"
 }
+
+# Default routes through the BGP lab's router (LAB_GATEWAY_IPV4/6, empty elsewhere): the
+# client sits behind it, and the backends answer the client through it.
+gateway_routes() {
+    [ -n "${LAB_GATEWAY_IPV4:-}" ] || return 0
+    ip route replace default via "$LAB_GATEWAY_IPV4"
+    ip -6 route replace default via "$LAB_GATEWAY_IPV6"
+    log "default routes via $LAB_GATEWAY_IPV4 and $LAB_GATEWAY_IPV6"
+}

@@ -13,6 +13,8 @@ pub enum What {
     ControlPlane,
     /// Client-visible gap when the VRRP master dies, lbd beside keepalived (1 s and 100 ms).
     Failover,
+    /// An active balancer dies: BGP/ECMP (three active) beside VRRP, same topology and clients.
+    Ha,
     /// The backend service: /ping, L1, L2 and database reads, beside the seed's Gin service
     /// and redis-benchmark GET (`-- --allocators system,jemalloc,mimalloc` for the allocator study).
     App,
@@ -36,6 +38,14 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
         }
         What::ControlPlane => return cargo_bench("control_plane", args),
         What::Failover => return cargo_bench("failover", args),
+        What::Ha => {
+            lab::up::build()?;
+            return util::run(
+                util::cargo()
+                    .args(["bench", "--quiet", "-p", "tests", "--bench", "ha", "--"])
+                    .args(args),
+            );
+        }
         What::App => {
             deps::apt_install(deps::APP_BENCH_PACKAGES)?;
             // The bench runs the shipped binary, on each allocator it measures.

@@ -23,6 +23,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("curl", "/usr/bin/curl"),
     ("ruby", "/usr/bin/ruby"),
     ("keepalived", "/usr/sbin/keepalived"),
+    // BGP: the speaker lbd drives, and the lab's router (issue 13).
+    ("bird2", "/usr/sbin/bird"),
     ("nginx", "/usr/sbin/nginx"),
     (
         "libnginx-mod-stream",

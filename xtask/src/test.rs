@@ -30,6 +30,8 @@ pub enum Group {
     E2e,
     /// The Debian packages: contents, systemd units, install and purge in a fresh root (root).
     Package,
+    /// Active-active over BGP/ECMP: the BGP lab (BIRD router, three balancers) under load (root).
+    Bgp,
     /// The lab as VMs (Vagrant, libvirt): boot the reduced lab (client, lb1, be1 with Redis and
     /// PostgreSQL, derived from topology.json) from the project's box, smoke test from the
     /// client VM, remove everything, also on failure (root; builds the box first, cached).
@@ -58,6 +60,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             | Group::Lab
             | Group::E2e
             | Group::Package
+            | Group::Bgp
             | Group::Vagrant
             | Group::Chaos
     ) && !util::is_root()
@@ -78,7 +81,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
     }
     if matches!(
         group,
-        Group::All | Group::E2e | Group::Chaos | Group::Vagrant
+        Group::All | Group::E2e | Group::Bgp | Group::Chaos | Group::Vagrant
     ) {
         // The end-to-end tests run the lab's release binaries (lbd, lbctl, app).
         lab::up::build()?;
@@ -119,6 +122,7 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
                         "lb-config",
                         "lb-api",
                         "lb-vrrp",
+                        "lb-bgp",
                         "lbd",
                     ]))
                     .args(&profile),
@@ -198,6 +202,11 @@ pub fn run(group: Group, release: bool, test_args: &[String]) -> Result<()> {
             util::cargo()
                 .args(["test", "-p", "tests", "--test", "vagrant_lab"])
                 .args(with_filter(&profile, &["--nocapture"])),
+        ),
+        Group::Bgp => util::run(
+            util::cargo()
+                .args(["test", "-p", "tests", "--test", "bgp"])
+                .args(&profile),
         ),
     }
 }

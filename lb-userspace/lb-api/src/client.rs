@@ -122,6 +122,11 @@ impl Client {
         self.get("/v1/vrrp").await
     }
 
+    /// `GET /v1/bgp`: sessions and announced prefixes (404 without `[bgp]`).
+    pub async fn bgp(&self) -> Result<Fetched<crate::bgp::Overview>, ClientError> {
+        self.get("/v1/bgp").await
+    }
+
     /// Asks lbd to exit (and with `detach` to remove the XDP program and its pins).
     pub async fn shutdown(&self, detach: bool) -> Result<Fetched<ShuttingDown>, ClientError> {
         self.call(Method::POST, "/v1/shutdown", Some(&Shutdown { detach }))

@@ -615,6 +615,9 @@ pub struct Snapshot {
     /// This node's VRRP routers; `null` without a `[vrrp]` section.
     #[serde(default)]
     pub vrrp: Option<crate::vrrp::Overview>,
+    /// This node's BGP speaker, sessions and prefixes; `null` without a `[bgp]` section.
+    #[serde(default)]
+    pub bgp: Option<crate::bgp::Overview>,
 }
 
 /// Body of `POST /v1/reload` (optional: left out, a reload that applies and prunes nothing).

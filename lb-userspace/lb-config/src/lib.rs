@@ -13,12 +13,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod access;
+mod bgp;
 mod check;
 mod daemon;
 pub mod second_chance;
 mod vrrp;
 
 pub use access::{AccessConfig, ClientConfig, Scope, TlsConfig};
+pub use bgp::{Bfd, BgpConfig, Peer as BgpPeer};
 pub use check::{
     BackendInput, Conflict, DEFAULT_WEIGHT, FieldError, HealthInput, VipEnv, VipInput,
     check_against, check_weight, valid_name,
@@ -53,6 +55,8 @@ pub struct Config {
     pub vips: Vec<VipConfig>,
     /// VIP failover between balancers (VRRPv3), when configured.
     pub vrrp: Option<VrrpConfig>,
+    /// Active-active: the VIPs announced to routers over BGP, when configured.
+    pub bgp: Option<BgpConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +143,8 @@ struct RawConfig {
     vips: Vec<RawVip>,
     #[serde(default)]
     vrrp: Option<vrrp::RawVrrp>,
+    #[serde(default)]
+    bgp: Option<bgp::RawBgp>,
 }
 
 #[derive(Deserialize, Default)]
@@ -438,6 +444,18 @@ impl Config {
             }
             None => None,
         };
+        let bgp = match raw.bgp {
+            Some(r) => {
+                let names: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+                let state_dir = api
+                    .state_file
+                    .parent()
+                    .unwrap_or(Path::new("/var/lib/lbd"))
+                    .to_path_buf();
+                Some(bgp::parse_bgp(&ctx, r, &names, &state_dir)?)
+            }
+            None => None,
+        };
         Ok(Self {
             dataplane,
             api,
@@ -445,6 +463,7 @@ impl Config {
             health,
             vips,
             vrrp,
+            bgp,
         })
     }
 }

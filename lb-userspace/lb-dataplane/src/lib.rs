@@ -6,6 +6,7 @@
 
 mod batch;
 pub mod capture;
+pub mod forwarding;
 mod mac;
 pub mod maglev;
 mod maps;
@@ -16,6 +17,7 @@ pub mod pcapng;
 pub mod pin;
 mod programmer;
 pub mod replay;
+pub mod slots;
 mod snapshot;
 pub mod trace;
 pub mod wrr;

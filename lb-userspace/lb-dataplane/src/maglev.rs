@@ -394,7 +394,7 @@ fn fill_queue(
 }
 
 /// SipHash-2-4 (Aumasson & Bernstein) of `data` under the 128-bit key `(k0, k1)`.
-fn siphash24((k0, k1): (u64, u64), data: &[u8]) -> u64 {
+pub(crate) fn siphash24((k0, k1): (u64, u64), data: &[u8]) -> u64 {
     #[inline(always)]
     fn round(v: &mut [u64; 4]) {
         v[0] = v[0].wrapping_add(v[1]);

@@ -23,6 +23,7 @@ use lb_common::{
 use super::{DataplaneError, Maps};
 use crate::{
     maglev::{self, MaglevBackend, TableSize},
+    slots::{self, Pair},
     wrr,
 };
 
@@ -104,6 +105,8 @@ pub enum ProgramError {
     TooManyBackends,
     #[error("two VIPs share the key {0}")]
     DuplicateVip(String),
+    #[error("backend slots did not settle (a bug: please report it)")]
+    SlotsUnsettled,
 }
 
 /// What one `apply` changed.
@@ -141,6 +144,14 @@ enum Phase {
     AfterTable,
 }
 
+/// One round of [`Programmer::apply`]: the slot of every backend placed in it, and the new
+/// backends that wait for theirs to be freed.
+#[derive(Debug, Default)]
+struct Round {
+    ids: BTreeMap<Pair, u32>,
+    waiting: BTreeSet<Pair>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct BackendSlot {
     pub(super) id: u32,
@@ -155,8 +166,6 @@ pub struct Programmer {
     /// statistics are per VIP.
     pub(super) backends: BTreeMap<(String, IpAddr), BackendSlot>,
     pub(super) free_vip_ids: BTreeSet<u32>,
-    pub(super) free_backend_ids: BTreeSet<u32>,
-    pub(super) generations: Vec<u32>,
     /// What each (vip id, slot) of `TABLES` holds, so rewrites touch only changed entries.
     /// Slots missing here (adopted ones) are written in full.
     pub(super) shadow: HashMap<(u32, u32), Vec<u32>>,
@@ -173,9 +182,6 @@ impl Programmer {
             vips: BTreeMap::new(),
             backends: BTreeMap::new(),
             free_vip_ids: (0..MAX_VIPS).collect(),
-            // Backend 0 is never handed out: an all-zero table entry must not mean a backend.
-            free_backend_ids: (1..MAX_BACKENDS).collect(),
-            generations: vec![0; MAX_BACKENDS as usize],
             shadow: HashMap::new(),
             unknown_slots: BTreeSet::new(),
             addr_filter: None,
@@ -216,9 +222,88 @@ impl Programmer {
 
     /// Makes the maps match `desired`. On error nothing that packets can see is half done:
     /// tables that were not swapped are still the old ones.
+    ///
+    /// Backend slots are canonical ([`crate::slots`]): when a backend's slot is held by another
+    /// one (which moves, or leaves), the change takes several rounds, each a complete apply
+    /// with its own table swaps: the holder moves or leaves first and the waiting backend
+    /// joins in a later round, so no table ever names a slot while it holds another backend.
     pub fn apply(&mut self, desired: &[VipSpec]) -> Result<ApplyReport, ProgramError> {
         validate(desired)?;
+        let pairs: BTreeSet<Pair> = desired
+            .iter()
+            .flat_map(|v| v.backends.iter().map(|b| (v.name.clone(), b.addr)))
+            .collect();
+        let canonical = slots::assign(&pairs).ok_or(ProgramError::TooManyBackends)?;
         let mut report = ApplyReport::default();
+        // Each round moves at least one backend towards its slot (or out of a cycle).
+        for _ in 0..=pairs.len() {
+            let round = self.next_round(&canonical);
+            if round.waiting.is_empty() && round.ids == canonical {
+                return self.apply_round(desired, &canonical, report);
+            }
+            let partial: Vec<VipSpec> = desired
+                .iter()
+                .map(|v| VipSpec {
+                    backends: v
+                        .backends
+                        .iter()
+                        .filter(|b| !round.waiting.contains(&(v.name.clone(), b.addr)))
+                        .cloned()
+                        .collect(),
+                    ..v.clone()
+                })
+                .collect();
+            report = self.apply_round(&partial, &round.ids, report)?;
+        }
+        // Every round places a backend or frees a slot: this is not reached.
+        Err(ProgramError::SlotsUnsettled)
+    }
+
+    /// Where each listed backend goes in the next round: its canonical slot when free, else
+    /// where it is (a new one waits). A cycle of backends holding each other's slots is
+    /// broken by moving one of them to a slot nobody holds or wants.
+    fn next_round(&self, canonical: &BTreeMap<Pair, u32>) -> Round {
+        let held: BTreeMap<u32, &Pair> = self.backends.iter().map(|(k, s)| (s.id, k)).collect();
+        let mut round = Round::default();
+        let mut progress = false;
+        let mut stuck: Option<&Pair> = None;
+        for (pair, &want) in canonical {
+            let now = self.backends.get(pair).map(|s| s.id);
+            if now == Some(want) || !held.contains_key(&want) {
+                progress |= now != Some(want);
+                round.ids.insert(pair.clone(), want);
+                continue;
+            }
+            match now {
+                Some(id) => {
+                    stuck.get_or_insert(pair);
+                    round.ids.insert(pair.clone(), id);
+                }
+                None => {
+                    round.waiting.insert(pair.clone());
+                }
+            }
+        }
+        // Backends that leave free their slots this round: that is progress too.
+        progress |= self.backends.keys().any(|k| !canonical.contains_key(k));
+        if !progress && let Some(pair) = stuck {
+            let wanted: BTreeSet<u32> = canonical.values().copied().collect();
+            if let Some(spare) =
+                (1..MAX_BACKENDS).find(|i| !held.contains_key(i) && !wanted.contains(i))
+            {
+                round.ids.insert(pair.clone(), spare);
+            }
+        }
+        round
+    }
+
+    /// Makes the maps match `desired` with backends in the slots `ids` gives.
+    fn apply_round(
+        &mut self,
+        desired: &[VipSpec],
+        ids: &BTreeMap<Pair, u32>,
+        mut report: ApplyReport,
+    ) -> Result<ApplyReport, ProgramError> {
         let wanted: BTreeMap<&str, &VipSpec> =
             desired.iter().map(|v| (v.name.as_str(), v)).collect();
 
@@ -242,10 +327,13 @@ impl Programmer {
 
         for vip in desired {
             // Activations before the table that uses them, deactivations after the table that
-            // no longer does.
-            self.write_backends(vip, Phase::BeforeTable, &mut report)?;
+            // no longer does; a moved backend's old slot is emptied once the table is swapped.
+            let moved = self.write_backends(vip, ids, Phase::BeforeTable, &mut report)?;
             self.write_vip(vip, &mut report)?;
-            self.write_backends(vip, Phase::AfterTable, &mut report)?;
+            self.write_backends(vip, ids, Phase::AfterTable, &mut report)?;
+            for old in moved {
+                self.clear_slot(old)?;
+            }
             self.retire_backends(vip)?;
         }
         self.sync_address_entries()?;
@@ -276,12 +364,16 @@ impl Programmer {
         Ok(())
     }
 
+    /// Writes the backend entries of `vip` in the slots `ids` gives; returns the slots that
+    /// backends left for another (to empty once no table names them).
     fn write_backends(
         &mut self,
         vip: &VipSpec,
+        ids: &BTreeMap<Pair, u32>,
         phase: Phase,
         report: &mut ApplyReport,
-    ) -> Result<(), ProgramError> {
+    ) -> Result<Vec<u32>, ProgramError> {
+        let mut moved = Vec::new();
         for b in &vip.backends {
             let key = (vip.name.clone(), b.addr);
             let current = self.backends.get(&key).map(|s| s.entry.flags);
@@ -291,45 +383,35 @@ impl Programmer {
                 // Still referenced by the old table until the swap: keep what it has.
                 (BackendState::Down, Phase::BeforeTable) => current.unwrap_or(0),
             };
-            let slot = match self.backends.get(&key) {
-                Some(slot) => *slot,
-                None => {
-                    let id = self
-                        .free_backend_ids
-                        .pop_first()
-                        .ok_or(ProgramError::TooManyBackends)?;
-                    let generation = self.generations[id as usize].wrapping_add(1);
-                    self.generations[id as usize] = generation;
-                    BackendSlot {
-                        id,
-                        entry: Backend {
-                            generation,
-                            ..Default::default()
-                        },
-                    }
-                }
-            };
+            let id = *ids.get(&key).ok_or(ProgramError::TooManyBackends)?;
+            let old = self.backends.get(&key).map(|s| s.id);
+            if let Some(old) = old
+                && old != id
+            {
+                moved.push(old);
+            }
             let entry = Backend {
                 addr: addr_words(b.addr),
                 mac: b.mac,
                 family: lb_common::user::family_of(b.addr),
                 flags,
-                generation: slot.entry.generation,
+                generation: slots::generation(&vip.name, b.addr),
             };
-            if self.backends.get(&key).map(|s| s.entry) != Some(entry) {
+            let unchanged =
+                old == Some(id) && self.backends.get(&key).map(|s| s.entry) == Some(entry);
+            if !unchanged {
                 self.maps
                     .backends
-                    .set(slot.id, entry, 0)
+                    .set(id, entry, 0)
                     .map_err(|source| DataplaneError::Map {
                         name: names::MAP_BACKENDS,
                         source,
                     })?;
                 report.backends_written += 1;
             }
-            self.backends
-                .insert(key, BackendSlot { id: slot.id, entry });
+            self.backends.insert(key, BackendSlot { id, entry });
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// Backends of `vip` that are no longer listed: inactive (their flows re-hash), slot freed.
@@ -349,19 +431,21 @@ impl Programmer {
 
     fn release_backend(&mut self, key: &(String, IpAddr)) -> Result<(), ProgramError> {
         if let Some(slot) = self.backends.remove(key) {
-            let entry = Backend {
-                flags: 0,
-                ..slot.entry
-            };
-            self.maps
-                .backends
-                .set(slot.id, entry, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: names::MAP_BACKENDS,
-                    source,
-                })?;
-            self.free_backend_ids.insert(slot.id);
+            self.clear_slot(slot.id)?;
         }
+        Ok(())
+    }
+
+    /// Empties a slot no table names any more (all zero: inactive, generation 0, as on a
+    /// balancer that never used it).
+    fn clear_slot(&mut self, id: u32) -> Result<(), ProgramError> {
+        self.maps
+            .backends
+            .set(id, Backend::default(), 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::MAP_BACKENDS,
+                source,
+            })?;
         Ok(())
     }
 

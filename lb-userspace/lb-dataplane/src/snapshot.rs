@@ -1,5 +1,5 @@
 //! What a daemon must remember so that the next one adopts the pinned maps: which VIP and
-//! backend owns which slot, and the slot generations. Saved after every change; on start it is
+//! backend owns which slot. Saved after every change; on start it is
 //! checked against the maps, and only what matches is adopted.
 
 use std::net::IpAddr;
@@ -18,7 +18,9 @@ pub struct ProgrammerState {
     pub layout: u32,
     pub vips: Vec<VipRecord>,
     pub backends: Vec<BackendRecord>,
-    /// (backend slot, generation) for every slot ever used.
+    /// Written by daemons whose generations counted slot reuse; generations are now derived
+    /// from each backend's identity (`crate::slots`), so this is read and ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub generations: Vec<(u32, u32)>,
 }
 
@@ -62,13 +64,7 @@ impl Programmer {
                     id: slot.id,
                 })
                 .collect(),
-            generations: self
-                .generations
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| **g != 0)
-                .map(|(i, g)| (i as u32, *g))
-                .collect(),
+            generations: Vec::new(),
         }
     }
 
@@ -83,11 +79,6 @@ impl Programmer {
                 "state file has another map layout; not adopting"
             );
             return p;
-        }
-        for (slot, generation) in &state.generations {
-            if let Some(g) = p.generations.get_mut(*slot as usize) {
-                *g = *generation;
-            }
         }
         for v in &state.vips {
             let key = VipKey::new(v.addr, v.port, v.proto);
@@ -114,8 +105,9 @@ impl Programmer {
         }
         for b in &state.backends {
             match p.maps.backend(b.id) {
+                // Adopted where it is; the next apply moves it to its canonical slot (and
+                // generation) if an older lbd put it elsewhere.
                 Ok(entry) if entry.addr == addr_words(b.addr) && p.vips.contains_key(&b.vip) => {
-                    p.free_backend_ids.remove(&b.id);
                     p.backends
                         .insert((b.vip.clone(), b.addr), BackendSlot { id: b.id, entry });
                 }

@@ -388,6 +388,50 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
+/// `lbctl forwarding`: VIPs, backend slots and the digest.
+pub fn forwarding(f: &lb_dataplane::forwarding::ForwardingState) -> String {
+    let mut vips = Table::new(&[
+        ("VIP", Left),
+        ("ID", Right),
+        ("ALGO", Right),
+        ("MODE", Right),
+        ("TABLE", Right),
+        ("TABLE DIGEST", Left),
+    ]);
+    for v in &f.vips {
+        vips.row([
+            v.key.clone(),
+            v.id.to_string(),
+            v.algorithm.to_string(),
+            v.mode.to_string(),
+            v.table_len.to_string(),
+            v.table_digest.clone(),
+        ]);
+    }
+    let mut slots = Table::new(&[
+        ("SLOT", Right),
+        ("BACKEND", Left),
+        ("ACTIVE", Left),
+        ("GENERATION", Right),
+        ("MAC", Left),
+    ]);
+    for b in &f.backends {
+        slots.row([
+            b.id.to_string(),
+            b.address.clone(),
+            if b.active { "yes" } else { "no" }.to_string(),
+            format!("{:08x}", b.generation),
+            b.mac.clone(),
+        ]);
+    }
+    format!(
+        "{}\n{}\ndigest {}\n",
+        vips.render(),
+        slots.render(),
+        f.digest
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use lb_api::types::{AdminState, Algorithm, Mode, NewBackend, NewVip, Protocol};
 use lb_api::{Client, ClientError, DEFAULT_SOCKET, Endpoint, Fetched};
 
+mod bgp_view;
 mod diag;
 mod format;
 mod rates;
@@ -121,6 +122,9 @@ enum Cmd {
     /// VRRP state, priority, current master, timers and counters of each virtual router (IPv4,
     /// IPv6); needs `[vrrp]` in lbd's config.
     Vrrp,
+    /// BGP sessions of this balancer's speaker and the VIP addresses it announces (or why
+    /// not); needs `[bgp]` in lbd's config.
+    Bgp,
     /// Re-read lbd.toml (as SIGHUP does): print what changes, and apply it without dropping
     /// a flow of the VIPs it keeps. A bad file is refused with FILE:LINE: field: reason and
     /// lbd goes on with the config it has (exit status 1).
@@ -200,7 +204,7 @@ enum Cmd {
         #[arg(long)]
         established: bool,
     },
-    /// Stop lbd. The XDP program keeps forwarding unless --detach is given.
+    /// Stop lbd (with `[bgp]`: withdraw, drain, then stop). The XDP program keeps forwarding unless --detach is given.
     Shutdown {
         /// Also detach the XDP program and remove its pins, leaving nothing behind.
         #[arg(long)]
@@ -219,6 +223,15 @@ enum Cmd {
         /// Where to write the packets the program transmitted or passed.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The forwarding state in the maps pinned under --pin-dir (root; no lbd involved): each
+    /// VIP's id, algorithm, mode and a digest of its active table, every backend slot, and a
+    /// digest of it all. Balancers with the same VIPs and backends show the same digest,
+    /// whatever order the backends came in.
+    Forwarding {
+        /// lbd's `[dataplane] pin_dir`.
+        #[arg(long, value_name = "DIR")]
+        pin_dir: PathBuf,
     },
     /// Write the man pages of lbctl and its commands into DIR (lbctl.1, lbctl-vip.1, ...).
     #[command(hide = true)]
@@ -397,6 +410,15 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             );
         }
         Cmd::Xdp { cmd } => return xdp_command(cmd),
+        Cmd::Forwarding { pin_dir } => {
+            let state = lb_dataplane::forwarding::read_pinned(&pin_dir)
+                .with_context(|| format!("reading the maps pinned under {}", pin_dir.display()))?;
+            return print(&if json {
+                pretty(&serde_json::to_value(&state)?)
+            } else {
+                format::forwarding(&state)
+            });
+        }
         Cmd::GenerateMan { dir } => return generate_man(&dir),
         cmd => cmd,
     };
@@ -520,6 +542,10 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             let r = client.vrrp().await?;
             show(json, &r, || vrrp_view::render(&r.value))
         }
+        Cmd::Bgp => {
+            let r = client.bgp().await?;
+            show(json, &r, || bgp_view::render(&r.value))
+        }
         Cmd::Stats { watch: false, .. } => {
             let r = client.stats().await?;
             show(json, &r, || format::stats_totals(&r.value))
@@ -595,7 +621,7 @@ async fn api_command(client: &Client, cmd: Cmd, json: bool) -> Result<()> {
             port,
             established,
         } => diag::trace(client, &vip, flow, proto, port, established, json).await,
-        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::GenerateMan { .. } => {
+        Cmd::Replay { .. } | Cmd::Xdp { .. } | Cmd::GenerateMan { .. } | Cmd::Forwarding { .. } => {
             unreachable!("handled before the API client is made")
         }
     }

@@ -221,6 +221,7 @@ pub const ROUTES: &[Route] = routes![
     GET "/v1/health" => Read,
     GET "/v1/stats" => Read,
     GET "/v1/vrrp" => Read,
+    GET "/v1/bgp" => Read,
     GET "/v1/events" => Read,
     GET "/v1/vips/{vip}/trace" => Read,
     POST "/v1/capture" => Inspect,

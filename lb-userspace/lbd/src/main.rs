@@ -138,6 +138,17 @@ async fn run(config: Config, path: PathBuf) -> Result<()> {
     tokio::spawn(daemon::sweep_loop(state.clone()));
     let (vrrp_stop, vrrp_stopped) = tokio::sync::oneshot::channel();
     let vrrp = tokio::spawn(vrrp_supervisor(state.clone(), vrrp_stopped));
+    let bgp = match state.config.bgp.clone() {
+        Some(cfg) => {
+            let gate = std::sync::Arc::new(daemon::BgpGate::new(state.clone()));
+            let handle = lb_bgp::spawn(cfg, gate)
+                .await
+                .context("starting the BGP announcer")?;
+            let _ = state.bgp.set(handle.status_ref());
+            Some(handle)
+        }
+        None => None,
+    };
 
     if let Some(dir) = api_cfg.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -197,6 +208,10 @@ async fn run(config: Config, path: PathBuf) -> Result<()> {
     // Priority-0 advert and VIPs removed: the backup takes over at once.
     let _ = vrrp_stop.send(());
     let _ = vrrp.await;
+    if let Some(handle) = bgp {
+        // Withdraw, keep forwarding for the drain time, then stop the speaker.
+        handle.stop().await;
+    }
     let _ = std::fs::remove_file(&api_cfg.socket);
     if detach {
         pin::remove_all(&pin_dir)?;

@@ -154,6 +154,28 @@ impl LabBuilder<'_> {
             .max()
             .unwrap_or(1500);
         lab.create_segment(max_mtu)?;
+        if let Some(edge) = self.topology.edge() {
+            if self.segment != SegmentKind::Bridge {
+                return Err(LabError::Option {
+                    option: "segment".into(),
+                    reason: "the BGP lab's edge segment needs bridge segments".into(),
+                });
+            }
+            let ns = lab.bridge_ns.clone();
+            ip(
+                &ns,
+                &[
+                    "link",
+                    "add",
+                    edge.bridge(),
+                    "type",
+                    "bridge",
+                    "mcast_snooping",
+                    "0",
+                ],
+            )?;
+            ip(&ns, &["link", "set", edge.bridge(), "up"])?;
+        }
         for (i, node) in self.topology.nodes().iter().enumerate() {
             let mtu = self
                 .mtu
@@ -410,6 +432,9 @@ impl Lab {
         self.add_namespace(&ns)?;
         set_sysctls(&ns, HOST_SYSCTLS.iter().copied())?;
         let bridge_port = self.make_iface(index, &node, &ns, mtu)?;
+        if let Some((v4, v6)) = node.edge_addrs() {
+            self.make_edge_iface(index, node.name(), &ns, v4, v6)?;
+        }
         if !sysctls.is_empty() {
             set_sysctls(&ns, sysctls.iter().copied())?;
         }
@@ -431,6 +456,84 @@ impl Lab {
             .map(drop)
     }
 
+    /// A veth pair: `iface` in `ns`, its peer `port` in the bridge namespace. Both ends are
+    /// born inside their namespaces: nothing ever appears in the root one.
+    fn veth_to_bridge_ns(&self, ns: &str, iface: &str, port: &str) -> Result<()> {
+        run(tool("ip").args([
+            "link",
+            "add",
+            iface,
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &self.bridge_ns,
+        ]))
+        .map(drop)
+    }
+
+    /// A router's second interface, `eth1`, on the edge segment (the client's side).
+    fn make_edge_iface(
+        &self,
+        index: usize,
+        name: &str,
+        ns: &str,
+        v4: std::net::Ipv4Addr,
+        v6: std::net::Ipv6Addr,
+    ) -> Result<()> {
+        let Some(edge) = self.topology.edge() else {
+            return Ok(());
+        };
+        let mut port = format!("e{index}-{name}");
+        port.truncate(15);
+        self.veth_to_bridge_ns(ns, "eth1", &port)?;
+        let mtu = edge.mtu().to_string();
+        ip(ns, &["link", "set", "eth1", "mtu", &mtu])?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("{v4}/{}", edge.ipv4().prefix_len()),
+                "dev",
+                "eth1",
+            ],
+        )?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("{v6}/{}", edge.ipv6().prefix_len()),
+                "dev",
+                "eth1",
+                "nodad",
+            ],
+        )?;
+        ip(ns, &["link", "set", "eth1", "up"])?;
+        run(&mut netns_command(
+            ns,
+            ["ethtool", "-K", "eth1", "tx", "off"],
+        ))?;
+        ip(
+            &self.bridge_ns,
+            &[
+                "link",
+                "set",
+                &port,
+                "mtu",
+                &mtu,
+                "master",
+                edge.bridge(),
+                "up",
+            ],
+        )
+    }
+
     /// Creates host `index`'s `eth0` inside `ns` on the lab's segment, with its MTU and
     /// addresses, up; returns its bridge port (bridge segment).
     fn make_iface(
@@ -444,22 +547,7 @@ impl Lab {
         let mut port = format!("b{index}-{}", node.name());
         port.truncate(15);
         match self.segment {
-            // Both ends are born inside their namespaces: nothing ever appears in the root one.
-            SegmentKind::Bridge => run(tool("ip").args([
-                "link",
-                "add",
-                HOST_IFACE,
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &self.bridge_ns,
-            ]))
-            .map(drop)?,
+            SegmentKind::Bridge => self.veth_to_bridge_ns(ns, HOST_IFACE, &port)?,
             // Born beside its lower device under a name unique there, then moved and renamed.
             SegmentKind::Macvlan => {
                 let lower = self.bridge().to_string();
@@ -474,7 +562,12 @@ impl Lab {
             }
         }
         let mtu_s = mtu.to_string();
-        let seg = self.topology.segment();
+        // A node on the edge (the BGP lab's client) is addressed from it and bridged to it.
+        let seg = match self.topology.edge() {
+            Some(edge) if node.on_edge() => edge,
+            _ => self.topology.segment(),
+        };
+        let bridge = seg.bridge();
         let v4 = format!("{}/{}", node.ipv4(), seg.ipv4().prefix_len());
         let v6 = format!("{}/{}", node.ipv6(), seg.ipv6().prefix_len());
         ip(ns, &["link", "set", "lo", "up"])?;
@@ -491,16 +584,7 @@ impl Lab {
             SegmentKind::Bridge => {
                 ip(
                     &self.bridge_ns,
-                    &[
-                        "link",
-                        "set",
-                        &port,
-                        "mtu",
-                        &mtu_s,
-                        "master",
-                        self.bridge(),
-                        "up",
-                    ],
+                    &["link", "set", &port, "mtu", &mtu_s, "master", bridge, "up"],
                 )?;
                 Some(port)
             }

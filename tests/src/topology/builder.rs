@@ -101,6 +101,9 @@ impl TopologyBuilder {
                 ipv6,
                 priority,
                 services,
+                edge: false,
+                edge_ipv4: None,
+                edge_ipv6: None,
             }),
             _ => {
                 let e = TopologyError::invalid(
@@ -122,6 +125,8 @@ impl TopologyBuilder {
             segment: self.segment,
             vip: self.vip,
             nodes: self.nodes,
+            bgp: None,
+            ha: Default::default(),
         };
         topo.validate()?;
         Ok(topo)

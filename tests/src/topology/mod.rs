@@ -73,6 +73,9 @@ pub enum Role {
     Backend,
     /// Runs shared services (Redis, PostgreSQL).
     Services,
+    /// The BGP lab's router (BIRD 2, ECMP over the balancers): on the segment and on the
+    /// edge segment, where the client sits.
+    Router,
 }
 
 impl Role {
@@ -83,6 +86,7 @@ impl Role {
             Self::Balancer => "balancer",
             Self::Backend => "backend",
             Self::Services => "services",
+            Self::Router => "router",
         }
     }
 }
@@ -218,6 +222,14 @@ pub struct Node {
     priority: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     services: Vec<Service>,
+    /// On the edge segment instead of the main one (the BGP lab's client).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    edge: bool,
+    /// A router's addresses on the edge segment (its second interface, `eth1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edge_ipv4: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edge_ipv6: Option<Ipv6Addr>,
 }
 
 impl Node {
@@ -249,6 +261,14 @@ impl Node {
     pub fn services(&self) -> &[Service] {
         &self.services
     }
+    /// Whether the node sits on the edge segment (behind the router) instead of the main one.
+    pub fn on_edge(&self) -> bool {
+        self.edge
+    }
+    /// A router's addresses on the edge segment.
+    pub fn edge_addrs(&self) -> Option<(Ipv4Addr, Ipv6Addr)> {
+        self.edge_ipv4.zip(self.edge_ipv6)
+    }
 
     /// The provisioning scripts of this node, in order (file names in `vagrant/provision/`):
     /// `common.sh`, `services.sh` when a node of another role runs services, then `ROLE.sh`.
@@ -263,6 +283,72 @@ impl Node {
     }
 }
 
+/// How the balancers share the VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HaMode {
+    /// Today's pair: the VRRP master holds the VIP (the nodes of the file).
+    #[default]
+    Vrrp,
+    /// Active-active: every balancer announces the VIP to the router over BGP, which spreads
+    /// flows by ECMP (the nodes of the file changed by its `bgp` section).
+    Bgp,
+}
+
+impl HaMode {
+    /// `vrrp` or `bgp` (`LAB_HA`, `--ha`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vrrp => "vrrp",
+            Self::Bgp => "bgp",
+        }
+    }
+}
+
+/// The `bgp` section: how the BGP lab differs from the VRRP pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpLab {
+    /// The client's segment, behind the router.
+    edge: Segment,
+    /// The balancers' AS.
+    asn: u32,
+    /// The router's AS.
+    router_asn: u32,
+    hold_time_s: u16,
+    keepalive_s: u16,
+    /// BFD interval (multiplier 3); 0: no BFD.
+    bfd_interval_ms: u32,
+    /// Nodes replacing the file's node of the same name, or added.
+    nodes: Vec<Node>,
+}
+
+impl BgpLab {
+    /// The edge segment.
+    pub fn edge(&self) -> &Segment {
+        &self.edge
+    }
+    /// The balancers' AS.
+    pub fn asn(&self) -> u32 {
+        self.asn
+    }
+    /// The router's AS.
+    pub fn router_asn(&self) -> u32 {
+        self.router_asn
+    }
+    /// Hold time of every session.
+    pub fn hold_time_s(&self) -> u16 {
+        self.hold_time_s
+    }
+    /// Keepalive interval.
+    pub fn keepalive_s(&self) -> u16 {
+        self.keepalive_s
+    }
+    /// BFD interval in ms (0: off).
+    pub fn bfd_interval_ms(&self) -> u32 {
+        self.bfd_interval_ms
+    }
+}
+
 /// A validated lab description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +356,11 @@ pub struct Topology {
     segment: Segment,
     vip: Vip,
     nodes: Vec<Node>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bgp: Option<BgpLab>,
+    /// Which lab this is (the file's nodes are the VRRP lab; see [`Topology::with_ha`]).
+    #[serde(skip)]
+    ha: HaMode,
 }
 
 impl Topology {
@@ -286,6 +377,15 @@ impl Topology {
             TopologyError::invalid(field, e.into_inner().to_string())
         })?;
         topo.validate()?;
+        if topo.bgp.is_some() {
+            // The BGP lab must be valid too (its nodes are indexed after the merge).
+            topo.with_ha(HaMode::Bgp).map_err(|e| match e {
+                TopologyError::Invalid { field, reason } => {
+                    TopologyError::invalid(format!("bgp lab: {field}"), reason)
+                }
+                other => other,
+            })?;
+        }
         Ok(topo)
     }
 
@@ -335,7 +435,30 @@ impl Topology {
             segment: self.segment.clone(),
             vip: self.vip.clone(),
             nodes,
+            bgp: self.bgp.clone(),
+            ha: self.ha,
         };
+        topo.validate()?;
+        Ok(topo)
+    }
+
+    /// The lab for `ha`: the file's nodes for VRRP; for BGP those nodes changed by the `bgp`
+    /// section (its nodes replace the node of the same name or are added: the router, the
+    /// client moved behind it, a third balancer).
+    pub fn with_ha(&self, ha: HaMode) -> Result<Self, TopologyError> {
+        let mut topo = self.clone();
+        topo.ha = ha;
+        if ha == HaMode::Bgp {
+            let bgp = self.bgp.as_ref().ok_or_else(|| {
+                TopologyError::invalid("bgp", "the file has no `bgp` section: no BGP lab")
+            })?;
+            for n in &bgp.nodes {
+                match topo.nodes.iter_mut().find(|m| m.name == n.name) {
+                    Some(m) => *m = n.clone(),
+                    None => topo.nodes.push(n.clone()),
+                }
+            }
+        }
         topo.validate()?;
         Ok(topo)
     }
@@ -368,9 +491,35 @@ impl Topology {
             segment: self.segment.clone(),
             vip: self.vip.clone(),
             nodes: vec![client, balancer, backend],
+            // The VM lab CI boots is the VRRP one, without the router.
+            bgp: None,
+            ha: HaMode::Vrrp,
         };
         topo.validate()?;
         Ok(topo)
+    }
+
+    /// Which lab this is.
+    pub fn ha(&self) -> HaMode {
+        self.ha
+    }
+
+    /// The `bgp` section, if the file has one.
+    pub fn bgp(&self) -> Option<&BgpLab> {
+        self.bgp.as_ref()
+    }
+
+    /// The edge segment, in the BGP lab.
+    pub fn edge(&self) -> Option<&Segment> {
+        match self.ha {
+            HaMode::Bgp => self.bgp.as_ref().map(|b| &b.edge),
+            HaMode::Vrrp => None,
+        }
+    }
+
+    /// The router, in the BGP lab.
+    pub fn router(&self) -> Option<&Node> {
+        self.nodes_with_role(Role::Router).next()
     }
 
     /// Serializes back to pretty JSON (the file format).
@@ -444,6 +593,13 @@ impl Topology {
                 .collect();
             list.join(" ")
         };
+        let ipv6s = |role| {
+            let list: Vec<String> = self
+                .nodes_with_role(role)
+                .map(|n| n.ipv6.to_string())
+                .collect();
+            list.join(" ")
+        };
         env.push(("LAB_BALANCERS", ipv4s(Role::Balancer)));
         env.push(("LAB_BACKENDS", ipv4s(Role::Backend)));
         // Whoever runs the services: the services host, or the backend they were folded into.
@@ -454,6 +610,55 @@ impl Topology {
             .map(|n| n.ipv4.to_string())
             .collect();
         env.push(("LAB_SERVICES_IPV4", services.join(" ")));
+        // The BGP lab (empty in the VRRP one): the router, the edge, the sessions.
+        let bgp = self.bgp.as_ref().filter(|_| self.ha == HaMode::Bgp);
+        let router = self.router();
+        let (gw4, gw6) = match (router, node.edge) {
+            (Some(r), false) if node.role != Role::Router => {
+                (r.ipv4.to_string(), r.ipv6.to_string())
+            }
+            (Some(r), true) => r
+                .edge_addrs()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let (edge4, edge6) = node
+            .edge_addrs()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or_default();
+        let num = |f: fn(&BgpLab) -> u32| bgp.map(|b| f(b).to_string()).unwrap_or_default();
+        let more = [
+            ("LAB_HA", self.ha.as_str().to_string()),
+            ("LAB_GATEWAY_IPV4", gw4),
+            ("LAB_GATEWAY_IPV6", gw6),
+            ("LAB_EDGE_IPV4", edge4),
+            ("LAB_EDGE_IPV6", edge6),
+            (
+                "LAB_EDGE_NET4",
+                bgp.map(|b| b.edge.ipv4.to_string()).unwrap_or_default(),
+            ),
+            (
+                "LAB_EDGE_NET6",
+                bgp.map(|b| b.edge.ipv6.to_string()).unwrap_or_default(),
+            ),
+            (
+                "LAB_ROUTER_IPV4",
+                router.map(|r| r.ipv4.to_string()).unwrap_or_default(),
+            ),
+            (
+                "LAB_ROUTER_IPV6",
+                router.map(|r| r.ipv6.to_string()).unwrap_or_default(),
+            ),
+            ("LAB_BGP_ASN", num(|b| b.asn)),
+            ("LAB_ROUTER_ASN", num(|b| b.router_asn)),
+            ("LAB_BGP_HOLD_S", num(|b| u32::from(b.hold_time_s))),
+            ("LAB_BGP_KEEPALIVE_S", num(|b| u32::from(b.keepalive_s))),
+            ("LAB_BGP_BFD_MS", num(|b| b.bfd_interval_ms)),
+            ("LAB_BALANCERS_V6", ipv6s(Role::Balancer)),
+            ("LAB_BACKENDS_V6", ipv6s(Role::Backend)),
+        ];
+        env.extend(more);
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }

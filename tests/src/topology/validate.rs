@@ -93,18 +93,59 @@ impl Topology {
         node: &Node,
         taken: &mut HashMap<IpAddr, String>,
     ) -> Result<(), TopologyError> {
-        self.check_addr(&format!("{at}.ipv4"), IpAddr::V4(node.ipv4), taken)?;
-        self.check_addr(&format!("{at}.ipv6"), IpAddr::V6(node.ipv6), taken)
+        let edge = self.bgp.as_ref().map(|b| &b.edge);
+        let home = match (node.edge, edge) {
+            (false, _) => &self.segment,
+            (true, Some(e)) => e,
+            (true, None) => {
+                return Err(err(
+                    format!("{at}.edge"),
+                    "no edge segment (the `bgp` section defines it)",
+                ));
+            }
+        };
+        self.check_addr_in(home, &format!("{at}.ipv4"), IpAddr::V4(node.ipv4), taken)?;
+        self.check_addr_in(home, &format!("{at}.ipv6"), IpAddr::V6(node.ipv6), taken)?;
+        match (node.role, node.edge_ipv4, node.edge_ipv6, edge) {
+            (super::Role::Router, Some(a), Some(b), Some(e)) => {
+                if node.edge {
+                    return Err(err(
+                        format!("{at}.edge"),
+                        "a router sits on the segment, with edge_ipv4/edge_ipv6 on the edge",
+                    ));
+                }
+                self.check_addr_in(e, &format!("{at}.edge_ipv4"), IpAddr::V4(a), taken)?;
+                self.check_addr_in(e, &format!("{at}.edge_ipv6"), IpAddr::V6(b), taken)
+            }
+            (super::Role::Router, _, _, _) => Err(err(
+                format!("{at}.edge_ipv4"),
+                "a router needs edge_ipv4 and edge_ipv6 on the edge segment",
+            )),
+            (_, None, None, _) => Ok(()),
+            (role, _, _, _) => Err(err(
+                format!("{at}.edge_ipv4"),
+                format!("only a router has edge addresses, not a {role}"),
+            )),
+        }
     }
 
-    /// The address must be a usable host address of the segment and not used elsewhere.
     fn check_addr(
         &self,
         field: &str,
         ip: IpAddr,
         taken: &mut HashMap<IpAddr, String>,
     ) -> Result<(), TopologyError> {
-        let seg = &self.segment;
+        self.check_addr_in(&self.segment, field, ip, taken)
+    }
+
+    /// The address must be a usable host address of `seg` and not used elsewhere.
+    fn check_addr_in(
+        &self,
+        seg: &super::Segment,
+        field: &str,
+        ip: IpAddr,
+        taken: &mut HashMap<IpAddr, String>,
+    ) -> Result<(), TopologyError> {
         match ip {
             IpAddr::V4(v4) => {
                 if !seg.ipv4.contains(v4) {

@@ -218,6 +218,35 @@ impl Report {
         ends[from..].windows(2).map(|w| w[1] - w[0]).max()
     }
 
+    /// Each lane's first failed request: the keep-alive connections that broke (one that
+    /// fails once is not used again).
+    pub fn broken_lanes(&self) -> Vec<&Outcome> {
+        let mut first: std::collections::BTreeMap<usize, &Outcome> = Default::default();
+        for o in self.outcomes.iter().filter(|o| !o.ok()) {
+            first.entry(o.lane).or_insert(o);
+        }
+        first.into_values().collect()
+    }
+
+    /// The longest time one lane (a keep-alive connection) went without an answer across
+    /// `t`: between two of its answers, the later one after `t`.
+    pub fn longest_stall(&self, t: Instant) -> Option<Duration> {
+        let mut by_lane: std::collections::BTreeMap<usize, Vec<Instant>> = Default::default();
+        for o in self.outcomes.iter().filter(|o| o.ok()) {
+            by_lane.entry(o.lane).or_default().push(o.end);
+        }
+        by_lane
+            .values_mut()
+            .filter_map(|ends| {
+                ends.sort();
+                ends.windows(2)
+                    .filter(|w| w[1] > t)
+                    .map(|w| w[1] - w[0])
+                    .max()
+            })
+            .max()
+    }
+
     /// A few failures, for messages.
     pub fn describe_failures(&self, failed: &[&Outcome], t0: Instant) -> String {
         failed
@@ -333,4 +362,36 @@ impl Drop for KeepAlive {
             let _ = t.join();
         }
     }
+}
+
+/// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
+pub fn poll(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            bail!("waited {timeout:?} for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Fails listing a few failures of `report` when there are any.
+pub fn no_failures(what: &str, report: &Report, t0: Instant) -> Result<()> {
+    let failed = report.failed();
+    if !failed.is_empty() {
+        bail!(
+            "{what}: {} of {} requests failed: {}",
+            failed.len(),
+            report.outcomes.len(),
+            report.describe_failures(&failed, t0)
+        );
+    }
+    Ok(())
 }

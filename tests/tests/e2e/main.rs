@@ -29,10 +29,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tests::{Host, System, SystemOptions, http};
 
-use crate::load::Report;
 use crate::served::Ledger;
 
 /// One lab at a time: the machine has two cores and every lab runs seven hosts.
@@ -162,42 +161,8 @@ impl E2e {
 
     /// Failure message context: the logs of the given daemons.
     pub fn logs(&self, which: &[(&str, &str)]) -> String {
-        which
-            .iter()
-            .map(|(h, d)| self.system.log_tail(h, d, 25))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.system.log_tails(which)
     }
 }
 
-/// Polls `cond` every 100 ms until it holds, at most `timeout`; returns the time it took.
-pub fn poll(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> Result<bool>,
-) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond()? {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            bail!("waited {timeout:?} for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Fails listing a few failures of `report` when there are any.
-pub fn no_failures(what: &str, report: &Report, t0: Instant) -> Result<()> {
-    let failed = report.failed();
-    if !failed.is_empty() {
-        bail!(
-            "{what}: {} of {} requests failed: {}",
-            failed.len(),
-            report.outcomes.len(),
-            report.describe_failures(&failed, t0)
-        );
-    }
-    Ok(())
-}
+pub use crate::load::{no_failures, poll};

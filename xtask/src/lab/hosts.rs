@@ -10,10 +10,25 @@ use tests::topology::Node;
 use super::LAB;
 use crate::util;
 
-/// `vagrant/topology.json`, the one description of the hosts.
+/// `vagrant/topology.json`, the one description of the hosts, for the HA mode of the lab
+/// that runs (the VRRP pair when none runs).
 pub fn topology() -> Result<Topology> {
     let path = util::root().join("vagrant/topology.json");
-    Topology::load(&path).with_context(|| format!("loading {}", path.display()))
+    let topo = Topology::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let ha = match std::fs::read_to_string(ha_file())
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        Some("bgp") => tests::HaMode::Bgp,
+        _ => tests::HaMode::Vrrp,
+    };
+    Ok(topo.with_ha(ha)?)
+}
+
+/// Where the running lab records its HA mode (`vrrp`, `bgp`).
+pub fn ha_file() -> PathBuf {
+    lab_dir().join("ha")
 }
 
 /// The lab's working directory (logs, data, pid files, bpffs).

@@ -20,7 +20,9 @@ pub const LAB: &str = "lab";
 Without a sub-command: build, start the lab, show live traffic per backend, and tear it all
 down on Ctrl-C (also on any failure). Needs root. Try:
   cargo xtask lab up
+  cargo xtask lab --ha bgp up       # three balancers behind a BIRD router (ECMP)
   cargo xtask lab exec client -- curl -s http://10.77.0.100/ping
+  cargo xtask lab exec router -- ip route show 10.77.0.100
   cargo xtask lab status
   cargo xtask lab down")]
 pub struct LabArgs {
@@ -29,6 +31,26 @@ pub struct LabArgs {
     /// Skip installing packages and building (use the binaries already in target/release).
     #[arg(long, global = true)]
     no_build: bool,
+    /// How the balancers share the VIP: `vrrp` (lb1 and lb2, the master holds it) or `bgp`
+    /// (lb1-lb3 announce it to a BIRD router that spreads flows by ECMP; the client sits
+    /// behind the router). The lab remembers it for `exec` and `status`.
+    #[arg(long, global = true, value_enum, default_value = "vrrp")]
+    ha: Ha,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ha {
+    Vrrp,
+    Bgp,
+}
+
+impl Ha {
+    pub fn mode(self) -> tests::HaMode {
+        match self {
+            Ha::Vrrp => tests::HaMode::Vrrp,
+            Ha::Bgp => tests::HaMode::Bgp,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -53,8 +75,8 @@ enum LabCmd {
 pub fn run(args: LabArgs) -> Result<()> {
     let build = !args.no_build;
     match args.cmd {
-        None => up::interactive(build),
-        Some(LabCmd::Up) => up::up(build),
+        None => up::interactive(build, args.ha),
+        Some(LabCmd::Up) => up::up(build, args.ha),
         Some(LabCmd::Down) => up::down(),
         Some(LabCmd::Status) => view::status(),
         Some(LabCmd::Exec { node, cmd }) => hosts::exec(&node, &cmd),

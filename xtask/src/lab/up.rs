@@ -40,7 +40,7 @@ fn require_root() -> Result<()> {
 
 /// Creates and provisions the lab (see `tests::system`); on any error the half-built lab is
 /// dropped, which kills what runs inside and deletes every namespace.
-fn start(build_first: bool) -> Result<Lab> {
+fn start(build_first: bool, ha: super::Ha) -> Result<Lab> {
     require_root()?;
     if build_first {
         build()?;
@@ -48,13 +48,15 @@ fn start(build_first: bool) -> Result<Lab> {
     let mut opts = SystemOptions::new(util::root(), hosts::bin_dir());
     opts.name = Some(LAB.to_string());
     opts.progress = true;
-    let topo = System::topology(&opts)?;
+    let topo = System::topology_for(&opts, ha.mode())?;
     let system = System::start(&topo, opts).map_err(|e| {
         anyhow::anyhow!(
             "{e}\n(logs in {}; a lab already running? `cargo xtask lab down` removes it)",
             lab_dir_hint()
         )
     })?;
+    // `lab exec` and `lab status` read the hosts of the lab that runs.
+    std::fs::write(hosts::ha_file(), ha.mode().as_str())?;
     Ok(system.into_lab())
 }
 
@@ -85,6 +87,17 @@ fn print_usage(lab: &Lab) {
     println!("  {x} curl -s {url}/users/1");
     println!("  {x} wrk -t2 -c16 -d10s {url}/ping");
     println!("  cargo xtask lab exec lb1 -- lbctl health");
+    if lab.topology().ha() == tests::HaMode::Bgp {
+        println!("  cargo xtask lab exec lb1 -- lbctl bgp");
+        println!(
+            "  cargo xtask lab exec router -- ip route show {}",
+            vip.ipv4()
+        );
+        println!(
+            "  cargo xtask lab exec router -- ip -6 route show {}",
+            vip.ipv6()
+        );
+    }
     println!("  cargo xtask lab status");
     if let Some(svc) = lab
         .topology()
@@ -110,8 +123,8 @@ fn print_usage(lab: &Lab) {
 }
 
 /// `lab up`: start and leave running.
-pub fn up(build_first: bool) -> Result<()> {
-    let lab = start(build_first)?;
+pub fn up(build_first: bool, ha: super::Ha) -> Result<()> {
+    let lab = start(build_first, ha)?;
     print_usage(&lab);
     println!("  cargo xtask lab down          # remove it");
     lab.persist()?;
@@ -119,8 +132,8 @@ pub fn up(build_first: bool) -> Result<()> {
 }
 
 /// `lab`: start, live view until Ctrl-C, tear down (also when the view fails).
-pub fn interactive(build_first: bool) -> Result<()> {
-    let lab = start(build_first)?;
+pub fn interactive(build_first: bool, ha: super::Ha) -> Result<()> {
+    let lab = start(build_first, ha)?;
     print_usage(&lab);
     println!("Live traffic per backend below; Ctrl-C stops and removes the lab.");
     let lb = lab

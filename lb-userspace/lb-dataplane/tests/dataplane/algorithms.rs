@@ -193,3 +193,86 @@ fn a_retransmitted_syn_keeps_its_backend() {
     let id = fx.prog.vip_id("web").expect("vip");
     assert_eq!(fx.prog.maps().vip_totals(id).expect("stats").new_conns, 30);
 }
+
+/// Two balancers learn the same backends one at a time in different orders (as registrations
+/// arrive), one of them after a removal and re-addition: their maps end up byte-identical
+/// (canonical slots and generations, lb_dataplane::slots), so every flow hashes alike.
+#[test]
+fn backends_learned_in_any_order_give_identical_maps() {
+    let many: Vec<String> = (0..40).map(|i| format!("10.77.1.{}", i + 1)).collect();
+    let grow = |order: &[usize], churn: bool| {
+        let mut fx = Fixture::new(&[vip(
+            "web",
+            "10.77.0.100",
+            80,
+            Algorithm::Maglev,
+            ForwardMode::DsrL2,
+            vec![],
+        )]);
+        let mut list = Vec::new();
+        for &i in order {
+            list.push(backend(&many[i], 1));
+            if churn && list.len() == 20 {
+                // A backend leaves and comes back later.
+                let gone = list.remove(3);
+                fx.prog.apply(&[spec_of(&list)]).expect("remove");
+                list.push(gone);
+            }
+            fx.prog.apply(&[spec_of(&list)]).expect("apply");
+        }
+        fx
+    };
+    let forward: Vec<usize> = (0..40).collect();
+    let mut shuffled: Vec<usize> = (0..40).map(|i| (i * 17 + 5) % 40).collect();
+    shuffled.rotate_left(7);
+    let (a, b) = (grow(&forward, false), grow(&shuffled, true));
+    for addr in &many {
+        let (ia, ib) = (
+            a.prog.backend_id("web", ip(addr)),
+            b.prog.backend_id("web", ip(addr)),
+        );
+        assert_eq!(ia, ib, "{addr}: slots differ");
+        let id = ia.expect("slot");
+        assert_eq!(
+            a.prog.maps().backend(id).expect("entry"),
+            b.prog.maps().backend(id).expect("entry"),
+            "{addr}: entries differ"
+        );
+    }
+    for id in 0..lb_common::MAX_BACKENDS {
+        assert_eq!(
+            a.prog.maps().backend(id).expect("entry"),
+            b.prog.maps().backend(id).expect("entry"),
+            "slot {id} differs"
+        );
+    }
+    let (ma, mb) = (
+        a.prog.vip_meta("web").expect("vip"),
+        b.prog.vip_meta("web").expect("vip"),
+    );
+    assert_eq!((ma.id, ma.table_len), (mb.id, mb.table_len));
+    for pos in (0..ma.table_len).step_by(11) {
+        assert_eq!(
+            a.prog
+                .maps()
+                .table_entry(ma.id, ma.slot, pos)
+                .expect("entry"),
+            b.prog
+                .maps()
+                .table_entry(mb.id, mb.slot, pos)
+                .expect("entry"),
+            "table position {pos}"
+        );
+    }
+}
+
+fn spec_of(backends: &[lb_dataplane::BackendSpec]) -> lb_dataplane::VipSpec {
+    vip(
+        "web",
+        "10.77.0.100",
+        80,
+        Algorithm::Maglev,
+        ForwardMode::DsrL2,
+        backends.to_vec(),
+    )
+}

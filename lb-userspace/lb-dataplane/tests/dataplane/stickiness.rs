@@ -201,14 +201,19 @@ fn a_reused_backend_slot_does_not_inherit_old_flows() {
     let mut fx = Fixture::new(&[spec(2)]);
     let before = open(&fx);
     let old_id = fx.prog.backend_id("web", ip(BES[1])).expect("id");
-    // Remove backend 1, then add backend 3: it gets the freed slot with a new generation.
+    // Slots are canonical (lb_dataplane::slots): find a backend whose slot is backend 1's,
+    // remove backend 1, then add that one: it takes the freed slot with its own generation.
+    let taker = (0..=u16::MAX)
+        .map(|i| format!("10.78.{}.{}", i >> 8, i & 255))
+        .find(|a| lb_dataplane::slots::home("web", ip(a)) == old_id)
+        .expect("an address whose home slot is backend 1's");
     let mut s = spec(2);
     s.backends.remove(1);
     fx.prog.apply(&[s.clone()]).expect("remove");
-    s.backends.push(backend(BES[3], 1));
+    s.backends.push(backend(&taker, 1));
     fx.prog.apply(&[s]).expect("add");
     assert_eq!(
-        fx.prog.backend_id("web", ip(BES[3])),
+        fx.prog.backend_id("web", ip(&taker)),
         Some(old_id),
         "the slot is reused"
     );

@@ -207,5 +207,8 @@ pub async fn handler(AxState(s): AxState<State>) -> impl IntoResponse {
     if let Some(v) = s.vrrp_statuses() {
         out.push_str(&super::vrrp_metrics::prometheus(&v.overview()));
     }
+    if let Some(o) = s.bgp.get().and_then(|b| b.overview()) {
+        out.push_str(&super::bgp_metrics::prometheus(&o));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

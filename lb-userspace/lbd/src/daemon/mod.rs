@@ -5,6 +5,8 @@
 
 pub mod api;
 mod attach_metrics;
+mod bgp;
+mod bgp_metrics;
 pub mod capture;
 mod macs;
 mod metrics;
@@ -16,6 +18,7 @@ mod track;
 mod vrrp_metrics;
 mod wire;
 
+pub use bgp::BgpGate;
 pub use sweep::sweep_loop;
 
 use std::{
@@ -93,6 +96,8 @@ pub struct Shared {
     access: std::sync::RwLock<Arc<Access>>,
     /// The file lbd was started with, for reloads.
     config_path: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// The BGP announcer's status, once `[bgp]` runs (`lb_bgp`).
+    pub bgp: std::sync::OnceLock<lb_bgp::Status>,
     /// Keeps the MACs of backends without a static one resolved; its address set follows the
     /// model at every `reconcile` (see `macs`).
     neighbours: Resolver,
@@ -220,6 +225,7 @@ pub async fn start(config: Config) -> Result<(State, mpsc::Receiver<ProbeEvent>)
         vrrp: std::sync::Mutex::new(None),
         access: std::sync::RwLock::new(Arc::new(access)),
         config_path: std::sync::Mutex::new(None),
+        bgp: std::sync::OnceLock::new(),
         neighbours,
         captures,
     });

@@ -234,6 +234,21 @@ pub struct VipRuntime {
 }
 
 impl VipRuntime {
+    /// Whether a backend can take new flows now (what VRRP tracking and BGP announcements
+    /// are gated on).
+    pub fn can_take_new_flows(&self, now: Instant) -> bool {
+        self.backends
+            .values()
+            .any(|b| b.effective_weight(&self.cfg.health, now) > 0)
+    }
+
+    /// Whether a backend still waits for its first health verdict.
+    pub fn awaiting_verdict(&self) -> bool {
+        self.backends
+            .values()
+            .any(|b| b.machine.state() == Health::Unknown)
+    }
+
     pub fn spec(&self, now: Instant) -> VipSpec {
         VipSpec {
             name: self.cfg.name.clone(),

@@ -427,6 +427,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     field("api.socket", old.api.socket != new.api.socket);
     field("api.listen", old.api.listen != new.api.listen);
     field("api.state_file", old.api.state_file != new.api.state_file);
+    // The announcer owns BIRD's configuration and sessions for lbd's life.
+    field("bgp", old.bgp != new.bgp);
     out
 }
 

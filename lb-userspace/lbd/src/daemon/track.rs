@@ -13,11 +13,10 @@ impl Tracked for Shared {
         names
             .iter()
             .filter(|name| {
-                inner.vips.get(*name).is_none_or(|v| {
-                    !v.backends
-                        .values()
-                        .any(|b| b.effective_weight(&v.cfg.health, now) > 0)
-                })
+                inner
+                    .vips
+                    .get(*name)
+                    .is_none_or(|v| !v.can_take_new_flows(now))
             })
             .cloned()
             .collect()

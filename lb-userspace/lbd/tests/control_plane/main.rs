@@ -292,6 +292,12 @@ fn api_needs_a_token_on_tcp_and_changes_the_maps() {
         422
     );
     assert_eq!(cl.api("GET", "/v1/vips/nope", None).0, 404);
+    let (st, b) = cl.api("GET", "/v1/bgp", None);
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (404, Some("not_found")),
+        "no [bgp] section: {b}"
+    );
     assert_eq!(
         cl.api("POST", "/v1/vips/web/backends/10.77.0.99/drain", None)
             .0,

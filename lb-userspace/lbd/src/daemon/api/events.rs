@@ -46,6 +46,7 @@ pub async fn snapshot(s: &State) -> ApiResult<Snapshot> {
     let Json(vips) = vips::list_vips(AxState(s.clone())).await;
     let Json(stats) = node::stats(AxState(s.clone())).await?;
     let vrrp = s.vrrp_statuses().map(|v| v.overview());
+    let bgp = s.bgp.get().and_then(|b| b.overview());
     let table_generations = {
         let inner = s.inner.lock().await;
         vips.iter()
@@ -62,12 +63,13 @@ pub async fn snapshot(s: &State) -> ApiResult<Snapshot> {
         stats,
         table_generations,
         vrrp,
+        bgp,
     })
 }
 
 /// A `snapshot` event every second (the first at once), with VIPs, backends (health, last
 /// check, admin state, weights, source), per-backend counters (totals: rates are the
-/// difference of two events), the data plane's verdicts and VRRP. A failed snapshot is an
+/// difference of two events), the data plane's verdicts, VRRP and BGP. A failed snapshot is an
 /// `error` event with an `ErrorBody` and the stream goes on.
 #[utoipa::path(get, path = "/v1/events", tag = "node",
     params(EventsQuery),

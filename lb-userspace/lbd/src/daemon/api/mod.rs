@@ -56,6 +56,7 @@ fn api() -> OpenApiRouter<State> {
         .routes(routes!(node::vrrp))
         .routes(routes!(events::events))
         .routes(routes!(node::reload))
+        .routes(routes!(node::bgp))
         .routes(routes!(node::shutdown))
         .routes(routes!(metrics::handler))
         .routes(routes!(openapi_json))
@@ -66,7 +67,7 @@ fn api() -> OpenApiRouter<State> {
     info(
         title = "lbd API",
         description = "The control plane of the XDP load balancer: VIPs, backends, health, \
-            counters, VRRP, packet capture and flow traces. JSON over HTTP/1.1 on a unix socket \
+            counters, VRRP, BGP, packet capture and flow traces. JSON over HTTP/1.1 on a unix socket \
             (no token: the socket's file mode protects it) and, when `[api] listen` is set, on \
             TCP (TLS with `[api.tls]`) with `Authorization: Bearer <token>` of a client of \
             `[[api.clients]]`, scoped `admin`, `read-only` or `registrant` (403 outside its \
@@ -79,7 +80,7 @@ fn api() -> OpenApiRouter<State> {
         (name = "vips", description = "VIPs: a virtual address, port and protocol, balanced over backends"),
         (name = "backends", description = "A VIP's backends: registration, weight, drain"),
         (name = "diagnostics", description = "Capture packets inside the data plane (admin scope); trace a flow"),
-        (name = "node", description = "This lbd: status, health, counters, VRRP, metrics, reload, shutdown"),
+        (name = "node", description = "This lbd: status, health, counters, VRRP, BGP, metrics, reload, shutdown"),
         (name = "meta", description = "This document"),
     ),
     components(schemas(ErrorBody, ErrorCode)),

@@ -1,5 +1,5 @@
 //! This lbd as a whole: status, every backend's health, the data plane's counters, VRRP,
-//! shutdown.
+//! BGP, shutdown.
 
 use std::time::Instant;
 
@@ -169,6 +169,21 @@ pub async fn reload(
         }
         Err(e @ E::Program(_)) => Err(ApiError::internal(e)),
     }
+}
+
+/// The BGP speaker, its sessions and the VIP addresses this balancer announces or withdraws
+/// (docs/bgp.md).
+#[utoipa::path(get, path = "/v1/bgp", tag = "node",
+    responses(
+        (status = OK, description = "sessions and prefixes", body = lb_api::bgp::Overview),
+        (status = NOT_FOUND, description = "no `[bgp]` section", body = lb_api::types::ErrorBody),
+    ))]
+pub async fn bgp(AxState(s): AxState<State>) -> ApiResult<Json<lb_api::bgp::Overview>> {
+    s.bgp
+        .get()
+        .and_then(|b| b.overview())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("BGP is not configured (no [bgp] section)"))
 }
 
 /// Asks lbd to exit. With `detach: true` it also detaches the XDP program and removes its

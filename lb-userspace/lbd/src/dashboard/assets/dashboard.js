@@ -20,7 +20,10 @@
   // Time series by key: [{t, v}], trimmed to the window.
   const series = new Map();
   // Table rows by key, updated in place so that buttons survive the next snapshot.
-  const rows = { vrrp: new Map(), vips: new Map(), backends: new Map(), reasons: new Map() };
+  const rows = {
+    vrrp: new Map(), bgpSessions: new Map(), bgpPrefixes: new Map(),
+    vips: new Map(), backends: new Map(), reasons: new Map(),
+  };
 
   function auth(extra) {
     return Object.assign({ Authorization: 'Bearer ' + token }, extra || {});
@@ -198,6 +201,7 @@
     const dt = prev ? (now - prev.at_unix_ms) / 1000 : 0;
     renderStatus(snap);
     renderVrrp(snap.vrrp);
+    renderBgp(snap.bgp);
     renderVips(snap, prev, dt, now);
     renderBackends(snap, prev, dt, now);
     renderReasons(snap, prev, dt, now);
@@ -251,6 +255,55 @@
       text(r.master, i.master || '–');
       text(r.addrs, i.addresses.join(' '));
       text(r.fault, i.fault ? (i.address_fault || 'tracking reports a fault') : 'no', i.fault ? 'fault' : 'muted');
+    }
+  }
+
+  function renderBgp(bgp) {
+    $('bgp-none').hidden = !!bgp;
+    $('bgp-speaker').hidden = !bgp;
+    $('bgp-sessions').hidden = !bgp;
+    $('bgp-prefixes').hidden = !bgp;
+    const sessions = bgp ? bgp.sessions : [];
+    const prefixes = bgp ? bgp.prefixes : [];
+    if (bgp) {
+      const sp = bgp.speaker;
+      text($('bgp-speaker'), 'AS ' + bgp.local_as + ', router id ' + bgp.router_id + ', ' + sp.kind +
+        (sp.running ? ' running' : ' NOT running') + (sp.error ? ': ' + sp.error : '') +
+        (bgp.stopping ? ' (stopping: routes withdrawn)' : ''));
+    }
+    sync('bgp-sessions', rows.bgpSessions, new Set(sessions.map((x) => x.name)), (tr, k) => {
+      tr.dataset.session = k;
+      return {
+        name: cell(tr, 'name'), peer: cell(tr, 'peer'), as: cell(tr, 'peer-as', true),
+        state: cell(tr, 'state'), since: cell(tr, 'since'), sent: cell(tr, 'exported', true),
+        bfd: cell(tr, 'bfd'), err: cell(tr, 'last-error'),
+      };
+    });
+    for (const x of sessions) {
+      const r = rows.bgpSessions.get(x.name);
+      text(r.name, x.name);
+      text(r.peer, x.peer);
+      text(r.as, x.peer_as);
+      text(r.state, x.state, 'state ' + (x.state === 'established' ? 'master' : 'fault'));
+      text(r.since, x.since || '–');
+      text(r.sent, x.exported);
+      text(r.bfd, x.bfd_up === null || x.bfd_up === undefined ? '–' : x.bfd_up ? 'up' : 'down');
+      text(r.err, x.last_error || '');
+    }
+    sync('bgp-prefixes', rows.bgpPrefixes, new Set(prefixes.map((x) => x.prefix)), (tr, k) => {
+      tr.dataset.prefix = k;
+      return {
+        prefix: cell(tr, 'prefix'), vips: cell(tr, 'vips'), on: cell(tr, 'announced'),
+        why: cell(tr, 'reason'), n: cell(tr, 'announcements', true),
+      };
+    });
+    for (const x of prefixes) {
+      const r = rows.bgpPrefixes.get(x.prefix);
+      text(r.prefix, x.prefix);
+      text(r.vips, x.vips.join(', '));
+      text(r.on, x.announced ? 'yes' : 'withdrawn', x.announced ? 'active' : 'fault');
+      text(r.why, x.reason || '');
+      text(r.n, x.announcements);
     }
   }
 
