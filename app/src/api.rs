@@ -413,20 +413,8 @@ pub fn conventions(doc: &mut OpenApi) {
     components
         .schemas
         .insert("ErrorCode".into(), ErrorCode::schema());
-    let error = ResponseBuilder::new()
-        .description("any other error, in the one shape")
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
-    components.security_schemes.insert(
-        ADMIN_SCHEME.into(),
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)).into(),
-    );
-    let refused = |what: &str| {
+    // Every error answer is an `ErrorBody`; only the description differs.
+    let error_body = |what: &str| {
         ResponseBuilder::new()
             .description(what)
             .content(
@@ -437,6 +425,11 @@ pub fn conventions(doc: &mut OpenApi) {
             )
             .build()
     };
+    let error = error_body("any other error, in the one shape");
+    components.security_schemes.insert(
+        ADMIN_SCHEME.into(),
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)).into(),
+    );
     use axum::http::Method;
     for (path, item) in doc.paths.paths.iter_mut() {
         let ops = [
@@ -459,11 +452,11 @@ pub fn conventions(doc: &mut OpenApi) {
                 )]);
                 op.responses.responses.insert(
                     "401".into(),
-                    refused("`unauthorized`: no admin bearer token, or a wrong one").into(),
+                    error_body("`unauthorized`: no admin bearer token, or a wrong one").into(),
                 );
                 op.responses.responses.insert(
                     "403".into(),
-                    refused("`forbidden`: admin routes are off on this instance").into(),
+                    error_body("`forbidden`: admin routes are off on this instance").into(),
                 );
             }
         }
