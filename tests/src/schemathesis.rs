@@ -15,6 +15,10 @@ use serde_json::Value;
 /// The variable naming the `schemathesis` executable.
 pub const ENV: &str = "LB_SCHEMATHESIS";
 
+/// The variable that replays a run: its value is passed as `--seed` (a failure's report
+/// prints the seed that found it).
+pub const SEED_ENV: &str = "LB_SCHEMATHESIS_SEED";
+
 /// The virtualenv xtask installs into, relative to `$HOME` (xtask/src/deps.rs).
 pub const DEFAULT_VENV: &str = ".local/share/lb-xdp/schemathesis";
 
@@ -71,6 +75,9 @@ impl Schemathesis {
         args.extend(["--max-examples".into(), run.max_examples.to_string().into()]);
         args.extend(["--no-color".into(), "--report".into(), "json,ndjson".into()]);
         args.extend(["--report-dir".into(), run.reports.as_os_str().to_owned()]);
+        if let Some(seed) = std::env::var_os(SEED_ENV) {
+            args.extend(["--seed".into(), seed]);
+        }
         args
     }
 }

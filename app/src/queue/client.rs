@@ -10,7 +10,7 @@ use app_redis::{RedisConn, RedisTarget, Timeouts};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use super::job::{Enqueued, JobRecord, NewJob, Schedule};
+use super::job::{Enqueued, JobRecord, MAX_ATTEMPTS, NewJob, Schedule};
 use super::keys::{Keys, validate_queue_name};
 use super::metrics::QueueMetrics;
 use super::transport::{self, Prepared, Transport};
@@ -224,11 +224,14 @@ impl Queue {
                 "ordering key must be 1-200 characters".into(),
             ));
         }
-        if job.max_attempts == Some(0) {
-            return Err(QueueError::Invalid(
-                "max_attempts must be at least 1".into(),
-            ));
+        if let Some(n) = job.max_attempts
+            && !(1..=MAX_ATTEMPTS).contains(&n)
+        {
+            return Err(QueueError::Invalid(format!(
+                "max_attempts must be 1-{MAX_ATTEMPTS}, not {n}"
+            )));
         }
+        job.schedule.check().map_err(QueueError::Invalid)?;
         let s = &self.inner.settings;
         let (at_ms, after_ms) = match job.schedule {
             Schedule::Now => (0, 0),

@@ -63,6 +63,16 @@ impl FromStr for JobState {
     }
 }
 
+/// The longest delay a job may ask for: a year. A larger one is a unit mistake (seconds
+/// given as ms, ms as µs), and would overflow the scheduler's clock arithmetic.
+pub const MAX_DELAY_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// The latest Unix time (ms) a job may be scheduled at: the end of year 9999.
+pub const MAX_RUN_AT_MS: u64 = 253_402_300_799_999;
+
+/// The most attempts a job may ask for.
+pub const MAX_ATTEMPTS: u32 = 1000;
+
 /// When a job may first run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Schedule {
@@ -92,6 +102,21 @@ pub struct NewJob {
     /// When the job ends (succeeded or dead), a `notify` job with `{"job_id": ...}` is
     /// enqueued on this queue in the same atomic step.
     pub notify_queue: Option<String>,
+}
+
+impl Schedule {
+    /// Refuses a time past [`MAX_RUN_AT_MS`] or a delay past [`MAX_DELAY_MS`].
+    pub fn check(self) -> Result<Self, String> {
+        match self {
+            Schedule::At(ms) if ms > MAX_RUN_AT_MS => Err(format!(
+                "run_at_ms {ms} is past the end of year 9999 ({MAX_RUN_AT_MS})"
+            )),
+            Schedule::After(ms) if ms > MAX_DELAY_MS => Err(format!(
+                "delay_ms {ms} is more than a year ({MAX_DELAY_MS})"
+            )),
+            ok => Ok(ok),
+        }
+    }
 }
 
 impl NewJob {
@@ -258,5 +283,17 @@ mod tests {
         assert_eq!(r.history.len(), 1);
         assert_eq!(r.last_error.as_deref(), Some("boom"));
         assert!(JobRecord::from_hash(HashMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn schedules_past_the_bounds_are_refused() {
+        assert_eq!(Schedule::Now.check(), Ok(Schedule::Now));
+        assert!(Schedule::After(MAX_DELAY_MS).check().is_ok());
+        let e = Schedule::After(MAX_DELAY_MS + 1).check().unwrap_err();
+        assert!(e.contains("delay_ms"), "{e}");
+        assert!(Schedule::After(u64::MAX).check().is_err());
+        assert!(Schedule::At(MAX_RUN_AT_MS).check().is_ok());
+        let e = Schedule::At(MAX_RUN_AT_MS + 1).check().unwrap_err();
+        assert!(e.contains("run_at_ms"), "{e}");
     }
 }

@@ -45,7 +45,10 @@ pub use client::{Queue, QueueStats};
 pub use config::{QueueOverride, QueueSettings};
 pub use dlq::DeadLetter;
 pub use handler::{Handler, HandlerFuture, JobContext, JobError, JobOutput, Registry};
-pub use job::{Attempt, Enqueued, JobRecord, JobState, NewJob, Schedule};
+pub use job::{
+    Attempt, Enqueued, JobRecord, JobState, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_RUN_AT_MS, NewJob,
+    Schedule,
+};
 pub use metrics::QueueMetrics;
 pub use worker::{PoolStats, ShutdownReport, WorkerPool};
 

@@ -91,11 +91,16 @@ pub struct TaskRequest {
     pub input: serde_json::Value,
     pub callback_url: Option<String>,
     /// Run no earlier than this Unix time (ms).
+    #[schema(maximum = 253_402_300_799_999u64)]
     pub run_at_ms: Option<u64>,
-    /// Run no earlier than this many ms from now.
+    /// Run no earlier than this many ms from now (at most a year).
+    #[schema(maximum = 31_622_400_000u64)]
     pub delay_ms: Option<u64>,
+    /// Attempts before the task is dead (default: the queue's setting).
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     /// Same as the `Idempotency-Key` header.
+    #[schema(min_length = 1, max_length = 200)]
     pub idempotency_key: Option<String>,
 }
 
@@ -278,5 +283,29 @@ impl TaskService {
         let reg = kinds::registry();
         let cb = callback::Deliverer::new(&self.settings, self.policy.clone())?;
         Ok(reg.on(CALLBACKS_QUEUE, "notify", cb))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::TaskRequest;
+    use crate::queue::{MAX_ATTEMPTS, MAX_DELAY_MS, MAX_RUN_AT_MS};
+
+    /// The document's bounds are literals (attributes take no paths): they must be the
+    /// queue's, or schemathesis and clients learn limits the queue does not apply.
+    #[test]
+    fn the_documented_bounds_are_the_queues() {
+        let doc = serde_json::to_value(TaskRequest::schema()).expect("JSON");
+        let prop = |name: &str, key: &str| doc["properties"][name][key].as_u64();
+        assert_eq!(prop("delay_ms", "maximum"), Some(MAX_DELAY_MS));
+        assert_eq!(prop("run_at_ms", "maximum"), Some(MAX_RUN_AT_MS));
+        assert_eq!(prop("max_attempts", "minimum"), Some(1));
+        assert_eq!(
+            prop("max_attempts", "maximum"),
+            Some(u64::from(MAX_ATTEMPTS))
+        );
+        assert_eq!(prop("idempotency_key", "maxLength"), Some(200));
     }
 }
