@@ -3,10 +3,12 @@
 //! on the edge segment, three balancers running `lbd` with `[bgp]` (each drives its own BIRD),
 //! `app` on be1..be3. Nothing is mocked: both ends of every session are Debian's BIRD.
 //!
-//! Run as root: `cargo xtask test bgp` (builds the release binaries first). Two labs run one
+//! Run as root: `cargo xtask test bgp` (builds the release binaries first). Three labs run one
 //! after the other (a static lock): one checks the announcements, the spread of 3,000
 //! connections and the tables, and ICMP under ECMP; the other takes the balancers through
-//! scale-out, clean scale-in, a dead node and a total backend failure under load. Figures
+//! scale-out, clean scale-in, a dead node and a total backend failure under load; a third
+//! runs second chance's table change and balancer restart with the feature off, then on
+//! (`second_chance.rs`). Figures
 //! (gaps, shares) go to stderr: `-- --nocapture` shows them.
 
 #[path = "../e2e/load.rs"]
@@ -18,6 +20,7 @@ mod served;
 
 mod failures;
 mod icmp;
+mod second_chance;
 mod spread;
 
 use std::net::{IpAddr, SocketAddr};

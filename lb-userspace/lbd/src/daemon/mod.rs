@@ -661,6 +661,16 @@ impl Shared {
                     b.lease = Some(now);
                 }
                 let (before, declared_before) = (b.weight, b.declared_weight);
+                // The file owns the weight of a backend it lists: a registration (or an
+                // add through the API, as a registrant holding the admin token makes) is only
+                // a heartbeat, else each balancer would take the declared weight at its first
+                // heartbeat after a start or reload, and the balancers would build different
+                // tables (docs/bgp.md, "Why the tables agree"). `weight` still changes it.
+                let declared = if b.source == Source::Config {
+                    None
+                } else {
+                    declared
+                };
                 let changed = b.reregister(declared, reg.self_check.clone());
                 if changed.undrained {
                     info!(%vip, backend = %addr, "re-registered after its own drain: active again");

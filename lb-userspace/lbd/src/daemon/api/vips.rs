@@ -300,7 +300,10 @@ async fn backend_answer(
     let b = v.backends.get(&addr).ok_or_else(|| no_backend(vip, addr))?;
     let mut view = backend_view(v, addr, b, Instant::now());
     if forwarding {
-        view.forwarding = Some(model::forwarding(v, s.config.dataplane.backend_mtu));
+        // The config in force: `backend_mtu` is applied live by a reload, and a registrant
+        // told the start-up value would judge its MTU against a limit no longer in force.
+        let backend_mtu = s.subscribe_config().borrow().dataplane.backend_mtu;
+        view.forwarding = Some(model::forwarding(v, backend_mtu));
     }
     Ok(Json(view))
 }
