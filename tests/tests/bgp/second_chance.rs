@@ -190,7 +190,7 @@ impl<'a> ScLab<'a> {
             if line.trim() == "[bgp]" {
                 // A started lbd announces nothing for this long: the restarted balancer takes
                 // the change (one reload) before the router moves flows onto it.
-                out.push("announce_delay_s = 3".into());
+                out.push("announce_delay_s = 5".into());
             }
             if line.trim() == "[dataplane]" {
                 out.push(format!("ipip_source_v4 = \"{}\"", host.ipv4()));
