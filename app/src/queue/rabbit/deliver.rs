@@ -12,6 +12,7 @@ use redis::{AsyncCommands, ScriptInvocation};
 
 use super::broker::{Broker, Route};
 use super::produce::{Body, new_entry, publish_job, route_for};
+use super::records::Completion;
 use super::scripts;
 use super::topology::level_for;
 use crate::queue::keys::job_tag;
@@ -220,17 +221,31 @@ async fn deliver(
     let (result, took) = run_attempt(sh, queue, &body.job, run, rate_window).await;
     match result {
         Ok(out) => {
-            let mut complete = scripts::COMPLETE_S.key(&job_key);
-            complete.key(&outbox).key(&running);
-            let nid = declare_notify(&notify, &mut complete);
-            complete
-                .arg(&body.entry)
-                .arg(&owner)
-                .arg(out)
-                .arg(s.retention_s)
-                .arg(nid)
-                .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "complete", &complete).await?;
+            let mut keys = vec![job_key.clone(), outbox.clone(), running.clone()];
+            let (nid, nkeys) = match &notify {
+                Some((key, id)) => {
+                    keys.push(key.clone());
+                    (id.clone(), "1")
+                }
+                None => (String::new(), "0"),
+            };
+            let r = b
+                .records
+                .complete
+                .submit(Completion {
+                    q: q.clone(),
+                    tag: tag.to_string(),
+                    keys,
+                    args: [
+                        body.entry.clone(),
+                        owner.clone(),
+                        out,
+                        nid,
+                        notify_entry.clone(),
+                        nkeys.to_string(),
+                    ],
+                })
+                .await?;
             match r.as_slice() {
                 [tag, nid, nq] if tag == "ok" => {
                     publish_notify(sh, b, nid, nq, &notify_entry).await?;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 
+use super::batch;
 use super::client::QueueStats;
 use super::transport::{Prepared, Transport, Workers};
 use super::worker::Shared;
@@ -84,9 +85,55 @@ async fn partition_sizes(
     .await
 }
 
-/// The transport itself holds nothing: the stream, the group and the schedule live in the
-/// queue's Redis.
-pub(crate) struct Streams;
+/// The stream, the group and the schedule live in the queue's Redis; the transport holds
+/// only the batcher that coalesces this process's concurrent enqueues.
+pub(crate) struct Streams {
+    enqueues: batch::Lazy<EnqueueItem, (String, i64)>,
+}
+
+impl Streams {
+    pub(crate) fn new() -> Self {
+        Self {
+            enqueues: batch::Lazy::new(|items| Box::pin(enqueue_batch(items))),
+        }
+    }
+}
+
+/// One job for the ENQUEUE batch: its four keys and its arguments.
+struct EnqueueItem {
+    q: Queue,
+    tag: String,
+    keys: [String; 4],
+    args: Vec<String>,
+}
+
+impl batch::Grouped for EnqueueItem {
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+/// One ENQUEUE call for a batch of jobs of one partition.
+async fn enqueue_batch(items: Vec<EnqueueItem>) -> Result<Vec<(String, i64)>, QueueError> {
+    let Some(q) = items.first().map(|i| i.q.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mut inv = scripts::ENQUEUE_S.prepare_invoke();
+    for it in &items {
+        for k in &it.keys {
+            inv.key(k);
+        }
+        debug_assert_eq!(it.args.len(), scripts::ENQUEUE_ARGS);
+        for a in &it.args {
+            inv.arg(a);
+        }
+    }
+    retry::redis(&q, "enqueue", |mut c| {
+        let inv = &inv;
+        async move { inv.invoke_async(&mut c).await }
+    })
+    .await
+}
 
 #[async_trait]
 impl Transport for Streams {
@@ -97,16 +144,18 @@ impl Transport for Streams {
 
     async fn enqueue(&self, q: &Queue, job: Prepared<'_>) -> Result<Enqueued, QueueError> {
         let k = q.keys();
-        let mut inv = scripts::ENQUEUE_S.key(k.job(&job.id));
-        inv.key(k.stream(job.tag, job.queue))
-            .key(k.delayed(job.tag, job.queue))
-            .key(k.idempotency(job.tag, job.queue, job.idem));
-        job.push_args(&mut inv, q.settings().idempotency_ttl_s);
-        let (id, created): (String, i64) = retry::redis(q, "enqueue", |mut c| {
-            let inv = &inv;
-            async move { inv.invoke_async(&mut c).await }
-        })
-        .await?;
+        let item = EnqueueItem {
+            q: q.clone(),
+            tag: job.tag.to_string(),
+            keys: [
+                k.job(&job.id),
+                k.stream(job.tag, job.queue),
+                k.delayed(job.tag, job.queue),
+                k.idempotency(job.tag, job.queue, job.idem),
+            ],
+            args: job.args(q.settings().idempotency_ttl_s),
+        };
+        let (id, created) = self.enqueues.submit(item).await?;
         Ok(Enqueued {
             id,
             created: created == 1,
@@ -179,6 +228,9 @@ impl Transport for Streams {
         let q = &sh.queue;
         let s = q.settings();
         let mut loops = Vec::new();
+        // One completion batcher for the pool: it ends when the loops and job tasks holding
+        // it have ended and its last completions are recorded.
+        let done = deliver::completer(sh);
         for name in queues {
             // Redis may be down at start: the fetch loop creates the group once it is back.
             if let Err(e) = self.ensure_queue(q, name).await {
@@ -192,11 +244,13 @@ impl Transport for Streams {
                 name.clone(),
                 permits.clone(),
                 read_conn,
+                done.clone(),
             )));
             loops.push(tokio::spawn(loops::reclaim(
                 sh.clone(),
                 name.clone(),
                 permits,
+                done.clone(),
             )));
             loops.push(tokio::spawn(loops::mover(sh.clone(), name)));
         }
