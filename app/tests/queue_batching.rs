@@ -30,19 +30,33 @@ fn settings() -> QueueSettings {
 }
 
 /// Polls `cond` every 50 ms for at most `limit`; panics with `what` if it never holds.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut cond: F)
+async fn wait_for<F, Fut>(limit: Duration, what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let held = support::wait_until_async(limit, Duration::from_millis(50), cond).await;
+    assert!(held, "timed out waiting for {what}");
+}
+
+/// A handler that counts its effect in Redis key `counter`, then succeeds, or never returns
+/// (`lost`: its worker is gone before the completion is recorded).
+fn effect(counter: &str, lost: bool) -> Registry {
+    let c = counter.to_string();
+    Registry::new().on("batch", "effect", move |ctx: JobContext| {
+        let c = c.clone();
+        async move {
+            let mut conn = ctx.queue.connection();
+            let _: i64 = conn
+                .incr(&c, 1)
+                .await
+                .map_err(|e| JobError::Retry(e.to_string()))?;
+            if lost {
+                std::future::pending::<()>().await;
+            }
+            Ok(None)
+        }
+    })
 }
 
 /// Script calls (EVALSHA and EVAL) redis-server ran so far.
@@ -205,16 +219,7 @@ async fn a_worker_lost_after_the_effect_before_its_completion_runs_the_job_again
     // The first pool's handler does its effect, then its worker is lost before the
     // completion is recorded (it never returns, and the pool is dropped, as a killed
     // process would be).
-    let c = counter.clone();
-    let lost = Registry::new().on("batch", "effect", move |ctx: JobContext| {
-        let c = c.clone();
-        async move {
-            let mut conn = ctx.queue.connection();
-            let _: i64 = conn.incr(&c, 1).await.map_err(|e| JobError::Retry(e.to_string()))?;
-            std::future::pending::<()>().await;
-            Ok(None)
-        }
-    });
+    let lost = effect(&counter, true);
     let first = WorkerPool::start(q.clone(), lost).await.unwrap();
     wait_for(Duration::from_secs(20), "the first pool's effects", || {
         let (q, counter) = (q.clone(), counter.clone());
@@ -230,15 +235,7 @@ async fn a_worker_lost_after_the_effect_before_its_completion_runs_the_job_again
         assert_eq!(job.state, JobState::Running, "no completion was recorded");
     }
     // A second pool takes the entries over after claim_idle_ms and runs the jobs again.
-    let c = counter.clone();
-    let again = Registry::new().on("batch", "effect", move |ctx: JobContext| {
-        let c = c.clone();
-        async move {
-            let mut conn = ctx.queue.connection();
-            let _: i64 = conn.incr(&c, 1).await.map_err(|e| JobError::Retry(e.to_string()))?;
-            Ok(None)
-        }
-    });
+    let again = effect(&counter, false);
     let second = WorkerPool::start(q.clone(), again).await.unwrap();
     wait_for(Duration::from_secs(30), "the jobs to run again", || {
         let (q, ids) = (q.clone(), ids.clone());

@@ -114,6 +114,20 @@ where
     }
 }
 
+/// Appends one item's keys and arguments to a batch's script call.
+pub(crate) fn push_item<K: redis::ToRedisArgs, A: redis::ToRedisArgs>(
+    inv: &mut redis::ScriptInvocation<'_>,
+    keys: &[K],
+    args: &[A],
+) {
+    for k in keys {
+        inv.key(k);
+    }
+    for a in args {
+        inv.arg(a);
+    }
+}
+
 /// The call a [`Lazy`] batcher makes for a batch.
 pub(crate) type FlushFn<I, O> = fn(Vec<I>) -> BoxFuture<'static, Result<Vec<O>, QueueError>>;
 

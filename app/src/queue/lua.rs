@@ -54,17 +54,20 @@ local function run_reply(jk, a)
   return {'run', tostring(a), tostring(tonumber(h[3]) or 1), h[4] or '', h[5] or 'null',
     h[1] or '', tostring(tonumber(h[2]) or 0)}
 end
--- Writes a new job's hash from the ENQUEUE arguments both backends share (`a`: id, queue,
--- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts);
--- returns when the job is due.
-local function new_job(jk, now, a)
-  redis.call('HSET', jk, 'id', a[1], 'queue', a[2], 'kind', a[3],
-    'payload', a[4], 'max_attempts', a[5], 'attempts', 0,
-    'created_ms', now, 'updated_ms', now, 'history', '[]',
-    'notify_queue', a[10], 'notify_max_attempts', a[11])
+-- When a new job is due, from the ENQUEUE arguments both backends share (`a`: id, queue,
+-- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts).
+local function due_of(now, a)
   local after = tonumber(a[7])
   if after > 0 then return now + after end
   return tonumber(a[6])
+end
+-- Writes a new job's hash from those arguments, with the backend's fields `extra` (state,
+-- entry, ...) in the same HSET.
+local function new_job(jk, now, a, extra)
+  redis.call('HSET', jk, 'id', a[1], 'queue', a[2], 'kind', a[3],
+    'payload', a[4], 'max_attempts', a[5], 'attempts', 0,
+    'created_ms', now, 'updated_ms', now, 'history', '[]',
+    'notify_queue', a[10], 'notify_max_attempts', a[11], unpack(extra))
 end
 -- When a job ends, create the hash of its notification job `nid` at key `nk` (once per run
 -- of the job: `nid` extends the job's id with its replay count, so it keeps the job's

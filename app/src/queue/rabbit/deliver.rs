@@ -102,15 +102,6 @@ fn declare_notify(n: &Option<(String, String)>, inv: &mut ScriptInvocation<'_>) 
     }
 }
 
-/// Runs a script invocation through a failover (see `retry`).
-async fn invoke<T: redis::FromRedisValue>(
-    q: &crate::queue::Queue,
-    op: &'static str,
-    inv: &ScriptInvocation<'_>,
-) -> Result<T, QueueError> {
-    retry::redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
-}
-
 /// Whether the pool named `consumer` still lives (its liveness key is there).
 async fn pool_alive(q: &crate::queue::Queue, consumer: &str) -> Result<bool, QueueError> {
     let key = q.keys().alive(consumer);
@@ -156,7 +147,7 @@ async fn deliver(
             .arg(&sh.consumer)
             .arg(&owner)
             .arg(&take_over_from);
-        let r: Vec<String> = invoke(q, "start", &start).await?;
+        let r: Vec<String> = retry::script(q, "start", &start).await?;
         match r.as_slice() {
             [tag, holder] if tag == "held" && take_over_from.is_empty() => {
                 if pool_alive(q, holder).await? {
@@ -191,7 +182,7 @@ async fn deliver(
                 .arg(&next_entry)
                 .arg(nid)
                 .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "bury", &bury).await?;
+            let r: Vec<String> = retry::script(q, "bury", &bury).await?;
             if let [tag, nid, nq] = r.as_slice()
                 && tag == "dead"
             {
@@ -269,7 +260,7 @@ async fn deliver(
                 .arg(&next_entry)
                 .arg(nid)
                 .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "fail", &fail).await?;
+            let r: Vec<String> = retry::script(q, "fail", &fail).await?;
             match r.as_slice() {
                 [tag, wait] if tag == "retry" => {
                     let wait: u64 = wait.parse().unwrap_or(0);

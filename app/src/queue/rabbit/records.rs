@@ -4,7 +4,7 @@
 //! call per batch and partition.
 
 use super::scripts;
-use crate::queue::batch::{Grouped, Lazy};
+use crate::queue::batch::{self, Grouped, Lazy};
 use crate::queue::{Queue, QueueError, retry};
 
 /// ENQUEUE's answer for one job: id, created, must_publish, message entry, delay (ms).
@@ -61,18 +61,9 @@ async fn enqueue_batch(items: Vec<NewRecord>) -> Result<Vec<Recorded>, QueueErro
     let mut inv = scripts::ENQUEUE_S.prepare_invoke();
     for it in &items {
         debug_assert_eq!(it.args.len(), scripts::ENQUEUE_ARGS);
-        for k in &it.keys {
-            inv.key(k);
-        }
-        for a in &it.args {
-            inv.arg(a);
-        }
+        batch::push_item(&mut inv, &it.keys, &it.args);
     }
-    retry::redis(&q, "enqueue", |mut c| {
-        let inv = &inv;
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await
+    retry::script(&q, "enqueue", &inv).await
 }
 
 async fn confirmed_batch(items: Vec<Confirm>) -> Result<Vec<i64>, QueueError> {
@@ -84,11 +75,7 @@ async fn confirmed_batch(items: Vec<Confirm>) -> Result<Vec<i64>, QueueError> {
         inv.key(&it.keys[0]).key(&it.keys[1]);
         inv.arg(&it.id).arg(&it.entry);
     }
-    retry::redis(&q, "confirmed", |mut c| {
-        let inv = &inv;
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await
+    retry::script(&q, "confirmed", &inv).await
 }
 
 async fn complete_batch(items: Vec<Completion>) -> Result<Vec<Vec<String>>, QueueError> {
@@ -98,18 +85,9 @@ async fn complete_batch(items: Vec<Completion>) -> Result<Vec<Vec<String>>, Queu
     let mut inv = scripts::COMPLETE_S.prepare_invoke();
     inv.arg(q.settings().retention_s);
     for it in &items {
-        for k in &it.keys {
-            inv.key(k);
-        }
-        for a in &it.args {
-            inv.arg(a);
-        }
+        batch::push_item(&mut inv, &it.keys, &it.args);
     }
-    retry::redis(&q, "complete", |mut c| {
-        let inv = &inv;
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await
+    retry::script(&q, "complete", &inv).await
 }
 
 /// The batchers, one each per process (held by the broker handle).

@@ -97,13 +97,13 @@ local function enqueue(k, a)
     end
     redis.call('SET', k[2], a[1], 'EX', a[9])
   end
-  local due = new_job(k[1], now, a)
+  local due = due_of(now, a)
   redis.call('ZADD', k[3], now, a[1])
   if due > now then
-    redis.call('HSET', k[1], 'entry', a[12], 'state', 'scheduled', 'run_at_ms', due)
+    new_job(k[1], now, a, {'entry', a[12], 'state', 'scheduled', 'run_at_ms', due})
     return {a[1], 1, 1, a[12], due - now}
   end
-  redis.call('HSET', k[1], 'entry', a[12], 'state', 'queued')
+  new_job(k[1], now, a, {'entry', a[12], 'state', 'queued'})
   return {a[1], 1, 1, a[12], 0}
 end
 local out = {}

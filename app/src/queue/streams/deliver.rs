@@ -79,7 +79,7 @@ async fn complete_batch(sh: &Shared, items: Vec<Completion>) -> Result<Vec<Strin
         let nkeys = if c.notify.is_some() { 2 } else { 0 };
         inv.arg(&c.entry).arg(&c.result).arg(nid).arg(nkeys);
     }
-    invoke(q, "complete", &inv).await
+    retry::script(q, "complete", &inv).await
 }
 
 /// What START answered for one delivery.
@@ -116,7 +116,7 @@ async fn start(sh: &Shared, ds: &[Delivery]) -> Result<Vec<Started>, QueueError>
     for d in ds {
         inv.key(k.job(&d.job_id)).arg(&d.entry).arg(&d.owner);
     }
-    let r: Vec<Vec<String>> = invoke(q, "start", &inv).await?;
+    let r: Vec<Vec<String>> = retry::script(q, "start", &inv).await?;
     if r.len() != ds.len() {
         return Err(QueueError::Decode(format!(
             "START of {} entries gave {} answers",
@@ -236,15 +236,6 @@ impl Notify {
     }
 }
 
-/// Runs a script invocation through a failover (see `retry`).
-async fn invoke<T: redis::FromRedisValue>(
-    q: &Queue,
-    op: &'static str,
-    inv: &ScriptInvocation<'_>,
-) -> Result<T, QueueError> {
-    retry::redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
-}
-
 async fn deliver(
     sh: &Arc<Shared>,
     d: &Delivery,
@@ -275,7 +266,7 @@ async fn deliver(
             bury.key(&stream).key(k.dlq(&d.tag, queue));
             let nid = Notify::declare(&notify, &mut bury);
             bury.arg(&d.entry).arg(&s.group).arg(nid);
-            let r: String = invoke(q, "bury", &bury).await?;
+            let r: String = retry::script(q, "bury", &bury).await?;
             if r == "dead" {
                 record(sh, queue, Outcome::Dead, None);
                 tracing::warn!(queue = %queue, job = %d.job_id, "job dead: its workers kept vanishing");
@@ -331,7 +322,7 @@ async fn deliver(
                 .arg(permanent)
                 .arg(&sh.consumer)
                 .arg(nid);
-            let r: Vec<String> = invoke(q, "fail", &fail).await?;
+            let r: Vec<String> = retry::script(q, "fail", &fail).await?;
             match r.first().map(String::as_str) {
                 Some("retry") => {
                     record(sh, queue, Outcome::Retried, took);

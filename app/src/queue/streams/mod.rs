@@ -120,19 +120,10 @@ async fn enqueue_batch(items: Vec<EnqueueItem>) -> Result<Vec<(String, i64)>, Qu
     };
     let mut inv = scripts::ENQUEUE_S.prepare_invoke();
     for it in &items {
-        for k in &it.keys {
-            inv.key(k);
-        }
         debug_assert_eq!(it.args.len(), scripts::ENQUEUE_ARGS);
-        for a in &it.args {
-            inv.arg(a);
-        }
+        batch::push_item(&mut inv, &it.keys, &it.args);
     }
-    retry::redis(&q, "enqueue", |mut c| {
-        let inv = &inv;
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await
+    retry::script(&q, "enqueue", &inv).await
 }
 
 #[async_trait]

@@ -60,13 +60,14 @@ local function enqueue(k, a)
     if existing then return {existing, 0} end
     redis.call('SET', k[4], a[1], 'EX', a[9])
   end
-  local due = new_job(k[1], now, a)
+  local due = due_of(now, a)
   if due > now then
-    redis.call('HSET', k[1], 'state', 'scheduled', 'run_at_ms', due, 'entry', '')
+    new_job(k[1], now, a, {'state', 'scheduled', 'run_at_ms', due, 'entry', ''})
     redis.call('ZADD', k[3], due, a[1])
   else
+    -- The entry first, so that the hash is written once.
     local e = redis.call('XADD', k[2], '*', 'job', a[1])
-    redis.call('HSET', k[1], 'state', 'queued', 'entry', e)
+    new_job(k[1], now, a, {'state', 'queued', 'entry', e})
   end
   return {a[1], 1}
 end
