@@ -178,7 +178,10 @@ async fn failing_jobs_in_a_batch_leave_the_others_completed() {
             0 => {
                 assert_eq!(job.state, JobState::Dead, "job {i}");
                 assert_eq!(outcomes, ["failed"], "job {i}");
-                assert_eq!(job.last_error.as_deref(), Some(&*format!("job {i} refuses")));
+                assert_eq!(
+                    job.last_error.as_deref(),
+                    Some(&*format!("job {i} refuses"))
+                );
             }
             1 => {
                 assert_eq!(job.state, JobState::Succeeded, "job {i}");
@@ -251,7 +254,10 @@ async fn a_worker_lost_after_the_effect_before_its_completion_runs_the_job_again
     .await;
     assert!(second.shutdown().await.drained);
     let n: u64 = q.connection().get(&counter).await.unwrap();
-    assert_eq!(n, 16, "each job's effect ran twice: at least once, never lost");
+    assert_eq!(
+        n, 16,
+        "each job's effect ran twice: at least once, never lost"
+    );
     for id in &ids {
         let job = q.get(id).await.unwrap().expect("job");
         let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();

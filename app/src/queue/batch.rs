@@ -207,7 +207,12 @@ mod tests {
 
     #[test]
     fn groups_keep_order_per_partition() {
-        let batch = vec![(T("a", 1), ()), (T("b", 2), ()), (T("a", 3), ()), (T("b", 4), ())];
+        let batch = vec![
+            (T("a", 1), ()),
+            (T("b", 2), ()),
+            (T("a", 3), ()),
+            (T("b", 4), ()),
+        ];
         let g: Vec<Vec<u32>> = by_tag(batch)
             .into_iter()
             .map(|g| g.into_iter().map(|(t, _)| t.1).collect())
@@ -237,9 +242,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_fails_each_of_its_items() {
-        let b: Batcher<T, u32> = Batcher::spawn(|_items: Vec<T>| async {
-            Err(QueueError::Decode("boom".into()))
-        });
+        let b: Batcher<T, u32> =
+            Batcher::spawn(|_items: Vec<T>| async { Err(QueueError::Decode("boom".into())) });
         let r = b.submit(T("a", 1)).await;
         assert!(matches!(r, Err(Refused::Failed(QueueError::Decode(m))) if m == "boom"));
     }

@@ -27,7 +27,13 @@ pub(super) struct Delivery {
 }
 
 impl Delivery {
-    pub(super) fn new(sh: &Shared, queue: &Arc<str>, tag: &Arc<str>, entry: String, job_id: String) -> Self {
+    pub(super) fn new(
+        sh: &Shared,
+        queue: &Arc<str>,
+        tag: &Arc<str>,
+        entry: String,
+        job_id: String,
+    ) -> Self {
         Self {
             queue: queue.clone(),
             tag: tag.clone(),
@@ -124,7 +130,11 @@ async fn start(sh: &Shared, ds: &[Delivery]) -> Result<Vec<Started>, QueueError>
             r.len()
         )));
     }
-    Ok(ds.iter().zip(&r).map(|(d, r)| Started::parse(q, d, r)).collect())
+    Ok(ds
+        .iter()
+        .zip(&r)
+        .map(|(d, r)| Started::parse(q, d, r))
+        .collect())
 }
 
 /// Starts entries of one stream and runs each granted job in a task of its own. Without a
@@ -140,7 +150,8 @@ pub(super) async fn start_all(
     };
     if sh.queue.settings().rate_limit(&first.queue).is_some() {
         for (d, permit) in ds {
-            sh.tracker.spawn(run(sh.clone(), d, None, permit, done.clone()));
+            sh.tracker
+                .spawn(run(sh.clone(), d, None, permit, done.clone()));
         }
         return;
     }
@@ -148,7 +159,8 @@ pub(super) async fn start_all(
     match start(&sh, &ds).await {
         Ok(started) => {
             for ((d, st), permit) in ds.into_iter().zip(started).zip(permits) {
-                sh.tracker.spawn(run(sh.clone(), d, Some(st), permit, done.clone()));
+                sh.tracker
+                    .spawn(run(sh.clone(), d, Some(st), permit, done.clone()));
             }
         }
         Err(e) => {
@@ -296,10 +308,9 @@ async fn deliver(
                 Ok(r) => r,
                 Err(Refused::Failed(e)) => return Err(e),
                 // The pool's batcher ended (its runtime is going away): complete alone.
-                Err(Refused::Gone(c)) => complete_batch(sh, vec![c])
-                    .await?
-                    .pop()
-                    .unwrap_or_default(),
+                Err(Refused::Gone(c)) => {
+                    complete_batch(sh, vec![c]).await?.pop().unwrap_or_default()
+                }
             };
             let outcome = if r == "ok" {
                 Outcome::Succeeded
