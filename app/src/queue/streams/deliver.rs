@@ -1,6 +1,6 @@
 //! Deliveries of stream entries: START (one call for the entries one read returned, or one
 //! per entry behind a rate permit), the handler, then COMPLETE (coalesced with the pool's
-//! other completions, see `super::batch`) or FAIL, with a heartbeat that keeps each entry
+//! other completions, see `queue::batch`) or FAIL, with a heartbeat that keeps each entry
 //! from being reclaimed while its job runs.
 
 use std::convert::Infallible;

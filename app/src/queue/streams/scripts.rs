@@ -44,7 +44,7 @@ end
 "#;
 
 /// Enqueues a batch of jobs of one partition (concurrent enqueues of one process, coalesced:
-/// see `super::batch`), in order, so an idempotency key repeated within the batch finds the
+/// see `queue::batch`), in order, so an idempotency key repeated within the batch finds the
 /// first job of the batch.
 /// KEYS per job: job, stream, delayed, idempotency.
 /// ARGV per job (ENQUEUE_ARGS): id, queue, kind, payload, max_attempts, at_ms, after_ms,
@@ -141,7 +141,7 @@ return 'dead'
 "#;
 
 /// Completes a batch of jobs of one partition (completions of one pool, coalesced: see
-/// `super::batch`): per job the success record and the acknowledgement, in one script, so an
+/// `queue::batch`): per job the success record and the acknowledgement, in one script, so an
 /// entry is never acknowledged without its job's record (a crash before the call loses
 /// nothing: the entries stay pending and are reclaimed, the jobs run again).
 /// ARGV: group, consumer, retention_s, then per job COMPLETE_ARGS: entry, result_json ('' for
