@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queue::QueueError;
+use crate::queue::{Queue, QueueError, retry};
 
 /// Most items in one script call (also bounds Lua's `unpack` of one stream's entries).
 pub(crate) const MAX_BATCH: usize = 128;
@@ -112,6 +112,36 @@ where
             ))),
         }
     }
+}
+
+/// One job of a batched script call whose keys and arguments are all per job.
+pub(crate) struct Item {
+    pub q: Queue,
+    pub tag: String,
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl Grouped for Item {
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+/// One call of `script` for items of one partition: each item's keys and arguments in turn.
+pub(crate) async fn call<T: redis::FromRedisValue>(
+    script: &redis::Script,
+    op: &'static str,
+    items: Vec<Item>,
+) -> Result<Vec<T>, QueueError> {
+    let Some(q) = items.first().map(|i| i.q.clone()) else {
+        return Ok(Vec::new());
+    };
+    let mut inv = script.prepare_invoke();
+    for it in &items {
+        push_item(&mut inv, &it.keys, &it.args);
+    }
+    retry::script(&q, op, &inv).await
 }
 
 /// Appends one item's keys and arguments to a batch's script call.

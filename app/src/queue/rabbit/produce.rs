@@ -5,9 +5,10 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::broker::{Broker, Route};
-use super::records::{Confirm, NewRecord};
+use super::records::Confirm;
 use super::scripts;
 use super::topology::{self, level_for};
+use crate::queue::batch::Item;
 use crate::queue::client::QueueStats;
 use crate::queue::keys::job_tag;
 use crate::queue::transport::Prepared;
@@ -93,13 +94,14 @@ pub(super) async fn enqueue(
     let k = q.keys();
     let mut args = a.args(q.settings().idempotency_ttl_s);
     args.push(new_entry());
+    debug_assert_eq!(args.len(), super::scripts::ENQUEUE_ARGS);
     let (id, created, must_publish, entry, wait) = b
         .records
         .enqueue
-        .submit(NewRecord {
+        .submit(Item {
             q: q.clone(),
             tag: a.tag.to_string(),
-            keys: [
+            keys: vec![
                 k.job(&a.id),
                 k.idempotency(a.tag, a.queue, a.idem),
                 k.outbox(a.tag),

@@ -4,19 +4,11 @@
 //! call per batch and partition.
 
 use super::scripts;
-use crate::queue::batch::{self, Grouped, Lazy};
+use crate::queue::batch::{self, Grouped, Item, Lazy};
 use crate::queue::{Queue, QueueError, retry};
 
 /// ENQUEUE's answer for one job: id, created, must_publish, message entry, delay (ms).
 pub(crate) type Recorded = (String, i64, i64, String, u64);
-
-/// One job for an ENQUEUE batch: its keys (job, idempotency, outbox) and arguments.
-pub(crate) struct NewRecord {
-    pub q: Queue,
-    pub tag: String,
-    pub keys: [String; 3],
-    pub args: Vec<String>,
-}
 
 /// One confirmed message for a CONFIRMED batch: the job's key and outbox, id and entry.
 pub(crate) struct Confirm {
@@ -42,28 +34,10 @@ impl Grouped for Completion {
     }
 }
 
-impl Grouped for NewRecord {
-    fn tag(&self) -> &str {
-        &self.tag
-    }
-}
-
 impl Grouped for Confirm {
     fn tag(&self) -> &str {
         &self.tag
     }
-}
-
-async fn enqueue_batch(items: Vec<NewRecord>) -> Result<Vec<Recorded>, QueueError> {
-    let Some(q) = items.first().map(|i| i.q.clone()) else {
-        return Ok(Vec::new());
-    };
-    let mut inv = scripts::ENQUEUE_S.prepare_invoke();
-    for it in &items {
-        debug_assert_eq!(it.args.len(), scripts::ENQUEUE_ARGS);
-        batch::push_item(&mut inv, &it.keys, &it.args);
-    }
-    retry::script(&q, "enqueue", &inv).await
 }
 
 async fn confirmed_batch(items: Vec<Confirm>) -> Result<Vec<i64>, QueueError> {
@@ -92,7 +66,7 @@ async fn complete_batch(items: Vec<Completion>) -> Result<Vec<Vec<String>>, Queu
 
 /// The batchers, one each per process (held by the broker handle).
 pub(crate) struct Records {
-    pub enqueue: Lazy<NewRecord, Recorded>,
+    pub enqueue: Lazy<Item, Recorded>,
     pub confirmed: Lazy<Confirm, i64>,
     pub complete: Lazy<Completion, Vec<String>>,
 }
@@ -100,7 +74,9 @@ pub(crate) struct Records {
 impl Records {
     pub(crate) fn new() -> Self {
         Self {
-            enqueue: Lazy::new(|items| Box::pin(enqueue_batch(items))),
+            enqueue: Lazy::new(|items| {
+                Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
+            }),
             confirmed: Lazy::new(|items| Box::pin(confirmed_batch(items))),
             complete: Lazy::new(|items| Box::pin(complete_batch(items))),
         }

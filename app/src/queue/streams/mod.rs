@@ -88,42 +88,17 @@ async fn partition_sizes(
 /// The stream, the group and the schedule live in the queue's Redis; the transport holds
 /// only the batcher that coalesces this process's concurrent enqueues.
 pub(crate) struct Streams {
-    enqueues: batch::Lazy<EnqueueItem, (String, i64)>,
+    enqueues: batch::Lazy<batch::Item, (String, i64)>,
 }
 
 impl Streams {
     pub(crate) fn new() -> Self {
         Self {
-            enqueues: batch::Lazy::new(|items| Box::pin(enqueue_batch(items))),
+            enqueues: batch::Lazy::new(|items| {
+                Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
+            }),
         }
     }
-}
-
-/// One job for the ENQUEUE batch: its four keys and its arguments.
-struct EnqueueItem {
-    q: Queue,
-    tag: String,
-    keys: [String; 4],
-    args: Vec<String>,
-}
-
-impl batch::Grouped for EnqueueItem {
-    fn tag(&self) -> &str {
-        &self.tag
-    }
-}
-
-/// One ENQUEUE call for a batch of jobs of one partition.
-async fn enqueue_batch(items: Vec<EnqueueItem>) -> Result<Vec<(String, i64)>, QueueError> {
-    let Some(q) = items.first().map(|i| i.q.clone()) else {
-        return Ok(Vec::new());
-    };
-    let mut inv = scripts::ENQUEUE_S.prepare_invoke();
-    for it in &items {
-        debug_assert_eq!(it.args.len(), scripts::ENQUEUE_ARGS);
-        batch::push_item(&mut inv, &it.keys, &it.args);
-    }
-    retry::script(&q, "enqueue", &inv).await
 }
 
 #[async_trait]
@@ -135,16 +110,18 @@ impl Transport for Streams {
 
     async fn enqueue(&self, q: &Queue, job: Prepared<'_>) -> Result<Enqueued, QueueError> {
         let k = q.keys();
-        let item = EnqueueItem {
+        let args = job.args(q.settings().idempotency_ttl_s);
+        debug_assert_eq!(args.len(), scripts::ENQUEUE_ARGS);
+        let item = batch::Item {
             q: q.clone(),
             tag: job.tag.to_string(),
-            keys: [
+            keys: vec![
                 k.job(&job.id),
                 k.stream(job.tag, job.queue),
                 k.delayed(job.tag, job.queue),
                 k.idempotency(job.tag, job.queue, job.idem),
             ],
-            args: job.args(q.settings().idempotency_ttl_s),
+            args,
         };
         let (id, created) = self.enqueues.submit(item).await?;
         Ok(Enqueued {
