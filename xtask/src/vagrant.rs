@@ -307,6 +307,9 @@ fn test(boot: BootArgs, hosts: Hosts, json: bool) -> Result<()> {
     let lab = VmLab::start(opts)?;
     let report = vm::smoke::run(&lab);
     print_timings(&lab);
+    if report.is_err() {
+        eprintln!("logs of the failed run: {}", lab.keep_logs().display());
+    }
     let teardown = Instant::now();
     lab.teardown()?;
     eprintln!(

@@ -424,6 +424,9 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         ));
     };
     let settle = lab.scaled(Duration::from_secs(3));
+    // Ten answers take ten request round trips through emulated guests sharing two cores with
+    // six other VMs (a new curl process in a guest alone can take a second or more).
+    let answers = lab.scaled(Duration::from_secs(6));
     wait(
         &format!("{master} VRRP master, {backup} backup"),
         settle,
@@ -436,7 +439,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         ("ipv4", "/tmp/lab-smoke-v4.log", v4),
         ("ipv6", "/tmp/lab-smoke-v6.log", v6),
     ];
-    let limit = lab.scaled(Duration::from_secs(30)).as_secs();
+    let limit = lab.scaled(Duration::from_secs(60)).as_secs();
     let mut start = String::from("rm -f /tmp/lab-smoke.stop; ");
     for (_, log, base) in logs {
         // 1 s under KVM (as the e2e tests), 5 s under emulation.
@@ -452,7 +455,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         for (family, log, _) in logs {
             wait(
                 &format!("{LOOP_ANSWERS} answers over {family} before the failover"),
-                settle,
+                answers,
                 || Ok(count(lab, client, log)?.0 >= LOOP_ANSWERS),
             )?;
         }
@@ -466,7 +469,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
             let before = count(lab, client, log)?.0;
             wait(
                 &format!("{LOOP_ANSWERS} answers over {family} through {backup}"),
-                settle,
+                answers,
                 || Ok(count(lab, client, log)?.0 >= before + LOOP_ANSWERS),
             )?;
         }
