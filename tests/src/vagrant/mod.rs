@@ -5,8 +5,8 @@
 //! [`VmLab::start`] starts libvirt's daemons where no service manager does, makes a storage pool
 //! of the lab's own, boots the VMs of [`Hosts`] (the whole topology, or the reduced lab CI
 //! boots, derived from it) in parallel and provisions them (services hosts first, then
-//! every other host at once), then waits until the first balancer sees every backend healthy
-//! on both VIPs. Dropping a [`VmLab`] removes every VM, volume, network and pool it made and
+//! every other host at once), then waits until every balancer sees every backend healthy on
+//! both VIPs. Dropping a [`VmLab`] removes every VM, volume, network and pool it made and
 //! stops the daemons it started, also on failure; [`VmLab::persist`] leaves it running for
 //! `cargo xtask vagrant up`, and [`down`] removes such a lab later. A test lab's libvirt names
 //! start with `lbtvmPID-`, so what a killed run left is found and removed by the next one.

@@ -148,19 +148,38 @@ pub fn run(lab: &VmLab) -> Result<Smoke> {
 fn xdp_modes(lab: &VmLab) -> Result<Vec<XdpAttach>> {
     let mut out = Vec::new();
     for lb in lab.balancers() {
-        let status = lab.lbctl_json(&lb, "status")?;
-        for i in status["interfaces"].as_array().into_iter().flatten() {
-            out.push(XdpAttach {
-                host: lb.clone(),
-                iface: i["name"].as_str().unwrap_or("?").to_string(),
-                mode: i["mode"].as_str().unwrap_or("?").to_string(),
-            });
-        }
+        out.extend(xdp_of(lab, &lb)?);
     }
     if out.is_empty() {
         return Err(fail("xdp", "no balancer reports an XDP interface"));
     }
     Ok(out)
+}
+
+/// The interfaces balancer `lb`'s lbd attached XDP to, with their mode (`lbctl status`: each
+/// entry of `interfaces` has `iface` and `mode`).
+pub fn xdp_of(lab: &VmLab, lb: &str) -> Result<Vec<XdpAttach>> {
+    let status = lab.lbctl_json(lb, "status")?;
+    let field = |i: &Value, key: &str| {
+        i[key].as_str().map(str::to_string).ok_or_else(|| {
+            fail(
+                "xdp",
+                format!("{lb}: `lbctl status` interface without {key}: {i}"),
+            )
+        })
+    };
+    status["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            Ok(XdpAttach {
+                host: lb.to_string(),
+                iface: field(i, "iface")?,
+                mode: field(i, "mode")?,
+            })
+        })
+        .collect()
 }
 
 /// `curl` as the smoke test runs it: quiet, IPv6 literals not taken for globs, bounded by 5 s
