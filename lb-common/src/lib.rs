@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod capture;
+pub mod csum;
 pub mod hash;
 #[cfg(feature = "user")]
 pub mod user;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use load::{KeepAlive, Load, Spec};
+use tests::stats::median;
 use tests::{HaMode, System, SystemOptions};
 
 const KEEP_ALIVE: usize = 50;
@@ -172,11 +173,6 @@ fn run(mode: Mode, trials: usize) -> Result<Vec<Trial>> {
     }
     system.teardown()?;
     Ok(out)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> Result<()> {

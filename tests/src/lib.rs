@@ -19,6 +19,7 @@
 //! - [`mixed`]: a mixed load through the VIP (user reads and writes, tasks, orders) with a
 //!   ledger of every request (the chaos tests and the soak).
 //! - [`observe`]: a running system's vital signs (daemons' memory, lbd's metrics, Redis).
+//! - [`stats`]: the median every benchmark reports.
 //!
 //! ```no_run
 //! use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,6 +52,7 @@ pub mod pinned;
 pub mod process;
 pub mod schemathesis;
 pub mod setns;
+pub mod stats;
 pub mod system;
 pub mod topology;
 pub mod vagrant;

@@ -22,15 +22,7 @@ use aya::maps::{HashMap as BpfHash, Map, MapData};
 use lb_common::{Algorithm, ConnEntry, FlowKey, ForwardMode, IPPROTO_TCP, VipKey, VipMeta};
 use lb_dataplane::maglev::{self, MaglevBackend, TableSize};
 use lb_dataplane::{BackendSpec, BackendState, Dataplane, LoadOptions, Programmer, VipSpec};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
-}
+use tests::stats::median;
 
 fn vip_meta(pins: &std::path::Path) -> VipMeta {
     let m = MapData::from_pin(pins.join(format!("v{}/maps/VIPS", lb_common::LAYOUT_VERSION)))

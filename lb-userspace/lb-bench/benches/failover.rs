@@ -40,6 +40,7 @@ use std::{
 
 use lab::{LB1, LB2, VIP, VrrpLab};
 use lb_vrrp::{machine::master_down, packet::Centis};
+use tests::stats::median;
 
 /// Bound of every wait for a state (election, takeover, recovery).
 const BOUND: Duration = Duration::from_secs(30);
@@ -54,15 +55,6 @@ const RESUMED: usize = 20;
 enum Vrrp {
     Lbd,
     Keepalived,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 fn node_dir(l: &VrrpLab, i: usize) -> std::path::PathBuf {

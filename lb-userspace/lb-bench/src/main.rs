@@ -26,6 +26,7 @@ use clap::Parser;
 use lb_common::names;
 use lb_dataplane::XdpAction;
 use lb_dataplane::maglev::{self, TableSize};
+use tests::stats::median;
 
 use bench::{Bench, Target};
 use cases::{Case, Kind, cases};
@@ -77,18 +78,6 @@ struct Opts {
     only: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 fn main() -> Result<()> {
     let Cli {
         what: What::Dataplane(mut opts),

@@ -368,14 +368,7 @@ pub fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
 
 /// The Internet checksum of `data` (RFC 1071), starting from `initial`.
 pub fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum: u64 = initial as u64;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u64;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    lb_common::csum::checksum(&[data], initial)
 }
 
 /// Offset of the IP header of a frame (behind at most one VLAN tag); `None` when the frame

@@ -121,21 +121,7 @@ impl Reject {
 /// Internet checksum (one's complement of the one's complement sum) over `parts`, treated as
 /// one byte stream.
 pub fn inet_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for b in parts.iter().flat_map(|p| p.iter().copied()) {
-        match odd.take() {
-            Some(hi) => sum += u32::from(u16::from_be_bytes([hi, b])),
-            None => odd = Some(b),
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u32::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    lb_common::csum::checksum(parts, 0)
 }
 
 /// The pseudo-header the checksum covers (RFC 5798 5.2.8: IPv4 as in RFC 768, IPv6 as in

@@ -139,14 +139,7 @@ fn reason(lab: &BgpLab, lb: &str, name: &str) -> Result<u64> {
 }
 
 fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    lb_common::csum::checksum(&[data], 0)
 }
 
 fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, total: u16, ttl: u8) -> [u8; 20] {

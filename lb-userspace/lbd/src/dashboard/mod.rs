@@ -7,69 +7,36 @@
 //! The page runs under a strict Content-Security-Policy: scripts and styles only from these
 //! files (no inline code, no eval), connections only to this origin, no framing.
 
-use axum::{
-    Router,
-    http::{HeaderValue, header},
-    response::{IntoResponse, Redirect, Response},
-    routing::get,
+use std::sync::LazyLock;
+
+use axum::{Router, response::Redirect, routing::get};
+use lb_api::web::Page;
+
+/// The page (its head is lb-api's, shared with the app's dashboard).
+pub const PAGE: Page = Page {
+    name: "dashboard",
+    title: "lbd dashboard",
+    body: include_str!("assets/body.html"),
+    script: include_str!("assets/dashboard.js"),
+    style: include_str!("assets/dashboard.css"),
 };
 
-/// What the browser may do with the page: nothing but load these assets and call this API.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
-    frame-ancestors 'none'";
-
-const INDEX: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/dashboard.js");
-const STYLE: &str = include_str!("assets/dashboard.css");
+static HTML: LazyLock<String> = LazyLock::new(|| PAGE.html());
 
 /// The dashboard's routes (outside the API's token check: they serve only these files).
 pub fn router() -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/ui/") }))
-        .route("/ui", get(|| async { Redirect::to("/ui/") }))
-        .route(
-            "/ui/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/ui/dashboard.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/ui/common.js",
-            get(|| async { asset("text/javascript; charset=utf-8", lb_api::web::COMMON_JS) }),
-        )
-        .route(
-            "/ui/common.css",
-            get(|| async { asset("text/css; charset=utf-8", lb_api::web::COMMON_CSS) }),
-        )
-        .route(
-            "/ui/dashboard.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    // Compiled in: a new lbd may serve new files under the same names.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    let files = PAGE.files(HTML.as_str());
+    files.into_iter().fold(
+        Router::new()
+            .route("/", get(|| async { Redirect::to("/ui/") }))
+            .route("/ui", get(|| async { Redirect::to("/ui/") })),
+        |r, (path, content_type, text)| {
+            r.route(
+                &path,
+                get(move || async move { Page::response(content_type, text) }),
+            )
+        },
+    )
 }
 
 #[cfg(test)]
@@ -78,21 +45,8 @@ mod tests {
 
     #[test]
     fn the_page_has_no_inline_code_and_names_only_its_own_assets() {
-        // The CSP forbids inline script and style: the page would break silently.
-        assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
-        assert!(!INDEX.contains("http://") && !INDEX.contains("https://"));
-        for (name, text) in [
-            ("dashboard.js", SCRIPT),
-            ("index.html", INDEX),
-            ("common.js", lb_api::web::COMMON_JS),
-        ] {
-            assert!(
-                !text.contains("innerHTML"),
-                "{name}: text goes in textContent"
-            );
-            assert!(!text.contains("eval("), "{name}: the CSP forbids eval");
-        }
-        assert!(INDEX.contains("src=\"/ui/dashboard.js\""));
-        assert!(INDEX.contains("href=\"/ui/dashboard.css\""));
+        PAGE.check().unwrap_or_else(|e| panic!("{e}"));
+        assert!(HTML.contains("src=\"/ui/dashboard.js\""));
+        assert!(HTML.contains("href=\"/ui/dashboard.css\""));
     }
 }

@@ -5,6 +5,7 @@
 //! taken, which cancels most of the drift of a shared machine between rounds.
 
 use serde_json::{Value, json};
+pub use tests::stats::median;
 
 mod format;
 
@@ -65,20 +66,6 @@ pub struct Results {
     pub background_busy_percent: Vec<f64>,
     pub http: Vec<HttpRuns>,
     pub udp: Vec<UdpRuns>,
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| !x.is_nan());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Medians of one HTTP row.

@@ -3,14 +3,6 @@
 use super::format::fmt_int;
 use super::*;
 
-#[test]
-fn median_of_odd_even_and_nan() {
-    assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-    assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-    assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
-    assert!(median(vec![]).is_nan());
-}
-
 fn wrk(requests: u64, cpu_us_per_req: f64) -> WrkResult {
     WrkResult {
         requests,
