@@ -31,6 +31,12 @@ fn vms_boot_and_serve_the_vip_on_both_families() -> Result<()> {
     for (step, d) in lab.timings() {
         eprintln!("[vagrant] {step}: {:.0} s", d.as_secs_f64());
     }
+    if report.is_err() {
+        eprintln!(
+            "[vagrant] logs of the failed run: {}",
+            lab.keep_logs().display()
+        );
+    }
     let teardown = Instant::now();
     lab.teardown().context("removing the VM lab")?;
     eprintln!(

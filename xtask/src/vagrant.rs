@@ -243,23 +243,14 @@ fn status(json: bool) -> Result<()> {
     );
     for (node, vm_state) in lab.topology().nodes().iter().zip(&hosts) {
         let xdp = if node.role() == tests::Role::Balancer && vm_state == "running" {
-            lab.lbctl_json(node.name(), "status")
-                .ok()
-                .and_then(|s| {
-                    s["interfaces"].as_array().map(|a| {
-                        a.iter()
-                            .map(|i| {
-                                format!(
-                                    "{} {}",
-                                    i["name"].as_str().unwrap_or("?"),
-                                    i["mode"].as_str().unwrap_or("?")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
+            vm::smoke::xdp_of(&lab, node.name())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{} {}", x.iface, x.mode))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 })
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|e| format!("? ({e})"))
         } else {
             "-".into()
         };
@@ -307,6 +298,9 @@ fn test(boot: BootArgs, hosts: Hosts, json: bool) -> Result<()> {
     let lab = VmLab::start(opts)?;
     let report = vm::smoke::run(&lab);
     print_timings(&lab);
+    if report.is_err() {
+        eprintln!("logs of the failed run: {}", lab.keep_logs().display());
+    }
     let teardown = Instant::now();
     lab.teardown()?;
     eprintln!(

@@ -20,12 +20,17 @@ end
 /// `TRYAGAIN`, and nothing happens), while an undeclared key missing from a migrating slot
 /// would stop the script half-way with its first writes done.
 pub(crate) const JOB_HASH: &str = r#"
-local function push_history(jk, rec)
-  local h = redis.call('HGET', jk, 'history')
-  local list = {}
-  if h and h ~= '' then list = cjson.decode(h) end
-  table.insert(list, rec)
-  redis.call('HSET', jk, 'history', cjson.encode(list))
+-- Appends `rec` to the history without decoding it: the history grows with every attempt,
+-- and a decode + encode of the whole array per step made each step cost more than the last.
+-- `h` is the history text when the caller read it already (nil: read it here).
+local function history_with(h, rec)
+  local e = cjson.encode(rec)
+  if not h or h == '' or h == '[]' or h == '{}' then return '[' .. e .. ']' end
+  return string.sub(h, 1, -2) .. ',' .. e .. ']'
+end
+local function push_history(jk, rec, h)
+  if h == nil then h = redis.call('HGET', jk, 'history') end
+  redis.call('HSET', jk, 'history', history_with(h, rec))
 end
 local function hnum(jk, field, default)
   local v = redis.call('HGET', jk, field)
@@ -45,22 +50,24 @@ end
 -- The answer of a START that grants attempt `a` (both backends):
 -- {'run', attempt, max_attempts, kind, payload, notify_queue, replays}.
 local function run_reply(jk, a)
-  local nq, replays = notify_of(jk)
-  return {'run', tostring(a), tostring(hnum(jk, 'max_attempts', 1)),
-    redis.call('HGET', jk, 'kind') or '', redis.call('HGET', jk, 'payload') or 'null', nq,
-    replays}
+  local h = redis.call('HMGET', jk, 'notify_queue', 'replays', 'max_attempts', 'kind', 'payload')
+  return {'run', tostring(a), tostring(tonumber(h[3]) or 1), h[4] or '', h[5] or 'null',
+    h[1] or '', tostring(tonumber(h[2]) or 0)}
 end
--- Writes a new job's hash from the ENQUEUE arguments both backends share (ARGV: id, queue,
--- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts);
--- returns when the job is due.
-local function new_job(jk, now)
-  redis.call('HSET', jk, 'id', ARGV[1], 'queue', ARGV[2], 'kind', ARGV[3],
-    'payload', ARGV[4], 'max_attempts', ARGV[5], 'attempts', 0,
-    'created_ms', now, 'updated_ms', now, 'history', '[]',
-    'notify_queue', ARGV[10], 'notify_max_attempts', ARGV[11])
-  local after = tonumber(ARGV[7])
+-- When a new job is due, from the ENQUEUE arguments both backends share (`a`: id, queue,
+-- kind, payload, max_attempts, at_ms, after_ms, -, -, notify_queue, notify_max_attempts).
+local function due_of(now, a)
+  local after = tonumber(a[7])
   if after > 0 then return now + after end
-  return tonumber(ARGV[6])
+  return tonumber(a[6])
+end
+-- Writes a new job's hash from those arguments, with the backend's fields `extra` (state,
+-- entry, ...) in the same HSET.
+local function new_job(jk, now, a, extra)
+  redis.call('HSET', jk, 'id', a[1], 'queue', a[2], 'kind', a[3],
+    'payload', a[4], 'max_attempts', a[5], 'attempts', 0,
+    'created_ms', now, 'updated_ms', now, 'history', '[]',
+    'notify_queue', a[10], 'notify_max_attempts', a[11], unpack(extra))
 end
 -- When a job ends, create the hash of its notification job `nid` at key `nk` (once per run
 -- of the job: `nid` extends the job's id with its replay count, so it keeps the job's

@@ -23,6 +23,7 @@
 
 pub use config::QueueBackend;
 mod backoff;
+mod batch;
 pub mod cli;
 pub(crate) mod client;
 mod config;

@@ -47,3 +47,12 @@ where
         }
     }
 }
+
+/// Runs a script invocation with [`redis`]'s repeats.
+pub(crate) async fn script<T: redis::FromRedisValue>(
+    q: &Queue,
+    op: &'static str,
+    inv: &redis::ScriptInvocation<'_>,
+) -> Result<T, QueueError> {
+    redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
+}

@@ -39,21 +39,23 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// Appends the ENQUEUE arguments both backends' scripts share (`lua::JOB_HASH`'s
-    /// `new_job` reads them): id, queue, kind, payload, max_attempts, at_ms, after_ms,
-    /// use_idem, idem_ttl_s, notify_queue, notify_max_attempts.
-    pub fn push_args(&self, inv: &mut redis::ScriptInvocation<'_>, idem_ttl_s: u64) {
-        inv.arg(&self.id)
-            .arg(self.queue)
-            .arg(self.kind)
-            .arg(&self.payload)
-            .arg(self.max_attempts)
-            .arg(self.at_ms)
-            .arg(self.after_ms)
-            .arg(if self.idem.is_empty() { "0" } else { "1" })
-            .arg(idem_ttl_s)
-            .arg(self.notify_queue)
-            .arg(self.notify_attempts);
+    /// The ENQUEUE arguments both backends' scripts share (`lua::JOB_HASH`'s `new_job`
+    /// reads them): id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem,
+    /// idem_ttl_s, notify_queue, notify_max_attempts.
+    pub fn args(&self, idem_ttl_s: u64) -> Vec<String> {
+        vec![
+            self.id.clone(),
+            self.queue.to_string(),
+            self.kind.to_string(),
+            self.payload.clone(),
+            self.max_attempts.to_string(),
+            self.at_ms.to_string(),
+            self.after_ms.to_string(),
+            if self.idem.is_empty() { "0" } else { "1" }.to_string(),
+            idem_ttl_s.to_string(),
+            self.notify_queue.to_string(),
+            self.notify_attempts.to_string(),
+        ]
     }
 }
 
@@ -127,7 +129,7 @@ pub(crate) trait Held: Send {
 /// The transport `settings.backend` names. Connects lazily.
 pub(crate) fn for_settings(settings: &QueueSettings) -> Box<dyn Transport> {
     match settings.backend {
-        QueueBackend::Redis => Box::new(super::streams::Streams),
+        QueueBackend::Redis => Box::new(super::streams::Streams::new()),
         QueueBackend::Rabbitmq => Box::new(super::rabbit::Rabbit::new(settings)),
     }
 }

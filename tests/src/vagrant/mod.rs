@@ -5,8 +5,8 @@
 //! [`VmLab::start`] starts libvirt's daemons where no service manager does, makes a storage pool
 //! of the lab's own, boots the VMs of [`Hosts`] (the whole topology, or the reduced lab CI
 //! boots, derived from it) in parallel and provisions them (services hosts first, then
-//! every other host at once), then waits until the first balancer sees every backend healthy
-//! on both VIPs. Dropping a [`VmLab`] removes every VM, volume, network and pool it made and
+//! every other host at once), then waits until every balancer sees every backend healthy on
+//! both VIPs. Dropping a [`VmLab`] removes every VM, volume, network and pool it made and
 //! stops the daemons it started, also on failure; [`VmLab::persist`] leaves it running for
 //! `cargo xtask vagrant up`, and [`down`] removes such a lab later. A test lab's libvirt names
 //! start with `lbtvmPID-`, so what a killed run left is found and removed by the next one.
@@ -334,8 +334,9 @@ impl VmLab {
             std::fs::write(&lab.ssh_config, out)
                 .map_err(|e| LabError::io(format!("writing {}", lab.ssh_config.display()), e))
         })?;
-        if let Some(lb) = self.balancers().first().cloned() {
-            let want = self.backends().len() * 2;
+        // Every balancer, not only the master: the failover check needs the backup ready too.
+        let want = self.backends().len() * 2;
+        for lb in self.balancers() {
             self.timed(
                 &format!("{want} backends healthy on {lb} (both VIPs)"),
                 |lab| lab.wait_healthy(&lb, want, lab.scaled(Duration::from_secs(15))),
@@ -365,6 +366,17 @@ impl VmLab {
     /// `d` scaled for the accelerator (software emulation is ~20 times slower).
     pub fn scaled(&self, d: Duration) -> Duration {
         d * self.accel.slowdown()
+    }
+
+    /// `d` scaled for the accelerator and for `vms` VMs doing the same work at once: under
+    /// emulation each vCPU is a host thread, so seven VMs booting on two cores each get a
+    /// fraction of what three get (one unit per three VMs, the reduced lab's size).
+    fn scaled_for(&self, d: Duration, vms: usize) -> Duration {
+        let share = match self.accel {
+            Accel::Kvm => 1,
+            Accel::Tcg => vms.div_ceil(3).max(1) as u32,
+        };
+        self.scaled(d) * share
     }
 
     /// The accelerator the VMs run with.
@@ -457,7 +469,9 @@ impl VmLab {
             ),
             (
                 "LAB_BOOT_TIMEOUT",
-                self.scaled(Duration::from_secs(60)).as_secs().to_string(),
+                self.scaled_for(Duration::from_secs(60), self.topology.nodes().len())
+                    .as_secs()
+                    .to_string(),
             ),
         ];
         if self.opts.name == LabName::Test {
@@ -522,7 +536,7 @@ impl VmLab {
             )?;
             running.push((h.clone(), p));
         }
-        let deadline = Instant::now() + self.scaled(Duration::from_secs(60));
+        let deadline = Instant::now() + self.scaled_for(Duration::from_secs(60), hosts.len());
         let mut failures = Vec::new();
         for (h, mut p) in running {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -642,6 +656,34 @@ impl VmLab {
         Ok(path)
     }
 
+    /// Keeps what explains a failed run before teardown removes the work folder: the vagrant
+    /// command logs, the serial consoles and the end of every daemon log in each VM still
+    /// running, in `work_root()/failed-PREFIX/`. Returns that folder.
+    pub fn keep_logs(&self) -> PathBuf {
+        let keep = work_root().join(format!("failed-{}", self.prefix.trim_end_matches('-')));
+        let _ = std::fs::create_dir_all(keep.join("guests"));
+        for dir in ["logs", "console"] {
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(self.work.join(dir))
+                .arg(&keep)
+                .status();
+        }
+        if self.ssh_config.is_file() {
+            for host in self.host_names() {
+                let script = format!(
+                    "sudo sh -c 'for f in /var/lib/lab/hosts/{host}/*.log; do echo \"== $f\"; tail -n 80 \"$f\"; done; \
+                     echo \"== ip addr\"; ip addr; echo \"== ip neigh\"; ip neigh'"
+                );
+                let out = self
+                    .ssh(&host, &script, self.scaled(Duration::from_secs(5)))
+                    .unwrap_or_else(|e| format!("{host}: {e}"));
+                let _ = std::fs::write(keep.join("guests").join(format!("{host}.log")), out);
+            }
+        }
+        keep
+    }
+
     /// Removes the lab now and reports errors.
     pub fn teardown(mut self) -> Result<()> {
         self.teardown_inner()
@@ -672,6 +714,10 @@ impl Drop for VmLab {
     fn drop(&mut self) {
         if self.keep {
             return;
+        }
+        if !self.torn_down {
+            // Dropped without `teardown`: start or a caller failed.
+            eprintln!("logs of the failed run: {}", self.keep_logs().display());
         }
         if let Err(e) = self.teardown_inner() {
             eprintln!("removing VM lab {}: {e}", self.prefix);

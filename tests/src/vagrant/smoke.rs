@@ -148,19 +148,38 @@ pub fn run(lab: &VmLab) -> Result<Smoke> {
 fn xdp_modes(lab: &VmLab) -> Result<Vec<XdpAttach>> {
     let mut out = Vec::new();
     for lb in lab.balancers() {
-        let status = lab.lbctl_json(&lb, "status")?;
-        for i in status["interfaces"].as_array().into_iter().flatten() {
-            out.push(XdpAttach {
-                host: lb.clone(),
-                iface: i["name"].as_str().unwrap_or("?").to_string(),
-                mode: i["mode"].as_str().unwrap_or("?").to_string(),
-            });
-        }
+        out.extend(xdp_of(lab, &lb)?);
     }
     if out.is_empty() {
         return Err(fail("xdp", "no balancer reports an XDP interface"));
     }
     Ok(out)
+}
+
+/// The interfaces balancer `lb`'s lbd attached XDP to, with their mode (`lbctl status`: each
+/// entry of `interfaces` has `iface` and `mode`).
+pub fn xdp_of(lab: &VmLab, lb: &str) -> Result<Vec<XdpAttach>> {
+    let status = lab.lbctl_json(lb, "status")?;
+    let field = |i: &Value, key: &str| {
+        i[key].as_str().map(str::to_string).ok_or_else(|| {
+            fail(
+                "xdp",
+                format!("{lb}: `lbctl status` interface without {key}: {i}"),
+            )
+        })
+    };
+    status["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            Ok(XdpAttach {
+                host: lb.to_string(),
+                iface: field(i, "iface")?,
+                mode: field(i, "mode")?,
+            })
+        })
+        .collect()
 }
 
 /// `curl` as the smoke test runs it: quiet, IPv6 literals not taken for globs, bounded by 5 s
@@ -424,6 +443,9 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         ));
     };
     let settle = lab.scaled(Duration::from_secs(3));
+    // Ten answers take ten request round trips through emulated guests sharing two cores with
+    // six other VMs (a new curl process in a guest alone can take a second or more).
+    let answers = lab.scaled(Duration::from_secs(6));
     wait(
         &format!("{master} VRRP master, {backup} backup"),
         settle,
@@ -436,7 +458,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         ("ipv4", "/tmp/lab-smoke-v4.log", v4),
         ("ipv6", "/tmp/lab-smoke-v6.log", v6),
     ];
-    let limit = lab.scaled(Duration::from_secs(30)).as_secs();
+    let limit = lab.scaled(Duration::from_secs(60)).as_secs();
     let mut start = String::from("rm -f /tmp/lab-smoke.stop; ");
     for (_, log, base) in logs {
         // 1 s under KVM (as the e2e tests), 5 s under emulation.
@@ -452,7 +474,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
         for (family, log, _) in logs {
             wait(
                 &format!("{LOOP_ANSWERS} answers over {family} before the failover"),
-                settle,
+                answers,
                 || Ok(count(lab, client, log)?.0 >= LOOP_ANSWERS),
             )?;
         }
@@ -466,7 +488,7 @@ fn failover(lab: &VmLab, client: &str, v4: &str, v6: &str) -> Result<Failover> {
             let before = count(lab, client, log)?.0;
             wait(
                 &format!("{LOOP_ANSWERS} answers over {family} through {backup}"),
-                settle,
+                answers,
                 || Ok(count(lab, client, log)?.0 >= before + LOOP_ANSWERS),
             )?;
         }

@@ -53,6 +53,8 @@ pub(crate) struct Broker {
     link: Mutex<Option<Arc<Link>>>,
     /// Queues whose topology was declared by this process (durable: survives restarts).
     declared: Mutex<HashSet<String>>,
+    /// The coalesced job-record calls that go with this process's publishes.
+    pub records: super::records::Records,
 }
 
 /// One message for [`Broker::publish`], as each attempt sends it.
@@ -72,6 +74,7 @@ impl Broker {
             names: Names::new(prefix),
             link: Mutex::new(None),
             declared: Mutex::new(HashSet::new()),
+            records: super::records::Records::new(),
         }
     }
 

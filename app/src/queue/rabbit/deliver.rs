@@ -12,6 +12,7 @@ use redis::{AsyncCommands, ScriptInvocation};
 
 use super::broker::{Broker, Route};
 use super::produce::{Body, new_entry, publish_job, route_for};
+use super::records::Completion;
 use super::scripts;
 use super::topology::level_for;
 use crate::queue::keys::job_tag;
@@ -101,15 +102,6 @@ fn declare_notify(n: &Option<(String, String)>, inv: &mut ScriptInvocation<'_>) 
     }
 }
 
-/// Runs a script invocation through a failover (see `retry`).
-async fn invoke<T: redis::FromRedisValue>(
-    q: &crate::queue::Queue,
-    op: &'static str,
-    inv: &ScriptInvocation<'_>,
-) -> Result<T, QueueError> {
-    retry::redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
-}
-
 /// Whether the pool named `consumer` still lives (its liveness key is there).
 async fn pool_alive(q: &crate::queue::Queue, consumer: &str) -> Result<bool, QueueError> {
     let key = q.keys().alive(consumer);
@@ -155,7 +147,7 @@ async fn deliver(
             .arg(&sh.consumer)
             .arg(&owner)
             .arg(&take_over_from);
-        let r: Vec<String> = invoke(q, "start", &start).await?;
+        let r: Vec<String> = retry::script(q, "start", &start).await?;
         match r.as_slice() {
             [tag, holder] if tag == "held" && take_over_from.is_empty() => {
                 if pool_alive(q, holder).await? {
@@ -190,7 +182,7 @@ async fn deliver(
                 .arg(&next_entry)
                 .arg(nid)
                 .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "bury", &bury).await?;
+            let r: Vec<String> = retry::script(q, "bury", &bury).await?;
             if let [tag, nid, nq] = r.as_slice()
                 && tag == "dead"
             {
@@ -220,17 +212,31 @@ async fn deliver(
     let (result, took) = run_attempt(sh, queue, &body.job, run, rate_window).await;
     match result {
         Ok(out) => {
-            let mut complete = scripts::COMPLETE_S.key(&job_key);
-            complete.key(&outbox).key(&running);
-            let nid = declare_notify(&notify, &mut complete);
-            complete
-                .arg(&body.entry)
-                .arg(&owner)
-                .arg(out)
-                .arg(s.retention_s)
-                .arg(nid)
-                .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "complete", &complete).await?;
+            let mut keys = vec![job_key.clone(), outbox.clone(), running.clone()];
+            let (nid, nkeys) = match &notify {
+                Some((key, id)) => {
+                    keys.push(key.clone());
+                    (id.clone(), "1")
+                }
+                None => (String::new(), "0"),
+            };
+            let r = b
+                .records
+                .complete
+                .submit(Completion {
+                    q: q.clone(),
+                    tag: tag.to_string(),
+                    keys,
+                    args: [
+                        body.entry.clone(),
+                        owner.clone(),
+                        out,
+                        nid,
+                        notify_entry.clone(),
+                        nkeys.to_string(),
+                    ],
+                })
+                .await?;
             match r.as_slice() {
                 [tag, nid, nq] if tag == "ok" => {
                     publish_notify(sh, b, nid, nq, &notify_entry).await?;
@@ -254,7 +260,7 @@ async fn deliver(
                 .arg(&next_entry)
                 .arg(nid)
                 .arg(&notify_entry);
-            let r: Vec<String> = invoke(q, "fail", &fail).await?;
+            let r: Vec<String> = retry::script(q, "fail", &fail).await?;
             match r.as_slice() {
                 [tag, wait] if tag == "retry" => {
                     let wait: u64 = wait.parse().unwrap_or(0);

@@ -13,6 +13,7 @@ mod consume;
 mod deliver;
 mod dlq;
 mod produce;
+mod records;
 mod scripts;
 mod topology;
 

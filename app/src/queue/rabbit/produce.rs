@@ -5,8 +5,10 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use super::broker::{Broker, Route};
+use super::records::Confirm;
 use super::scripts;
 use super::topology::{self, level_for};
+use crate::queue::batch::Item;
 use crate::queue::client::QueueStats;
 use crate::queue::keys::job_tag;
 use crate::queue::transport::Prepared;
@@ -64,13 +66,18 @@ pub(crate) async fn publish_job(
     b.publish(queue, route, entry, &body)
         .await
         .map_err(broker_err)?;
-    let mut inv = scripts::CONFIRMED_S.key(q.keys().job(id));
-    inv.key(outbox_of(q, id)).arg(id).arg(entry);
-    let _: i64 = retry::redis(q, "confirmed", |mut c| {
-        let inv = &inv;
-        async move { inv.invoke_async(&mut c).await }
-    })
-    .await?;
+    let tag = job_tag(id).unwrap_or_default();
+    let _: i64 = b
+        .records
+        .confirmed
+        .submit(Confirm {
+            q: q.clone(),
+            tag: tag.to_string(),
+            keys: [q.keys().job(id), q.keys().outbox(tag)],
+            id: id.to_string(),
+            entry: entry.to_string(),
+        })
+        .await?;
     Ok(())
 }
 
@@ -85,15 +92,21 @@ pub(super) async fn enqueue(
     a: Prepared<'_>,
 ) -> Result<Enqueued, QueueError> {
     let k = q.keys();
-    let mut inv = scripts::ENQUEUE_S.key(k.job(&a.id));
-    inv.key(k.idempotency(a.tag, a.queue, a.idem))
-        .key(k.outbox(a.tag));
-    a.push_args(&mut inv, q.settings().idempotency_ttl_s);
-    inv.arg(new_entry());
-    let (id, created, must_publish, entry, wait): (String, i64, i64, String, u64) =
-        retry::redis(q, "enqueue", |mut c| {
-            let inv = &inv;
-            async move { inv.invoke_async(&mut c).await }
+    let mut args = a.args(q.settings().idempotency_ttl_s);
+    args.push(new_entry());
+    debug_assert_eq!(args.len(), super::scripts::ENQUEUE_ARGS);
+    let (id, created, must_publish, entry, wait) = b
+        .records
+        .enqueue
+        .submit(Item {
+            q: q.clone(),
+            tag: a.tag.to_string(),
+            keys: vec![
+                k.job(&a.id),
+                k.idempotency(a.tag, a.queue, a.idem),
+                k.outbox(a.tag),
+            ],
+            args,
         })
         .await?;
     if must_publish == 1 {

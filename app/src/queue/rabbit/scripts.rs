@@ -63,16 +63,19 @@ local function bury(jk, id, err, now, outbox, running, msg, nid, nk, nmsg)
 end
 "#;
 
-/// KEYS: job, idempotency, outbox.
-/// ARGV: id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem, idem_ttl_s,
-///       notify_queue, notify_max_attempts, message id.
-/// Returns {id, created, must_publish, entry, delay_ms}. A repeated key whose first job is
-/// still in the outbox (its publish was never confirmed) is published again; so is a repeat
-/// of a call that did run (its answer was lost in a failover), which finds its own job.
+/// Records a batch of new jobs of one partition (concurrent enqueues of one process,
+/// coalesced: see `queue::batch`), in order, so an idempotency key repeated within the batch
+/// finds the batch's first job.
+/// KEYS per job: job, idempotency, outbox.
+/// ARGV per job (ENQUEUE_ARGS): id, queue, kind, payload, max_attempts, at_ms, after_ms,
+///       use_idem, idem_ttl_s, notify_queue, notify_max_attempts, message id.
+/// Returns per job {id, created, must_publish, entry, delay_ms}. A repeated key whose first
+/// job is still in the outbox (its publish was never confirmed) is published again; so is a
+/// repeat of a call that did run (its answer was lost in a failover), which finds its own job.
 const ENQUEUE: &str = r#"
 local now = now_ms()
-local function again(id, jk, created)
-  if redis.call('ZSCORE', KEYS[3], id) then
+local function again(outbox, id, jk, created)
+  if redis.call('ZSCORE', outbox, id) then
     local st = redis.call('HGET', jk, 'state')
     if st == 'queued' or st == 'scheduled' then
       local wait = math.max(0, hnum(jk, 'run_at_ms', 0) - now)
@@ -81,45 +84,62 @@ local function again(id, jk, created)
   end
   return {id, created, 0, '', 0}
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return again(ARGV[1], KEYS[1], 1) end
-if ARGV[8] == '1' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then
-    -- The first job of this key is in this partition (the key chose it). Its hash is read
-    -- without being declared: if the slot is being migrated and the hash has moved, the
-    -- read fails before this script wrote anything, and the caller repeats it.
-    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
-    return again(existing, prefix .. existing, 0)
+local function enqueue(k, a)
+  if redis.call('EXISTS', k[1]) == 1 then return again(k[3], a[1], k[1], 1) end
+  if a[8] == '1' then
+    local existing = redis.call('GET', k[2])
+    if existing then
+      -- The first job of this key is in this partition (the key chose it). Its hash is read
+      -- without being declared: if the slot is being migrated and the hash has moved, the
+      -- read fails before this script wrote anything, and the caller repeats it.
+      local prefix = string.sub(k[1], 1, #k[1] - #a[1])
+      return again(k[3], existing, prefix .. existing, 0)
+    end
+    redis.call('SET', k[2], a[1], 'EX', a[9])
   end
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[9])
+  local due = due_of(now, a)
+  redis.call('ZADD', k[3], now, a[1])
+  if due > now then
+    new_job(k[1], now, a, {'entry', a[12], 'state', 'scheduled', 'run_at_ms', due})
+    return {a[1], 1, 1, a[12], due - now}
+  end
+  new_job(k[1], now, a, {'entry', a[12], 'state', 'queued'})
+  return {a[1], 1, 1, a[12], 0}
 end
-local due = new_job(KEYS[1], now)
-redis.call('HSET', KEYS[1], 'entry', ARGV[12])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-if due > now then
-  redis.call('HSET', KEYS[1], 'state', 'scheduled', 'run_at_ms', due)
-  return {ARGV[1], 1, 1, ARGV[12], due - now}
+local out = {}
+for j = 0, #KEYS / 3 - 1 do
+  out[j + 1] = enqueue({KEYS[3 * j + 1], KEYS[3 * j + 2], KEYS[3 * j + 3]},
+    {unpack(ARGV, 12 * j + 1, 12 * j + 12)})
 end
-redis.call('HSET', KEYS[1], 'state', 'queued')
-return {ARGV[1], 1, 1, ARGV[12], 0}
+return out
 "#;
 
-/// The broker confirmed the message `entry` of a job: it leaves the outbox. A job not due
-/// yet stays, scored one minute past its due time: the broker moves a delay-queue message
-/// into the work queue without a confirm, so if the job has not started by then the outbox
-/// sends it again (a copy that does arrive later is a duplicate the fences drop).
-/// KEYS: job, outbox. ARGV: id, entry.
+/// The ENQUEUE arguments per job.
+pub(super) const ENQUEUE_ARGS: usize = 12;
+
+/// The broker confirmed the messages `entry` of a batch of jobs of one partition: they leave
+/// the outbox. A job not due yet stays, scored one minute past its due time: the broker
+/// moves a delay-queue message into the work queue without a confirm, so if the job has not
+/// started by then the outbox sends it again (a copy that does arrive later is a duplicate
+/// the fences drop).
+/// KEYS per job: job, outbox. ARGV per job: id, entry. Returns 1 per job.
 const CONFIRMED: &str = r#"
-if redis.call('HGET', KEYS[1], 'entry') == ARGV[2] then
-  local due = hnum(KEYS[1], 'run_at_ms', 0)
-  local st = redis.call('HGET', KEYS[1], 'state')
-  if (st == 'scheduled' or st == 'failed') and due > now_ms() then
-    redis.call('ZADD', KEYS[2], due + 60000, ARGV[1])
-  else
-    redis.call('ZREM', KEYS[2], ARGV[1])
+local now = now_ms()
+local out = {}
+for i = 1, #KEYS, 2 do
+  local jk, outbox, id = KEYS[i], KEYS[i + 1], ARGV[i]
+  local h = redis.call('HMGET', jk, 'entry', 'run_at_ms', 'state')
+  if h[1] == ARGV[i + 1] then
+    local due, st = tonumber(h[2]) or 0, h[3]
+    if (st == 'scheduled' or st == 'failed') and due > now then
+      redis.call('ZADD', outbox, due + 60000, id)
+    else
+      redis.call('ZREM', outbox, id)
+    end
   end
+  table.insert(out, 1)
 end
-return 1
+return out
 "#;
 
 /// KEYS: job, outbox, running set. ARGV: entry, consumer (the pool), owner (this delivery),
@@ -177,22 +197,40 @@ local nid, nq = bury(jk, redis.call('HGET', jk, 'id'), 'worker lost during attem
 return {'dead', nid, nq}
 "#;
 
-/// KEYS: job, outbox, running set[, notify job]. ARGV: entry, owner, result ('' for none),
-/// retention_s, notify id, notify message id.
-/// Returns {'ok', notify_id, notify_queue} | {'stale'}.
+/// Completes a batch of jobs of one partition (this process's concurrent completions,
+/// coalesced: see `queue::batch`); each delivery is acknowledged to the broker only after
+/// this call answered.
+/// ARGV: retention_s, then per job COMPLETE_ARGS: entry, owner, result ('' for none),
+/// notify id, notify message id, notify keys (0 or 1).
+/// KEYS per job: job, outbox, running set[, notify job].
+/// Returns per job {'ok', notify_id, notify_queue} | {'stale'}.
 const COMPLETE: &str = r#"
-local jk = KEYS[1]
-if not runs(jk, ARGV[1], ARGV[2]) then return {'stale'} end
 local now = now_ms()
-end_attempt(jk, hnum(jk, 'attempts', 0), ARGV[2], now, 'succeeded')
-redis.call('SREM', KEYS[3], redis.call('HGET', jk, 'id'))
-redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
-  'finished_ms', now, 'progress', 100)
-if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
-redis.call('HDEL', jk, 'last_error')
-local nid, nq = notify(jk, now, KEYS[2], ARGV[5], KEYS[4], ARGV[6])
-redis.call('EXPIRE', jk, ARGV[4])
-return {'ok', nid, nq}
+local function complete(jk, outbox, running, entry, owner, result, nid, nk, nmsg)
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'owner', 'attempts', 'started_ms',
+    'history', 'id', 'last_error')
+  if h[1] ~= 'running' or h[2] ~= entry or h[3] ~= owner then return {'stale'} end
+  local hist = history_with(h[6], {attempt = tonumber(h[4]) or 0, consumer = owner,
+    started_ms = tonumber(h[5]) or 0, finished_ms = now, outcome = 'succeeded'})
+  redis.call('SREM', running, h[7])
+  redis.call('HSET', jk, 'state', 'succeeded', 'owner', '', 'updated_ms', now,
+    'finished_ms', now, 'progress', 100, 'history', hist)
+  if result ~= '' then redis.call('HSET', jk, 'result', result) end
+  if h[8] then redis.call('HDEL', jk, 'last_error') end
+  local nid2, nq = notify(jk, now, outbox, nid, nk, nmsg)
+  redis.call('EXPIRE', jk, ARGV[1])
+  return {'ok', nid2, nq}
+end
+local out = {}
+local k = 1
+for i = 2, #ARGV, 6 do
+  local nk = nil
+  if ARGV[i + 5] == '1' then nk = KEYS[k + 3] end
+  table.insert(out, complete(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i], ARGV[i + 1],
+    ARGV[i + 2], ARGV[i + 3], nk, ARGV[i + 4]))
+  k = k + 3 + tonumber(ARGV[i + 5])
+end
+return out
 "#;
 
 /// KEYS: job, outbox, running set[, notify job]. ARGV: entry, owner, error, backoff_ms,

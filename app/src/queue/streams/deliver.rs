@@ -1,5 +1,7 @@
-//! One delivery of one stream entry: rate permit, START, handler, then COMPLETE or FAIL,
-//! with a heartbeat that keeps the entry from being reclaimed while it runs.
+//! Deliveries of stream entries: START (one call for the entries one read returned, or one
+//! per entry behind a rate permit), the handler, then COMPLETE (coalesced with the pool's
+//! other completions, see `queue::batch`) or FAIL, with a heartbeat that keeps each entry
+//! from being reclaimed while its job runs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use redis::ScriptInvocation;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::scripts;
+use crate::queue::batch::{self, Batcher, Refused};
 use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
 use crate::queue::worker::{PoolStats, Shared};
 use crate::queue::{Queue, QueueError, rate, retry};
@@ -19,17 +22,169 @@ pub(super) struct Delivery {
     pub tag: Arc<str>,
     pub entry: String,
     pub job_id: String,
+    /// Names this delivery in the job hash while it runs (START's `owner`).
+    pub owner: String,
+}
+
+impl Delivery {
+    pub(super) fn new(
+        sh: &Shared,
+        queue: &Arc<str>,
+        tag: &Arc<str>,
+        entry: String,
+        job_id: String,
+    ) -> Self {
+        Self {
+            queue: queue.clone(),
+            tag: tag.clone(),
+            entry,
+            job_id,
+            owner: format!("{}#{:08x}", sh.consumer, rand::random::<u32>()),
+        }
+    }
+}
+
+/// A successful attempt waiting for the pool's next COMPLETE call.
+pub(super) struct Completion {
+    tag: Arc<str>,
+    job_key: String,
+    stream: String,
+    entry: String,
+    /// The handler's output as JSON text, '' for none.
+    result: String,
+    notify: Option<Notify>,
+}
+
+impl batch::Grouped for Completion {
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+/// The pool's completion batcher: 'ok' or 'stale' per completion.
+pub(super) type Completer = Batcher<Completion, String>;
+
+/// Spawns the completion batcher of a pool.
+pub(super) fn completer(sh: &Arc<Shared>) -> Completer {
+    let sh = sh.clone();
+    Batcher::spawn(move |items: Vec<Completion>| {
+        let sh = sh.clone();
+        async move { complete_batch(&sh, items).await }
+    })
+}
+
+/// One COMPLETE call for the completions of one partition.
+async fn complete_batch(sh: &Shared, items: Vec<Completion>) -> Result<Vec<String>, QueueError> {
+    let q = &sh.queue;
+    let s = q.settings();
+    let mut inv = scripts::COMPLETE_S.prepare_invoke();
+    inv.arg(&s.group).arg(&sh.consumer).arg(s.retention_s);
+    for c in &items {
+        inv.key(&c.job_key).key(&c.stream);
+        let nid = Notify::declare(&c.notify, &mut inv);
+        let nkeys = if c.notify.is_some() { 2 } else { 0 };
+        inv.arg(&c.entry).arg(&c.result).arg(nid).arg(nkeys);
+    }
+    retry::script(q, "complete", &inv).await
+}
+
+/// What START answered for one delivery.
+enum Started {
+    Run(Run, Option<Notify>),
+    /// Reclaimed from a vanished worker during its last attempt: bury it.
+    Lost(Option<Notify>),
+    /// The job moved on; the entry was dropped.
+    Skip,
+}
+
+impl Started {
+    fn parse(q: &Queue, d: &Delivery, r: &[String]) -> Self {
+        match r {
+            [tag, a, m, kind, payload, nq, replays] if tag == "run" => Started::Run(
+                Run::from_reply(a, m, kind, payload),
+                Notify::of(q, d, nq, replays),
+            ),
+            [tag, nq, replays] if tag == "lost" => Started::Lost(Notify::of(q, d, nq, replays)),
+            _ => Started::Skip,
+        }
+    }
+}
+
+/// One START call for deliveries of one stream.
+async fn start(sh: &Shared, ds: &[Delivery]) -> Result<Vec<Started>, QueueError> {
+    let Some(first) = ds.first() else {
+        return Ok(Vec::new());
+    };
+    let q = &sh.queue;
+    let k = q.keys();
+    let mut inv = scripts::START_S.key(k.stream(&first.tag, &first.queue));
+    inv.arg(&q.settings().group).arg(&sh.consumer);
+    for d in ds {
+        inv.key(k.job(&d.job_id)).arg(&d.entry).arg(&d.owner);
+    }
+    let r: Vec<Vec<String>> = retry::script(q, "start", &inv).await?;
+    if r.len() != ds.len() {
+        return Err(QueueError::Decode(format!(
+            "START of {} entries gave {} answers",
+            ds.len(),
+            r.len()
+        )));
+    }
+    Ok(ds
+        .iter()
+        .zip(&r)
+        .map(|(d, r)| Started::parse(q, d, r))
+        .collect())
+}
+
+/// Starts entries of one stream and runs each granted job in a task of its own. Without a
+/// rate limit the entries start in one call; with one, each waits for its rate permit and
+/// starts alone.
+pub(super) async fn start_all(
+    sh: Arc<Shared>,
+    ds: Vec<(Delivery, OwnedSemaphorePermit)>,
+    done: Completer,
+) {
+    let Some((first, _)) = ds.first() else {
+        return;
+    };
+    if sh.queue.settings().rate_limit(&first.queue).is_some() {
+        for (d, permit) in ds {
+            sh.tracker
+                .spawn(run(sh.clone(), d, None, permit, done.clone()));
+        }
+        return;
+    }
+    let (ds, permits): (Vec<Delivery>, Vec<OwnedSemaphorePermit>) = ds.into_iter().unzip();
+    match start(&sh, &ds).await {
+        Ok(started) => {
+            for ((d, st), permit) in ds.into_iter().zip(started).zip(permits) {
+                sh.tracker
+                    .spawn(run(sh.clone(), d, Some(st), permit, done.clone()));
+            }
+        }
+        Err(e) => {
+            // The entries stay pending: they are reclaimed and their jobs run then.
+            tracing::warn!(entries = ds.len(), error = %e, "starting jobs failed");
+        }
+    }
 }
 
 /// Runs one delivery to its end, or leaves it un-acknowledged when the pool aborts.
-pub(super) async fn run(sh: Arc<Shared>, d: Delivery, _permit: OwnedSemaphorePermit) {
+async fn run(
+    sh: Arc<Shared>,
+    d: Delivery,
+    started: Option<Started>,
+    _permit: OwnedSemaphorePermit,
+    done: Completer,
+) {
     tokio::select! {
         biased;
         _ = sh.abort.cancelled() => {
             PoolStats::inc(&sh.stats.abandoned);
             tracing::warn!(queue = %d.queue, job = %d.job_id, "job abandoned at shutdown; another worker will reclaim it");
         }
-        r = deliver(&sh, &d) => {
+        r = deliver(&sh, &d, started, &done) => {
             if let Err(e) = r {
                 // The entry is still pending: it is reclaimed and the job runs again.
                 tracing::warn!(queue = %d.queue, job = %d.job_id, error = %e, "job bookkeeping failed");
@@ -93,47 +248,37 @@ impl Notify {
     }
 }
 
-/// Runs a script invocation through a failover (see `retry`).
-async fn invoke<T: redis::FromRedisValue>(
-    q: &Queue,
-    op: &'static str,
-    inv: &ScriptInvocation<'_>,
-) -> Result<T, QueueError> {
-    retry::redis(q, op, |mut c| async move { inv.invoke_async(&mut c).await }).await
-}
-
-async fn deliver(sh: &Arc<Shared>, d: &Delivery) -> Result<(), QueueError> {
+async fn deliver(
+    sh: &Arc<Shared>,
+    d: &Delivery,
+    started: Option<Started>,
+    done: &Completer,
+) -> Result<(), QueueError> {
     let q = &sh.queue;
     let s = q.settings();
     let k = q.keys();
     let queue = &d.queue;
     let (job_key, stream) = (k.job(&d.job_id), k.stream(&d.tag, queue));
 
-    let rate_window = match s.rate_limit(queue) {
-        Some(limit) => Some(rate::permit(q, queue, limit).await?),
-        None => None,
+    let mut rate_window = None;
+    let started = match started {
+        Some(st) => st,
+        None => {
+            if let Some(limit) = s.rate_limit(queue) {
+                rate_window = Some(rate::permit(q, queue, limit).await?);
+            }
+            let mut st = start(sh, std::slice::from_ref(d)).await?;
+            st.pop().unwrap_or(Started::Skip)
+        }
     };
-    let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
-    let mut start = scripts::START_S.key(&job_key);
-    start
-        .key(&stream)
-        .arg(&d.entry)
-        .arg(&s.group)
-        .arg(&sh.consumer)
-        .arg(&owner);
-    let r: Vec<String> = invoke(q, "start", &start).await?;
-    let (run, notify) = match r.as_slice() {
-        [tag, a, m, kind, payload, nq, replays] if tag == "run" => (
-            Run::from_reply(a, m, kind, payload),
-            Notify::of(q, d, nq, replays),
-        ),
-        [tag, nq, replays] if tag == "lost" => {
-            let notify = Notify::of(q, d, nq, replays);
+    let (run, notify) = match started {
+        Started::Run(run, notify) => (run, notify),
+        Started::Lost(notify) => {
             let mut bury = scripts::BURY_LOST_S.key(&job_key);
             bury.key(&stream).key(k.dlq(&d.tag, queue));
             let nid = Notify::declare(&notify, &mut bury);
             bury.arg(&d.entry).arg(&s.group).arg(nid);
-            let r: String = invoke(q, "bury", &bury).await?;
+            let r: String = retry::script(q, "bury", &bury).await?;
             if r == "dead" {
                 record(sh, queue, Outcome::Dead, None);
                 tracing::warn!(queue = %queue, job = %d.job_id, "job dead: its workers kept vanishing");
@@ -142,7 +287,7 @@ async fn deliver(sh: &Arc<Shared>, d: &Delivery) -> Result<(), QueueError> {
             }
             return Ok(());
         }
-        _ => {
+        Started::Skip => {
             PoolStats::inc(&sh.stats.stale);
             return Ok(());
         }
@@ -151,17 +296,22 @@ async fn deliver(sh: &Arc<Shared>, d: &Delivery) -> Result<(), QueueError> {
     let (result, took) = run_attempt(sh, queue, &d.job_id, run, rate_window).await;
     match result {
         Ok(out) => {
-            let mut complete = scripts::COMPLETE_S.key(&job_key);
-            complete.key(&stream);
-            let nid = Notify::declare(&notify, &mut complete);
-            complete
-                .arg(&d.entry)
-                .arg(&s.group)
-                .arg(out)
-                .arg(&sh.consumer)
-                .arg(s.retention_s)
-                .arg(nid);
-            let r: String = invoke(q, "complete", &complete).await?;
+            let c = Completion {
+                tag: d.tag.clone(),
+                job_key,
+                stream,
+                entry: d.entry.clone(),
+                result: out,
+                notify,
+            };
+            let r = match done.submit(c).await {
+                Ok(r) => r,
+                Err(Refused::Failed(e)) => return Err(e),
+                // The pool's batcher ended (its runtime is going away): complete alone.
+                Err(Refused::Gone(c)) => {
+                    complete_batch(sh, vec![c]).await?.pop().unwrap_or_default()
+                }
+            };
             let outcome = if r == "ok" {
                 Outcome::Succeeded
             } else {
@@ -183,7 +333,7 @@ async fn deliver(sh: &Arc<Shared>, d: &Delivery) -> Result<(), QueueError> {
                 .arg(permanent)
                 .arg(&sh.consumer)
                 .arg(nid);
-            let r: Vec<String> = invoke(q, "fail", &fail).await?;
+            let r: Vec<String> = retry::script(q, "fail", &fail).await?;
             match r.first().map(String::as_str) {
                 Some("retry") => {
                     record(sh, queue, Outcome::Retried, took);

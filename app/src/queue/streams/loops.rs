@@ -17,7 +17,7 @@ use app_redis::RedisConn;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::deliver::{self, Delivery};
+use super::deliver::{self, Completer, Delivery};
 use super::scripts;
 use crate::queue::worker::Shared;
 
@@ -51,14 +51,17 @@ async fn wait_permits(
     Some(got)
 }
 
-/// Hands claimed or read entries of partition `tag` to job tasks, one permit each.
+/// Hands claimed or read entries of partition `tag` to one START call (see
+/// `deliver::start_all`), one permit each.
 fn dispatch(
     sh: &Arc<Shared>,
     queue: &Arc<str>,
     tag: &Arc<str>,
     entries: Vec<StreamId>,
     permits: &mut Vec<OwnedSemaphorePermit>,
+    done: &Completer,
 ) {
+    let mut ds = Vec::with_capacity(entries.len());
     for entry in entries {
         let Some(permit) = permits.pop() else {
             // Cannot happen (COUNT = permits); the entry stays pending and is reclaimed.
@@ -66,13 +69,11 @@ fn dispatch(
             continue;
         };
         let job_id = entry.get::<String>("job").unwrap_or_default();
-        let d = Delivery {
-            queue: queue.clone(),
-            tag: tag.clone(),
-            entry: entry.id,
-            job_id,
-        };
-        sh.tracker.spawn(deliver::run(sh.clone(), d, permit));
+        ds.push((Delivery::new(sh, queue, tag, entry.id, job_id), permit));
+    }
+    if !ds.is_empty() {
+        sh.tracker
+            .spawn(deliver::start_all(sh.clone(), ds, done.clone()));
     }
 }
 
@@ -83,6 +84,7 @@ pub(super) async fn fetch(
     queue: Arc<str>,
     permits: Arc<Semaphore>,
     mut blocking: RedisConn,
+    done: Completer,
 ) {
     let s = sh.queue.settings().clone();
     let mut shared = sh.queue.connection();
@@ -120,7 +122,7 @@ pub(super) async fn fetch(
                 Ok(Some(r)) => {
                     let entries: Vec<StreamId> = r.keys.into_iter().flat_map(|k| k.ids).collect();
                     found |= !entries.is_empty();
-                    dispatch(&sh, &queue, tag, entries, &mut got);
+                    dispatch(&sh, &queue, tag, entries, &mut got, &done);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -159,7 +161,12 @@ pub(super) async fn fetch(
 
 /// Takes over entries that stayed pending longer than `claim_idle_ms` without a heartbeat:
 /// their worker was killed, crashed or lost Redis.
-pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semaphore>) {
+pub(super) async fn reclaim(
+    sh: Arc<Shared>,
+    queue: Arc<str>,
+    permits: Arc<Semaphore>,
+    done: Completer,
+) {
     let s = sh.queue.settings().clone();
     let every = Duration::from_millis((s.claim_idle_ms / 2).max(100));
     let mut cursors: HashMap<Arc<str>, String> = HashMap::new();
@@ -205,7 +212,7 @@ pub(super) async fn reclaim(sh: Arc<Shared>, queue: Arc<str>, permits: Arc<Semap
                             m.reclaimed(&queue, n);
                         }
                     }
-                    dispatch(&sh, &queue, tag, r.claimed, &mut got);
+                    dispatch(&sh, &queue, tag, r.claimed, &mut got, &done);
                 }
                 Err(e) if e.code() == Some("NOGROUP") => *cursor = "0-0".into(),
                 Err(e) => tracing::warn!(queue = %queue, error = %e, "XAUTOCLAIM failed"),

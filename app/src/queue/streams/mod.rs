@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 
+use super::batch;
 use super::client::QueueStats;
 use super::transport::{Prepared, Transport, Workers};
 use super::worker::Shared;
@@ -84,9 +85,21 @@ async fn partition_sizes(
     .await
 }
 
-/// The transport itself holds nothing: the stream, the group and the schedule live in the
-/// queue's Redis.
-pub(crate) struct Streams;
+/// The stream, the group and the schedule live in the queue's Redis; the transport holds
+/// only the batcher that coalesces this process's concurrent enqueues.
+pub(crate) struct Streams {
+    enqueues: batch::Lazy<batch::Item, (String, i64)>,
+}
+
+impl Streams {
+    pub(crate) fn new() -> Self {
+        Self {
+            enqueues: batch::Lazy::new(|items| {
+                Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
+            }),
+        }
+    }
+}
 
 #[async_trait]
 impl Transport for Streams {
@@ -97,16 +110,20 @@ impl Transport for Streams {
 
     async fn enqueue(&self, q: &Queue, job: Prepared<'_>) -> Result<Enqueued, QueueError> {
         let k = q.keys();
-        let mut inv = scripts::ENQUEUE_S.key(k.job(&job.id));
-        inv.key(k.stream(job.tag, job.queue))
-            .key(k.delayed(job.tag, job.queue))
-            .key(k.idempotency(job.tag, job.queue, job.idem));
-        job.push_args(&mut inv, q.settings().idempotency_ttl_s);
-        let (id, created): (String, i64) = retry::redis(q, "enqueue", |mut c| {
-            let inv = &inv;
-            async move { inv.invoke_async(&mut c).await }
-        })
-        .await?;
+        let args = job.args(q.settings().idempotency_ttl_s);
+        debug_assert_eq!(args.len(), scripts::ENQUEUE_ARGS);
+        let item = batch::Item {
+            q: q.clone(),
+            tag: job.tag.to_string(),
+            keys: vec![
+                k.job(&job.id),
+                k.stream(job.tag, job.queue),
+                k.delayed(job.tag, job.queue),
+                k.idempotency(job.tag, job.queue, job.idem),
+            ],
+            args,
+        };
+        let (id, created) = self.enqueues.submit(item).await?;
         Ok(Enqueued {
             id,
             created: created == 1,
@@ -179,6 +196,9 @@ impl Transport for Streams {
         let q = &sh.queue;
         let s = q.settings();
         let mut loops = Vec::new();
+        // One completion batcher for the pool: it ends when the loops and job tasks holding
+        // it have ended and its last completions are recorded.
+        let done = deliver::completer(sh);
         for name in queues {
             // Redis may be down at start: the fetch loop creates the group once it is back.
             if let Err(e) = self.ensure_queue(q, name).await {
@@ -192,11 +212,13 @@ impl Transport for Streams {
                 name.clone(),
                 permits.clone(),
                 read_conn,
+                done.clone(),
             )));
             loops.push(tokio::spawn(loops::reclaim(
                 sh.clone(),
                 name.clone(),
                 permits,
+                done.clone(),
             )));
             loops.push(tokio::spawn(loops::mover(sh.clone(), name)));
         }

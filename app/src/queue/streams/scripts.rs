@@ -43,59 +43,83 @@ local function drop(stream, group, entry)
 end
 "#;
 
-/// KEYS: job, stream, delayed, idempotency.
-/// ARGV: id, queue, kind, payload, max_attempts, at_ms, after_ms, use_idem, idem_ttl_s,
-///       notify_queue, notify_max_attempts.
-/// Returns {id, created}. A repeat of a call that did run (its answer was lost in a
-/// failover) finds its own job and changes nothing.
+/// Enqueues a batch of jobs of one partition (concurrent enqueues of one process, coalesced:
+/// see `queue::batch`), in order, so an idempotency key repeated within the batch finds the
+/// first job of the batch.
+/// KEYS per job: job, stream, delayed, idempotency.
+/// ARGV per job (ENQUEUE_ARGS): id, queue, kind, payload, max_attempts, at_ms, after_ms,
+///       use_idem, idem_ttl_s, notify_queue, notify_max_attempts.
+/// Returns {id, created} per job. A repeat of a call that did run (its answer was lost in a
+/// failover) finds its own jobs and changes nothing.
 const ENQUEUE: &str = r#"
 local now = now_ms()
-if redis.call('EXISTS', KEYS[1]) == 1 then return {ARGV[1], 1} end
-if ARGV[8] == '1' then
-  local existing = redis.call('GET', KEYS[4])
-  if existing then return {existing, 0} end
-  redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[9])
+local function enqueue(k, a)
+  if redis.call('EXISTS', k[1]) == 1 then return {a[1], 1} end
+  if a[8] == '1' then
+    local existing = redis.call('GET', k[4])
+    if existing then return {existing, 0} end
+    redis.call('SET', k[4], a[1], 'EX', a[9])
+  end
+  local due = due_of(now, a)
+  if due > now then
+    new_job(k[1], now, a, {'state', 'scheduled', 'run_at_ms', due, 'entry', ''})
+    redis.call('ZADD', k[3], due, a[1])
+  else
+    -- The entry first, so that the hash is written once.
+    local e = redis.call('XADD', k[2], '*', 'job', a[1])
+    new_job(k[1], now, a, {'state', 'queued', 'entry', e})
+  end
+  return {a[1], 1}
 end
-local due = new_job(KEYS[1], now)
-if due > now then
-  redis.call('HSET', KEYS[1], 'state', 'scheduled', 'run_at_ms', due, 'entry', '')
-  redis.call('ZADD', KEYS[3], due, ARGV[1])
-else
-  local e = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-  redis.call('HSET', KEYS[1], 'state', 'queued', 'entry', e)
+local out = {}
+for j = 0, #KEYS / 4 - 1 do
+  out[j + 1] = enqueue({KEYS[4 * j + 1], KEYS[4 * j + 2], KEYS[4 * j + 3], KEYS[4 * j + 4]},
+    {unpack(ARGV, 11 * j + 1, 11 * j + 11)})
 end
-return {ARGV[1], 1}
+return out
 "#;
 
-/// KEYS: job, stream. ARGV: entry, group, consumer, owner (unique per delivery).
-/// Returns {'run', attempt, max_attempts, kind, payload, notify_queue, replays} | {'skip'}
-/// | {'lost', notify_queue, replays}: the entry was reclaimed from a vanished worker and the
-/// job has no attempt left; nothing changed, the caller buries it with BURY_LOST.
-/// A repeat by the same delivery (its answer was lost) gets the same 'run' answer.
+/// The ENQUEUE arguments per job.
+pub(super) const ENQUEUE_ARGS: usize = 11;
+
+/// Starts a batch of entries of one stream, the entries one XREADGROUP (or XAUTOCLAIM)
+/// returned: one script call, one clock reading and one hash read per job.
+/// KEYS: stream, job 1..n. ARGV: group, consumer, then per job: entry, owner (unique per
+/// delivery).
+/// Returns per job {'run', attempt, max_attempts, kind, payload, notify_queue, replays} |
+/// {'skip'} | {'lost', notify_queue, replays}: the entry was reclaimed from a vanished
+/// worker and the job has no attempt left; nothing changed, the caller buries it with
+/// BURY_LOST. A repeat by the same deliveries (the answer was lost) gets the same answers.
 const START: &str = r#"
-local jk = KEYS[1]
-local st = redis.call('HGET', jk, 'state')
-if not st then drop(KEYS[2], ARGV[2], ARGV[1]) return {'skip'} end
-local entry = redis.call('HGET', jk, 'entry')
-if entry ~= ARGV[1] or (st ~= 'queued' and st ~= 'running') then
-  drop(KEYS[2], ARGV[2], ARGV[1])
-  return {'skip'}
-end
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local now = now_ms()
-local attempts = hnum(jk, 'attempts', 0)
-if st == 'running' and redis.call('HGET', jk, 'owner') == ARGV[4] then
-  return run_reply(jk, attempts)
+local function start(jk, entry, owner)
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'owner', 'max_attempts',
+    'kind', 'payload', 'notify_queue', 'replays', 'consumer')
+  local st = h[1]
+  if not st or h[2] ~= entry or (st ~= 'queued' and st ~= 'running') then
+    drop(stream, group, entry)
+    return {'skip'}
+  end
+  local attempts, maxa = tonumber(h[3]) or 0, tonumber(h[5]) or 1
+  local nq, replays = h[8] or '', tostring(tonumber(h[9]) or 0)
+  if st == 'running' and h[4] ~= owner then
+    -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
+    if attempts >= maxa then return {'lost', nq, replays} end
+    end_attempt(jk, attempts, h[10] or '', now, 'reclaimed', 'worker lost')
+  end
+  if st ~= 'running' or h[4] ~= owner then
+    attempts = attempts + 1
+    redis.call('HSET', jk, 'attempts', attempts, 'state', 'running', 'consumer', consumer,
+      'owner', owner, 'started_ms', now, 'updated_ms', now)
+  end
+  return {'run', tostring(attempts), tostring(maxa), h[6] or '', h[7] or 'null', nq, replays}
 end
-if st == 'running' then
-  -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
-  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
-  end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
-    'worker lost')
+local out = {}
+for i = 2, #KEYS do
+  out[i - 1] = start(KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
 end
-attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[3], 'owner', ARGV[4],
-  'started_ms', now, 'updated_ms', now)
-return run_reply(jk, attempts)
+return out
 "#;
 
 /// A reclaimed job whose worker vanished during its last attempt goes dead.
@@ -116,23 +140,51 @@ bury(jk, KEYS[3], 'worker lost during attempt ' .. attempts, now, ARGV[3], KEYS[
 return 'dead'
 "#;
 
-/// KEYS: job, stream[, notify job, notify stream].
-/// ARGV: entry, group, result_json ('' for none), consumer, retention_s, notify id.
-/// Returns 'ok' | 'stale'.
+/// Completes a batch of jobs of one partition (completions of one pool, coalesced: see
+/// `queue::batch`): per job the success record and the acknowledgement, in one script, so an
+/// entry is never acknowledged without its job's record (a crash before the call loses
+/// nothing: the entries stay pending and are reclaimed, the jobs run again).
+/// ARGV: group, consumer, retention_s, then per job COMPLETE_ARGS: entry, result_json ('' for
+/// none), notify id ('' for none), notify keys (0 or 2).
+/// KEYS per job: job, stream[, notify job, notify stream].
+/// Returns per job 'ok' | 'stale'.
 const COMPLETE: &str = r#"
-local jk = KEYS[1]
-drop(KEYS[2], ARGV[2], ARGV[1])
-local st = redis.call('HGET', jk, 'state')
-if st ~= 'running' or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return 'stale' end
+local group, consumer, retention = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-end_attempt(jk, hnum(jk, 'attempts', 0), ARGV[4], now, 'succeeded')
-redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
-  'finished_ms', now, 'progress', 100)
-if ARGV[3] ~= '' then redis.call('HSET', jk, 'result', ARGV[3]) end
-redis.call('HDEL', jk, 'last_error')
-notify(jk, now, ARGV[6], KEYS[3], KEYS[4])
-redis.call('EXPIRE', jk, ARGV[5])
-return 'ok'
+local acks = {}
+local function complete(jk, stream, entry, result, nid, nk, ns)
+  if not acks[stream] then acks[stream] = {} end
+  table.insert(acks[stream], entry)
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'started_ms', 'history',
+    'last_error')
+  if h[1] ~= 'running' or h[2] ~= entry then return 'stale' end
+  local hist = history_with(h[5], {attempt = tonumber(h[3]) or 0, consumer = consumer,
+    started_ms = tonumber(h[4]) or 0, finished_ms = now, outcome = 'succeeded'})
+  if result ~= '' then
+    redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
+      'finished_ms', now, 'progress', 100, 'history', hist, 'result', result)
+  else
+    redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
+      'finished_ms', now, 'progress', 100, 'history', hist)
+  end
+  if h[6] then redis.call('HDEL', jk, 'last_error') end
+  notify(jk, now, nid, nk, ns)
+  redis.call('EXPIRE', jk, retention)
+  return 'ok'
+end
+local out = {}
+local k = 1
+for i = 4, #ARGV, 4 do
+  local nk, ns = nil, nil
+  if ARGV[i + 3] == '2' then nk, ns = KEYS[k + 2], KEYS[k + 3] end
+  table.insert(out, complete(KEYS[k], KEYS[k + 1], ARGV[i], ARGV[i + 1], ARGV[i + 2], nk, ns))
+  k = k + 2 + tonumber(ARGV[i + 3])
+end
+for stream, entries in pairs(acks) do
+  redis.call('XACK', stream, group, unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
+end
+return out
 "#;
 
 /// KEYS: job, stream, delayed, dlq[, notify job, notify stream].
