@@ -14,16 +14,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 fn settings() -> QueueSettings {
-    QueueSettings {
-        claim_idle_ms: 1_000,
-        block_ms: 200,
-        mover_interval_ms: 50,
-        backoff_base_ms: 20,
-        backoff_max_ms: 100,
-        max_attempts: 3,
-        shutdown_grace_ms: 10_000,
-        ..Default::default()
-    }
+    support::fast_queue_settings()
 }
 
 fn redis() -> support::RedisServer {

@@ -17,15 +17,9 @@ use serde_json::json;
 
 fn settings() -> QueueSettings {
     QueueSettings {
-        claim_idle_ms: 1_000,
-        block_ms: 200,
-        mover_interval_ms: 50,
-        backoff_base_ms: 20,
-        backoff_max_ms: 100,
-        max_attempts: 3,
+        // Many jobs in flight per worker: batches fill.
         default_concurrency: 64,
-        shutdown_grace_ms: 10_000,
-        ..Default::default()
+        ..support::fast_queue_settings()
     }
 }
 

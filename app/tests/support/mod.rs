@@ -38,6 +38,21 @@ where
     }
 }
 
+/// Queue settings for tests: short blocks, claims and backoffs, so retries and takeovers
+/// happen within a test's bounds; 3 attempts.
+pub fn fast_queue_settings() -> ::app::queue::QueueSettings {
+    ::app::queue::QueueSettings {
+        claim_idle_ms: 1_000,
+        block_ms: 200,
+        mover_interval_ms: 50,
+        backoff_base_ms: 20,
+        backoff_max_ms: 100,
+        max_attempts: 3,
+        shutdown_grace_ms: 10_000,
+        ..Default::default()
+    }
+}
+
 /// How many attempts in a job's history succeeded (one for a job run once in effect).
 pub fn successes(j: &::app::queue::JobRecord) -> usize {
     j.history

@@ -26,7 +26,7 @@ pub struct Page {
     pub name: &'static str,
     /// The `<title>`.
     pub title: &'static str,
-    /// Everything after `</head>`: `<body>...</body></html>`.
+    /// What `<body>` holds, before the toast every page shows its messages in.
     pub body: &'static str,
     /// `/ui/NAME.js`.
     pub script: &'static str,
@@ -40,7 +40,7 @@ const CSS: &str = "text/css; charset=utf-8";
 
 impl Page {
     /// The whole document: the shared head (common files first, then the page's), then
-    /// [`Page::body`].
+    /// [`Page::body`] and the toast (`common.js` shows messages in it).
     pub fn html(&self) -> String {
         let Page {
             name, title, body, ..
@@ -53,7 +53,8 @@ impl Page {
              <link rel=\"stylesheet\" href=\"/ui/common.css\">\n\
              <link rel=\"stylesheet\" href=\"/ui/{name}.css\">\n\
              <script src=\"/ui/common.js\" defer></script>\n\
-             <script src=\"/ui/{name}.js\" defer></script>\n</head>\n{body}"
+             <script src=\"/ui/{name}.js\" defer></script>\n</head>\n<body>\n{body}\n\
+             <p id=\"toast\" role=\"status\" hidden></p>\n</body>\n</html>\n"
         )
     }
 
@@ -121,7 +122,7 @@ mod tests {
     const PAGE: Page = Page {
         name: "demo",
         title: "demo page",
-        body: "<body><main id=\"m\"></main></body>\n</html>\n",
+        body: "<main id=\"m\"></main>\n",
         script: "document.getElementById('m').textContent = 'x';",
         style: "main { color: black; }",
     };
@@ -133,7 +134,8 @@ mod tests {
         assert!(at("/ui/common.css") < at("/ui/demo.css"));
         assert!(at("/ui/common.js") < at("/ui/demo.js"));
         assert!(at("<title>demo page</title>") < at("</head>"));
-        assert!(html.ends_with("</html>\n"));
+        assert!(at("<main id=\"m\">") < at("<p id=\"toast\""));
+        assert!(html.ends_with("</body>\n</html>\n"));
         PAGE.check().expect("the demo page passes");
         let bad = Page {
             script: "el.innerHTML = x",
