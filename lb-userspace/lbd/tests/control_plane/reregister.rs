@@ -130,10 +130,20 @@ fn an_operator_drain_and_weight_survive_reregistration_and_restart() {
     assert_eq!(admin_of(&backend(&cl)).0, "active");
     assert_eq!(table(), both);
 
-    // A new declared weight (the app's config changed) applies.
+    // The file lists ADDR: the restart gave it back to the file (as a reload takes over a
+    // backend the file lists), and the file owns a listed backend's weight, so every balancer
+    // of a BGP tier builds the same table (docs/bgp.md): a registration declaring a new weight
+    // is a heartbeat; the operator's weight stays until `lbctl backend weight` changes it.
     let (st, b) = register(&cl, 40);
     assert_eq!(st, 200, "{b}");
-    assert_eq!(admin_of(&b), ("active".into(), Value::Null, 40, 40.into()));
+    assert_eq!(b["source"].as_str(), Some("config"), "{b}");
+    assert_eq!(admin_of(&b), ("active".into(), Value::Null, 10, 70.into()));
+    let (st, b) = cl.api(
+        "POST",
+        &format!("/v1/vips/web/backends/{ADDR}/weight"),
+        Some(r#"{"weight": 40}"#),
+    );
+    assert_eq!((st, b["weight"].as_u64()), (200, Some(40)), "{b}");
 }
 
 #[test]
