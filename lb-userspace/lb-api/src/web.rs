@@ -4,7 +4,9 @@
 //! out with. Each server lists [`Page::files`] as routes and answers them with
 //! [`Page::response`].
 
+use http_body_util::Full;
 use hyper::Response;
+use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 
 /// `/ui/common.js`.
@@ -70,9 +72,10 @@ impl Page {
         ]
     }
 
-    /// A file's answer, with the security headers every file carries.
-    pub fn response(content_type: &'static str, text: &'static str) -> Response<String> {
-        let mut resp = Response::new(text.to_string());
+    /// A file's answer, with the security headers every file carries; the compiled-in text
+    /// is served as it is, not copied per request.
+    pub fn response(content_type: &'static str, text: &'static str) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         let h = resp.headers_mut();
         for (name, value) in [
             (header::CONTENT_TYPE, content_type),
