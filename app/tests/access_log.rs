@@ -14,28 +14,10 @@ use std::time::Duration;
 async fn run(format: &str, dir: &std::path::Path) -> (String, String) {
     let redis = support::RedisServer::start();
     let port = support::free_port();
+    let mut cfg = support::app::test_config(&support::app::sqlite_url(dir), &redis.url());
+    cfg.listen = ([127, 0, 0, 1], port).into();
     let config = dir.join("app.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-listen = "127.0.0.1:{port}"
-[database]
-url = "sqlite://{db}"
-[redis]
-url = "{redis}"
-[http]
-debug_routes = true
-admin_token = "{admin}"
-[shutdown]
-drain_delay_ms = 0
-"#,
-            db = dir.join("app.db").display(),
-            redis = redis.url(),
-            admin = support::app::ADMIN_TOKEN,
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
     let log = dir.join(format!("app-{format}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_app"))
         .args(["serve", "--config"])
