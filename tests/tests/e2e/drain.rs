@@ -81,7 +81,13 @@ fn draining_backend_finishes_its_connections_and_takes_no_new_ones() -> Result<(
     let keep = keep.finish()?;
 
     // The drained backend's connections go on; it gets no new ones.
-    e.ledger.scan(&e.system)?;
+    e.ledger.scan_for(
+        &e.system,
+        keep.outcomes
+            .iter()
+            .filter(|o| o.ok())
+            .map(|o| o.id.as_str()),
+    )?;
     no_failures("keep-alive connections while draining", &keep, t0)?;
     let mut kept_on_drained = 0;
     for o in keep.outcomes.iter().filter(|o| o.start >= drained) {
@@ -132,7 +138,15 @@ fn draining_backend_finishes_its_connections_and_takes_no_new_ones() -> Result<(
     let exited = terminated.elapsed();
     load.wait_more(300, Duration::from_secs(30))?;
     let report = load.finish()?;
-    e.ledger.scan(&e.system)?;
+    // STOPPED wrote its last lines at its exit; the others within 100 ms.
+    e.ledger.scan_for(
+        &e.system,
+        report
+            .outcomes
+            .iter()
+            .filter(|o| o.ok())
+            .map(|o| o.id.as_str()),
+    )?;
 
     // New connections started while drained (between the drain and the undrain): none may
     // have reached the drained backend.

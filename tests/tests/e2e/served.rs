@@ -1,7 +1,9 @@
-//! Which backend answered which request. `app` logs one line per response with the request's
-//! `x-request-id` (its trace span); every request of these tests carries a unique id, so the
-//! three backends' logs name the backend of each request without any change to the app and
-//! without trusting the balancer's own counters.
+//! Which backend answered which request. `app` logs one access line per response with the
+//! request's `x-request-id`; every request of these tests carries a unique id, so the three
+//! backends' logs name the backend of each request without any change to the app and without
+//! trusting the balancer's own counters. The app writes its lines out every 100 ms
+//! (`app::logs::FLUSH_EVERY`), so a scan right after a request may not see it yet:
+//! [`Ledger::scan_for`] waits for the ids a test is about to look up.
 
 use std::collections::HashMap;
 
@@ -28,6 +30,24 @@ impl Ledger {
                     .entry(id.to_string())
                     .or_insert_with(|| be.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Scans until every one of `ids` is in some backend's log, at most 5 s (the app writes a
+    /// line within 100 ms of the answer); the caller then checks what it found.
+    pub fn scan_for<'a>(
+        &mut self,
+        system: &System,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        for _ in 0..50 {
+            self.scan(system)?;
+            if ids.iter().all(|id| self.by_id.contains_key(*id)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Ok(())
     }
