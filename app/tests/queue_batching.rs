@@ -303,10 +303,14 @@ fn gated(counter: &str, open: tokio::sync::watch::Receiver<bool>) -> Registry {
 }
 
 async fn wait_state(q: &Queue, id: &str, state: JobState) {
-    wait_for(Duration::from_secs(30), &format!("job {id} {state:?}"), || {
-        let (q, id) = (q.clone(), id.to_string());
-        async move { q.get(&id).await.unwrap().map(|j| j.state) == Some(state) }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        &format!("job {id} {state:?}"),
+        || {
+            let (q, id) = (q.clone(), id.to_string());
+            async move { q.get(&id).await.unwrap().map(|j| j.state) == Some(state) }
+        },
+    )
     .await;
 }
 
@@ -416,10 +420,14 @@ async fn a_fused_call_whose_completion_fails_loses_no_job() {
     let hset0 = rejected(&r, "hset");
     r.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);
     open.send(true).unwrap();
-    wait_for(Duration::from_secs(30), "A's completion to be refused", || {
-        let r = &r;
-        async move { rejected(r, "hset") > hset0 }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "A's completion to be refused",
+        || {
+            let r = &r;
+            async move { rejected(r, "hset") > hset0 }
+        },
+    )
     .await;
     let ja = q.get(&a).await.unwrap().expect("A");
     assert_eq!(ja.state, JobState::Running, "no completion was recorded");
@@ -433,7 +441,11 @@ async fn a_fused_call_whose_completion_fails_loses_no_job() {
         q.connection().get(a_runs).await.unwrap(),
         q.connection().get(b_runs).await.unwrap(),
     );
-    assert_eq!(runs, (2, 1), "A ran again (its completion was lost), B once");
+    assert_eq!(
+        runs,
+        (2, 1),
+        "A ran again (its completion was lost), B once"
+    );
     let ja = q.get(&a).await.unwrap().expect("A");
     assert_eq!(outcomes(&ja), ["reclaimed", "succeeded"]);
     let st = q.stats("batch").await.unwrap();
