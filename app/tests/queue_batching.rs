@@ -36,20 +36,41 @@ where
     assert!(held, "timed out waiting for {what}");
 }
 
+/// What a counting handler does after its effect.
+#[derive(Clone)]
+enum Then {
+    Succeed,
+    /// Never returns: its worker is gone before the completion is recorded.
+    Hang,
+    /// Succeeds once the value is true.
+    WaitFor(tokio::sync::watch::Receiver<bool>),
+}
+
 /// A handler that counts its effect in Redis key `counter`, then succeeds, or never returns
-/// (`lost`: its worker is gone before the completion is recorded).
+/// (`lost`).
 fn effect(counter: &str, lost: bool) -> Registry {
+    let then = if lost { Then::Hang } else { Then::Succeed };
+    effect_on(Registry::new(), "effect", counter, then)
+}
+
+/// A handler for jobs of `kind`, added to `reg`, that counts its effect in `counter`, then
+/// does `then`.
+fn effect_on(reg: Registry, kind: &str, counter: &str, then: Then) -> Registry {
     let c = counter.to_string();
-    Registry::new().on("batch", "effect", move |ctx: JobContext| {
-        let c = c.clone();
+    reg.on("batch", kind, move |ctx: JobContext| {
+        let (c, then) = (c.clone(), then.clone());
         async move {
             let mut conn = ctx.queue.connection();
             let _: i64 = conn
                 .incr(&c, 1)
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
-            if lost {
-                std::future::pending::<()>().await;
+            match then {
+                Then::Succeed => {}
+                Then::Hang => std::future::pending::<()>().await,
+                Then::WaitFor(mut open) => {
+                    let _ = open.wait_for(|o| *o).await;
+                }
             }
             Ok(None)
         }
@@ -276,30 +297,18 @@ fn rejected(r: &support::RedisServer, cmd: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One job in flight per pool: a completed job's permit can only pass to the entry its
-/// COMPLETE call read (the fetch loop never gets it while the stream has entries).
-fn one_at_a_time() -> QueueSettings {
-    QueueSettings {
+/// A redis-server and a queue with one job in flight per pool: a completed job's permit can
+/// only pass to the entry its COMPLETE call read (the fetch loop never gets it while the
+/// stream has entries).
+async fn one_at_a_time() -> (support::RedisServer, Queue) {
+    let r = support::RedisServer::start();
+    let s = QueueSettings {
         default_concurrency: 1,
         ..support::fast_queue_settings()
-    }
-}
-
-/// A handler for kind `gate` that counts its effect in `counter`, then waits for `open`.
-fn gated(counter: &str, open: tokio::sync::watch::Receiver<bool>) -> Registry {
-    let c = counter.to_string();
-    Registry::new().on("batch", "gate", move |ctx: JobContext| {
-        let (c, mut open) = (c.clone(), open.clone());
-        async move {
-            let mut conn = ctx.queue.connection();
-            let _: i64 = conn
-                .incr(&c, 1)
-                .await
-                .map_err(|e| JobError::Retry(e.to_string()))?;
-            let _ = open.wait_for(|o| *o).await;
-            Ok(None)
-        }
-    })
+    };
+    let q = Queue::connect(&r.url(), s).await.unwrap();
+    q.ensure_group("batch").await.unwrap();
+    (r, q)
 }
 
 async fn wait_state(q: &Queue, id: &str, state: JobState) {
@@ -322,35 +331,44 @@ async fn wait_count(q: &Queue, key: &str, n: u64) {
     .await;
 }
 
+/// Enqueues job A (kind `gate`), waits until its handler runs (`a_runs` = 1), then enqueues
+/// job B (kind `next`): B waits in the stream while A holds the pool's only permit.
+async fn a_running_then_b(q: &Queue, a_runs: &str) -> (String, String) {
+    let a = q
+        .enqueue(NewJob::new("batch", "gate", json!({})))
+        .await
+        .unwrap()
+        .id;
+    wait_count(q, a_runs, 1).await;
+    let b = q
+        .enqueue(NewJob::new("batch", "next", json!({})))
+        .await
+        .unwrap()
+        .id;
+    (a, b)
+}
+
 fn outcomes(j: &app::queue::JobRecord) -> Vec<&str> {
     j.history.iter().map(|a| a.outcome.as_str()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_read_by_a_completion_is_redelivered_when_its_worker_dies_before_its_handler() {
-    let r = support::RedisServer::start();
-    let q = Queue::connect(&r.url(), one_at_a_time()).await.unwrap();
-    q.ensure_group("batch").await.unwrap();
+    let (_r, q) = one_at_a_time().await;
     let (a_runs, b_runs) = ("t:a-runs", "t:b-runs");
     let (open, gate) = tokio::sync::watch::channel(false);
     // The first pool's worker dies before B's handler does anything (it never returns).
-    let first_reg = gated(a_runs, gate).on("batch", "next", |_ctx: JobContext| async {
-        std::future::pending::<()>().await;
-        Ok(None)
-    });
+    let first_reg = effect_on(Registry::new(), "gate", a_runs, Then::WaitFor(gate)).on(
+        "batch",
+        "next",
+        |_ctx: JobContext| async {
+            std::future::pending::<()>().await;
+            Ok(None)
+        },
+    );
     let first = WorkerPool::start(q.clone(), first_reg).await.unwrap();
-    let a = q
-        .enqueue(NewJob::new("batch", "gate", json!({})))
-        .await
-        .unwrap()
-        .id;
-    wait_count(&q, a_runs, 1).await;
     // B waits in the stream while A runs; A's completion reads and starts it.
-    let b = q
-        .enqueue(NewJob::new("batch", "next", json!({})))
-        .await
-        .unwrap()
-        .id;
+    let (a, b) = a_running_then_b(&q, a_runs).await;
     open.send(true).unwrap();
     wait_state(&q, &a, JobState::Succeeded).await;
     wait_state(&q, &b, JobState::Running).await;
@@ -365,15 +383,7 @@ async fn a_job_read_by_a_completion_is_redelivered_when_its_worker_dies_before_i
     );
     drop(first);
     // Its entry stays pending: another pool takes it over after claim_idle_ms.
-    let second_reg = Registry::new().on("batch", "next", move |ctx: JobContext| async move {
-        let _: i64 = ctx
-            .queue
-            .connection()
-            .incr(b_runs, 1)
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        Ok(None)
-    });
+    let second_reg = effect_on(Registry::new(), "next", b_runs, Then::Succeed);
     let second = WorkerPool::start(q.clone(), second_reg).await.unwrap();
     wait_state(&q, &b, JobState::Succeeded).await;
     assert!(second.shutdown().await.drained);
@@ -390,32 +400,17 @@ async fn a_job_read_by_a_completion_is_redelivered_when_its_worker_dies_before_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fused_call_whose_completion_fails_loses_no_job() {
-    let r = support::RedisServer::start();
-    let q = Queue::connect(&r.url(), one_at_a_time()).await.unwrap();
-    q.ensure_group("batch").await.unwrap();
+    let (r, q) = one_at_a_time().await;
     let (a_runs, b_runs) = ("t:a-runs", "t:b-runs");
     let (open, gate) = tokio::sync::watch::channel(false);
-    let reg = gated(a_runs, gate).on("batch", "next", move |ctx: JobContext| async move {
-        let _: i64 = ctx
-            .queue
-            .connection()
-            .incr(b_runs, 1)
-            .await
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-        Ok(None)
-    });
+    let reg = effect_on(
+        effect_on(Registry::new(), "gate", a_runs, Then::WaitFor(gate)),
+        "next",
+        b_runs,
+        Then::Succeed,
+    );
     let pool = WorkerPool::start(q.clone(), reg).await.unwrap();
-    let a = q
-        .enqueue(NewJob::new("batch", "gate", json!({})))
-        .await
-        .unwrap()
-        .id;
-    wait_count(&q, a_runs, 1).await;
-    let b = q
-        .enqueue(NewJob::new("batch", "next", json!({})))
-        .await
-        .unwrap()
-        .id;
+    let (a, b) = a_running_then_b(&q, a_runs).await;
     // Redis refuses writes: A's COMPLETE (which would also read B) fails at its first HSET.
     let hset0 = rejected(&r, "hset");
     r.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);

@@ -36,13 +36,8 @@ impl Delivery {
         entry: String,
         job_id: String,
     ) -> Self {
-        Self {
-            queue: queue.clone(),
-            tag: tag.clone(),
-            entry,
-            job_id,
-            owner: format!("{}#{:08x}", sh.consumer, rand::random::<u32>()),
-        }
+        let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
+        Self::with_owner(queue, tag, entry, job_id, owner)
     }
 
     /// An entry COMPLETE read and started as `owner`.
