@@ -33,7 +33,7 @@ pub enum Allocator {
 
 impl Allocator {
     /// The allocator used when `APP_ALLOCATOR` is not set.
-    pub const DEFAULT: Allocator = Allocator::System;
+    pub const DEFAULT: Allocator = Allocator::Jemalloc;
     pub const ALL: [Allocator; 3] = [Allocator::System, Allocator::Jemalloc, Allocator::Mimalloc];
 
     pub fn as_str(self) -> &'static str {

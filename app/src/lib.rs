@@ -33,6 +33,7 @@ pub mod cache;
 pub mod config;
 pub mod hostcheck;
 pub mod http;
+pub mod logs;
 pub mod metrics;
 pub mod orders;
 pub mod queue;

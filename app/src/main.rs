@@ -2,15 +2,14 @@
 //! the effective configuration (file plus `APP_*` overrides) or the first error; `app
 //! openapi` prints the API's OpenAPI document.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use app::alloc::{Allocator, Selectable};
 use app::config::Config;
+use app::logs::LogFormat;
 use app::server;
 
 /// glibc's malloc, jemalloc or mimalloc, as `APP_ALLOCATOR` says (see `app::alloc`).
@@ -29,12 +28,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,21 +103,6 @@ fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))
-}
-
-fn init_logs(format: LogFormat) {
-    // `APP_LOG` (or `RUST_LOG`) picks levels, e.g. `APP_LOG=app=debug,tower_http=info`.
-    let filter = EnvFilter::try_from_env("APP_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only on a terminal: in a log file they are bytes to write and to strip.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -278,7 +256,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Worker { config } => {
-            init_logs(cli.log_format);
+            let _logs = app::logs::init(cli.log_format);
             let cfg = load_config(config.as_deref())?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -298,7 +276,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(app::wiring::run_dlq(&cfg, command))
         }
         Command::Serve { config } => {
-            init_logs(cli.log_format);
+            let _logs = app::logs::init(cli.log_format);
             tracing::info!(%allocator, "memory allocator");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -221,6 +221,10 @@ async fn suite(base: &str) {
         let r = req.send().await.unwrap();
         let url = r.url().to_string();
         assert_eq!(r.status().as_u16(), status, "{url}");
+        // Timeouts and panics too: the instance and the request id are on every answer.
+        for h in ["x-served-by", "x-request-id"] {
+            assert!(r.headers().contains_key(h), "{url}: no {h}");
+        }
         let body: Value = r
             .json()
             .await

@@ -27,15 +27,16 @@ impl Envelope {
         out
     }
 
-    /// `None` for bytes that are not an envelope (treated as a miss, then overwritten).
-    pub fn decode(raw: &[u8]) -> Option<Self> {
+    /// `None` for bytes that are not an envelope (treated as a miss, then overwritten). The
+    /// value shares `raw`'s allocation: an L2 hit copies nothing.
+    pub fn decode(raw: impl Into<Bytes>) -> Option<Self> {
+        let raw: Bytes = raw.into();
         let bar = raw.iter().position(|&b| b == b'|')?;
         let fresh_until_ms = std::str::from_utf8(&raw[..bar]).ok()?.parse().ok()?;
-        let payload = &raw[bar + 1..];
-        let value = if payload.is_empty() {
+        let value = if bar + 1 == raw.len() {
             Cached::Missing
         } else {
-            Cached::Found(Bytes::copy_from_slice(payload))
+            Cached::Found(raw.slice(bar + 1..))
         };
         Some(Self {
             fresh_until_ms,
@@ -58,13 +59,17 @@ mod tests {
             fresh_until_ms: 123,
             value: Cached::Found(Bytes::from_static(b"{\"a\":1}")),
         };
-        assert_eq!(Envelope::decode(&e.encode()), Some(e));
+        assert_eq!(Envelope::decode(e.encode()), Some(e));
         let n = Envelope {
             fresh_until_ms: 5,
             value: Cached::Missing,
         };
-        assert_eq!(Envelope::decode(&n.encode()), Some(n.clone()));
+        assert_eq!(Envelope::decode(n.encode()), Some(n.clone()));
         assert!(n.is_fresh(4) && !n.is_fresh(5));
-        assert_eq!(Envelope::decode(b"garbage"), None);
+        assert_eq!(Envelope::decode(&b"garbage"[..]), None);
+        assert_eq!(
+            Envelope::decode(&b"12|"[..]).map(|e| e.value),
+            Some(Cached::Missing)
+        );
     }
 }

@@ -224,7 +224,7 @@ impl Cache {
         };
         let vkey = self.inner.keys.value(&key);
         let stale = match l2.get(&vkey).await {
-            Ok(Some(raw)) => match Envelope::decode(&raw) {
+            Ok(Some(raw)) => match Envelope::decode(raw) {
                 Some(env) if env.is_fresh(now_ms()) => {
                     let result = if matches!(env.value, Cached::Found(_)) {
                         "hit"
@@ -278,7 +278,7 @@ impl Cache {
                 // Another instance may have finished its rebuild just before we got the lock.
                 if stale.is_none()
                     && let Ok(Some(raw)) = l2.get(vkey).await
-                    && let Some(env) = Envelope::decode(&raw)
+                    && let Some(env) = Envelope::decode(raw)
                     && env.is_fresh(now_ms())
                 {
                     let _ = l2.unlock(&lock_key, &token).await;
@@ -301,7 +301,7 @@ impl Cache {
                     match l2.get(vkey).await {
                         Ok(Some(raw)) => {
                             if let Some(env) =
-                                Envelope::decode(&raw).filter(|e| e.is_fresh(now_ms()))
+                                Envelope::decode(raw).filter(|e| e.is_fresh(now_ms()))
                             {
                                 outcome("waited_hit");
                                 return Ok(env.value);

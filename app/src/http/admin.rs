@@ -66,7 +66,7 @@ pub async fn guard(State(token): State<AdminToken>, req: Request, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.trim().as_bytes(), want) => {
-            tracing::info!(target: "audit", method = %req.method(), path = %req.uri().path(), "admin route");
+            tracing::info!(target: "audit", method = %req.method(), path = %req.uri().path(), request_id = %crate::api::request_id(), "admin route");
             next.run(req).await
         }
         _ => ApiError::Unauthorized("admin route: missing or wrong bearer token".into())

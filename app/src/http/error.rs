@@ -18,7 +18,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(m.to_string()),
             other => {
-                tracing::error!(error = %other, "database call failed");
+                tracing::error!(error = %other, request_id = %crate::api::request_id(), "database call failed");
                 ApiError::DatabaseUnavailable
             }
         }

@@ -61,7 +61,7 @@ pub async fn get_user(
         Ok(Cached::Found(body)) => Ok(json_bytes(StatusCode::OK, body)),
         Ok(Cached::Missing) => Err(ApiError::NotFound("user not found".into())),
         Err(e) => {
-            tracing::error!(error = %e, id, "loading user failed");
+            tracing::error!(error = %e, id, request_id = %crate::api::request_id(), "loading user failed");
             Err(ApiError::DatabaseUnavailable)
         }
     }
