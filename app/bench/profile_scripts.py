@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Redis CPU per queue script: the Redis Streams backend's ENQUEUE, START and COMPLETE, one
-job per call (as on `--base`, main by default) against this tree's batched scripts with
-batches of 1, 8 and 32. Drives the scripts' Lua (read from the Rust sources) over RESP on a
-redis-server of its own and reads `INFO commandstats` and `INFO cpu` between phases.
+job per call (as on `--base`, the last commit before batching by default), batched (as on
+`--batched`, the batching commit by default: XREADGROUP, START, COMPLETE per worker cycle)
+and this tree's fused cycle (COMPLETE reads and starts the next entries: one call per cycle)
+with batches of 1, 8 and 32. Drives the scripts' Lua (read from the Rust sources) over RESP
+on a redis-server of its own and reads `INFO commandstats` and `INFO cpu` between phases.
 
-    python3 app/bench/profile_scripts.py [--jobs 5000] [--base main]
+    python3 app/bench/profile_scripts.py [--jobs 5000] [--base REV] [--batched REV]
 
 Needs redis-server and git; no Python packages. See app/docs/queue.md, "Where the Redis
 time goes".
@@ -99,6 +101,30 @@ def run(name, src, port, n, batch):
                 ks = [k for i in js for k in keys(i)]; a = [x for i in js for x in args(i)]
                 r.call('EVALSHA', sha['ENQUEUE'], len(ks), *ks, *a)
     entries = {}
+    def fused():
+        def cycle():
+            # The first read and START, as the fetch loop does; then each COMPLETE of a batch
+            # reads and starts the next one.
+            rep = r.call('XREADGROUP', 'GROUP', grp, 'c1', 'COUNT', batch, 'STREAMS', st, '>')
+            es = [(e[0], e[1][1]) for e in rep[0][1]]
+            ks = [st] + ['q:job:{t}:' + j for _, j in es]
+            a = [grp, 'c1'] + [x for e, _ in es for x in (e, 'o' + e)]
+            r.call('EVALSHA', sha['START'], len(ks), *ks, *a)
+            done = 0
+            while es:
+                ks = [k for _, j in es for k in ('q:job:{t}:' + j, st)]
+                a = [grp, 'c1', 604800, 'n%d' % done, 1, 2, len(es), 'q:job:{t}:'] + \
+                    [x for e, _ in es for x in (e, '', '', 0)]
+                out, started = r.call('EVALSHA', sha['COMPLETE'], len(ks), *ks, *a)
+                assert out == ['ok'] * len(es), out
+                done += len(es)
+                es = [(x[1], x[2]) for x in started]
+                assert all(x[4] == 'run' for x in started), started
+            assert done == n, done
+        phase('CYCLE', cycle)
+        assert r.call('HGET', 'q:job:{t}:' + ids[0], 'state') == 'succeeded'
+        assert r.call('XLEN', st) == 0
+        return res
     def start():
         got = 0
         while got < n:
@@ -123,7 +149,10 @@ def run(name, src, port, n, batch):
                 ks = [k for j in js for k in ('q:job:{t}:' + j, st)]
                 a = [grp, 'c1', 604800] + [x for j in js for x in (entries[j], '', '', 0)]
                 r.call('EVALSHA', sha['COMPLETE'], len(ks), *ks, *a)
-    phase('ENQUEUE', enq); phase('START', start); phase('COMPLETE', complete)
+    phase('ENQUEUE', enq)
+    if name == 'fused':
+        return fused()
+    phase('START', start); phase('COMPLETE', complete)
     h = r.call('HGET', 'q:job:{t}:' + ids[0], 'state'); assert h == 'succeeded', h
     assert r.call('XLEN', st) == 0
     return res
@@ -136,13 +165,14 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--jobs', type=int, default=5000, help='jobs per case (default 5000)')
-    ap.add_argument('--base', default='main', help='git revision whose one-job-per-call scripts are the baseline (default main)')
+    ap.add_argument('--base', default='5cbddf0', help='git revision whose one-job-per-call scripts are the baseline (default 5cbddf0, before batching)')
+    ap.add_argument('--batched', default='830aa34', help='git revision of the batched, unfused scripts (default 830aa34)')
     args = ap.parse_args()
     if args.jobs < 1:
         sys.exit('--jobs must be at least 1')
     if not shutil.which('redis-server'):
         sys.exit('redis-server not found (apt package redis-server)')
-    old, new = scripts(args.base), scripts(None)
+    old, batched, new = scripts(args.base), scripts(args.batched), scripts(None)
     d = tempfile.mkdtemp(prefix='queue-profile-')
     port = free_port()
     srv = subprocess.Popen(['redis-server', '--port', str(port), '--dir', d, '--save', '',
@@ -154,7 +184,8 @@ def main():
             except OSError:
                 time.sleep(0.05)
         print('%-5s %-5s %-9s %7s %13s %16s  %s' % ('code', 'batch', 'script', 'calls', 'script us/job', 'redis cpu us/job', 'commands run inside, per job'))
-        for name, src, batch in (('base', old, 1), ('new', new, 1), ('new', new, 8), ('new', new, 32)):
+        for name, src, batch in (('base', old, 1), ('batch', batched, 8), ('batch', batched, 32),
+                                 ('fused', new, 1), ('fused', new, 8), ('fused', new, 32)):
             res = run(name, src, port, args.jobs, batch)
             for k, (calls, us, c, inner) in res.items():
                 print('%-5s %-5d %-9s %7d %13.1f %16.1f  %s' % (name, batch, k, calls, us, c, ' '.join('%s=%.1f' % (a, b / args.jobs) for a, b in sorted(inner.items()))))

@@ -2,7 +2,10 @@
 //! enqueues coalesced into one ENQUEUE call (an idempotency key repeated within one batch),
 //! entries started by one START call and completions coalesced into one COMPLETE call while
 //! jobs of the same batch fail, retry and go dead, and a worker that dies after its handler's
-//! effect but before the completion is recorded (the job runs again: at least once).
+//! effect but before the completion is recorded (the job runs again: at least once). The
+//! fused COMPLETE (it reads and starts the next entries): a job it started whose worker dies
+//! before its handler ran is re-delivered, and a call whose completion part fails loses
+//! neither the completed job (it runs again) nor the next one.
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,20 +36,41 @@ where
     assert!(held, "timed out waiting for {what}");
 }
 
+/// What a counting handler does after its effect.
+#[derive(Clone)]
+enum Then {
+    Succeed,
+    /// Never returns: its worker is gone before the completion is recorded.
+    Hang,
+    /// Succeeds once the value is true.
+    WaitFor(tokio::sync::watch::Receiver<bool>),
+}
+
 /// A handler that counts its effect in Redis key `counter`, then succeeds, or never returns
-/// (`lost`: its worker is gone before the completion is recorded).
+/// (`lost`).
 fn effect(counter: &str, lost: bool) -> Registry {
+    let then = if lost { Then::Hang } else { Then::Succeed };
+    effect_on(Registry::new(), "effect", counter, then)
+}
+
+/// A handler for jobs of `kind`, added to `reg`, that counts its effect in `counter`, then
+/// does `then`.
+fn effect_on(reg: Registry, kind: &str, counter: &str, then: Then) -> Registry {
     let c = counter.to_string();
-    Registry::new().on("batch", "effect", move |ctx: JobContext| {
-        let c = c.clone();
+    reg.on("batch", kind, move |ctx: JobContext| {
+        let (c, then) = (c.clone(), then.clone());
         async move {
             let mut conn = ctx.queue.connection();
             let _: i64 = conn
                 .incr(&c, 1)
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
-            if lost {
-                std::future::pending::<()>().await;
+            match then {
+                Then::Succeed => {}
+                Then::Hang => std::future::pending::<()>().await,
+                Then::WaitFor(mut open) => {
+                    let _ = open.wait_for(|o| *o).await;
+                }
             }
             Ok(None)
         }
@@ -258,6 +282,167 @@ async fn a_worker_lost_after_the_effect_before_its_completion_runs_the_job_again
         assert_eq!(outcomes, ["reclaimed", "succeeded"], "job {id}");
         assert_eq!(job.attempts, 2);
     }
+    let st = q.stats("batch").await.unwrap();
+    assert_eq!((st.length, st.pending), (0, 0));
+}
+
+/// `rejected_calls` of one command in `INFO commandstats` (commands refused inside scripts
+/// count there too).
+fn rejected(r: &support::RedisServer, cmd: &str) -> u64 {
+    r.cli(&["INFO", "commandstats"])
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("rejected_calls=")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A redis-server and a queue with one job in flight per pool: a completed job's permit can
+/// only pass to the entry its COMPLETE call read (the fetch loop never gets it while the
+/// stream has entries).
+async fn one_at_a_time() -> (support::RedisServer, Queue) {
+    let r = support::RedisServer::start();
+    let s = QueueSettings {
+        default_concurrency: 1,
+        ..support::fast_queue_settings()
+    };
+    let q = Queue::connect(&r.url(), s).await.unwrap();
+    q.ensure_group("batch").await.unwrap();
+    (r, q)
+}
+
+async fn wait_state(q: &Queue, id: &str, state: JobState) {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("job {id} {state:?}"),
+        || {
+            let (q, id) = (q.clone(), id.to_string());
+            async move { q.get(&id).await.unwrap().map(|j| j.state) == Some(state) }
+        },
+    )
+    .await;
+}
+
+async fn wait_count(q: &Queue, key: &str, n: u64) {
+    wait_for(Duration::from_secs(30), &format!("{key} = {n}"), || {
+        let (q, key) = (q.clone(), key.to_string());
+        async move { q.connection().get::<_, Option<u64>>(&key).await.unwrap() == Some(n) }
+    })
+    .await;
+}
+
+/// Enqueues job A (kind `gate`), waits until its handler runs (`a_runs` = 1), then enqueues
+/// job B (kind `next`): B waits in the stream while A holds the pool's only permit.
+async fn a_running_then_b(q: &Queue, a_runs: &str) -> (String, String) {
+    let a = q
+        .enqueue(NewJob::new("batch", "gate", json!({})))
+        .await
+        .unwrap()
+        .id;
+    wait_count(q, a_runs, 1).await;
+    let b = q
+        .enqueue(NewJob::new("batch", "next", json!({})))
+        .await
+        .unwrap()
+        .id;
+    (a, b)
+}
+
+fn outcomes(j: &app::queue::JobRecord) -> Vec<&str> {
+    j.history.iter().map(|a| a.outcome.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_read_by_a_completion_is_redelivered_when_its_worker_dies_before_its_handler() {
+    let (_r, q) = one_at_a_time().await;
+    let (a_runs, b_runs) = ("t:a-runs", "t:b-runs");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    // The first pool's worker dies before B's handler does anything (it never returns).
+    let first_reg = effect_on(Registry::new(), "gate", a_runs, Then::WaitFor(gate)).on(
+        "batch",
+        "next",
+        |_ctx: JobContext| async {
+            std::future::pending::<()>().await;
+            Ok(None)
+        },
+    );
+    let first = WorkerPool::start(q.clone(), first_reg).await.unwrap();
+    // B waits in the stream while A runs; A's completion reads and starts it.
+    let (a, b) = a_running_then_b(&q, a_runs).await;
+    open.send(true).unwrap();
+    wait_state(&q, &a, JobState::Succeeded).await;
+    wait_state(&q, &b, JobState::Running).await;
+    let owner: String = q
+        .connection()
+        .hget(q.keys().job(&b), "owner")
+        .await
+        .unwrap();
+    assert!(
+        owner.starts_with(&format!("{}#", first.consumer())) && owner.contains('.'),
+        "B was started by A's COMPLETE call (owner {owner})"
+    );
+    drop(first);
+    // Its entry stays pending: another pool takes it over after claim_idle_ms.
+    let second_reg = effect_on(Registry::new(), "next", b_runs, Then::Succeed);
+    let second = WorkerPool::start(q.clone(), second_reg).await.unwrap();
+    wait_state(&q, &b, JobState::Succeeded).await;
+    assert!(second.shutdown().await.drained);
+    let n: u64 = q.connection().get(b_runs).await.unwrap();
+    assert_eq!(n, 1, "B's handler ran once, on the second pool");
+    let jb = q.get(&b).await.unwrap().expect("B");
+    assert_eq!(outcomes(&jb), ["reclaimed", "succeeded"]);
+    assert_eq!(jb.attempts, 2);
+    let ja = q.get(&a).await.unwrap().expect("A");
+    assert_eq!(outcomes(&ja), ["succeeded"], "A completed once");
+    let st = q.stats("batch").await.unwrap();
+    assert_eq!((st.length, st.pending), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fused_call_whose_completion_fails_loses_no_job() {
+    let (r, q) = one_at_a_time().await;
+    let (a_runs, b_runs) = ("t:a-runs", "t:b-runs");
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let reg = effect_on(
+        effect_on(Registry::new(), "gate", a_runs, Then::WaitFor(gate)),
+        "next",
+        b_runs,
+        Then::Succeed,
+    );
+    let pool = WorkerPool::start(q.clone(), reg).await.unwrap();
+    let (a, b) = a_running_then_b(&q, a_runs).await;
+    // Redis refuses writes: A's COMPLETE (which would also read B) fails at its first HSET.
+    let hset0 = rejected(&r, "hset");
+    r.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]);
+    open.send(true).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "A's completion to be refused",
+        || {
+            let r = &r;
+            async move { rejected(r, "hset") > hset0 }
+        },
+    )
+    .await;
+    let ja = q.get(&a).await.unwrap().expect("A");
+    assert_eq!(ja.state, JobState::Running, "no completion was recorded");
+    assert_eq!(q.get(&b).await.unwrap().expect("B").state, JobState::Queued);
+    r.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]);
+    // A's entry stayed pending: reclaimed, run again; B is read as usual.
+    wait_state(&q, &a, JobState::Succeeded).await;
+    wait_state(&q, &b, JobState::Succeeded).await;
+    assert!(pool.shutdown().await.drained);
+    let runs: (u64, u64) = (
+        q.connection().get(a_runs).await.unwrap(),
+        q.connection().get(b_runs).await.unwrap(),
+    );
+    assert_eq!(
+        runs,
+        (2, 1),
+        "A ran again (its completion was lost), B once"
+    );
+    let ja = q.get(&a).await.unwrap().expect("A");
+    assert_eq!(outcomes(&ja), ["reclaimed", "succeeded"]);
     let st = q.stats("batch").await.unwrap();
     assert_eq!((st.length, st.pending), (0, 0));
 }

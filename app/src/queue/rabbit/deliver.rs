@@ -15,6 +15,7 @@ use super::produce::{Body, new_entry, publish_job, route_for};
 use super::records::Completion;
 use super::scripts;
 use super::topology::level_for;
+use crate::queue::batch::Item;
 use crate::queue::keys::job_tag;
 use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
 use crate::queue::worker::{PoolStats, Shared};
@@ -139,15 +140,18 @@ async fn deliver(
     // START, and once more naming the job's pool if it turns out to be gone.
     let mut take_over_from = String::new();
     let r: Vec<String> = loop {
-        let mut start = scripts::START_S.key(&job_key);
-        start
-            .key(&outbox)
-            .key(&running)
-            .arg(&body.entry)
-            .arg(&sh.consumer)
-            .arg(&owner)
-            .arg(&take_over_from);
-        let r: Vec<String> = retry::script(q, "start", &start).await?;
+        let start = Item {
+            q: q.clone(),
+            tag: tag.to_string(),
+            keys: vec![job_key.clone(), outbox.clone(), running.clone()],
+            args: vec![
+                body.entry.clone(),
+                sh.consumer.clone(),
+                owner.clone(),
+                take_over_from.clone(),
+            ],
+        };
+        let r: Vec<String> = b.records.start.submit(start).await?;
         match r.as_slice() {
             [tag, holder] if tag == "held" && take_over_from.is_empty() => {
                 if pool_alive(q, holder).await? {

@@ -1,7 +1,7 @@
 //! This process's coalesced calls to the job-record scripts of the RabbitMQ backend (see
 //! `queue::batch`): the ENQUEUE records of concurrent enqueues, the CONFIRMED calls of
-//! concurrent publishes and the COMPLETE records of concurrent successes, each one script
-//! call per batch and partition.
+//! concurrent publishes, the STARTs of concurrent deliveries and the COMPLETE records of
+//! concurrent successes, each one script call per batch and partition.
 
 use super::scripts;
 use crate::queue::batch::{self, Grouped, Item, Lazy};
@@ -67,6 +67,8 @@ async fn complete_batch(items: Vec<Completion>) -> Result<Vec<Vec<String>>, Queu
 /// The batchers, one each per process (held by the broker handle).
 pub(crate) struct Records {
     pub enqueue: Lazy<Item, Recorded>,
+    /// START of deliveries (their keys: job, outbox, running set).
+    pub start: Lazy<Item, Vec<String>>,
     pub confirmed: Lazy<Confirm, i64>,
     pub complete: Lazy<Completion, Vec<String>>,
 }
@@ -77,6 +79,7 @@ impl Records {
             enqueue: Lazy::new(|items| {
                 Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
             }),
+            start: Lazy::new(|items| Box::pin(batch::call(&scripts::START_S, "start", items))),
             confirmed: Lazy::new(|items| Box::pin(confirmed_batch(items))),
             complete: Lazy::new(|items| Box::pin(complete_batch(items))),
         }

@@ -142,40 +142,49 @@ end
 return out
 "#;
 
-/// KEYS: job, outbox, running set. ARGV: entry, consumer (the pool), owner (this delivery),
-/// the pool to take the job over from ('' for none).
-/// Returns {'run', attempt, max_attempts, kind, payload, notify_queue, replays} |
+/// Starts a batch of deliveries of one partition (this process's concurrent STARTs,
+/// coalesced: see `queue::batch`).
+/// KEYS per delivery: job, outbox, running set. ARGV per delivery: entry, consumer (the
+/// pool), owner (this delivery), the pool to take the job over from ('' for none).
+/// Returns per delivery {'run', attempt, max_attempts, kind, payload, notify_queue, replays} |
 ///         {'early', wait_ms} | {'held', pool}: it runs in that pool, which may be gone (the
 ///         caller looks, and calls again naming it) | {'lost', notify_queue, replays}: taken
 ///         over with no attempt left, nothing changed (the caller runs BURY_LOST) | {'skip'}.
 const START: &str = r#"
-local jk = KEYS[1]
-local st = redis.call('HGET', jk, 'state')
-if not st or redis.call('HGET', jk, 'entry') ~= ARGV[1] then return {'skip'} end
 local now = now_ms()
-local attempts = hnum(jk, 'attempts', 0)
-if st == 'scheduled' or st == 'failed' then
-  local due = hnum(jk, 'run_at_ms', 0)
-  if due > now then return {'early', tostring(due - now)} end
-elseif st == 'running' then
-  -- A repeat by this very delivery (its answer was lost in a failover).
-  if redis.call('HGET', jk, 'owner') == ARGV[3] then return run_reply(jk, attempts) end
-  -- A duplicate copy, or a redelivery after the broker restarted under a job that still
-  -- runs: the caller hands it back while that pool lives; the running attempt decides.
-  local holder = redis.call('HGET', jk, 'consumer') or ''
-  if holder ~= ARGV[4] then return {'held', holder} end
-  -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
-  if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
-  end_attempt(jk, attempts, holder, now, 'reclaimed', 'worker lost')
-elseif st ~= 'queued' then
-  return {'skip'}
+local function start(jk, running, entry, consumer, owner, from)
+  local st = redis.call('HGET', jk, 'state')
+  if not st or redis.call('HGET', jk, 'entry') ~= entry then return {'skip'} end
+  local attempts = hnum(jk, 'attempts', 0)
+  if st == 'scheduled' or st == 'failed' then
+    local due = hnum(jk, 'run_at_ms', 0)
+    if due > now then return {'early', tostring(due - now)} end
+  elseif st == 'running' then
+    -- A repeat by this very delivery (its answer was lost in a failover).
+    if redis.call('HGET', jk, 'owner') == owner then return run_reply(jk, attempts) end
+    -- A duplicate copy, or a redelivery after the broker restarted under a job that still
+    -- runs: the caller hands it back while that pool lives; the running attempt decides.
+    local holder = redis.call('HGET', jk, 'consumer') or ''
+    if holder ~= from then return {'held', holder} end
+    -- The pool that ran it is gone (killed, crashed, stopped after its grace period).
+    if attempts >= hnum(jk, 'max_attempts', 1) then return {'lost', notify_of(jk)} end
+    end_attempt(jk, attempts, holder, now, 'reclaimed', 'worker lost')
+  elseif st ~= 'queued' then
+    return {'skip'}
+  end
+  attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('HSET', jk, 'state', 'running', 'consumer', consumer, 'owner', owner,
+    'started_ms', now, 'updated_ms', now)
+  -- A reclaimed job re-run is in the set already (SADD is a no-op then).
+  redis.call('SADD', running, redis.call('HGET', jk, 'id'))
+  return run_reply(jk, attempts)
 end
-attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-redis.call('HSET', jk, 'state', 'running', 'consumer', ARGV[2], 'owner', ARGV[3],
-  'started_ms', now, 'updated_ms', now)
--- A reclaimed job re-run is in the set already (SADD is a no-op then).
-redis.call('SADD', KEYS[3], redis.call('HGET', jk, 'id'))
-return run_reply(jk, attempts)
+local out = {}
+for j = 0, #KEYS / 3 - 1 do
+  out[j + 1] = start(KEYS[3 * j + 1], KEYS[3 * j + 3], ARGV[4 * j + 1], ARGV[4 * j + 2],
+    ARGV[4 * j + 3], ARGV[4 * j + 4])
+end
+return out
 "#;
 
 /// A job whose pool vanished during its last attempt goes dead.

@@ -1,7 +1,8 @@
-//! Deliveries of stream entries: START (one call for the entries one read returned, or one
-//! per entry behind a rate permit), the handler, then COMPLETE (coalesced with the pool's
-//! other completions, see `queue::batch`) or FAIL, with a heartbeat that keeps each entry
-//! from being reclaimed while its job runs.
+//! Deliveries of stream entries: START (one call for the entries one read returned, one per
+//! entry behind a rate permit, or inside the COMPLETE call that read them), the handler,
+//! then COMPLETE (coalesced with the pool's other completions and fused with the next read,
+//! see `super::complete`) or FAIL, with a heartbeat that keeps each entry from being
+//! reclaimed while its job runs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use std::time::Duration;
 use redis::ScriptInvocation;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::complete::{Completer, Completion, Next, complete_batch};
 use super::scripts;
-use crate::queue::batch::{self, Batcher, Refused};
+use crate::queue::batch::Refused;
 use crate::queue::process::{Outcome, Run, failure_args, record, run_attempt};
 use crate::queue::worker::{PoolStats, Shared};
 use crate::queue::{Queue, QueueError, rate, retry};
@@ -34,62 +36,30 @@ impl Delivery {
         entry: String,
         job_id: String,
     ) -> Self {
+        let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
+        Self::with_owner(queue, tag, entry, job_id, owner)
+    }
+
+    /// An entry COMPLETE read and started as `owner`.
+    pub(super) fn with_owner(
+        queue: &Arc<str>,
+        tag: &Arc<str>,
+        entry: String,
+        job_id: String,
+        owner: String,
+    ) -> Self {
         Self {
             queue: queue.clone(),
             tag: tag.clone(),
             entry,
             job_id,
-            owner: format!("{}#{:08x}", sh.consumer, rand::random::<u32>()),
+            owner,
         }
     }
 }
 
-/// A successful attempt waiting for the pool's next COMPLETE call.
-pub(super) struct Completion {
-    tag: Arc<str>,
-    job_key: String,
-    stream: String,
-    entry: String,
-    /// The handler's output as JSON text, '' for none.
-    result: String,
-    notify: Option<Notify>,
-}
-
-impl batch::Grouped for Completion {
-    fn tag(&self) -> &str {
-        &self.tag
-    }
-}
-
-/// The pool's completion batcher: 'ok' or 'stale' per completion.
-pub(super) type Completer = Batcher<Completion, String>;
-
-/// Spawns the completion batcher of a pool.
-pub(super) fn completer(sh: &Arc<Shared>) -> Completer {
-    let sh = sh.clone();
-    Batcher::spawn(move |items: Vec<Completion>| {
-        let sh = sh.clone();
-        async move { complete_batch(&sh, items).await }
-    })
-}
-
-/// One COMPLETE call for the completions of one partition.
-async fn complete_batch(sh: &Shared, items: Vec<Completion>) -> Result<Vec<String>, QueueError> {
-    let q = &sh.queue;
-    let s = q.settings();
-    let mut inv = scripts::COMPLETE_S.prepare_invoke();
-    inv.arg(&s.group).arg(&sh.consumer).arg(s.retention_s);
-    for c in &items {
-        inv.key(&c.job_key).key(&c.stream);
-        let nid = Notify::declare(&c.notify, &mut inv);
-        let nkeys = if c.notify.is_some() { 2 } else { 0 };
-        inv.arg(&c.entry).arg(&c.result).arg(nid).arg(nkeys);
-    }
-    retry::script(q, "complete", &inv).await
-}
-
 /// What START answered for one delivery.
-enum Started {
+pub(super) enum Started {
     Run(Run, Option<Notify>),
     /// Reclaimed from a vanished worker during its last attempt: bury it.
     Lost(Option<Notify>),
@@ -98,7 +68,7 @@ enum Started {
 }
 
 impl Started {
-    fn parse(q: &Queue, d: &Delivery, r: &[String]) -> Self {
+    pub(super) fn parse(q: &Queue, d: &Delivery, r: &[String]) -> Self {
         match r {
             [tag, a, m, kind, payload, nq, replays] if tag == "run" => Started::Run(
                 Run::from_reply(a, m, kind, payload),
@@ -151,7 +121,7 @@ pub(super) async fn start_all(
     if sh.queue.settings().rate_limit(&first.queue).is_some() {
         for (d, permit) in ds {
             sh.tracker
-                .spawn(run(sh.clone(), d, None, permit, done.clone()));
+                .spawn(run_delivery(sh.clone(), d, None, permit, done.clone()));
         }
         return;
     }
@@ -160,7 +130,7 @@ pub(super) async fn start_all(
         Ok(started) => {
             for ((d, st), permit) in ds.into_iter().zip(started).zip(permits) {
                 sh.tracker
-                    .spawn(run(sh.clone(), d, Some(st), permit, done.clone()));
+                    .spawn(run_delivery(sh.clone(), d, Some(st), permit, done.clone()));
             }
         }
         Err(e) => {
@@ -170,27 +140,38 @@ pub(super) async fn start_all(
     }
 }
 
-/// Runs one delivery to its end, or leaves it un-acknowledged when the pool aborts.
-async fn run(
+/// Runs one delivery to its end, or leaves it un-acknowledged when the pool aborts. Its
+/// permit is released once its outcome is recorded, or passes to the entry its COMPLETE
+/// call read, which this task runs next.
+pub(super) async fn run_delivery(
     sh: Arc<Shared>,
-    d: Delivery,
-    started: Option<Started>,
-    _permit: OwnedSemaphorePermit,
+    mut d: Delivery,
+    mut started: Option<Started>,
+    mut permit: OwnedSemaphorePermit,
     done: Completer,
 ) {
-    tokio::select! {
-        biased;
-        _ = sh.abort.cancelled() => {
-            PoolStats::inc(&sh.stats.abandoned);
-            tracing::warn!(queue = %d.queue, job = %d.job_id, "job abandoned at shutdown; another worker will reclaim it");
-        }
-        r = deliver(&sh, &d, started, &done) => {
-            if let Err(e) = r {
-                // The entry is still pending: it is reclaimed and the job runs again.
-                tracing::warn!(queue = %d.queue, job = %d.job_id, error = %e, "job bookkeeping failed");
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = sh.abort.cancelled() => {
+                PoolStats::inc(&sh.stats.abandoned);
+                tracing::warn!(queue = %d.queue, job = %d.job_id, "job abandoned at shutdown; another worker will reclaim it");
+                None
             }
-        }
-        _ = heartbeat(&sh, &d) => {}
+            r = deliver(&sh, &d, started, permit, &done) => match r {
+                Ok(next) => next,
+                Err(e) => {
+                    // The entry is still pending: it is reclaimed and the job runs again.
+                    tracing::warn!(queue = %d.queue, job = %d.job_id, error = %e, "job bookkeeping failed");
+                    None
+                }
+            },
+            _ = heartbeat(&sh, &d) => None,
+        };
+        let Some(next) = next else {
+            return;
+        };
+        (d, started, permit) = next;
     }
 }
 
@@ -216,7 +197,7 @@ async fn heartbeat(sh: &Shared, d: &Delivery) -> Infallible {
 
 /// The notification job a job creates when it ends: its id (the job's, with the run), its
 /// hash, and the stream of its queue in the job's partition. Scripts declare both keys.
-struct Notify {
+pub(super) struct Notify {
     id: String,
     key: String,
     stream: String,
@@ -237,7 +218,7 @@ impl Notify {
     }
 
     /// Appends the notification keys to a script's KEYS and returns its id for ARGV.
-    fn declare(n: &Option<Self>, inv: &mut ScriptInvocation<'_>) -> String {
+    pub(super) fn declare(n: &Option<Self>, inv: &mut ScriptInvocation<'_>) -> String {
         match n {
             Some(n) => {
                 inv.key(&n.key).key(&n.stream);
@@ -252,8 +233,9 @@ async fn deliver(
     sh: &Arc<Shared>,
     d: &Delivery,
     started: Option<Started>,
+    permit: OwnedSemaphorePermit,
     done: &Completer,
-) -> Result<(), QueueError> {
+) -> Result<Option<Next>, QueueError> {
     let q = &sh.queue;
     let s = q.settings();
     let k = q.keys();
@@ -285,11 +267,11 @@ async fn deliver(
             } else {
                 PoolStats::inc(&sh.stats.stale);
             }
-            return Ok(());
+            return Ok(None);
         }
         Started::Skip => {
             PoolStats::inc(&sh.stats.stale);
-            return Ok(());
+            return Ok(None);
         }
     };
     let attempt = run.attempt;
@@ -298,26 +280,30 @@ async fn deliver(
         Ok(out) => {
             let c = Completion {
                 tag: d.tag.clone(),
+                queue: d.queue.clone(),
                 job_key,
                 stream,
                 entry: d.entry.clone(),
                 result: out,
                 notify,
+                permit: Some(permit),
             };
             let r = match done.submit(c).await {
                 Ok(r) => r,
                 Err(Refused::Failed(e)) => return Err(e),
                 // The pool's batcher ended (its runtime is going away): complete alone.
-                Err(Refused::Gone(c)) => {
-                    complete_batch(sh, vec![c]).await?.pop().unwrap_or_default()
-                }
+                Err(Refused::Gone(c)) => complete_batch(sh, vec![c])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| QueueError::Decode("COMPLETE gave no answer".into()))?,
             };
-            let outcome = if r == "ok" {
+            let outcome = if r.status == "ok" {
                 Outcome::Succeeded
             } else {
                 Outcome::Stale
             };
             record(sh, queue, outcome, took);
+            return Ok(r.next);
         }
         Err(e) => {
             let (delay_ms, permanent) = failure_args(sh, attempt, &e);
@@ -349,5 +335,5 @@ async fn deliver(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -17,7 +17,8 @@ use app_redis::RedisConn;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::deliver::{self, Completer, Delivery};
+use super::complete::Completer;
+use super::deliver::{self, Delivery};
 use super::scripts;
 use crate::queue::worker::Shared;
 

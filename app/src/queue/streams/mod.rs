@@ -4,6 +4,7 @@
 //! dead-letter stream. Every pool reads every partition. Job state and stream bookkeeping
 //! change together in one Lua script (see `scripts`).
 
+mod complete;
 mod deliver;
 mod dlq;
 mod loops;
@@ -198,7 +199,7 @@ impl Transport for Streams {
         let mut loops = Vec::new();
         // One completion batcher for the pool: it ends when the loops and job tasks holding
         // it have ended and its last completions are recorded.
-        let done = deliver::completer(sh);
+        let done = complete::completer(sh);
         for name in queues {
             // Redis may be down at start: the fetch loop creates the group once it is back.
             if let Err(e) = self.ensure_queue(q, name).await {

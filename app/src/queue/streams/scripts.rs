@@ -41,6 +41,30 @@ local function drop(stream, group, entry)
   redis.call('XACK', stream, group, entry)
   redis.call('XDEL', stream, entry)
 end
+-- Starts delivery `owner` of `entry` (job hash `jk`) read from `stream` (START, COMPLETE);
+-- the answers are START's.
+local function start_entry(stream, group, consumer, now, jk, entry, owner)
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'owner', 'max_attempts',
+    'kind', 'payload', 'notify_queue', 'replays', 'consumer')
+  local st = h[1]
+  if not st or h[2] ~= entry or (st ~= 'queued' and st ~= 'running') then
+    drop(stream, group, entry)
+    return {'skip'}
+  end
+  local attempts, maxa = tonumber(h[3]) or 0, tonumber(h[5]) or 1
+  local nq, replays = h[8] or '', tostring(tonumber(h[9]) or 0)
+  if st == 'running' and h[4] ~= owner then
+    -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
+    if attempts >= maxa then return {'lost', nq, replays} end
+    end_attempt(jk, attempts, h[10] or '', now, 'reclaimed', 'worker lost')
+  end
+  if st ~= 'running' or h[4] ~= owner then
+    attempts = attempts + 1
+    redis.call('HSET', jk, 'attempts', attempts, 'state', 'running', 'consumer', consumer,
+      'owner', owner, 'started_ms', now, 'updated_ms', now)
+  end
+  return {'run', tostring(attempts), tostring(maxa), h[6] or '', h[7] or 'null', nq, replays}
+end
 "#;
 
 /// Enqueues a batch of jobs of one partition (concurrent enqueues of one process, coalesced:
@@ -93,31 +117,9 @@ pub(super) const ENQUEUE_ARGS: usize = 11;
 const START: &str = r#"
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local now = now_ms()
-local function start(jk, entry, owner)
-  local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'owner', 'max_attempts',
-    'kind', 'payload', 'notify_queue', 'replays', 'consumer')
-  local st = h[1]
-  if not st or h[2] ~= entry or (st ~= 'queued' and st ~= 'running') then
-    drop(stream, group, entry)
-    return {'skip'}
-  end
-  local attempts, maxa = tonumber(h[3]) or 0, tonumber(h[5]) or 1
-  local nq, replays = h[8] or '', tostring(tonumber(h[9]) or 0)
-  if st == 'running' and h[4] ~= owner then
-    -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
-    if attempts >= maxa then return {'lost', nq, replays} end
-    end_attempt(jk, attempts, h[10] or '', now, 'reclaimed', 'worker lost')
-  end
-  if st ~= 'running' or h[4] ~= owner then
-    attempts = attempts + 1
-    redis.call('HSET', jk, 'attempts', attempts, 'state', 'running', 'consumer', consumer,
-      'owner', owner, 'started_ms', now, 'updated_ms', now)
-  end
-  return {'run', tostring(attempts), tostring(maxa), h[6] or '', h[7] or 'null', nq, replays}
-end
 local out = {}
 for i = 2, #KEYS do
-  out[i - 1] = start(KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+  out[i - 1] = start_entry(stream, group, consumer, now, KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
 end
 return out
 "#;
@@ -141,15 +143,27 @@ return 'dead'
 "#;
 
 /// Completes a batch of jobs of one partition (completions of one pool, coalesced: see
-/// `queue::batch`): per job the success record and the acknowledgement, in one script, so an
-/// entry is never acknowledged without its job's record (a crash before the call loses
-/// nothing: the entries stay pending and are reclaimed, the jobs run again).
-/// ARGV: group, consumer, retention_s, then per job COMPLETE_ARGS: entry, result_json ('' for
-/// none), notify id ('' for none), notify keys (0 or 2).
+/// `queue::batch`), then reads and starts the pool's next entries, as BullMQ's
+/// moveToFinished fetches the next job: one call per worker cycle instead of three
+/// (XREADGROUP, START, COMPLETE). Per job the success record and the acknowledgement come
+/// first, so an entry is never acknowledged without its job's record (a crash before the
+/// call loses nothing: the entries stay pending and are reclaimed, the jobs run again); the
+/// entries read afterwards are pending for this consumer like any XREADGROUP's, so a crash
+/// before their handlers ran has them reclaimed too.
+/// ARGV: group, consumer, retention_s, nonce (unique per call), reads (m), then per read
+/// READ_ARGS: index in KEYS of a stream of the batch, count, job hash prefix of its
+/// partition; then per job COMPLETE_ARGS: entry, result_json ('' for none), notify id (''
+/// for none), notify keys (0 or 2).
 /// KEYS per job: job, stream[, notify job, notify stream].
-/// Returns per job 'ok' | 'stale'.
+/// Returns {{'ok' | 'stale' per job}, {per started entry: KEYS index of its stream, entry,
+/// job id, owner, then START's answer, or 'read' when its job hash could not be read here
+/// (a slot being migrated: the caller STARTs it with the key declared)}}.
+/// The read never blocks (XREADGROUP inside a script cannot); the caller's fetch loop blocks
+/// when this returned fewer entries than it asked for. The job hashes of the entries read are
+/// not declared (their ids are known only once read); they share the stream's hash slot.
 const COMPLETE: &str = r#"
-local group, consumer, retention = ARGV[1], ARGV[2], ARGV[3]
+local group, consumer, retention, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local reads = tonumber(ARGV[5])
 local now = now_ms()
 local acks = {}
 local function complete(jk, stream, entry, result, nid, nk, ns)
@@ -174,7 +188,7 @@ local function complete(jk, stream, entry, result, nid, nk, ns)
 end
 local out = {}
 local k = 1
-for i = 4, #ARGV, 4 do
+for i = 6 + 3 * reads, #ARGV, 4 do
   local nk, ns = nil, nil
   if ARGV[i + 3] == '2' then nk, ns = KEYS[k + 2], KEYS[k + 3] end
   table.insert(out, complete(KEYS[k], KEYS[k + 1], ARGV[i], ARGV[i + 1], ARGV[i + 2], nk, ns))
@@ -184,7 +198,24 @@ for stream, entries in pairs(acks) do
   redis.call('XACK', stream, group, unpack(entries))
   redis.call('XDEL', stream, unpack(entries))
 end
-return out
+local started = {}
+for r = 0, reads - 1 do
+  local si = tonumber(ARGV[6 + 3 * r])
+  local stream, prefix = KEYS[si], ARGV[8 + 3 * r]
+  local got = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', ARGV[7 + 3 * r],
+    'STREAMS', stream, '>')
+  if type(got) == 'table' and got[1] then
+    for _, e in ipairs(got[1][2]) do
+      local f, id = e[2], ''
+      for j = 1, #f, 2 do if f[j] == 'job' then id = f[j + 1] end end
+      local owner = consumer .. '#' .. nonce .. '.' .. (#started + 1)
+      local ok, rep = pcall(start_entry, stream, group, consumer, now, prefix .. id, e[1], owner)
+      if not ok or type(rep) ~= 'table' then rep = {'read'} end
+      table.insert(started, {si, e[1], id, owner, unpack(rep)})
+    end
+  end
+end
+return {out, started}
 "#;
 
 /// KEYS: job, stream, delayed, dlq[, notify job, notify stream].
