@@ -81,13 +81,7 @@ fn draining_backend_finishes_its_connections_and_takes_no_new_ones() -> Result<(
     let keep = keep.finish()?;
 
     // The drained backend's connections go on; it gets no new ones.
-    e.ledger.scan_for(
-        &e.system,
-        keep.outcomes
-            .iter()
-            .filter(|o| o.ok())
-            .map(|o| o.id.as_str()),
-    )?;
+    e.ledger.scan_for(&e.system, keep.answered_ids())?;
     no_failures("keep-alive connections while draining", &keep, t0)?;
     let mut kept_on_drained = 0;
     for o in keep.outcomes.iter().filter(|o| o.start >= drained) {
@@ -139,14 +133,7 @@ fn draining_backend_finishes_its_connections_and_takes_no_new_ones() -> Result<(
     load.wait_more(300, Duration::from_secs(30))?;
     let report = load.finish()?;
     // STOPPED wrote its last lines at its exit; the others within 100 ms.
-    e.ledger.scan_for(
-        &e.system,
-        report
-            .outcomes
-            .iter()
-            .filter(|o| o.ok())
-            .map(|o| o.id.as_str()),
-    )?;
+    e.ledger.scan_for(&e.system, report.answered_ids())?;
 
     // New connections started while drained (between the drain and the undrain): none may
     // have reached the drained backend.

@@ -32,14 +32,7 @@ fn ipv6_vip_spreads_over_every_backend_and_serves_the_cached_api() -> Result<()>
         "only {} of {CONNECTIONS} requests through {vip6} were made within the time bound",
         report.ok()
     );
-    e.ledger.scan_for(
-        &e.system,
-        report
-            .outcomes
-            .iter()
-            .filter(|o| o.ok())
-            .map(|o| o.id.as_str()),
-    )?;
+    e.ledger.scan_for(&e.system, report.answered_ids())?;
     let (by, unknown) = e.per_backend(&report.outcomes);
     ensure!(
         unknown == 0,

@@ -191,6 +191,14 @@ impl Report {
         self.outcomes.iter().filter(|o| o.ok()).count()
     }
 
+    /// Ids of the requests that got an answer (to look up in the backends' logs).
+    pub fn answered_ids(&self) -> impl Iterator<Item = &str> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.ok())
+            .map(|o| o.id.as_str())
+    }
+
     pub fn failed(&self) -> Vec<&Outcome> {
         self.outcomes.iter().filter(|o| !o.ok()).collect()
     }

@@ -29,14 +29,7 @@ fn vip_spreads_new_connections_evenly_over_all_backends() -> Result<()> {
         "only {} of {CONNECTIONS} requests were made within the time bound",
         report.ok()
     );
-    e.ledger.scan_for(
-        &e.system,
-        report
-            .outcomes
-            .iter()
-            .filter(|o| o.ok())
-            .map(|o| o.id.as_str()),
-    )?;
+    e.ledger.scan_for(&e.system, report.answered_ids())?;
     let (by, unknown) = e.per_backend(&report.outcomes);
     ensure!(
         unknown == 0,
