@@ -149,7 +149,7 @@ fn spread(lab: &BgpLab) -> Result<()> {
         per_lb.push((lb.clone(), n));
     }
     let mut ledger = Ledger::default();
-    ledger.scan(&lab.system)?;
+    ledger.scan_for(&lab.system, report.answered_ids())?;
     let mut by: BTreeMap<String, usize> =
         lab.system.backends().into_iter().map(|b| (b, 0)).collect();
     for o in report.outcomes.iter().filter(|o| o.ok()) {
