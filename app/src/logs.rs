@@ -137,12 +137,16 @@ impl LogBuffer {
 impl Write for &LogBuffer {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let mut p = self.lock();
-        if p.closed {
-            // After the guard: no writer thread left, so write directly.
-            drop(p);
-            return std::io::stdout().write(line);
-        }
-        while p.bytes.len() >= MAX_BUFFERED && !p.closed {
+        loop {
+            if p.closed {
+                // No writer thread left (after the guard, also when the close came while this
+                // thread waited for room): write directly, or the line would be lost.
+                drop(p);
+                return std::io::stdout().write(line);
+            }
+            if p.bytes.len() < MAX_BUFFERED {
+                break;
+            }
             p = self.changed.wait(p).unwrap_or_else(PoisonError::into_inner);
         }
         let was_below = p.bytes.len() < FLUSH_AT;
