@@ -378,3 +378,157 @@ async fn unconfirmed_enqueue_is_sent_again_from_the_outbox() {
     assert!(outbox_empty, "the job stayed in the outbox: {left:?}");
     assert!(pool.shutdown().await.drained);
 }
+
+/// The ids in the outbox of the queue's only partition.
+async fn outbox_ids(q: &app::queue::Queue) -> Vec<String> {
+    let key = q.keys().outbox(q.keys().partition(0).tag);
+    redis::AsyncCommands::zrange(&mut q.connection(), key, 0, -1)
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) for the background CONFIRMED of the enqueues so far to empty the outbox.
+async fn wait_outbox_empty(q: &app::queue::Queue, why: &str) {
+    let empty = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async { outbox_ids(q).await.is_empty() },
+    )
+    .await;
+    assert!(empty, "{why}: the outbox kept {:?}", outbox_ids(q).await);
+}
+
+/// A registry whose `side`/`count` handler counts its runs.
+fn counting(runs: std::sync::Arc<std::sync::atomic::AtomicU32>) -> app::queue::Registry {
+    app::queue::Registry::new().on("side", "count", move |_ctx: app::queue::JobContext| {
+        let runs = runs.clone();
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        }
+    })
+}
+
+/// Crash window: the broker confirmed the publish but the process died before the
+/// CONFIRMED write (it goes in the background, after `enqueue` returned). The job then
+/// looks unconfirmed: a pool's outbox sweeper sends its message again, so the broker holds
+/// two copies of the same message; the job still runs once (the second copy finds it
+/// started or done and is dropped), and its record shows one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_confirmed_write_costs_one_duplicate_at_most() {
+    use app::queue::{JobState, NewJob, Registry};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let env = Env::rabbit();
+    let q = env.queue(env.settings()).await;
+    q.ensure_group("side").await.unwrap();
+    let id = q
+        .enqueue(NewJob::new("side", "count", serde_json::json!({})))
+        .await
+        .expect("a confirmed enqueue")
+        .id;
+    // Nobody waited for it, yet the CONFIRMED write arrives and the job leaves the outbox.
+    wait_outbox_empty(&q, "after a confirmed enqueue").await;
+    assert_eq!(q.get(&id).await.unwrap().unwrap().state, JobState::Queued);
+    // The process "died" before that write: the job is back in the outbox, long overdue.
+    let key = q.keys().outbox(q.keys().partition(0).tag);
+    let _: i64 = redis::AsyncCommands::zadd(&mut q.connection(), &key, &id, 0)
+        .await
+        .unwrap();
+    // A pool of another queue sweeps the partition's outbox without consuming `side`.
+    let sweeper = WorkerPool::start(
+        q.clone(),
+        Registry::new().on("other", "noop", |_ctx: app::queue::JobContext| async {
+            Ok(None)
+        }),
+    )
+    .await
+    .unwrap();
+    let two_copies = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async { q.stats("side").await.is_ok_and(|s| s.lag == 2) },
+    )
+    .await;
+    assert!(
+        two_copies,
+        "the sweeper did not send the job again: {:?}",
+        q.stats("side").await
+    );
+    wait_outbox_empty(&q, "after the sweeper's confirmed re-send").await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let pool = WorkerPool::start(q.clone(), counting(runs.clone()))
+        .await
+        .unwrap();
+    let settled = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let done = q
+                .get(&id)
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == JobState::Succeeded);
+            done && q
+                .stats("side")
+                .await
+                .is_ok_and(|s| (s.lag, s.pending) == (0, 0))
+        },
+    )
+    .await;
+    assert!(
+        settled,
+        "{:?} {:?}",
+        q.get(&id).await,
+        q.stats("side").await
+    );
+    let j = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran twice");
+    assert_eq!((j.attempts, support::successes(&j)), (1, 1), "{j:?}");
+    assert!(pool.shutdown().await.drained);
+    assert!(sweeper.shutdown().await.drained);
+}
+
+/// Crash window: CONFIRMED never written and the message delivered before the sweeper looked
+/// (the usual case on a busy queue): START takes the job out of the outbox, so nothing is
+/// sent again. The outbox entry here is scored in the future, so the sweeper never touches
+/// it: only START can have removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_job_leaves_the_outbox_at_start() {
+    use app::queue::{JobState, NewJob};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let env = Env::rabbit();
+    let q = env.queue(env.settings()).await;
+    q.ensure_group("side").await.unwrap();
+    let id = q
+        .enqueue(NewJob::new("side", "count", serde_json::json!({})))
+        .await
+        .expect("a confirmed enqueue")
+        .id;
+    wait_outbox_empty(&q, "after a confirmed enqueue").await;
+    let key = q.keys().outbox(q.keys().partition(0).tag);
+    let far = 4_000_000_000_000_u64;
+    let _: i64 = redis::AsyncCommands::zadd(&mut q.connection(), &key, &id, far)
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let pool = WorkerPool::start(q.clone(), counting(runs.clone()))
+        .await
+        .unwrap();
+    let done = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            q.get(&id)
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == JobState::Succeeded)
+        },
+    )
+    .await;
+    assert!(done, "{:?}", q.get(&id).await);
+    assert_eq!(outbox_ids(&q).await, Vec::<String>::new());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(pool.shutdown().await.drained);
+}

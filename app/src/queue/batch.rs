@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
@@ -62,9 +63,22 @@ where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<O>, QueueError>> + Send,
     {
+        Self::spawn_lingering(flush, Duration::ZERO)
+    }
+
+    /// Like [`Batcher::spawn`], but a batch waits `linger` after its first item for more:
+    /// for items nobody waits on ([`Lazy::post`]), where a bigger batch costs no latency.
+    pub(crate) fn spawn_lingering<F, Fut>(flush: F, linger: Duration) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<O>, QueueError>> + Send,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<(I, Reply<O>)>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -166,6 +180,7 @@ pub(crate) type FlushFn<I, O> = fn(Vec<I>) -> BoxFuture<'static, Result<Vec<O>, 
 pub(crate) struct Lazy<I, O> {
     slot: Mutex<Option<Batcher<I, O>>>,
     flush: FlushFn<I, O>,
+    linger: Duration,
 }
 
 impl<I, O> Lazy<I, O>
@@ -174,18 +189,40 @@ where
     O: Send + 'static,
 {
     pub(crate) fn new(flush: FlushFn<I, O>) -> Self {
+        Self::lingering(flush, Duration::ZERO)
+    }
+
+    /// A batcher whose batches wait `linger` for more items (see [`Batcher::spawn_lingering`]).
+    pub(crate) fn lingering(flush: FlushFn<I, O>, linger: Duration) -> Self {
         Self {
             slot: Mutex::new(None),
             flush,
+            linger,
         }
     }
 
+    fn batcher(&self) -> Batcher<I, O> {
+        let mut g = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let (flush, linger) = (self.flush, self.linger);
+        g.get_or_insert_with(|| Batcher::spawn_lingering(flush, linger))
+            .clone()
+    }
+
+    /// Submits one item without waiting for its answer; a failed call is logged. For
+    /// bookkeeping whose loss is covered elsewhere (a CONFIRMED lost leaves the job in the
+    /// outbox, which sends its message again).
+    pub(crate) fn post(&self, item: I, op: &'static str) {
+        let (tx, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(sent)) = self.batcher().tx.send((item, tx)) {
+            // The batcher's runtime ended: start one on this runtime and send again.
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            let _ = self.batcher().tx.send(sent);
+        }
+        tokio::spawn(log_failure(rx, op));
+    }
+
     pub(crate) async fn submit(&self, item: I) -> Result<O, QueueError> {
-        let b = {
-            let mut g = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let flush = self.flush;
-            g.get_or_insert_with(|| Batcher::spawn(flush)).clone()
-        };
+        let b = self.batcher();
         match b.submit(item).await {
             Ok(o) => Ok(o),
             Err(Refused::Failed(e)) => Err(e),
@@ -197,6 +234,12 @@ where
                     .ok_or_else(|| QueueError::Decode("a batch of one got no answer".into()))
             }
         }
+    }
+}
+
+async fn log_failure<O>(rx: oneshot::Receiver<Result<O, QueueError>>, op: &'static str) {
+    if let Ok(Err(e)) = rx.await {
+        tracing::warn!(op, error = %e, "a posted batch call failed");
     }
 }
 
@@ -268,6 +311,30 @@ mod tests {
         }
         // 50 submits queued before the task ran: one batch, one call per partition.
         assert!(calls.load(std::sync::atomic::Ordering::Relaxed) < 50);
+    }
+
+    static POSTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static POST_CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn count_posted(items: Vec<T>) -> BoxFuture<'static, Result<Vec<u32>, QueueError>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        POST_CALLS.fetch_add(1, SeqCst);
+        POSTED.fetch_add(items.iter().map(|t| t.1).sum::<u32>(), SeqCst);
+        Box::pin(async move { Ok(items.iter().map(|t| t.1).collect()) })
+    }
+
+    #[tokio::test]
+    async fn posted_items_are_flushed_without_a_caller_waiting() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let lazy: Lazy<T, u32> = Lazy::lingering(count_posted, Duration::from_millis(20));
+        for i in 1..=10 {
+            lazy.post(T("a", i), "test");
+        }
+        // A submit behind the posts: its answer comes once the batch with the posts ran.
+        assert!(matches!(lazy.submit(T("a", 0)).await, Ok(0)));
+        assert_eq!(POSTED.load(SeqCst), 55, "every posted item was flushed");
+        // All were queued before the batcher's task first ran: one lingering batch.
+        assert_eq!(POST_CALLS.load(SeqCst), 1);
     }
 
     #[tokio::test]

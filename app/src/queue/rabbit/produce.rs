@@ -16,9 +16,9 @@ use crate::queue::{Enqueued, Queue, QueueError, retry};
 
 /// The body of every message: which job, and which message of it (the fence).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Body {
-    pub job: String,
-    pub entry: String,
+pub(crate) struct Body<S = String> {
+    pub job: S,
+    pub entry: S,
 }
 
 pub(crate) fn new_entry() -> String {
@@ -49,7 +49,8 @@ pub(crate) fn route_for(
     }
 }
 
-/// Publishes (confirmed) the message `entry` of job `id`, then takes the job out of the outbox.
+/// Publishes (confirmed) the message `entry` of job `id`. Its job leaves the outbox in a
+/// CONFIRMED call this does not wait for (see `records`).
 pub(crate) async fn publish_job(
     q: &Queue,
     b: &Broker,
@@ -58,26 +59,22 @@ pub(crate) async fn publish_job(
     id: &str,
     entry: &str,
 ) -> Result<(), QueueError> {
-    let body = serde_json::to_vec(&Body {
-        job: id.to_string(),
-        entry: entry.to_string(),
-    })
-    .map_err(|e| QueueError::Invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&Body { job: id, entry })
+        .map_err(|e| QueueError::Invalid(e.to_string()))?;
     b.publish(queue, route, entry, &body)
         .await
         .map_err(broker_err)?;
     let tag = job_tag(id).unwrap_or_default();
-    let _: i64 = b
-        .records
-        .confirmed
-        .submit(Confirm {
+    b.records.confirmed.post(
+        Confirm {
             q: q.clone(),
             tag: tag.to_string(),
             keys: [q.keys().job(id), q.keys().outbox(tag)],
             id: id.to_string(),
             entry: entry.to_string(),
-        })
-        .await?;
+        },
+        "confirmed",
+    );
     Ok(())
 }
 

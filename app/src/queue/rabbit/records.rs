@@ -1,7 +1,15 @@
 //! This process's coalesced calls to the job-record scripts of the RabbitMQ backend (see
 //! `queue::batch`): the ENQUEUE records of concurrent enqueues, the CONFIRMED calls of
-//! concurrent publishes, the STARTs of concurrent deliveries and the COMPLETE records of
+//! confirmed publishes, the STARTs of concurrent deliveries and the COMPLETE records of
 //! concurrent successes, each one script call per batch and partition.
+//!
+//! Nobody waits for CONFIRMED: a publish returns once the broker confirmed it, and the call
+//! that takes the job out of the outbox goes in the background, in batches that wait
+//! [`CONFIRM_LINGER`] for more. Losing it (the process dies first, Redis is down) costs at
+//! most one duplicate message, sent by the outbox sweeper, which the job's fences drop; START
+//! takes a delivered job out of the outbox as well, so a busy queue's sweeper finds nothing.
+
+use std::time::Duration;
 
 use super::scripts;
 use crate::queue::batch::{self, Grouped, Item, Lazy};
@@ -64,11 +72,16 @@ async fn complete_batch(items: Vec<Completion>) -> Result<Vec<Vec<String>>, Queu
     retry::script(&q, "complete", &inv).await
 }
 
+/// How long a CONFIRMED batch waits for more confirms after its first one. Nobody waits on
+/// it; it only has to stay well below the outbox sweeper's age (5 s).
+pub(crate) const CONFIRM_LINGER: Duration = Duration::from_millis(5);
+
 /// The batchers, one each per process (held by the broker handle).
 pub(crate) struct Records {
     pub enqueue: Lazy<Item, Recorded>,
     /// START of deliveries (their keys: job, outbox, running set).
     pub start: Lazy<Item, Vec<String>>,
+    /// Posted, not awaited (see the module's comment).
     pub confirmed: Lazy<Confirm, i64>,
     pub complete: Lazy<Completion, Vec<String>>,
 }
@@ -80,7 +93,10 @@ impl Records {
                 Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
             }),
             start: Lazy::new(|items| Box::pin(batch::call(&scripts::START_S, "start", items))),
-            confirmed: Lazy::new(|items| Box::pin(confirmed_batch(items))),
+            confirmed: Lazy::lingering(
+                |items| Box::pin(confirmed_batch(items)),
+                CONFIRM_LINGER,
+            ),
             complete: Lazy::new(|items| Box::pin(complete_batch(items))),
         }
     }

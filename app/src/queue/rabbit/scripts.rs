@@ -13,8 +13,10 @@
 //!
 //! Outbox: every state change that needs a message (enqueue, retry, dead letter, notify,
 //! replay) adds the job id to the `outbox` sorted set in the same script; the id leaves it
-//! once the broker confirmed that message. A publish lost with the broker is re-sent from
-//! the outbox (see `produce::flush_outbox`), so Redis and the broker cannot drift apart for good.
+//! once the broker confirmed that message (CONFIRMED, written in the background) or once that
+//! message was delivered (START: a delivered message was in the broker), whichever comes
+//! first. A publish lost with the broker is re-sent from the outbox (see
+//! `produce::flush_outbox`), so Redis and the broker cannot drift apart for good.
 //!
 //! Partitions: the outbox and the running sets are kept per partition (`{p}:outbox:{t}`,
 //! `{p}:running:{t}:{queue}`), in the slot of the jobs they hold, and every script declares
@@ -152,7 +154,7 @@ return out
 ///         over with no attempt left, nothing changed (the caller runs BURY_LOST) | {'skip'}.
 const START: &str = r#"
 local now = now_ms()
-local function start(jk, running, entry, consumer, owner, from)
+local function start(jk, outbox, running, entry, consumer, owner, from)
   local st = redis.call('HGET', jk, 'state')
   if not st or redis.call('HGET', jk, 'entry') ~= entry then return {'skip'} end
   local attempts = hnum(jk, 'attempts', 0)
@@ -176,13 +178,17 @@ local function start(jk, running, entry, consumer, owner, from)
   redis.call('HSET', jk, 'state', 'running', 'consumer', consumer, 'owner', owner,
     'started_ms', now, 'updated_ms', now)
   -- A reclaimed job re-run is in the set already (SADD is a no-op then).
-  redis.call('SADD', running, redis.call('HGET', jk, 'id'))
+  local id = redis.call('HGET', jk, 'id')
+  redis.call('SADD', running, id)
+  -- Its message `entry` reached the broker (it was delivered): whether or not its CONFIRMED
+  -- was written yet, nothing is left for the outbox to send.
+  redis.call('ZREM', outbox, id)
   return run_reply(jk, attempts)
 end
 local out = {}
 for j = 0, #KEYS / 3 - 1 do
-  out[j + 1] = start(KEYS[3 * j + 1], KEYS[3 * j + 3], ARGV[4 * j + 1], ARGV[4 * j + 2],
-    ARGV[4 * j + 3], ARGV[4 * j + 4])
+  out[j + 1] = start(KEYS[3 * j + 1], KEYS[3 * j + 2], KEYS[3 * j + 3], ARGV[4 * j + 1],
+    ARGV[4 * j + 2], ARGV[4 * j + 3], ARGV[4 * j + 4])
 end
 return out
 "#;
