@@ -103,6 +103,15 @@ fn declare_notify(n: &Option<(String, String)>, inv: &mut ScriptInvocation<'_>) 
     }
 }
 
+/// A message id for the notification, when the job has one (most have none: a uuid saved).
+fn entry_if(notify: &Option<(String, String)>) -> String {
+    if notify.is_some() {
+        new_entry()
+    } else {
+        String::new()
+    }
+}
+
 /// Whether the pool named `consumer` still lives (its liveness key is there).
 async fn pool_alive(q: &crate::queue::Queue, consumer: &str) -> Result<bool, QueueError> {
     let key = q.keys().alive(consumer);
@@ -136,7 +145,6 @@ async fn deliver(
         None => None,
     };
     let owner = format!("{}#{:08x}", sh.consumer, rand::random::<u32>());
-    let (next_entry, notify_entry) = (new_entry(), new_entry());
     // START, and once more naming the job's pool if it turns out to be gone.
     let mut take_over_from = String::new();
     let r: Vec<String> = loop {
@@ -178,6 +186,7 @@ async fn deliver(
         }
         [tag, nq, replays] if tag == "lost" => {
             let notify = notify_of(q, &body.job, nq, replays);
+            let (next_entry, notify_entry) = (new_entry(), entry_if(&notify));
             let mut bury = scripts::BURY_LOST_S.key(&job_key);
             bury.key(&outbox).key(&running);
             let nid = declare_notify(&notify, &mut bury);
@@ -213,6 +222,7 @@ async fn deliver(
         }
     };
     let (attempt, kind) = (run.attempt, run.kind.clone());
+    let notify_entry = entry_if(&notify);
     let (result, took) = run_attempt(sh, queue, &body.job, run, rate_window).await;
     match result {
         Ok(out) => {
@@ -253,6 +263,7 @@ async fn deliver(
         }
         Err(e) => {
             let (delay_ms, permanent) = failure_args(sh, attempt, &e);
+            let next_entry = new_entry();
             let mut fail = scripts::FAIL_S.key(&job_key);
             fail.key(&outbox).key(&running);
             let nid = declare_notify(&notify, &mut fail);
