@@ -247,22 +247,16 @@ async fn every_state_reads_back_from_the_job_record() {
             r.json::<Value>().await.unwrap()
         }
     };
-    let wait = |id: String, what: &'static str, cond: fn(&Value) -> bool| {
-        let get = get.clone();
-        async move {
-            let ok = support::wait_until_async(
-                Duration::from_secs(60),
-                Duration::from_millis(20),
-                || {
-                    let g = get(id.clone());
-                    async move { cond(&g.await) }
-                },
-            )
+    let wait = |id: String, what: &'static str, cond: fn(&Value) -> bool| async move {
+        let ok =
+            support::wait_until_async(Duration::from_secs(60), Duration::from_millis(20), || {
+                let g = get(id.clone());
+                async move { cond(&g.await) }
+            })
             .await;
-            let v = get(id.clone()).await;
-            assert!(ok, "task {id} never {what}: {v}");
-            v
-        }
+        let v = get(id.clone()).await;
+        assert!(ok, "task {id} never {what}: {v}");
+        v
     };
     let enqueue = |kind: &str, input: Value, schedule: Schedule| {
         let job = NewJob::new(app::tasks::TASKS_QUEUE, kind, json!({ "input": input }))
