@@ -2,11 +2,12 @@
 """Redis CPU per queue script: the Redis Streams backend's ENQUEUE, START and COMPLETE, one
 job per call (as on `--base`, the last commit before batching by default), batched (as on
 `--batched`, the batching commit by default: XREADGROUP, START, COMPLETE per worker cycle)
-and this tree's fused cycle (COMPLETE reads and starts the next entries: one call per cycle)
-with batches of 1, 8 and 32. Drives the scripts' Lua (read from the Rust sources) over RESP
+the fused cycle (COMPLETE reads and starts the next entries: one call per cycle) as on
+`--fused` (before the lighter records) and in this tree ("light": the success recorded as
+plain fields, no history re-encoded, smaller hashes), with batches of 1, 8 and 32. Drives the scripts' Lua (read from the Rust sources) over RESP
 on a redis-server of its own and reads `INFO commandstats` and `INFO cpu` between phases.
 
-    python3 app/bench/profile_scripts.py [--jobs 5000] [--base REV] [--batched REV]
+    python3 app/bench/profile_scripts.py [--jobs 5000] [--base REV] [--batched REV] [--fused REV]
 
 Needs redis-server and git; no Python packages. See app/docs/queue.md, "Where the Redis
 time goes".
@@ -167,12 +168,13 @@ def main():
     ap.add_argument('--jobs', type=int, default=5000, help='jobs per case (default 5000)')
     ap.add_argument('--base', default='5cbddf0', help='git revision whose one-job-per-call scripts are the baseline (default 5cbddf0, before batching)')
     ap.add_argument('--batched', default='830aa34', help='git revision of the batched, unfused scripts (default 830aa34)')
+    ap.add_argument('--fused', default='f682a93', help='git revision of the fused scripts before the lighter records (default f682a93: history re-encoded at COMPLETE)')
     args = ap.parse_args()
     if args.jobs < 1:
         sys.exit('--jobs must be at least 1')
     if not shutil.which('redis-server'):
         sys.exit('redis-server not found (apt package redis-server)')
-    old, batched, new = scripts(args.base), scripts(args.batched), scripts(None)
+    old, batched, fused, new = scripts(args.base), scripts(args.batched), scripts(args.fused), scripts(None)
     d = tempfile.mkdtemp(prefix='queue-profile-')
     port = free_port()
     srv = subprocess.Popen(['redis-server', '--port', str(port), '--dir', d, '--save', '',
@@ -184,12 +186,15 @@ def main():
             except OSError:
                 time.sleep(0.05)
         print('%-5s %-5s %-9s %7s %13s %16s  %s' % ('code', 'batch', 'script', 'calls', 'script us/job', 'redis cpu us/job', 'commands run inside, per job'))
-        for name, src, batch in (('base', old, 1), ('batch', batched, 8), ('batch', batched, 32),
-                                 ('fused', new, 1), ('fused', new, 8), ('fused', new, 32)):
+        for label, name, src, batch in (('base', 'base', old, 1), ('batch', 'batch', batched, 8),
+                                        ('batch', 'batch', batched, 32), ('fused', 'fused', fused, 1),
+                                        ('fused', 'fused', fused, 8), ('fused', 'fused', fused, 32),
+                                        ('light', 'fused', new, 1), ('light', 'fused', new, 8),
+                                        ('light', 'fused', new, 32)):
             res = run(name, src, port, args.jobs, batch)
             for k, (calls, us, c, inner) in res.items():
-                print('%-5s %-5d %-9s %7d %13.1f %16.1f  %s' % (name, batch, k, calls, us, c, ' '.join('%s=%.1f' % (a, b / args.jobs) for a, b in sorted(inner.items()))))
-            print('%-5s %-5d %-9s %7s %13.1f %16.1f' % (name, batch, 'total', '', sum(v[1] for v in res.values()), sum(v[2] for v in res.values())))
+                print('%-5s %-5d %-9s %7d %13.1f %16.1f  %s' % (label, batch, k, calls, us, c, ' '.join('%s=%.1f' % (a, b / args.jobs) for a, b in sorted(inner.items()))))
+            print('%-5s %-5d %-9s %7s %13.1f %16.1f' % (label, batch, 'total', '', sum(v[1] for v in res.values()), sum(v[2] for v in res.values())))
     finally:
         srv.terminate(); srv.wait()
         shutil.rmtree(d, ignore_errors=True)

@@ -217,3 +217,155 @@ async fn tasks_api_and_signed_callbacks() {
     assert!(body["error"].is_string());
     pool.shutdown().await;
 }
+
+/// What `GET /tasks/{id}` shows in every state of a job on the Redis Streams queue, whose
+/// records are written lightly (ENQUEUE leaves out the default fields, START writes no
+/// consumer, COMPLETE records the success as plain fields that the reader turns into the
+/// history's last record): scheduled, queued, running (with progress), failed (retry due),
+/// running again, succeeded after a retry (history failed + succeeded, error cleared),
+/// succeeded at once (progress 100, result), dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_reads_back_from_the_job_record() {
+    use app::queue::{JobContext, JobError, NewJob, Registry, Schedule};
+
+    let r = support::RedisServer::start();
+    let settings = app::queue::QueueSettings {
+        // A failed attempt waits 1-2 s for its retry: long enough to be seen as failed.
+        backoff_base_ms: 2_000,
+        backoff_max_ms: 2_000,
+        ..support::fast_queue_settings()
+    };
+    let q = Queue::connect(&r.url(), settings).await.unwrap();
+    let svc = TaskService::new(q.clone(), TaskSettings::default());
+    let api = serve(app::tasks::routes(svc.clone()).into()).await;
+    let http = reqwest::Client::new();
+    let get = |id: String| {
+        let (http, api) = (http.clone(), api.clone());
+        async move {
+            let r = http.get(format!("{api}/tasks/{id}")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "GET /tasks/{id}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let wait = |id: String, what: &'static str, cond: fn(&Value) -> bool| async move {
+        let ok =
+            support::wait_until_async(Duration::from_secs(60), Duration::from_millis(20), || {
+                let g = get(id.clone());
+                async move { cond(&g.await) }
+            })
+            .await;
+        let v = get(id.clone()).await;
+        assert!(ok, "task {id} never {what}: {v}");
+        v
+    };
+    let enqueue = |kind: &str, input: Value, schedule: Schedule| {
+        let job = NewJob::new(app::tasks::TASKS_QUEUE, kind, json!({ "input": input }))
+            .schedule(schedule);
+        let q = q.clone();
+        async move { q.enqueue(job).await.unwrap().id }
+    };
+
+    let later = enqueue("hold", json!({}), Schedule::After(600_000)).await;
+    let v = get(later.clone()).await;
+    assert_eq!(v["state"], "queued", "{v}");
+    assert!(v["run_at_ms"].as_u64().unwrap() > v["created_ms"].as_u64().unwrap());
+    assert_eq!(
+        (v["attempts"].clone(), v["progress"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(v["history"], json!([]), "{v}");
+    assert_eq!(v["max_attempts"], 3, "{v}");
+
+    // Enqueued before any worker exists: queued, nothing else recorded.
+    let once = enqueue("hold", json!({}), Schedule::Now).await;
+    let retried = enqueue("hold", json!({"fail_first": true}), Schedule::Now).await;
+    let dead = enqueue("doomed", json!({}), Schedule::Now).await;
+    for id in [&once, &retried, &dead] {
+        let v = get(id.to_string()).await;
+        assert_eq!(v["state"], "queued", "{v}");
+        assert_eq!(v["attempts"], 0, "{v}");
+        assert_eq!(v["history"], json!([]), "{v}");
+        assert!(
+            v.get("run_at_ms").is_none() && v.get("error").is_none(),
+            "{v}"
+        );
+        assert_eq!(v["kind"], if id == &dead { "doomed" } else { "hold" });
+    }
+
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let reg = Registry::new()
+        .on(app::tasks::TASKS_QUEUE, "hold", move |ctx: JobContext| {
+            let mut gate = gate.clone();
+            async move {
+                if ctx.attempt == 1 && ctx.payload["input"]["fail_first"] == true {
+                    return Err(JobError::retry("first try"));
+                }
+                ctx.progress(40).await.map_err(JobError::retry)?;
+                let _ = gate.wait_for(|o| *o).await;
+                Ok(Some(json!({"attempt": ctx.attempt})))
+            }
+        })
+        .on(
+            app::tasks::TASKS_QUEUE,
+            "doomed",
+            |_ctx: JobContext| async { Err(JobError::permanent("no way")) },
+        );
+    let pool = WorkerPool::start(q.clone(), reg).await.unwrap();
+
+    let v = wait(once.clone(), "running at 40%", |v| {
+        v["state"] == "running" && v["progress"] == 40
+    })
+    .await;
+    assert_eq!(v["attempts"], 1, "{v}");
+    assert_eq!(v["history"], json!([]), "{v}");
+
+    let v = wait(retried.clone(), "failed", |v| v["state"] == "failed").await;
+    assert_eq!(v["attempts"], 1, "{v}");
+    assert_eq!(v["error"], "first try", "{v}");
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["history"][0]["outcome"], "failed", "{v}");
+    assert_eq!(v["history"][0]["error"], "first try", "{v}");
+    let v = wait(retried.clone(), "running again", |v| {
+        v["state"] == "running" && v["attempts"] == 2 && v["progress"] == 40
+    })
+    .await;
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+
+    let v = wait(dead.clone(), "dead", |v| v["state"] == "dead").await;
+    assert_eq!(v["attempts"], 1, "{v}");
+    assert_eq!(v["error"], "no way", "{v}");
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["history"][0]["outcome"], "failed", "{v}");
+
+    open.send(true).unwrap();
+    for (id, attempts) in [(&once, 1), (&retried, 2)] {
+        let v = wait(id.to_string(), "succeeded", |v| v["state"] == "succeeded").await;
+        assert_eq!(v["attempts"], attempts, "{v}");
+        assert_eq!(v["progress"], 100, "{v}");
+        assert_eq!(v["result"], json!({"attempt": attempts}), "{v}");
+        assert!(v.get("error").is_none(), "a success clears the error: {v}");
+        let h = v["history"].as_array().unwrap();
+        assert_eq!(h.len(), attempts as usize, "{v}");
+        let last = &h[h.len() - 1];
+        assert_eq!(last["outcome"], "succeeded", "{v}");
+        assert_eq!(last["attempt"], attempts, "{v}");
+        assert!(!last["consumer"].as_str().unwrap().is_empty(), "{v}");
+        assert!(last["error"].is_null(), "{v}");
+        let (started, finished) = (
+            last["started_ms"].as_u64().unwrap(),
+            last["finished_ms"].as_u64().unwrap(),
+        );
+        assert!(
+            started >= v["created_ms"].as_u64().unwrap() && started <= finished,
+            "{v}"
+        );
+        assert_eq!(finished, v["updated_ms"].as_u64().unwrap(), "{v}");
+        if attempts == 2 {
+            assert_eq!(h[0]["outcome"], "failed", "{v}");
+            assert_eq!(h[0]["attempt"], 1, "{v}");
+        }
+    }
+    // The delayed one is still waiting, untouched.
+    assert_eq!(get(later).await["state"], "queued");
+    pool.shutdown().await;
+}

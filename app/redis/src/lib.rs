@@ -16,6 +16,7 @@
 //! dropped connection. Pub/sub has its own connection per subscriber
 //! ([`pubsub::Subscription`]).
 
+mod coalesce;
 mod pubsub;
 mod sentinel;
 pub mod slot;
@@ -28,6 +29,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+pub use coalesce::{GetCoalescer, MAX_BATCH};
 pub use pubsub::{PubSubEvent, Subscription};
 pub use target::{ClusterTarget, HostPort, RedisMode, RedisTarget, SentinelTarget, TargetError};
 

@@ -12,7 +12,7 @@ use prometheus::IntCounterVec;
 use redis::{AsyncCommands, Script};
 
 use super::breaker::Breaker;
-use app_redis::{RedisConn, RedisTarget, Subscription, Timeouts};
+use app_redis::{GetCoalescer, RedisConn, RedisTarget, Subscription, Timeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum L2Error {
@@ -74,6 +74,8 @@ struct Scripts {
 
 pub struct L2 {
     conn: RedisConn,
+    /// Concurrent hits' GETs share one MGET (see [`GetCoalescer`]).
+    gets: GetCoalescer,
     breaker: Breaker,
     timeout: Duration,
     errors: IntCounterVec,
@@ -87,6 +89,7 @@ impl L2 {
         target: &RedisTarget,
         timeout: Duration,
         connect_timeout: Duration,
+        coalesce_reads: bool,
         breaker: Breaker,
         errors: IntCounterVec,
     ) -> Result<Self, L2Error> {
@@ -98,6 +101,7 @@ impl L2 {
             },
         )?;
         Ok(Self {
+            gets: GetCoalescer::new(conn.clone(), coalesce_reads),
             conn,
             breaker,
             timeout,
@@ -147,8 +151,8 @@ impl L2 {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
-        self.call("get", |mut c| async move { c.get(key).await })
-            .await
+        let gets = &self.gets;
+        self.call("get", |_| gets.get(key)).await
     }
 
     pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), L2Error> {

@@ -116,6 +116,7 @@ impl Cache {
                 &target,
                 redis.command_timeout(),
                 Duration::from_millis(redis.connect_timeout_ms),
+                cfg.l2_coalesce_reads,
                 breaker,
                 metrics.redis_errors.clone(),
             )?)

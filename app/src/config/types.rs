@@ -140,6 +140,10 @@ pub struct CacheConfig {
     /// L2: Redis.
     pub l2_enabled: bool,
     pub l2_ttl_ms: u64,
+    /// Concurrent L2 reads share one MGET (one write and one read on the Redis socket, one
+    /// command in Redis) while an earlier batch is in flight; false sends each GET by itself.
+    /// Ignored in a Redis Cluster, where keys of one batch live on different slots.
+    pub l2_coalesce_reads: bool,
     /// After the logical TTL an L2 value is stale: kept this long more so other instances can
     /// serve it while one instance rebuilds it.
     pub l2_stale_ms: u64,
@@ -182,6 +186,7 @@ impl Default for CacheConfig {
             l1_stale_ms: 30_000,
             l2_enabled: true,
             l2_ttl_ms: 300_000,
+            l2_coalesce_reads: true,
             l2_stale_ms: 30_000,
             ttl_jitter_pct: 10,
             negative_ttl_ms: 5_000,

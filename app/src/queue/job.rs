@@ -234,13 +234,32 @@ impl JobRecord {
         };
         let run_at = take("run_at_ms");
         let progress = take("progress");
+        let attempts = num(take("attempts"), "attempts")? as u32;
+        let mut history = history;
+        // The Redis Streams backend records a success as plain fields instead of appending
+        // to `history` (cheaper per job): it is the history's last record.
+        if let (JobState::Succeeded, Some(consumer)) = (state, take("succeeded_by")) {
+            history.push(Attempt {
+                attempt: attempts,
+                consumer,
+                started_ms: num(take("started_ms"), "started_ms")?,
+                finished_ms: num(take("finished_ms"), "finished_ms")?,
+                outcome: "succeeded".into(),
+                error: None,
+            });
+        }
+        // A finished job is done: 100 whatever its handler last reported.
+        let progress = match state {
+            JobState::Succeeded => Some("100".to_string()),
+            _ => progress,
+        };
         Ok(Some(JobRecord {
             id,
             queue: take("queue").unwrap_or_default(),
             kind: take("kind").unwrap_or_default(),
             state,
             payload: json(take("payload"), "payload")?.unwrap_or(serde_json::Value::Null),
-            attempts: num(take("attempts"), "attempts")? as u32,
+            attempts,
             max_attempts: num(take("max_attempts"), "max_attempts")? as u32,
             created_ms: num(take("created_ms"), "created_ms")?,
             updated_ms: num(take("updated_ms"), "updated_ms")?,
@@ -283,6 +302,52 @@ mod tests {
         assert_eq!(r.history.len(), 1);
         assert_eq!(r.last_error.as_deref(), Some("boom"));
         assert!(JobRecord::from_hash(HashMap::new()).unwrap().is_none());
+    }
+
+    /// A success recorded as plain fields (Redis Streams) is the history's last record; a
+    /// succeeded hash without them (RabbitMQ appends the record itself) gets nothing added.
+    #[test]
+    fn a_success_recorded_as_fields_ends_the_history() {
+        let hash = |extra: &[(&str, &str)]| -> HashMap<String, String> {
+            [
+                ("id", "j1"),
+                ("state", "succeeded"),
+                ("attempts", "2"),
+                ("started_ms", "30"),
+                ("finished_ms", "40"),
+                ("updated_ms", "40"),
+                ("history", "[{\"attempt\":1,\"consumer\":\"c\",\"started_ms\":1,\"finished_ms\":2,\"outcome\":\"failed\",\"error\":\"boom\"}]"),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let r = JobRecord::from_hash(hash(&[("succeeded_by", "w1")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.progress, Some(100));
+        assert_eq!(r.history.len(), 2);
+        assert_eq!(
+            r.history[1],
+            Attempt {
+                attempt: 2,
+                consumer: "w1".into(),
+                started_ms: 30,
+                finished_ms: 40,
+                outcome: "succeeded".into(),
+                error: None,
+            }
+        );
+        let r = JobRecord::from_hash(hash(&[("progress", "100")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.history.len(), 1);
+        // Only a succeeded job's fields are a record (a running one has started_ms too).
+        let mut running = hash(&[("succeeded_by", "w1"), ("progress", "40")]);
+        running.insert("state".into(), "running".into());
+        let r = JobRecord::from_hash(running).unwrap().unwrap();
+        assert_eq!((r.history.len(), r.progress), (1, Some(40)));
     }
 
     #[test]

@@ -35,6 +35,12 @@ mod report;
 
 use report::{Case, Kind};
 
+/// The `app` binary's allocator (jemalloc unless `APP_ALLOCATOR` says otherwise): the queue
+/// runs here as it runs in `app worker` and `app serve`, not on glibc's malloc (which took
+/// about 15% of this process's CPU).
+#[global_allocator]
+static GLOBAL: app::alloc::Selectable = app::alloc::Selectable;
+
 /// Where the Redis of the queue cases runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum RedisSetup {

@@ -93,10 +93,7 @@ impl Records {
                 Box::pin(batch::call(&scripts::ENQUEUE_S, "enqueue", items))
             }),
             start: Lazy::new(|items| Box::pin(batch::call(&scripts::START_S, "start", items))),
-            confirmed: Lazy::lingering(
-                |items| Box::pin(confirmed_batch(items)),
-                CONFIRM_LINGER,
-            ),
+            confirmed: Lazy::lingering(|items| Box::pin(confirmed_batch(items)), CONFIRM_LINGER),
             complete: Lazy::new(|items| Box::pin(complete_batch(items))),
         }
     }

@@ -36,6 +36,12 @@ local function bury(jk, dlq, err, now, nid, nk, ns)
     'history', redis.call('HGET', jk, 'history') or '[]')
   notify(jk, now, nid, nk, ns)
 end
+-- The consumer of a delivery: its `owner` is the consumer's name, '#', then a suffix (the
+-- job hash keeps no separate consumer field).
+local function consumer_of(owner)
+  if not owner then return '' end
+  return string.match(owner, '^([^#]*)')
+end
 -- Acknowledge and delete a stream entry.
 local function drop(stream, group, entry)
   redis.call('XACK', stream, group, entry)
@@ -45,7 +51,7 @@ end
 -- the answers are START's.
 local function start_entry(stream, group, consumer, now, jk, entry, owner)
   local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'owner', 'max_attempts',
-    'kind', 'payload', 'notify_queue', 'replays', 'consumer')
+    'kind', 'payload', 'notify_queue', 'replays')
   local st = h[1]
   if not st or h[2] ~= entry or (st ~= 'queued' and st ~= 'running') then
     drop(stream, group, entry)
@@ -56,12 +62,12 @@ local function start_entry(stream, group, consumer, now, jk, entry, owner)
   if st == 'running' and h[4] ~= owner then
     -- Reclaimed: the previous holder stopped heartbeating (killed, crashed or stuck).
     if attempts >= maxa then return {'lost', nq, replays} end
-    end_attempt(jk, attempts, h[10] or '', now, 'reclaimed', 'worker lost')
+    end_attempt(jk, attempts, consumer_of(h[4]), now, 'reclaimed', 'worker lost')
   end
   if st ~= 'running' or h[4] ~= owner then
     attempts = attempts + 1
-    redis.call('HSET', jk, 'attempts', attempts, 'state', 'running', 'consumer', consumer,
-      'owner', owner, 'started_ms', now, 'updated_ms', now)
+    redis.call('HSET', jk, 'attempts', attempts, 'state', 'running', 'owner', owner,
+      'started_ms', now, 'updated_ms', now)
   end
   return {'run', tostring(attempts), tostring(maxa), h[6] or '', h[7] or 'null', nq, replays}
 end
@@ -77,28 +83,42 @@ end
 /// failover) finds its own jobs and changes nothing.
 const ENQUEUE: &str = r#"
 local now = now_ms()
-local function enqueue(k, a)
-  if redis.call('EXISTS', k[1]) == 1 then return {a[1], 1} end
-  if a[8] == '1' then
-    local existing = redis.call('GET', k[4])
+-- Job j's KEYS start after `kb`, its ARGV after `ab` (no per-job tables: they were a good
+-- part of the Lua time per job). The hash is written once, with only the fields that have a
+-- value (no `attempts` 0, `history` or empty notify fields: every reader defaults them).
+local function enqueue(kb, ab)
+  local jk, id = KEYS[kb + 1], ARGV[ab + 1]
+  if redis.call('EXISTS', jk) == 1 then return {id, 1} end
+  if ARGV[ab + 8] == '1' then
+    local existing = redis.call('GET', KEYS[kb + 4])
     if existing then return {existing, 0} end
-    redis.call('SET', k[4], a[1], 'EX', a[9])
+    redis.call('SET', KEYS[kb + 4], id, 'EX', ARGV[ab + 9])
   end
-  local due = due_of(now, a)
+  local due, after = tonumber(ARGV[ab + 6]), tonumber(ARGV[ab + 7])
+  if after > 0 then due = now + after end
+  local st, f, v = 'queued', 'entry', nil
   if due > now then
-    new_job(k[1], now, a, {'state', 'scheduled', 'run_at_ms', due, 'entry', ''})
-    redis.call('ZADD', k[3], due, a[1])
+    st, f, v = 'scheduled', 'run_at_ms', due
   else
     -- The entry first, so that the hash is written once.
-    local e = redis.call('XADD', k[2], '*', 'job', a[1])
-    new_job(k[1], now, a, {'state', 'queued', 'entry', e})
+    v = redis.call('XADD', KEYS[kb + 2], '*', 'job', id)
   end
-  return {a[1], 1}
+  if ARGV[ab + 10] == '' then
+    redis.call('HSET', jk, 'id', id, 'queue', ARGV[ab + 2], 'kind', ARGV[ab + 3],
+      'payload', ARGV[ab + 4], 'max_attempts', ARGV[ab + 5], 'created_ms', now,
+      'updated_ms', now, 'state', st, f, v)
+  else
+    redis.call('HSET', jk, 'id', id, 'queue', ARGV[ab + 2], 'kind', ARGV[ab + 3],
+      'payload', ARGV[ab + 4], 'max_attempts', ARGV[ab + 5], 'created_ms', now,
+      'updated_ms', now, 'state', st, f, v, 'notify_queue', ARGV[ab + 10],
+      'notify_max_attempts', ARGV[ab + 11])
+  end
+  if st == 'scheduled' then redis.call('ZADD', KEYS[kb + 3], due, id) end
+  return {id, 1}
 end
 local out = {}
 for j = 0, #KEYS / 4 - 1 do
-  out[j + 1] = enqueue({KEYS[4 * j + 1], KEYS[4 * j + 2], KEYS[4 * j + 3], KEYS[4 * j + 4]},
-    {unpack(ARGV, 11 * j + 1, 11 * j + 11)})
+  out[j + 1] = enqueue(4 * j, 11 * j)
 end
 return out
 "#;
@@ -135,7 +155,7 @@ if redis.call('HGET', jk, 'state') ~= 'running' or redis.call('HGET', jk, 'entry
 end
 local now = now_ms()
 local attempts = hnum(jk, 'attempts', 0)
-end_attempt(jk, attempts, redis.call('HGET', jk, 'consumer') or '', now, 'reclaimed',
+end_attempt(jk, attempts, consumer_of(redis.call('HGET', jk, 'owner')), now, 'reclaimed',
   'worker lost')
 drop(KEYS[2], ARGV[2], ARGV[1])
 bury(jk, KEYS[3], 'worker lost during attempt ' .. attempts, now, ARGV[3], KEYS[4], KEYS[5])
@@ -166,22 +186,25 @@ local group, consumer, retention, nonce = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local reads = tonumber(ARGV[5])
 local now = now_ms()
 local acks = {}
+-- The successful attempt is recorded as plain fields, not appended to `history`: the
+-- reader (`JobRecord::from_hash`) adds it as the history's last record {attempt: attempts,
+-- consumer: succeeded_by, started_ms, finished_ms, outcome: succeeded}, and `progress` 100
+-- and the cleared `entry` are implied by the state. So no history is read, encoded or
+-- rewritten here (that was most of this script's Lua time), and the hash stays small.
 local function complete(jk, stream, entry, result, nid, nk, ns)
-  if not acks[stream] then acks[stream] = {} end
-  table.insert(acks[stream], entry)
-  local h = redis.call('HMGET', jk, 'state', 'entry', 'attempts', 'started_ms', 'history',
-    'last_error')
+  local a = acks[stream]
+  if not a then a = {}; acks[stream] = a end
+  a[#a + 1] = entry
+  local h = redis.call('HMGET', jk, 'state', 'entry', 'last_error')
   if h[1] ~= 'running' or h[2] ~= entry then return 'stale' end
-  local hist = history_with(h[5], {attempt = tonumber(h[3]) or 0, consumer = consumer,
-    started_ms = tonumber(h[4]) or 0, finished_ms = now, outcome = 'succeeded'})
   if result ~= '' then
-    redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
-      'finished_ms', now, 'progress', 100, 'history', hist, 'result', result)
+    redis.call('HSET', jk, 'state', 'succeeded', 'updated_ms', now, 'finished_ms', now,
+      'succeeded_by', consumer, 'result', result)
   else
-    redis.call('HSET', jk, 'state', 'succeeded', 'entry', '', 'updated_ms', now,
-      'finished_ms', now, 'progress', 100, 'history', hist)
+    redis.call('HSET', jk, 'state', 'succeeded', 'updated_ms', now, 'finished_ms', now,
+      'succeeded_by', consumer)
   end
-  if h[6] then redis.call('HDEL', jk, 'last_error') end
+  if h[3] then redis.call('HDEL', jk, 'last_error') end
   notify(jk, now, nid, nk, ns)
   redis.call('EXPIRE', jk, retention)
   return 'ok'
@@ -199,6 +222,7 @@ for stream, entries in pairs(acks) do
   redis.call('XDEL', stream, unpack(entries))
 end
 local started = {}
+local owners = consumer .. '#' .. nonce .. '.'
 for r = 0, reads - 1 do
   local si = tonumber(ARGV[6 + 3 * r])
   local stream, prefix = KEYS[si], ARGV[8 + 3 * r]
@@ -207,8 +231,10 @@ for r = 0, reads - 1 do
   if type(got) == 'table' and got[1] then
     for _, e in ipairs(got[1][2]) do
       local f, id = e[2], ''
-      for j = 1, #f, 2 do if f[j] == 'job' then id = f[j + 1] end end
-      local owner = consumer .. '#' .. nonce .. '.' .. (#started + 1)
+      if f[1] == 'job' then id = f[2] else
+        for j = 1, #f, 2 do if f[j] == 'job' then id = f[j + 1] end end
+      end
+      local owner = owners .. (#started + 1)
       local ok, rep = pcall(start_entry, stream, group, consumer, now, prefix .. id, e[1], owner)
       if not ok or type(rep) ~= 'table' then rep = {'read'} end
       table.insert(started, {si, e[1], id, owner, unpack(rep)})

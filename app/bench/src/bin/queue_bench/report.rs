@@ -286,7 +286,7 @@ impl Report {
             "\nraw redis, batches of 100: one producer pipelines XADD in batches of 100; one consumer reads COUNT 100 and sends one XACK per batch\n\
              raw redis, per entry: one XADD per job from the producers; readers each XREADGROUP COUNT 1 then XACK (the queue's shape, no job logic)\n\
              raw rabbitmq: concurrent confirmed persistent publishes into a durable queue; one consumer acks each message (no job logic)\n\
-             queue: the job record in Redis (ENQUEUE, START, COMPLETE scripts) plus the broker; on rabbitmq each enqueue also waits for the publisher confirm\n\
+             queue: the job record in Redis (ENQUEUE, START, COMPLETE scripts) plus the broker; on rabbitmq each enqueue also waits for the publisher confirm; in this process, on the app binary's allocator (APP_ALLOCATOR, default jemalloc)\n\
              bullmq: Queue.add from the producers, one Worker process per worker; latency from job.timestamp to job.finishedOn, ours from created_ms to finished_ms\n\
              redis us/job: redis-server CPU (user + system) per job over the measured interval (on rabbitmq only the job records are in Redis)"
         );
