@@ -398,15 +398,63 @@ async fn wait_outbox_empty(q: &app::queue::Queue, why: &str) {
     assert!(empty, "{why}: the outbox kept {:?}", outbox_ids(q).await);
 }
 
-/// A registry whose `side`/`count` handler counts its runs.
-fn counting(runs: std::sync::Arc<std::sync::atomic::AtomicU32>) -> app::queue::Registry {
-    app::queue::Registry::new().on("side", "count", move |_ctx: app::queue::JobContext| {
-        let runs = runs.clone();
-        async move {
-            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(None)
-        }
-    })
+/// A pool running `side`/`count` jobs, and how many runs its handler made.
+async fn counting_pool(
+    q: &app::queue::Queue,
+) -> (WorkerPool, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = runs.clone();
+    let reg =
+        app::queue::Registry::new().on("side", "count", move |_ctx: app::queue::JobContext| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(None)
+            }
+        });
+    (WorkerPool::start(q.clone(), reg).await.unwrap(), runs)
+}
+
+/// Waits (bounded) for job `id` to succeed.
+async fn wait_succeeded(q: &app::queue::Queue, id: &str) {
+    let done = support::wait_until_async(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            q.get(id)
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == app::queue::JobState::Succeeded)
+        },
+    )
+    .await;
+    assert!(done, "job {id} did not succeed: {:?}", q.get(id).await);
+}
+
+/// The crash window after a confirmed publish: a queue of its own with one job of `side`
+/// enqueued (confirmed), its CONFIRMED written in the background (the outbox empties though
+/// nobody waited), then the job put back in the outbox with `score`, as if the process had
+/// died before that write. Returns the queue and the job id.
+async fn confirmed_but_unrecorded(env: &Env, score: u64) -> (app::queue::Queue, String) {
+    let q = env.queue(env.settings()).await;
+    q.ensure_group("side").await.unwrap();
+    let id = q
+        .enqueue(app::queue::NewJob::new(
+            "side",
+            "count",
+            serde_json::json!({}),
+        ))
+        .await
+        .expect("a confirmed enqueue")
+        .id;
+    wait_outbox_empty(&q, "after a confirmed enqueue").await;
+    let j = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(j.state, app::queue::JobState::Queued);
+    let key = q.keys().outbox(q.keys().partition(0).tag);
+    let _: i64 = redis::AsyncCommands::zadd(&mut q.connection(), &key, &id, score)
+        .await
+        .unwrap();
+    (q, id)
 }
 
 /// Crash window: the broker confirmed the publish but the process died before the
@@ -416,25 +464,11 @@ fn counting(runs: std::sync::Arc<std::sync::atomic::AtomicU32>) -> app::queue::R
 /// started or done and is dropped), and its record shows one attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_confirmed_write_costs_one_duplicate_at_most() {
-    use app::queue::{JobState, NewJob, Registry};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use app::queue::Registry;
+    use std::sync::atomic::Ordering;
     let env = Env::rabbit();
-    let q = env.queue(env.settings()).await;
-    q.ensure_group("side").await.unwrap();
-    let id = q
-        .enqueue(NewJob::new("side", "count", serde_json::json!({})))
-        .await
-        .expect("a confirmed enqueue")
-        .id;
-    // Nobody waited for it, yet the CONFIRMED write arrives and the job leaves the outbox.
-    wait_outbox_empty(&q, "after a confirmed enqueue").await;
-    assert_eq!(q.get(&id).await.unwrap().unwrap().state, JobState::Queued);
-    // The process "died" before that write: the job is back in the outbox, long overdue.
-    let key = q.keys().outbox(q.keys().partition(0).tag);
-    let _: i64 = redis::AsyncCommands::zadd(&mut q.connection(), &key, &id, 0)
-        .await
-        .unwrap();
+    // Back in the outbox, long overdue.
+    let (q, id) = confirmed_but_unrecorded(&env, 0).await;
     // A pool of another queue sweeps the partition's outbox without consuming `side`.
     let sweeper = WorkerPool::start(
         q.clone(),
@@ -456,32 +490,20 @@ async fn lost_confirmed_write_costs_one_duplicate_at_most() {
         q.stats("side").await
     );
     wait_outbox_empty(&q, "after the sweeper's confirmed re-send").await;
-    let runs = Arc::new(AtomicU32::new(0));
-    let pool = WorkerPool::start(q.clone(), counting(runs.clone()))
-        .await
-        .unwrap();
-    let settled = support::wait_until_async(
+    let (pool, runs) = counting_pool(&q).await;
+    wait_succeeded(&q, &id).await;
+    // The second copy is delivered too, and dropped.
+    let drained = support::wait_until_async(
         Duration::from_secs(60),
         Duration::from_millis(50),
         || async {
-            let done = q
-                .get(&id)
-                .await
-                .unwrap()
-                .is_some_and(|j| j.state == JobState::Succeeded);
-            done && q
-                .stats("side")
+            q.stats("side")
                 .await
                 .is_ok_and(|s| (s.lag, s.pending) == (0, 0))
         },
     )
     .await;
-    assert!(
-        settled,
-        "{:?} {:?}",
-        q.get(&id).await,
-        q.stats("side").await
-    );
+    assert!(drained, "{:?}", q.stats("side").await);
     let j = q.get(&id).await.unwrap().unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran twice");
     assert_eq!((j.attempts, support::successes(&j)), (1, 1), "{j:?}");
@@ -495,39 +517,12 @@ async fn lost_confirmed_write_costs_one_duplicate_at_most() {
 /// it: only START can have removed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivered_job_leaves_the_outbox_at_start() {
-    use app::queue::{JobState, NewJob};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
     let env = Env::rabbit();
-    let q = env.queue(env.settings()).await;
-    q.ensure_group("side").await.unwrap();
-    let id = q
-        .enqueue(NewJob::new("side", "count", serde_json::json!({})))
-        .await
-        .expect("a confirmed enqueue")
-        .id;
-    wait_outbox_empty(&q, "after a confirmed enqueue").await;
-    let key = q.keys().outbox(q.keys().partition(0).tag);
-    let far = 4_000_000_000_000_u64;
-    let _: i64 = redis::AsyncCommands::zadd(&mut q.connection(), &key, &id, far)
-        .await
-        .unwrap();
-    let runs = Arc::new(AtomicU32::new(0));
-    let pool = WorkerPool::start(q.clone(), counting(runs.clone()))
-        .await
-        .unwrap();
-    let done = support::wait_until_async(
-        Duration::from_secs(60),
-        Duration::from_millis(50),
-        || async {
-            q.get(&id)
-                .await
-                .unwrap()
-                .is_some_and(|j| j.state == JobState::Succeeded)
-        },
-    )
-    .await;
-    assert!(done, "{:?}", q.get(&id).await);
+    // Scored in the year 2096: never due for the sweeper.
+    let (q, id) = confirmed_but_unrecorded(&env, 4_000_000_000_000).await;
+    let (pool, runs) = counting_pool(&q).await;
+    wait_succeeded(&q, &id).await;
     assert_eq!(outbox_ids(&q).await, Vec::<String>::new());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert!(pool.shutdown().await.drained);
