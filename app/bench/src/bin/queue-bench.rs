@@ -109,6 +109,8 @@ pub struct Measured {
     /// answer (where the bench sees them).
     pub first_done_ms: Option<f64>,
     pub enqueued_ms: Option<f64>,
+    /// Jobs complete when the last enqueue was answered.
+    pub done_when_enqueued: Option<usize>,
 }
 
 /// The clock and redis-server's CPU counter of one run.
@@ -117,7 +119,7 @@ pub struct Meter {
     cpu0: f64,
     start: Instant,
     first_done: Option<Duration>,
-    enqueued: Option<Duration>,
+    enqueued: Option<(Duration, usize)>,
 }
 
 /// A connection for the bench's own commands. redis-rs gives up on an answer after 500 ms
@@ -172,9 +174,11 @@ impl Meter {
         }
     }
 
-    /// Notes when the last enqueue was answered.
-    pub fn enqueued_at(&mut self, at: Instant) {
-        self.enqueued = Some(at.saturating_duration_since(self.start));
+    /// Notes that the last enqueue was answered now, with `done` jobs complete.
+    pub fn enqueued(&mut self, done: usize) {
+        if self.enqueued.is_none() {
+            self.enqueued = Some((self.start.elapsed(), done));
+        }
     }
 
     /// Stops the clock after `jobs` jobs.
@@ -186,7 +190,8 @@ impl Meter {
             redis_cpu_s: cpu,
             latencies_ms: None,
             first_done_ms: self.first_done.map(|d| d.as_secs_f64() * 1e3),
-            enqueued_ms: self.enqueued.map(|d| d.as_secs_f64() * 1e3),
+            enqueued_ms: self.enqueued.map(|(d, _)| d.as_secs_f64() * 1e3),
+            done_when_enqueued: self.enqueued.map(|(_, n)| n),
         })
     }
 }
@@ -283,11 +288,14 @@ async fn queue_run(
             while let Some(r) = results.next().await {
                 ids.push(r?.id);
             }
-            Ok::<_, app::queue::QueueError>((ids, Instant::now()))
+            Ok::<_, app::queue::QueueError>(ids)
         }
     });
     while done() < jobs as u64 {
         meter.saw_done(done() as usize);
+        if enqueue.is_finished() {
+            meter.enqueued(done() as usize);
+        }
         if meter.elapsed() > limit {
             bail!(
                 "queue run with {workers} worker(s) did not finish within {limit:?} ({} of {jobs} done)",
@@ -297,9 +305,9 @@ async fn queue_run(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     meter.saw_done(jobs);
-    let (ids, enqueued) = enqueue.await?.context("enqueue failed")?;
-    meter.enqueued_at(enqueued);
+    meter.enqueued(jobs);
     let mut m = meter.stop(jobs).await?;
+    let ids = enqueue.await?.context("enqueue failed")?;
     for p in pools {
         p.shutdown().await;
     }
@@ -434,12 +442,13 @@ async fn main() -> anyhow::Result<()> {
             };
             let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
             eprintln!(
-                "run {run}/{}: {:<36} {:>10.0} jobs/s (first done {}, enqueued {})",
+                "run {run}/{}: {:<36} {:>10.0} jobs/s (first done {}, all enqueued {} with {} done)",
                 args.runs,
                 case.name(),
                 m.jobs_per_s,
                 ms(m.first_done_ms),
                 ms(m.enqueued_ms),
+                m.done_when_enqueued.map_or("-".into(), |n| n.to_string()),
             );
             case.push(args.jobs, m);
         }

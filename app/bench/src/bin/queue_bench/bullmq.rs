@@ -75,5 +75,6 @@ pub fn run(load: &Load, settings: &QueueSettings) -> anyhow::Result<Measured> {
         latencies_ms: Some(o.latencies_ms),
         first_done_ms: None,
         enqueued_ms: None,
+        done_when_enqueued: None,
     })
 }

@@ -167,7 +167,7 @@ pub async fn raw_per_entry(
         r?;
         meter.saw_done(acked.load(std::sync::atomic::Ordering::Relaxed));
     }
-    meter.enqueued_at(std::time::Instant::now());
+    meter.enqueued(acked.load(std::sync::atomic::Ordering::Relaxed));
     while acked.load(std::sync::atomic::Ordering::Relaxed) < jobs {
         meter.saw_done(acked.load(std::sync::atomic::Ordering::Relaxed));
         if meter.elapsed() > limit {

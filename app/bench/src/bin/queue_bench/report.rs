@@ -325,6 +325,7 @@ mod tests {
                     latencies_ms: None,
                     first_done_ms: None,
                     enqueued_ms: None,
+                    done_when_enqueued: None,
                 },
             );
         }
