@@ -158,7 +158,13 @@ impl Report {
         let find = |k: &dyn Fn(Kind) -> bool| cases.iter().find(|c| k(c.kind)).map(Case::median);
         let per_worker = setup.concurrency_per_worker;
         // The raw per-entry loop with as many readers as `w` workers have jobs in flight.
-        let raw1 = |w: usize| find(&|k| k == Kind::RawPerEntry { readers: w * per_worker });
+        let raw1 = |w: usize| {
+            find(&|k| {
+                k == Kind::RawPerEntry {
+                    readers: w * per_worker,
+                }
+            })
+        };
         let raw_mq = find(&|k| matches!(k, Kind::RawRabbit { .. }));
         let sys = |s: System, w: usize| find(&|k| k == Kind::System(s, w));
         let rows = cases
@@ -213,9 +219,7 @@ impl Report {
         };
         let goals = Goals {
             redis_vs_bullmq: per_worker(System::Redis, &|w| sys(System::Bullmq, w)),
-            redis_one_worker_vs_raw: sys(System::Redis, 1)
-                .zip(raw1(1))
-                .map(|(a, b)| ratio(a, b)),
+            redis_one_worker_vs_raw: sys(System::Redis, 1).zip(raw1(1)).map(|(a, b)| ratio(a, b)),
             rabbitmq_vs_raw: per_worker(System::Rabbitmq, &|_| raw_mq),
         };
         Self {
@@ -359,9 +363,15 @@ mod tests {
         ];
         let r = Report::new(setup, &cases);
         let row = |n: &str| r.rows.iter().find(|x| x.case == n).expect(n);
-        assert_eq!(row("redis streams, 1 worker").ratio_to_raw_per_entry, Some(0.8));
+        assert_eq!(
+            row("redis streams, 1 worker").ratio_to_raw_per_entry,
+            Some(0.8)
+        );
         assert_eq!(row("bullmq, 1 worker").ratio_to_raw_per_entry, Some(0.4));
-        assert_eq!(row("redis streams, 4 workers").ratio_to_raw_per_entry, Some(0.9));
+        assert_eq!(
+            row("redis streams, 4 workers").ratio_to_raw_per_entry,
+            Some(0.9)
+        );
         assert_eq!(r.goals.redis_one_worker_vs_raw, Some(0.8));
     }
 }
