@@ -6,18 +6,21 @@
 //! HTTP. redis-rs writes each command as soon as its connection task runs, which under tokio
 //! is right after the requesting task yields, so concurrent requests never share a write.
 //!
-//! Here a batcher task sends the GETs. While its batch is in flight, the GETs that arrive
-//! wait; when it returns, they all go as one `MGET` (one write, one read, one command for
-//! Redis), as Nagle's algorithm holds small segments while one is unacknowledged. Waiting
-//! behind the batch in flight costs a request little: the commands of one connection are
-//! answered in order anyway, so a GET written at once would have been answered after that
-//! batch too. A lone request pays one task hop; the caller's timeout covers its wait.
+//! Here a GET goes out at once when nothing is in flight, from the caller's own task (a lone
+//! request pays a lock and nothing more). While a GET or a batch is in flight, the GETs that
+//! arrive wait; when it returns, they all go as one `MGET` (one write, one read, one command
+//! for Redis), as Nagle's algorithm holds small segments while one is unacknowledged.
+//! Waiting behind the one in flight costs a request little: the commands of one connection
+//! are answered in order anyway, so a GET written at once would have been answered after it
+//! too. The caller's timeout covers its wait.
 //!
 //! In a Cluster the keys of one batch live on different slots: there each GET goes out by
 //! itself.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use redis::{RedisError, RedisResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::{RedisConn, RedisMode};
 
@@ -31,54 +34,125 @@ struct Waiting {
     reply: oneshot::Sender<Reply>,
 }
 
+#[derive(Default)]
+struct State {
+    /// A GET or a batch is on its way to Redis: new GETs wait for it.
+    in_flight: bool,
+    waiting: Vec<Waiting>,
+}
+
+struct Shared {
+    conn: RedisConn,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-changed (each critical
+        // section is one field write or one `take`), so a poisoned lock is still good.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is in flight returned (or was abandoned): the GETs that waited go next, as one
+    /// batch sent from a task of its own, or nothing is in flight any more.
+    fn hand_off(self: &Arc<Self>) {
+        {
+            let mut st = self.state();
+            if st.waiting.is_empty() {
+                st.in_flight = false;
+                return;
+            }
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let flight = Flight(self.clone());
+                rt.spawn(async move {
+                    // Let the tasks runnable now queue their GETs too: larger batches.
+                    tokio::task::yield_now().await;
+                    let batch = {
+                        let mut st = flight.0.state();
+                        let n = st.waiting.len().min(MAX_BATCH);
+                        let rest = st.waiting.split_off(n);
+                        std::mem::replace(&mut st.waiting, rest)
+                    };
+                    send(flight.0.conn.clone(), batch).await;
+                    drop(flight);
+                });
+            }
+            // No runtime (shutting down): the waiters' receivers fail with an error.
+            Err(_) => {
+                let mut st = self.state();
+                st.waiting.clear();
+                st.in_flight = false;
+            }
+        }
+    }
+}
+
+/// Hands off when dropped: after the answer, and also when the future carrying it is
+/// cancelled (a caller's timeout), so the waiting GETs are never stranded.
+struct Flight(Arc<Shared>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.hand_off();
+    }
+}
+
 /// GETs on a [`RedisConn`], coalesced while concurrent. Cheap to clone.
 #[derive(Clone)]
 pub struct GetCoalescer {
     conn: RedisConn,
-    /// `None` in a Cluster, or when made outside a tokio runtime: GETs go out one by one.
-    queue: Option<mpsc::UnboundedSender<Waiting>>,
+    /// `None` when disabled or in a Cluster: GETs go out one by one.
+    shared: Option<Arc<Shared>>,
 }
 
 impl GetCoalescer {
-    /// With `enabled`, starts the batcher task on the current tokio runtime; it ends when
-    /// the last clone is dropped.
     pub fn new(conn: RedisConn, enabled: bool) -> Self {
-        let batched = enabled && conn.mode() != RedisMode::Cluster;
-        let queue = match tokio::runtime::Handle::try_current() {
-            Ok(rt) if batched => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                rt.spawn(batcher(conn.clone(), rx));
-                Some(tx)
-            }
-            _ => None,
-        };
-        Self { conn, queue }
+        let shared = (enabled && conn.mode() != RedisMode::Cluster).then(|| {
+            Arc::new(Shared {
+                conn: conn.clone(),
+                state: Mutex::default(),
+            })
+        });
+        Self { conn, shared }
     }
 
     pub fn coalescing(&self) -> bool {
-        self.queue.is_some()
+        self.shared.is_some()
     }
 
-    /// `GET key`. The caller's timeout covers the wait in the batch as well.
+    /// `GET key`.
     pub async fn get(&self, key: &str) -> Reply {
-        let Some(queue) = &self.queue else {
+        let Some(shared) = &self.shared else {
             return get_one(self.conn.clone(), key).await;
         };
-        let (reply, rx) = oneshot::channel();
-        let waiting = Waiting {
-            key: key.to_owned(),
-            reply,
+        let rx = {
+            let mut st = shared.state();
+            if st.in_flight {
+                let (reply, rx) = oneshot::channel();
+                st.waiting.push(Waiting {
+                    key: key.to_owned(),
+                    reply,
+                });
+                Some(rx)
+            } else {
+                st.in_flight = true;
+                None
+            }
         };
-        if queue.send(waiting).is_err() {
-            // The batcher is gone (runtime shutting down): nothing is lost by asking directly.
-            return get_one(self.conn.clone(), key).await;
+        match rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                Err(RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the batch carrying this GET was dropped before its answer",
+                )))
+            }),
+            None => {
+                let _flight = Flight(shared.clone());
+                get_one(self.conn.clone(), key).await
+            }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(RedisError::from((
-                redis::ErrorKind::Io,
-                "the GET batcher stopped before answering",
-            )))
-        })
     }
 }
 
@@ -86,28 +160,13 @@ async fn get_one(mut conn: RedisConn, key: &str) -> Reply {
     redis::cmd("GET").arg(key).query_async(&mut conn).await
 }
 
-async fn batcher(conn: RedisConn, mut rx: mpsc::UnboundedReceiver<Waiting>) {
-    while let Some(first) = rx.recv().await {
-        // Let the tasks already runnable on this worker queue their GETs before we send.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        // A caller that timed out has dropped its receiver: don't ask Redis for it.
-        batch.retain(|w| !w.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        // One batch in flight at a time: what arrives meanwhile makes the next one.
-        send(conn.clone(), batch).await;
+/// One MGET for the batch (a GET for one key), each answer to its caller.
+async fn send(mut conn: RedisConn, mut batch: Vec<Waiting>) {
+    // A caller that timed out has dropped its receiver: don't ask Redis for it.
+    batch.retain(|w| !w.reply.is_closed());
+    if batch.is_empty() {
+        return;
     }
-}
-
-async fn send(mut conn: RedisConn, batch: Vec<Waiting>) {
     if let [one] = &batch[..] {
         let r = get_one(conn, &one.key).await;
         if let Some(w) = batch.into_iter().next() {

@@ -93,6 +93,11 @@ impl LocalRedis {
         self.port
     }
 
+    /// The server's process id (to freeze it with SIGSTOP, for example).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

@@ -105,6 +105,12 @@ pub struct Measured {
     pub redis_cpu_s: f64,
     /// Each job's enqueue-to-done time, where the system records it.
     pub latencies_ms: Option<Vec<f64>>,
+    /// From the clock's start to the first completion seen, and to the last enqueue's
+    /// answer (where the bench sees them).
+    pub first_done_ms: Option<f64>,
+    pub enqueued_ms: Option<f64>,
+    /// Jobs complete when the last enqueue was answered.
+    pub done_when_enqueued: Option<usize>,
 }
 
 /// The clock and redis-server's CPU counter of one run.
@@ -112,6 +118,8 @@ pub struct Meter {
     conn: redis::aio::MultiplexedConnection,
     cpu0: f64,
     start: Instant,
+    first_done: Option<Duration>,
+    enqueued: Option<(Duration, usize)>,
 }
 
 /// A connection for the bench's own commands. redis-rs gives up on an answer after 500 ms
@@ -146,11 +154,31 @@ impl Meter {
             conn,
             cpu0,
             start: Instant::now(),
+            first_done: None,
+            enqueued: None,
         })
     }
 
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    pub fn start_instant(&self) -> Instant {
+        self.start
+    }
+
+    /// Notes that `done` jobs are complete (the first non-zero call marks the first).
+    pub fn saw_done(&mut self, done: usize) {
+        if done > 0 && self.first_done.is_none() {
+            self.first_done = Some(self.start.elapsed());
+        }
+    }
+
+    /// Notes that the last enqueue was answered now, with `done` jobs complete.
+    pub fn enqueued(&mut self, done: usize) {
+        if self.enqueued.is_none() {
+            self.enqueued = Some((self.start.elapsed(), done));
+        }
     }
 
     /// Stops the clock after `jobs` jobs.
@@ -161,6 +189,9 @@ impl Meter {
             jobs_per_s: jobs as f64 / took.as_secs_f64(),
             redis_cpu_s: cpu,
             latencies_ms: None,
+            first_done_ms: self.first_done.map(|d| d.as_secs_f64() * 1e3),
+            enqueued_ms: self.enqueued.map(|(d, _)| d.as_secs_f64() * 1e3),
+            done_when_enqueued: self.enqueued.map(|(_, n)| n),
         })
     }
 }
@@ -242,7 +273,7 @@ async fn queue_run(
     };
     let producer = Queue::connect(url, settings).await?;
     queues.push(producer.clone());
-    let meter = Meter::start(&redis::Client::open(url)?).await?;
+    let mut meter = Meter::start(&redis::Client::open(url)?).await?;
     let enqueue = tokio::spawn({
         let producers = args.producers;
         let producer = producer.clone();
@@ -261,6 +292,10 @@ async fn queue_run(
         }
     });
     while done() < jobs as u64 {
+        meter.saw_done(done() as usize);
+        if enqueue.is_finished() {
+            meter.enqueued(done() as usize);
+        }
         if meter.elapsed() > limit {
             bail!(
                 "queue run with {workers} worker(s) did not finish within {limit:?} ({} of {jobs} done)",
@@ -269,6 +304,8 @@ async fn queue_run(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    meter.saw_done(jobs);
+    meter.enqueued(jobs);
     let mut m = meter.stop(jobs).await?;
     let ids = enqueue.await?.context("enqueue failed")?;
     for p in pools {
@@ -348,10 +385,13 @@ async fn main() -> anyhow::Result<()> {
 
     let max_workers = args.workers.iter().copied().max().unwrap_or(1);
     let readers = max_workers * args.concurrency;
-    let mut cases = vec![
-        Case::new(Kind::RawBatched),
-        Case::new(Kind::RawPerEntry { readers }),
-    ];
+    let mut cases = vec![Case::new(Kind::RawBatched)];
+    // One raw per-entry loop per worker count, with as many readers as the pools have jobs
+    // in flight: a row is compared with the raw loop at its own concurrency (a 1-worker row
+    // against 32 readers measured the loop's gain from concurrency, not the queue's cost).
+    for r in report::per_entry_readers(&args.workers, args.concurrency) {
+        cases.push(Case::new(Kind::RawPerEntry { readers: r }));
+    }
     if with_rabbit {
         cases.push(Case::new(Kind::RawRabbit { prefetch: readers }));
     }
@@ -400,11 +440,15 @@ async fn main() -> anyhow::Result<()> {
                     }
                 },
             };
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
             eprintln!(
-                "run {run}/{}: {:<36} {:>10.0} jobs/s",
+                "run {run}/{}: {:<36} {:>10.0} jobs/s (first done {}, all enqueued {} with {} done)",
                 args.runs,
                 case.name(),
-                m.jobs_per_s
+                m.jobs_per_s,
+                ms(m.first_done_ms),
+                ms(m.enqueued_ms),
+                m.done_when_enqueued.map_or("-".into(), |n| n.to_string()),
             );
             case.push(args.jobs, m);
         }

@@ -73,5 +73,8 @@ pub fn run(load: &Load, settings: &QueueSettings) -> anyhow::Result<Measured> {
         jobs_per_s: o.jobs_per_s,
         redis_cpu_s: o.redis_cpu_s,
         latencies_ms: Some(o.latencies_ms),
+        first_done_ms: None,
+        enqueued_ms: None,
+        done_when_enqueued: None,
     })
 }

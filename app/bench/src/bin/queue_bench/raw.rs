@@ -96,6 +96,8 @@ pub async fn raw_bound(url: &str, jobs: usize, limit: Duration) -> anyhow::Resul
 
 /// The raw per-entry bound: the queue's shape without job logic. `producers` concurrent
 /// single XADDs; `workers * concurrency` consumers, each XREADGROUP COUNT 1 then XACK.
+/// Measured once per worker count of the run, so each queue row is set against a loop
+/// with as many entries in flight as it has.
 pub async fn raw_per_entry(
     url: &str,
     producers: usize,
@@ -109,11 +111,15 @@ pub async fn raw_per_entry(
     create_group(&mut conn, stream).await?;
     let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let meter = Meter::start(&client).await?;
+    // A blocking read holds its connection: one connection per consumer, opened before the
+    // clock starts, as the queue's worker pools are started before theirs.
+    let mut conns = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        conns.push(super::bench_conn(&client).await?);
+    }
+    let mut meter = Meter::start(&client).await?;
     let mut tasks = Vec::new();
-    for c in 0..consumers {
-        // A blocking read holds its connection: one connection per consumer.
-        let mut conn = super::bench_conn(&client).await?;
+    for (c, mut conn) in conns.into_iter().enumerate() {
         let (acked, stop) = (acked.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -159,8 +165,11 @@ pub async fn raw_per_entry(
         .buffer_unordered(producers);
     while let Some(r) = adds.next().await {
         r?;
+        meter.saw_done(acked.load(std::sync::atomic::Ordering::Relaxed));
     }
+    meter.enqueued(acked.load(std::sync::atomic::Ordering::Relaxed));
     while acked.load(std::sync::atomic::Ordering::Relaxed) < jobs {
+        meter.saw_done(acked.load(std::sync::atomic::Ordering::Relaxed));
         if meter.elapsed() > limit {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             bail!("raw per-entry run did not finish within {limit:?}");

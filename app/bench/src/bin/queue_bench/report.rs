@@ -115,7 +115,8 @@ pub struct Row {
     pub redis_cpu_us_per_job: f64,
     /// Against the raw per-entry bound of its broker (Redis or RabbitMQ).
     pub ratio_to_raw_of_its_broker: Option<f64>,
-    /// Against the raw Redis loop one entry at a time.
+    /// Against the raw Redis loop one entry at a time, with as many readers as this row's
+    /// workers have jobs in flight.
     pub ratio_to_raw_per_entry: Option<f64>,
     /// Ours against BullMQ with the same worker count.
     pub ratio_to_bullmq: Option<f64>,
@@ -126,7 +127,7 @@ pub struct Row {
 pub struct Goals {
     /// Redis Streams / BullMQ, per worker count (goal >= 2).
     pub redis_vs_bullmq: Vec<(usize, f64)>,
-    /// Redis Streams with one worker / raw per entry (goal >= 0.8).
+    /// Redis Streams with one worker / raw per entry with `concurrency` readers (goal >= 0.8).
     pub redis_one_worker_vs_raw: Option<f64>,
     /// RabbitMQ / its raw bound, per worker count (goal >= 0.6).
     pub rabbitmq_vs_raw: Vec<(usize, f64)>,
@@ -140,10 +141,30 @@ pub struct Report {
     pub goals: Goals,
 }
 
+/// The reader counts of the raw per-entry loops a run measures: one per worker count,
+/// `workers * concurrency` (as many entries in flight as those pools), in the order given.
+pub fn per_entry_readers(workers: &[usize], concurrency: usize) -> Vec<usize> {
+    workers.iter().fold(Vec::new(), |mut v, w| {
+        let r = w * concurrency;
+        if !v.contains(&r) {
+            v.push(r);
+        }
+        v
+    })
+}
+
 impl Report {
     pub fn new(setup: Setup, cases: &[Case]) -> Self {
         let find = |k: &dyn Fn(Kind) -> bool| cases.iter().find(|c| k(c.kind)).map(Case::median);
-        let raw1 = find(&|k| matches!(k, Kind::RawPerEntry { .. }));
+        let per_worker = setup.concurrency_per_worker;
+        // The raw per-entry loop with as many readers as `w` workers have jobs in flight.
+        let raw1 = |w: usize| {
+            find(&|k| {
+                k == Kind::RawPerEntry {
+                    readers: w * per_worker,
+                }
+            })
+        };
         let raw_mq = find(&|k| matches!(k, Kind::RawRabbit { .. }));
         let sys = |s: System, w: usize| find(&|k| k == Kind::System(s, w));
         let rows = cases
@@ -154,10 +175,10 @@ impl Report {
                     Kind::System(s, w) => (Some(s), Some(w)),
                     _ => (None, None),
                 };
-                let raw_of = match system {
-                    Some(System::Rabbitmq) => raw_mq,
-                    Some(_) => raw1,
-                    None => None,
+                let raw_of = match (system, workers) {
+                    (Some(System::Rabbitmq), _) => raw_mq,
+                    (Some(_), Some(w)) => raw1(w),
+                    _ => None,
                 };
                 Row {
                     case: c.name(),
@@ -168,7 +189,7 @@ impl Report {
                     latency: (!c.latency.is_empty()).then(|| Latency::median_of(&c.latency)),
                     redis_cpu_us_per_job: median(&c.cpu_us_per_job),
                     ratio_to_raw_of_its_broker: raw_of.map(|r| ratio(m, r)),
-                    ratio_to_raw_per_entry: system.and(raw1).map(|r| ratio(m, r)),
+                    ratio_to_raw_per_entry: workers.and_then(raw1).map(|r| ratio(m, r)),
                     ratio_to_bullmq: match (system, workers) {
                         (Some(s), Some(w)) if s != System::Bullmq => {
                             sys(System::Bullmq, w).map(|b| ratio(m, b))
@@ -198,7 +219,7 @@ impl Report {
         };
         let goals = Goals {
             redis_vs_bullmq: per_worker(System::Redis, &|w| sys(System::Bullmq, w)),
-            redis_one_worker_vs_raw: sys(System::Redis, 1).zip(raw1).map(|(a, b)| ratio(a, b)),
+            redis_one_worker_vs_raw: sys(System::Redis, 1).zip(raw1(1)).map(|(a, b)| ratio(a, b)),
             rabbitmq_vs_raw: per_worker(System::Rabbitmq, &|_| raw_mq),
         };
         Self {
@@ -284,11 +305,73 @@ impl Report {
         );
         println!(
             "\nraw redis, batches of 100: one producer pipelines XADD in batches of 100; one consumer reads COUNT 100 and sends one XACK per batch\n\
-             raw redis, per entry: one XADD per job from the producers; readers each XREADGROUP COUNT 1 then XACK (the queue's shape, no job logic)\n\
+             raw redis, per entry: one XADD per job from the producers; readers each XREADGROUP COUNT 1 then XACK (the queue's shape, no job logic); one loop per worker count, with workers x jobs in flight readers, and each redis streams and bullmq row's vs raw is against the loop of its worker count\n\
              raw rabbitmq: concurrent confirmed persistent publishes into a durable queue; one consumer acks each message (no job logic)\n\
              queue: the job record in Redis (ENQUEUE, START, COMPLETE scripts) plus the broker; on rabbitmq each enqueue also waits for the publisher confirm; in this process, on the app binary's allocator (APP_ALLOCATOR, default jemalloc)\n\
              bullmq: Queue.add from the producers, one Worker process per worker; latency from job.timestamp to job.finishedOn, ours from created_ms to finished_ms\n\
              redis us/job: redis-server CPU (user + system) per job over the measured interval (on rabbitmq only the job records are in Redis)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(kind: Kind, jobs_per_s: f64) -> Case {
+        let mut c = Case::new(kind);
+        for _ in 0..3 {
+            c.push(
+                1,
+                Measured {
+                    jobs_per_s,
+                    redis_cpu_s: 0.0,
+                    latencies_ms: None,
+                    first_done_ms: None,
+                    enqueued_ms: None,
+                    done_when_enqueued: None,
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn one_raw_loop_per_worker_count() {
+        assert_eq!(per_entry_readers(&[1, 4, 1], 8), vec![8, 32]);
+        assert_eq!(per_entry_readers(&[2], 3), vec![6]);
+    }
+
+    #[test]
+    fn each_row_is_set_against_the_raw_loop_of_its_concurrency() {
+        let setup = Setup {
+            jobs_per_run: 1,
+            runs: 3,
+            producers: 16,
+            concurrency_per_worker: 8,
+            max_attempts: 5,
+            backoff_base_ms: 500,
+            claim_idle_ms: 30_000,
+            retention_s: 1,
+        };
+        let cases = [
+            case(Kind::RawPerEntry { readers: 8 }, 1000.0),
+            case(Kind::RawPerEntry { readers: 32 }, 2000.0),
+            case(Kind::System(System::Redis, 1), 800.0),
+            case(Kind::System(System::Bullmq, 1), 400.0),
+            case(Kind::System(System::Redis, 4), 1800.0),
+        ];
+        let r = Report::new(setup, &cases);
+        let row = |n: &str| r.rows.iter().find(|x| x.case == n).expect(n);
+        assert_eq!(
+            row("redis streams, 1 worker").ratio_to_raw_per_entry,
+            Some(0.8)
+        );
+        assert_eq!(row("bullmq, 1 worker").ratio_to_raw_per_entry, Some(0.4));
+        assert_eq!(
+            row("redis streams, 4 workers").ratio_to_raw_per_entry,
+            Some(0.9)
+        );
+        assert_eq!(r.goals.redis_one_worker_vs_raw, Some(0.8));
     }
 }
