@@ -43,16 +43,9 @@ async fn seed(c: &mut RedisConn, n: usize) {
         .expect("RESETSTAT");
 }
 
-/// The current-thread runtime makes the interleaving deterministic: the first caller's GET
-/// goes out alone, and every other caller queues behind it before its answer is read.
-#[tokio::test(flavor = "current_thread")]
-async fn concurrent_gets_share_mgets_and_each_gets_its_own_value() {
-    let redis = LocalRedis::start().expect("redis-server (apt package redis-server)");
-    let mut admin = conn(&redis);
-    let n = 3 * MAX_BATCH + 5;
-    seed(&mut admin, n).await;
-    let gets = GetCoalescer::new(conn(&redis), true);
-    assert!(gets.coalescing());
+/// GETs k0..k{n-1} from concurrent tasks; each must get what [`seed`] wrote (even keys) or
+/// nil (odd keys).
+async fn get_all_and_check(gets: &GetCoalescer, n: usize) {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let gets = gets.clone();
@@ -64,6 +57,19 @@ async fn concurrent_gets_share_mgets_and_each_gets_its_own_value() {
         let want = (i % 2 == 0).then(|| format!("v{i}").into_bytes());
         assert_eq!(r.expect("GET"), want, "key k{i}");
     }
+}
+
+/// The current-thread runtime makes the interleaving deterministic: the first caller's GET
+/// goes out alone, and every other caller queues behind it before its answer is read.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_gets_share_mgets_and_each_gets_its_own_value() {
+    let redis = LocalRedis::start().expect("redis-server (apt package redis-server)");
+    let mut admin = conn(&redis);
+    let n = 3 * MAX_BATCH + 5;
+    seed(&mut admin, n).await;
+    let gets = GetCoalescer::new(conn(&redis), true);
+    assert!(gets.coalescing());
+    get_all_and_check(&gets, n).await;
     let (mget, get) = (
         calls(&mut admin, "mget").await,
         calls(&mut admin, "get").await,
@@ -79,19 +85,7 @@ async fn disabled_coalescer_sends_plain_gets() {
     seed(&mut admin, 20).await;
     let gets = GetCoalescer::new(conn(&redis), false);
     assert!(!gets.coalescing());
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let gets = gets.clone();
-            tokio::spawn(async move { (i, gets.get(&format!("k{i}")).await) })
-        })
-        .collect();
-    for t in tasks {
-        let (i, r) = t.await.expect("task");
-        assert_eq!(
-            r.expect("GET"),
-            (i % 2 == 0).then(|| format!("v{i}").into_bytes())
-        );
-    }
+    get_all_and_check(&gets, 20).await;
     assert_eq!(calls(&mut admin, "mget").await, 0);
     assert_eq!(calls(&mut admin, "get").await, 20);
 }
