@@ -101,31 +101,36 @@ impl Drop for Flight {
 
 /// GETs on a [`RedisConn`], coalesced while concurrent. Cheap to clone.
 #[derive(Clone)]
-pub struct GetCoalescer {
-    conn: RedisConn,
-    /// `None` when disabled or in a Cluster: GETs go out one by one.
-    shared: Option<Arc<Shared>>,
+pub struct GetCoalescer(Mode);
+
+#[derive(Clone)]
+enum Mode {
+    /// Disabled, or in a Cluster: each GET goes out by itself.
+    Direct(RedisConn),
+    Coalescing(Arc<Shared>),
 }
 
 impl GetCoalescer {
     pub fn new(conn: RedisConn, enabled: bool) -> Self {
-        let shared = (enabled && conn.mode() != RedisMode::Cluster).then(|| {
-            Arc::new(Shared {
-                conn: conn.clone(),
+        Self(if enabled && conn.mode() != RedisMode::Cluster {
+            Mode::Coalescing(Arc::new(Shared {
+                conn,
                 state: Mutex::default(),
-            })
-        });
-        Self { conn, shared }
+            }))
+        } else {
+            Mode::Direct(conn)
+        })
     }
 
     pub fn coalescing(&self) -> bool {
-        self.shared.is_some()
+        matches!(self.0, Mode::Coalescing(_))
     }
 
     /// `GET key`.
     pub async fn get(&self, key: &str) -> Reply {
-        let Some(shared) = &self.shared else {
-            return get_one(self.conn.clone(), key).await;
+        let shared = match &self.0 {
+            Mode::Direct(conn) => return get_one(conn.clone(), key).await,
+            Mode::Coalescing(shared) => shared,
         };
         let rx = {
             let mut st = shared.state();
@@ -150,7 +155,7 @@ impl GetCoalescer {
             }),
             None => {
                 let _flight = Flight(shared.clone());
-                get_one(self.conn.clone(), key).await
+                get_one(shared.conn.clone(), key).await
             }
         }
     }
@@ -179,20 +184,21 @@ async fn send(mut conn: RedisConn, mut batch: Vec<Waiting>) {
         cmd.arg(&w.key);
     }
     let r: RedisResult<Vec<Option<Vec<u8>>>> = cmd.query_async(&mut conn).await;
-    match r {
-        Ok(values) if values.len() == batch.len() => {
-            for (w, v) in batch.into_iter().zip(values) {
-                let _ = w.reply.send(Ok(v));
-            }
-        }
-        Ok(values) => {
-            let e = RedisError::from((
+    let r = r.and_then(|values| {
+        if values.len() == batch.len() {
+            Ok(values)
+        } else {
+            Err(RedisError::from((
                 redis::ErrorKind::Parse,
                 "MGET answered a different number of values than keys asked",
                 format!("{} keys, {} values", batch.len(), values.len()),
-            ));
-            for w in batch {
-                let _ = w.reply.send(Err(e.clone()));
+            )))
+        }
+    });
+    match r {
+        Ok(values) => {
+            for (w, v) in batch.into_iter().zip(values) {
+                let _ = w.reply.send(Ok(v));
             }
         }
         Err(e) => {

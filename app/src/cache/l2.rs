@@ -125,16 +125,25 @@ impl L2 {
         &self.breaker
     }
 
-    /// Runs one command under the breaker and the timeout, counting failures.
+    /// Runs one command on the shared connection (see [`L2::run`]).
     async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, L2Error>
     where
         F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
+        self.run(op, f(self.conn.clone())).await
+    }
+
+    /// Runs one command under the breaker and the timeout, counting failures.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        cmd: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
         if !self.breaker.allow() {
             return Err(L2Error::Open);
         }
-        let res = match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+        let res = match tokio::time::timeout(self.timeout, cmd).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(L2Error::Redis(e)),
             Err(_) => Err(L2Error::Timeout),
@@ -151,8 +160,8 @@ impl L2 {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
-        let gets = &self.gets;
-        self.call("get", |_| gets.get(key)).await
+        // The coalescer holds its own connection: no clone of ours per hit.
+        self.run("get", self.gets.get(key)).await
     }
 
     pub async fn set_px(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), L2Error> {
