@@ -98,8 +98,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// A body that may be left out (drain, shutdown): empty (or JSON `null`) is `None`,
-/// anything else must be the JSON of `T`.
+/// A body that may be left out (drain, shutdown, reload): empty (or JSON `null`) is `None`,
+/// anything else must be the JSON object of `T`. An array is refused: serde would otherwise
+/// build a struct from it field by field (and `[]` into all defaults), accepting a body the
+/// OpenAPI document says is invalid.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
@@ -108,8 +110,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(None));
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Ok(Self(None)),
+            Some(b'{') | Some(b'n') => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the body must be a JSON object (or null, or left out)",
+                ));
+            }
         }
         serde_json::from_slice(&body)
             .map(Self)
@@ -127,5 +135,39 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|p| Self(p.0))
             .map_err(|e| ApiError::rejected(e.status(), e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_api::types::Reload;
+
+    async fn optional(body: &'static str) -> Result<Option<Reload>, ApiError> {
+        let req = Request::builder()
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        OptionalJson::<Reload>::from_request(req, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    /// Found by schemathesis (seed 135413067675461666367462258426576217351): `[]` was a
+    /// reload with every default.
+    #[tokio::test]
+    async fn an_optional_body_is_an_object_null_or_nothing() {
+        assert_eq!(optional("").await.ok(), Some(None));
+        assert_eq!(optional(" null ").await.ok(), Some(None));
+        assert_eq!(
+            optional(r#"{"dry_run":true}"#).await.ok(),
+            Some(Some(Reload {
+                dry_run: true,
+                prune: false
+            }))
+        );
+        for bad in ["[]", "[true, false]", "true", "3", "\"x\"", "nul"] {
+            let e = optional(bad).await.expect_err(bad);
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+        }
     }
 }
