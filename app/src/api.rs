@@ -367,10 +367,33 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
-/// `Json<T>` with JSON errors (400 syntax, 413 size, 415 content type, 422 shape).
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json<T>` with JSON errors (400 syntax, 413 size, 415 content type, 422 shape). Only a
+/// JSON object is a body: serde would otherwise build a struct from an array of the right
+/// values in field order, a body the OpenAPI document calls invalid.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        // axum's `Json` keeps deciding content type, size, syntax and shape; the bytes are
+        // kept to check the one rule it lacks.
+        let headers = req.headers().clone();
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::bad_request(ErrorCode::InvalidJson, e.body_text()),
+            })?;
+        let mut again = axum::extract::Request::new(axum::body::Body::from(body.clone()));
+        *again.headers_mut() = headers;
+        let Json(v) = Json::<T>::from_request(again, state).await?;
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(Self(v)),
+            _ => Err(ApiError::unprocessable("the body must be a JSON object")),
+        }
+    }
+}
 
 /// `Path<T>` with a JSON 400.
 #[derive(Debug, FromRequestParts)]
@@ -508,6 +531,47 @@ mod tests {
         assert_eq!(
             (e.status().as_u16(), e.code().name()),
             (422, "invalid_body")
+        );
+    }
+
+    async fn body(ct: &str, body: &'static str) -> Result<serde_json::Value, (u16, &'static str)> {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Two {
+            name: String,
+            n: u32,
+        }
+        let req = axum::extract::Request::builder()
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        match ApiJson::<Two>::from_request(req, &()).await {
+            Ok(ApiJson(t)) => Ok(serde_json::json!({"name": t.name, "n": t.n})),
+            Err(e) => Err((e.status().as_u16(), e.code().name())),
+        }
+    }
+
+    /// serde builds a struct from an array of its fields in order: `["a", 1]` must not be
+    /// accepted where the contract says object.
+    #[tokio::test]
+    async fn a_json_body_is_an_object() {
+        let ok = body("application/json", r#" {"name":"a","n":1}"#).await;
+        assert_eq!(ok, Ok(serde_json::json!({"name": "a", "n": 1})));
+        assert_eq!(
+            body("application/json", r#"["a",1]"#).await,
+            Err((422, "invalid_body"))
+        );
+        assert_eq!(
+            body("application/json", r#"{"name":"a"}"#).await,
+            Err((422, "invalid_body"))
+        );
+        assert_eq!(
+            body("application/json", r#"{"name":"#).await,
+            Err((400, "invalid_json"))
+        );
+        assert_eq!(
+            body("text/plain", r#"{"name":"a","n":1}"#).await,
+            Err((415, "unsupported_media_type"))
         );
     }
 }

@@ -81,13 +81,25 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON body (`Content-Type: application/json` required): 400 for syntax and types, 413,
-/// 415.
+/// 415. Only a JSON object is a body: serde would otherwise build a struct from an array of
+/// the right values in field order, accepting a body the OpenAPI document says is invalid.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
+        // axum's `Json` keeps deciding content type, syntax and size; the bytes are kept to
+        // check the one rule it lacks.
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
+        let mut again = Request::new(axum::body::Body::from(body.clone()));
+        *again.headers_mut() = headers;
+        match Json::<T>::from_request(again, state).await {
+            Ok(_) if first_byte(&body) != Some(b'{') => {
+                Err(ApiError::bad_request("the body must be a JSON object"))
+            }
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -96,6 +108,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Err(e) => Err(ApiError::rejected(e.status(), e.body_text())),
         }
     }
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// A body that may be left out (drain, shutdown, reload): empty (or JSON `null`) is `None`,
@@ -110,7 +126,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
-        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        match first_byte(&body) {
             None => return Ok(Self(None)),
             Some(b'{') | Some(b'n') => {}
             Some(_) => {
@@ -141,7 +157,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_api::types::Reload;
+    use lb_api::types::{Reload, SetWeight};
 
     async fn optional(body: &'static str) -> Result<Option<Reload>, ApiError> {
         let req = Request::builder()
@@ -150,6 +166,37 @@ mod tests {
         OptionalJson::<Reload>::from_request(req, &())
             .await
             .map(|j| j.0)
+    }
+
+    async fn required(ct: &str, body: &'static str) -> Result<SetWeight, ApiError> {
+        let req = Request::builder()
+            .header("content-type", ct)
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        JsonBody::<SetWeight>::from_request(req, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    /// The same hole as the optional bodies': `[7]` was a weight of 7.
+    #[tokio::test]
+    async fn a_required_body_is_a_json_object() {
+        let ok = required("application/json", r#" {"weight":7}"#).await;
+        assert_eq!(ok.ok().map(|w| w.weight), Some(7));
+        let ok = required(
+            "application/merge-patch+json; charset=utf-8",
+            r#"{"weight":3}"#,
+        )
+        .await;
+        assert_eq!(ok.ok().map(|w| w.weight), Some(3));
+        for bad in ["[7]", "[]", "7", "null", "", "{\"weight\":"] {
+            let e = required("application/json", bad).await.expect_err(bad);
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+        }
+        let e = required("text/plain", r#"{"weight":7}"#)
+            .await
+            .expect_err("text/plain");
+        assert_eq!(e.code, ErrorCode::UnsupportedMediaType);
     }
 
     /// Found by schemathesis (seed 135413067675461666367462258426576217351): `[]` was a
