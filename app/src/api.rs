@@ -388,11 +388,17 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
         let mut again = axum::extract::Request::new(axum::body::Body::from(body.clone()));
         *again.headers_mut() = headers;
         let Json(v) = Json::<T>::from_request(again, state).await?;
-        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        match first_json_byte(&body) {
             Some(b'{') => Ok(Self(v)),
             _ => Err(ApiError::unprocessable("the body must be a JSON object")),
         }
     }
+}
+
+/// The first byte of a JSON text that is not whitespace: `{` for an object, `n` for `null`.
+/// serde builds a struct from an array too, so a route whose contract says object checks it.
+pub fn first_json_byte(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// `Path<T>` with a JSON 400.

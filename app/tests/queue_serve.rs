@@ -77,6 +77,17 @@ async fn serve_runs_tasks_orders_and_dead_letters() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
+    // An array is not the object the contract names: serde read `[null]` as "replay all".
+    for array in ["[null]", r#"[["x"]]"#] {
+        let bad = c
+            .post(format!("{b}/dlq/tasks/replay"))
+            .header("content-type", "application/json")
+            .body(array)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 422, "{array}");
+    }
     assert_eq!(
         c.get(format!("{b}/dlq/no%20such"))
             .send()

@@ -137,10 +137,10 @@ async fn replay(
 ) -> Result<Json<Replayed>, ApiError> {
     let name = path.name()?;
     // An empty body (or `null`) replays everything; otherwise `{"entries": [...]}`.
-    let body: Replay = if body.iter().all(u8::is_ascii_whitespace) {
-        Replay::default()
-    } else {
-        serde_json::from_slice::<Option<Replay>>(&body)
+    // An array would be read as the struct's fields in order: `[]` as "replay all".
+    let body: Replay = match crate::api::first_json_byte(&body) {
+        None => Replay::default(),
+        Some(b'{' | b'n') => serde_json::from_slice::<Option<Replay>>(&body)
             .map_err(|e| {
                 if e.is_data() {
                     ApiError::unprocessable(format!("invalid body: {e}"))
@@ -151,7 +151,12 @@ async fn replay(
                     )
                 }
             })?
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid body: a JSON object (or null, or nothing)",
+            ));
+        }
     };
     let jobs = match body.entries {
         None => q.dlq_replay_all(&name).await?,
