@@ -50,6 +50,15 @@ pub fn run(what: What, args: &[String]) -> Result<()> {
             deps::apt_install(deps::APP_BENCH_PACKAGES)?;
             // The bench runs the shipped binary, on each allocator it measures.
             util::run(util::cargo().args(["build", "--release", "-p", "app", "--bin", "app"]))?;
+            // The `axum_ping` row's server.
+            util::run(util::cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "app-bench",
+                "--bin",
+                "axum-floor",
+            ]))?;
             ("app-bench", "app-bench", &[])
         }
         What::Queue => {

@@ -281,7 +281,7 @@ pub fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
         .join(name);
     if !path.is_file() {
         bail!(
-            "{} not found: build it with `cargo build --release -p {name}` (`cargo xtask bench` does)",
+            "{} not found: build it with `cargo build --release --bin {name}` (`cargo xtask bench` does)",
             path.display()
         );
     }

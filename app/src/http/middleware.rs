@@ -5,14 +5,31 @@ use std::any::Any;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Response as HttpResponse;
+use axum::http::{HeaderValue, Response as HttpResponse};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::{REQUEST_ID, SERVED_BY};
 use crate::api::ApiError;
 use crate::state::AppState;
 
-/// Bounds a request's handling time (`http.request_timeout_ms`; the client gets a JSON 503,
+/// What [`track`] needs: the app, and the `x-served-by` value (the instance's name, or none
+/// when it is not a valid header value).
+#[derive(Clone)]
+pub struct Track {
+    pub app: AppState,
+    pub served_by: Option<HeaderValue>,
+}
+
+/// A new request id: a UUID v4, as tower-http's `MakeRequestUuid` made.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Gives the request an id (`x-request-id`: the client's, or a new UUID) and answers with
+/// it and with `x-served-by`; bounds a request's handling time (`http.request_timeout_ms`; the client gets a JSON 503,
 /// `code: timeout`), counts requests by method, matched route (not the raw path: bounded
 /// label values) and status, tracks requests in flight (shutdown waits for them), and writes
 /// the request's access-log line: one event with its fields, at `info` on target
@@ -20,12 +37,20 @@ use crate::state::AppState;
 /// Gin's `Logger()`. One event rather than a span per request: a span costs the subscriber
 /// an allocation, a formatting pass and an enter/exit at every poll, which was a third of
 /// `/ping`'s CPU.
-pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(t): State<Track>, mut req: Request, next: Next) -> Response {
+    let st = &t.app;
     // Clones that allocate nothing: a standard method is an enum, a matched path an Arc.
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     // Clones share the request's bytes.
-    let id = req.headers().get(&super::REQUEST_ID).cloned();
+    let id = match req.headers().get(&REQUEST_ID) {
+        Some(v) => v.clone(),
+        None => {
+            let v = new_request_id();
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
     let uri =
         tracing::enabled!(target: "app::access", tracing::Level::INFO).then(|| req.uri().clone());
     st.metrics.http_in_flight.inc();
@@ -34,10 +59,17 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
     // less per request. A timed-out request is counted and logged with its 503.
     let limit = Duration::from_millis(st.config.http.request_timeout_ms);
     let handled =
-        crate::api::with_request_id(id.clone(), tokio::time::timeout(limit, next.run(req)));
-    let resp = handled
+        crate::api::with_request_id(Some(id.clone()), tokio::time::timeout(limit, next.run(req)));
+    let mut resp = handled
         .await
         .unwrap_or_else(|_| ApiError::Timeout.into_response());
+    let headers = resp.headers_mut();
+    if !headers.contains_key(&REQUEST_ID) {
+        headers.insert(REQUEST_ID, id.clone());
+    }
+    if let Some(v) = &t.served_by {
+        headers.insert(SERVED_BY, v.clone());
+    }
     st.metrics.http_in_flight.dec();
     let elapsed = start.elapsed();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -52,7 +84,7 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .with_label_values(&[m, route, status.as_str()])
         .inc();
     if let Some(uri) = uri {
-        let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let id = id.to_str().unwrap_or("-");
         tracing::info!(
             target: "app::access",
             method = %m,

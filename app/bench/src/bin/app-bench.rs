@@ -110,6 +110,8 @@ fn progress(args: &Args, msg: &str) {
 struct Servers {
     apps: HashMap<(Levels, Allocator), Server>,
     gin: Option<Server>,
+    axum_floor: Option<Server>,
+    nginx: Option<Server>,
 }
 
 impl Servers {
@@ -117,6 +119,8 @@ impl Servers {
         match kind.levels() {
             Some(l) => self.apps.get(&(l, a)),
             None if kind.is_gin() => self.gin.as_ref(),
+            None if kind == report::Kind::AxumPing => self.axum_floor.as_ref(),
+            None if kind == report::Kind::NginxPing => self.nginx.as_ref(),
             None => None,
         }
     }
@@ -201,7 +205,8 @@ fn measure(
     let in_use = pool.map(Sampler::finish);
     let sample = sample?;
     let mut out = RunOut::plain(sample);
-    out.rss_peak_kib = Some(rss.peak);
+    // nginx serves from worker processes: its master's memory would say nothing.
+    out.rss_peak_kib = (case.kind != report::Kind::NginxPing).then_some(rss.peak);
     if let Some(before) = before {
         let after = scrape(srv.addr)?;
         out.level_hits = case
@@ -301,7 +306,23 @@ fn bench(args: &Args) -> anyhow::Result<report::Report> {
         Some(bin) => Some(servers::start_gin(&shared, bin, redis.port())?),
         None => None,
     };
-    let servers = Servers { apps, gin };
+    let axum_floor = if kinds.contains(&report::Kind::AxumPing) {
+        let bin = procs::sibling_bin("axum-floor")?;
+        Some(servers::start_axum_floor(&shared, &bin)?)
+    } else {
+        None
+    };
+    let nginx = if kinds.contains(&report::Kind::NginxPing) {
+        Some(servers::start_nginx(&shared)?)
+    } else {
+        None
+    };
+    let servers = Servers {
+        apps,
+        gin,
+        axum_floor,
+        nginx,
+    };
     let mut memory: Vec<report::ServerMemory> = servers
         .apps
         .iter()

@@ -21,10 +21,12 @@ pub enum Kind {
     GinPing,
     GinL2Hit,
     RedisGet,
+    AxumPing,
+    NginxPing,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Ping,
         Kind::L1Hit,
         Kind::L2Hit,
@@ -32,6 +34,8 @@ impl Kind {
         Kind::GinPing,
         Kind::GinL2Hit,
         Kind::RedisGet,
+        Kind::AxumPing,
+        Kind::NginxPing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,8 @@ impl Kind {
             Kind::GinPing => "gin_ping",
             Kind::GinL2Hit => "gin_l2_hit",
             Kind::RedisGet => "redis_get",
+            Kind::AxumPing => "axum_ping",
+            Kind::NginxPing => "nginx_ping",
         }
     }
 
@@ -55,6 +61,8 @@ impl Kind {
             Kind::GinPing => "Gin gin.Default() GET /ping (seed ch. 1)",
             Kind::GinL2Hit => "Gin GET /users/:id via go-redis (seed 3.2)",
             Kind::RedisGet => "redis-benchmark -t get (bound of the L2 path)",
+            Kind::AxumPing => "bare axum GET /ping, no middleware or log (floor of our stack)",
+            Kind::NginxPing => "nginx return 200, buffered access log (HTTP floor here)",
         }
     }
 
@@ -64,7 +72,9 @@ impl Kind {
             Kind::Ping | Kind::L1Hit => Some(Levels::Full),
             Kind::L2Hit => Some(Levels::L2Only),
             Kind::DbRead => Some(Levels::DbOnly),
-            Kind::GinPing | Kind::GinL2Hit | Kind::RedisGet => None,
+            Kind::GinPing | Kind::GinL2Hit | Kind::RedisGet | Kind::AxumPing | Kind::NginxPing => {
+                None
+            }
         }
     }
 
@@ -113,6 +123,8 @@ impl Kind {
         match self {
             Kind::GinPing | Kind::GinL2Hit => "gin",
             Kind::RedisGet => "redis-benchmark",
+            Kind::AxumPing => "axum",
+            Kind::NginxPing => "nginx",
             _ => "app",
         }
     }
@@ -317,6 +329,13 @@ pub struct Goals {
     pub l2_hit_vs_redis_get: Option<f64>,
     /// `l2_hit` / `gin_l2_hit`.
     pub l2_hit_vs_gin_l2_hit: Option<f64>,
+    /// The floors, which say where the L2 goal's gap is: `ping` / `axum_ping` is the share
+    /// of the bare stack's throughput our layers keep; `axum_ping` / `redis_get` and
+    /// `nginx_ping` / `redis_get` bound any L2 hit served by that stack (a hit is a ping plus
+    /// a GET).
+    pub ping_vs_axum_ping: Option<f64>,
+    pub axum_ping_vs_redis_get: Option<f64>,
+    pub nginx_ping_vs_redis_get: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -414,10 +433,14 @@ impl Report {
             .or_else(|| cases.iter().find(|c| c.ours))
             .map(|c| c.allocator);
         let pair = |a: Kind, b: Kind| Some(ratio(rps(a, default)?, rps(b, None)?));
+        let peers = |a: Kind, b: Kind| Some(ratio(rps(a, None)?, rps(b, None)?));
         let goals = Goals {
             ping_vs_gin: pair(Kind::Ping, Kind::GinPing),
             l2_hit_vs_redis_get: pair(Kind::L2Hit, Kind::RedisGet),
             l2_hit_vs_gin_l2_hit: pair(Kind::L2Hit, Kind::GinL2Hit),
+            ping_vs_axum_ping: pair(Kind::Ping, Kind::AxumPing),
+            axum_ping_vs_redis_get: peers(Kind::AxumPing, Kind::RedisGet),
+            nginx_ping_vs_redis_get: peers(Kind::NginxPing, Kind::RedisGet),
         };
         let mut memory = memory;
         for m in &mut memory {
@@ -496,6 +519,12 @@ impl Report {
             opt(g.ping_vs_gin, 2),
             opt(g.l2_hit_vs_redis_get, 2),
             opt(g.l2_hit_vs_gin_l2_hit, 2)
+        );
+        println!(
+            "floors: ping / axum_ping = {} (what our layers keep of the bare stack); axum_ping / redis_get = {} and nginx_ping / redis_get = {} (an L2 hit is a ping plus a GET: it stays below these)",
+            opt(g.ping_vs_axum_ping, 2),
+            opt(g.axum_ping_vs_redis_get, 2),
+            opt(g.nginx_ping_vs_redis_get, 2)
         );
         for r in &self.rows {
             if let Some(p) = &r.pool {

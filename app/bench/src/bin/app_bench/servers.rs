@@ -167,3 +167,72 @@ pub fn work_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let path = dir.path().to_path_buf();
     Ok((dir, path))
 }
+
+/// Starts the `axum_ping` row's server: `axum-floor`, built next to this bench.
+pub fn start_axum_floor(s: &Shared, bin: &Path) -> anyhow::Result<Server> {
+    let mut last = None;
+    for _ in 0..3 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+        let mut cmd = procs::pinned(bin, s.cpus);
+        cmd.arg("--listen").arg(addr.to_string());
+        match Server::spawn(
+            "axum-floor",
+            cmd,
+            addr,
+            s.dir.join("axum-floor.log"),
+            "/ping",
+        ) {
+            Ok(srv) => return Ok(srv),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("axum-floor did not start")))
+}
+
+/// The `nginx_ping` row's configuration: one worker per core (as our runtime has one worker
+/// thread per core), the same body, and an access line per request buffered as our log is
+/// (64 KiB, flushed every 100 ms; `app/src/logs.rs`).
+fn nginx_conf(dir: &Path, addr: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        r#"worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log {d}/nginx-access.log combined buffer=64k flush=100ms;
+  client_body_temp_path {d}/nginx-body;
+  proxy_temp_path {d}/nginx-proxy;
+  fastcgi_temp_path {d}/nginx-fastcgi;
+  uwsgi_temp_path {d}/nginx-uwsgi;
+  scgi_temp_path {d}/nginx-scgi;
+  keepalive_requests 1000000;
+  server {{
+    listen {addr};
+    location = /ping {{ default_type application/json; return 200 '{{"message":"pong"}}'; }}
+  }}
+}}
+"#
+    )
+}
+
+/// Starts the `nginx_ping` row's nginx (the apt package the lab installs).
+pub fn start_nginx(s: &Shared) -> anyhow::Result<Server> {
+    procs::need("nginx", "nginx")?;
+    let mut last = None;
+    for _ in 0..3 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+        let conf = s.dir.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(s.dir, addr))
+            .with_context(|| format!("writing {}", conf.display()))?;
+        let mut cmd = procs::pinned(Path::new("nginx"), s.cpus);
+        cmd.arg("-c").arg(&conf).arg("-p").arg(s.dir);
+        cmd.arg("-e").arg(s.dir.join("nginx-error.log"));
+        match Server::spawn("nginx", cmd, addr, s.dir.join("nginx.log"), "/ping") {
+            Ok(srv) => return Ok(srv),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+}
