@@ -29,14 +29,14 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// Gives the request an id (`x-request-id`: the client's, or a new UUID) and answers with
-/// it and with `x-served-by`; bounds a request's handling time (`http.request_timeout_ms`; the client gets a JSON 503,
-/// `code: timeout`), counts requests by method, matched route (not the raw path: bounded
-/// label values) and status, tracks requests in flight (shutdown waits for them), and writes
-/// the request's access-log line: one event with its fields, at `info` on target
-/// `app::access` (`APP_LOG=info,app::access=warn` turns it off), as nginx's access log and
-/// Gin's `Logger()`. One event rather than a span per request: a span costs the subscriber
-/// an allocation, a formatting pass and an enter/exit at every poll, which was a third of
-/// `/ping`'s CPU.
+/// it and with `x-served-by`; bounds a request's handling time (`http.request_timeout_ms`;
+/// the client gets a JSON 503, `code: timeout`); counts requests by method, matched route
+/// (not the raw path: bounded label values) and status; tracks requests in flight (shutdown
+/// waits for them); and writes the request's access-log line: one event with its fields, at
+/// `info` on target `app::access` (`APP_LOG=info,app::access=warn` turns it off), as nginx's
+/// access log and Gin's `Logger()`. One event rather than a span per request: a span costs
+/// the subscriber an allocation, a formatting pass and an enter/exit at every poll, which was
+/// a third of `/ping`'s CPU.
 pub async fn track(State(t): State<Track>, mut req: Request, next: Next) -> Response {
     let st = &t.app;
     // Clones that allocate nothing: a standard method is an enum, a matched path an Arc.
