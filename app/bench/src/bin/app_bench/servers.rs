@@ -78,14 +78,31 @@ fn config(s: &Shared, listen: SocketAddr, levels: Levels) -> Config {
     c
 }
 
+/// Starts server `name` on a free loopback port, answering `GET /ping`, its output in
+/// `log`: `cmd` builds its command for an address. A probed free port can be taken before
+/// the server binds it, so three ports are tried.
+fn spawn_on_free_port(
+    name: &str,
+    log: PathBuf,
+    mut cmd: impl FnMut(SocketAddr) -> anyhow::Result<std::process::Command>,
+) -> anyhow::Result<Server> {
+    let mut last = None;
+    for _ in 0..3 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+        match Server::spawn(name, cmd(addr)?, addr, log.clone(), "/ping") {
+            Ok(srv) => return Ok(srv),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+}
+
 /// Starts `app serve` with `levels` on `allocator`; its log (one line per request, as in
 /// production) goes to a file in the bench's directory.
 pub fn start_app(s: &Shared, levels: Levels, allocator: Allocator) -> anyhow::Result<Server> {
     let name = format!("app-{}-{}", levels.name(), allocator.as_str());
-    let mut last = None;
-    // A probed free port can be taken before the app binds it: try a few.
-    for _ in 0..3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+    let log = s.dir.join(format!("{name}.log"));
+    spawn_on_free_port(&name, log, |addr| {
         let path = s.dir.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&config(s, addr, levels))?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -98,20 +115,14 @@ pub fn start_app(s: &Shared, levels: Levels, allocator: Allocator) -> anyhow::Re
         }
         cmd.env("APP_ALLOCATOR", allocator.as_str())
             .env("APP_LOG", s.log);
-        match Server::spawn(&name, cmd, addr, s.dir.join(format!("{name}.log")), "/ping") {
-            Ok(srv) => return Ok(srv),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+        Ok(cmd)
+    })
 }
 
 /// Starts the seed's Gin service (`gin.Default()`: request log to its output file, panic
 /// recovery; `GIN_MODE=release` as in production) reading the app's L2 entries.
 pub fn start_gin(s: &Shared, bin: &Path, redis_port: u16) -> anyhow::Result<Server> {
-    let mut last = None;
-    for _ in 0..3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+    spawn_on_free_port("gin", s.dir.join("gin.log"), |addr| {
         let mut cmd = procs::pinned(bin, s.cpus);
         cmd.arg("-listen")
             .arg(addr.to_string())
@@ -120,12 +131,8 @@ pub fn start_gin(s: &Shared, bin: &Path, redis_port: u16) -> anyhow::Result<Serv
             .arg("-key-prefix")
             .arg(app::config::Config::default().cache.key_prefix)
             .env("GIN_MODE", "release");
-        match Server::spawn("gin", cmd, addr, s.dir.join("gin.log"), "/ping") {
-            Ok(srv) => return Ok(srv),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("gin did not start")))
+        Ok(cmd)
+    })
 }
 
 /// Creates `n` users through `POST /users`; their ids, which must be contiguous (the wrk
@@ -170,23 +177,11 @@ pub fn work_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
 
 /// Starts the `axum_ping` row's server: `axum-floor`, built next to this bench.
 pub fn start_axum_floor(s: &Shared, bin: &Path) -> anyhow::Result<Server> {
-    let mut last = None;
-    for _ in 0..3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+    spawn_on_free_port("axum-floor", s.dir.join("axum-floor.log"), |addr| {
         let mut cmd = procs::pinned(bin, s.cpus);
         cmd.arg("--listen").arg(addr.to_string());
-        match Server::spawn(
-            "axum-floor",
-            cmd,
-            addr,
-            s.dir.join("axum-floor.log"),
-            "/ping",
-        ) {
-            Ok(srv) => return Ok(srv),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("axum-floor did not start")))
+        Ok(cmd)
+    })
 }
 
 /// The `nginx_ping` row's configuration: one worker per core (as our runtime has one worker
@@ -220,19 +215,13 @@ http {{
 /// Starts the `nginx_ping` row's nginx (the apt package the lab installs).
 pub fn start_nginx(s: &Shared) -> anyhow::Result<Server> {
     procs::need("nginx", "nginx")?;
-    let mut last = None;
-    for _ in 0..3 {
-        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+    spawn_on_free_port("nginx", s.dir.join("nginx.log"), |addr| {
         let conf = s.dir.join("nginx.conf");
         std::fs::write(&conf, nginx_conf(s.dir, addr))
             .with_context(|| format!("writing {}", conf.display()))?;
         let mut cmd = procs::pinned(Path::new("nginx"), s.cpus);
         cmd.arg("-c").arg(&conf).arg("-p").arg(s.dir);
         cmd.arg("-e").arg(s.dir.join("nginx-error.log"));
-        match Server::spawn("nginx", cmd, addr, s.dir.join("nginx.log"), "/ping") {
-            Ok(srv) => return Ok(srv),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+        Ok(cmd)
+    })
 }
